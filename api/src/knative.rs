@@ -1,0 +1,94 @@
+//! Knative and Cloud Run compatibility: a `serving.knative.dev/v1` Service (the format
+//! `gcloud run services replace` takes) becomes a Stratus Service, and the scaling annotations
+//! both formats may carry become fields of `spec.template.spec.scaling`.
+
+use std::collections::BTreeMap;
+
+use crate::validation::ErrorList;
+use crate::v1::{RevisionSpec, Scaling};
+
+pub const KNATIVE_API_VERSION: &str = "serving.knative.dev/v1";
+
+const MIN_SCALE: &[&str] = &["autoscaling.knative.dev/minScale", "autoscaling.knative.dev/min-scale"];
+const MAX_SCALE: &[&str] = &["autoscaling.knative.dev/maxScale", "autoscaling.knative.dev/max-scale"];
+const INITIAL_SCALE: &[&str] = &["autoscaling.knative.dev/initialScale", "autoscaling.knative.dev/initial-scale"];
+const TARGET: &str = "autoscaling.knative.dev/target";
+const METRIC: &str = "autoscaling.knative.dev/metric";
+const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";
+const CLASS: &str = "autoscaling.knative.dev/class";
+const CPU_THROTTLING: &str = "run.googleapis.com/cpu-throttling";
+
+/// Applies the Knative and Cloud Run annotations of a revision template (`annotations`, found
+/// at `path`) to its spec. An annotation fills a field left unset; one that contradicts an
+/// explicitly set field, or that does not parse, is an error naming the annotation.
+pub fn apply_annotations(spec: &mut RevisionSpec, annotations: &BTreeMap<String, String>, path: &str) -> Result<(), ErrorList> {
+    let mut errs = ErrorList::default();
+    let at = |key: &str| format!("{path}[{key}]");
+    let scaling = spec.scaling.get_or_insert_with(Scaling::default);
+
+    for (keys, field) in [(MIN_SCALE, 0), (MAX_SCALE, 1), (INITIAL_SCALE, 2)] {
+        for key in keys {
+            let Some(raw) = annotations.get(*key) else { continue };
+            match raw.trim().parse::<i32>() {
+                Ok(v) if v >= 0 => {
+                    let slot = match field {
+                        0 => &mut scaling.min_instances,
+                        1 => &mut scaling.max_instances,
+                        _ => &mut scaling.initial_scale,
+                    };
+                    // Knative's maxScale 0 means "no limit"; leave the default in place.
+                    if field == 1 && v == 0 {
+                        continue;
+                    }
+                    fill(slot, v, &at(key), &mut errs);
+                }
+                _ => errs.push(at(key), format!("{raw:?} is not a non-negative whole number")),
+            }
+        }
+    }
+    if let Some(raw) = annotations.get(TARGET) {
+        match raw.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => fill(&mut scaling.target, v, &at(TARGET), &mut errs),
+            _ => errs.push(at(TARGET), format!("{raw:?} is not a positive number")),
+        }
+    }
+    if let Some(raw) = annotations.get(UTILIZATION) {
+        match raw.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 && v <= 100.0 => fill(&mut scaling.target_utilization_percentage, v.round() as i32, &at(UTILIZATION), &mut errs),
+            _ => errs.push(at(UTILIZATION), format!("{raw:?} is not a percentage between 1 and 100")),
+        }
+    }
+    if let Some(raw) = annotations.get(METRIC) {
+        match raw.as_str() {
+            "concurrency" | "rps" | "cpu" => {
+                if scaling.metric.is_empty() {
+                    scaling.metric = raw.clone();
+                } else if scaling.metric != *raw {
+                    errs.push(at(METRIC), format!("{raw:?} contradicts spec scaling metric {:?}", scaling.metric));
+                }
+            }
+            other => errs.push(at(METRIC), format!("{other:?} is not one of concurrency, rps, cpu")),
+        }
+    }
+    if let Some(raw) = annotations.get(CLASS) {
+        if raw != "kpa.autoscaling.knative.dev" {
+            errs.push(at(CLASS), format!("{raw:?} is not supported: Stratus scales with the KPA (kpa.autoscaling.knative.dev)"));
+        }
+    }
+    if let Some(raw) = annotations.get(CPU_THROTTLING) {
+        match raw.trim() {
+            "true" => fill(&mut spec.cpu_throttling, true, &at(CPU_THROTTLING), &mut errs),
+            "false" => fill(&mut spec.cpu_throttling, false, &at(CPU_THROTTLING), &mut errs),
+            other => errs.push(at(CPU_THROTTLING), format!("{other:?} is not true or false")),
+        }
+    }
+    errs.into_result()
+}
+
+fn fill<T: PartialEq + Copy + std::fmt::Debug>(slot: &mut Option<T>, value: T, path: &str, errs: &mut ErrorList) {
+    match slot {
+        None => *slot = Some(value),
+        Some(existing) if *existing == value => {}
+        Some(existing) => errs.push(path, format!("{value:?} contradicts the value {existing:?} set in the spec")),
+    }
+}

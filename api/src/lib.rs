@@ -1,0 +1,47 @@
+//! The Stratus resource model.
+//!
+//! Every kind is generated from `proto/` (the single source of truth). The same object has one
+//! shape everywhere: protobuf over gRPC and in the store, proto3 JSON (camelCase, the Kubernetes
+//! layout of apiVersion/kind/metadata/spec/status) over HTTP and in YAML manifests.
+
+pub mod decode;
+pub mod defaults;
+pub mod knative;
+pub mod quantity;
+pub mod resource;
+pub mod selector;
+pub mod validation;
+
+/// The generated types of `stratus.v1`.
+#[allow(clippy::all, clippy::unwrap_used, missing_docs)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/stratus.v1.rs"));
+    include!(concat!(env!("OUT_DIR"), "/stratus.v1.serde.rs"));
+}
+
+/// The encoded descriptors of every Stratus proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/stratus_descriptor.bin"));
+
+/// The API group and version of every platform kind.
+pub const API_VERSION: &str = "stratus.dev/v1";
+
+/// The namespace that exists from the start and that namespaced requests default to.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+pub use pbjson_types::Timestamp;
+pub use resource::{AnyObject, KindInfo, Resource};
+pub use v1::*;
+
+/// Everything done to an object before it is stored: Knative/Cloud Run annotations become spec
+/// fields, defaults are filled, and the result is validated.
+pub fn prepare(obj: &mut AnyObject) -> Result<(), validation::ErrorList> {
+    if let AnyObject::Service(svc) = obj {
+        if let Some(template) = svc.spec.as_mut().and_then(|s| s.template.as_mut()) {
+            let annotations = template.metadata.as_ref().map(|m| m.annotations.clone()).unwrap_or_default();
+            let spec = template.spec.get_or_insert_with(Default::default);
+            knative::apply_annotations(spec, &annotations, "spec.template.metadata.annotations")?;
+        }
+    }
+    defaults::apply(obj);
+    validation::validate(obj)
+}

@@ -1,0 +1,266 @@
+//! What every kind has in common, and [`AnyObject`], an object of any kind.
+
+use std::sync::LazyLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::v1::{self, ObjectMeta, object};
+
+/// Static facts about one kind: its names and scope.
+#[derive(Debug, PartialEq, Eq)]
+pub struct KindInfo {
+    /// The kind as written in manifests, e.g. `Service`.
+    pub kind: &'static str,
+    /// The lowercase plural used in URLs and by `stratus get`, e.g. `services`.
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub short_names: &'static [&'static str],
+    /// Whether objects of this kind live in a namespace.
+    pub namespaced: bool,
+}
+
+impl KindInfo {
+    /// Whether `name` names this kind: its kind, plural, singular or a short name, in any case.
+    pub fn matches(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        name == self.kind.to_ascii_lowercase()
+            || name == self.plural
+            || name == self.singular
+            || self.short_names.contains(&name.as_str())
+    }
+}
+
+/// An object of any kind: the `oneof` of `stratus.v1.Object`.
+pub type AnyObject = object::Kind;
+
+/// A kind of the Stratus API.
+pub trait Resource:
+    prost::Message + Default + Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    const INFO: KindInfo;
+
+    fn meta(&self) -> &ObjectMeta;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+    fn into_any(self) -> AnyObject;
+    /// The object inside `any`, or `any` back when it is of another kind.
+    fn from_any(any: AnyObject) -> Result<Self, Box<AnyObject>>;
+}
+
+static EMPTY_META: LazyLock<ObjectMeta> = LazyLock::new(ObjectMeta::default);
+
+macro_rules! kinds {
+    ($( $variant:ident => $ty:ident { plural: $plural:literal, singular: $singular:literal,
+        short: [$($short:literal),*], namespaced: $ns:literal } ),+ $(,)?) => {
+        $(
+            impl Resource for v1::$ty {
+                const INFO: KindInfo = KindInfo {
+                    kind: stringify!($ty),
+                    plural: $plural,
+                    singular: $singular,
+                    short_names: &[$($short),*],
+                    namespaced: $ns,
+                };
+
+                fn meta(&self) -> &ObjectMeta {
+                    self.metadata.as_ref().unwrap_or(&EMPTY_META)
+                }
+
+                fn meta_mut(&mut self) -> &mut ObjectMeta {
+                    self.metadata.get_or_insert_with(ObjectMeta::default)
+                }
+
+                fn into_any(self) -> AnyObject {
+                    AnyObject::$variant(self)
+                }
+
+                fn from_any(any: AnyObject) -> Result<Self, Box<AnyObject>> {
+                    match any {
+                        AnyObject::$variant(o) => Ok(o),
+                        other => Err(Box::new(other)),
+                    }
+                }
+            }
+        )+
+
+        /// Every kind, in the order `stratus get` lists them.
+        pub static KINDS: &[&KindInfo] = &[$(&<v1::$ty as Resource>::INFO),+];
+
+        impl AnyObject {
+            pub fn info(&self) -> &'static KindInfo {
+                match self { $(AnyObject::$variant(_) => &<v1::$ty as Resource>::INFO),+ }
+            }
+
+            pub fn meta(&self) -> &ObjectMeta {
+                match self { $(AnyObject::$variant(o) => o.meta()),+ }
+            }
+
+            pub fn meta_mut(&mut self) -> &mut ObjectMeta {
+                match self { $(AnyObject::$variant(o) => o.meta_mut()),+ }
+            }
+
+            /// Sets `apiVersion` and `kind` to this kind's.
+            pub fn set_type_meta(&mut self) {
+                match self {
+                    $(AnyObject::$variant(o) => {
+                        o.api_version = crate::API_VERSION.to_string();
+                        o.kind = stringify!($ty).to_string();
+                    }),+
+                }
+            }
+
+            /// The protobuf encoding of the object (without the `oneof` wrapper), as stored.
+            pub fn encode_to_vec(&self) -> Vec<u8> {
+                match self { $(AnyObject::$variant(o) => prost::Message::encode_to_vec(o)),+ }
+            }
+
+            /// Decodes what [`AnyObject::encode_to_vec`] wrote for a kind.
+            pub fn decode(info: &KindInfo, bytes: &[u8]) -> Result<AnyObject, String> {
+                $(
+                    if info == &<v1::$ty as Resource>::INFO {
+                        return prost::Message::decode(bytes)
+                            .map(AnyObject::$variant)
+                            .map_err(|e| format!("stored {} does not decode: {e}", info.kind));
+                    }
+                )+
+                Err(format!("unknown kind {}", info.kind))
+            }
+
+            /// The proto3 JSON form: `{"apiVersion":…, "kind":…, "metadata":…, "spec":…}`.
+            pub fn to_json(&self) -> serde_json::Value {
+                let value = match self { $(AnyObject::$variant(o) => serde_json::to_value(o)),+ };
+                // Serialising generated types into a Value cannot fail: every map key is a string.
+                value.unwrap_or(serde_json::Value::Null)
+            }
+
+            /// Parses the JSON form of an object of kind `info`, naming the field path of the
+            /// first error (e.g. `spec.template.spec.containers[0].imag: unknown field`).
+            pub fn from_json(info: &KindInfo, value: serde_json::Value)
+                -> Result<AnyObject, crate::validation::FieldError> {
+                $(
+                    if info == &<v1::$ty as Resource>::INFO {
+                        return serde_path_to_error::deserialize::<_, v1::$ty>(value)
+                            .map(AnyObject::$variant)
+                            .map_err(crate::validation::FieldError::from_serde);
+                    }
+                )+
+                Err(crate::validation::FieldError::new("kind", format!("unknown kind {:?}", info.kind)))
+            }
+
+            /// Whether the specs of two objects of the same kind are equal.
+            pub fn spec_eq(&self, other: &AnyObject) -> bool {
+                match (self, other) {
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.spec == b.spec,)+
+                    _ => false,
+                }
+            }
+
+            /// Whether the statuses of two objects of the same kind are equal.
+            pub fn status_eq(&self, other: &AnyObject) -> bool {
+                match (self, other) {
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.status == b.status,)+
+                    _ => false,
+                }
+            }
+
+            /// Replaces this object's status with `other`'s (same kind; otherwise nothing).
+            pub fn copy_status_from(&mut self, other: &AnyObject) {
+                match (self, other) {
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.status = b.status.clone(),)+
+                    _ => {}
+                }
+            }
+
+            /// Replaces this object's spec with `other`'s (same kind; otherwise nothing).
+            pub fn copy_spec_from(&mut self, other: &AnyObject) {
+                match (self, other) {
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.spec = b.spec.clone(),)+
+                    _ => {}
+                }
+            }
+
+            pub fn clear_status(&mut self) {
+                match self { $(AnyObject::$variant(o) => o.status = None),+ }
+            }
+        }
+    };
+}
+
+kinds! {
+    Namespace => Namespace { plural: "namespaces", singular: "namespace", short: ["ns"], namespaced: false },
+    Tenant => Tenant { plural: "tenants", singular: "tenant", short: [], namespaced: false },
+    Service => Service { plural: "services", singular: "service", short: ["svc", "ksvc"], namespaced: true },
+    Revision => Revision { plural: "revisions", singular: "revision", short: ["rev"], namespaced: true },
+    Instance => Instance { plural: "instances", singular: "instance", short: ["inst"], namespaced: true },
+    Node => Node { plural: "nodes", singular: "node", short: ["no"], namespaced: false },
+    Lease => Lease { plural: "leases", singular: "lease", short: [], namespaced: true },
+    Endpoints => Endpoints { plural: "endpoints", singular: "endpoints", short: ["ep"], namespaced: true },
+    Event => Event { plural: "events", singular: "event", short: ["ev"], namespaced: true },
+}
+
+/// The kind that `name` names (kind, plural, singular or short name, any case).
+pub fn lookup_kind(name: &str) -> Option<&'static KindInfo> {
+    KINDS.iter().copied().find(|k| k.matches(name))
+}
+
+impl AnyObject {
+    /// Wraps the object in the `stratus.v1.Object` message used on the wire.
+    pub fn into_object(self) -> v1::Object {
+        v1::Object { kind: Some(self) }
+    }
+
+    /// `namespace/name`, or `name` for cluster-scoped kinds.
+    pub fn key(&self) -> String {
+        let meta = self.meta();
+        if meta.namespace.is_empty() {
+            meta.name.clone()
+        } else {
+            format!("{}/{}", meta.namespace, meta.name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_found_by_every_name() {
+        for name in ["Service", "services", "service", "svc", "ksvc", "SVC"] {
+            assert_eq!(lookup_kind(name).map(|k| k.kind), Some("Service"), "{name}");
+        }
+        assert_eq!(lookup_kind("ns").map(|k| k.kind), Some("Namespace"));
+        assert_eq!(lookup_kind("ep").map(|k| k.kind), Some("Endpoints"));
+        assert!(lookup_kind("pods").is_none());
+    }
+
+    #[test]
+    fn names_are_unambiguous() {
+        for a in KINDS {
+            for b in KINDS {
+                if a != b {
+                    for n in [a.plural, a.singular].iter().chain(a.short_names) {
+                        assert!(!b.matches(n), "{n} names both {} and {}", a.kind, b.kind);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn protobuf_and_json_round_trip() {
+        let mut svc = v1::Service::default();
+        svc.meta_mut().name = "hello".into();
+        svc.meta_mut().labels.insert("app".into(), "web".into());
+        let mut any = svc.into_any();
+        any.set_type_meta();
+        let bytes = any.encode_to_vec();
+        let back = AnyObject::decode(any.info(), &bytes).expect("decodes");
+        assert_eq!(back, any);
+        let json = any.to_json();
+        assert_eq!(json["apiVersion"], "stratus.dev/v1");
+        assert_eq!(json["metadata"]["labels"]["app"], "web");
+        let parsed = AnyObject::from_json(any.info(), json).expect("parses");
+        assert_eq!(parsed, any);
+    }
+}

@@ -1,0 +1,552 @@
+//! Validation: every rule a stored object must satisfy, each failure naming its field path.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::quantity::Quantity;
+use crate::resource::{AnyObject, KindInfo};
+use crate::v1::{Container, ObjectMeta, Probe, RevisionSpec, ServiceSpec};
+
+/// One invalid field: `spec.template.spec.containers[0].image: is required`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's path in the object's JSON form, e.g. `metadata.name`.
+    pub path: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError { path: path.into(), message: message.into() }
+    }
+
+    /// A deserialisation error with the path where it happened.
+    pub fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+        let path = err.path().to_string();
+        let message = err.into_inner().to_string();
+        // serde_json appends a position that is meaningless for an in-memory value.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        FieldError { path: if path == "." { String::new() } else { path }, message }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// All that is wrong with one object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorList(pub Vec<FieldError>);
+
+impl ErrorList {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError::new(path, message));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_result(self) -> Result<(), ErrorList> {
+        if self.0.is_empty() { Ok(()) } else { Err(self) }
+    }
+}
+
+impl fmt::Display for ErrorList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ErrorList {}
+
+impl From<FieldError> for ErrorList {
+    fn from(e: FieldError) -> ErrorList {
+        ErrorList(vec![e])
+    }
+}
+
+/// Environment variables the platform sets in every container; a manifest may not set them.
+pub const RESERVED_ENV: &[&str] = &["PORT", "K_SERVICE", "K_CONFIGURATION", "K_REVISION"];
+
+/// Checks that `name` is an RFC 1123 DNS label: at most 63 lowercase letters, digits and '-',
+/// starting and ending with a letter or digit.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is required".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("{name:?} is longer than 63 characters"));
+    }
+    let ok_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ok_ends = !name.starts_with('-') && !name.ends_with('-');
+    if ok_chars && ok_ends {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Checks that `name` is an RFC 1123 DNS subdomain: dot-separated DNS labels, at most 253 characters.
+pub fn dns_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is required".into());
+    }
+    if name.len() > 253 {
+        return Err(format!("{name:?} is longer than 253 characters"));
+    }
+    if name.split('.').all(|l| dns_label(l).is_ok()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// A label or annotation key: an optional DNS-subdomain prefix and '/', then a name of at most
+/// 63 characters of letters, digits, '-', '_' and '.', starting and ending alphanumeric.
+fn qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix {
+        dns_subdomain(p).map_err(|e| format!("prefix of {key:?}: {e}"))?;
+    }
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key:?} is not a valid key: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, optionally behind a DNS prefix and '/'"
+        ))
+    }
+}
+
+fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    let valid = value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value.as_bytes()[value.len() - 1].is_ascii_alphanumeric();
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// Total size allowed for all annotations of one object, as Kubernetes.
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+/// Validates metadata for an object of `info`'s kind. `path` is where the metadata sits
+/// (`metadata`, or `spec.template.metadata` for a template, where no name is required).
+pub fn validate_meta(meta: &ObjectMeta, info: &KindInfo, path: &str, errs: &mut ErrorList) {
+    let template = path != "metadata";
+    if !template || !meta.name.is_empty() {
+        let res = if matches!(info.kind, "Namespace" | "Service" | "Tenant" | "Node") {
+            dns_label(&meta.name)
+        } else {
+            dns_subdomain(&meta.name)
+        };
+        if let Err(e) = res {
+            errs.push(format!("{path}.name"), e);
+        }
+    }
+    if !template {
+        if info.namespaced {
+            if let Err(e) = dns_label(&meta.namespace) {
+                errs.push(format!("{path}.namespace"), e);
+            }
+        } else if !meta.namespace.is_empty() {
+            errs.push(format!("{path}.namespace"), format!("{} is cluster-scoped and takes no namespace", info.kind));
+        }
+    }
+    for (k, v) in &meta.labels {
+        if let Err(e) = qualified_name(k) {
+            errs.push(format!("{path}.labels"), e);
+        }
+        if let Err(e) = label_value(v) {
+            errs.push(format!("{path}.labels[{k}]"), e);
+        }
+    }
+    let mut size = 0;
+    for (k, v) in &meta.annotations {
+        if let Err(e) = qualified_name(k) {
+            errs.push(format!("{path}.annotations"), e);
+        }
+        size += k.len() + v.len();
+    }
+    if size > MAX_ANNOTATIONS_BYTES {
+        errs.push(format!("{path}.annotations"), format!("total size {size} bytes exceeds {MAX_ANNOTATIONS_BYTES}"));
+    }
+    for (i, f) in meta.finalizers.iter().enumerate() {
+        if let Err(e) = qualified_name(f) {
+            errs.push(format!("{path}.finalizers[{i}]"), e);
+        }
+    }
+    for (i, o) in meta.owner_references.iter().enumerate() {
+        let p = format!("{path}.ownerReferences[{i}]");
+        for (field, value) in [("apiVersion", &o.api_version), ("kind", &o.kind), ("name", &o.name), ("uid", &o.uid)] {
+            if value.is_empty() {
+                errs.push(format!("{p}.{field}"), "is required");
+            }
+        }
+    }
+}
+
+/// Validates a whole object: metadata and the kind's own rules.
+pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
+    let mut errs = ErrorList::default();
+    validate_meta(obj.meta(), obj.info(), "metadata", &mut errs);
+    match obj {
+        AnyObject::Service(s) => {
+            if let Some(t) = s.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.metadata.as_ref()) {
+                validate_meta(t, obj.info(), "spec.template.metadata", &mut errs);
+            }
+            match &s.spec {
+                Some(spec) => validate_service_spec(spec, &mut errs),
+                None => errs.push("spec", "is required"),
+            }
+        }
+        AnyObject::Revision(r) => match &r.spec {
+            Some(spec) => validate_revision_spec(spec, "spec", &mut errs),
+            None => errs.push("spec", "is required"),
+        },
+        AnyObject::Instance(i) => {
+            let spec = i.spec.clone().unwrap_or_default();
+            if spec.containers.is_empty() {
+                errs.push("spec.containers", "at least one container is required");
+            }
+            for (n, c) in spec.containers.iter().enumerate() {
+                validate_container(c, &format!("spec.containers[{n}]"), &mut errs);
+            }
+            if !spec.node_name.is_empty() {
+                if let Err(e) = dns_label(&spec.node_name) {
+                    errs.push("spec.nodeName", e);
+                }
+            }
+        }
+        AnyObject::Namespace(ns) => {
+            if let Some(t) = ns.spec.as_ref().map(|s| &s.tenant).filter(|t| !t.is_empty()) {
+                if let Err(e) = dns_label(t) {
+                    errs.push("spec.tenant", e);
+                }
+            }
+        }
+        AnyObject::Tenant(t) => {
+            if let Some(q) = t.spec.as_ref().and_then(|s| s.quota.as_ref()) {
+                for (field, v) in [("maxCpu", &q.max_cpu), ("maxMemory", &q.max_memory)] {
+                    if !v.is_empty() {
+                        positive_quantity(v, &format!("spec.quota.{field}"), &mut errs);
+                    }
+                }
+                if q.max_instances.is_some_and(|m| m < 0) {
+                    errs.push("spec.quota.maxInstances", "must not be negative");
+                }
+            }
+        }
+        AnyObject::Node(n) => {
+            if let Some(st) = &n.status {
+                for (field, map) in [("capacity", &st.capacity), ("allocatable", &st.allocatable)] {
+                    for (k, v) in map {
+                        if let Err(e) = v.parse::<Quantity>() {
+                            errs.push(format!("status.{field}[{k}]"), e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        AnyObject::Lease(l) => {
+            if l.spec.as_ref().is_some_and(|s| s.lease_duration_seconds < 0) {
+                errs.push("spec.leaseDurationSeconds", "must not be negative");
+            }
+        }
+        AnyObject::Endpoints(e) => {
+            for (i, a) in e.spec.iter().flat_map(|s| s.addresses.iter()).enumerate() {
+                if a.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                    errs.push(format!("spec.addresses[{i}].address"), format!("{:?} is not host:port", a.address));
+                }
+            }
+        }
+        AnyObject::Event(ev) => {
+            let spec = ev.spec.clone().unwrap_or_default();
+            if spec.reason.is_empty() {
+                errs.push("spec.reason", "is required");
+            }
+            if !matches!(spec.r#type.as_str(), "" | "Normal" | "Warning") {
+                errs.push("spec.type", format!("{:?} is not Normal or Warning", spec.r#type));
+            }
+        }
+    }
+    errs.into_result()
+}
+
+fn validate_service_spec(spec: &ServiceSpec, errs: &mut ErrorList) {
+    match spec.template.as_ref().and_then(|t| t.spec.as_ref()) {
+        Some(rs) => validate_revision_spec(rs, "spec.template.spec", errs),
+        None => errs.push("spec.template.spec", "is required"),
+    }
+    if spec.rate_limit_rps.is_some_and(|r| r < 0) {
+        errs.push("spec.rateLimitRps", "must not be negative");
+    }
+    let mut total = 0i64;
+    let mut tags = BTreeSet::new();
+    for (i, t) in spec.traffic.iter().enumerate() {
+        let p = format!("spec.traffic[{i}]");
+        let latest = t.latest_revision.unwrap_or(false);
+        match (latest, t.revision_name.is_empty()) {
+            (true, false) => errs.push(format!("{p}.revisionName"), "cannot be set together with latestRevision: true"),
+            (false, true) => errs.push(format!("{p}.revisionName"), "is required unless latestRevision is true"),
+            _ => {}
+        }
+        if !t.revision_name.is_empty() {
+            if let Err(e) = dns_subdomain(&t.revision_name) {
+                errs.push(format!("{p}.revisionName"), e);
+            }
+        }
+        let percent = t.percent.unwrap_or(0);
+        if !(0..=100).contains(&percent) {
+            errs.push(format!("{p}.percent"), format!("{percent} is not between 0 and 100"));
+        }
+        total += i64::from(percent);
+        if !t.tag.is_empty() {
+            if let Err(e) = dns_label(&t.tag) {
+                errs.push(format!("{p}.tag"), e);
+            }
+            if !tags.insert(t.tag.clone()) {
+                errs.push(format!("{p}.tag"), format!("{:?} is used twice", t.tag));
+            }
+        }
+        if !t.url.is_empty() {
+            errs.push(format!("{p}.url"), "is set by the platform and must be empty");
+        }
+    }
+    if !spec.traffic.is_empty() && total != 100 {
+        errs.push("spec.traffic", format!("percentages add up to {total}, not 100"));
+    }
+}
+
+/// Validates a revision template's spec at `path`.
+pub fn validate_revision_spec(spec: &RevisionSpec, path: &str, errs: &mut ErrorList) {
+    if spec.containers.is_empty() {
+        errs.push(format!("{path}.containers"), "at least one container is required");
+    }
+    if spec.containers.len() > 10 {
+        errs.push(format!("{path}.containers"), "at most 10 containers are allowed");
+    }
+    let mut names = BTreeSet::new();
+    let mut with_port = 0;
+    for (i, c) in spec.containers.iter().enumerate() {
+        let p = format!("{path}.containers[{i}]");
+        validate_container(c, &p, errs);
+        if !c.name.is_empty() && !names.insert(c.name.clone()) {
+            errs.push(format!("{p}.name"), format!("{:?} is used twice", c.name));
+        }
+        if !c.ports.is_empty() {
+            with_port += 1;
+        }
+    }
+    if spec.containers.len() > 1 && with_port != 1 {
+        errs.push(
+            format!("{path}.containers"),
+            format!("exactly one container must declare the port that receives requests; {with_port} do"),
+        );
+    }
+    if let Some(cc) = spec.container_concurrency {
+        if !(0..=1000).contains(&cc) {
+            errs.push(format!("{path}.containerConcurrency"), format!("{cc} is not between 0 (unlimited) and 1000"));
+        }
+    }
+    if let Some(t) = spec.timeout_seconds {
+        if !(1..=3600).contains(&t) {
+            errs.push(format!("{path}.timeoutSeconds"), format!("{t} is not between 1 and 3600"));
+        }
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if !(0..=3600).contains(&g) {
+            errs.push(format!("{path}.terminationGracePeriodSeconds"), format!("{g} is not between 0 and 3600"));
+        }
+    }
+    if !spec.service_account_name.is_empty() {
+        if let Err(e) = dns_subdomain(&spec.service_account_name) {
+            errs.push(format!("{path}.serviceAccountName"), e);
+        }
+    }
+    if let Some(s) = &spec.scaling {
+        let p = format!("{path}.scaling");
+        let min = s.min_instances.unwrap_or(0);
+        if min < 0 {
+            errs.push(format!("{p}.minInstances"), "must not be negative");
+        }
+        if let Some(max) = s.max_instances {
+            if max < 1 {
+                errs.push(format!("{p}.maxInstances"), "must be at least 1");
+            } else if min > max {
+                errs.push(format!("{p}.minInstances"), format!("{min} is above maxInstances {max}"));
+            }
+        }
+        if !matches!(s.metric.as_str(), "" | "concurrency" | "rps" | "cpu") {
+            errs.push(format!("{p}.metric"), format!("{:?} is not one of concurrency, rps, cpu", s.metric));
+        }
+        if let Some(t) = s.target {
+            if !(t.is_finite() && t > 0.0) {
+                errs.push(format!("{p}.target"), format!("{t} must be a positive number"));
+            }
+        }
+        if let Some(u) = s.target_utilization_percentage {
+            if !(1..=100).contains(&u) {
+                errs.push(format!("{p}.targetUtilizationPercentage"), format!("{u} is not between 1 and 100"));
+            }
+        }
+        if let Some(i) = s.initial_scale {
+            if i < 0 {
+                errs.push(format!("{p}.initialScale"), "must not be negative");
+            }
+        }
+    }
+}
+
+fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
+    if !c.name.is_empty() {
+        if let Err(e) = dns_label(&c.name) {
+            errs.push(format!("{p}.name"), e);
+        }
+    }
+    if c.image.trim().is_empty() {
+        errs.push(format!("{p}.image"), "is required");
+    } else if c.image.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
+        errs.push(format!("{p}.image"), format!("{:?} is not an image reference", c.image));
+    }
+    if !matches!(c.image_pull_policy.as_str(), "" | "IfNotPresent" | "Always" | "Never") {
+        errs.push(
+            format!("{p}.imagePullPolicy"),
+            format!("{:?} is not one of IfNotPresent, Always, Never", c.image_pull_policy),
+        );
+    }
+    if c.ports.len() > 1 {
+        errs.push(format!("{p}.ports"), "at most one port can receive requests");
+    }
+    for (i, port) in c.ports.iter().enumerate() {
+        let pp = format!("{p}.ports[{i}]");
+        if !(1..=65535).contains(&port.container_port) {
+            errs.push(format!("{pp}.containerPort"), format!("{} is not between 1 and 65535", port.container_port));
+        }
+        if !matches!(port.name.as_str(), "" | "http1" | "h2c") {
+            errs.push(format!("{pp}.name"), format!("{:?} is not http1 or h2c", port.name));
+        }
+        if !matches!(port.protocol.as_str(), "" | "TCP") {
+            errs.push(format!("{pp}.protocol"), format!("{:?} is not TCP", port.protocol));
+        }
+    }
+    for (i, e) in c.env.iter().enumerate() {
+        if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(|ch| ch.is_control()) {
+            errs.push(format!("{p}.env[{i}].name"), format!("{:?} is not a valid variable name", e.name));
+        } else if RESERVED_ENV.contains(&e.name.as_str()) {
+            errs.push(format!("{p}.env[{i}].name"), format!("{} is set by the platform and cannot be set here", e.name));
+        }
+    }
+    if let Some(r) = &c.resources {
+        for (field, map) in [("limits", &r.limits), ("requests", &r.requests)] {
+            for (k, v) in map {
+                let fp = format!("{p}.resources.{field}.{k}");
+                if !matches!(k.as_str(), "cpu" | "memory") {
+                    errs.push(fp, "unknown resource (only cpu and memory)");
+                    continue;
+                }
+                positive_quantity(v, &fp, errs);
+            }
+        }
+        for k in ["cpu", "memory"] {
+            if let (Some(req), Some(lim)) = (r.requests.get(k), r.limits.get(k)) {
+                if let (Ok(req), Ok(lim)) = (req.parse::<Quantity>(), lim.parse::<Quantity>()) {
+                    if req.nanos() > lim.nanos() {
+                        errs.push(format!("{p}.resources.requests.{k}"), format!("{req} is above the limit {lim}"));
+                    }
+                }
+            }
+        }
+    }
+    for (name, probe) in
+        [("readinessProbe", &c.readiness_probe), ("livenessProbe", &c.liveness_probe), ("startupProbe", &c.startup_probe)]
+    {
+        if let Some(pr) = probe {
+            validate_probe(pr, &format!("{p}.{name}"), errs);
+        }
+    }
+    if let Some(sc) = &c.security_context {
+        if sc.run_as_user.is_some_and(|u| u < 0) {
+            errs.push(format!("{p}.securityContext.runAsUser"), "must not be negative");
+        }
+        if sc.allow_privilege_escalation == Some(true) {
+            errs.push(format!("{p}.securityContext.allowPrivilegeEscalation"), "privilege escalation is not allowed");
+        }
+    }
+}
+
+fn validate_probe(pr: &Probe, p: &str, errs: &mut ErrorList) {
+    match (&pr.http_get, &pr.tcp_socket) {
+        (Some(_), Some(_)) => errs.push(p.to_string(), "set exactly one of httpGet and tcpSocket"),
+        (None, None) => errs.push(p.to_string(), "one of httpGet and tcpSocket is required"),
+        _ => {}
+    }
+    if let Some(h) = &pr.http_get {
+        if !(0..=65535).contains(&h.port) {
+            errs.push(format!("{p}.httpGet.port"), format!("{} is not between 1 and 65535", h.port));
+        }
+        if !h.path.is_empty() && !h.path.starts_with('/') {
+            errs.push(format!("{p}.httpGet.path"), format!("{:?} must start with /", h.path));
+        }
+        if !matches!(h.scheme.as_str(), "" | "HTTP") {
+            errs.push(format!("{p}.httpGet.scheme"), format!("{:?} is not HTTP", h.scheme));
+        }
+    }
+    if let Some(t) = &pr.tcp_socket {
+        if !(0..=65535).contains(&t.port) {
+            errs.push(format!("{p}.tcpSocket.port"), format!("{} is not between 1 and 65535", t.port));
+        }
+    }
+    for (field, v) in [
+        ("initialDelaySeconds", pr.initial_delay_seconds),
+        ("timeoutSeconds", pr.timeout_seconds),
+        ("periodSeconds", pr.period_seconds),
+        ("successThreshold", pr.success_threshold),
+        ("failureThreshold", pr.failure_threshold),
+    ] {
+        if v < 0 {
+            errs.push(format!("{p}.{field}"), "must not be negative");
+        }
+    }
+}
+
+fn positive_quantity(v: &str, path: &str, errs: &mut ErrorList) {
+    match v.parse::<Quantity>() {
+        Ok(q) if q.is_negative() || q.is_zero() => errs.push(path, format!("{v:?} must be greater than zero")),
+        Ok(_) => {}
+        Err(e) => errs.push(path, e.to_string()),
+    }
+}

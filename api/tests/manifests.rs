@@ -1,0 +1,159 @@
+//! Manifests as users write them, through decode, prepare (annotations, defaults) and validation.
+
+use stratus_api::decode::decode_manifest;
+use stratus_api::{AnyObject, prepare};
+
+fn one(yaml: &str) -> Result<AnyObject, String> {
+    let mut docs = decode_manifest(yaml);
+    assert_eq!(docs.len(), 1, "expected one document");
+    let (_, mut obj) = docs.remove(0).map_err(|e| e.to_string())?;
+    prepare(&mut obj).map_err(|e| e.to_string())?;
+    Ok(obj)
+}
+
+fn err(yaml: &str) -> String {
+    match one(yaml) {
+        Ok(o) => panic!("accepted: {o:?}"),
+        Err(e) => e,
+    }
+}
+
+/// The Knative "hello world" Service from the Knative serving documentation.
+const KNATIVE_HELLO: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+spec:
+  template:
+    spec:
+      containers:
+        - image: ghcr.io/knative/helloworld-go:latest
+          ports:
+            - containerPort: 8080
+          env:
+            - name: TARGET
+              value: "World"
+"#;
+
+/// The shape `gcloud run services replace` takes, as in the Cloud Run YAML reference.
+const CLOUD_RUN: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: my-service
+  labels:
+    cloud.googleapis.com/location: us-central1
+  annotations:
+    run.googleapis.com/ingress: all
+spec:
+  template:
+    metadata:
+      name: my-service-v2
+      annotations:
+        autoscaling.knative.dev/minScale: '1'
+        autoscaling.knative.dev/maxScale: '10'
+        autoscaling.knative.dev/target: '50'
+        autoscaling.knative.dev/metric: 'concurrency'
+        run.googleapis.com/cpu-throttling: 'false'
+        run.googleapis.com/startup-cpu-boost: 'true'
+    spec:
+      containerConcurrency: 80
+      timeoutSeconds: 300
+      serviceAccountName: my-sa
+      containers:
+      - image: us-docker.pkg.dev/cloudrun/container/hello
+        ports:
+        - name: http1
+          containerPort: 8080
+        env:
+        - name: FOO
+          value: bar
+        resources:
+          limits:
+            cpu: 1000m
+            memory: 512Mi
+        startupProbe:
+          timeoutSeconds: 240
+          periodSeconds: 240
+          failureThreshold: 1
+          tcpSocket:
+            port: 8080
+  traffic:
+  - percent: 100
+    latestRevision: true
+"#;
+
+#[test]
+fn knative_hello_world_applies_unchanged() {
+    let AnyObject::Service(svc) = one(KNATIVE_HELLO).expect("accepted") else { panic!("not a service") };
+    assert_eq!(svc.api_version, "stratus.dev/v1");
+    let rs = svc.spec.and_then(|s| s.template).and_then(|t| t.spec).expect("template");
+    assert_eq!(rs.containers[0].env[0].value, "World");
+    assert_eq!(rs.container_concurrency, Some(80));
+}
+
+#[test]
+fn cloud_run_manifest_converts_with_annotations() {
+    let AnyObject::Service(svc) = one(CLOUD_RUN).expect("accepted") else { panic!("not a service") };
+    let spec = svc.spec.expect("spec");
+    let rs = spec.template.and_then(|t| t.spec).expect("template");
+    let scaling = rs.scaling.expect("scaling");
+    assert_eq!(scaling.min_instances, Some(1));
+    assert_eq!(scaling.max_instances, Some(10));
+    assert_eq!(scaling.target, Some(50.0));
+    assert_eq!(scaling.metric, "concurrency");
+    assert_eq!(rs.cpu_throttling, Some(false));
+    assert_eq!(rs.service_account_name, "my-sa");
+    assert_eq!(spec.traffic[0].percent, Some(100));
+}
+
+#[test]
+fn numeric_quantities_are_accepted() {
+    let yaml = KNATIVE_HELLO.replace("          env:", "          resources: {limits: {cpu: 2, memory: 1Gi}}\n          env:");
+    let AnyObject::Service(svc) = one(&yaml).expect("accepted") else { panic!() };
+    let rs = svc.spec.and_then(|s| s.template).and_then(|t| t.spec).expect("template");
+    assert_eq!(rs.containers[0].resources.as_ref().map(|r| r.limits["cpu"].as_str()), Some("2"));
+}
+
+#[test]
+fn several_documents_and_lists() {
+    let text = format!("{KNATIVE_HELLO}\n---\napiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {{name: team-a}}\n---\n---\nkind: List\napiVersion: v1\nitems:\n- apiVersion: stratus.dev/v1\n  kind: Tenant\n  metadata: {{name: acme}}\n");
+    let docs = decode_manifest(&text);
+    let kinds: Vec<_> = docs.into_iter().map(|d| d.expect("ok").1.info().kind).collect();
+    assert_eq!(kinds, ["Service", "Namespace", "Tenant"]);
+}
+
+#[test]
+fn every_kind_of_bad_input_names_its_field() {
+    let cases: &[(&str, &str)] = &[
+        (&KNATIVE_HELLO.replace("- image:", "- imag:"), "spec.template.spec.containers[0].imag"),
+        (&KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: eighty"), "spec.template.spec.containers[0].ports[0].containerPort"),
+        (&KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: 70000"), "spec.template.spec.containers[0].ports[0].containerPort: 70000 is not between 1 and 65535"),
+        (&KNATIVE_HELLO.replace("name: hello", "name: Hello_World"), "metadata.name: \"Hello_World\" is not a DNS label"),
+        (&KNATIVE_HELLO.replace("- image: ghcr.io/knative/helloworld-go:latest", "- name: x"), "spec.template.spec.containers[0].image: is required"),
+        (&KNATIVE_HELLO.replace("          env:", "          resources: {limits: {memory: 12XB}}\n          env:"), "spec.template.spec.containers[0].resources.limits.memory: \"12XB\" has an unknown suffix"),
+        (&KNATIVE_HELLO.replace("              value: \"World\"", "              value: \"World\"\n            - name: PORT\n              value: '1'"), "spec.template.spec.containers[0].env[1].name: PORT is set by the platform"),
+        (&KNATIVE_HELLO.replace("spec:\n  template:", "spec:\n  traffic: [{percent: 50, latestRevision: true}]\n  template:"), "spec.traffic: percentages add up to 50"),
+        (&KNATIVE_HELLO.replace("metadata:\n  name: hello", "metadata:\n  name: hello\n  labels: {app: 'a b'}"), "metadata.labels[app]"),
+        (&KNATIVE_HELLO.replace("    spec:\n      containers", "    metadata: {annotations: {autoscaling.knative.dev/minScale: 'lots'}}\n    spec:\n      containers"), "spec.template.metadata.annotations[autoscaling.knative.dev/minScale]: \"lots\" is not a non-negative whole number"),
+        ("apiVersion: stratus.dev/v1\nkind: Widget\nmetadata: {name: x}\n", "kind: \"Widget\" is not a kind"),
+        ("apiVersion: apps/v1\nkind: Deployment\n", "apiVersion: \"apps/v1\" is not supported"),
+        ("kind: Service\n", "apiVersion: is required"),
+        ("- just\n- a list\n", "expected an object"),
+        ("apiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n", "metadata.namespace: Namespace is cluster-scoped"),
+        ("apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\n", "spec.template.spec.containers: at least one container is required"),
+        ("apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {template: {spec: {containers: [{image: x}], containerConcurrency: -1}}}\n", "containerConcurrency: -1 is not between 0 (unlimited) and 1000"),
+    ];
+    for (yaml, want) in cases {
+        let got = err(yaml);
+        assert!(got.contains(want), "for {yaml}\nwant {want:?}\ngot  {got:?}");
+    }
+}
+
+#[test]
+fn malformed_yaml_is_reported() {
+    let docs = decode_manifest("apiVersion: stratus.dev/v1\nkind: [unclosed\n");
+    let e = docs.into_iter().next().expect("one result").expect_err("an error");
+    assert!(e.to_string().contains("invalid YAML"), "{e}");
+}
