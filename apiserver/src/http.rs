@@ -1,0 +1,358 @@
+//! The HTTP/JSON face of the registry, with Kubernetes-style paths:
+//!
+//! ```text
+//! /apis/stratus.dev/v1/{plural}                                  list (all namespaces), create (cluster kinds)
+//! /apis/stratus.dev/v1/{plural}/{name}[/status]                  cluster-scoped object
+//! /apis/stratus.dev/v1/namespaces/{ns}/{plural}                  list, create (?watch=true streams)
+//! /apis/stratus.dev/v1/namespaces/{ns}/{plural}/{name}[/status]  get, put, patch (apply), delete
+//! /apis/serving.knative.dev/v1/namespaces/{ns}/services[/{name}] Knative Services, converted
+//! ```
+//! plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and discovery at `/apis`.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use stratus_api::knative::KNATIVE_API_VERSION;
+use stratus_api::resource::KINDS;
+use stratus_api::{AnyObject, KindInfo};
+
+use crate::admission::Caller;
+use crate::error::{ApiError, ApiResult, Reason};
+use crate::registry::{Applied, Registry, Selection};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+struct Http {
+    registry: Registry,
+    openapi: std::sync::Arc<Value>,
+}
+
+/// The HTTP routes, to be merged with the gRPC ones on one port.
+pub fn router(registry: Registry) -> Router {
+    let openapi = std::sync::Arc::new(crate::openapi::document());
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_doc))
+        .route("/apis", get(discovery))
+        .route("/apis/{group}/{version}", get(discovery_group))
+        .route("/apis/{group}/{version}/{*rest}", any(resource))
+        .with_state(Http { registry, openapi })
+}
+
+async fn readyz(State(s): State<Http>) -> Response {
+    match s.registry.store().current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage not ready: {e}\n")).into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Http>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.registry.metrics().encode()).into_response()
+}
+
+async fn openapi_doc(State(s): State<Http>) -> Response {
+    axum::Json(s.openapi.as_ref().clone()).into_response()
+}
+
+async fn discovery() -> Response {
+    axum::Json(json!({
+        "kind": "APIGroupList",
+        "groups": [
+            {"name": "stratus.dev", "versions": [{"groupVersion": stratus_api::API_VERSION, "version": "v1"}]},
+            {"name": "serving.knative.dev", "versions": [{"groupVersion": KNATIVE_API_VERSION, "version": "v1"}]},
+        ],
+    }))
+    .into_response()
+}
+
+async fn discovery_group(Path((group, version)): Path<(String, String)>) -> Response {
+    if group != "stratus.dev" || version != "v1" {
+        return error_response(&ApiError::new(Reason::NotFound, format!("no API group {group}/{version}")));
+    }
+    let resources: Vec<_> = KINDS
+        .iter()
+        .map(|k| {
+            json!({"name": k.plural, "singularName": k.singular, "kind": k.kind, "namespaced": k.namespaced,
+                   "shortNames": k.short_names,
+                   "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+        })
+        .collect();
+    axum::Json(json!({"kind": "APIResourceList", "groupVersion": stratus_api::API_VERSION, "resources": resources}))
+        .into_response()
+}
+
+/// Where a request points.
+#[derive(Debug, PartialEq)]
+struct Target {
+    info: &'static KindInfo,
+    namespace: String,
+    name: String,
+    status: bool,
+}
+
+fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
+    let nf = || ApiError::new(Reason::NotFound, format!("no such path /apis/{group}/{version}/{rest}"));
+    let knative = match (group, version) {
+        ("stratus.dev", "v1") => false,
+        ("serving.knative.dev", "v1") => true,
+        _ => return Err(nf()),
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let (plural, namespace, name, status) = match segs.as_slice() {
+        ["namespaces", ns, "status"] => ("namespaces", "", *ns, true),
+        ["namespaces", ns, plural] => (*plural, *ns, "", false),
+        ["namespaces", ns, plural, name] => (*plural, *ns, *name, false),
+        ["namespaces", ns, plural, name, "status"] => (*plural, *ns, *name, true),
+        [plural] => (*plural, "", "", false),
+        [plural, name] => (*plural, "", *name, false),
+        [plural, name, "status"] => (*plural, "", *name, true),
+        _ => return Err(nf()),
+    };
+    let info = KINDS.iter().copied().find(|k| k.plural == plural).ok_or_else(|| {
+        ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {plural:?}"))
+    })?;
+    if knative && info.kind != "Service" {
+        return Err(nf());
+    }
+    if info.namespaced && namespace.is_empty() && !name.is_empty() {
+        return Err(ApiError::new(
+            Reason::NotFound,
+            format!("{plural} are namespaced: use /apis/{group}/{version}/namespaces/NAMESPACE/{plural}/{name}"),
+        ));
+    }
+    if !info.namespaced && !namespace.is_empty() {
+        return Err(nf());
+    }
+    Ok(Target { info, namespace: namespace.to_string(), name: name.to_string(), status })
+}
+
+async fn resource(
+    State(s): State<Http>,
+    method: Method,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let start = Instant::now();
+    let caller = Caller::anonymous("http");
+    let (verb, res) = match parse_target(&group, &version, &rest) {
+        Err(e) => ("unknown", Err(e)),
+        Ok(t) => handle(&s.registry, &caller, &method, t, &query, &headers, body).await,
+    };
+    let response = match res {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    s.registry.metrics().observe("http", verb, response.status().as_u16(), start.elapsed().as_secs_f64());
+    response
+}
+
+async fn handle(
+    registry: &Registry,
+    caller: &Caller,
+    method: &Method,
+    t: Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> (&'static str, ApiResult<Response>) {
+    let kind = t.info.kind;
+    let collection = t.name.is_empty();
+    match (method.as_str(), collection, t.status) {
+        ("GET", true, false) => {
+            let sel = Selection {
+                namespace: t.namespace.clone(),
+                labels: query.get("labelSelector").cloned().unwrap_or_default(),
+                fields: query.get("fieldSelector").cloned().unwrap_or_default(),
+            };
+            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+                let rv = query.get("resourceVersion").cloned().unwrap_or_default();
+                let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
+                return ("watch", watch(registry, caller, kind, &sel, &rv, bookmarks).await);
+            }
+            let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+                None => 0,
+                Some(Ok(l)) => l,
+                Some(Err(_)) => return ("list", Err(ApiError::new(Reason::BadRequest, "limit: must be a non-negative number"))),
+            };
+            let token = query.get("continue").cloned().unwrap_or_default();
+            let res = registry.list(caller, kind, &sel, limit, &token).await.map(|page| {
+                let items: Vec<Value> = page.items.iter().map(AnyObject::to_json).collect();
+                let list = json!({
+                    "apiVersion": stratus_api::API_VERSION,
+                    "kind": format!("{kind}List"),
+                    "metadata": {"resourceVersion": page.resource_version, "continue": page.continue_token},
+                    "items": items,
+                });
+                axum::Json(list).into_response()
+            });
+            ("list", res)
+        }
+        ("POST", true, false) => {
+            let res = async {
+                let obj = read_object(&t, headers, body).await?;
+                let created = registry.create(caller, obj).await?;
+                Ok((StatusCode::CREATED, axum::Json(created.to_json())).into_response())
+            }
+            .await;
+            ("create", res)
+        }
+        ("GET", false, false) => {
+            let res = registry.get(caller, kind, &t.namespace, &t.name).await.map(|o| axum::Json(o.to_json()).into_response());
+            ("get", res)
+        }
+        ("PUT", false, status) => {
+            let res = async {
+                let obj = read_object(&t, headers, body).await?;
+                let updated =
+                    if status { registry.update_status(caller, obj).await? } else { registry.update(caller, obj).await? };
+                Ok(axum::Json(updated.to_json()).into_response())
+            }
+            .await;
+            (if status { "update_status" } else { "update" }, res)
+        }
+        ("PATCH", false, false) => {
+            let res = async {
+                let obj = read_object(&t, headers, body).await?;
+                let (obj, applied) = registry.apply(caller, obj).await?;
+                let code = if applied == Applied::Created { StatusCode::CREATED } else { StatusCode::OK };
+                Ok((code, [("x-stratus-apply-result", applied.as_str())], axum::Json(obj.to_json())).into_response())
+            }
+            .await;
+            ("apply", res)
+        }
+        ("DELETE", false, false) => {
+            let pre = query.get("resourceVersion").map(String::as_str);
+            let res =
+                registry.delete(caller, kind, &t.namespace, &t.name, pre).await.map(|o| axum::Json(o.to_json()).into_response());
+            ("delete", res)
+        }
+        _ => (
+            "unknown",
+            Err(ApiError::new(
+                Reason::BadRequest,
+                format!("{method} is not supported on {}", if collection { "a collection" } else { "an object" }),
+            )),
+        ),
+    }
+}
+
+async fn watch(registry: &Registry, caller: &Caller, kind: &str, sel: &Selection, rv: &str, bookmarks: bool) -> ApiResult<Response> {
+    let events = registry.watch(caller, kind, sel, rv, bookmarks).await?;
+    let lines = events.map(|ev| {
+        let line = match ev {
+            Ok(ev) => json!({"type": ev.kind, "object": ev.object.to_json()}),
+            Err(e) => json!({"type": "ERROR", "object": e.status_json()}),
+        };
+        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], Body::from_stream(lines)).into_response())
+}
+
+/// Reads, decodes and checks a request body against the path it was sent to.
+async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<AnyObject> {
+    let too_large = || {
+        ApiError::new(Reason::RequestEntityTooLarge, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
+    };
+    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
+        if len > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+    }
+    let bytes = http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                ApiError::new(Reason::BadRequest, format!("reading the request body failed: {e}"))
+            }
+        })?
+        .to_bytes();
+    let yaml = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.contains("yaml"));
+    let value: Value = if yaml {
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| ApiError::new(Reason::BadRequest, "the request body is not UTF-8 text"))?;
+        yaml_serde::from_str(text).map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid YAML: {e}")))?
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid JSON: {e}")))?
+    };
+    let mut obj = stratus_api::decode::decode_value(value).map_err(ApiError::bad_request)?;
+    if obj.info() != t.info {
+        return Err(ApiError::new(
+            Reason::BadRequest,
+            format!("kind: the body is a {} but the path is for {}", obj.info().kind, t.info.plural),
+        ));
+    }
+    let meta = obj.meta_mut();
+    if t.info.namespaced {
+        if meta.namespace.is_empty() {
+            meta.namespace = t.namespace.clone();
+        } else if !t.namespace.is_empty() && meta.namespace != t.namespace {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("metadata.namespace: {:?} does not match the namespace {:?} of the path", meta.namespace, t.namespace),
+            ));
+        }
+    }
+    if !t.name.is_empty() {
+        if meta.name.is_empty() {
+            meta.name = t.name.clone();
+        } else if meta.name != t.name {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("metadata.name: {:?} does not match the name {:?} of the path", meta.name, t.name),
+            ));
+        }
+    }
+    Ok(obj)
+}
+
+fn error_response(e: &ApiError) -> Response {
+    let code = StatusCode::from_u16(e.reason.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(e.status_json())).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_like_kubernetes() {
+        let t = parse_target("stratus.dev", "v1", "namespaces/default/services/hello").expect("resolves");
+        assert_eq!((t.info.kind, t.namespace.as_str(), t.name.as_str(), t.status), ("Service", "default", "hello", false));
+        let t = parse_target("stratus.dev", "v1", "namespaces/team-a").expect("resolves");
+        assert_eq!((t.info.kind, t.name.as_str()), ("Namespace", "team-a"));
+        let t = parse_target("stratus.dev", "v1", "namespaces/team-a/status").expect("resolves");
+        assert!(t.status && t.info.kind == "Namespace");
+        let t = parse_target("stratus.dev", "v1", "nodes/n1/status").expect("resolves");
+        assert!(t.status && t.info.kind == "Node");
+        let t = parse_target("serving.knative.dev", "v1", "namespaces/default/services").expect("resolves");
+        assert_eq!(t.info.kind, "Service");
+        assert!(parse_target("serving.knative.dev", "v1", "namespaces/default/revisions").is_err());
+        assert!(parse_target("stratus.dev", "v1", "services/hello").is_err());
+        assert!(parse_target("stratus.dev", "v1", "pods").is_err());
+        assert!(parse_target("apps", "v1", "deployments").is_err());
+        assert!(parse_target("stratus.dev", "v1", "namespaces/a/nodes/x").is_err());
+    }
+}

@@ -1,0 +1,197 @@
+//! The OpenAPI 3 document of the HTTP API, generated from the same proto descriptors the types
+//! come from, so it cannot drift from what the server accepts.
+
+use prost::Message;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FileDescriptorSet};
+use serde_json::{Map, Value, json};
+use stratus_api::resource::KINDS;
+
+const PACKAGE: &str = ".stratus.v1.";
+
+/// Builds the document. Every message of `stratus.v1` becomes a schema in `components`.
+pub fn document() -> Value {
+    let mut schemas = Map::new();
+    if let Ok(set) = FileDescriptorSet::decode(stratus_api::FILE_DESCRIPTOR_SET) {
+        for file in set.file.iter().filter(|f| f.package() == "stratus.v1") {
+            for msg in &file.message_type {
+                add_message(msg, "", &mut schemas);
+            }
+        }
+    }
+    let mut paths = Map::new();
+    for k in KINDS {
+        let schema = json!({"$ref": format!("#/components/schemas/{}", k.kind)});
+        let list = json!({"type": "object", "properties": {
+            "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+            "metadata": {"type": "object", "properties": {"resourceVersion": {"type": "string"}, "continue": {"type": "string"}}},
+            "items": {"type": "array", "items": schema}}});
+        let obj_ok = json!({"description": "the object", "content": {"application/json": {"schema": schema}}});
+        let errors = error_responses();
+        let body = json!({"required": true, "content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}}});
+        let name_param = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
+        let ns_param = json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}});
+        let list_params = json!([
+            {"name": "labelSelector", "in": "query", "schema": {"type": "string"}, "description": "e.g. app=web,tier!=db"},
+            {"name": "fieldSelector", "in": "query", "schema": {"type": "string"}, "description": "e.g. spec.nodeName=node-1"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+            {"name": "continue", "in": "query", "schema": {"type": "string"}},
+            {"name": "watch", "in": "query", "schema": {"type": "boolean"}, "description": "stream newline-delimited JSON events"},
+            {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}, "description": "with watch: the changes after this version"},
+            {"name": "allowWatchBookmarks", "in": "query", "schema": {"type": "boolean"}},
+        ]);
+        let collection = json!({
+            "get": {"operationId": format!("list{}", k.kind), "summary": format!("List or watch {}", k.plural),
+                    "parameters": list_params,
+                    "responses": merge(json!({"200": {"description": "the list", "content": {"application/json": {"schema": list}}}}), &errors)},
+            "post": {"operationId": format!("create{}", k.kind), "summary": format!("Create a {}", k.singular), "requestBody": body,
+                     "responses": merge(json!({"201": obj_ok}), &errors)},
+        });
+        let item = json!({
+            "get": {"operationId": format!("read{}", k.kind), "responses": merge(json!({"200": obj_ok}), &errors)},
+            "put": {"operationId": format!("replace{}", k.kind), "summary": "Replace metadata and spec; send the resourceVersion read",
+                    "requestBody": body, "responses": merge(json!({"200": obj_ok}), &errors)},
+            "patch": {"operationId": format!("apply{}", k.kind), "summary": "Apply: create, or update metadata and spec",
+                      "requestBody": body, "responses": merge(json!({"200": obj_ok, "201": obj_ok}), &errors)},
+            "delete": {"operationId": format!("delete{}", k.kind),
+                       "parameters": [{"name": "resourceVersion", "in": "query", "schema": {"type": "string"}, "description": "delete only at this version"}],
+                       "responses": merge(json!({"200": obj_ok}), &errors)},
+        });
+        let status = json!({
+            "put": {"operationId": format!("replace{}Status", k.kind), "summary": "Replace the status",
+                    "requestBody": body, "responses": merge(json!({"200": obj_ok}), &errors)},
+        });
+        let base = "/apis/stratus.dev/v1";
+        let with_params = |mut v: Value, params: Value| {
+            if let Some(m) = v.as_object_mut() {
+                m.insert("parameters".into(), params);
+            }
+            v
+        };
+        if k.namespaced {
+            paths.insert(format!("{base}/{}", k.plural), json!({"get": collection["get"]}));
+            paths.insert(format!("{base}/namespaces/{{namespace}}/{}", k.plural), with_params(collection, json!([ns_param])));
+            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}", k.plural), with_params(item, json!([ns_param, name_param])));
+            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}/status", k.plural), with_params(status, json!([ns_param, name_param])));
+        } else {
+            paths.insert(format!("{base}/{}", k.plural), collection);
+            paths.insert(format!("{base}/{}/{{name}}", k.plural), with_params(item, json!([name_param])));
+            paths.insert(format!("{base}/{}/{{name}}/status", k.plural), with_params(status, json!([name_param])));
+        }
+    }
+    schemas.insert(
+        "Status".into(),
+        json!({"type": "object", "description": "why a request failed", "properties": {
+            "kind": {"type": "string"}, "status": {"type": "string"}, "message": {"type": "string"},
+            "reason": {"type": "string"}, "code": {"type": "integer"},
+            "details": {"type": "object", "properties": {"causes": {"type": "array", "items": {"type": "object", "properties": {
+                "field": {"type": "string"}, "message": {"type": "string"}, "reason": {"type": "string"}}}}}}}}),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Stratus API", "version": "v1",
+                 "description": "Resources of the Stratus serverless container platform. The same API is served over gRPC (stratus.v1.ResourceService) on the same port."},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+fn error_responses() -> Value {
+    let status = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}});
+    let mut out = Map::new();
+    for (code, what) in [
+        ("400", "invalid: the message and details.causes name the fields"),
+        ("403", "forbidden"),
+        ("404", "not found"),
+        ("409", "already exists, or a stale resourceVersion"),
+        ("410", "resourceVersion too old: list again"),
+        ("413", "request body too large"),
+        ("422", "the change cannot be made to this object"),
+    ] {
+        let mut v = status.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("description".into(), Value::String(what.into()));
+        }
+        out.insert(code.into(), v);
+    }
+    Value::Object(out)
+}
+
+fn merge(mut a: Value, b: &Value) -> Value {
+    if let (Some(am), Some(bm)) = (a.as_object_mut(), b.as_object()) {
+        for (k, v) in bm {
+            am.insert(k.clone(), v.clone());
+        }
+    }
+    a
+}
+
+fn add_message(msg: &DescriptorProto, parent: &str, schemas: &mut Map<String, Value>) {
+    let name = format!("{parent}{}", msg.name());
+    if msg.options.as_ref().and_then(|o| o.map_entry).unwrap_or(false) {
+        return;
+    }
+    let mut props = Map::new();
+    for field in &msg.field {
+        let mut schema = match field.r#type() {
+            Type::Message => {
+                let type_name = field.type_name();
+                // A map field refers to a nested MapEntry message; maps here are string→string.
+                let nested = msg.nested_type.iter().find(|n| type_name.ends_with(&format!(".{}", n.name())));
+                if let Some(entry) = nested.filter(|n| n.options.as_ref().and_then(|o| o.map_entry).unwrap_or(false)) {
+                    let value = entry.field.get(1).map(scalar).unwrap_or_else(|| json!({"type": "string"}));
+                    props.insert(field.json_name().to_string(), json!({"type": "object", "additionalProperties": value}));
+                    continue;
+                }
+                match type_name {
+                    ".google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
+                    t => json!({"$ref": format!("#/components/schemas/{}", t.trim_start_matches(PACKAGE).replace('.', ""))}),
+                }
+            }
+            _ => scalar(field),
+        };
+        if field.label() == Label::Repeated {
+            schema = json!({"type": "array", "items": schema});
+        }
+        props.insert(field.json_name().to_string(), schema);
+    }
+    schemas.insert(name.clone(), json!({"type": "object", "properties": props, "additionalProperties": false}));
+    for nested in &msg.nested_type {
+        add_message(nested, &name, schemas);
+    }
+}
+
+fn scalar(field: &prost_types::FieldDescriptorProto) -> Value {
+    match field.r#type() {
+        Type::Bool => json!({"type": "boolean"}),
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 | Type::Uint32 | Type::Fixed32 => json!({"type": "integer", "format": "int32"}),
+        // proto3 JSON writes 64-bit integers as strings and reads both forms.
+        Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
+            json!({"oneOf": [{"type": "string", "format": "int64"}, {"type": "integer", "format": "int64"}]})
+        }
+        Type::Double | Type::Float => json!({"type": "number"}),
+        Type::Bytes => json!({"type": "string", "format": "byte"}),
+        _ => json!({"type": "string"}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_describes_every_kind_with_its_fields() {
+        let doc = document();
+        for k in KINDS {
+            assert!(doc["components"]["schemas"][k.kind]["properties"]["metadata"].is_object(), "{}", k.kind);
+        }
+        let container = &doc["components"]["schemas"]["Container"]["properties"];
+        assert_eq!(container["image"]["type"], "string");
+        assert_eq!(container["ports"]["type"], "array");
+        let meta = &doc["components"]["schemas"]["ObjectMeta"]["properties"];
+        assert_eq!(meta["labels"]["type"], "object");
+        assert_eq!(meta["creationTimestamp"]["format"], "date-time");
+        assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services/{name}"]["put"].is_object());
+        assert!(doc["paths"]["/apis/stratus.dev/v1/nodes/{name}/status"]["put"].is_object());
+    }
+}

@@ -1,0 +1,55 @@
+//! An in-process API server on a free loopback port, over a fresh embedded store, for the
+//! tests of other crates.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use stratus_store::Store;
+
+use crate::{ApiServer, StoreOptions};
+
+/// A running server; stops when dropped.
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT`
+    pub endpoint: String,
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Store>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server over a new embedded store in a temporary directory.
+    ///
+    /// # Panics
+    /// When the server cannot be set up: this is test scaffolding.
+    #[allow(clippy::expect_used)]
+    pub async fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = crate::open_store(&StoreOptions::Embedded { data_dir: dir.path().join("data") })
+            .await
+            .expect("embedded store opens");
+        TestServer::start_with(store, dir).await
+    }
+
+    /// Starts a server over `store`; `dir` is kept until the server is dropped.
+    #[allow(clippy::expect_used)]
+    pub async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> TestServer {
+        let server = ApiServer::new(store.clone()).await.expect("api server starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer { endpoint: format!("http://{addr}"), addr, store, stop: Some(stop), _dir: dir }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! The HTTP/JSON API against a real in-process server on a free port.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const SVCS: &str = "/apis/stratus.dev/v1/namespaces/default/services";
+
+async fn count_services(base: &str) -> usize {
+    get(&format!("{base}{SVCS}")).await.body["items"].as_array().map(Vec::len).unwrap_or(usize::MAX)
+}
+
+#[tokio::test]
+async fn create_get_update_delete() {
+    let s = TestServer::start().await;
+    let base = &s.endpoint;
+    let ns = get(&format!("{base}/apis/stratus.dev/v1/namespaces/default")).await;
+    assert_eq!(ns.status, 200, "{}", ns.text);
+    assert_eq!(ns.body["status"]["phase"], "Active");
+
+    let created = send_json("POST", &format!("{base}{SVCS}"), &hello("web")).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let obj = created.body;
+    assert_eq!(obj["metadata"]["generation"], "1");
+    assert!(obj["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert_eq!(obj["spec"]["template"]["spec"]["containerConcurrency"], 80);
+    assert_eq!(obj["spec"]["template"]["spec"]["timeoutSeconds"], 300);
+    assert_eq!(obj["spec"]["template"]["spec"]["scaling"]["maxInstances"], 100);
+    assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+
+    let url = format!("{base}{SVCS}/web");
+    let got = get(&url).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, obj);
+
+    // A label change keeps the generation; a spec change bumps it.
+    let mut labelled = obj.clone();
+    labelled["metadata"]["labels"] = json!({"team": "a"});
+    let r = send_json("PUT", &url, &labelled).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["metadata"]["generation"], "1");
+    let mut changed = r.body.clone();
+    changed["spec"]["template"]["spec"]["containerConcurrency"] = json!(5);
+    let r2 = send_json("PUT", &url, &changed).await;
+    assert_eq!(r2.status, 200, "{}", r2.text);
+    assert_eq!(r2.body["metadata"]["generation"], "2");
+
+    // Writing with the version read before the last write is a conflict and changes nothing.
+    let stale = send_json("PUT", &url, &changed).await;
+    assert_eq!(stale.status, 409, "{}", stale.text);
+    assert_eq!(stale.body["reason"], "Conflict");
+    assert_eq!(get(&url).await.body, r2.body);
+
+    // Status goes through /status only, and does not bump the generation.
+    let mut with_status = r2.body.clone();
+    with_status["status"] = json!({"url": "http://web.default.example", "observedGeneration": "2"});
+    let ignored = send_json("PUT", &url, &with_status).await;
+    assert_eq!(ignored.status, 200);
+    assert!(ignored.body.get("status").is_none(), "status written through the main resource: {}", ignored.text);
+    let st = send_json("PUT", &format!("{url}/status"), &with_status).await;
+    assert_eq!(st.status, 200, "{}", st.text);
+    assert_eq!(st.body["status"]["url"], "http://web.default.example");
+    assert_eq!(st.body["metadata"]["generation"], "2");
+
+    let del = request("DELETE", &url, None).await;
+    assert_eq!(del.status, 200);
+    assert_eq!(get(&url).await.status, 404);
+    assert_eq!(request("DELETE", &url, None).await.status, 404);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
+    let s = TestServer::start().await;
+    let base = &s.endpoint;
+    let coll = format!("{base}{SVCS}");
+    send_json("POST", &coll, &hello("keep")).await;
+
+    let mut wrong_type = hello("a");
+    wrong_type["spec"]["template"]["spec"]["containerConcurrency"] = json!("lots");
+    let mut unknown_field = hello("a");
+    unknown_field["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
+    let mut bad_quantity = hello("a");
+    bad_quantity["spec"]["template"]["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "12XB"}});
+    let mut bad_name = hello("a");
+    bad_name["metadata"]["name"] = json!("Not_A_DNS_Label");
+    let mut no_image = hello("a");
+    no_image["spec"]["template"]["spec"]["containers"][0] = json!({"name": "c"});
+    let mut bad_traffic = hello("a");
+    bad_traffic["spec"]["traffic"] = json!([{"latestRevision": true, "percent": 60}]);
+    let wrong_kind = json!({"apiVersion": "stratus.dev/v1", "kind": "Node", "metadata": {"name": "a"}});
+    let mut other_ns = hello("a");
+    other_ns["metadata"]["namespace"] = json!("elsewhere");
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("application/json", b"{not json".to_vec(), 400, "not valid JSON"),
+        ("application/yaml", b"kind: [unclosed".to_vec(), 400, "not valid YAML"),
+        ("application/json", serde_json::to_vec(&wrong_type).unwrap(), 400, "spec.template.spec.containerConcurrency"),
+        ("application/json", serde_json::to_vec(&unknown_field).unwrap(), 400, "spec.template.spec.containers[0].imagee"),
+        ("application/json", serde_json::to_vec(&bad_quantity).unwrap(), 400, "spec.template.spec.containers[0].resources.limits.memory: \"12XB\""),
+        ("application/json", serde_json::to_vec(&bad_name).unwrap(), 400, "metadata.name: \"Not_A_DNS_Label\" is not a DNS label"),
+        ("application/json", serde_json::to_vec(&no_image).unwrap(), 400, "spec.template.spec.containers[0].image: is required"),
+        ("application/json", serde_json::to_vec(&bad_traffic).unwrap(), 400, "spec.traffic: percentages add up to 60"),
+        ("application/json", serde_json::to_vec(&wrong_kind).unwrap(), 400, "the body is a Node"),
+        ("application/json", serde_json::to_vec(&other_ns).unwrap(), 400, "does not match the namespace"),
+        ("application/json", serde_json::to_vec(&hello("keep")).unwrap(), 409, "already exists"),
+        ("application/json", vec![b' '; 2 * 1024 * 1024], 413, "larger than"),
+    ];
+    for (ct, body, code, want) in cases {
+        let r = request("POST", &coll, Some((ct, body))).await;
+        assert_eq!(r.status, code, "want {want:?}: {}", r.text);
+        let msg = r.body["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(want), "want {want:?} in {msg:?}");
+        assert_eq!(r.body["kind"], "Status");
+    }
+    // Field errors are also given as structured causes.
+    let r = send_json("POST", &coll, &bad_quantity).await;
+    assert_eq!(r.body["details"]["causes"][0]["field"], "spec.template.spec.containers[0].resources.limits.memory");
+
+    assert_eq!(count_services(base).await, 1, "a rejected request stored something");
+
+    // Missing namespace, unknown kinds and objects.
+    let r = send_json("POST", &format!("{base}/apis/stratus.dev/v1/namespaces/nope/services"), &hello("x")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.text.contains("namespace \\\"nope\\\" not found"), "{}", r.text);
+    assert_eq!(get(&format!("{base}/apis/stratus.dev/v1/namespaces/default/pods")).await.status, 404);
+    assert_eq!(get(&format!("{base}{SVCS}/nope")).await.status, 404);
+
+    // Updates without a version, and with an immutable change.
+    let r = send_json("PUT", &format!("{coll}/keep"), &hello("keep")).await;
+    assert_eq!(r.status, 400);
+    assert!(r.text.contains("metadata.resourceVersion"), "{}", r.text);
+    let mut wrong_name = get(&format!("{coll}/keep")).await.body;
+    wrong_name["metadata"]["name"] = json!("other");
+    assert_eq!(send_json("PUT", &format!("{coll}/keep"), &wrong_name).await.status, 400);
+    let mut wrong_uid = get(&format!("{coll}/keep")).await.body;
+    wrong_uid["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000000");
+    assert_eq!(send_json("PUT", &format!("{coll}/keep"), &wrong_uid).await.status, 422);
+
+    // Bad query parameters.
+    assert_eq!(get(&format!("{coll}?labelSelector=a%20in%20(b")).await.status, 400);
+    assert_eq!(get(&format!("{coll}?fieldSelector=nonsense")).await.status, 400);
+    assert_eq!(get(&format!("{coll}?limit=-1")).await.status, 400);
+    assert_eq!(get(&format!("{coll}?limit=1&continue=garbage")).await.status, 400);
+    assert_eq!(get(&format!("{coll}?watch=true&resourceVersion=abc")).await.status, 400);
+}
+
+#[tokio::test]
+async fn knative_services_are_accepted_and_converted() {
+    let s = TestServer::start().await;
+    let yaml = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/maxScale: "5"
+    spec:
+      containers:
+        - image: ghcr.io/knative/helloworld-go:latest
+          ports:
+            - containerPort: 8080
+          env:
+            - name: TARGET
+              value: "World"
+"#;
+    let r = send_yaml("POST", &format!("{}/apis/serving.knative.dev/v1/namespaces/default/services", s.endpoint), yaml).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["apiVersion"], "stratus.dev/v1");
+    assert_eq!(r.body["spec"]["template"]["spec"]["scaling"]["maxInstances"], 5);
+}
+
+#[tokio::test]
+async fn apply_creates_then_reports_unchanged_and_configured() {
+    let s = TestServer::start().await;
+    let url = format!("{}{SVCS}/ap", s.endpoint);
+    let r = send_json("PATCH", &url, &hello("ap")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let again = request("PATCH", &url, Some(("application/json", serde_json::to_vec(&hello("ap")).unwrap()))).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["metadata"]["resourceVersion"], r.body["metadata"]["resourceVersion"], "unchanged apply wrote");
+    let mut changed = hello("ap");
+    changed["spec"]["template"]["spec"]["timeoutSeconds"] = json!(30);
+    let c = send_json("PATCH", &url, &changed).await;
+    assert_eq!(c.status, 200);
+    assert_eq!(c.body["metadata"]["generation"], "2");
+}
+
+#[tokio::test]
+async fn finalizers_hold_deletion_until_removed() {
+    let s = TestServer::start().await;
+    let mut svc = hello("fin");
+    svc["metadata"]["finalizers"] = json!(["stratus.dev/test"]);
+    let url = format!("{}{SVCS}/fin", s.endpoint);
+    assert_eq!(send_json("POST", &format!("{}{SVCS}", s.endpoint), &svc).await.status, 201);
+    let del = request("DELETE", &url, None).await;
+    assert_eq!(del.status, 200);
+    assert!(del.body["metadata"]["deletionTimestamp"].is_string(), "{}", del.text);
+    let held = get(&url).await;
+    assert_eq!(held.status, 200, "deleted despite its finalizer");
+    let mut released = held.body.clone();
+    released["metadata"]["finalizers"] = json!([]);
+    assert_eq!(send_json("PUT", &url, &released).await.status, 200);
+    assert_eq!(get(&url).await.status, 404, "still there after its last finalizer went");
+}
+
+#[tokio::test]
+async fn lists_page_and_select() {
+    let s = TestServer::start().await;
+    let coll = format!("{}{SVCS}", s.endpoint);
+    for i in 0..25 {
+        let mut svc = hello(&format!("s{i:02}"));
+        svc["metadata"]["labels"] = json!({"parity": if i % 2 == 0 { "even" } else { "odd" }});
+        assert_eq!(send_json("POST", &coll, &svc).await.status, 201);
+    }
+    let mut names = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let r = get(&format!("{coll}?limit=10&continue={token}")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        pages += 1;
+        for item in r.body["items"].as_array().unwrap() {
+            names.push(item["metadata"]["name"].as_str().unwrap().to_string());
+        }
+        token = r.body["metadata"]["continue"].as_str().unwrap_or_default().to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<_> = (0..25).map(|i| format!("s{i:02}")).collect();
+    assert_eq!(names, want);
+
+    let even = get(&format!("{coll}?labelSelector=parity%3Deven")).await;
+    assert_eq!(even.body["items"].as_array().unwrap().len(), 13);
+    let by_name = get(&format!("{coll}?fieldSelector=metadata.name%3Ds07")).await;
+    assert_eq!(by_name.body["items"].as_array().unwrap().len(), 1);
+    let paged_even = get(&format!("{coll}?labelSelector=parity%3Dodd&limit=5")).await;
+    assert_eq!(paged_even.body["items"].as_array().unwrap().len(), 5);
+    assert!(!paged_even.body["metadata"]["continue"].as_str().unwrap_or_default().is_empty());
+    assert_eq!(paged_even.body["kind"], "ServiceList");
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let s = TestServer::start().await;
+    assert_eq!(get(&format!("{}/healthz", s.endpoint)).await.text, "ok");
+    assert_eq!(get(&format!("{}/readyz", s.endpoint)).await.status, 200);
+    get(&format!("{}{SVCS}", s.endpoint)).await;
+    let m = get(&format!("{}/metrics", s.endpoint)).await;
+    assert!(m.text.contains("stratus_apiserver_requests_total{protocol=\"http\",verb=\"list\",code=\"200\"}"), "{}", m.text);
+    let doc = get(&format!("{}/openapi.json", s.endpoint)).await;
+    assert_eq!(doc.body["openapi"], "3.0.3");
+    assert!(doc.body["paths"].as_object().unwrap().len() > 20);
+    let d = get(&format!("{}/apis/stratus.dev/v1", s.endpoint)).await;
+    assert!(d.body["resources"].as_array().unwrap().iter().any(|r| r["name"] == "services"));
+    assert_eq!(get(&format!("{}/nowhere", s.endpoint)).await.status, 404);
+}
+
+#[tokio::test]
+async fn http_watch_streams_events_in_order() {
+    let s = TestServer::start().await;
+    let coll = format!("{}{SVCS}", s.endpoint);
+    let created = send_json("POST", &coll, &hello("w")).await.body;
+    let rv0 = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let mut upd = created.clone();
+    upd["metadata"]["labels"] = json!({"x": "y"});
+    send_json("PUT", &format!("{coll}/w"), &upd).await;
+    request("DELETE", &format!("{coll}/w"), None).await;
+
+    // From rv0: the update, then the delete. Read the streamed lines until both arrived.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let uri: hyper::Uri = format!("{coll}?watch=true&resourceVersion={rv0}").parse().unwrap();
+    let resp = client.get(uri).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut buf = String::new();
+    let events = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use http_body_util::BodyExt;
+        loop {
+            let lines: Vec<Value> = buf.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if lines.len() >= 2 {
+                return lines;
+            }
+            let frame = body.frame().await.unwrap().unwrap();
+            if let Ok(data) = frame.into_data() {
+                buf.push_str(std::str::from_utf8(&data).unwrap());
+            }
+        }
+    })
+    .await
+    .expect("watch events arrive");
+    assert_eq!(events[0]["type"], "MODIFIED");
+    assert_eq!(events[0]["object"]["metadata"]["labels"]["x"], "y");
+    assert_eq!(events[1]["type"], "DELETED");
+
+    // A version older than the compacted history is Gone.
+    let rev = s.store.current_revision().await.unwrap();
+    s.store.compact(rev).await.unwrap();
+    let gone = get(&format!("{coll}?watch=true&resourceVersion={rv0}")).await;
+    assert_eq!(gone.status, 410, "{}", gone.text);
+}
+
+#[tokio::test]
+async fn deleting_a_namespace_deletes_its_contents() {
+    let s = TestServer::start().await;
+    let base = &s.endpoint;
+    let ns = json!({"apiVersion": "stratus.dev/v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
+    assert_eq!(send_json("POST", &format!("{base}/apis/stratus.dev/v1/namespaces"), &ns).await.status, 201);
+    let coll = format!("{base}/apis/stratus.dev/v1/namespaces/team-a/services");
+    assert_eq!(send_json("POST", &coll, &hello("x")).await.status, 201);
+    let del = request("DELETE", &format!("{base}/apis/stratus.dev/v1/namespaces/team-a"), None).await;
+    assert_eq!(del.status, 200);
+    assert_eq!(del.body["status"]["phase"], "Terminating");
+    // Nothing new may be created in a terminating namespace.
+    let refused = send_json("POST", &coll, &hello("y")).await;
+    assert!(refused.status == 403 || refused.status == 404, "{}", refused.text);
+
+    // Wait (bounded) for the namespace to disappear, watching rather than polling.
+    let client = stratus_client::Client::new(base).unwrap();
+    let mut w = client
+        .watch_any("namespaces", &stratus_client::ListParams::default(), &del.body["metadata"]["resourceVersion"].as_str().unwrap().to_string(), false)
+        .await
+        .unwrap();
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(ev) = w.next().await {
+            if let stratus_client::WatchEvent::Deleted(o) = ev.unwrap() {
+                if o.meta().name == "team-a" {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("namespace deleted");
+    assert_eq!(get(&format!("{coll}/x")).await.status, 404);
+    let default = request("DELETE", &format!("{base}/apis/stratus.dev/v1/namespaces/default"), None).await;
+    assert_eq!(default.status, 403);
+}

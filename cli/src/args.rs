@@ -1,0 +1,422 @@
+//! The command line: every command, flag and help text, in kubectl's shape.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+
+use crate::format::parse_duration;
+
+const ABOUT: &str = "stratus controls Stratus, a self-hosted Cloud Run: it deploys containers from manifests, \
+scales them with traffic, and shows what runs.";
+
+const EXAMPLES: &str = "\
+Examples:
+  # Start a local control plane on this machine
+  stratus up
+
+  # Deploy a service and wait until it serves
+  stratus apply -f manifests/hello.yaml
+  stratus wait service hello --for=condition=Ready
+
+  # See what runs
+  stratus get services
+  stratus get revisions,instances -o wide
+  stratus describe service hello
+
+Where requests go: --server, else $STRATUS_SERVER, else the current context of ~/.stratus/config
+($STRATUS_CONFIG), else http://127.0.0.1:7070.";
+
+#[derive(Debug, Parser)]
+#[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or http://127.0.0.1:7070]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// The namespace to work in [default: the current context's namespace, or default]
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests
+    #[command(after_help = APPLY_EXAMPLES)]
+    Apply(ApplyArgs),
+
+    /// Display one or many objects
+    #[command(after_help = GET_EXAMPLES)]
+    Get(GetArgs),
+
+    /// Show details of objects, with their conditions and events
+    #[command(after_help = DESCRIBE_EXAMPLES)]
+    Describe(DescribeArgs),
+
+    /// Delete objects by kind and name, by selector, or from manifests
+    #[command(after_help = DELETE_EXAMPLES)]
+    Delete(DeleteArgs),
+
+    /// Wait until objects meet a condition or are deleted
+    #[command(after_help = WAIT_EXAMPLES)]
+    Wait(WaitArgs),
+
+    /// Run the Stratus API server in this process, for local development
+    #[command(after_help = UP_EXAMPLES)]
+    Up(UpArgs),
+
+    /// Show or change the contexts of the config file
+    #[command(subcommand, after_help = CONFIG_EXAMPLES)]
+    Config(ConfigCommand),
+
+    /// List the kinds of objects Stratus knows, with their short names
+    #[command(after_help = API_RESOURCES_EXAMPLES)]
+    ApiResources,
+
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion(CompletionArgs),
+}
+
+const APPLY_EXAMPLES: &str = "\
+Every document is decoded and validated before anything is sent: if one is invalid, each problem
+is reported with its file, document number and field, and nothing is applied. Knative Services
+(serving.knative.dev/v1) are accepted as they are.
+
+Examples:
+  # Apply a manifest
+  stratus apply -f manifests/hello.yaml
+
+  # Apply every *.yaml, *.yml and *.json file of a directory, in name order
+  stratus apply -f manifests/
+
+  # Apply what is piped in, into the namespace team-a
+  cat hello.yaml | stratus apply -n team-a -f -";
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A manifest file, a directory of them, or - for stdin (repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub filenames: Vec<String>,
+}
+
+const GET_EXAMPLES: &str = "\
+Kinds: services (svc, ksvc), revisions (rev), instances (inst), endpoints (ep), events (ev), leases,
+nodes (no), namespaces (ns), tenants. See `stratus api-resources`.
+
+Examples:
+  # List the services of the current namespace
+  stratus get services
+
+  # One service, as YAML (which `stratus apply -f` reads back)
+  stratus get service hello -o yaml
+
+  # The revisions of a service, in every namespace, with more columns
+  stratus get rev -A -l stratus.dev/service=hello -o wide
+
+  # Instances on one node, then every change to them as it happens
+  stratus get instances --field-selector spec.nodeName=node-1 -w
+
+  # Several kinds at once, or objects named kind/name
+  stratus get svc,rev
+  stratus get svc/hello rev/hello-00001";
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// KIND [NAME...], KIND1,KIND2 [NAME...], or KIND/NAME...
+    #[arg(value_name = "KIND [NAME]...")]
+    pub resources: Vec<String>,
+
+    /// List across all namespaces
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Filter by labels, e.g. app=web,tier!=db,env in (a,b)
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Filter by fields, e.g. spec.nodeName=node-1,status.phase!=Running
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// After listing, watch for changes and print them
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+
+    /// Print tables without their header
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+/// `-o`: how `get` prints objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The table with more columns
+    Wide,
+    /// The objects as YAML (a List for several)
+    Yaml,
+    /// The objects as JSON (a List for several)
+    Json,
+    /// kind/name of each object
+    Name,
+}
+
+const DESCRIBE_EXAMPLES: &str = "\
+Examples:
+  # A service: its template, scaling, traffic, conditions and recent events
+  stratus describe service hello
+
+  # Every instance of a revision
+  stratus describe instances -l stratus.dev/revision=hello-00001
+
+  # A node
+  stratus describe node/node-1";
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// KIND [NAME...] or KIND/NAME...; without a name, every object of the kind
+    #[arg(value_name = "KIND [NAME]...", required = true)]
+    pub resources: Vec<String>,
+
+    /// Describe the objects whose labels match, e.g. app=web
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+}
+
+const DELETE_EXAMPLES: &str = "\
+Examples:
+  # Delete a service (its revisions and instances follow)
+  stratus delete service hello
+
+  # Delete what a manifest created
+  stratus delete -f manifests/hello.yaml
+
+  # Delete every service labelled app=demo, and do not fail if one is already gone
+  stratus delete svc -l app=demo --ignore-not-found";
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// KIND NAME..., or KIND/NAME...
+    #[arg(value_name = "KIND [NAME]...", conflicts_with = "filenames")]
+    pub resources: Vec<String>,
+
+    /// Delete the objects of a manifest file, a directory of them, or - for stdin (repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filenames: Vec<String>,
+
+    /// Delete the objects of the kind whose labels match
+    #[arg(short = 'l', long, value_name = "SELECTOR", conflicts_with = "filenames")]
+    pub selector: Option<String>,
+
+    /// Delete every object of the kind in the namespace
+    #[arg(long, conflicts_with_all = ["filenames", "selector"])]
+    pub all: bool,
+
+    /// Succeed when an object is already gone
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+const WAIT_EXAMPLES: &str = "\
+Exits 0 once every object meets the condition, 1 on timeout. A condition counts only once the
+status describes the current spec (status.observedGeneration), so waiting right after an apply
+does not return on the previous revision's readiness.
+
+Examples:
+  # Wait until a service is ready to serve
+  stratus wait service hello --for=condition=Ready --timeout=2m
+
+  # Wait until a revision reports Ready=False
+  stratus wait rev/hello-00002 --for=condition=Ready=False
+
+  # Wait until a service is gone
+  stratus wait svc hello --for=delete";
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// KIND NAME... or KIND/NAME...
+    #[arg(value_name = "KIND [NAME]...", required = true)]
+    pub resources: Vec<String>,
+
+    /// condition=TYPE, condition=TYPE=STATUS (STATUS True unless given), or delete
+    #[arg(long = "for", value_name = "CONDITION", value_parser = parse_wait_for)]
+    pub wait_for: WaitFor,
+
+    /// How long to wait before giving up, e.g. 30s, 2m, 1h30m
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// What `wait --for` waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// The condition of this type has this status (`True`, `False` or `Unknown`).
+    Condition { r#type: String, status: String },
+    Delete,
+}
+
+fn parse_wait_for(s: &str) -> Result<WaitFor, String> {
+    if s.eq_ignore_ascii_case("delete") {
+        return Ok(WaitFor::Delete);
+    }
+    let Some(rest) = s.strip_prefix("condition=") else {
+        return Err(format!("{s:?} is not condition=TYPE, condition=TYPE=STATUS or delete"));
+    };
+    let (r#type, status) = rest.split_once('=').unwrap_or((rest, "True"));
+    if r#type.is_empty() || status.is_empty() {
+        return Err(format!("{s:?} is not condition=TYPE or condition=TYPE=STATUS"));
+    }
+    // Condition statuses are capitalised on the wire; accept any case on the command line.
+    let status = match status.to_ascii_lowercase().as_str() {
+        "true" => "True",
+        "false" => "False",
+        "unknown" => "Unknown",
+        _ => return Err(format!("the status in {s:?} must be True, False or Unknown")),
+    };
+    Ok(WaitFor::Condition { r#type: r#type.to_string(), status: status.to_string() })
+}
+
+const UP_EXAMPLES: &str = "\
+Runs in the foreground until Ctrl-C (or SIGTERM), then stops cleanly; the data stays in the data
+directory for the next start.
+
+Examples:
+  # Start on 127.0.0.1:7070 with the data in ~/.stratus/data
+  stratus up
+
+  # Start elsewhere and deploy the example services once the server answers
+  stratus up --listen 127.0.0.1:8080 --data-dir /tmp/stratus -f manifests/";
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The address to serve the API on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+
+    /// Where the embedded store keeps its data [default: ~/.stratus/data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// Manifests to apply once the server answers (a file, a directory, or -; repeatable)
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filenames: Vec<String>,
+}
+
+const CONFIG_EXAMPLES: &str = "\
+The config file is ~/.stratus/config, or $STRATUS_CONFIG.
+
+Examples:
+  # Add a context for a remote control plane, with team-a as its namespace, and use it
+  stratus config set-context prod --server http://stratus.example.com:7070 -n team-a
+  stratus config use-context prod
+
+  # List the contexts; the current one is starred
+  stratus config get-contexts";
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// List the contexts
+    GetContexts,
+    /// Print the name of the current context
+    CurrentContext,
+    /// Make a context the current one
+    UseContext {
+        /// The context's name
+        name: String,
+    },
+    /// Create a context, or change one: its server is set with --server, its namespace with -n
+    SetContext {
+        /// The context's name
+        name: String,
+    },
+    /// Remove a context
+    DeleteContext {
+        /// The context's name
+        name: String,
+    },
+    /// Print the config file
+    View,
+}
+
+const API_RESOURCES_EXAMPLES: &str = "\
+Examples:
+  stratus api-resources";
+
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # bash: load in this shell, or install for every new one
+  source <(stratus completion bash)
+  stratus completion bash > ~/.local/share/bash-completion/completions/stratus
+
+  # zsh
+  stratus completion zsh > \"${fpath[1]}/_stratus\"
+
+  # fish
+  stratus completion fish > ~/.config/fish/completions/stratus.fish";
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell to complete for
+    pub shell: Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn wait_for_takes_conditions_and_delete() {
+        let cond = |t: &str, s: &str| WaitFor::Condition { r#type: t.into(), status: s.into() };
+        assert_eq!(parse_wait_for("condition=Ready").unwrap(), cond("Ready", "True"));
+        assert_eq!(parse_wait_for("condition=Ready=false").unwrap(), cond("Ready", "False"));
+        assert_eq!(parse_wait_for("delete").unwrap(), WaitFor::Delete);
+        for bad in ["ready", "condition=", "condition==True", "condition=Ready=maybe"] {
+            assert!(parse_wait_for(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = Cli::try_parse_from(["stratus", "get", "svc", "-n", "team", "--server", "http://s:1"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("team"));
+        assert_eq!(cli.server.as_deref(), Some("http://s:1"));
+        let cli = Cli::try_parse_from(["stratus", "-n", "team", "config", "set-context", "dev", "--server", "http://d"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("team"));
+        assert!(matches!(cli.command, Command::Config(ConfigCommand::SetContext { ref name }) if name == "dev"));
+        assert_eq!(cli.server.as_deref(), Some("http://d"));
+    }
+
+    #[test]
+    fn timeouts_parse_as_durations() {
+        let cli = Cli::try_parse_from(["stratus", "wait", "svc", "a", "--for=delete", "--timeout=1h30m"]).unwrap();
+        let Command::Wait(w) = cli.command else { panic!("not wait") };
+        assert_eq!(w.timeout, Duration::from_secs(5400));
+        assert!(Cli::try_parse_from(["stratus", "wait", "svc", "a", "--for=delete", "--timeout=soon"]).is_err());
+    }
+
+    #[test]
+    fn every_command_has_examples_in_its_help() {
+        let mut cli = Cli::command();
+        cli.build();
+        for sub in cli.get_subcommands() {
+            let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.contains("stratus "), "{} has no examples", sub.get_name());
+        }
+    }
+}

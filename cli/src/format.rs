@@ -1,0 +1,216 @@
+//! Times and durations as kubectl prints and parses them: ages (`5s`, `3m`, `2h`, `4d`),
+//! timestamps, and `--timeout` values (`60s`, `2m`, `1h30m`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stratus_api::Timestamp;
+
+/// How long ago `ts` was, in kubectl's short form; `<unknown>` when the object has no time.
+pub fn age(ts: Option<&Timestamp>, now: SystemTime) -> String {
+    match ts {
+        Some(ts) if ts.seconds != 0 || ts.nanos != 0 => human_duration(unix_seconds(now) - ts.seconds),
+        _ => "<unknown>".to_string(),
+    }
+}
+
+/// A duration in seconds as kubectl's `duration.HumanDuration` writes it: precise when short,
+/// coarse when long (`45s`, `2m30s`, `15m`, `3h10m`, `30h`, `4d5h`, `20d`, `2y30d`).
+pub fn human_duration(seconds: i64) -> String {
+    // Clocks of different machines disagree a little; a second in the future is "now".
+    if seconds < -1 {
+        return "<invalid>".to_string();
+    }
+    if seconds < 0 {
+        return "0s".to_string();
+    }
+    if seconds < 120 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        return with_remainder(minutes, "m", seconds % 60, "s");
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        return with_remainder(hours, "h", minutes % 60, "m");
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    let days = hours / 24;
+    if hours < 24 * 8 {
+        return with_remainder(days, "d", hours % 24, "h");
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{days}d");
+    }
+    if hours < 24 * 365 * 8 {
+        return with_remainder(days / 365, "y", days % 365, "d");
+    }
+    format!("{}y", days / 365)
+}
+
+fn with_remainder(major: i64, major_unit: &str, minor: i64, minor_unit: &str) -> String {
+    if minor == 0 { format!("{major}{major_unit}") } else { format!("{major}{major_unit}{minor}{minor_unit}") }
+}
+
+/// Seconds since the Unix epoch (negative before it, which no clock here should say).
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+/// `2025-01-02T15:04:05Z`: RFC 3339 in UTC, to the second.
+pub fn rfc3339(ts: &Timestamp) -> String {
+    let days = ts.seconds.div_euclid(86_400);
+    let secs = ts.seconds.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+/// The proleptic Gregorian date of a day number counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, exact over the whole range of `i64` days that a timestamp can hold).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    // d is 1..=31 and m 1..=12 by construction.
+    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+}
+
+/// Parses a duration as Go's `time.ParseDuration` (and so kubectl's `--timeout`) does: a
+/// sequence of decimal numbers, each with a unit (`ns`, `us`, `ms`, `s`, `m`, `h`), such as
+/// `60s`, `2m`, `1h30m` or `1.5h`; `0` alone is allowed.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {s:?}: use a number and a unit, e.g. 30s, 2m or 1h30m");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total: u128 = 0;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(invalid()),
+        };
+        let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+        if int.is_empty() && frac.is_empty() || frac.contains('.') {
+            return Err(invalid());
+        }
+        let int: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| invalid())? };
+        let mut nanos = int.checked_mul(unit_nanos).ok_or_else(invalid)?;
+        if !frac.is_empty() {
+            let digits = u32::try_from(frac.len()).map_err(|_| invalid())?;
+            let scale = 10u128.checked_pow(digits).ok_or_else(invalid)?;
+            let frac: u128 = frac.parse().map_err(|_| invalid())?;
+            nanos = nanos.checked_add(frac.checked_mul(unit_nanos).ok_or_else(invalid)? / scale).ok_or_else(invalid)?;
+        }
+        total = total.checked_add(nanos).ok_or_else(invalid)?;
+        rest = after;
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| invalid())?;
+    // The remainder of a division by 1e9 fits in u32.
+    let nanos = u32::try_from(total % 1_000_000_000).unwrap_or(0);
+    Ok(Duration::new(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let cases = [
+            (-5, "<invalid>"),
+            (-1, "0s"),
+            (0, "0s"),
+            (5, "5s"),
+            (119, "119s"),
+            (120, "2m"),
+            (150, "2m30s"),
+            (599, "9m59s"),
+            (600, "10m"),
+            (3 * 3600 - 1, "179m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 600, "3h10m"),
+            (8 * 3600, "8h"),
+            (30 * 3600, "30h"),
+            (48 * 3600, "2d"),
+            (4 * 86_400 + 5 * 3600, "4d5h"),
+            (8 * 86_400, "8d"),
+            (400 * 86_400, "400d"),
+            (2 * 365 * 86_400 + 30 * 86_400, "2y30d"),
+            (9 * 365 * 86_400, "9y"),
+        ];
+        for (secs, want) in cases {
+            assert_eq!(human_duration(secs), want, "{secs}s");
+        }
+    }
+
+    #[test]
+    fn age_counts_from_the_timestamp_and_knows_when_there_is_none() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let ts = Timestamp { seconds: 1_000_000 - 190, nanos: 0 };
+        assert_eq!(age(Some(&ts), now), "3m10s");
+        assert_eq!(age(None, now), "<unknown>");
+        assert_eq!(age(Some(&Timestamp::default()), now), "<unknown>");
+    }
+
+    #[test]
+    fn timestamps_print_as_rfc3339_utc() {
+        assert_eq!(rfc3339(&Timestamp { seconds: 0, nanos: 0 }), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(&Timestamp { seconds: 951_782_400, nanos: 5 }), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(&Timestamp { seconds: 1_735_830_245, nanos: 0 }), "2025-01-02T15:04:05Z");
+        assert_eq!(rfc3339(&Timestamp { seconds: -1, nanos: 0 }), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn durations_parse_as_go_does() {
+        let ok = [
+            ("0", Duration::ZERO),
+            ("60s", Duration::from_secs(60)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("500ms", Duration::from_millis(500)),
+            ("1m0.5s", Duration::from_millis(60_500)),
+            (".5s", Duration::from_millis(500)),
+            ("10us", Duration::from_micros(10)),
+        ];
+        for (s, want) in ok {
+            assert_eq!(parse_duration(s).unwrap(), want, "{s}");
+        }
+        for s in ["", "60", "s", "1x", "1h30", "-5s", "1..5s", "1.s5", "99999999999999999999999h"] {
+            assert!(parse_duration(s).is_err(), "{s} should not parse");
+        }
+        assert_eq!(
+            parse_duration("soon").unwrap_err(),
+            r#"invalid duration "soon": use a number and a unit, e.g. 30s, 2m or 1h30m"#
+        );
+    }
+}

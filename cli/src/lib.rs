@@ -1,0 +1,117 @@
+//! `stratus`, the command-line tool of Stratus.
+//!
+//! It behaves the way kubectl, `kn` and `gcloud run` users expect: `apply -f`, `get`, `describe`,
+//! `delete`, `wait`, with the same flags, output shapes and error wording where they make sense.
+//! `stratus up` runs the API server in this process for local development.
+//!
+//! The binary is a thin shell over [`parse`] and [`run`]: everything is reachable from tests,
+//! with the process's standard streams and environment replaced by [`Io`] and [`Environment`].
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::Parser;
+
+pub mod args;
+mod commands;
+pub mod config;
+mod describe;
+pub mod error;
+pub mod format;
+pub mod manifest;
+mod output;
+pub mod target;
+mod table;
+
+pub use args::Cli;
+pub use error::Error;
+
+/// The standard streams a command reads and writes; the process's own in the binary, buffers
+/// in tests.
+pub struct Io {
+    pub stdin: Box<dyn Read + Send>,
+    pub out: Box<dyn Write + Send>,
+    pub err: Box<dyn Write + Send>,
+}
+
+impl Io {
+    /// The process's stdin, stdout and stderr.
+    pub fn process() -> Io {
+        Io { stdin: Box::new(std::io::stdin()), out: Box::new(std::io::stdout()), err: Box::new(std::io::stderr()) }
+    }
+}
+
+/// What the CLI takes from the process environment, gathered once so that tests can supply
+/// their own without touching the real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `STRATUS_SERVER`: the API server when `--server` is not given.
+    pub server: Option<String>,
+    /// The config file: `STRATUS_CONFIG`, else `~/.stratus/config`; `None` without a home.
+    pub config_path: Option<PathBuf>,
+    /// Where `stratus up` keeps its data by default: `~/.stratus/data`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG` and `HOME`. Empty values count as unset, as a
+    /// shell user who writes `STRATUS_SERVER= stratus get svc` means.
+    pub fn from_process() -> Environment {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from);
+        let stratus_dir = home.map(|h| h.join(".stratus"));
+        Environment {
+            server: var("STRATUS_SERVER").and_then(|v| v.into_string().ok()),
+            config_path: var("STRATUS_CONFIG").map(PathBuf::from).or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
+            data_dir: stratus_dir.map(|d| d.join("data")),
+        }
+    }
+}
+
+/// Parses the command line. On `--help`, `--version` or a usage error, clap's text is written
+/// to `io` (help to stdout, errors to stderr) and the exit code to end with is returned.
+pub fn parse<I, T>(args: I, io: &mut Io) -> Result<Cli, u8>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            let text = e.render().to_string();
+            // Help and version are answers, not failures: stdout and exit 0, as clap does.
+            let stream = if e.use_stderr() { &mut io.err } else { &mut io.out };
+            // Nothing useful can be done if the terminal is gone.
+            let _ = stream.write_all(text.as_bytes());
+            let _ = stream.flush();
+            Err(u8::try_from(e.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
+/// Runs a parsed command line. Failures are reported on `io.err`, one `error: ` line each;
+/// returns the process exit code (0 on success, 1 on failure).
+pub async fn run(cli: Cli, env: &Environment, io: &mut Io) -> u8 {
+    let result = commands::run(cli, env, io).await;
+    let _ = io.out.flush();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            e.report(&mut io.err);
+            1
+        }
+    }
+}
+
+/// [`parse`] then [`run`]: the whole of `stratus ARGS...` (the first item is the program name).
+pub async fn run_args<I, T>(args: I, env: &Environment, io: &mut Io) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match parse(args, io) {
+        Ok(cli) => run(cli, env, io).await,
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,359 @@
+//! The typed client of the Stratus gRPC API, and the controller runtime built on it.
+//!
+//! [`Client`] speaks the generic resource API (`stratus.v1.ResourceService`) with typed methods
+//! for every [`Resource`] and dynamic ones for [`AnyObject`]s (the CLI's case).
+
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use stratus_api::v1::resource_service_client::ResourceServiceClient;
+use stratus_api::v1::{
+    ApplyRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectKey, UpdateRequest, WatchRequest,
+};
+use stratus_api::{AnyObject, Resource};
+use tonic::transport::{Channel, Endpoint};
+
+pub mod runtime;
+
+/// The address the API server listens on when nothing else is configured.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// What can go wrong talking to the API server. Each maps one status of the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The object changed since it was read (stale resourceVersion).
+    #[error("{0}")]
+    Conflict(String),
+    /// The object or request is invalid; the message names the field.
+    #[error("{0}")]
+    Invalid(String),
+    /// The requested resourceVersion is older than the server's history: relist.
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The server could not be reached.
+    #[error("cannot reach the Stratus API at {endpoint}: {message}")]
+    Unavailable { endpoint: String, message: String },
+    #[error("invalid server address {0:?}: expected a URL such as http://127.0.0.1:7070")]
+    BadEndpoint(String),
+    #[error("the server answered with a {got} where a {want} was expected")]
+    UnexpectedKind { want: &'static str, got: &'static str },
+    #[error("the server's answer was missing {0}")]
+    Malformed(&'static str),
+    #[error("server error: {0}")]
+    Server(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn from_status(status: tonic::Status, endpoint: &str) -> Error {
+        let msg = status.message().to_string();
+        use tonic::Code;
+        match status.code() {
+            Code::NotFound => Error::NotFound(msg),
+            Code::AlreadyExists => Error::AlreadyExists(msg),
+            Code::Aborted | Code::FailedPrecondition => Error::Conflict(msg),
+            Code::InvalidArgument => Error::Invalid(msg),
+            Code::OutOfRange => Error::Gone(msg),
+            Code::ResourceExhausted => Error::TooLarge(msg),
+            Code::PermissionDenied | Code::Unauthenticated => Error::Forbidden(msg),
+            Code::Unavailable => Error::Unavailable { endpoint: endpoint.to_string(), message: unavailable_reason(&status) },
+            _ => Error::Server(msg),
+        }
+    }
+
+    /// Whether retrying the same request later may succeed (connection trouble).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Server(_))
+    }
+}
+
+fn unavailable_reason(status: &tonic::Status) -> String {
+    // tonic puts the transport error in the source chain; its message is the useful part.
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(status);
+    let mut last = status.message().to_string();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// How a list is narrowed and paged.
+#[derive(Debug, Clone, Default)]
+pub struct ListParams {
+    /// Empty: all namespaces (for namespaced kinds).
+    pub namespace: String,
+    pub label_selector: String,
+    pub field_selector: String,
+    /// At most this many items per page (0: the server's maximum).
+    pub limit: i32,
+    pub continue_token: String,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct ObjectList<T> {
+    pub items: Vec<T>,
+    /// Watch from here to see every change after the list.
+    pub resource_version: String,
+    /// Non-empty when more items remain.
+    pub continue_token: String,
+}
+
+/// A change seen by a watch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent<T> {
+    Added(T),
+    Modified(T),
+    Deleted(T),
+    /// Every change up to this resourceVersion has been delivered.
+    Bookmark(String),
+}
+
+/// What `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyResult {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl std::fmt::Display for ApplyResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ApplyResult::Created => "created",
+            ApplyResult::Configured => "configured",
+            ApplyResult::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// A client of one API server. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    grpc: ResourceServiceClient<Channel>,
+    endpoint: String,
+}
+
+impl Client {
+    /// A client of the server at `endpoint` (e.g. `http://127.0.0.1:7070`). Connects lazily:
+    /// an unreachable server shows as [`Error::Unavailable`] on the first request.
+    pub fn new(endpoint: &str) -> Result<Client> {
+        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
+        let channel = Endpoint::from_shared(endpoint.clone())
+            .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .connect_lazy();
+        let grpc = ResourceServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+        Ok(Client { grpc, endpoint })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn err(&self, status: tonic::Status) -> Error {
+        Error::from_status(status, &self.endpoint)
+    }
+
+    // ------------------------------------------------------------ dynamic
+
+    pub async fn create_any(&self, obj: AnyObject) -> Result<AnyObject> {
+        let req = CreateRequest { object: Some(obj.into_object()) };
+        let resp = self.grpc.clone().create(req).await.map_err(|s| self.err(s))?;
+        unwrap_object(resp.into_inner())
+    }
+
+    pub async fn get_any(&self, kind: &str, namespace: &str, name: &str) -> Result<AnyObject> {
+        let req = GetRequest { key: Some(key(kind, namespace, name)) };
+        let resp = self.grpc.clone().get(req).await.map_err(|s| self.err(s))?;
+        unwrap_object(resp.into_inner())
+    }
+
+    pub async fn list_any(&self, kind: &str, params: &ListParams) -> Result<ObjectList<AnyObject>> {
+        let req = ListRequest {
+            kind: kind.to_string(),
+            namespace: params.namespace.clone(),
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+            limit: params.limit,
+            continue_token: params.continue_token.clone(),
+        };
+        let resp = self.grpc.clone().list(req).await.map_err(|s| self.err(s))?.into_inner();
+        let items = resp.items.into_iter().map(unwrap_object).collect::<Result<Vec<_>>>()?;
+        Ok(ObjectList { items, resource_version: resp.resource_version, continue_token: resp.continue_token })
+    }
+
+    /// Every page of a list, read one after the other.
+    pub async fn list_all_any(&self, kind: &str, params: &ListParams) -> Result<ObjectList<AnyObject>> {
+        let mut params = params.clone();
+        let mut all = self.list_any(kind, &params).await?;
+        while !all.continue_token.is_empty() {
+            params.continue_token = std::mem::take(&mut all.continue_token);
+            let page = self.list_any(kind, &params).await?;
+            all.items.extend(page.items);
+            all.continue_token = page.continue_token;
+        }
+        Ok(all)
+    }
+
+    /// Replaces metadata and spec; `obj` must carry the resourceVersion it was read at.
+    pub async fn update_any(&self, obj: AnyObject) -> Result<AnyObject> {
+        let req = UpdateRequest { object: Some(obj.into_object()) };
+        let resp = self.grpc.clone().update(req).await.map_err(|s| self.err(s))?;
+        unwrap_object(resp.into_inner())
+    }
+
+    /// Replaces status only; `obj` must carry the resourceVersion it was read at.
+    pub async fn update_status_any(&self, obj: AnyObject) -> Result<AnyObject> {
+        let req = UpdateRequest { object: Some(obj.into_object()) };
+        let resp = self.grpc.clone().update_status(req).await.map_err(|s| self.err(s))?;
+        unwrap_object(resp.into_inner())
+    }
+
+    /// Deletes an object (only if still at `resource_version`, when given). Returns its last
+    /// state: with `deletionTimestamp` set if finalizers keep it for now.
+    pub async fn delete_any(&self, kind: &str, namespace: &str, name: &str, resource_version: Option<&str>) -> Result<AnyObject> {
+        let req = DeleteRequest {
+            key: Some(key(kind, namespace, name)),
+            resource_version: resource_version.unwrap_or_default().to_string(),
+        };
+        let resp = self.grpc.clone().delete(req).await.map_err(|s| self.err(s))?;
+        unwrap_object(resp.into_inner())
+    }
+
+    /// Creates the object, or updates its metadata and spec, keeping status.
+    pub async fn apply_any(&self, obj: AnyObject) -> Result<(AnyObject, ApplyResult)> {
+        let req = ApplyRequest { object: Some(obj.into_object()) };
+        let resp = self.grpc.clone().apply(req).await.map_err(|s| self.err(s))?.into_inner();
+        let result = match resp.result.as_str() {
+            "created" => ApplyResult::Created,
+            "configured" => ApplyResult::Configured,
+            "unchanged" => ApplyResult::Unchanged,
+            _ => return Err(Error::Malformed("the apply result")),
+        };
+        Ok((unwrap_object(resp.object.ok_or(Error::Malformed("the object"))?)?, result))
+    }
+
+    /// Watches a kind. With an empty `resource_version`, every current object first arrives as
+    /// `Added`; otherwise the changes after that version. The stream ends with [`Error::Gone`]
+    /// when the version is older than the server's history.
+    pub async fn watch_any(
+        &self,
+        kind: &str,
+        params: &ListParams,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<AnyObject>>>> {
+        let req = WatchRequest {
+            kind: kind.to_string(),
+            namespace: params.namespace.clone(),
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+            resource_version: resource_version.to_string(),
+            allow_bookmarks: bookmarks,
+        };
+        let stream = self.grpc.clone().watch(req).await.map_err(|s| self.err(s))?.into_inner();
+        let endpoint = self.endpoint.clone();
+        Ok(stream
+            .map_err(move |s| Error::from_status(s, &endpoint))
+            .and_then(|ev| async move {
+                let obj = unwrap_object(ev.object.ok_or(Error::Malformed("the watched object"))?);
+                match ev.r#type.as_str() {
+                    "ADDED" => Ok(WatchEvent::Added(obj?)),
+                    "MODIFIED" => Ok(WatchEvent::Modified(obj?)),
+                    "DELETED" => Ok(WatchEvent::Deleted(obj?)),
+                    "BOOKMARK" => Ok(WatchEvent::Bookmark(obj?.meta().resource_version.clone())),
+                    _ => Err(Error::Malformed("a known watch event type")),
+                }
+            })
+            .boxed())
+    }
+
+    // ------------------------------------------------------------ typed
+
+    pub async fn create<K: Resource>(&self, obj: K) -> Result<K> {
+        typed(self.create_any(obj.into_any()).await?)
+    }
+
+    pub async fn get<K: Resource>(&self, namespace: &str, name: &str) -> Result<K> {
+        typed(self.get_any(K::INFO.kind, namespace, name).await?)
+    }
+
+    pub async fn list<K: Resource>(&self, params: &ListParams) -> Result<ObjectList<K>> {
+        let list = self.list_any(K::INFO.kind, params).await?;
+        Ok(ObjectList {
+            items: list.items.into_iter().map(typed).collect::<Result<_>>()?,
+            resource_version: list.resource_version,
+            continue_token: list.continue_token,
+        })
+    }
+
+    /// Every page of a list.
+    pub async fn list_all<K: Resource>(&self, params: &ListParams) -> Result<ObjectList<K>> {
+        let list = self.list_all_any(K::INFO.kind, params).await?;
+        Ok(ObjectList {
+            items: list.items.into_iter().map(typed).collect::<Result<_>>()?,
+            resource_version: list.resource_version,
+            continue_token: list.continue_token,
+        })
+    }
+
+    pub async fn update<K: Resource>(&self, obj: K) -> Result<K> {
+        typed(self.update_any(obj.into_any()).await?)
+    }
+
+    pub async fn update_status<K: Resource>(&self, obj: K) -> Result<K> {
+        typed(self.update_status_any(obj.into_any()).await?)
+    }
+
+    pub async fn delete<K: Resource>(&self, namespace: &str, name: &str) -> Result<K> {
+        typed(self.delete_any(K::INFO.kind, namespace, name, None).await?)
+    }
+
+    pub async fn apply<K: Resource>(&self, obj: K) -> Result<(K, ApplyResult)> {
+        let (obj, result) = self.apply_any(obj.into_any()).await?;
+        Ok((typed(obj)?, result))
+    }
+
+    pub async fn watch<K: Resource>(
+        &self,
+        params: &ListParams,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> Result<BoxStream<'static, Result<WatchEvent<K>>>> {
+        let stream = self.watch_any(K::INFO.kind, params, resource_version, bookmarks).await?;
+        Ok(stream
+            .map(|ev| match ev? {
+                WatchEvent::Added(o) => Ok(WatchEvent::Added(typed(o)?)),
+                WatchEvent::Modified(o) => Ok(WatchEvent::Modified(typed(o)?)),
+                WatchEvent::Deleted(o) => Ok(WatchEvent::Deleted(typed(o)?)),
+                WatchEvent::Bookmark(rv) => Ok(WatchEvent::Bookmark(rv)),
+            })
+            .boxed())
+    }
+}
+
+fn key(kind: &str, namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey { kind: kind.to_string(), namespace: namespace.to_string(), name: name.to_string() }
+}
+
+fn unwrap_object(obj: Object) -> Result<AnyObject> {
+    obj.kind.ok_or(Error::Malformed("the object"))
+}
+
+fn typed<K: Resource>(obj: AnyObject) -> Result<K> {
+    K::from_any(obj).map_err(|other| Error::UnexpectedKind { want: K::INFO.kind, got: other.info().kind })
+}

@@ -1,0 +1,415 @@
+//! The on-disk format of the embedded store: one log file of checksummed frames.
+//!
+//! A frame is `[payload length: u32][payload crc32: u32][crc32 of those 8 bytes: u32]` followed
+//! by the payload, a sequence of [`Record`]s. The first frame holds only a [`Record::Header`].
+//! The committer writes each commit batch as one frame with one `write` and one fsync, so a
+//! crash can damage at most the last frame; [`parse`] tells that torn tail (to be truncated)
+//! from damage in the middle of the file (reported as corruption).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::{Error, KeyValue, LeaseId, Result, Revision};
+
+/// The log file inside the data directory.
+pub(super) const LOG_FILE: &str = "store.wal";
+/// Where a new log is written before it atomically replaces [`LOG_FILE`].
+pub(super) const TMP_FILE: &str = "store.wal.tmp";
+/// Held locked while a process has the directory open.
+pub(super) const LOCK_FILE: &str = "LOCK";
+
+const MAGIC: &[u8; 8] = b"STRATUS1";
+const FRAME_HEADER: usize = 12;
+/// No frame is ever written larger than this, so a header claiming more is damaged.
+const MAX_FRAME: usize = 1 << 30;
+/// Snapshots split their records into frames of about this size.
+pub(super) const SNAPSHOT_FRAME: usize = 1 << 20;
+
+/// One entry of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Record {
+    /// Opens every log file: the store's revision before the records that follow, the
+    /// compaction revision and the next lease id to hand out.
+    Header {
+        revision: Revision,
+        compacted: Revision,
+        next_lease: LeaseId,
+    },
+    /// A write that created or replaced a key; its `mod_revision` is the next revision.
+    Put(KeyValue),
+    /// A key version older than the retained history (snapshots only): no event, no revision.
+    Base(KeyValue),
+    /// A delete at the next revision.
+    Delete {
+        key: String,
+        revision: Revision,
+    },
+    Compact {
+        revision: Revision,
+    },
+    Grant {
+        lease: LeaseId,
+        ttl: Duration,
+    },
+    /// Written after the deletes of the lease's keys, so a crash between them leaves a lease
+    /// that still exists (and expires again), never keys attached to a vanished lease.
+    Revoke {
+        lease: LeaseId,
+    },
+}
+
+const TAG_HEADER: u8 = 1;
+const TAG_PUT: u8 = 2;
+const TAG_BASE: u8 = 3;
+const TAG_DELETE: u8 = 4;
+const TAG_COMPACT: u8 = 5;
+const TAG_GRANT: u8 = 6;
+const TAG_REVOKE: u8 = 7;
+
+impl Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Header {
+                revision,
+                compacted,
+                next_lease,
+            } => {
+                out.push(TAG_HEADER);
+                out.extend_from_slice(MAGIC);
+                put_i64(out, *revision);
+                put_i64(out, *compacted);
+                put_i64(out, *next_lease);
+            }
+            Record::Put(kv) | Record::Base(kv) => {
+                out.push(if matches!(self, Record::Put(_)) {
+                    TAG_PUT
+                } else {
+                    TAG_BASE
+                });
+                put_bytes(out, kv.key.as_bytes());
+                put_bytes(out, &kv.value);
+                put_i64(out, kv.create_revision);
+                put_i64(out, kv.mod_revision);
+                put_i64(out, kv.lease);
+            }
+            Record::Delete { key, revision } => {
+                out.push(TAG_DELETE);
+                put_bytes(out, key.as_bytes());
+                put_i64(out, *revision);
+            }
+            Record::Compact { revision } => {
+                out.push(TAG_COMPACT);
+                put_i64(out, *revision);
+            }
+            Record::Grant { lease, ttl } => {
+                out.push(TAG_GRANT);
+                put_i64(out, *lease);
+                out.extend_from_slice(
+                    &u64::try_from(ttl.as_nanos())
+                        .unwrap_or(u64::MAX)
+                        .to_le_bytes(),
+                );
+            }
+            Record::Revoke { lease } => {
+                out.push(TAG_REVOKE);
+                put_i64(out, *lease);
+            }
+        }
+    }
+
+    fn decode(d: &mut Decoder<'_>) -> Result<Record> {
+        Ok(match d.u8()? {
+            TAG_HEADER => {
+                if d.take(MAGIC.len())? != MAGIC {
+                    return Err(Error::Corrupt("not a stratus store log".into()));
+                }
+                Record::Header {
+                    revision: d.i64()?,
+                    compacted: d.i64()?,
+                    next_lease: d.i64()?,
+                }
+            }
+            tag @ (TAG_PUT | TAG_BASE) => {
+                let kv = KeyValue {
+                    key: d.string()?,
+                    value: Bytes::copy_from_slice(d.bytes()?),
+                    create_revision: d.i64()?,
+                    mod_revision: d.i64()?,
+                    lease: d.i64()?,
+                };
+                if tag == TAG_PUT {
+                    Record::Put(kv)
+                } else {
+                    Record::Base(kv)
+                }
+            }
+            TAG_DELETE => Record::Delete {
+                key: d.string()?,
+                revision: d.i64()?,
+            },
+            TAG_COMPACT => Record::Compact { revision: d.i64()? },
+            TAG_GRANT => Record::Grant {
+                lease: d.i64()?,
+                ttl: Duration::from_nanos(u64::from_le_bytes(d.array()?)),
+            },
+            TAG_REVOKE => Record::Revoke { lease: d.i64()? },
+            tag => return Err(Error::Corrupt(format!("unknown record type {tag}"))),
+        })
+    }
+}
+
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Keys and values are bounded far below 4 GiB by MAX_VALUE_SIZE and MAX_FRAME.
+    out.extend_from_slice(&u32::try_from(b.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Decoder<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(Error::Corrupt("record is truncated".into()));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8]> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        self.take(len)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        String::from_utf8(self.bytes()?.to_vec())
+            .map_err(|_| Error::Corrupt("key is not utf-8".into()))
+    }
+}
+
+/// Accumulates records into one frame.
+pub(super) struct FrameBuf {
+    buf: Vec<u8>,
+}
+
+impl FrameBuf {
+    pub(super) fn new() -> Self {
+        FrameBuf {
+            buf: vec![0; FRAME_HEADER],
+        }
+    }
+
+    pub(super) fn push(&mut self, record: &Record) {
+        record.encode(&mut self.buf);
+    }
+
+    pub(super) fn payload_len(&self) -> usize {
+        self.buf.len() - FRAME_HEADER
+    }
+
+    /// The frame's bytes, or nothing when no record was pushed.
+    pub(super) fn finish(mut self) -> Vec<u8> {
+        if self.payload_len() == 0 {
+            return Vec::new();
+        }
+        let len = u32::try_from(self.payload_len()).unwrap_or(u32::MAX);
+        let crc = crc32fast::hash(&self.buf[FRAME_HEADER..]);
+        self.buf[0..4].copy_from_slice(&len.to_le_bytes());
+        self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
+        let header_crc = crc32fast::hash(&self.buf[0..8]);
+        self.buf[8..12].copy_from_slice(&header_crc.to_le_bytes());
+        self.buf
+    }
+}
+
+enum Frame<'a> {
+    Valid {
+        payload: &'a [u8],
+        end: usize,
+    },
+    /// The frame starting here is damaged.
+    Bad,
+}
+
+fn frame_at(data: &[u8], off: usize) -> Frame<'_> {
+    let Some(header) = data.get(off..off + FRAME_HEADER) else {
+        return Frame::Bad;
+    };
+    let field =
+        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (len, crc, header_crc) = (field(0) as usize, field(4), field(8));
+    if crc32fast::hash(&header[0..8]) != header_crc || len == 0 || len > MAX_FRAME {
+        return Frame::Bad;
+    }
+    let end = off + FRAME_HEADER + len;
+    match data.get(off + FRAME_HEADER..end) {
+        Some(payload) if crc32fast::hash(payload) == crc => Frame::Valid { payload, end },
+        _ => Frame::Bad,
+    }
+}
+
+/// Whether the damaged frame at `off` can be the remains of the last write, cut short by a
+/// crash. The last write is a single frame, so nothing valid can follow it: if its header
+/// is intact, the file must end within the frame (or hold only zeros after it); if not, no
+/// valid frame may start anywhere after it.
+fn is_torn_tail(data: &[u8], off: usize) -> bool {
+    let header = data.get(off..off + FRAME_HEADER);
+    if let Some(h) = header {
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let header_crc = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+        if crc32fast::hash(&h[0..8]) == header_crc && len > 0 && len <= MAX_FRAME {
+            let end = off + FRAME_HEADER + len;
+            return data
+                .get(end..)
+                .is_none_or(|rest| rest.iter().all(|b| *b == 0));
+        }
+    }
+    (off + 1..data.len()).all(|o| !matches!(frame_at(data, o), Frame::Valid { .. }))
+}
+
+/// Decodes a log, passing every record to `apply` in order. Returns the length of the valid
+/// prefix: shorter than `data` when a torn tail must be truncated. Fails with
+/// [`Error::Corrupt`] on damage anywhere but the tail, and when the header frame is damaged.
+pub(super) fn parse(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) -> Result<usize> {
+    let mut off = 0;
+    while off < data.len() {
+        match frame_at(data, off) {
+            Frame::Valid { payload, end } => {
+                let mut d = Decoder { buf: payload };
+                while !d.buf.is_empty() {
+                    let record = Record::decode(&mut d)
+                        .map_err(|e| Error::Corrupt(format!("frame at offset {off}: {e}")))?;
+                    if (off == 0) != matches!(record, Record::Header { .. }) {
+                        return Err(Error::Corrupt(format!("misplaced header at offset {off}")));
+                    }
+                    apply(record)?;
+                }
+                off = end;
+            }
+            Frame::Bad if off > 0 && is_torn_tail(data, off) => return Ok(off),
+            Frame::Bad => {
+                return Err(Error::Corrupt(format!("damaged frame at offset {off}")));
+            }
+        }
+    }
+    if off == 0 {
+        return Err(Error::Corrupt("log has no header".into()));
+    }
+    Ok(off)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(key: &str, rev: Revision) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Bytes::from(vec![7; 100]),
+            create_revision: rev,
+            mod_revision: rev,
+            lease: 0,
+        }
+    }
+
+    fn log(frames: usize) -> Vec<u8> {
+        let mut f = FrameBuf::new();
+        f.push(&Record::Header {
+            revision: 1,
+            compacted: 0,
+            next_lease: 1,
+        });
+        let mut data = f.finish();
+        for i in 0..frames {
+            let mut f = FrameBuf::new();
+            f.push(&Record::Put(kv(&format!("k{i}"), i as i64 + 2)));
+            f.push(&Record::Grant {
+                lease: 3,
+                ttl: Duration::from_millis(1500),
+            });
+            data.extend(f.finish());
+        }
+        data
+    }
+
+    fn records(data: &[u8]) -> Result<(Vec<Record>, usize)> {
+        let mut out = Vec::new();
+        let len = parse(data, |r| {
+            out.push(r);
+            Ok(())
+        })?;
+        Ok((out, len))
+    }
+
+    #[test]
+    fn round_trip() {
+        let data = log(3);
+        let (recs, len) = records(&data).expect("parse");
+        assert_eq!(len, data.len());
+        assert_eq!(recs.len(), 7);
+        assert_eq!(recs[1], Record::Put(kv("k0", 2)));
+        assert_eq!(
+            recs[2],
+            Record::Grant {
+                lease: 3,
+                ttl: Duration::from_millis(1500)
+            }
+        );
+    }
+
+    #[test]
+    fn torn_tails_are_cut_and_middle_damage_is_reported() {
+        let data = log(3);
+        let full = records(&data).expect("parse").1;
+        let last_start = log(2).len();
+        // Cut anywhere inside the last frame.
+        for cut in last_start + 1..data.len() {
+            assert_eq!(
+                records(&data[..cut]).expect("torn").1,
+                last_start,
+                "cut at {cut}"
+            );
+        }
+        // The last frame's bytes partly unwritten (zeros), as after a crash.
+        let mut zeroed = data.clone();
+        zeroed[last_start..last_start + 20].fill(0);
+        assert_eq!(records(&zeroed).expect("torn").1, last_start);
+        let mut zeroed = data.clone();
+        zeroed[full - 10..].fill(0);
+        assert_eq!(records(&zeroed).expect("torn").1, last_start);
+        // A flipped bit in an earlier frame, in its payload or its header.
+        for pos in [log(1).len() + 30, log(1).len() + 1] {
+            let mut bad = data.clone();
+            bad[pos] ^= 1;
+            assert!(
+                matches!(records(&bad), Err(Error::Corrupt(_))),
+                "flip at {pos}"
+            );
+        }
+        // A damaged header frame is never taken for a torn tail.
+        let mut bad = data.clone();
+        bad[20] ^= 1;
+        assert!(matches!(records(&bad), Err(Error::Corrupt(_))));
+    }
+}
