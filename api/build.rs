@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let protos = ["stratus/v1/meta.proto", "stratus/v1/resources.proto", "stratus/v1/api.proto"]
-        .map(|p| root.join(p));
+    let protos = ["stratus/v1/meta.proto", "stratus/v1/resources.proto", "stratus/v1/api.proto"].map(|p| root.join(p));
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
@@ -18,9 +17,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         .compile_protos(&protos, &[root])?;
     let set = std::fs::read(&descriptor)?;
-    pbjson_build::Builder::new()
-        .register_descriptors(&set)?
-        .btree_map(["."])
-        .build(&[".stratus"])?;
+    pbjson_build::Builder::new().register_descriptors(&set)?.btree_map(["."]).build(&[".stratus"])?;
     Ok(())
 }

@@ -23,7 +23,10 @@ pub fn decode_manifest(text: &str) -> Vec<Result<(usize, AnyObject), DocumentErr
         let value = match <Value as serde::Deserialize>::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
-                out.push(Err(DocumentError { index, errors: FieldError::new("", format!("invalid YAML: {e}")).into() }));
+                out.push(Err(DocumentError {
+                    index,
+                    errors: FieldError::new("", format!("invalid YAML: {e}")).into(),
+                }));
                 // The parser cannot resynchronise after a syntax error.
                 break;
             }
@@ -43,7 +46,10 @@ pub fn decode_manifest(text: &str) -> Vec<Result<(usize, AnyObject), DocumentErr
                         }));
                     }
                 }
-                None => out.push(Err(DocumentError { index, errors: FieldError::new("items", "a List needs an items array").into() })),
+                None => out.push(Err(DocumentError {
+                    index,
+                    errors: FieldError::new("items", "a List needs an items array").into(),
+                })),
             }
             continue;
         }
@@ -57,16 +63,24 @@ pub fn decode_manifest(text: &str) -> Vec<Result<(usize, AnyObject), DocumentErr
 /// defaults nor validates; see [`crate::prepare`].
 pub fn decode_value(mut value: Value) -> Result<AnyObject, ErrorList> {
     let Some(map) = value.as_object_mut() else {
-        return Err(FieldError::new("", format!("expected an object with apiVersion and kind, found {}", type_name(&value))).into());
+        return Err(FieldError::new(
+            "",
+            format!("expected an object with apiVersion and kind, found {}", type_name(&value)),
+        )
+        .into());
     };
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(FieldError::new("apiVersion", format!("expected a string, found {}", type_name(other))).into()),
+        Some(other) => {
+            return Err(FieldError::new("apiVersion", format!("expected a string, found {}", type_name(other))).into());
+        }
         None => return Err(FieldError::new("apiVersion", "is required").into()),
     };
     let kind = match map.get("kind") {
         Some(Value::String(s)) => s.clone(),
-        Some(other) => return Err(FieldError::new("kind", format!("expected a string, found {}", type_name(other))).into()),
+        Some(other) => {
+            return Err(FieldError::new("kind", format!("expected a string, found {}", type_name(other))).into());
+        }
         None => return Err(FieldError::new("kind", "is required").into()),
     };
     let info = match (api_version.as_str(), kind.as_str()) {
@@ -78,7 +92,11 @@ pub fn decode_value(mut value: Value) -> Result<AnyObject, ErrorList> {
             lookup_kind("Service")
         }
         (KNATIVE_API_VERSION, other) => {
-            return Err(FieldError::new("kind", format!("{other:?} of {KNATIVE_API_VERSION} is not supported (only Service)")).into());
+            return Err(FieldError::new(
+                "kind",
+                format!("{other:?} of {KNATIVE_API_VERSION} is not supported (only Service)"),
+            )
+            .into());
         }
         (crate::API_VERSION, k) => lookup_kind(k).filter(|i| i.kind == k),
         (other, _) => {
@@ -91,7 +109,11 @@ pub fn decode_value(mut value: Value) -> Result<AnyObject, ErrorList> {
     };
     let Some(info) = info else {
         let known: Vec<_> = crate::resource::KINDS.iter().map(|k| k.kind).collect();
-        return Err(FieldError::new("kind", format!("{kind:?} is not a kind of {api_version} (known: {})", known.join(", "))).into());
+        return Err(FieldError::new(
+            "kind",
+            format!("{kind:?} is not a kind of {api_version} (known: {})", known.join(", ")),
+        )
+        .into());
     };
     quantities_as_strings(&mut value);
     AnyObject::from_json(info, value).map_err(Into::into)
@@ -102,12 +124,12 @@ fn quantities_as_strings(value: &mut Value) {
     match value {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                if matches!(k.as_str(), "limits" | "requests" | "capacity" | "allocatable") {
-                    if let Value::Object(q) = v {
-                        for qv in q.values_mut() {
-                            if let Value::Number(n) = qv {
-                                *qv = Value::String(n.to_string());
-                            }
+                if matches!(k.as_str(), "limits" | "requests" | "capacity" | "allocatable")
+                    && let Value::Object(q) = v
+                {
+                    for qv in q.values_mut() {
+                        if let Value::Number(n) = qv {
+                            *qv = Value::String(n.to_string());
                         }
                     }
                 }

@@ -106,8 +106,8 @@ mod tests {
 
     #[test]
     fn service_defaults_are_cloud_runs() {
-        let mut svc = Service::default();
-        svc.spec = Some(ServiceSpec {
+        let svc = Service {
+            spec: Some(ServiceSpec {
             template: Some(RevisionTemplate {
                 metadata: None,
                 spec: Some(RevisionSpec {
@@ -115,8 +115,10 @@ mod tests {
                     ..Default::default()
                 }),
             }),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let mut any = svc.into_any();
         apply(&mut any);
         let AnyObject::Service(svc) = any else { unreachable!() };

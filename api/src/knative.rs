@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::validation::ErrorList;
 use crate::v1::{RevisionSpec, Scaling};
+use crate::validation::ErrorList;
 
 pub const KNATIVE_API_VERSION: &str = "serving.knative.dev/v1";
 
@@ -21,7 +21,11 @@ const CPU_THROTTLING: &str = "run.googleapis.com/cpu-throttling";
 /// Applies the Knative and Cloud Run annotations of a revision template (`annotations`, found
 /// at `path`) to its spec. An annotation fills a field left unset; one that contradicts an
 /// explicitly set field, or that does not parse, is an error naming the annotation.
-pub fn apply_annotations(spec: &mut RevisionSpec, annotations: &BTreeMap<String, String>, path: &str) -> Result<(), ErrorList> {
+pub fn apply_annotations(
+    spec: &mut RevisionSpec,
+    annotations: &BTreeMap<String, String>,
+    path: &str,
+) -> Result<(), ErrorList> {
     let mut errs = ErrorList::default();
     let at = |key: &str| format!("{path}[{key}]");
     let scaling = spec.scaling.get_or_insert_with(Scaling::default);
@@ -54,7 +58,9 @@ pub fn apply_annotations(spec: &mut RevisionSpec, annotations: &BTreeMap<String,
     }
     if let Some(raw) = annotations.get(UTILIZATION) {
         match raw.trim().parse::<f64>() {
-            Ok(v) if v > 0.0 && v <= 100.0 => fill(&mut scaling.target_utilization_percentage, v.round() as i32, &at(UTILIZATION), &mut errs),
+            Ok(v) if v > 0.0 && v <= 100.0 => {
+                fill(&mut scaling.target_utilization_percentage, v.round() as i32, &at(UTILIZATION), &mut errs)
+            }
             _ => errs.push(at(UTILIZATION), format!("{raw:?} is not a percentage between 1 and 100")),
         }
     }
@@ -70,10 +76,13 @@ pub fn apply_annotations(spec: &mut RevisionSpec, annotations: &BTreeMap<String,
             other => errs.push(at(METRIC), format!("{other:?} is not one of concurrency, rps, cpu")),
         }
     }
-    if let Some(raw) = annotations.get(CLASS) {
-        if raw != "kpa.autoscaling.knative.dev" {
-            errs.push(at(CLASS), format!("{raw:?} is not supported: Stratus scales with the KPA (kpa.autoscaling.knative.dev)"));
-        }
+    if let Some(raw) = annotations.get(CLASS)
+        && raw != "kpa.autoscaling.knative.dev"
+    {
+        errs.push(
+            at(CLASS),
+            format!("{raw:?} is not supported: Stratus scales with the KPA (kpa.autoscaling.knative.dev)"),
+        );
     }
     if let Some(raw) = annotations.get(CPU_THROTTLING) {
         match raw.trim() {

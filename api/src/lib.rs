@@ -35,12 +35,12 @@ pub use v1::*;
 /// Everything done to an object before it is stored: Knative/Cloud Run annotations become spec
 /// fields, defaults are filled, and the result is validated.
 pub fn prepare(obj: &mut AnyObject) -> Result<(), validation::ErrorList> {
-    if let AnyObject::Service(svc) = obj {
-        if let Some(template) = svc.spec.as_mut().and_then(|s| s.template.as_mut()) {
-            let annotations = template.metadata.as_ref().map(|m| m.annotations.clone()).unwrap_or_default();
-            let spec = template.spec.get_or_insert_with(Default::default);
-            knative::apply_annotations(spec, &annotations, "spec.template.metadata.annotations")?;
-        }
+    if let AnyObject::Service(svc) = obj
+        && let Some(template) = svc.spec.as_mut().and_then(|s| s.template.as_mut())
+    {
+        let annotations = template.metadata.as_ref().map(|m| m.annotations.clone()).unwrap_or_default();
+        let spec = template.spec.get_or_insert_with(Default::default);
+        knative::apply_annotations(spec, &annotations, "spec.template.metadata.annotations")?;
     }
     defaults::apply(obj);
     validation::validate(obj)

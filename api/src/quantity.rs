@@ -146,12 +146,12 @@ impl fmt::Display for Quantity {
         if n == 0 {
             return f.write_str("0");
         }
-        if self.format == Format::BinarySi && n % (NANO as u128) == 0 {
+        if self.format == Format::BinarySi && n.is_multiple_of(NANO as u128) {
             let units = n / NANO as u128;
             let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
             let mut i = 0;
             let mut v = units;
-            while i + 1 < suffixes.len() && v % 1024 == 0 {
+            while i + 1 < suffixes.len() && v.is_multiple_of(1024) {
                 v /= 1024;
                 i += 1;
             }
@@ -161,7 +161,7 @@ impl fmt::Display for Quantity {
         let suffixes = ["n", "u", "m", "", "k", "M", "G", "T", "P", "E"];
         let mut i = 0;
         let mut v = n;
-        while i + 1 < suffixes.len() && v % 1000 == 0 {
+        while i + 1 < suffixes.len() && v.is_multiple_of(1000) {
             v /= 1000;
             i += 1;
         }

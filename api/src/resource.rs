@@ -212,11 +212,7 @@ impl AnyObject {
     /// `namespace/name`, or `name` for cluster-scoped kinds.
     pub fn key(&self) -> String {
         let meta = self.meta();
-        if meta.namespace.is_empty() {
-            meta.name.clone()
-        } else {
-            format!("{}/{}", meta.namespace, meta.name)
-        }
+        if meta.namespace.is_empty() { meta.name.clone() } else { format!("{}/{}", meta.namespace, meta.name) }
     }
 }
 

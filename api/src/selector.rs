@@ -144,11 +144,19 @@ impl FieldSelector {
             } else if let Some((p, v)) = part.split_once('=') {
                 (p, true, v)
             } else {
-                return Err(Error { selector: s.into(), reason: format!("{part:?} is not field=value or field!=value") });
+                return Err(Error {
+                    selector: s.into(),
+                    reason: format!("{part:?} is not field=value or field!=value"),
+                });
             };
             let path = path.trim();
-            if path.is_empty() || !path.split('.').all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric())) {
-                return Err(Error { selector: s.into(), reason: format!("{path:?} is not a field path like spec.nodeName") });
+            if path.is_empty()
+                || !path.split('.').all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric()))
+            {
+                return Err(Error {
+                    selector: s.into(),
+                    reason: format!("{path:?} is not a field path like spec.nodeName"),
+                });
             }
             terms.push((path.to_string(), equal, value.trim().to_string()));
         }

@@ -245,17 +245,17 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
             for (n, c) in spec.containers.iter().enumerate() {
                 validate_container(c, &format!("spec.containers[{n}]"), &mut errs);
             }
-            if !spec.node_name.is_empty() {
-                if let Err(e) = dns_label(&spec.node_name) {
-                    errs.push("spec.nodeName", e);
-                }
+            if !spec.node_name.is_empty()
+                && let Err(e) = dns_label(&spec.node_name)
+            {
+                errs.push("spec.nodeName", e);
             }
         }
         AnyObject::Namespace(ns) => {
-            if let Some(t) = ns.spec.as_ref().map(|s| &s.tenant).filter(|t| !t.is_empty()) {
-                if let Err(e) = dns_label(t) {
-                    errs.push("spec.tenant", e);
-                }
+            if let Some(t) = ns.spec.as_ref().map(|s| &s.tenant).filter(|t| !t.is_empty())
+                && let Err(e) = dns_label(t)
+            {
+                errs.push("spec.tenant", e);
             }
         }
         AnyObject::Tenant(t) => {
@@ -324,10 +324,10 @@ fn validate_service_spec(spec: &ServiceSpec, errs: &mut ErrorList) {
             (false, true) => errs.push(format!("{p}.revisionName"), "is required unless latestRevision is true"),
             _ => {}
         }
-        if !t.revision_name.is_empty() {
-            if let Err(e) = dns_subdomain(&t.revision_name) {
-                errs.push(format!("{p}.revisionName"), e);
-            }
+        if !t.revision_name.is_empty()
+            && let Err(e) = dns_subdomain(&t.revision_name)
+        {
+            errs.push(format!("{p}.revisionName"), e);
         }
         let percent = t.percent.unwrap_or(0);
         if !(0..=100).contains(&percent) {
@@ -377,25 +377,25 @@ pub fn validate_revision_spec(spec: &RevisionSpec, path: &str, errs: &mut ErrorL
             format!("exactly one container must declare the port that receives requests; {with_port} do"),
         );
     }
-    if let Some(cc) = spec.container_concurrency {
-        if !(0..=1000).contains(&cc) {
-            errs.push(format!("{path}.containerConcurrency"), format!("{cc} is not between 0 (unlimited) and 1000"));
-        }
+    if let Some(cc) = spec.container_concurrency
+        && !(0..=1000).contains(&cc)
+    {
+        errs.push(format!("{path}.containerConcurrency"), format!("{cc} is not between 0 (unlimited) and 1000"));
     }
-    if let Some(t) = spec.timeout_seconds {
-        if !(1..=3600).contains(&t) {
-            errs.push(format!("{path}.timeoutSeconds"), format!("{t} is not between 1 and 3600"));
-        }
+    if let Some(t) = spec.timeout_seconds
+        && !(1..=3600).contains(&t)
+    {
+        errs.push(format!("{path}.timeoutSeconds"), format!("{t} is not between 1 and 3600"));
     }
-    if let Some(g) = spec.termination_grace_period_seconds {
-        if !(0..=3600).contains(&g) {
-            errs.push(format!("{path}.terminationGracePeriodSeconds"), format!("{g} is not between 0 and 3600"));
-        }
+    if let Some(g) = spec.termination_grace_period_seconds
+        && !(0..=3600).contains(&g)
+    {
+        errs.push(format!("{path}.terminationGracePeriodSeconds"), format!("{g} is not between 0 and 3600"));
     }
-    if !spec.service_account_name.is_empty() {
-        if let Err(e) = dns_subdomain(&spec.service_account_name) {
-            errs.push(format!("{path}.serviceAccountName"), e);
-        }
+    if !spec.service_account_name.is_empty()
+        && let Err(e) = dns_subdomain(&spec.service_account_name)
+    {
+        errs.push(format!("{path}.serviceAccountName"), e);
     }
     if let Some(s) = &spec.scaling {
         let p = format!("{path}.scaling");
@@ -413,29 +413,29 @@ pub fn validate_revision_spec(spec: &RevisionSpec, path: &str, errs: &mut ErrorL
         if !matches!(s.metric.as_str(), "" | "concurrency" | "rps" | "cpu") {
             errs.push(format!("{p}.metric"), format!("{:?} is not one of concurrency, rps, cpu", s.metric));
         }
-        if let Some(t) = s.target {
-            if !(t.is_finite() && t > 0.0) {
-                errs.push(format!("{p}.target"), format!("{t} must be a positive number"));
-            }
+        if let Some(t) = s.target
+            && !(t.is_finite() && t > 0.0)
+        {
+            errs.push(format!("{p}.target"), format!("{t} must be a positive number"));
         }
-        if let Some(u) = s.target_utilization_percentage {
-            if !(1..=100).contains(&u) {
-                errs.push(format!("{p}.targetUtilizationPercentage"), format!("{u} is not between 1 and 100"));
-            }
+        if let Some(u) = s.target_utilization_percentage
+            && !(1..=100).contains(&u)
+        {
+            errs.push(format!("{p}.targetUtilizationPercentage"), format!("{u} is not between 1 and 100"));
         }
-        if let Some(i) = s.initial_scale {
-            if i < 0 {
-                errs.push(format!("{p}.initialScale"), "must not be negative");
-            }
+        if let Some(i) = s.initial_scale
+            && i < 0
+        {
+            errs.push(format!("{p}.initialScale"), "must not be negative");
         }
     }
 }
 
 fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
-    if !c.name.is_empty() {
-        if let Err(e) = dns_label(&c.name) {
-            errs.push(format!("{p}.name"), e);
-        }
+    if !c.name.is_empty()
+        && let Err(e) = dns_label(&c.name)
+    {
+        errs.push(format!("{p}.name"), e);
     }
     if c.image.trim().is_empty() {
         errs.push(format!("{p}.image"), "is required");
@@ -467,7 +467,10 @@ fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
         if e.name.is_empty() || e.name.contains('=') || e.name.chars().any(|ch| ch.is_control()) {
             errs.push(format!("{p}.env[{i}].name"), format!("{:?} is not a valid variable name", e.name));
         } else if RESERVED_ENV.contains(&e.name.as_str()) {
-            errs.push(format!("{p}.env[{i}].name"), format!("{} is set by the platform and cannot be set here", e.name));
+            errs.push(
+                format!("{p}.env[{i}].name"),
+                format!("{} is set by the platform and cannot be set here", e.name),
+            );
         }
     }
     if let Some(r) = &c.resources {
@@ -482,18 +485,19 @@ fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
             }
         }
         for k in ["cpu", "memory"] {
-            if let (Some(req), Some(lim)) = (r.requests.get(k), r.limits.get(k)) {
-                if let (Ok(req), Ok(lim)) = (req.parse::<Quantity>(), lim.parse::<Quantity>()) {
-                    if req.nanos() > lim.nanos() {
-                        errs.push(format!("{p}.resources.requests.{k}"), format!("{req} is above the limit {lim}"));
-                    }
-                }
+            if let (Some(req), Some(lim)) = (r.requests.get(k), r.limits.get(k))
+                && let (Ok(req), Ok(lim)) = (req.parse::<Quantity>(), lim.parse::<Quantity>())
+                && req.nanos() > lim.nanos()
+            {
+                errs.push(format!("{p}.resources.requests.{k}"), format!("{req} is above the limit {lim}"));
             }
         }
     }
-    for (name, probe) in
-        [("readinessProbe", &c.readiness_probe), ("livenessProbe", &c.liveness_probe), ("startupProbe", &c.startup_probe)]
-    {
+    for (name, probe) in [
+        ("readinessProbe", &c.readiness_probe),
+        ("livenessProbe", &c.liveness_probe),
+        ("startupProbe", &c.startup_probe),
+    ] {
         if let Some(pr) = probe {
             validate_probe(pr, &format!("{p}.{name}"), errs);
         }
@@ -525,10 +529,10 @@ fn validate_probe(pr: &Probe, p: &str, errs: &mut ErrorList) {
             errs.push(format!("{p}.httpGet.scheme"), format!("{:?} is not HTTP", h.scheme));
         }
     }
-    if let Some(t) = &pr.tcp_socket {
-        if !(0..=65535).contains(&t.port) {
-            errs.push(format!("{p}.tcpSocket.port"), format!("{} is not between 1 and 65535", t.port));
-        }
+    if let Some(t) = &pr.tcp_socket
+        && !(0..=65535).contains(&t.port)
+    {
+        errs.push(format!("{p}.tcpSocket.port"), format!("{} is not between 1 and 65535", t.port));
     }
     for (field, v) in [
         ("initialDelaySeconds", pr.initial_delay_seconds),

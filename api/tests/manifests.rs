@@ -110,7 +110,8 @@ fn cloud_run_manifest_converts_with_annotations() {
 
 #[test]
 fn numeric_quantities_are_accepted() {
-    let yaml = KNATIVE_HELLO.replace("          env:", "          resources: {limits: {cpu: 2, memory: 1Gi}}\n          env:");
+    let yaml =
+        KNATIVE_HELLO.replace("          env:", "          resources: {limits: {cpu: 2, memory: 1Gi}}\n          env:");
     let AnyObject::Service(svc) = one(&yaml).expect("accepted") else { panic!() };
     let rs = svc.spec.and_then(|s| s.template).and_then(|t| t.spec).expect("template");
     assert_eq!(rs.containers[0].resources.as_ref().map(|r| r.limits["cpu"].as_str()), Some("2"));
@@ -118,7 +119,9 @@ fn numeric_quantities_are_accepted() {
 
 #[test]
 fn several_documents_and_lists() {
-    let text = format!("{KNATIVE_HELLO}\n---\napiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {{name: team-a}}\n---\n---\nkind: List\napiVersion: v1\nitems:\n- apiVersion: stratus.dev/v1\n  kind: Tenant\n  metadata: {{name: acme}}\n");
+    let text = format!(
+        "{KNATIVE_HELLO}\n---\napiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {{name: team-a}}\n---\n---\nkind: List\napiVersion: v1\nitems:\n- apiVersion: stratus.dev/v1\n  kind: Tenant\n  metadata: {{name: acme}}\n"
+    );
     let docs = decode_manifest(&text);
     let kinds: Vec<_> = docs.into_iter().map(|d| d.expect("ok").1.info().kind).collect();
     assert_eq!(kinds, ["Service", "Namespace", "Tenant"]);
@@ -128,22 +131,65 @@ fn several_documents_and_lists() {
 fn every_kind_of_bad_input_names_its_field() {
     let cases: &[(&str, &str)] = &[
         (&KNATIVE_HELLO.replace("- image:", "- imag:"), "spec.template.spec.containers[0].imag"),
-        (&KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: eighty"), "spec.template.spec.containers[0].ports[0].containerPort"),
-        (&KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: 70000"), "spec.template.spec.containers[0].ports[0].containerPort: 70000 is not between 1 and 65535"),
-        (&KNATIVE_HELLO.replace("name: hello", "name: Hello_World"), "metadata.name: \"Hello_World\" is not a DNS label"),
-        (&KNATIVE_HELLO.replace("- image: ghcr.io/knative/helloworld-go:latest", "- name: x"), "spec.template.spec.containers[0].image: is required"),
-        (&KNATIVE_HELLO.replace("          env:", "          resources: {limits: {memory: 12XB}}\n          env:"), "spec.template.spec.containers[0].resources.limits.memory: \"12XB\" has an unknown suffix"),
-        (&KNATIVE_HELLO.replace("              value: \"World\"", "              value: \"World\"\n            - name: PORT\n              value: '1'"), "spec.template.spec.containers[0].env[1].name: PORT is set by the platform"),
-        (&KNATIVE_HELLO.replace("spec:\n  template:", "spec:\n  traffic: [{percent: 50, latestRevision: true}]\n  template:"), "spec.traffic: percentages add up to 50"),
-        (&KNATIVE_HELLO.replace("metadata:\n  name: hello", "metadata:\n  name: hello\n  labels: {app: 'a b'}"), "metadata.labels[app]"),
-        (&KNATIVE_HELLO.replace("    spec:\n      containers", "    metadata: {annotations: {autoscaling.knative.dev/minScale: 'lots'}}\n    spec:\n      containers"), "spec.template.metadata.annotations[autoscaling.knative.dev/minScale]: \"lots\" is not a non-negative whole number"),
+        (
+            &KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: eighty"),
+            "spec.template.spec.containers[0].ports[0].containerPort",
+        ),
+        (
+            &KNATIVE_HELLO.replace("containerPort: 8080", "containerPort: 70000"),
+            "spec.template.spec.containers[0].ports[0].containerPort: 70000 is not between 1 and 65535",
+        ),
+        (
+            &KNATIVE_HELLO.replace("name: hello", "name: Hello_World"),
+            "metadata.name: \"Hello_World\" is not a DNS label",
+        ),
+        (
+            &KNATIVE_HELLO.replace("- image: ghcr.io/knative/helloworld-go:latest", "- name: x"),
+            "spec.template.spec.containers[0].image: is required",
+        ),
+        (
+            &KNATIVE_HELLO.replace("          env:", "          resources: {limits: {memory: 12XB}}\n          env:"),
+            "spec.template.spec.containers[0].resources.limits.memory: \"12XB\" has an unknown suffix",
+        ),
+        (
+            &KNATIVE_HELLO.replace(
+                "              value: \"World\"",
+                "              value: \"World\"\n            - name: PORT\n              value: '1'",
+            ),
+            "spec.template.spec.containers[0].env[1].name: PORT is set by the platform",
+        ),
+        (
+            &KNATIVE_HELLO
+                .replace("spec:\n  template:", "spec:\n  traffic: [{percent: 50, latestRevision: true}]\n  template:"),
+            "spec.traffic: percentages add up to 50",
+        ),
+        (
+            &KNATIVE_HELLO.replace("metadata:\n  name: hello", "metadata:\n  name: hello\n  labels: {app: 'a b'}"),
+            "metadata.labels[app]",
+        ),
+        (
+            &KNATIVE_HELLO.replace(
+                "    spec:\n      containers",
+                "    metadata: {annotations: {autoscaling.knative.dev/minScale: 'lots'}}\n    spec:\n      containers",
+            ),
+            "spec.template.metadata.annotations[autoscaling.knative.dev/minScale]: \"lots\" is not a non-negative whole number",
+        ),
         ("apiVersion: stratus.dev/v1\nkind: Widget\nmetadata: {name: x}\n", "kind: \"Widget\" is not a kind"),
         ("apiVersion: apps/v1\nkind: Deployment\n", "apiVersion: \"apps/v1\" is not supported"),
         ("kind: Service\n", "apiVersion: is required"),
         ("- just\n- a list\n", "expected an object"),
-        ("apiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n", "metadata.namespace: Namespace is cluster-scoped"),
-        ("apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\n", "spec.template.spec.containers: at least one container is required"),
-        ("apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {template: {spec: {containers: [{image: x}], containerConcurrency: -1}}}\n", "containerConcurrency: -1 is not between 0 (unlimited) and 1000"),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {name: a, namespace: b}\n",
+            "metadata.namespace: Namespace is cluster-scoped",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\n",
+            "spec.template.spec.containers: at least one container is required",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {template: {spec: {containers: [{image: x}], containerConcurrency: -1}}}\n",
+            "containerConcurrency: -1 is not between 0 (unlimited) and 1000",
+        ),
     ];
     for (yaml, want) in cases {
         let got = err(yaml);

@@ -56,7 +56,15 @@ pub trait Admission: Send + Sync + 'static {
 pub struct AllowAll;
 
 impl Admission for AllowAll {
-    fn admit(&self, caller: &Caller, verb: Verb, kind: &KindInfo, namespace: &str, name: &str, _: Option<&AnyObject>) -> ApiResult<()> {
+    fn admit(
+        &self,
+        caller: &Caller,
+        verb: Verb,
+        kind: &KindInfo,
+        namespace: &str,
+        name: &str,
+        _: Option<&AnyObject>,
+    ) -> ApiResult<()> {
         tracing::trace!(user = %caller.user, ?verb, kind = kind.kind, namespace, name, "admitted");
         Ok(())
     }

@@ -107,8 +107,11 @@ impl ApiError {
 
     /// The Kubernetes `Status` object returned as the body of a failed HTTP request.
     pub fn status_json(&self) -> serde_json::Value {
-        let causes: Vec<_> =
-            self.causes.iter().map(|c| json!({"field": c.path, "message": c.message, "reason": "FieldValueInvalid"})).collect();
+        let causes: Vec<_> = self
+            .causes
+            .iter()
+            .map(|c| json!({"field": c.path, "message": c.message, "reason": "FieldValueInvalid"}))
+            .collect();
         json!({
             "apiVersion": "v1",
             "kind": "Status",

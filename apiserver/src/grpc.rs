@@ -7,8 +7,8 @@ use futures::{Stream, StreamExt};
 use stratus_api::AnyObject;
 use stratus_api::v1::resource_service_server::ResourceService;
 use stratus_api::v1::{
-    ApplyRequest, ApplyResponse, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, Object, ObjectKey,
-    UpdateRequest, WatchEvent, WatchRequest,
+    ApplyRequest, ApplyResponse, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, Object,
+    ObjectKey, UpdateRequest, WatchEvent, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -56,8 +56,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 impl ResourceService for Grpc {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req);
-        self.call("create", async { Ok(self.registry.create(&who, object(req.into_inner().object)?).await?.into_object()) })
-            .await
+        self.call("create", async {
+            Ok(self.registry.create(&who, object(req.into_inner().object)?).await?.into_object())
+        })
+        .await
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<Object>, Status> {
@@ -87,8 +89,10 @@ impl ResourceService for Grpc {
 
     async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req);
-        self.call("update", async { Ok(self.registry.update(&who, object(req.into_inner().object)?).await?.into_object()) })
-            .await
+        self.call("update", async {
+            Ok(self.registry.update(&who, object(req.into_inner().object)?).await?.into_object())
+        })
+        .await
     }
 
     async fn update_status(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {

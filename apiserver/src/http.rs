@@ -62,7 +62,8 @@ async fn readyz(State(s): State<Http>) -> Response {
 }
 
 async fn metrics(State(s): State<Http>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.registry.metrics().encode()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.registry.metrics().encode())
+        .into_response()
 }
 
 async fn openapi_doc(State(s): State<Http>) -> Response {
@@ -189,7 +190,9 @@ async fn handle(
             let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
                 None => 0,
                 Some(Ok(l)) => l,
-                Some(Err(_)) => return ("list", Err(ApiError::new(Reason::BadRequest, "limit: must be a non-negative number"))),
+                Some(Err(_)) => {
+                    return ("list", Err(ApiError::new(Reason::BadRequest, "limit: must be a non-negative number")));
+                }
             };
             let token = query.get("continue").cloned().unwrap_or_default();
             let res = registry.list(caller, kind, &sel, limit, &token).await.map(|page| {
@@ -214,14 +217,20 @@ async fn handle(
             ("create", res)
         }
         ("GET", false, false) => {
-            let res = registry.get(caller, kind, &t.namespace, &t.name).await.map(|o| axum::Json(o.to_json()).into_response());
+            let res = registry
+                .get(caller, kind, &t.namespace, &t.name)
+                .await
+                .map(|o| axum::Json(o.to_json()).into_response());
             ("get", res)
         }
         ("PUT", false, status) => {
             let res = async {
                 let obj = read_object(&t, headers, body).await?;
-                let updated =
-                    if status { registry.update_status(caller, obj).await? } else { registry.update(caller, obj).await? };
+                let updated = if status {
+                    registry.update_status(caller, obj).await?
+                } else {
+                    registry.update(caller, obj).await?
+                };
                 Ok(axum::Json(updated.to_json()).into_response())
             }
             .await;
@@ -239,8 +248,10 @@ async fn handle(
         }
         ("DELETE", false, false) => {
             let pre = query.get("resourceVersion").map(String::as_str);
-            let res =
-                registry.delete(caller, kind, &t.namespace, &t.name, pre).await.map(|o| axum::Json(o.to_json()).into_response());
+            let res = registry
+                .delete(caller, kind, &t.namespace, &t.name, pre)
+                .await
+                .map(|o| axum::Json(o.to_json()).into_response());
             ("delete", res)
         }
         _ => (
@@ -253,7 +264,14 @@ async fn handle(
     }
 }
 
-async fn watch(registry: &Registry, caller: &Caller, kind: &str, sel: &Selection, rv: &str, bookmarks: bool) -> ApiResult<Response> {
+async fn watch(
+    registry: &Registry,
+    caller: &Caller,
+    kind: &str,
+    sel: &Selection,
+    rv: &str,
+    bookmarks: bool,
+) -> ApiResult<Response> {
     let events = registry.watch(caller, kind, sel, rv, bookmarks).await?;
     let lines = events.map(|ev| {
         let line = match ev {
@@ -272,10 +290,11 @@ async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<A
     let too_large = || {
         ApiError::new(Reason::RequestEntityTooLarge, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
     };
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok()) {
-        if len > MAX_BODY_BYTES {
-            return Err(too_large());
-        }
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
+        && len > MAX_BODY_BYTES
+    {
+        return Err(too_large());
     }
     let bytes = http_body_util::Limited::new(body, MAX_BODY_BYTES)
         .collect()
@@ -292,7 +311,8 @@ async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<A
     let value: Value = if yaml {
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| ApiError::new(Reason::BadRequest, "the request body is not UTF-8 text"))?;
-        yaml_serde::from_str(text).map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid YAML: {e}")))?
+        yaml_serde::from_str(text)
+            .map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid YAML: {e}")))?
     } else {
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid JSON: {e}")))?
@@ -311,7 +331,10 @@ async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<A
         } else if !t.namespace.is_empty() && meta.namespace != t.namespace {
             return Err(ApiError::new(
                 Reason::BadRequest,
-                format!("metadata.namespace: {:?} does not match the namespace {:?} of the path", meta.namespace, t.namespace),
+                format!(
+                    "metadata.namespace: {:?} does not match the namespace {:?} of the path",
+                    meta.namespace, t.namespace
+                ),
             ));
         }
     }
@@ -340,7 +363,10 @@ mod tests {
     #[test]
     fn paths_resolve_like_kubernetes() {
         let t = parse_target("stratus.dev", "v1", "namespaces/default/services/hello").expect("resolves");
-        assert_eq!((t.info.kind, t.namespace.as_str(), t.name.as_str(), t.status), ("Service", "default", "hello", false));
+        assert_eq!(
+            (t.info.kind, t.namespace.as_str(), t.name.as_str(), t.status),
+            ("Service", "default", "hello", false)
+        );
         let t = parse_target("stratus.dev", "v1", "namespaces/team-a").expect("resolves");
         assert_eq!((t.info.kind, t.name.as_str()), ("Namespace", "team-a"));
         let t = parse_target("stratus.dev", "v1", "namespaces/team-a/status").expect("resolves");

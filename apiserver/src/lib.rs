@@ -91,7 +91,8 @@ impl ApiServer {
     /// Prepares a server over `store`, creating the `default` namespace if it is missing.
     pub async fn new(store: Arc<dyn Store>) -> Result<ApiServer, Error> {
         let (closing, closed) = tokio::sync::watch::channel(false);
-        let registry = Registry::new(store, Arc::new(admission::AllowAll), Arc::new(metrics::Metrics::default()), closed);
+        let registry =
+            Registry::new(store, Arc::new(admission::AllowAll), Arc::new(metrics::Metrics::default()), closed);
         registry.bootstrap().await.map_err(Error::Bootstrap)?;
         Ok(ApiServer { registry, closing })
     }
@@ -132,7 +133,8 @@ impl ApiServer {
     ) -> Result<(), Error> {
         let app = self.router()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sweeper = tokio::spawn(self.registry.clone().run_namespace_finalizer(stop_rx));
+        let sweeper = tokio::spawn(self.registry.clone().run_namespace_finalizer(stop_rx.clone()));
+        let compactor = tokio::spawn(compact_periodically(self.registry.store().clone(), COMPACTION_INTERVAL, stop_rx));
         let closing = self.closing.clone();
         let shutdown = async move {
             shutdown.await;
@@ -145,7 +147,31 @@ impl ApiServer {
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
+        let _ = compactor.await;
         served.map_err(Error::Serve)
+    }
+}
+
+/// How often history is compacted, and so how long a watcher may lag before it must relist.
+const COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+/// Compacts the store's history every `interval` to the revision seen one interval earlier
+/// (as kube-apiserver does), so at least `interval` of history stays available to watchers
+/// while the store's memory and log stay bounded. Several API servers may do this at once.
+async fn compact_periodically(store: Arc<dyn Store>, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut previous = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        if let Some(rev) = previous {
+            match store.compact(rev).await {
+                Ok(()) => tracing::debug!(revision = rev, "compacted history"),
+                Err(e) => tracing::warn!(error = %e, revision = rev, "compacting history failed"),
+            }
+        }
+        previous = store.current_revision().await.ok();
     }
 }
 
@@ -155,7 +181,9 @@ type ReflectionServerAlpha =
     tonic_reflection::server::v1alpha::ServerReflectionServer<tonic_reflection::server::v1alpha::ReflectionService>;
 
 /// Adapts a tonic service to axum's request body type.
-fn as_axum<S>(svc: S) -> impl tower::Service<
+fn as_axum<S>(
+    svc: S,
+) -> impl tower::Service<
     axum::http::Request<axum::body::Body>,
     Response = axum::http::Response<tonic::body::Body>,
     Error = Infallible,

@@ -42,8 +42,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let store = stratus_apiserver::open_store(&opts).await?;
     let server = ApiServer::new(store).await?;
-    let listener =
-        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     server.serve(listener, shutdown_signal()).await?;
     Ok(())
 }

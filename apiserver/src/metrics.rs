@@ -34,8 +34,9 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let mut registry = Registry::with_prefix("stratus_apiserver");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency =
-            Family::<VerbLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        let latency = Family::<VerbLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         let watches = Gauge::default();
         registry.register("requests", "API requests by protocol, verb and HTTP status code", requests.clone());
         registry.register("request_duration_seconds", "API request latency", latency.clone());

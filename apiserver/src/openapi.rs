@@ -70,9 +70,18 @@ pub fn document() -> Value {
         };
         if k.namespaced {
             paths.insert(format!("{base}/{}", k.plural), json!({"get": collection["get"]}));
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}", k.plural), with_params(collection, json!([ns_param])));
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}", k.plural), with_params(item, json!([ns_param, name_param])));
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}/status", k.plural), with_params(status, json!([ns_param, name_param])));
+            paths.insert(
+                format!("{base}/namespaces/{{namespace}}/{}", k.plural),
+                with_params(collection, json!([ns_param])),
+            );
+            paths.insert(
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", k.plural),
+                with_params(item, json!([ns_param, name_param])),
+            );
+            paths.insert(
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}/status", k.plural),
+                with_params(status, json!([ns_param, name_param])),
+            );
         } else {
             paths.insert(format!("{base}/{}", k.plural), collection);
             paths.insert(format!("{base}/{}/{{name}}", k.plural), with_params(item, json!([name_param])));
@@ -140,12 +149,17 @@ fn add_message(msg: &DescriptorProto, parent: &str, schemas: &mut Map<String, Va
                 let nested = msg.nested_type.iter().find(|n| type_name.ends_with(&format!(".{}", n.name())));
                 if let Some(entry) = nested.filter(|n| n.options.as_ref().and_then(|o| o.map_entry).unwrap_or(false)) {
                     let value = entry.field.get(1).map(scalar).unwrap_or_else(|| json!({"type": "string"}));
-                    props.insert(field.json_name().to_string(), json!({"type": "object", "additionalProperties": value}));
+                    props.insert(
+                        field.json_name().to_string(),
+                        json!({"type": "object", "additionalProperties": value}),
+                    );
                     continue;
                 }
                 match type_name {
                     ".google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time"}),
-                    t => json!({"$ref": format!("#/components/schemas/{}", t.trim_start_matches(PACKAGE).replace('.', ""))}),
+                    t => {
+                        json!({"$ref": format!("#/components/schemas/{}", t.trim_start_matches(PACKAGE).replace('.', ""))})
+                    }
                 }
             }
             _ => scalar(field),
@@ -164,7 +178,9 @@ fn add_message(msg: &DescriptorProto, parent: &str, schemas: &mut Map<String, Va
 fn scalar(field: &prost_types::FieldDescriptorProto) -> Value {
     match field.r#type() {
         Type::Bool => json!({"type": "boolean"}),
-        Type::Int32 | Type::Sint32 | Type::Sfixed32 | Type::Uint32 | Type::Fixed32 => json!({"type": "integer", "format": "int32"}),
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 | Type::Uint32 | Type::Fixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         // proto3 JSON writes 64-bit integers as strings and reads both forms.
         Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
             json!({"oneOf": [{"type": "string", "format": "int64"}, {"type": "integer", "format": "int64"}]})

@@ -117,7 +117,14 @@ impl Registry {
         self.read(info, &namespace, name).await?.map(|(o, _)| o).ok_or_else(|| not_found(info, &namespace, name))
     }
 
-    pub async fn list(&self, caller: &Caller, kind: &str, sel: &Selection, limit: usize, token: &str) -> ApiResult<ListPage> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        sel: &Selection,
+        limit: usize,
+        token: &str,
+    ) -> ApiResult<ListPage> {
         let info = kind_info(kind)?;
         let namespace = if info.namespaced { sel.namespace.clone() } else { String::new() };
         self.admission.admit(caller, Verb::List, info, &namespace, "", None)?;
@@ -139,7 +146,14 @@ impl Registry {
         loop {
             let page = self
                 .store
-                .list(&prefix, ListOptions { start_after: start_after.clone(), limit: limit + 1 - items.len().min(limit), revision })
+                .list(
+                    &prefix,
+                    ListOptions {
+                        start_after: start_after.clone(),
+                        limit: limit + 1 - items.len().min(limit),
+                        revision,
+                    },
+                )
                 .await
                 .map_err(|e| match e {
                     stratus_store::Error::Compacted { .. } => {
@@ -199,7 +213,8 @@ impl Registry {
             "" | "0" => {
                 let mut start_after = None;
                 loop {
-                    let page = self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: None }).await?;
+                    let page =
+                        self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: None }).await?;
                     for kv in &page.items {
                         let obj = decode(info, kv)?;
                         if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
@@ -303,7 +318,8 @@ impl Registry {
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
         self.admission.admit(caller, Verb::Update, info, &namespace, &name, Some(&obj))?;
         let expected = required_rv(&obj)?;
-        let (current, rev) = self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
+        let (current, rev) =
+            self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
         if rev != expected {
             return Err(conflict(info, &name));
         }
@@ -319,7 +335,8 @@ impl Registry {
         let name = obj.meta().name.clone();
         self.admission.admit(caller, Verb::UpdateStatus, info, &namespace, &name, Some(&obj))?;
         let expected = required_rv(&obj)?;
-        let (current, rev) = self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
+        let (current, rev) =
+            self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
         if rev != expected {
             return Err(conflict(info, &name));
         }
@@ -345,11 +362,12 @@ impl Registry {
         let info = kind_info(kind)?;
         let namespace = scoped_namespace(info, namespace);
         self.admission.admit(caller, Verb::Delete, info, &namespace, name, None)?;
-        let (current, rev) = self.read(info, &namespace, name).await?.ok_or_else(|| not_found(info, &namespace, name))?;
-        if let Some(want) = precondition.filter(|p| !p.is_empty()) {
-            if parse_rv(want)? != rev {
-                return Err(conflict(info, name));
-            }
+        let (current, rev) =
+            self.read(info, &namespace, name).await?.ok_or_else(|| not_found(info, &namespace, name))?;
+        if let Some(want) = precondition.filter(|p| !p.is_empty())
+            && parse_rv(want)? != rev
+        {
+            return Err(conflict(info, name));
         }
         if let AnyObject::Namespace(_) = &current {
             if name == stratus_api::DEFAULT_NAMESPACE {
@@ -425,7 +443,10 @@ impl Registry {
                 Err(e) => return Err(e),
             }
         }
-        Err(ApiError::new(Reason::Conflict, format!("{} {name:?} keeps changing concurrently; try again", info.singular)))
+        Err(ApiError::new(
+            Reason::Conflict,
+            format!("{} {name:?} keeps changing concurrently; try again", info.singular),
+        ))
     }
 
     // ---------------------------------------------------------------- namespaces
@@ -498,7 +519,10 @@ impl Registry {
 
     async fn read(&self, info: &'static KindInfo, namespace: &str, name: &str) -> ApiResult<Option<(AnyObject, i64)>> {
         if name.is_empty() {
-            return Err(ApiError::new(Reason::BadRequest, format!("a name is required to address a {}", info.singular)));
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("a name is required to address a {}", info.singular),
+            ));
         }
         let key = key_of(info, namespace, name);
         match self.store.get(&key).await? {
@@ -509,7 +533,13 @@ impl Registry {
 
     /// Writes `next` in place of `current` (read at `rev`): unchanged is a no-op, and a deleted
     /// object whose last finalizer went away is removed.
-    async fn write_merged(&self, info: &'static KindInfo, current: &AnyObject, next: AnyObject, rev: i64) -> ApiResult<AnyObject> {
+    async fn write_merged(
+        &self,
+        info: &'static KindInfo,
+        current: &AnyObject,
+        next: AnyObject,
+        rev: i64,
+    ) -> ApiResult<AnyObject> {
         if next == *current {
             return Ok(next);
         }
@@ -555,16 +585,19 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
     if !want.uid.is_empty() && want.uid != have.uid {
         return Err(ApiError::new(
             Reason::Unprocessable,
-            format!("metadata.uid: {:?} does not match the stored object's {:?}; it may have been deleted and recreated", want.uid, have.uid),
+            format!(
+                "metadata.uid: {:?} does not match the stored object's {:?}; it may have been deleted and recreated",
+                want.uid, have.uid
+            ),
         ));
     }
-    if let AnyObject::Revision(_) = current {
-        if !current.spec_eq(given) {
-            return Err(ApiError::new(
-                Reason::Unprocessable,
-                "spec: a Revision is immutable; change the Service's template to make a new one",
-            ));
-        }
+    if let AnyObject::Revision(_) = current
+        && !current.spec_eq(given)
+    {
+        return Err(ApiError::new(
+            Reason::Unprocessable,
+            "spec: a Revision is immutable; change the Service's template to make a new one",
+        ));
     }
     let mut next = current.clone();
     next.meta_mut().resource_version.clear();
@@ -587,7 +620,8 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
 }
 
 fn kind_info(kind: &str) -> ApiResult<&'static KindInfo> {
-    lookup_kind(kind).ok_or_else(|| ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {kind:?}")))
+    lookup_kind(kind)
+        .ok_or_else(|| ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {kind:?}")))
 }
 
 fn scoped_namespace(info: &KindInfo, namespace: &str) -> String {
@@ -599,7 +633,11 @@ fn scoped_namespace(info: &KindInfo, namespace: &str) -> String {
 }
 
 fn key_of(info: &KindInfo, namespace: &str, name: &str) -> String {
-    if info.namespaced { format!("{ROOT}{}/{namespace}/{name}", info.plural) } else { format!("{ROOT}{}/{name}", info.plural) }
+    if info.namespaced {
+        format!("{ROOT}{}/{namespace}/{name}", info.plural)
+    } else {
+        format!("{ROOT}{}/{name}", info.plural)
+    }
 }
 
 fn prefix_of(info: &KindInfo, namespace: &str) -> String {
@@ -646,10 +684,9 @@ fn conflict(info: &KindInfo, name: &str) -> ApiError {
 }
 
 fn parse_rv(rv: &str) -> ApiResult<i64> {
-    rv.parse::<i64>()
-        .ok()
-        .filter(|r| *r >= 0)
-        .ok_or_else(|| ApiError::new(Reason::BadRequest, format!("metadata.resourceVersion: {rv:?} is not a resource version")))
+    rv.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| {
+        ApiError::new(Reason::BadRequest, format!("metadata.resourceVersion: {rv:?} is not a resource version"))
+    })
 }
 
 fn required_rv(obj: &AnyObject) -> ApiResult<i64> {

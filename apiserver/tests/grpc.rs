@@ -64,7 +64,9 @@ async fn typed_crud_and_optimistic_concurrency() {
     let mut bad = service("b");
     bad.spec.as_mut().unwrap().template.as_mut().unwrap().spec.as_mut().unwrap().containers[0].image = String::new();
     match c.create(bad).await {
-        Err(Error::Invalid(msg)) => assert!(msg.contains("spec.template.spec.containers[0].image: is required"), "{msg}"),
+        Err(Error::Invalid(msg)) => {
+            assert!(msg.contains("spec.template.spec.containers[0].image: is required"), "{msg}")
+        }
         other => panic!("invalid create: {other:?}"),
     }
     assert!(matches!(c.get::<Service>("default", "b").await, Err(Error::NotFound(_))));
@@ -183,14 +185,17 @@ async fn unreachable_server_is_reported_as_unavailable() {
 
 #[tokio::test]
 async fn reflection_lists_the_resource_service() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let s = TestServer::start().await;
     let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap();
     let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut resp = client.server_reflection_info(futures::stream::iter([req])).await.unwrap().into_inner();
     let msg = resp.next().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("{msg:?}") };

@@ -97,10 +97,30 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         ("application/json", b"{not json".to_vec(), 400, "not valid JSON"),
         ("application/yaml", b"kind: [unclosed".to_vec(), 400, "not valid YAML"),
         ("application/json", serde_json::to_vec(&wrong_type).unwrap(), 400, "spec.template.spec.containerConcurrency"),
-        ("application/json", serde_json::to_vec(&unknown_field).unwrap(), 400, "spec.template.spec.containers[0].imagee"),
-        ("application/json", serde_json::to_vec(&bad_quantity).unwrap(), 400, "spec.template.spec.containers[0].resources.limits.memory: \"12XB\""),
-        ("application/json", serde_json::to_vec(&bad_name).unwrap(), 400, "metadata.name: \"Not_A_DNS_Label\" is not a DNS label"),
-        ("application/json", serde_json::to_vec(&no_image).unwrap(), 400, "spec.template.spec.containers[0].image: is required"),
+        (
+            "application/json",
+            serde_json::to_vec(&unknown_field).unwrap(),
+            400,
+            "spec.template.spec.containers[0].imagee",
+        ),
+        (
+            "application/json",
+            serde_json::to_vec(&bad_quantity).unwrap(),
+            400,
+            "spec.template.spec.containers[0].resources.limits.memory: \"12XB\"",
+        ),
+        (
+            "application/json",
+            serde_json::to_vec(&bad_name).unwrap(),
+            400,
+            "metadata.name: \"Not_A_DNS_Label\" is not a DNS label",
+        ),
+        (
+            "application/json",
+            serde_json::to_vec(&no_image).unwrap(),
+            400,
+            "spec.template.spec.containers[0].image: is required",
+        ),
         ("application/json", serde_json::to_vec(&bad_traffic).unwrap(), 400, "spec.traffic: percentages add up to 60"),
         ("application/json", serde_json::to_vec(&wrong_kind).unwrap(), 400, "the body is a Node"),
         ("application/json", serde_json::to_vec(&other_ns).unwrap(), 400, "does not match the namespace"),
@@ -168,7 +188,8 @@ spec:
             - name: TARGET
               value: "World"
 "#;
-    let r = send_yaml("POST", &format!("{}/apis/serving.knative.dev/v1/namespaces/default/services", s.endpoint), yaml).await;
+    let r = send_yaml("POST", &format!("{}/apis/serving.knative.dev/v1/namespaces/default/services", s.endpoint), yaml)
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["apiVersion"], "stratus.dev/v1");
     assert_eq!(r.body["spec"]["template"]["spec"]["scaling"]["maxInstances"], 5);
@@ -182,7 +203,10 @@ async fn apply_creates_then_reports_unchanged_and_configured() {
     assert_eq!(r.status, 201, "{}", r.text);
     let again = request("PATCH", &url, Some(("application/json", serde_json::to_vec(&hello("ap")).unwrap()))).await;
     assert_eq!(again.status, 200);
-    assert_eq!(again.body["metadata"]["resourceVersion"], r.body["metadata"]["resourceVersion"], "unchanged apply wrote");
+    assert_eq!(
+        again.body["metadata"]["resourceVersion"], r.body["metadata"]["resourceVersion"],
+        "unchanged apply wrote"
+    );
     let mut changed = hello("ap");
     changed["spec"]["template"]["spec"]["timeoutSeconds"] = json!(30);
     let c = send_json("PATCH", &url, &changed).await;
@@ -253,7 +277,11 @@ async fn health_metrics_and_openapi() {
     assert_eq!(get(&format!("{}/readyz", s.endpoint)).await.status, 200);
     get(&format!("{}{SVCS}", s.endpoint)).await;
     let m = get(&format!("{}/metrics", s.endpoint)).await;
-    assert!(m.text.contains("stratus_apiserver_requests_total{protocol=\"http\",verb=\"list\",code=\"200\"}"), "{}", m.text);
+    assert!(
+        m.text.contains("stratus_apiserver_requests_total{protocol=\"http\",verb=\"list\",code=\"200\"}"),
+        "{}",
+        m.text
+    );
     let doc = get(&format!("{}/openapi.json", s.endpoint)).await;
     assert_eq!(doc.body["openapi"], "3.0.3");
     assert!(doc.body["paths"].as_object().unwrap().len() > 20);
@@ -325,16 +353,21 @@ async fn deleting_a_namespace_deletes_its_contents() {
     // Wait (bounded) for the namespace to disappear, watching rather than polling.
     let client = stratus_client::Client::new(base).unwrap();
     let mut w = client
-        .watch_any("namespaces", &stratus_client::ListParams::default(), &del.body["metadata"]["resourceVersion"].as_str().unwrap().to_string(), false)
+        .watch_any(
+            "namespaces",
+            &stratus_client::ListParams::default(),
+            del.body["metadata"]["resourceVersion"].as_str().unwrap(),
+            false,
+        )
         .await
         .unwrap();
     use futures::StreamExt;
     tokio::time::timeout(std::time::Duration::from_secs(20), async {
         while let Some(ev) = w.next().await {
-            if let stratus_client::WatchEvent::Deleted(o) = ev.unwrap() {
-                if o.meta().name == "team-a" {
-                    return;
-                }
+            if let stratus_client::WatchEvent::Deleted(o) = ev.unwrap()
+                && o.meta().name == "team-a"
+            {
+                return;
             }
         }
     })

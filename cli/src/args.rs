@@ -28,14 +28,14 @@ Where requests go: --server, else $STRATUS_SERVER, else the current context of ~
 ($STRATUS_CONFIG), else http://127.0.0.1:7070.";
 
 #[derive(Debug, Parser)]
-#[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true, max_term_width = 100)]
+#[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100)]
 pub struct Cli {
     /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or http://127.0.0.1:7070]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global Options")]
     pub server: Option<String>,
 
     /// The namespace to work in [default: the current context's namespace, or default]
-    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE")]
+    #[arg(short = 'n', long, global = true, value_name = "NAMESPACE", help_heading = "Global Options")]
     pub namespace: Option<String>,
 
     #[command(subcommand)]
@@ -49,19 +49,23 @@ pub enum Command {
     Apply(ApplyArgs),
 
     /// Display one or many objects
-    #[command(after_help = GET_EXAMPLES)]
+    #[command(after_help = GET_EXAMPLES, override_usage = "stratus get KIND[,KIND...] [NAME...] [OPTIONS]\n       stratus get KIND/NAME... [OPTIONS]")]
     Get(GetArgs),
 
     /// Show details of objects, with their conditions and events
-    #[command(after_help = DESCRIBE_EXAMPLES)]
+    #[command(after_help = DESCRIBE_EXAMPLES, override_usage = "stratus describe KIND [NAME...] [OPTIONS]\n       stratus describe KIND/NAME... [OPTIONS]")]
     Describe(DescribeArgs),
 
     /// Delete objects by kind and name, by selector, or from manifests
-    #[command(after_help = DELETE_EXAMPLES)]
+    #[command(
+        after_help = DELETE_EXAMPLES,
+        override_usage = "stratus delete KIND NAME... [OPTIONS]\n       stratus delete KIND/NAME... [OPTIONS]\n       \
+                          stratus delete KIND (-l SELECTOR | --all) [OPTIONS]\n       stratus delete -f FILE... [OPTIONS]"
+    )]
     Delete(DeleteArgs),
 
     /// Wait until objects meet a condition or are deleted
-    #[command(after_help = WAIT_EXAMPLES)]
+    #[command(after_help = WAIT_EXAMPLES, override_usage = "stratus wait KIND NAME... --for=CONDITION [OPTIONS]\n       stratus wait KIND/NAME... --for=CONDITION [OPTIONS]")]
     Wait(WaitArgs),
 
     /// Run the Stratus API server in this process, for local development
@@ -127,7 +131,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct GetArgs {
     /// KIND [NAME...], KIND1,KIND2 [NAME...], or KIND/NAME...
-    #[arg(value_name = "KIND [NAME]...")]
+    #[arg(value_name = "RESOURCE")]
     pub resources: Vec<String>,
 
     /// List across all namespaces
@@ -182,7 +186,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct DescribeArgs {
     /// KIND [NAME...] or KIND/NAME...; without a name, every object of the kind
-    #[arg(value_name = "KIND [NAME]...", required = true)]
+    #[arg(value_name = "RESOURCE", required = true)]
     pub resources: Vec<String>,
 
     /// Describe the objects whose labels match, e.g. app=web
@@ -204,7 +208,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
     /// KIND NAME..., or KIND/NAME...
-    #[arg(value_name = "KIND [NAME]...", conflicts_with = "filenames")]
+    #[arg(value_name = "RESOURCE", conflicts_with = "filenames")]
     pub resources: Vec<String>,
 
     /// Delete the objects of a manifest file, a directory of them, or - for stdin (repeatable)
@@ -242,7 +246,7 @@ Examples:
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// KIND NAME... or KIND/NAME...
-    #[arg(value_name = "KIND [NAME]...", required = true)]
+    #[arg(value_name = "RESOURCE", required = true)]
     pub resources: Vec<String>,
 
     /// condition=TYPE, condition=TYPE=STATUS (STATUS True unless given), or delete
@@ -258,7 +262,10 @@ pub struct WaitArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitFor {
     /// The condition of this type has this status (`True`, `False` or `Unknown`).
-    Condition { r#type: String, status: String },
+    Condition {
+        r#type: String,
+        status: String,
+    },
     Delete,
 }
 
@@ -322,26 +329,36 @@ Examples:
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// List the contexts
+    /// List the contexts; the current one is starred
+    #[command(after_help = "Examples:\n  stratus config get-contexts")]
     GetContexts,
     /// Print the name of the current context
+    #[command(after_help = "Examples:\n  stratus config current-context")]
     CurrentContext,
     /// Make a context the current one
+    #[command(after_help = "Examples:\n  stratus config use-context prod")]
     UseContext {
         /// The context's name
         name: String,
     },
     /// Create a context, or change one: its server is set with --server, its namespace with -n
+    #[command(after_help = "Examples:\n  \
+        # A context for a remote control plane, working in namespace team-a\n  \
+        stratus config set-context prod --server http://stratus.example.com:7070 -n team-a\n\n  \
+        # Change only the namespace of an existing context\n  \
+        stratus config set-context prod -n team-b")]
     SetContext {
         /// The context's name
         name: String,
     },
     /// Remove a context
+    #[command(after_help = "Examples:\n  stratus config delete-context prod")]
     DeleteContext {
         /// The context's name
         name: String,
     },
     /// Print the config file
+    #[command(after_help = "Examples:\n  stratus config view")]
     View,
 }
 
@@ -396,7 +413,9 @@ mod tests {
         let cli = Cli::try_parse_from(["stratus", "get", "svc", "-n", "team", "--server", "http://s:1"]).unwrap();
         assert_eq!(cli.namespace.as_deref(), Some("team"));
         assert_eq!(cli.server.as_deref(), Some("http://s:1"));
-        let cli = Cli::try_parse_from(["stratus", "-n", "team", "config", "set-context", "dev", "--server", "http://d"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["stratus", "-n", "team", "config", "set-context", "dev", "--server", "http://d"])
+                .unwrap();
         assert_eq!(cli.namespace.as_deref(), Some("team"));
         assert!(matches!(cli.command, Command::Config(ConfigCommand::SetContext { ref name }) if name == "dev"));
         assert_eq!(cli.server.as_deref(), Some("http://d"));
@@ -414,9 +433,12 @@ mod tests {
     fn every_command_has_examples_in_its_help() {
         let mut cli = Cli::command();
         cli.build();
-        for sub in cli.get_subcommands() {
+        // clap's own `help` command, and its children (`stratus help apply`), have none.
+        let ours = || cli.get_subcommands().filter(|s| s.get_name() != "help");
+        let commands = ours().chain(ours().flat_map(|s| s.get_subcommands())).filter(|s| s.get_name() != "help");
+        for sub in commands {
             let help = sub.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-            assert!(help.contains("stratus "), "{} has no examples", sub.get_name());
+            assert!(help.contains("  stratus "), "{} has no examples", sub.get_name());
         }
     }
 }

@@ -74,8 +74,10 @@ impl Config {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        std::fs::create_dir_all(dir).map_err(|e| config_error(path, format!("cannot create {}: {e}", dir.display())))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| config_error(path, format!("cannot write: {e}")))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| config_error(path, format!("cannot create {}: {e}", dir.display())))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| config_error(path, format!("cannot write: {e}")))?;
         tmp.write_all(text.as_bytes()).map_err(|e| config_error(path, format!("cannot write: {e}")))?;
         tmp.persist(path).map_err(|e| config_error(path, format!("cannot write: {}", e.error)))?;
         Ok(())
@@ -95,7 +97,10 @@ impl Config {
             Some(c) => Ok(Some(c)),
             None => Err(config_error(
                 path.unwrap_or(Path::new("config")),
-                format!("the current context {:?} does not exist; see `stratus config get-contexts`", self.current_context),
+                format!(
+                    "the current context {:?} does not exist; see `stratus config get-contexts`",
+                    self.current_context
+                ),
             )),
         }
     }

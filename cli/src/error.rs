@@ -39,6 +39,9 @@ pub enum Error {
     Config { path: String, reason: String },
     #[error("timed out waiting for the condition on {0}")]
     TimedOut(String),
+    /// An object was deleted while `wait` waited for one of its conditions.
+    #[error("{0} was deleted while waiting for the condition")]
+    Deleted(String),
     /// `stratus up` could not open its store, listen, or serve.
     #[error("{0}")]
     Up(String),
@@ -117,7 +120,9 @@ fn api_message(err: &ClientError) -> String {
         ClientError::Conflict(m) => format!("conflict: {m}"),
         ClientError::Forbidden(m) => format!("forbidden: {m}"),
         ClientError::AlreadyExists(m) => format!("already exists: {m}"),
-        ClientError::Invalid(m) | ClientError::NotFound(m) | ClientError::Gone(m) | ClientError::TooLarge(m) => m.clone(),
+        ClientError::Invalid(m) | ClientError::NotFound(m) | ClientError::Gone(m) | ClientError::TooLarge(m) => {
+            m.clone()
+        }
         other => other.to_string(),
     }
 }
@@ -166,7 +171,10 @@ mod tests {
 
     #[test]
     fn a_refusal_about_an_object_becomes_unreachable_when_the_server_is_gone() {
-        let e = Error::object("service/hello", ClientError::Unavailable { endpoint: "http://x:1".into(), message: String::new() });
+        let e = Error::object(
+            "service/hello",
+            ClientError::Unavailable { endpoint: "http://x:1".into(), message: String::new() },
+        );
         assert!(matches!(e, Error::Unreachable { ref endpoint } if endpoint == "http://x:1"));
         assert!(e.is_fatal());
     }
@@ -181,6 +189,9 @@ mod tests {
     fn from_many_keeps_a_single_error_as_is() {
         assert!(Error::from_many(vec![]).is_ok());
         assert!(matches!(Error::from_many(vec![Error::Usage("x".into())]), Err(Error::Usage(_))));
-        assert!(matches!(Error::from_many(vec![Error::Usage("x".into()), Error::Usage("y".into())]), Err(Error::Many(_))));
+        assert!(matches!(
+            Error::from_many(vec![Error::Usage("x".into()), Error::Usage("y".into())]),
+            Err(Error::Many(_))
+        ));
     }
 }

@@ -21,8 +21,9 @@ pub mod error;
 pub mod format;
 pub mod manifest;
 mod output;
-pub mod target;
 mod table;
+pub mod target;
+pub mod up;
 
 pub use args::Cli;
 pub use error::Error;
@@ -63,7 +64,9 @@ impl Environment {
         let stratus_dir = home.map(|h| h.join(".stratus"));
         Environment {
             server: var("STRATUS_SERVER").and_then(|v| v.into_string().ok()),
-            config_path: var("STRATUS_CONFIG").map(PathBuf::from).or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
+            config_path: var("STRATUS_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
             data_dir: stratus_dir.map(|d| d.join("data")),
         }
     }

@@ -209,7 +209,9 @@ spec:
         let err = messages(load(&[source("a.yaml", &text)], &ns("team", true), true).unwrap_err());
         assert_eq!(
             err,
-            [r#"a.yaml: document 1: the namespace of service/hello is "prod", which does not match the namespace "team" given with -n; remove one of them"#]
+            [
+                r#"a.yaml: document 1: the namespace of service/hello is "prod", which does not match the namespace "team" given with -n; remove one of them"#
+            ]
         );
         assert!(load(&[source("a.yaml", &text)], &ns("prod", true), true).is_ok());
     }

@@ -30,24 +30,27 @@ pub struct TableOptions {
 pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
     let columns: &[&str] = match (info.kind, opts.wide) {
         ("Service", false) => &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE"],
-        ("Service", true) => &[
-            "NAME",
-            "URL",
-            "LATESTCREATED",
-            "LATESTREADY",
-            "READY",
-            "REASON",
-            "AGE",
-            "IMAGE",
-            "CONCURRENCY",
-            "SCALE",
-        ],
-        ("Revision", false) => &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE"],
-        ("Revision", true) => &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE", "IMAGE", "REASON", "SCALE REASON"],
-        ("Instance", false) => &["NAME", "REVISION", "NODE", "PHASE", "READY", "RESTARTS", "ADDRESS", "AGE"],
-        ("Instance", true) => {
-            &["NAME", "REVISION", "NODE", "PHASE", "READY", "RESTARTS", "ADDRESS", "AGE", "SERVICE", "CONTAINER", "REASON"]
+        ("Service", true) => {
+            &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE", "IMAGE", "CONCURRENCY", "SCALE"]
         }
+        ("Revision", false) => &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE"],
+        ("Revision", true) => {
+            &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE", "IMAGE", "REASON", "SCALE REASON"]
+        }
+        ("Instance", false) => &["NAME", "REVISION", "NODE", "PHASE", "READY", "RESTARTS", "ADDRESS", "AGE"],
+        ("Instance", true) => &[
+            "NAME",
+            "REVISION",
+            "NODE",
+            "PHASE",
+            "READY",
+            "RESTARTS",
+            "ADDRESS",
+            "AGE",
+            "SERVICE",
+            "CONTAINER",
+            "REASON",
+        ],
         ("Node", false) => &["NAME", "STATUS", "CPU", "MEMORY", "AGE"],
         ("Node", true) => &[
             "NAME",
@@ -71,7 +74,9 @@ pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
         ("Endpoints", true) => &["NAME", "ENDPOINTS", "AGE", "REVISION"],
         // Events are read by time, not by their generated names; kubectl leaves NAME out too.
         ("Event", false) => &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
-        ("Event", true) => &["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"],
+        ("Event", true) => {
+            &["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"]
+        }
         _ => &["NAME", "AGE"],
     };
     let namespace = (opts.namespace_column && info.namespaced).then(|| "NAMESPACE".to_string());
@@ -267,7 +272,8 @@ pub fn list_json(items: &[AnyObject], resource_version: &str) -> Value {
 /// JSON indented by four spaces, as kubectl writes it, with a final newline.
 pub fn to_json_text(value: &Value) -> Result<String> {
     let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
+    let mut ser =
+        serde_json::Serializer::with_formatter(&mut buf, serde_json::ser::PrettyFormatter::with_indent(b"    "));
     value.serialize(&mut ser).map_err(|e| Error::Output(std::io::Error::other(e)))?;
     buf.push(b'\n');
     String::from_utf8(buf).map_err(|e| Error::Output(std::io::Error::other(e)))
@@ -309,6 +315,19 @@ pub fn observed_generation(obj: &AnyObject) -> i64 {
     .unwrap_or_default()
 }
 
+/// Orders events oldest first, as `kubectl describe` lists them; events of no
+/// time sort first.
+pub fn sort_events(events: &mut [AnyObject]) {
+    events.sort_by_key(|e| {
+        let spec = match e {
+            AnyObject::Event(ev) => ev.spec.as_ref(),
+            _ => None,
+        };
+        let last = spec.and_then(|s| s.last_timestamp.as_ref().or(s.first_timestamp.as_ref()));
+        last.or(e.meta().creation_timestamp.as_ref()).map(|t| (t.seconds, t.nanos)).unwrap_or_default()
+    });
+}
+
 /// The Service a Revision belongs to: its label, else its controlling owner.
 pub fn owning_service(meta: &ObjectMeta) -> String {
     if let Some(s) = meta.labels.get(SERVICE_LABEL) {
@@ -319,7 +338,8 @@ pub fn owning_service(meta: &ObjectMeta) -> String {
 
 /// `service/hello` for an event's involved object.
 pub fn reference_name(r: &stratus_api::v1::ObjectReference) -> String {
-    let kind = stratus_api::resource::lookup_kind(&r.kind).map_or_else(|| r.kind.to_ascii_lowercase(), |k| k.singular.to_string());
+    let kind = stratus_api::resource::lookup_kind(&r.kind)
+        .map_or_else(|| r.kind.to_ascii_lowercase(), |k| k.singular.to_string());
     format!("{kind}/{}", r.name)
 }
 
@@ -446,7 +466,11 @@ mod tests {
                     spec: Some(RevisionSpec {
                         containers: vec![Container { image: "img:v1".into(), ..Default::default() }],
                         container_concurrency: Some(10),
-                        scaling: Some(Scaling { min_instances: Some(0), max_instances: Some(10), ..Default::default() }),
+                        scaling: Some(Scaling {
+                            min_instances: Some(0),
+                            max_instances: Some(10),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     }),
                 }),
@@ -565,7 +589,11 @@ mod tests {
         let ev = Event {
             metadata: Some(meta("hello.1", "default", 100)),
             spec: Some(EventSpec {
-                involved_object: Some(ObjectReference { kind: "Service".into(), name: "hello".into(), ..Default::default() }),
+                involved_object: Some(ObjectReference {
+                    kind: "Service".into(),
+                    name: "hello".into(),
+                    ..Default::default()
+                }),
                 r#type: "Warning".into(),
                 reason: "Failed".into(),
                 message: "line one\nline two".into(),
@@ -576,7 +604,10 @@ mod tests {
         }
         .into_any();
         assert_eq!(header(ev.info(), TableOptions::default()), ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
-        assert_eq!(row(&ev, TableOptions::default(), now()), ["30s", "Warning", "Failed", "service/hello", "line one line two"]);
+        assert_eq!(
+            row(&ev, TableOptions::default(), now()),
+            ["30s", "Warning", "Failed", "service/hello", "line one line two"]
+        );
     }
 
     #[test]

@@ -82,7 +82,9 @@ mod tests {
         for name in ["services", "service", "svc", "ksvc", "Service", "SVC"] {
             assert_eq!(kind(name).unwrap().kind, "Service", "{name}");
         }
-        for (name, want) in [("rev", "Revision"), ("ns", "Namespace"), ("ep", "Endpoints"), ("no", "Node"), ("ev", "Event")] {
+        for (name, want) in
+            [("rev", "Revision"), ("ns", "Namespace"), ("ep", "Endpoints"), ("no", "Node"), ("ev", "Event")]
+        {
             assert_eq!(kind(name).unwrap().kind, want, "{name}");
         }
         assert_eq!(kind("pods").unwrap_err().to_string(), r#"the server doesn't have a resource type "pods""#);

@@ -66,7 +66,9 @@ impl Error {
             Code::OutOfRange => Error::Gone(msg),
             Code::ResourceExhausted => Error::TooLarge(msg),
             Code::PermissionDenied | Code::Unauthenticated => Error::Forbidden(msg),
-            Code::Unavailable => Error::Unavailable { endpoint: endpoint.to_string(), message: unavailable_reason(&status) },
+            Code::Unavailable => {
+                Error::Unavailable { endpoint: endpoint.to_string(), message: unavailable_reason(&status) }
+            }
             _ => Error::Server(msg),
         }
     }
@@ -225,7 +227,13 @@ impl Client {
 
     /// Deletes an object (only if still at `resource_version`, when given). Returns its last
     /// state: with `deletionTimestamp` set if finalizers keep it for now.
-    pub async fn delete_any(&self, kind: &str, namespace: &str, name: &str, resource_version: Option<&str>) -> Result<AnyObject> {
+    pub async fn delete_any(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        resource_version: Option<&str>,
+    ) -> Result<AnyObject> {
         let req = DeleteRequest {
             key: Some(key(kind, namespace, name)),
             resource_version: resource_version.unwrap_or_default().to_string(),

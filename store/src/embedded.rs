@@ -30,8 +30,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use self::wal::{FrameBuf, LOCK_FILE, LOG_FILE, Record, TMP_FILE};
 use crate::{
-    Error, KeyValue, LeaseId, ListOptions, ListResult, Result, Revision, Store, WatchEvent,
-    WatchStream, check_value_size,
+    Error, KeyValue, LeaseId, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream,
+    check_value_size,
 };
 
 /// Tuning of an [`EmbeddedStore`].
@@ -109,10 +109,7 @@ impl EmbeddedStore {
     /// tokio runtime. Leases that existed get a fresh TTL from now. Fails with
     /// [`Error::Corrupt`] when the log is damaged other than at its tail, and with
     /// [`Error::Io`] (kind `WouldBlock`) when another store has the directory open.
-    pub async fn open_with(
-        dir: impl AsRef<Path>,
-        options: EmbeddedOptions,
-    ) -> Result<Arc<EmbeddedStore>> {
+    pub async fn open_with(dir: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Arc<EmbeddedStore>> {
         let dir = dir.as_ref().to_path_buf();
         let (state, log) = tokio::task::spawn_blocking(move || recover(&dir))
             .await
@@ -124,26 +121,12 @@ impl EmbeddedStore {
             options,
         });
         let (ops, rx) = mpsc::channel(1024);
-        let committer = Committer {
-            shared: shared.clone(),
-            log,
-            failure: None,
-        };
-        std::thread::Builder::new()
-            .name("stratus-store-committer".into())
-            .spawn(move || committer.run(rx))?;
+        let committer = Committer { shared: shared.clone(), log, failure: None };
+        std::thread::Builder::new().name("stratus-store-committer".into()).spawn(move || committer.run(rx))?;
         let (shutdown, _) = watch::channel(false);
-        tokio::spawn(expire_leases(
-            shared.clone(),
-            ops.clone(),
-            shutdown.subscribe(),
-        ));
+        tokio::spawn(expire_leases(shared.clone(), ops.clone(), shutdown.subscribe()));
         tokio::spawn(send_progress(shared.clone(), shutdown.subscribe()));
-        Ok(Arc::new(EmbeddedStore {
-            shared,
-            ops,
-            shutdown,
-        }))
+        Ok(Arc::new(EmbeddedStore { shared, ops, shutdown }))
     }
 
     /// Stops the store: writes already submitted are committed, every watch stream ends with
@@ -200,26 +183,16 @@ impl Store for EmbeddedStore {
             _ => state.revision,
         };
         if revision < state.compacted {
-            return Err(Error::Compacted {
-                requested: revision,
-                compacted: state.compacted,
-            });
+            return Err(Error::Compacted { requested: revision, compacted: state.compacted });
         }
         if revision > state.revision {
-            return Err(Error::FutureRevision {
-                requested: revision,
-                current: state.revision,
-            });
+            return Err(Error::FutureRevision { requested: revision, current: state.revision });
         }
         let lower = match &opts.start_after {
             Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
             _ => Bound::Included(prefix),
         };
-        let mut result = ListResult {
-            items: Vec::new(),
-            revision,
-            more: false,
-        };
+        let mut result = ListResult { items: Vec::new(), revision, more: false };
         for (key, versions) in state.keys.range::<str, _>((lower, Bound::Unbounded)) {
             if !key.starts_with(prefix) {
                 break;
@@ -238,33 +211,16 @@ impl Store for EmbeddedStore {
 
     async fn create(&self, key: &str, value: Bytes, lease: LeaseId) -> Result<Revision> {
         check_value_size(&value)?;
-        self.submit(|reply| Op::Create {
-            key: key.to_owned(),
-            value,
-            lease,
-            reply,
-        })
-        .await
+        self.submit(|reply| Op::Create { key: key.to_owned(), value, lease, reply }).await
     }
 
     async fn update(&self, key: &str, value: Bytes, expected: Revision) -> Result<Revision> {
         check_value_size(&value)?;
-        self.submit(|reply| Op::Update {
-            key: key.to_owned(),
-            value,
-            expected,
-            reply,
-        })
-        .await
+        self.submit(|reply| Op::Update { key: key.to_owned(), value, expected, reply }).await
     }
 
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        self.submit(|reply| Op::Delete {
-            key: key.to_owned(),
-            expected,
-            reply,
-        })
-        .await
+        self.submit(|reply| Op::Delete { key: key.to_owned(), expected, reply }).await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
@@ -275,20 +231,13 @@ impl Store for EmbeddedStore {
         let after = if after > 0 { after } else { state.revision };
         // Events at the compaction revision itself are kept, as etcd does.
         if after + 1 < state.compacted {
-            return Err(Error::Compacted {
-                requested: after + 1,
-                compacted: state.compacted,
-            });
+            return Err(Error::Compacted { requested: after + 1, compacted: state.compacted });
         }
         // History and registration under one lock: the committer publishes under the same
         // lock, so every event lands either in the replay or in the channel, never both.
         let first = state.history.partition_point(|e| e.revision() <= after);
-        let replay: VecDeque<WatchEvent> = state
-            .history
-            .range(first..)
-            .filter(|e| event_key(e).starts_with(prefix))
-            .cloned()
-            .collect();
+        let replay: VecDeque<WatchEvent> =
+            state.history.range(first..).filter(|e| event_key(e).starts_with(prefix)).cloned().collect();
         let (tx, rx) = mpsc::channel(self.shared.options.watch_buffer.max(1));
         let end = Arc::new(OnceLock::new());
         state.watchers.push(Watcher {
@@ -298,12 +247,7 @@ impl Store for EmbeddedStore {
             end: end.clone(),
             idle: replay.is_empty(),
         });
-        let stream = WatchRx {
-            replay,
-            rx,
-            end,
-            done: false,
-        };
+        let stream = WatchRx { replay, rx, end, done: false };
         Ok(futures::stream::unfold(stream, WatchRx::next).boxed())
     }
 
@@ -342,8 +286,7 @@ impl Store for EmbeddedStore {
 }
 
 fn deadline(now: Instant, ttl: Duration) -> Instant {
-    now.checked_add(ttl)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 fn event_key(e: &WatchEvent) -> &str {
@@ -428,33 +371,20 @@ impl State {
     fn apply(&mut self, record: Record, now: Instant) -> Result<Option<WatchEvent>> {
         let corrupt = |what: String| Err(Error::Corrupt(what));
         match record {
-            Record::Header {
-                revision,
-                compacted,
-                next_lease,
-            } => {
-                (self.revision, self.compacted, self.next_lease) =
-                    (revision, compacted, next_lease);
+            Record::Header { revision, compacted, next_lease } => {
+                (self.revision, self.compacted, self.next_lease) = (revision, compacted, next_lease);
                 Ok(None)
             }
             Record::Put(kv) => {
                 if kv.mod_revision != self.revision + 1 {
-                    return corrupt(format!(
-                        "put at revision {} after {}",
-                        kv.mod_revision, self.revision
-                    ));
+                    return corrupt(format!("put at revision {} after {}", kv.mod_revision, self.revision));
                 }
                 let prev = self.latest(&kv.key);
                 if let Some(lease) = self.leases.get_mut(&kv.lease) {
                     lease.keys.insert(kv.key.clone());
                 }
                 self.revision = kv.mod_revision;
-                self.push_version(
-                    &kv.key,
-                    Some(kv.value.clone()),
-                    kv.create_revision,
-                    kv.lease,
-                );
+                self.push_version(&kv.key, Some(kv.value.clone()), kv.create_revision, kv.lease);
                 let event = WatchEvent::Put { kv, prev };
                 self.history.push_back(event.clone());
                 Ok(Some(event))
@@ -481,10 +411,7 @@ impl State {
                     return corrupt(format!("delete of missing key {key:?}"));
                 };
                 if revision != self.revision + 1 {
-                    return corrupt(format!(
-                        "delete at revision {revision} after {}",
-                        self.revision
-                    ));
+                    return corrupt(format!("delete at revision {revision} after {}", self.revision));
                 }
                 if let Some(lease) = self.leases.get_mut(&prev.lease) {
                     lease.keys.remove(&key);
@@ -503,11 +430,7 @@ impl State {
                 Ok(None)
             }
             Record::Grant { lease, ttl } => {
-                let l = Lease {
-                    ttl,
-                    deadline: deadline(now, ttl),
-                    keys: BTreeSet::new(),
-                };
+                let l = Lease { ttl, deadline: deadline(now, ttl), keys: BTreeSet::new() };
                 self.leases.insert(lease, l);
                 self.next_lease = self.next_lease.max(lease + 1);
                 Ok(None)
@@ -522,12 +445,7 @@ impl State {
     fn push_version(&mut self, key: &str, value: Option<Bytes>, create: Revision, lease: LeaseId) {
         let size = key.len() + value.as_ref().map_or(0, |v| v.len());
         self.snapshot_estimate += size as u64 + VERSION_OVERHEAD;
-        let version = Version {
-            revision: self.revision,
-            create_revision: create,
-            lease,
-            value,
-        };
+        let version = Version { revision: self.revision, create_revision: create, lease, value };
         match self.keys.get_mut(key) {
             Some(versions) => versions.push(version),
             None => {
@@ -561,31 +479,21 @@ impl State {
     /// The log records that rebuild this state: leases, then the versions older than the
     /// history, then the history itself.
     fn snapshot_records(&self) -> Vec<Record> {
-        let start = self
-            .history
-            .front()
-            .map_or(self.revision, |e| e.revision() - 1);
-        let mut records = vec![Record::Header {
-            revision: start,
-            compacted: self.compacted,
-            next_lease: self.next_lease,
-        }];
+        let start = self.history.front().map_or(self.revision, |e| e.revision() - 1);
+        let mut records =
+            vec![Record::Header { revision: start, compacted: self.compacted, next_lease: self.next_lease }];
         let mut leases: Vec<_> = self.leases.iter().collect();
         leases.sort_by_key(|(id, _)| **id);
-        records.extend(leases.into_iter().map(|(id, l)| Record::Grant {
-            lease: *id,
-            ttl: l.ttl,
-        }));
+        records.extend(leases.into_iter().map(|(id, l)| Record::Grant { lease: *id, ttl: l.ttl }));
         for (key, versions) in &self.keys {
             let base = versions.iter().take_while(|v| v.revision <= start);
             records.extend(base.filter_map(|v| v.to_kv(key)).map(Record::Base));
         }
         records.extend(self.history.iter().filter_map(|e| match e {
             WatchEvent::Put { kv, .. } => Some(Record::Put(kv.clone())),
-            WatchEvent::Delete { prev, revision } => Some(Record::Delete {
-                key: prev.key.clone(),
-                revision: *revision,
-            }),
+            WatchEvent::Delete { prev, revision } => {
+                Some(Record::Delete { key: prev.key.clone(), revision: *revision })
+            }
             WatchEvent::Progress { .. } => None,
         }));
         records
@@ -603,10 +511,7 @@ impl State {
                 match w.tx.try_send(e.clone()) {
                     Ok(()) => w.idle = false,
                     Err(mpsc::error::TrySendError::Full(_)) => {
-                        let _ = w.end.set(End::Lagged {
-                            requested: e.revision(),
-                            current,
-                        });
+                        let _ = w.end.set(End::Lagged { requested: e.revision(), current });
                         return false;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
@@ -628,10 +533,7 @@ struct Watcher {
 
 /// Why the store stopped feeding a watch stream.
 enum End {
-    Lagged {
-        requested: Revision,
-        current: Revision,
-    },
+    Lagged { requested: Revision, current: Revision },
     Closed,
 }
 
@@ -656,10 +558,7 @@ impl WatchRx {
         // The channel is closed and drained: every event queued before the end was delivered.
         self.done = true;
         let err = match self.end.get() {
-            Some(End::Lagged { requested, current }) => Error::Compacted {
-                requested: *requested,
-                compacted: *current,
-            },
+            Some(End::Lagged { requested, current }) => Error::Compacted { requested: *requested, compacted: *current },
             Some(End::Closed) | None => Error::Closed,
         };
         Some((Err(err), self))
@@ -676,57 +575,25 @@ struct Failure {
 
 impl Failure {
     fn error(&self) -> Error {
-        Error::Io(io::Error::new(
-            self.kind,
-            format!("log write failed: {}", self.message),
-        ))
+        Error::Io(io::Error::new(self.kind, format!("log write failed: {}", self.message)))
     }
 }
 
 enum Op {
-    Create {
-        key: String,
-        value: Bytes,
-        lease: LeaseId,
-        reply: oneshot::Sender<Result<Revision>>,
-    },
-    Update {
-        key: String,
-        value: Bytes,
-        expected: Revision,
-        reply: oneshot::Sender<Result<Revision>>,
-    },
-    Delete {
-        key: String,
-        expected: Option<Revision>,
-        reply: oneshot::Sender<Result<(KeyValue, Revision)>>,
-    },
-    Compact {
-        revision: Revision,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Grant {
-        ttl: Duration,
-        reply: oneshot::Sender<Result<LeaseId>>,
-    },
-    Revoke {
-        lease: LeaseId,
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Snapshot {
-        reply: oneshot::Sender<Result<()>>,
-    },
-    Close {
-        reply: oneshot::Sender<Option<Failure>>,
-    },
+    Create { key: String, value: Bytes, lease: LeaseId, reply: oneshot::Sender<Result<Revision>> },
+    Update { key: String, value: Bytes, expected: Revision, reply: oneshot::Sender<Result<Revision>> },
+    Delete { key: String, expected: Option<Revision>, reply: oneshot::Sender<Result<(KeyValue, Revision)>> },
+    Compact { revision: Revision, reply: oneshot::Sender<Result<()>> },
+    Grant { ttl: Duration, reply: oneshot::Sender<Result<LeaseId>> },
+    Revoke { lease: LeaseId, reply: oneshot::Sender<Result<()>> },
+    Snapshot { reply: oneshot::Sender<Result<()>> },
+    Close { reply: oneshot::Sender<Option<Failure>> },
 }
 
 impl Op {
     fn size(&self) -> usize {
         match self {
-            Op::Create { key, value, .. } | Op::Update { key, value, .. } => {
-                key.len() + value.len()
-            }
+            Op::Create { key, value, .. } | Op::Update { key, value, .. } => key.len() + value.len(),
             _ => 64,
         }
     }
@@ -735,10 +602,7 @@ impl Op {
 /// Sends an operation's planned result once its batch is durable (or has failed).
 type Completion = Box<dyn FnOnce(Option<&Failure>) + Send>;
 
-fn completion<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T>>,
-    result: Result<T>,
-) -> Completion {
+fn completion<T: Send + 'static>(reply: oneshot::Sender<Result<T>>, result: Result<T>) -> Completion {
     Box::new(move |failure| {
         // The writer may have stopped waiting; nothing is owed to it then.
         let _ = reply.send(match failure {
@@ -770,17 +634,10 @@ impl Plan<'_> {
     }
 
     fn lease_exists(&self, lease: LeaseId) -> bool {
-        self.granted.contains(&lease)
-            || (self.state.leases.contains_key(&lease) && !self.revoked.contains(&lease))
+        self.granted.contains(&lease) || (self.state.leases.contains_key(&lease) && !self.revoked.contains(&lease))
     }
 
-    fn put(
-        &mut self,
-        key: String,
-        value: Bytes,
-        create: Option<Revision>,
-        lease: LeaseId,
-    ) -> Revision {
+    fn put(&mut self, key: String, value: Bytes, create: Option<Revision>, lease: LeaseId) -> Revision {
         self.revision += 1;
         let kv = KeyValue {
             key: key.clone(),
@@ -795,35 +652,21 @@ impl Plan<'_> {
     }
 
     fn delete(&mut self, key: &str, expected: Option<Revision>) -> Result<(KeyValue, Revision)> {
-        let current = self.current(key).ok_or_else(|| Error::NotFound {
-            key: key.to_owned(),
-        })?;
+        let current = self.current(key).ok_or_else(|| Error::NotFound { key: key.to_owned() })?;
         if let Some(expected) = expected.filter(|e| *e != current.mod_revision) {
             let actual = current.mod_revision;
-            return Err(Error::Conflict {
-                key: key.to_owned(),
-                expected,
-                actual,
-            });
+            return Err(Error::Conflict { key: key.to_owned(), expected, actual });
         }
         self.revision += 1;
         self.keys.insert(key.to_owned(), None);
-        self.records.push(Record::Delete {
-            key: key.to_owned(),
-            revision: self.revision,
-        });
+        self.records.push(Record::Delete { key: key.to_owned(), revision: self.revision });
         Ok((current, self.revision))
     }
 
     /// Plans one operation, returning how to complete it.
     fn op(&mut self, op: Op) -> Option<Completion> {
         Some(match op {
-            Op::Create {
-                key,
-                value,
-                lease,
-                reply,
-            } => {
+            Op::Create { key, value, lease, reply } => {
                 let result = if self.current(&key).is_some() {
                     Err(Error::AlreadyExists { key })
                 } else if lease != 0 && !self.lease_exists(lease) {
@@ -833,34 +676,20 @@ impl Plan<'_> {
                 };
                 completion(reply, result)
             }
-            Op::Update {
-                key,
-                value,
-                expected,
-                reply,
-            } => {
+            Op::Update { key, value, expected, reply } => {
                 let result = match self.current(&key) {
                     None => Err(Error::NotFound { key }),
-                    Some(cur) if cur.mod_revision != expected => Err(Error::Conflict {
-                        key,
-                        expected,
-                        actual: cur.mod_revision,
-                    }),
+                    Some(cur) if cur.mod_revision != expected => {
+                        Err(Error::Conflict { key, expected, actual: cur.mod_revision })
+                    }
                     Some(cur) => Ok(self.put(key, value, Some(cur.create_revision), cur.lease)),
                 };
                 completion(reply, result)
             }
-            Op::Delete {
-                key,
-                expected,
-                reply,
-            } => completion(reply, self.delete(&key, expected)),
+            Op::Delete { key, expected, reply } => completion(reply, self.delete(&key, expected)),
             Op::Compact { revision, reply } => {
                 let result = if revision > self.revision {
-                    Err(Error::FutureRevision {
-                        requested: revision,
-                        current: self.revision,
-                    })
+                    Err(Error::FutureRevision { requested: revision, current: self.revision })
                 } else {
                     if revision > self.compacted {
                         self.compacted = revision;
@@ -879,12 +708,8 @@ impl Plan<'_> {
             }
             Op::Revoke { lease, reply } => {
                 let result = if self.lease_exists(lease) {
-                    let mut keys: BTreeSet<String> = self
-                        .state
-                        .leases
-                        .get(&lease)
-                        .map(|l| l.keys.clone())
-                        .unwrap_or_default();
+                    let mut keys: BTreeSet<String> =
+                        self.state.leases.get(&lease).map(|l| l.keys.clone()).unwrap_or_default();
                     keys.extend(self.keys.keys().cloned());
                     for key in keys {
                         if self.current(&key).is_some_and(|kv| kv.lease == lease) {
@@ -967,18 +792,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// log and truncates a torn tail.
 fn recover(dir: &Path) -> Result<(State, Log)> {
     fs::create_dir_all(dir)?;
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(LOCK_FILE))?;
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
     lock.try_lock().map_err(|e| match e {
         fs::TryLockError::WouldBlock => Error::Io(io::Error::new(
             io::ErrorKind::WouldBlock,
-            format!(
-                "data directory {} is in use by another store",
-                dir.display()
-            ),
+            format!("data directory {} is in use by another store", dir.display()),
         )),
         fs::TryLockError::Error(e) => Error::Io(e),
     })?;
@@ -991,15 +809,7 @@ fn recover(dir: &Path) -> Result<(State, Log)> {
     let mut state = State::new();
     if !path.try_exists()? {
         let (file, len) = write_log(dir, &state.snapshot_records())?;
-        return Ok((
-            state,
-            Log {
-                dir: dir.to_owned(),
-                file,
-                len,
-                _lock: lock,
-            },
-        ));
+        return Ok((state, Log { dir: dir.to_owned(), file, len, _lock: lock }));
     }
     let data = fs::read(&path)?;
     let now = Instant::now();
@@ -1014,12 +824,7 @@ fn recover(dir: &Path) -> Result<(State, Log)> {
         file.set_len(valid as u64)?;
         file.sync_all()?;
     }
-    let log = Log {
-        dir: dir.to_owned(),
-        file,
-        len: valid as u64,
-        _lock: lock,
-    };
+    let log = Log { dir: dir.to_owned(), file, len: valid as u64, _lock: lock };
     Ok((state, log))
 }
 
@@ -1110,8 +915,7 @@ impl Committer {
         }
         let options = &self.shared.options;
         let estimate = self.shared.read().snapshot_estimate;
-        let due = self.log.len > options.snapshot_min_bytes
-            && self.log.len / options.snapshot_ratio.max(1) > estimate;
+        let due = self.log.len > options.snapshot_min_bytes && self.log.len / options.snapshot_ratio.max(1) > estimate;
         if self.failure.is_none() && (due || !snapshots.is_empty()) {
             let records = self.shared.read().snapshot_records();
             if let Err(e) = self.log.rewrite(&records) {
@@ -1136,10 +940,7 @@ impl Committer {
                     // The plan checked everything apply does, so this is a bug; stop writing
                     // rather than diverge further from the log.
                     tracing::error!(error = %e, "committed record does not apply to the state");
-                    self.failure = Some(Failure {
-                        kind: io::ErrorKind::InvalidData,
-                        message: e.to_string(),
-                    });
+                    self.failure = Some(Failure { kind: io::ErrorKind::InvalidData, message: e.to_string() });
                     break;
                 }
             }
@@ -1153,19 +954,12 @@ impl Committer {
 
     fn fail(&mut self, e: &io::Error) {
         tracing::error!(error = %e, "writing the store log failed; refusing further writes");
-        self.failure = Some(Failure {
-            kind: e.kind(),
-            message: e.to_string(),
-        });
+        self.failure = Some(Failure { kind: e.kind(), message: e.to_string() });
     }
 }
 
 /// Revokes leases whose deadline passed, through the committer like any other write.
-async fn expire_leases(
-    shared: Arc<Shared>,
-    ops: mpsc::Sender<Op>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn expire_leases(shared: Arc<Shared>, ops: mpsc::Sender<Op>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let next = shared.read().leases.values().map(|l| l.deadline).min();
         let expiry = async {
@@ -1180,13 +974,8 @@ async fn expire_leases(
             () = expiry => {}
         }
         let now = Instant::now();
-        let expired: Vec<LeaseId> = shared
-            .read()
-            .leases
-            .iter()
-            .filter(|(_, l)| l.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired: Vec<LeaseId> =
+            shared.read().leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
         let mut replies = Vec::new();
         for lease in expired {
             let (reply, rx) = oneshot::channel();
@@ -1207,10 +996,7 @@ async fn expire_leases(
 
 /// Sends a progress event to every watch stream that was sent nothing for an interval.
 async fn send_progress(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let period = shared
-        .options
-        .progress_interval
-        .max(Duration::from_millis(1));
+    let period = shared.options.progress_interval.max(Duration::from_millis(1));
     let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

@@ -10,15 +10,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient,
-    PutOptions, ResponseHeader, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
-    WatchResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient, PutOptions,
+    ResponseHeader, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions, WatchResponse,
 };
 use futures::StreamExt;
 
 use crate::{
-    Error, KeyValue, LeaseId, ListOptions, ListResult, Result, Revision, Store, WatchEvent,
-    WatchStream, check_value_size,
+    Error, KeyValue, LeaseId, ListOptions, ListResult, Result, Revision, Store, WatchEvent, WatchStream,
+    check_value_size,
 };
 
 const COMPACTED: &str = "required revision has been compacted";
@@ -30,7 +29,8 @@ const MAX_RESPONSE: usize = i32::MAX as usize;
 /// A key nobody writes, watched to learn the compaction revision.
 const PROBE_KEY: &str = "\0stratus/compaction-probe";
 
-/// The etcd backend.
+/// The etcd backend. Lease TTLs are whole seconds on etcd (rounded up here), and etcd
+/// lengthens TTLs below its minimum (1.5 election timeouts).
 pub struct EtcdStore {
     client: Client,
     kv: KvClient,
@@ -44,14 +44,10 @@ impl EtcdStore {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(Error::Etcd)?;
+        let client = Client::connect(endpoints, Some(options)).await.map_err(Error::Etcd)?;
         let store = EtcdStore {
             kv: client.kv_client().max_decoding_message_size(MAX_RESPONSE),
-            watch: client
-                .watch_client()
-                .max_decoding_message_size(MAX_RESPONSE),
+            watch: client.watch_client().max_decoding_message_size(MAX_RESPONSE),
             client,
         };
         match tokio::time::timeout(Duration::from_secs(10), store.current_revision()).await {
@@ -85,10 +81,9 @@ impl EtcdStore {
     /// Maps the error of a read at `revision`.
     async fn read_error(&self, e: etcd_client::Error, revision: Option<Revision>) -> Error {
         match revision {
-            Some(requested) if is(&e, COMPACTED) => Error::Compacted {
-                requested,
-                compacted: self.compacted(requested + 1).await,
-            },
+            Some(requested) if is(&e, COMPACTED) => {
+                Error::Compacted { requested, compacted: self.compacted(requested + 1).await }
+            }
             Some(requested) if is(&e, FUTURE_REVISION) => match self.current_revision().await {
                 Ok(current) => Error::FutureRevision { requested, current },
                 Err(e) => e,
@@ -103,19 +98,14 @@ fn is(e: &etcd_client::Error, message: &str) -> bool {
 }
 
 fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
-    header.map(ResponseHeader::revision).ok_or_else(|| {
-        Error::Etcd(etcd_client::Error::Internal(
-            "response has no header".into(),
-        ))
-    })
+    header
+        .map(ResponseHeader::revision)
+        .ok_or_else(|| Error::Etcd(etcd_client::Error::Internal("response has no header".into())))
 }
 
 fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     Ok(KeyValue {
-        key: kv
-            .key_str()
-            .map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?
-            .to_owned(),
+        key: kv.key_str().map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?.to_owned(),
         value: Bytes::copy_from_slice(kv.value()),
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
@@ -181,20 +171,19 @@ impl Store for EtcdStore {
     async fn create(&self, key: &str, value: Bytes, lease: LeaseId) -> Result<Revision> {
         check_value_size(&value)?;
         let put = PutOptions::new().with_lease(lease);
-        let txn = Txn::new()
-            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, Vec::from(value), Some(put))]);
-        let resp = self.kv.clone().txn(txn).await.map_err(|e| {
-            if is(&e, LEASE_NOT_FOUND) {
-                Error::LeaseNotFound(lease)
-            } else {
-                Error::Etcd(e)
-            }
-        })?;
+        let txn = Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
+            key,
+            Vec::from(value),
+            Some(put),
+        )]);
+        let resp = self
+            .kv
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| if is(&e, LEASE_NOT_FOUND) { Error::LeaseNotFound(lease) } else { Error::Etcd(e) })?;
         if !resp.succeeded() {
-            return Err(Error::AlreadyExists {
-                key: key.to_owned(),
-            });
+            return Err(Error::AlreadyExists { key: key.to_owned() });
         }
         header_revision(resp.header())
     }
@@ -207,25 +196,15 @@ impl Store for EtcdStore {
                 Compare::create_revision(key, CompareOp::Greater, 0),
                 Compare::mod_revision(key, CompareOp::Equal, expected),
             ])
-            .and_then([TxnOp::put(
-                key,
-                Vec::from(value),
-                Some(PutOptions::new().with_ignore_lease()),
-            )])
+            .and_then([TxnOp::put(key, Vec::from(value), Some(PutOptions::new().with_ignore_lease()))])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.kv.clone().txn(txn).await.map_err(Error::Etcd)?;
         if resp.succeeded() {
             return header_revision(resp.header());
         }
         Err(match failed_read(&resp) {
-            Some(actual) => Error::Conflict {
-                key: key.to_owned(),
-                expected,
-                actual,
-            },
-            None => Error::NotFound {
-                key: key.to_owned(),
-            },
+            Some(actual) => Error::Conflict { key: key.to_owned(), expected, actual },
+            None => Error::NotFound { key: key.to_owned() },
         })
     }
 
@@ -234,22 +213,13 @@ impl Store for EtcdStore {
         when.extend(expected.map(|e| Compare::mod_revision(key, CompareOp::Equal, e)));
         let txn = Txn::new()
             .when(when)
-            .and_then([TxnOp::delete(
-                key,
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
+            .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(key, None)]);
         let resp = self.kv.clone().txn(txn).await.map_err(Error::Etcd)?;
-        let not_found = || Error::NotFound {
-            key: key.to_owned(),
-        };
+        let not_found = || Error::NotFound { key: key.to_owned() };
         if !resp.succeeded() {
             return Err(match (failed_read(&resp), expected) {
-                (Some(actual), Some(expected)) => Error::Conflict {
-                    key: key.to_owned(),
-                    expected,
-                    actual,
-                },
+                (Some(actual), Some(expected)) => Error::Conflict { key: key.to_owned(), expected, actual },
                 _ => not_found(),
             });
         }
@@ -257,45 +227,27 @@ impl Store for EtcdStore {
             TxnOpResponse::Delete(d) => d.prev_kvs().first().map(convert),
             _ => None,
         });
-        Ok((
-            prev.ok_or_else(not_found)??,
-            header_revision(resp.header())?,
-        ))
+        Ok((prev.ok_or_else(not_found)??, header_revision(resp.header())?))
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let (key, end) = prefix_range(prefix);
-        let mut opts = WatchOptions::new()
-            .with_range(end)
-            .with_prev_key()
-            .with_progress_notify();
+        let mut opts = WatchOptions::new().with_range(end).with_prev_key().with_progress_notify();
         if after > 0 {
             // etcd accepts a watch from a compacted revision and cancels it shortly after;
             // the contract wants the answer now, so read at that revision first.
             let probe = GetOptions::new().with_revision(after + 1).with_count_only();
-            if let Err(e) = self.kv.clone().get(PROBE_KEY, Some(probe)).await {
-                match self.read_error(e, Some(after + 1)).await {
-                    // Watching from a revision not yet written is fine: it waits for it.
-                    Error::FutureRevision { .. } => {}
-                    e => return Err(e),
-                }
+            match self.kv.clone().get(PROBE_KEY, Some(probe)).await {
+                // Watching from a revision not yet written is fine: the watch waits for it.
+                Err(e) if !is(&e, FUTURE_REVISION) => return Err(self.read_error(e, Some(after + 1)).await),
+                _ => {}
             }
             opts = opts.with_start_revision(after + 1);
         }
-        let stream = self
-            .watch
-            .clone()
-            .watch(key, Some(opts))
-            .await
-            .map_err(Error::Etcd)?;
+        let stream = self.watch.clone().watch(key, Some(opts)).await.map_err(Error::Etcd)?;
         // Wait until etcd has registered the watch, so that a watch "from now" covers every
         // write made after this returns.
-        let mut watch = EtcdWatch {
-            stream,
-            pending: VecDeque::new(),
-            next: after + 1,
-            done: false,
-        };
+        let mut watch = EtcdWatch { stream, pending: VecDeque::new(), next: after + 1, done: false };
         loop {
             match watch.stream.message().await {
                 Ok(Some(resp)) if resp.created() && !resp.canceled() => break,
@@ -314,12 +266,7 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         let opts = GetOptions::new().with_count_only();
-        let resp = self
-            .kv
-            .clone()
-            .get(PROBE_KEY, Some(opts))
-            .await
-            .map_err(Error::Etcd)?;
+        let resp = self.kv.clone().get(PROBE_KEY, Some(opts)).await.map_err(Error::Etcd)?;
         header_revision(resp.header())
     }
 
@@ -328,10 +275,9 @@ impl Store for EtcdStore {
             Ok(_) => Ok(()),
             // Already compacted that far: the request is satisfied.
             Err(e) if is(&e, COMPACTED) => Ok(()),
-            Err(e) if is(&e, FUTURE_REVISION) => Err(Error::FutureRevision {
-                requested: revision,
-                current: self.current_revision().await?,
-            }),
+            Err(e) if is(&e, FUTURE_REVISION) => {
+                Err(Error::FutureRevision { requested: revision, current: self.current_revision().await? })
+            }
             Err(e) => Err(Error::Etcd(e)),
         }
     }
@@ -340,16 +286,9 @@ impl Store for EtcdStore {
         // etcd counts whole seconds; round up so a lease never lives shorter than asked.
         let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-        let resp = self
-            .client
-            .clone()
-            .lease_grant(secs, None)
-            .await
-            .map_err(Error::Etcd)?;
+        let resp = self.client.clone().lease_grant(secs, None).await.map_err(Error::Etcd)?;
         if !resp.error().is_empty() {
-            return Err(Error::Etcd(etcd_client::Error::Internal(
-                resp.error().to_owned(),
-            )));
+            return Err(Error::Etcd(etcd_client::Error::Internal(resp.error().to_owned())));
         }
         Ok(resp.id())
     }
@@ -414,10 +353,7 @@ impl EtcdWatch {
         if resp.canceled() {
             let compacted = resp.compact_revision();
             self.fail(if compacted > 0 {
-                Error::Compacted {
-                    requested: self.next,
-                    compacted,
-                }
+                Error::Compacted { requested: self.next, compacted }
             } else {
                 let reason = format!("etcd canceled the watch: {}", resp.cancel_reason());
                 Error::Etcd(etcd_client::Error::WatchError(reason))
@@ -429,9 +365,7 @@ impl EtcdWatch {
             // sends those only to watchers that have been sent everything up to its revision.
             if let (false, Some(header)) = (resp.created(), resp.header()) {
                 self.next = self.next.max(header.revision() + 1);
-                self.pending.push_back(Ok(WatchEvent::Progress {
-                    revision: header.revision(),
-                }));
+                self.pending.push_back(Ok(WatchEvent::Progress { revision: header.revision() }));
             }
             return;
         }
@@ -452,10 +386,7 @@ impl EtcdWatch {
         let prev = event.prev_kv().map(convert).transpose()?;
         // etcd leaves out a previous value that compaction removed while the watch was
         // catching up; an event without it would break the contract, so relist instead.
-        let prev_compacted = Error::Compacted {
-            requested: kv.mod_revision(),
-            compacted: kv.mod_revision(),
-        };
+        let prev_compacted = Error::Compacted { requested: kv.mod_revision(), compacted: kv.mod_revision() };
         match event.event_type() {
             EventType::Put => {
                 let kv = convert(kv)?;
@@ -464,10 +395,9 @@ impl EtcdWatch {
                 }
                 Ok(WatchEvent::Put { kv, prev })
             }
-            EventType::Delete => Ok(WatchEvent::Delete {
-                prev: prev.ok_or(prev_compacted)?,
-                revision: kv.mod_revision(),
-            }),
+            EventType::Delete => {
+                Ok(WatchEvent::Delete { prev: prev.ok_or(prev_compacted)?, revision: kv.mod_revision() })
+            }
         }
     }
 }

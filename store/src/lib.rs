@@ -66,10 +66,7 @@ pub struct ListOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The key was created or modified. `prev` is the value before, when there was one.
-    Put {
-        kv: KeyValue,
-        prev: Option<KeyValue>,
-    },
+    Put { kv: KeyValue, prev: Option<KeyValue> },
     /// The key was deleted at `revision`; `prev` is its last value.
     Delete { prev: KeyValue, revision: Revision },
     /// Every change up to and including `revision` has been delivered on this stream.
@@ -100,21 +97,11 @@ pub enum Error {
     #[error("key {key:?} not found")]
     NotFound { key: String },
     #[error("key {key:?} was modified: expected revision {expected}, found {actual}")]
-    Conflict {
-        key: String,
-        expected: Revision,
-        actual: Revision,
-    },
+    Conflict { key: String, expected: Revision, actual: Revision },
     #[error("revision {requested} has been compacted (oldest available is {compacted})")]
-    Compacted {
-        requested: Revision,
-        compacted: Revision,
-    },
+    Compacted { requested: Revision, compacted: Revision },
     #[error("revision {requested} is ahead of the store's revision {current}")]
-    FutureRevision {
-        requested: Revision,
-        current: Revision,
-    },
+    FutureRevision { requested: Revision, current: Revision },
     #[error("lease {0} not found")]
     LeaseNotFound(LeaseId),
     #[error("value of {size} bytes exceeds the store's limit of {limit} bytes")]
@@ -137,10 +124,7 @@ pub const MAX_VALUE_SIZE: usize = 1024 * 1024 + 512 * 1024;
 /// Fails with [`Error::TooLarge`] when `value` exceeds [`MAX_VALUE_SIZE`].
 pub(crate) fn check_value_size(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_SIZE {
-        return Err(Error::TooLarge {
-            size: value.len(),
-            limit: MAX_VALUE_SIZE,
-        });
+        return Err(Error::TooLarge { size: value.len(), limit: MAX_VALUE_SIZE });
     }
     Ok(())
 }

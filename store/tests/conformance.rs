@@ -3,10 +3,6 @@
 //! directory, and etcd, a real server started per test on free loopback ports.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,13 +10,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use stratus_store::embedded::EmbeddedStore;
 use stratus_store::etcd::EtcdStore;
-use stratus_store::{
-    Error, KeyValue, ListOptions, MAX_VALUE_SIZE, Revision, Store, WatchEvent, WatchStream,
-};
-use tempfile::TempDir;
+use stratus_store::{Error, KeyValue, ListOptions, MAX_VALUE_SIZE, Revision, Store, WatchEvent, WatchStream};
 use tokio::time::{Instant, timeout};
 
-const ETCD: &str = "/usr/bin/etcd";
 const PROGRESS: Duration = Duration::from_millis(200);
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -47,8 +39,11 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let etcd = super::Etcd::start().await;
-                    super::$case(etcd.store.clone()).await;
+                    let etcd = stratus_testkit::EtcdServer::start().await;
+                    let store = super::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint))
+                        .await
+                        .expect("connect to etcd");
+                    super::$case(store).await;
                 }
             )*
         }
@@ -71,128 +66,6 @@ conformance!(
     lease_keep_alive_and_revoke,
 );
 
-/// A real etcd server for one test, killed when dropped.
-struct Etcd {
-    child: Child,
-    _dir: TempDir,
-    store: Arc<EtcdStore>,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_ports() -> (u16, u16) {
-    let a = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let b = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = |l: &TcpListener| l.local_addr().expect("local addr").port();
-    (port(&a), port(&b))
-}
-
-impl Etcd {
-    async fn start() -> Etcd {
-        assert!(
-            Path::new(ETCD).exists(),
-            "{ETCD} is missing: the etcd conformance tests need Debian's etcd-server package"
-        );
-        // A port found free can be taken by someone else before etcd binds it; try again then.
-        let mut log = String::new();
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let (client, peer) = free_ports();
-            let (client_url, peer_url) = (
-                format!("http://127.0.0.1:{client}"),
-                format!("http://127.0.0.1:{peer}"),
-            );
-            let out = File::create(dir.path().join("etcd.log")).expect("log file");
-            let child = Command::new(ETCD)
-                .args(["--name", "t", "--data-dir"])
-                .arg(dir.path().join("data"))
-                .args([
-                    "--listen-client-urls",
-                    &client_url,
-                    "--advertise-client-urls",
-                    &client_url,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer_url,
-                    "--initial-advertise-peer-urls",
-                    &peer_url,
-                ])
-                .args([
-                    "--initial-cluster",
-                    &format!("t={peer_url}"),
-                    "--initial-cluster-state",
-                ])
-                .arg("new")
-                // Fast elections make the minimum lease TTL 1 s instead of 2 s.
-                .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-                .args(["--experimental-watch-progress-notify-interval", "200ms"])
-                .stdout(out.try_clone().expect("log file"))
-                .stderr(out)
-                .spawn()
-                .expect("start etcd");
-            let mut etcd = PendingEtcd {
-                child: Some(child),
-                dir: Some(dir),
-            };
-            let deadline = Instant::now() + PATIENCE;
-            while Instant::now() < deadline {
-                if etcd.exited() {
-                    break;
-                }
-                let connect = EtcdStore::connect(std::slice::from_ref(&client_url));
-                if let Ok(Ok(store)) = timeout(Duration::from_secs(2), connect).await {
-                    return etcd.into_running(store);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            log = etcd.log();
-        }
-        panic!("etcd did not start; its last log:\n{log}");
-    }
-}
-
-/// An etcd process not yet answering; killed when dropped.
-struct PendingEtcd {
-    child: Option<Child>,
-    dir: Option<TempDir>,
-}
-
-impl PendingEtcd {
-    fn exited(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
-    }
-
-    fn log(&self) -> String {
-        let dir = self.dir.as_ref().expect("dir");
-        std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default()
-    }
-
-    fn into_running(mut self, store: Arc<EtcdStore>) -> Etcd {
-        Etcd {
-            child: self.child.take().expect("child"),
-            _dir: self.dir.take().expect("dir"),
-            store,
-        }
-    }
-}
-
-impl Drop for PendingEtcd {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -200,9 +73,7 @@ fn b(s: &str) -> Bytes {
 /// The next event of `w` that is not a progress notification.
 async fn next_change(w: &mut WatchStream) -> WatchEvent {
     loop {
-        let item = timeout(PATIENCE, w.next())
-            .await
-            .expect("watch event in time");
+        let item = timeout(PATIENCE, w.next()).await.expect("watch event in time");
         match item.expect("watch stream open").expect("watch event") {
             WatchEvent::Progress { .. } => continue,
             e => return e,
@@ -220,57 +91,28 @@ async fn eventually<F: Future<Output = bool>>(what: &str, mut cond: impl FnMut()
 }
 
 fn kv(key: &str, value: &str, create: Revision, modified: Revision) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: b(value),
-        create_revision: create,
-        mod_revision: modified,
-        lease: 0,
-    }
+    KeyValue { key: key.into(), value: b(value), create_revision: create, mod_revision: modified, lease: 0 }
 }
 
 async fn basics(s: Arc<dyn Store>) {
     assert_eq!(s.get("/c/a").await.expect("get"), None);
     let r1 = s.create("/c/a", b("1"), 0).await.expect("create");
-    assert_eq!(
-        s.get("/c/a").await.expect("get"),
-        Some(kv("/c/a", "1", r1, r1))
-    );
-    assert!(
-        matches!(s.create("/c/a", b("x"), 0).await, Err(Error::AlreadyExists { key }) if key == "/c/a")
-    );
+    assert_eq!(s.get("/c/a").await.expect("get"), Some(kv("/c/a", "1", r1, r1)));
+    assert!(matches!(s.create("/c/a", b("x"), 0).await, Err(Error::AlreadyExists { key }) if key == "/c/a"));
 
     let r2 = s.update("/c/a", b("2"), r1).await.expect("update");
     assert!(r2 > r1);
-    assert_eq!(
-        s.get("/c/a").await.expect("get"),
-        Some(kv("/c/a", "2", r1, r2))
-    );
+    assert_eq!(s.get("/c/a").await.expect("get"), Some(kv("/c/a", "2", r1, r2)));
     match s.update("/c/a", b("3"), r1).await {
-        Err(Error::Conflict {
-            key,
-            expected,
-            actual,
-        }) => {
+        Err(Error::Conflict { key, expected, actual }) => {
             assert_eq!((key.as_str(), expected, actual), ("/c/a", r1, r2));
         }
         other => panic!("stale update: {other:?}"),
     }
-    assert!(
-        matches!(s.update("/c/none", b("3"), r1).await, Err(Error::NotFound { key }) if key == "/c/none")
-    );
-    assert!(matches!(
-        s.update("/c/none", b("3"), 0).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        s.delete("/c/none", None).await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        s.delete("/c/none", Some(r1)).await,
-        Err(Error::NotFound { .. })
-    ));
+    assert!(matches!(s.update("/c/none", b("3"), r1).await, Err(Error::NotFound { key }) if key == "/c/none"));
+    assert!(matches!(s.update("/c/none", b("3"), 0).await, Err(Error::NotFound { .. })));
+    assert!(matches!(s.delete("/c/none", None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(s.delete("/c/none", Some(r1)).await, Err(Error::NotFound { .. })));
     assert!(matches!(
         s.delete("/c/a", Some(r1)).await,
         Err(Error::Conflict { expected, actual, .. }) if expected == r1 && actual == r2
@@ -281,35 +123,19 @@ async fn basics(s: Arc<dyn Store>) {
     assert!(r3 > r2);
     assert_eq!(s.get("/c/a").await.expect("get"), None);
     let r4 = s.create("/c/a", b("again"), 0).await.expect("re-create");
-    assert_eq!(
-        s.get("/c/a").await.expect("get"),
-        Some(kv("/c/a", "again", r4, r4))
-    );
+    assert_eq!(s.get("/c/a").await.expect("get"), Some(kv("/c/a", "again", r4, r4)));
     let (prev, _) = s.delete("/c/a", None).await.expect("unconditional delete");
     assert_eq!(prev.create_revision, r4);
 
     let big = Bytes::from(vec![0; MAX_VALUE_SIZE + 1]);
-    let too_large = |r| matches!(r, Err(Error::TooLarge { size, limit }) if size == MAX_VALUE_SIZE + 1 && limit == MAX_VALUE_SIZE);
+    let too_large =
+        |r| matches!(r, Err(Error::TooLarge { size, limit }) if size == MAX_VALUE_SIZE + 1 && limit == MAX_VALUE_SIZE);
     assert!(too_large(s.create("/c/big", big.clone(), 0).await));
-    let rb = s
-        .create("/c/big", Bytes::from(vec![7; 1 << 20]), 0)
-        .await
-        .expect("1 MiB value");
+    let rb = s.create("/c/big", Bytes::from(vec![7; 1 << 20]), 0).await.expect("1 MiB value");
     assert!(too_large(s.update("/c/big", big, rb).await));
-    assert_eq!(
-        s.get("/c/big")
-            .await
-            .expect("get")
-            .expect("big")
-            .value
-            .len(),
-        1 << 20
-    );
+    assert_eq!(s.get("/c/big").await.expect("get").expect("big").value.len(), 1 << 20);
 
-    assert!(matches!(
-        s.create("/c/l", b("x"), 424242).await,
-        Err(Error::LeaseNotFound(424242))
-    ));
+    assert!(matches!(s.create("/c/l", b("x"), 424242).await, Err(Error::LeaseNotFound(424242))));
 }
 
 async fn revisions_never_go_backwards(s: Arc<dyn Store>) {
@@ -319,27 +145,13 @@ async fn revisions_never_go_backwards(s: Arc<dyn Store>) {
         let key = format!("/c/{}", i % 3);
         let rev = match s.get(&key).await.expect("get") {
             None => s.create(&key, b("v"), 0).await.expect("create"),
-            Some(kv) if i % 2 == 0 => s
-                .update(&key, b("w"), kv.mod_revision)
-                .await
-                .expect("update"),
-            Some(kv) => {
-                s.delete(&key, Some(kv.mod_revision))
-                    .await
-                    .expect("delete")
-                    .1
-            }
+            Some(kv) if i % 2 == 0 => s.update(&key, b("w"), kv.mod_revision).await.expect("update"),
+            Some(kv) => s.delete(&key, Some(kv.mod_revision)).await.expect("delete").1,
         };
         assert!(rev > last, "revision {rev} after {last}");
         last = rev;
         assert!(s.current_revision().await.expect("revision") >= rev);
-        assert!(
-            s.list("/c/", ListOptions::default())
-                .await
-                .expect("list")
-                .revision
-                >= rev
-        );
+        assert!(s.list("/c/", ListOptions::default()).await.expect("list").revision >= rev);
     }
 }
 
@@ -355,14 +167,8 @@ async fn concurrent_updates_lose_nothing(s: Arc<dyn Store>) {
                 let mut done = Vec::new();
                 while (done.len() as u64) < EACH {
                     let cur = s.get("/c/counter").await.expect("get").expect("counter");
-                    let n: u64 = std::str::from_utf8(&cur.value)
-                        .expect("utf-8")
-                        .parse()
-                        .expect("number");
-                    match s
-                        .update("/c/counter", b(&(n + 1).to_string()), cur.mod_revision)
-                        .await
-                    {
+                    let n: u64 = std::str::from_utf8(&cur.value).expect("utf-8").parse().expect("number");
+                    match s.update("/c/counter", b(&(n + 1).to_string()), cur.mod_revision).await {
                         Ok(rev) => done.push((rev, n + 1)),
                         Err(Error::Conflict { .. }) => {}
                         Err(e) => panic!("update: {e}"),
@@ -411,10 +217,7 @@ async fn concurrent_creates_have_one_winner(s: Arc<dyn Store>) {
     }
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     let (i, rev) = winners[0];
-    assert_eq!(
-        s.get("/c/race").await.expect("get"),
-        Some(kv("/c/race", &i.to_string(), rev, rev))
-    );
+    assert_eq!(s.get("/c/race").await.expect("get"), Some(kv("/c/race", &i.to_string(), rev, rev)));
 }
 
 async fn list_prefix_and_pagination(s: Arc<dyn Store>) {
@@ -428,33 +231,18 @@ async fn list_prefix_and_pagination(s: Arc<dyn Store>) {
         want.push(key);
     }
     let keys = |items: &[KeyValue]| items.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
-    let all = s
-        .list("/c/a/b/", ListOptions::default())
-        .await
-        .expect("list");
+    let all = s.list("/c/a/b/", ListOptions::default()).await.expect("list");
     assert_eq!(keys(&all.items), want);
     assert!(!all.more);
     // A prefix is a string prefix: without the slash it also matches its siblings.
-    let loose = s
-        .list("/c/a/b", ListOptions::default())
-        .await
-        .expect("list");
+    let loose = s.list("/c/a/b", ListOptions::default()).await.expect("list");
     let mut loose_want = vec!["/c/a/b".to_owned()];
     loose_want.extend(want.iter().cloned());
     loose_want.extend(["/c/a/b0".to_owned(), "/c/a/bc/x".to_owned()]);
     assert_eq!(keys(&loose.items), loose_want);
 
     // Pages of 3 at the first page's revision, while a new key appears in between.
-    let first = s
-        .list(
-            "/c/a/b/",
-            ListOptions {
-                limit: 3,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("page");
+    let first = s.list("/c/a/b/", ListOptions { limit: 3, ..Default::default() }).await.expect("page");
     assert!(first.more);
     s.create("/c/a/b/4a", b("late"), 0).await.expect("create");
     let mut paged = first.items.clone();
@@ -473,40 +261,15 @@ async fn list_prefix_and_pagination(s: Arc<dyn Store>) {
     }
     assert_eq!(paged, all.items);
 
-    let exact = s
-        .list(
-            "/c/a/b/",
-            ListOptions {
-                limit: 8,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("list");
+    let exact = s.list("/c/a/b/", ListOptions { limit: 8, ..Default::default() }).await.expect("list");
     assert_eq!((exact.items.len(), exact.more), (8, false));
-    let beyond = ListOptions {
-        start_after: Some("/c/a/b/9".into()),
-        ..Default::default()
-    };
+    let beyond = ListOptions { start_after: Some("/c/a/b/9".into()), ..Default::default() };
     let beyond = s.list("/c/a/b/", beyond).await.expect("list");
     assert!(beyond.items.is_empty() && !beyond.more);
-    let before = ListOptions {
-        start_after: Some("/c/a/a".into()),
-        limit: 1,
-        ..Default::default()
-    };
+    let before = ListOptions { start_after: Some("/c/a/a".into()), limit: 1, ..Default::default() };
     let before = s.list("/c/a/b/", before).await.expect("list");
-    assert_eq!(
-        (keys(&before.items), before.more),
-        (vec!["/c/a/b/1".to_owned()], true)
-    );
-    assert!(
-        s.list("/c/zzz/", ListOptions::default())
-            .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
+    assert_eq!((keys(&before.items), before.more), (vec!["/c/a/b/1".to_owned()], true));
+    assert!(s.list("/c/zzz/", ListOptions::default()).await.expect("list").items.is_empty());
 }
 
 async fn list_at_past_revision(s: Arc<dyn Store>) {
@@ -515,36 +278,15 @@ async fn list_at_past_revision(s: Arc<dyn Store>) {
     s.update("/c/p/1", b("uno"), r1).await.expect("update");
     s.delete("/c/p/2", None).await.expect("delete");
     s.create("/c/p/3", b("three"), 0).await.expect("create");
-    let then = s
-        .list(
-            "/c/p/",
-            ListOptions {
-                revision: Some(r2),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("list");
+    let then = s.list("/c/p/", ListOptions { revision: Some(r2), ..Default::default() }).await.expect("list");
     assert_eq!(then.revision, r2);
-    assert_eq!(
-        then.items,
-        vec![kv("/c/p/1", "one", r1, r1), kv("/c/p/2", "two", r2, r2)]
-    );
-    let earlier = ListOptions {
-        revision: Some(r1),
-        ..Default::default()
-    };
-    assert_eq!(
-        s.list("/c/p/", earlier).await.expect("list").items,
-        vec![kv("/c/p/1", "one", r1, r1)]
-    );
+    assert_eq!(then.items, vec![kv("/c/p/1", "one", r1, r1), kv("/c/p/2", "two", r2, r2)]);
+    let earlier = ListOptions { revision: Some(r1), ..Default::default() };
+    assert_eq!(s.list("/c/p/", earlier).await.expect("list").items, vec![kv("/c/p/1", "one", r1, r1)]);
     let now = s.list("/c/p/", ListOptions::default()).await.expect("list");
     let values: Vec<_> = now.items.iter().map(|kv| kv.value.clone()).collect();
     assert_eq!(values, vec![b("uno"), b("three")]);
-    let future = ListOptions {
-        revision: Some(now.revision + 1000),
-        ..Default::default()
-    };
+    let future = ListOptions { revision: Some(now.revision + 1000), ..Default::default() };
     match s.list("/c/p/", future).await {
         Err(Error::FutureRevision { requested, current }) => {
             assert_eq!(requested, now.revision + 1000);
@@ -554,10 +296,18 @@ async fn list_at_past_revision(s: Arc<dyn Store>) {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Change {
     Put(Revision, String, Bytes),
     Delete(Revision, String),
+}
+
+impl Change {
+    fn revision(&self) -> Revision {
+        match self {
+            Change::Put(r, ..) | Change::Delete(r, _) => *r,
+        }
+    }
 }
 
 async fn watch_replays_then_follows_concurrent_writes(s: Arc<dyn Store>) {
@@ -569,41 +319,26 @@ async fn watch_replays_then_follows_concurrent_writes(s: Arc<dyn Store>) {
             let value = b(&format!("{task}-{j}"));
             let change = match (j % 3, s.get(&key).await.expect("get")) {
                 (2, Some(cur)) => {
-                    let rev = s
-                        .delete(&key, Some(cur.mod_revision))
-                        .await
-                        .expect("delete")
-                        .1;
+                    let rev = s.delete(&key, Some(cur.mod_revision)).await.expect("delete").1;
                     Change::Delete(rev, key)
                 }
                 (_, Some(cur)) => {
-                    let rev = s
-                        .update(&key, value.clone(), cur.mod_revision)
-                        .await
-                        .expect("update");
+                    let rev = s.update(&key, value.clone(), cur.mod_revision).await.expect("update");
                     Change::Put(rev, key, value)
                 }
-                (_, None) => Change::Put(
-                    s.create(&key, value.clone(), 0).await.expect("create"),
-                    key,
-                    value,
-                ),
+                (_, None) => Change::Put(s.create(&key, value.clone(), 0).await.expect("create"), key, value),
             };
             acked.lock().expect("lock").push(change);
         }
     };
     // Some history before the watch starts, then writers racing with its creation.
     writer(99, s.clone(), acked.clone()).await;
-    let tasks: Vec<_> = (0..8)
-        .map(|t| tokio::spawn(writer(t, s.clone(), acked.clone())))
-        .collect();
+    let tasks: Vec<_> = (0..8).map(|t| tokio::spawn(writer(t, s.clone(), acked.clone()))).collect();
     let noise = {
         let s = s.clone();
         tokio::spawn(async move {
             for i in 0..20 {
-                s.create(&format!("/c/wx/{i}"), b("noise"), 0)
-                    .await
-                    .expect("create");
+                s.create(&format!("/c/wx/{i}"), b("noise"), 0).await.expect("create");
             }
         })
     };
@@ -618,10 +353,8 @@ async fn watch_replays_then_follows_concurrent_writes(s: Arc<dyn Store>) {
     }
     noise.await.expect("noise");
     let mut want = acked.lock().expect("lock").clone();
-    want.sort();
-    let last = match want.last().expect("writes") {
-        Change::Put(r, ..) | Change::Delete(r, _) => *r,
-    };
+    want.sort_by_key(Change::revision);
+    let last = want.last().expect("writes").revision();
     let mut got = Vec::new();
     while got.len() < want.len() {
         got.push(match next_change(&mut watch).await {
@@ -644,48 +377,21 @@ async fn watch_sees_prev_values(s: Arc<dyn Store>) {
     let r2 = s.update("/c/k", b("v2"), r1).await.expect("update");
     let (_, r3) = s.delete("/c/k", None).await.expect("delete");
     let mut w = s.watch("/c/", before).await.expect("watch");
+    assert_eq!(next_change(&mut w).await, WatchEvent::Put { kv: kv("/c/k", "v1", r1, r1), prev: None });
     assert_eq!(
         next_change(&mut w).await,
-        WatchEvent::Put {
-            kv: kv("/c/k", "v1", r1, r1),
-            prev: None
-        }
+        WatchEvent::Put { kv: kv("/c/k", "v2", r1, r2), prev: Some(kv("/c/k", "v1", r1, r1)) }
     );
-    assert_eq!(
-        next_change(&mut w).await,
-        WatchEvent::Put {
-            kv: kv("/c/k", "v2", r1, r2),
-            prev: Some(kv("/c/k", "v1", r1, r1))
-        }
-    );
-    assert_eq!(
-        next_change(&mut w).await,
-        WatchEvent::Delete {
-            prev: kv("/c/k", "v2", r1, r2),
-            revision: r3
-        }
-    );
+    assert_eq!(next_change(&mut w).await, WatchEvent::Delete { prev: kv("/c/k", "v2", r1, r2), revision: r3 });
     let r4 = s.create("/c/k", b("v3"), 0).await.expect("create");
-    assert_eq!(
-        next_change(&mut w).await,
-        WatchEvent::Put {
-            kv: kv("/c/k", "v3", r4, r4),
-            prev: None
-        }
-    );
+    assert_eq!(next_change(&mut w).await, WatchEvent::Put { kv: kv("/c/k", "v3", r4, r4), prev: None });
 }
 
 async fn watch_from_now(s: Arc<dyn Store>) {
     s.create("/c/old", b("old"), 0).await.expect("create");
     let mut w = s.watch("/c/", 0).await.expect("watch");
     let rev = s.create("/c/new", b("new"), 0).await.expect("create");
-    assert_eq!(
-        next_change(&mut w).await,
-        WatchEvent::Put {
-            kv: kv("/c/new", "new", rev, rev),
-            prev: None
-        }
-    );
+    assert_eq!(next_change(&mut w).await, WatchEvent::Put { kv: kv("/c/new", "new", rev, rev), prev: None });
 }
 
 async fn watch_progress(s: Arc<dyn Store>) {
@@ -711,57 +417,28 @@ async fn compaction(s: Arc<dyn Store>) {
     let r3 = s.create("/c/b", b("1"), 0).await.expect("create");
     let r4 = s.update("/c/b", b("2"), r3).await.expect("update");
     s.compact(r3).await.expect("compact");
-    let at = |revision| ListOptions {
-        revision: Some(revision),
-        ..Default::default()
-    };
+    let at = |revision| ListOptions { revision: Some(revision), ..Default::default() };
     match s.list("/c/", at(r2)).await {
-        Err(Error::Compacted {
-            requested,
-            compacted,
-        }) => assert_eq!((requested, compacted), (r2, r3)),
+        Err(Error::Compacted { requested, compacted }) => assert_eq!((requested, compacted), (r2, r3)),
         other => panic!("list below the compaction: {other:?}"),
     }
-    let kept = s
-        .list("/c/", at(r3))
-        .await
-        .expect("list at the compaction revision");
-    assert_eq!(
-        kept.items,
-        vec![kv("/c/a", "2", r1, r2), kv("/c/b", "1", r3, r3)]
-    );
+    let kept = s.list("/c/", at(r3)).await.expect("list at the compaction revision");
+    assert_eq!(kept.items, vec![kv("/c/a", "2", r1, r2), kv("/c/b", "1", r3, r3)]);
     match s.watch("/c/", r1).await {
-        Err(Error::Compacted {
-            requested,
-            compacted,
-        }) => assert_eq!((requested, compacted), (r2, r3)),
+        Err(Error::Compacted { requested, compacted }) => assert_eq!((requested, compacted), (r2, r3)),
         Err(e) => panic!("watch below the compaction: {e}"),
         Ok(_) => panic!("watch below the compaction succeeded"),
     }
-    let mut w = s
-        .watch("/c/", r2)
-        .await
-        .expect("watch from the compaction revision");
-    assert_eq!(
-        next_change(&mut w).await,
-        WatchEvent::Put {
-            kv: kv("/c/b", "1", r3, r3),
-            prev: None
-        }
-    );
+    let mut w = s.watch("/c/", r2).await.expect("watch from the compaction revision");
+    assert_eq!(next_change(&mut w).await, WatchEvent::Put { kv: kv("/c/b", "1", r3, r3), prev: None });
     assert_eq!(next_change(&mut w).await.revision(), r4);
     s.compact(r2).await.expect("compacting less is a no-op");
-    s.compact(r4)
-        .await
-        .expect("compact to the current revision");
+    s.compact(r4).await.expect("compact to the current revision");
     match s.compact(r4 + 1000).await {
         Err(Error::FutureRevision { requested, .. }) => assert_eq!(requested, r4 + 1000),
         other => panic!("future compaction: {other:?}"),
     }
-    assert_eq!(
-        s.get("/c/b").await.expect("get"),
-        Some(kv("/c/b", "2", r3, r4))
-    );
+    assert_eq!(s.get("/c/b").await.expect("get"), Some(kv("/c/b", "2", r3, r4)));
 }
 
 async fn lease_expiry_deletes_keys(s: Arc<dyn Store>) {
@@ -769,9 +446,7 @@ async fn lease_expiry_deletes_keys(s: Arc<dyn Store>) {
     let start = s.current_revision().await.expect("revision");
     let mut w = s.watch("/c/", start).await.expect("watch");
     for key in ["/c/l1", "/c/l2"] {
-        s.create(key, b(key), lease)
-            .await
-            .expect("create with lease");
+        s.create(key, b(key), lease).await.expect("create with lease");
     }
     s.create("/c/free", b("free"), 0).await.expect("create");
     assert_eq!(s.get("/c/l1").await.expect("get").expect("l1").lease, lease);
@@ -799,26 +474,14 @@ async fn lease_keep_alive_and_revoke(s: Arc<dyn Store>) {
         ticks.tick().await;
         s.keep_alive(lease).await.expect("keep alive");
     }
-    assert!(
-        s.get("/c/k").await.expect("get").is_some(),
-        "key of a kept-alive lease expired"
-    );
+    assert!(s.get("/c/k").await.expect("get").is_some(), "key of a kept-alive lease expired");
     s.revoke_lease(lease).await.expect("revoke");
     assert_eq!(s.get("/c/k").await.expect("get"), None);
     match next_change(&mut w).await {
         WatchEvent::Delete { prev, .. } => assert_eq!(prev.key, "/c/k"),
         e => panic!("expected the delete, got {e:?}"),
     }
-    assert!(matches!(
-        s.keep_alive(lease).await,
-        Err(Error::LeaseNotFound(_))
-    ));
-    assert!(matches!(
-        s.revoke_lease(lease).await,
-        Err(Error::LeaseNotFound(_))
-    ));
-    assert!(matches!(
-        s.create("/c/k", b("v"), lease).await,
-        Err(Error::LeaseNotFound(_))
-    ));
+    assert!(matches!(s.keep_alive(lease).await, Err(Error::LeaseNotFound(_))));
+    assert!(matches!(s.revoke_lease(lease).await, Err(Error::LeaseNotFound(_))));
+    assert!(matches!(s.create("/c/k", b("v"), lease).await, Err(Error::LeaseNotFound(_))));
 }

@@ -25,9 +25,9 @@ use futures::{FutureExt, StreamExt};
 use stratus_api::Resource;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::{ErrorChain, ObjectRef};
 use super::informer::Informer;
 use super::workqueue::{RateLimit, WorkQueue};
+use super::{ErrorChain, ObjectRef};
 
 /// What to do with an object after a reconcile (or, from the error policy, after a failure).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,15 +114,16 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
     }
 
     /// Also reconciles an object whenever one of the objects it controls changes: those of
-    /// `informer` whose controller ownerReference names an object of kind `K` (in the same
-    /// namespace, as ownerReferences are namespace-local).
+    /// `informer` whose controller ownerReference names an object of kind `K`. The owner is in
+    /// the object's namespace (ownerReferences do not cross namespaces), or cluster-scoped.
     pub fn owns<O: Resource>(self, informer: &Informer<O>) -> Self {
         self.watches(informer, |obj: &O| {
             let meta = obj.meta();
+            let namespace = if K::INFO.namespaced { meta.namespace.as_str() } else { "" };
             meta.owner_references
                 .iter()
                 .filter(|owner| owner.controller && owner.kind == K::INFO.kind)
-                .map(|owner| ObjectRef::new(meta.namespace.clone(), owner.name.clone()))
+                .map(|owner| ObjectRef::new(namespace, owner.name.clone()))
                 .collect()
         })
     }
@@ -144,8 +145,13 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
     /// `reconcile` is called with the object as cached at the time its key is processed. On
     /// `Ok`, its [`Action`] is followed. On `Err`, the error is logged and `error_policy` decides
     /// the action (typically [`Action::backoff`]).
-    pub async fn run<R, RFut, E, P>(self, reconcile: R, error_policy: P, workers: usize, shutdown: impl Future<Output = ()>)
-    where
+    pub async fn run<R, RFut, E, P>(
+        self,
+        reconcile: R,
+        error_policy: P,
+        workers: usize,
+        shutdown: impl Future<Output = ()>,
+    ) where
         R: Fn(Arc<K>, Arc<Ctx>) -> RFut,
         RFut: Future<Output = Result<Action, E>>,
         E: std::error::Error,

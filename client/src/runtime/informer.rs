@@ -52,7 +52,11 @@ pub struct InformerConfig {
 
 impl Default for InformerConfig {
     fn default() -> Self {
-        InformerConfig { page_size: 500, backoff_base: Duration::from_millis(200), backoff_max: Duration::from_secs(30) }
+        InformerConfig {
+            page_size: 500,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -61,9 +65,12 @@ impl Default for InformerConfig {
 ///
 /// Cheap to clone. The background task runs while any clone exists and stops when the last one
 /// is dropped; [`Subscription`]s then end. Must be created inside a tokio runtime.
+///
+/// It never gives up: while the server is unreachable or rejects the request (say, a malformed
+/// selector) it logs and retries with backoff, and [`Store::wait_synced`] stays pending.
 pub struct Informer<K> {
     store: Store<K>,
-    _task: Arc<AbortOnDrop>,
+    task: Arc<AbortOnDrop>,
 }
 
 struct AbortOnDrop(JoinHandle<()>);
@@ -76,7 +83,7 @@ impl Drop for AbortOnDrop {
 
 impl<K> Clone for Informer<K> {
     fn clone(&self) -> Self {
-        Informer { store: self.store.clone(), _task: Arc::clone(&self._task) }
+        Informer { store: self.store.clone(), task: Arc::clone(&self.task) }
     }
 }
 
@@ -94,7 +101,7 @@ impl<K: Resource> Informer<K> {
         let params = ListParams { limit: config.page_size, continue_token: String::new(), ..params };
         let reflector = Reflector { client, params, config, writer, failures: 0 };
         let task = tokio::spawn(reflector.run());
-        Informer { store, _task: Arc::new(AbortOnDrop(task)) }
+        Informer { store, task: Arc::new(AbortOnDrop(task)) }
     }
 
     /// The cache. Complete once [`Store::has_synced`].
@@ -189,6 +196,7 @@ impl<K: Resource> Reflector<K> {
     }
 
     async fn back_off(&mut self, error: &Error) {
+        // Half jitter: informers of many processes restarted together spread out their relists.
         let delay = backoff_delay(self.config.backoff_base, self.config.backoff_max, 0.5, self.failures);
         self.failures = self.failures.saturating_add(1);
         warn!(error = %ErrorChain(error), retry_in = ?delay, "informer retrying");

@@ -103,8 +103,9 @@ impl LeaderElector {
         if config.lease_duration <= config.renew_deadline {
             return Err(Error::InvalidConfig("lease_duration must be longer than renew_deadline"));
         }
-        let lease_seconds = i32::try_from(config.lease_duration.as_secs() + u64::from(config.lease_duration.subsec_nanos() > 0))
-            .map_err(|_| Error::InvalidConfig("lease_duration is too long"))?;
+        let lease_seconds =
+            i32::try_from(config.lease_duration.as_secs() + u64::from(config.lease_duration.subsec_nanos() > 0))
+                .map_err(|_| Error::InvalidConfig("lease_duration is too long"))?;
         Ok(LeaderElector { client, config, lease_seconds, leader: watch::Sender::new(false) })
     }
 
@@ -197,7 +198,11 @@ impl LeaderElector {
                     lease_transitions: 0,
                 };
                 let metadata = ObjectMeta { namespace: namespace.clone(), name: name.clone(), ..Default::default() };
-                return match self.client.create(Lease { metadata: Some(metadata), spec: Some(spec), ..Default::default() }).await {
+                return match self
+                    .client
+                    .create(Lease { metadata: Some(metadata), spec: Some(spec), ..Default::default() })
+                    .await
+                {
                     Ok(_) => Ok(true),
                     Err(crate::Error::AlreadyExists(_)) => Ok(false),
                     Err(source) => Err(Error::WriteLease { lease: self.lease(), source }),

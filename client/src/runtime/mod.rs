@@ -9,6 +9,38 @@
 //! - [`LeaderElector`] makes one of several replicas the leader through a `Lease` object.
 //!
 //! The shapes follow kube-runtime and client-go; see `DESIGN.md` §5 for how controllers use them.
+//! A leader-elected controller, put together:
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use stratus_api::v1::Revision;
+//! # use stratus_client::{Client, ListParams};
+//! # use stratus_client::runtime::{Action, Controller, Informer, LeaderElectionConfig, LeaderElector};
+//! # #[derive(Debug, thiserror::Error)]
+//! # #[error("failed")]
+//! # struct Error;
+//! # async fn example(client: Client) -> Result<(), Box<dyn std::error::Error>> {
+//! async fn reconcile(rev: Arc<Revision>, client: Arc<Client>) -> Result<Action, Error> {
+//!     // Read the current state, move the world one step toward `rev`'s spec.
+//!     Ok(Action::await_change())
+//! }
+//!
+//! let revisions = Informer::<Revision>::spawn(client.clone(), ListParams::default());
+//! let config = LeaderElectionConfig::new("stratus-system", "stratus-controllers", "host-1");
+//! let elector = LeaderElector::new(client.clone(), config)?;
+//! let mut leading = elector.subscribe();
+//! tokio::spawn(elector.run(std::future::pending()));
+//! let ctx = Arc::new(client);
+//! loop {
+//!     leading.wait_for(|leader| *leader).await?;
+//!     let mut lost = leading.clone();
+//!     let lost = async move {
+//!         let _ = lost.wait_for(|leader| !*leader).await;
+//!     };
+//!     Controller::new(&revisions, ctx.clone()).run(reconcile, |_, _, _| Action::backoff(), 4, lost).await;
+//! }
+//! # }
+//! ```
 
 use std::fmt;
 use std::time::Duration;
@@ -37,6 +69,7 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
+    /// The reference of `namespace/name`; the namespace is empty for cluster-scoped kinds.
     pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ObjectRef {
         ObjectRef { namespace: namespace.into(), name: name.into() }
     }
@@ -51,11 +84,7 @@ impl ObjectRef {
 /// `namespace/name`, or `name` for cluster-scoped objects, as `AnyObject::key` writes it.
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            f.write_str(&self.name)
-        } else {
-            write!(f, "{}/{}", self.namespace, self.name)
-        }
+        if self.namespace.is_empty() { f.write_str(&self.name) } else { write!(f, "{}/{}", self.namespace, self.name) }
     }
 }
 

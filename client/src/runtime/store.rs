@@ -123,6 +123,7 @@ impl<K: Resource> Store<K> {
         self.read().objects.values().map(BTreeMap::len).sum()
     }
 
+    /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.read().objects.is_empty()
     }
@@ -178,7 +179,8 @@ impl<K: Resource> Default for Writer<K> {
 impl<K: Resource> Writer<K> {
     /// An empty, unsynced cache.
     pub fn new() -> Writer<K> {
-        let state = State { objects: BTreeMap::new(), by_label: HashMap::new(), subscribers: Vec::new(), closed: false };
+        let state =
+            State { objects: BTreeMap::new(), by_label: HashMap::new(), subscribers: Vec::new(), closed: false };
         let shared = Shared { state: RwLock::new(state), synced: watch::Sender::new(false) };
         Writer { store: Store { shared: Arc::new(shared) } }
     }

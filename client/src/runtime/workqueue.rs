@@ -79,6 +79,7 @@ impl<T: Clone + Eq + Hash> Default for WorkQueue<T> {
 }
 
 impl<T: Clone + Eq + Hash> WorkQueue<T> {
+    /// An empty queue whose rate-limited requeues follow `rate_limit`.
     pub fn new(rate_limit: RateLimit) -> WorkQueue<T> {
         let state = State {
             queue: VecDeque::new(),
@@ -227,10 +228,12 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
         self.lock().queue.len()
     }
 
+    /// Whether no key is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether [`WorkQueue::shut_down`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.lock().shutting_down
     }

@@ -70,11 +70,7 @@ const TAG_REVOKE: u8 = 7;
 impl Record {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            Record::Header {
-                revision,
-                compacted,
-                next_lease,
-            } => {
+            Record::Header { revision, compacted, next_lease } => {
                 out.push(TAG_HEADER);
                 out.extend_from_slice(MAGIC);
                 put_i64(out, *revision);
@@ -82,11 +78,7 @@ impl Record {
                 put_i64(out, *next_lease);
             }
             Record::Put(kv) | Record::Base(kv) => {
-                out.push(if matches!(self, Record::Put(_)) {
-                    TAG_PUT
-                } else {
-                    TAG_BASE
-                });
+                out.push(if matches!(self, Record::Put(_)) { TAG_PUT } else { TAG_BASE });
                 put_bytes(out, kv.key.as_bytes());
                 put_bytes(out, &kv.value);
                 put_i64(out, kv.create_revision);
@@ -105,11 +97,7 @@ impl Record {
             Record::Grant { lease, ttl } => {
                 out.push(TAG_GRANT);
                 put_i64(out, *lease);
-                out.extend_from_slice(
-                    &u64::try_from(ttl.as_nanos())
-                        .unwrap_or(u64::MAX)
-                        .to_le_bytes(),
-                );
+                out.extend_from_slice(&u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX).to_le_bytes());
             }
             Record::Revoke { lease } => {
                 out.push(TAG_REVOKE);
@@ -124,11 +112,7 @@ impl Record {
                 if d.take(MAGIC.len())? != MAGIC {
                     return Err(Error::Corrupt("not a stratus store log".into()));
                 }
-                Record::Header {
-                    revision: d.i64()?,
-                    compacted: d.i64()?,
-                    next_lease: d.i64()?,
-                }
+                Record::Header { revision: d.i64()?, compacted: d.i64()?, next_lease: d.i64()? }
             }
             tag @ (TAG_PUT | TAG_BASE) => {
                 let kv = KeyValue {
@@ -138,21 +122,11 @@ impl Record {
                     mod_revision: d.i64()?,
                     lease: d.i64()?,
                 };
-                if tag == TAG_PUT {
-                    Record::Put(kv)
-                } else {
-                    Record::Base(kv)
-                }
+                if tag == TAG_PUT { Record::Put(kv) } else { Record::Base(kv) }
             }
-            TAG_DELETE => Record::Delete {
-                key: d.string()?,
-                revision: d.i64()?,
-            },
+            TAG_DELETE => Record::Delete { key: d.string()?, revision: d.i64()? },
             TAG_COMPACT => Record::Compact { revision: d.i64()? },
-            TAG_GRANT => Record::Grant {
-                lease: d.i64()?,
-                ttl: Duration::from_nanos(u64::from_le_bytes(d.array()?)),
-            },
+            TAG_GRANT => Record::Grant { lease: d.i64()?, ttl: Duration::from_nanos(u64::from_le_bytes(d.array()?)) },
             TAG_REVOKE => Record::Revoke { lease: d.i64()? },
             tag => return Err(Error::Corrupt(format!("unknown record type {tag}"))),
         })
@@ -203,8 +177,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn string(&mut self) -> Result<String> {
-        String::from_utf8(self.bytes()?.to_vec())
-            .map_err(|_| Error::Corrupt("key is not utf-8".into()))
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| Error::Corrupt("key is not utf-8".into()))
     }
 }
 
@@ -215,9 +188,7 @@ pub(super) struct FrameBuf {
 
 impl FrameBuf {
     pub(super) fn new() -> Self {
-        FrameBuf {
-            buf: vec![0; FRAME_HEADER],
-        }
+        FrameBuf { buf: vec![0; FRAME_HEADER] }
     }
 
     pub(super) fn push(&mut self, record: &Record) {
@@ -256,8 +227,7 @@ fn frame_at(data: &[u8], off: usize) -> Frame<'_> {
     let Some(header) = data.get(off..off + FRAME_HEADER) else {
         return Frame::Bad;
     };
-    let field =
-        |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let field = |i: usize| u32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
     let (len, crc, header_crc) = (field(0) as usize, field(4), field(8));
     if crc32fast::hash(&header[0..8]) != header_crc || len == 0 || len > MAX_FRAME {
         return Frame::Bad;
@@ -280,9 +250,7 @@ fn is_torn_tail(data: &[u8], off: usize) -> bool {
         let header_crc = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
         if crc32fast::hash(&h[0..8]) == header_crc && len > 0 && len <= MAX_FRAME {
             let end = off + FRAME_HEADER + len;
-            return data
-                .get(end..)
-                .is_none_or(|rest| rest.iter().all(|b| *b == 0));
+            return data.get(end..).is_none_or(|rest| rest.iter().all(|b| *b == 0));
         }
     }
     (off + 1..data.len()).all(|o| !matches!(frame_at(data, o), Frame::Valid { .. }))
@@ -298,8 +266,8 @@ pub(super) fn parse(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) ->
             Frame::Valid { payload, end } => {
                 let mut d = Decoder { buf: payload };
                 while !d.buf.is_empty() {
-                    let record = Record::decode(&mut d)
-                        .map_err(|e| Error::Corrupt(format!("frame at offset {off}: {e}")))?;
+                    let record =
+                        Record::decode(&mut d).map_err(|e| Error::Corrupt(format!("frame at offset {off}: {e}")))?;
                     if (off == 0) != matches!(record, Record::Header { .. }) {
                         return Err(Error::Corrupt(format!("misplaced header at offset {off}")));
                     }
@@ -335,19 +303,12 @@ mod tests {
 
     fn log(frames: usize) -> Vec<u8> {
         let mut f = FrameBuf::new();
-        f.push(&Record::Header {
-            revision: 1,
-            compacted: 0,
-            next_lease: 1,
-        });
+        f.push(&Record::Header { revision: 1, compacted: 0, next_lease: 1 });
         let mut data = f.finish();
         for i in 0..frames {
             let mut f = FrameBuf::new();
             f.push(&Record::Put(kv(&format!("k{i}"), i as i64 + 2)));
-            f.push(&Record::Grant {
-                lease: 3,
-                ttl: Duration::from_millis(1500),
-            });
+            f.push(&Record::Grant { lease: 3, ttl: Duration::from_millis(1500) });
             data.extend(f.finish());
         }
         data
@@ -369,13 +330,7 @@ mod tests {
         assert_eq!(len, data.len());
         assert_eq!(recs.len(), 7);
         assert_eq!(recs[1], Record::Put(kv("k0", 2)));
-        assert_eq!(
-            recs[2],
-            Record::Grant {
-                lease: 3,
-                ttl: Duration::from_millis(1500)
-            }
-        );
+        assert_eq!(recs[2], Record::Grant { lease: 3, ttl: Duration::from_millis(1500) });
     }
 
     #[test]
@@ -385,11 +340,7 @@ mod tests {
         let last_start = log(2).len();
         // Cut anywhere inside the last frame.
         for cut in last_start + 1..data.len() {
-            assert_eq!(
-                records(&data[..cut]).expect("torn").1,
-                last_start,
-                "cut at {cut}"
-            );
+            assert_eq!(records(&data[..cut]).expect("torn").1, last_start, "cut at {cut}");
         }
         // The last frame's bytes partly unwritten (zeros), as after a crash.
         let mut zeroed = data.clone();
@@ -402,10 +353,7 @@ mod tests {
         for pos in [log(1).len() + 30, log(1).len() + 1] {
             let mut bad = data.clone();
             bad[pos] ^= 1;
-            assert!(
-                matches!(records(&bad), Err(Error::Corrupt(_))),
-                "flip at {pos}"
-            );
+            assert!(matches!(records(&bad), Err(Error::Corrupt(_))), "flip at {pos}");
         }
         // A damaged header frame is never taken for a torn tail.
         let mut bad = data.clone();

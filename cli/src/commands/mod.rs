@@ -1,0 +1,125 @@
+//! One module per command; this one dispatches and holds what they share.
+
+use std::io::Write;
+
+use clap::CommandFactory;
+use stratus_api::KindInfo;
+use stratus_client::{Client, ListParams};
+
+use crate::args::{Cli, Command};
+use crate::config::{self, Config, Namespace};
+use crate::error::{Error, Result};
+use crate::target::Group;
+use crate::{Environment, Io, table};
+
+mod apply;
+mod config_cmd;
+mod delete;
+mod describe;
+mod get;
+mod wait;
+
+/// What a command that talks to the API server works with.
+pub(crate) struct Ctx {
+    pub client: Client,
+    pub namespace: Namespace,
+}
+
+impl Ctx {
+    /// The namespace to address an object of `info`'s kind in: none for cluster-scoped kinds.
+    pub fn namespace_for(&self, info: &KindInfo) -> &str {
+        if info.namespaced { &self.namespace.name } else { "" }
+    }
+
+    /// The not-found error for `name` of `info`'s kind in the command's namespace.
+    pub fn not_found(&self, info: &KindInfo, name: &str) -> Error {
+        Error::NotFound {
+            plural: info.plural,
+            name: name.to_string(),
+            namespace: info.namespaced.then(|| self.namespace.name.clone()),
+        }
+    }
+
+    /// List parameters for `info`'s kind: the command's namespace, or every one when `all`.
+    pub fn list_params(
+        &self,
+        info: &KindInfo,
+        all_namespaces: bool,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> ListParams {
+        ListParams {
+            namespace: if all_namespaces { String::new() } else { self.namespace_for(info).to_string() },
+            label_selector: labels.unwrap_or_default().to_string(),
+            field_selector: fields.unwrap_or_default().to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// kubectl's message for an empty list, for stderr so that scripts reading stdout see nothing.
+    pub fn nothing_found(&self, groups: &[Group], all_namespaces: bool) -> String {
+        if !all_namespaces && groups.iter().any(|g| g.info.namespaced) {
+            format!("No resources found in {} namespace.", self.namespace.name)
+        } else {
+            "No resources found".to_string()
+        }
+    }
+
+    /// A request about the object `name` of `info`'s kind failed: not found is said as such,
+    /// anything else names the object.
+    pub fn object_error(&self, info: &KindInfo, name: &str, err: stratus_client::Error) -> Error {
+        match err {
+            stratus_client::Error::NotFound(_) => self.not_found(info, name),
+            other => Error::object(format!("{}/{name}", info.singular), other),
+        }
+    }
+}
+
+pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> {
+    let Cli { server, namespace, command } = cli;
+    let connect = || connect(server.as_deref(), namespace.as_deref(), env);
+    match command {
+        Command::Apply(args) => apply::run(&connect()?, args, io).await,
+        Command::Get(args) => get::run(&connect()?, args, io).await,
+        Command::Describe(args) => describe::run(&connect()?, args, io).await,
+        Command::Delete(args) => delete::run(&connect()?, args, io).await,
+        Command::Wait(args) => wait::run(&connect()?, args, io).await,
+        Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
+        Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),
+        Command::ApiResources => api_resources(io),
+        Command::Completion(args) => {
+            clap_complete::generate(args.shell, &mut Cli::command(), "stratus", &mut io.out);
+            Ok(())
+        }
+    }
+}
+
+/// The client and namespace of a command, from the flags, the environment and the config file.
+fn connect(server: Option<&str>, namespace: Option<&str>, env: &Environment) -> Result<Ctx> {
+    let path = env.config_path.as_deref();
+    let config = Config::load(path)?;
+    let conn = config::resolve(server, env.server.as_deref(), namespace, &config, path)?;
+    let client = Client::new(&conn.server)?;
+    Ok(Ctx { client, namespace: conn.namespace })
+}
+
+pub(crate) use apply::apply_items;
+
+/// `stratus api-resources`: kubectl's table of kinds.
+fn api_resources(io: &mut Io) -> Result<()> {
+    let header: Vec<String> = ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"].map(String::from).into();
+    let rows: Vec<Vec<String>> = stratus_api::resource::KINDS
+        .iter()
+        .map(|k| {
+            vec![
+                k.plural.to_string(),
+                k.short_names.join(","),
+                stratus_api::API_VERSION.to_string(),
+                k.namespaced.to_string(),
+                k.kind.to_string(),
+            ]
+        })
+        .collect();
+    io.out.write_all(table::render(&header, &rows, false).as_bytes())?;
+    Ok(())
+}

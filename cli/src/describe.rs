@@ -1,0 +1,776 @@
+//! `stratus describe`: an object as kubectl describes one, for reading rather than for machines:
+//! metadata, the parts of the spec that matter, the status, the conditions as a table, and the
+//! events about the object.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use stratus_api::AnyObject;
+use stratus_api::v1::{Condition, Container, ObjectMeta, Probe, RevisionSpec, TrafficTarget};
+
+use crate::format::{age, rfc3339};
+use crate::output::{conditions, event_time, owning_service};
+use crate::table;
+
+/// The events about an object, or why they could not be listed.
+pub enum Events {
+    List(Vec<AnyObject>),
+    Unavailable(String),
+}
+
+/// The whole description of `obj`, ending with its events.
+pub fn render(obj: &AnyObject, events: &Events, now: SystemTime) -> String {
+    let mut doc = Doc::default();
+    metadata(&mut doc, obj, now);
+    match obj {
+        AnyObject::Service(s) => {
+            let status = s.status.clone().unwrap_or_default();
+            let spec = s.spec.clone().unwrap_or_default();
+            doc.field(0, "URL", or_none(&status.url));
+            if let Some(template) = &spec.template {
+                doc.header(0, "Template");
+                if let Some(name) = template.metadata.as_ref().map(|m| m.name.as_str()).filter(|n| !n.is_empty()) {
+                    doc.field(1, "Revision Name", name);
+                }
+                revision_spec(&mut doc, 1, template.spec.as_ref());
+            }
+            if let Some(rps) = spec.rate_limit_rps.filter(|r| *r > 0) {
+                doc.field(0, "Rate Limit", format!("{rps} requests/s"));
+            }
+            traffic(&mut doc, 0, "Traffic", &spec.traffic, false);
+            doc.header(0, "Status");
+            doc.field(1, "Observed Generation", status.observed_generation.to_string());
+            doc.field(1, "Latest Created Revision", or_none(&status.latest_created_revision_name));
+            doc.field(1, "Latest Ready Revision", or_none(&status.latest_ready_revision_name));
+            if let Some(address) = status.address.as_ref().filter(|a| !a.url.is_empty()) {
+                doc.field(1, "Address", &address.url);
+            }
+            traffic(&mut doc, 1, "Traffic", &status.traffic, true);
+        }
+        AnyObject::Revision(r) => {
+            let status = r.status.clone().unwrap_or_default();
+            doc.field(0, "Service", or_none(&owning_service(obj.meta())));
+            revision_spec(&mut doc, 0, r.spec.as_ref());
+            doc.header(0, "Status");
+            doc.field(1, "Observed Generation", status.observed_generation.to_string());
+            doc.field(1, "Desired Instances", status.desired_instances.to_string());
+            doc.field(1, "Actual Instances", status.actual_instances.to_string());
+            doc.field(1, "Ready Instances", status.ready_instances.to_string());
+            doc.opt(1, "Scale Reason", &status.scale_reason);
+            doc.opt(1, "Image Digest", &status.image_digest);
+        }
+        AnyObject::Instance(i) => {
+            let spec = i.spec.clone().unwrap_or_default();
+            let status = i.status.clone().unwrap_or_default();
+            doc.field(0, "Service", or_none(&spec.service_name));
+            doc.field(0, "Revision", or_none(&spec.revision_name));
+            doc.field(0, "Node", or_none(&spec.node_name));
+            containers(&mut doc, 0, &spec.containers);
+            doc.field(0, "Concurrency", concurrency(Some(spec.container_concurrency)));
+            doc.field(0, "Timeout", format!("{}s", spec.timeout_seconds));
+            doc.field(0, "Termination Grace Period", format!("{}s", spec.termination_grace_period_seconds));
+            doc.header(0, "Status");
+            doc.field(1, "Phase", if status.phase.is_empty() { "Pending" } else { &status.phase });
+            doc.field(1, "Ready", if status.ready { "True" } else { "False" });
+            doc.opt(1, "Reason", &status.reason);
+            doc.opt(1, "Message", &status.message);
+            doc.field(1, "Address", or_none(&status.address));
+            doc.opt(1, "Container ID", &status.container_id);
+            doc.opt(1, "Image Digest", &status.image_digest);
+            if let Some(t) = &status.started_at {
+                doc.field(1, "Started", timestamp(t, now));
+            }
+            if let Some(t) = &status.finished_at {
+                doc.field(1, "Finished", timestamp(t, now));
+            }
+            if let Some(code) = status.exit_code {
+                doc.field(1, "Exit Code", code.to_string());
+            }
+            doc.field(1, "Restarts", status.restart_count.to_string());
+            if let Some(u) = &status.usage {
+                let sampled =
+                    u.sampled_at.as_ref().map(|t| format!(" ({} ago)", age(Some(t), now))).unwrap_or_default();
+                doc.field(1, "Usage", format!("cpu {}m, memory {}{sampled}", u.cpu_millis, bytes(u.memory_bytes)));
+            }
+        }
+        AnyObject::Node(n) => {
+            let status = n.status.clone().unwrap_or_default();
+            doc.field(0, "Unschedulable", n.spec.as_ref().is_some_and(|s| s.unschedulable).to_string());
+            if !status.addresses.is_empty() {
+                doc.header(0, "Addresses");
+                for a in &status.addresses {
+                    doc.field(1, &a.r#type, &a.address);
+                }
+            }
+            quantities(&mut doc, 0, "Capacity", &status.capacity);
+            quantities(&mut doc, 0, "Allocatable", &status.allocatable);
+            if let Some(info) = &status.node_info {
+                doc.header(0, "System Info");
+                doc.opt(1, "Agent Version", &info.agent_version);
+                doc.opt(1, "Container Runtime Version", &info.container_runtime_version);
+                doc.opt(1, "Operating System", &info.operating_system);
+                doc.opt(1, "Architecture", &info.architecture);
+                doc.opt(1, "Kernel Version", &info.kernel_version);
+            }
+            doc.opt(0, "Agent Endpoint", &status.agent_endpoint);
+        }
+        // The other kinds are small: their fields, as they are, read well enough.
+        AnyObject::Namespace(_)
+        | AnyObject::Tenant(_)
+        | AnyObject::Lease(_)
+        | AnyObject::Endpoints(_)
+        | AnyObject::Event(_) => {
+            let json = obj.to_json();
+            for section in ["spec", "status"] {
+                if let Some(Value::Object(map)) = json.get(section).filter(|v| !is_empty_value(v)) {
+                    doc.header(0, &title(section));
+                    json_fields(&mut doc, 1, map);
+                }
+            }
+        }
+    }
+    condition_table(&mut doc, conditions(obj), now);
+    event_table(&mut doc, events, now);
+    doc.render()
+}
+
+fn metadata(doc: &mut Doc, obj: &AnyObject, now: SystemTime) {
+    let meta = obj.meta();
+    doc.field(0, "Name", &meta.name);
+    if obj.info().namespaced {
+        doc.field(0, "Namespace", &meta.namespace);
+    }
+    doc.map(0, "Labels", &meta.labels, "=");
+    doc.map(0, "Annotations", &meta.annotations, ": ");
+    doc.field(0, "API Version", stratus_api::API_VERSION);
+    doc.field(0, "Kind", obj.info().kind);
+    doc.opt(0, "UID", &meta.uid);
+    doc.opt(0, "Resource Version", &meta.resource_version);
+    if meta.generation != 0 {
+        doc.field(0, "Generation", meta.generation.to_string());
+    }
+    match &meta.creation_timestamp {
+        Some(t) => doc.field(0, "Creation Timestamp", timestamp(t, now)),
+        None => doc.field(0, "Creation Timestamp", "<unknown>"),
+    }
+    if let Some(t) = &meta.deletion_timestamp {
+        doc.field(0, "Deletion Timestamp", timestamp(t, now));
+    }
+    if !meta.finalizers.is_empty() {
+        doc.field(0, "Finalizers", meta.finalizers.join(", "));
+    }
+    controlled_by(doc, meta);
+}
+
+fn controlled_by(doc: &mut Doc, meta: &ObjectMeta) {
+    if let Some(owner) = meta.owner_references.iter().find(|o| o.controller) {
+        doc.field(0, "Controlled By", format!("{}/{}", owner.kind, owner.name));
+    }
+}
+
+fn revision_spec(doc: &mut Doc, indent: usize, spec: Option<&RevisionSpec>) {
+    let Some(spec) = spec else { return };
+    containers(doc, indent, &spec.containers);
+    doc.field(indent, "Concurrency", concurrency(spec.container_concurrency));
+    if let Some(t) = spec.timeout_seconds {
+        doc.field(indent, "Timeout", format!("{t}s"));
+    }
+    doc.opt(indent, "Service Account", &spec.service_account_name);
+    if let Some(throttling) = spec.cpu_throttling {
+        doc.field(indent, "CPU Throttling", throttling.to_string());
+    }
+    if let Some(grace) = spec.termination_grace_period_seconds {
+        doc.field(indent, "Termination Grace Period", format!("{grace}s"));
+    }
+    if let Some(s) = &spec.scaling {
+        doc.header(indent, "Scaling");
+        let n = |v: Option<i32>| v.map_or_else(|| "<none>".to_string(), |v| v.to_string());
+        doc.field(indent + 1, "Min Instances", n(s.min_instances));
+        doc.field(indent + 1, "Max Instances", n(s.max_instances));
+        if let Some(initial) = s.initial_scale {
+            doc.field(indent + 1, "Initial Scale", initial.to_string());
+        }
+        doc.field(indent + 1, "Metric", if s.metric.is_empty() { "concurrency" } else { &s.metric });
+        if let Some(target) = s.target {
+            doc.field(indent + 1, "Target", target.to_string());
+        }
+        if let Some(u) = s.target_utilization_percentage {
+            doc.field(indent + 1, "Target Utilization", format!("{u}%"));
+        }
+    }
+}
+
+fn containers(doc: &mut Doc, indent: usize, containers: &[Container]) {
+    if containers.is_empty() {
+        doc.field(indent, "Containers", "<none>");
+        return;
+    }
+    doc.header(indent, "Containers");
+    for (i, c) in containers.iter().enumerate() {
+        let name = if c.name.is_empty() { format!("container-{i}") } else { c.name.clone() };
+        let at = indent + 2;
+        doc.header(indent + 1, &name);
+        doc.field(at, "Image", or_none(&c.image));
+        let ports: Vec<String> = c
+            .ports
+            .iter()
+            .map(|p| {
+                if p.name.is_empty() {
+                    p.container_port.to_string()
+                } else {
+                    format!("{}/{}", p.container_port, p.name)
+                }
+            })
+            .collect();
+        doc.field(at, "Port", or_none(&ports.join(", ")));
+        if !c.command.is_empty() {
+            doc.field(at, "Command", c.command.join(" "));
+        }
+        if !c.args.is_empty() {
+            doc.field(at, "Args", c.args.join(" "));
+        }
+        doc.opt(at, "Working Dir", &c.working_dir);
+        if let Some(r) = &c.resources {
+            quantities(doc, at, "Limits", &r.limits);
+            quantities(doc, at, "Requests", &r.requests);
+        }
+        for (label, probe) in
+            [("Startup", &c.startup_probe), ("Readiness", &c.readiness_probe), ("Liveness", &c.liveness_probe)]
+        {
+            if let Some(p) = probe {
+                doc.field(at, label, probe_text(p));
+            }
+        }
+        if c.env.is_empty() {
+            doc.field(at, "Environment", "<none>");
+        } else {
+            doc.header(at, "Environment");
+            for e in &c.env {
+                doc.field(at + 1, &e.name, &e.value);
+            }
+        }
+    }
+}
+
+/// kubectl's one-line probe: `http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3`.
+fn probe_text(p: &Probe) -> String {
+    let action = if let Some(h) = &p.http_get {
+        let scheme = if h.scheme.is_empty() { "http".to_string() } else { h.scheme.to_ascii_lowercase() };
+        format!("http-get {scheme}://{}:{}{}", h.host, h.port, h.path)
+    } else if let Some(t) = &p.tcp_socket {
+        format!("tcp-socket {}:{}", t.host, t.port)
+    } else {
+        "<none>".to_string()
+    };
+    format!(
+        "{action} delay={}s timeout={}s period={}s #success={} #failure={}",
+        p.initial_delay_seconds, p.timeout_seconds, p.period_seconds, p.success_threshold, p.failure_threshold
+    )
+}
+
+fn traffic(doc: &mut Doc, indent: usize, key: &str, targets: &[TrafficTarget], with_url: bool) {
+    if targets.is_empty() {
+        return;
+    }
+    doc.header(indent, key);
+    let mut header = vec!["Percent", "Revision", "Tag"];
+    if with_url {
+        header.push("URL");
+    }
+    let rows = targets
+        .iter()
+        .map(|t| {
+            let revision = match (t.latest_revision.unwrap_or(false), t.revision_name.is_empty()) {
+                (true, true) => "@latest".to_string(),
+                (true, false) => format!("@latest ({})", t.revision_name),
+                (false, _) => t.revision_name.clone(),
+            };
+            let mut row = vec![format!("{}%", t.percent.unwrap_or(0)), revision, or_none(&t.tag)];
+            if with_url {
+                row.push(or_none(&t.url));
+            }
+            row
+        })
+        .collect();
+    doc.table(indent + 1, &header, rows);
+}
+
+fn quantities(doc: &mut Doc, indent: usize, key: &str, map: &BTreeMap<String, String>) {
+    if map.is_empty() {
+        return;
+    }
+    doc.header(indent, key);
+    for (k, v) in map {
+        doc.field(indent + 1, k, v);
+    }
+}
+
+fn condition_table(doc: &mut Doc, conditions: &[Condition], now: SystemTime) {
+    if conditions.is_empty() {
+        return;
+    }
+    doc.header(0, "Conditions");
+    let rows = conditions
+        .iter()
+        .map(|c| {
+            vec![
+                c.r#type.clone(),
+                or_none(&c.status),
+                or_none(&c.reason),
+                age(c.last_transition_time.as_ref(), now),
+                or_none(&c.message),
+            ]
+        })
+        .collect();
+    doc.table(1, &["Type", "Status", "Reason", "Age", "Message"], rows);
+}
+
+fn event_table(doc: &mut Doc, events: &Events, now: SystemTime) {
+    let events = match events {
+        Events::Unavailable(reason) => {
+            doc.field(0, "Events", format!("<cannot list events: {reason}>"));
+            return;
+        }
+        Events::List(list) if list.is_empty() => {
+            doc.field(0, "Events", "<none>");
+            return;
+        }
+        Events::List(list) => list,
+    };
+    doc.header(0, "Events");
+    let rows = events
+        .iter()
+        .filter_map(|e| match e {
+            AnyObject::Event(e) => Some(e),
+            _ => None,
+        })
+        .map(|e| {
+            let spec = e.spec.clone().unwrap_or_default();
+            let meta = e.metadata.clone().unwrap_or_default();
+            let last = age(event_time(&spec.last_timestamp, &spec.first_timestamp, &meta), now);
+            // kubectl's "3m (x4 over 10m)" for an event that repeated.
+            let when = if spec.count > 1 {
+                let first = age(event_time(&spec.first_timestamp, &spec.last_timestamp, &meta), now);
+                format!("{last} (x{} over {first})", spec.count)
+            } else {
+                last
+            };
+            vec![spec.r#type, spec.reason, when, or_none(&spec.source), spec.message.replace('\n', " ")]
+        })
+        .collect();
+    doc.table(1, &["Type", "Reason", "Age", "From", "Message"], rows);
+}
+
+/// `2025-01-02T15:04:05Z (5m ago)`.
+fn timestamp(t: &stratus_api::Timestamp, now: SystemTime) -> String {
+    format!("{} ({} ago)", rfc3339(t), age(Some(t), now))
+}
+
+fn concurrency(c: Option<i32>) -> String {
+    match c {
+        Some(0) => "unlimited".to_string(),
+        Some(n) => format!("{n} requests per instance"),
+        None => "<none>".to_string(),
+    }
+}
+
+fn bytes(n: i64) -> String {
+    const UNITS: [(&str, i64); 3] = [("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    for (unit, size) in UNITS {
+        if n >= size {
+            return format!("{:.1}{unit}", n as f64 / size as f64);
+        }
+    }
+    format!("{n}B")
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() { "<none>".to_string() } else { s.to_string() }
+}
+
+/// `revisionName` → `Revision Name`, as kubectl titles the fields of objects it has no
+/// describer for.
+fn title(key: &str) -> String {
+    let mut out = String::new();
+    let mut prev: Option<char> = None;
+    for c in key.chars() {
+        match prev {
+            None => out.extend(c.to_uppercase()),
+            // A word starts where a capital follows a lowercase letter or a digit: `maxCPU` is
+            // `Max CPU`, not `Max C P U`.
+            Some(p) if c.is_uppercase() && (p.is_lowercase() || p.is_ascii_digit()) => {
+                out.push(' ');
+                out.push(c);
+            }
+            Some(_) => out.push(c),
+        }
+        prev = Some(c);
+    }
+    out
+}
+
+fn is_empty_value(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_empty_value),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// The fields of a JSON object, nested objects indented under their titles.
+fn json_fields(doc: &mut Doc, indent: usize, map: &serde_json::Map<String, Value>) {
+    for (key, value) in map {
+        if is_empty_value(value) {
+            continue;
+        }
+        let key = title(key);
+        match value {
+            Value::Object(inner) => {
+                doc.header(indent, &key);
+                json_fields(doc, indent + 1, inner);
+            }
+            Value::Array(items) if items.iter().all(|i| !i.is_object()) => {
+                doc.field(indent, &key, items.iter().map(scalar).collect::<Vec<_>>().join(", "));
+            }
+            Value::Array(items) => {
+                doc.header(indent, &key);
+                for item in items {
+                    if let Value::Object(inner) = item {
+                        json_fields(doc, indent + 1, inner);
+                    }
+                }
+            }
+            other => doc.field(indent, &key, scalar(other)),
+        }
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A describe text under construction: `Key:  value` fields, nested by indent, and tables.
+#[derive(Default)]
+struct Doc {
+    lines: Vec<Line>,
+}
+
+enum Line {
+    /// `Key:` then the value, aligned with the other fields of its level in its block; a
+    /// multi-line value continues under its first line.
+    Field { indent: usize, key: String, value: Option<String> },
+    /// A line printed as it is, after its indent.
+    Text { indent: usize, text: String },
+}
+
+impl Line {
+    fn indent(&self) -> usize {
+        match self {
+            Line::Field { indent, .. } | Line::Text { indent, .. } => *indent,
+        }
+    }
+}
+
+const INDENT: &str = "  ";
+
+impl Doc {
+    fn field(&mut self, indent: usize, key: &str, value: impl Into<String>) {
+        self.lines.push(Line::Field { indent, key: key.to_string(), value: Some(value.into()) });
+    }
+
+    /// A field only when it has a value: optional facts are left out rather than shown empty.
+    fn opt(&mut self, indent: usize, key: &str, value: &str) {
+        if !value.is_empty() {
+            self.field(indent, key, value);
+        }
+    }
+
+    fn header(&mut self, indent: usize, key: &str) {
+        self.lines.push(Line::Field { indent, key: key.to_string(), value: None });
+    }
+
+    /// Labels or annotations: one `key=value` per line, in key order, or `<none>`.
+    fn map(&mut self, indent: usize, key: &str, map: &BTreeMap<String, String>, sep: &str) {
+        let value = if map.is_empty() {
+            "<none>".to_string()
+        } else {
+            map.iter().map(|(k, v)| format!("{k}{sep}{v}")).collect::<Vec<_>>().join("\n")
+        };
+        self.field(indent, key, value);
+    }
+
+    /// A table with its header underlined, as kubectl prints conditions and events.
+    fn table(&mut self, indent: usize, header: &[&str], rows: Vec<Vec<String>>) {
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        let underline: Vec<String> = header.iter().map(|h| "-".repeat(h.len())).collect();
+        let rows: Vec<Vec<String>> = std::iter::once(underline).chain(rows).collect();
+        for text in table::render(&header, &rows, false).lines() {
+            self.lines.push(Line::Text { indent, text: text.to_string() });
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (i, line) in self.lines.iter().enumerate() {
+            match line {
+                Line::Text { indent, text } => {
+                    out.push_str(&INDENT.repeat(*indent));
+                    out.push_str(text);
+                }
+                Line::Field { indent, key, value } => {
+                    let prefix = format!("{}{key}:", INDENT.repeat(*indent));
+                    out.push_str(&prefix);
+                    if let Some(value) = value {
+                        let column = INDENT.len() * indent + self.key_width(i) + 3;
+                        let mut lines = value.lines();
+                        let first = lines.next().unwrap_or_default();
+                        out.extend(std::iter::repeat_n(' ', column.saturating_sub(prefix.chars().count())));
+                        out.push_str(first);
+                        for more in lines {
+                            out.push('\n');
+                            out.extend(std::iter::repeat_n(' ', column));
+                            out.push_str(more);
+                        }
+                    }
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The widest key among the valued fields at line `i`'s level within its block: the lines
+    /// around it that are not shallower.
+    fn key_width(&self, i: usize) -> usize {
+        let level = self.lines[i].indent();
+        let start = self.lines[..i].iter().rposition(|l| l.indent() < level).map_or(0, |p| p + 1);
+        let end = self.lines[i..].iter().position(|l| l.indent() < level).map_or(self.lines.len(), |p| i + p);
+        self.lines[start..end]
+            .iter()
+            .filter_map(|l| match l {
+                Line::Field { indent, key, value: Some(_) } if *indent == level => Some(key.chars().count()),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use stratus_api::v1::{
+        EnvVar, Event, EventSpec, Lease, LeaseSpec, ObjectReference, RevisionTemplate, Scaling, Service, ServiceSpec,
+        ServiceStatus,
+    };
+    use stratus_api::{Resource, Timestamp};
+
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW as u64)
+    }
+
+    fn ts(ago: i64) -> Option<Timestamp> {
+        Some(Timestamp { seconds: NOW - ago, nanos: 0 })
+    }
+
+    fn service() -> AnyObject {
+        Service {
+            metadata: Some(ObjectMeta {
+                name: "hello".into(),
+                namespace: "default".into(),
+                labels: [("app".to_string(), "web".to_string()), ("tier".to_string(), "front".to_string())].into(),
+                creation_timestamp: ts(600),
+                generation: 2,
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                template: Some(RevisionTemplate {
+                    metadata: None,
+                    spec: Some(RevisionSpec {
+                        containers: vec![Container {
+                            name: "user-container".into(),
+                            image: "img:v1".into(),
+                            env: vec![EnvVar { name: "TARGET".into(), value: "World".into() }],
+                            ..Default::default()
+                        }],
+                        container_concurrency: Some(80),
+                        scaling: Some(Scaling {
+                            min_instances: Some(0),
+                            max_instances: Some(10),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                traffic: vec![TrafficTarget { latest_revision: Some(true), percent: Some(100), ..Default::default() }],
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                conditions: vec![Condition {
+                    r#type: "Ready".into(),
+                    status: "False".into(),
+                    reason: "RevisionFailed".into(),
+                    message: "image pull failed".into(),
+                    last_transition_time: ts(60),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_any()
+    }
+
+    fn event(reason: &str, count: i32, first_ago: i64, last_ago: i64) -> AnyObject {
+        Event {
+            metadata: Some(ObjectMeta {
+                name: format!("hello.{reason}"),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(EventSpec {
+                involved_object: Some(ObjectReference {
+                    kind: "Service".into(),
+                    name: "hello".into(),
+                    ..Default::default()
+                }),
+                r#type: "Normal".into(),
+                reason: reason.into(),
+                message: format!("{reason} happened"),
+                source: "controllers".into(),
+                count,
+                first_timestamp: ts(first_ago),
+                last_timestamp: ts(last_ago),
+            }),
+            ..Default::default()
+        }
+        .into_any()
+    }
+
+    #[test]
+    fn a_service_reads_top_down_with_aligned_fields() {
+        let text = render(&service(), &Events::List(vec![]), now());
+        let expected_start = "\
+Name:                hello
+Namespace:           default
+Labels:              app=web
+                     tier=front
+Annotations:         <none>
+API Version:         stratus.dev/v1
+Kind:                Service
+Generation:          2
+Creation Timestamp:  1970-01-12T13:36:40Z (10m ago)
+URL:                 <none>
+Template:
+  Containers:
+    user-container:
+      Image:  img:v1
+      Port:   <none>
+      Environment:
+        TARGET:  World
+  Concurrency:  80 requests per instance
+  Scaling:
+    Min Instances:  0
+    Max Instances:  10
+    Metric:         concurrency
+Traffic:
+  Percent   Revision   Tag
+  -------   --------   ---
+  100%      @latest    <none>
+";
+        assert!(text.starts_with(expected_start), "{text}");
+        assert!(text.contains(
+            "Conditions:\n  Type    Status   Reason           Age   Message\n  ----    ------   ------           ---   -------\n  Ready   False    RevisionFailed   60s   image pull failed\n"
+        ), "{text}");
+        assert!(text.ends_with("Events:              <none>\n"), "{text}");
+    }
+
+    #[test]
+    fn events_end_the_description_with_repeats_counted() {
+        let mut events = vec![event("Scaled", 4, 600, 30), event("Created", 1, 900, 900)];
+        crate::output::sort_events(&mut events);
+        let text = render(&service(), &Events::List(events), now());
+        let tail = text.split("Events:\n").nth(1).unwrap();
+        let expected = [
+            "  Type     Reason    Age                 From          Message",
+            "  ----     ------    ---                 ----          -------",
+            "  Normal   Created   15m                 controllers   Created happened",
+            "  Normal   Scaled    30s (x4 over 10m)   controllers   Scaled happened",
+        ];
+        assert_eq!(tail.lines().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn an_unlistable_event_history_is_said_so() {
+        let text = render(&service(), &Events::Unavailable("forbidden".into()), now());
+        assert!(text.ends_with("Events:              <cannot list events: forbidden>\n"), "{text}");
+    }
+
+    #[test]
+    fn kinds_without_a_describer_show_their_fields_titled() {
+        let lease = Lease {
+            metadata: Some(ObjectMeta {
+                name: "controllers".into(),
+                namespace: "stratus-system".into(),
+                ..Default::default()
+            }),
+            spec: Some(LeaseSpec {
+                holder_identity: "host-a".into(),
+                lease_duration_seconds: 15,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_any();
+        let text = render(&lease, &Events::List(vec![]), now());
+        assert!(text.contains("Spec:\n  Holder Identity:         host-a\n  Lease Duration Seconds:  15\n"), "{text}");
+        assert!(!text.contains("Status:"), "{text}");
+    }
+
+    #[test]
+    fn titles_split_camel_case() {
+        assert_eq!(title("revisionName"), "Revision Name");
+        assert_eq!(title("spec"), "Spec");
+        assert_eq!(title("maxCPU"), "Max CPU");
+    }
+
+    #[test]
+    fn probes_read_like_kubectl() {
+        let p = Probe {
+            http_get: Some(stratus_api::v1::HttpGetAction {
+                path: "/healthz".into(),
+                port: 8080,
+                ..Default::default()
+            }),
+            timeout_seconds: 1,
+            period_seconds: 10,
+            success_threshold: 1,
+            failure_threshold: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            probe_text(&p),
+            "http-get http://:8080/healthz delay=0s timeout=1s period=10s #success=1 #failure=3"
+        );
+    }
+
+    #[test]
+    fn byte_counts_are_binary_units() {
+        assert_eq!(bytes(512), "512B");
+        assert_eq!(bytes(3 << 20), "3.0Mi");
+        assert_eq!(bytes(3 << 29), "1.5Gi");
+    }
+}

@@ -1,0 +1,148 @@
+//! `stratus up`: the API server in this process, on the embedded store, for one machine.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use stratus_apiserver::{ApiServer, StoreOptions};
+use stratus_client::Client;
+use tokio::task::JoinHandle;
+
+use crate::args::UpArgs;
+use crate::config::Namespace;
+use crate::error::{Error, Result};
+use crate::{Environment, Io, commands, manifest};
+
+/// A server started by [`start`].
+pub struct Running {
+    /// `http://ADDR`, where clients on this machine reach it.
+    pub endpoint: String,
+    pub addr: SocketAddr,
+    task: JoinHandle<Result<(), stratus_apiserver::Error>>,
+}
+
+impl Running {
+    /// Waits until the server has stopped: after its shutdown future completed and open
+    /// connections drained.
+    pub async fn stopped(self) -> Result<()> {
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Up(e.to_string())),
+            Err(e) => Err(Error::Up(format!("the API server stopped unexpectedly: {e}"))),
+        }
+    }
+}
+
+/// Opens the embedded store in `data_dir` (creating the directory), listens on `listen` and
+/// serves the API in a task until `shutdown` completes. Requests are accepted as soon as this
+/// returns: the socket is bound before, so early clients wait in its backlog.
+pub async fn start(
+    listen: &str,
+    data_dir: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| Error::Up(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    let store = stratus_apiserver::open_store(&StoreOptions::Embedded { data_dir: data_dir.to_path_buf() })
+        .await
+        .map_err(|e| Error::Up(e.to_string()))?;
+    let server = ApiServer::new(store).await.map_err(|e| Error::Up(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " — is another `stratus up` running? pick another address with --listen"
+        } else {
+            ""
+        };
+        Error::Up(format!("cannot listen on {listen}: {e}{hint}"))
+    })?;
+    let addr = listener.local_addr().map_err(|e| Error::Up(format!("cannot listen on {listen}: {e}")))?;
+    let task = tokio::spawn(server.serve(listener, shutdown));
+    Ok(Running { endpoint: endpoint_for(addr), addr, task })
+}
+
+pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment, io: &mut Io) -> Result<()> {
+    let data_dir: PathBuf = args
+        .data_dir
+        .or_else(|| env.data_dir.clone())
+        .ok_or_else(|| Error::Up("there is no home directory to keep the data in; pass --data-dir".to_string()))?;
+    // The manifests are read and checked first: a typo is reported before anything starts.
+    let namespace = Namespace {
+        name: namespace.unwrap_or(stratus_api::DEFAULT_NAMESPACE).to_string(),
+        explicit: namespace.is_some(),
+    };
+    let sources = manifest::read(&args.filenames, &mut io.stdin)?;
+    let items = manifest::load(&sources, &namespace, true)?;
+
+    let running = start(&args.listen, &data_dir, shutdown_signal()).await?;
+    let endpoint = &running.endpoint;
+    let mut banner = format!(
+        "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
+         Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
+        data_dir.display()
+    );
+    if endpoint != stratus_client::DEFAULT_SERVER {
+        banner.push_str(&format!("\nOther terminals reach it with:\n  export STRATUS_SERVER={endpoint}\n"));
+    }
+    banner.push_str("\nPress Ctrl-C to stop.\n");
+    io.out.write_all(banner.as_bytes())?;
+    io.out.flush()?;
+
+    if !items.is_empty() {
+        let client = Client::new(endpoint)?;
+        // A manifest the server refuses is reported; the server keeps running for the others.
+        if let Err(e) = commands::apply_items(&client, items, io.out.as_mut()).await {
+            e.report(&mut io.err);
+        }
+    }
+    running.stopped().await?;
+    writeln!(io.out, "Stratus API stopped.")?;
+    Ok(())
+}
+
+/// Where a client on this machine connects: a server listening on every address is reached
+/// on loopback.
+fn endpoint_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Completes on Ctrl-C or SIGTERM, the ways a foreground process is asked to stop.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            // Without a SIGTERM handler Ctrl-C still works.
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_reach_a_wildcard_listener_on_loopback() {
+        let at = |s: &str| endpoint_for(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")));
+        assert_eq!(at("0.0.0.0:7070"), "http://127.0.0.1:7070");
+        assert_eq!(at("[::]:7070"), "http://[::1]:7070");
+        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80");
+    }
+}
