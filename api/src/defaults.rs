@@ -108,13 +108,13 @@ mod tests {
     fn service_defaults_are_cloud_runs() {
         let svc = Service {
             spec: Some(ServiceSpec {
-            template: Some(RevisionTemplate {
-                metadata: None,
-                spec: Some(RevisionSpec {
-                    containers: vec![Container { image: "hello".into(), ..Default::default() }],
-                    ..Default::default()
+                template: Some(RevisionTemplate {
+                    metadata: None,
+                    spec: Some(RevisionSpec {
+                        containers: vec![Container { image: "hello".into(), ..Default::default() }],
+                        ..Default::default()
+                    }),
                 }),
-            }),
                 ..Default::default()
             }),
             ..Default::default()

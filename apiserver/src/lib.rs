@@ -158,7 +158,11 @@ const COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// Compacts the store's history every `interval` to the revision seen one interval earlier
 /// (as kube-apiserver does), so at least `interval` of history stays available to watchers
 /// while the store's memory and log stay bounded. Several API servers may do this at once.
-async fn compact_periodically(store: Arc<dyn Store>, interval: std::time::Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn compact_periodically(
+    store: Arc<dyn Store>,
+    interval: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut previous = None;
     loop {
         tokio::select! {

@@ -28,7 +28,7 @@ Where requests go: --server, else $STRATUS_SERVER, else the current context of ~
 ($STRATUS_CONFIG), else http://127.0.0.1:7070.";
 
 #[derive(Debug, Parser)]
-#[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100)]
+#[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100, arg_required_else_help = true)]
 pub struct Cli {
     /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or http://127.0.0.1:7070]
     #[arg(long, global = true, value_name = "URL", help_heading = "Global Options")]
@@ -307,7 +307,7 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
     pub listen: String,
 
-    /// Where the embedded store keeps its data [default: ~/.stratus/data]
+    /// Where the embedded store keeps its data [default: $STRATUS_DATA_DIR, or ~/.stratus/data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<std::path::PathBuf>,
 

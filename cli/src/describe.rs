@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde_json::Value;
-use stratus_api::AnyObject;
-use stratus_api::v1::{Condition, Container, ObjectMeta, Probe, RevisionSpec, TrafficTarget};
+use stratus_api::v1::{
+    Condition, Container, Instance, Node, ObjectMeta, Probe, Revision, RevisionSpec, Service, TrafficTarget,
+};
+use stratus_api::{AnyObject, Resource};
 
 use crate::format::{age, rfc3339};
-use crate::output::{conditions, event_time, owning_service};
+use crate::output::{conditions, event_time, or_none, owning_service};
 use crate::table;
 
 /// The events about an object, or why they could not be listed.
@@ -24,115 +26,125 @@ pub fn render(obj: &AnyObject, events: &Events, now: SystemTime) -> String {
     let mut doc = Doc::default();
     metadata(&mut doc, obj, now);
     match obj {
-        AnyObject::Service(s) => {
-            let status = s.status.clone().unwrap_or_default();
-            let spec = s.spec.clone().unwrap_or_default();
-            doc.field(0, "URL", or_none(&status.url));
-            if let Some(template) = &spec.template {
-                doc.header(0, "Template");
-                if let Some(name) = template.metadata.as_ref().map(|m| m.name.as_str()).filter(|n| !n.is_empty()) {
-                    doc.field(1, "Revision Name", name);
-                }
-                revision_spec(&mut doc, 1, template.spec.as_ref());
-            }
-            if let Some(rps) = spec.rate_limit_rps.filter(|r| *r > 0) {
-                doc.field(0, "Rate Limit", format!("{rps} requests/s"));
-            }
-            traffic(&mut doc, 0, "Traffic", &spec.traffic, false);
-            doc.header(0, "Status");
-            doc.field(1, "Observed Generation", status.observed_generation.to_string());
-            doc.field(1, "Latest Created Revision", or_none(&status.latest_created_revision_name));
-            doc.field(1, "Latest Ready Revision", or_none(&status.latest_ready_revision_name));
-            if let Some(address) = status.address.as_ref().filter(|a| !a.url.is_empty()) {
-                doc.field(1, "Address", &address.url);
-            }
-            traffic(&mut doc, 1, "Traffic", &status.traffic, true);
-        }
-        AnyObject::Revision(r) => {
-            let status = r.status.clone().unwrap_or_default();
-            doc.field(0, "Service", or_none(&owning_service(obj.meta())));
-            revision_spec(&mut doc, 0, r.spec.as_ref());
-            doc.header(0, "Status");
-            doc.field(1, "Observed Generation", status.observed_generation.to_string());
-            doc.field(1, "Desired Instances", status.desired_instances.to_string());
-            doc.field(1, "Actual Instances", status.actual_instances.to_string());
-            doc.field(1, "Ready Instances", status.ready_instances.to_string());
-            doc.opt(1, "Scale Reason", &status.scale_reason);
-            doc.opt(1, "Image Digest", &status.image_digest);
-        }
-        AnyObject::Instance(i) => {
-            let spec = i.spec.clone().unwrap_or_default();
-            let status = i.status.clone().unwrap_or_default();
-            doc.field(0, "Service", or_none(&spec.service_name));
-            doc.field(0, "Revision", or_none(&spec.revision_name));
-            doc.field(0, "Node", or_none(&spec.node_name));
-            containers(&mut doc, 0, &spec.containers);
-            doc.field(0, "Concurrency", concurrency(Some(spec.container_concurrency)));
-            doc.field(0, "Timeout", format!("{}s", spec.timeout_seconds));
-            doc.field(0, "Termination Grace Period", format!("{}s", spec.termination_grace_period_seconds));
-            doc.header(0, "Status");
-            doc.field(1, "Phase", if status.phase.is_empty() { "Pending" } else { &status.phase });
-            doc.field(1, "Ready", if status.ready { "True" } else { "False" });
-            doc.opt(1, "Reason", &status.reason);
-            doc.opt(1, "Message", &status.message);
-            doc.field(1, "Address", or_none(&status.address));
-            doc.opt(1, "Container ID", &status.container_id);
-            doc.opt(1, "Image Digest", &status.image_digest);
-            if let Some(t) = &status.started_at {
-                doc.field(1, "Started", timestamp(t, now));
-            }
-            if let Some(t) = &status.finished_at {
-                doc.field(1, "Finished", timestamp(t, now));
-            }
-            if let Some(code) = status.exit_code {
-                doc.field(1, "Exit Code", code.to_string());
-            }
-            doc.field(1, "Restarts", status.restart_count.to_string());
-            if let Some(u) = &status.usage {
-                let sampled =
-                    u.sampled_at.as_ref().map(|t| format!(" ({} ago)", age(Some(t), now))).unwrap_or_default();
-                doc.field(1, "Usage", format!("cpu {}m, memory {}{sampled}", u.cpu_millis, bytes(u.memory_bytes)));
-            }
-        }
-        AnyObject::Node(n) => {
-            let status = n.status.clone().unwrap_or_default();
-            doc.field(0, "Unschedulable", n.spec.as_ref().is_some_and(|s| s.unschedulable).to_string());
-            if !status.addresses.is_empty() {
-                doc.header(0, "Addresses");
-                for a in &status.addresses {
-                    doc.field(1, &a.r#type, &a.address);
-                }
-            }
-            quantities(&mut doc, 0, "Capacity", &status.capacity);
-            quantities(&mut doc, 0, "Allocatable", &status.allocatable);
-            if let Some(info) = &status.node_info {
-                doc.header(0, "System Info");
-                doc.opt(1, "Agent Version", &info.agent_version);
-                doc.opt(1, "Container Runtime Version", &info.container_runtime_version);
-                doc.opt(1, "Operating System", &info.operating_system);
-                doc.opt(1, "Architecture", &info.architecture);
-                doc.opt(1, "Kernel Version", &info.kernel_version);
-            }
-            doc.opt(0, "Agent Endpoint", &status.agent_endpoint);
-        }
+        AnyObject::Service(s) => service(&mut doc, s),
+        AnyObject::Revision(r) => revision(&mut doc, r),
+        AnyObject::Instance(i) => instance(&mut doc, i, now),
+        AnyObject::Node(n) => node(&mut doc, n),
         // The other kinds are small: their fields, as they are, read well enough.
         AnyObject::Namespace(_)
         | AnyObject::Tenant(_)
         | AnyObject::Lease(_)
         | AnyObject::Endpoints(_)
-        | AnyObject::Event(_) => {
-            let json = obj.to_json();
-            for section in ["spec", "status"] {
-                if let Some(Value::Object(map)) = json.get(section).filter(|v| !is_empty_value(v)) {
-                    doc.header(0, &title(section));
-                    json_fields(&mut doc, 1, map);
-                }
-            }
-        }
+        | AnyObject::Event(_) => spec_and_status(&mut doc, obj),
     }
     condition_table(&mut doc, conditions(obj), now);
     event_table(&mut doc, events, now);
     doc.render()
+}
+
+fn service(doc: &mut Doc, s: &Service) {
+    let status = s.status.clone().unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    doc.field(0, "URL", or_none(&status.url));
+    if let Some(template) = &spec.template {
+        doc.header(0, "Template");
+        if let Some(name) = template.metadata.as_ref().map(|m| m.name.as_str()).filter(|n| !n.is_empty()) {
+            doc.field(1, "Revision Name", name);
+        }
+        revision_spec(doc, 1, template.spec.as_ref());
+    }
+    if let Some(rps) = spec.rate_limit_rps.filter(|r| *r > 0) {
+        doc.field(0, "Rate Limit", format!("{rps} requests/s"));
+    }
+    traffic(doc, 0, "Traffic", &spec.traffic, false);
+    doc.header(0, "Status");
+    doc.field(1, "Observed Generation", status.observed_generation.to_string());
+    doc.field(1, "Latest Created Revision", or_none(&status.latest_created_revision_name));
+    doc.field(1, "Latest Ready Revision", or_none(&status.latest_ready_revision_name));
+    if let Some(address) = status.address.as_ref().filter(|a| !a.url.is_empty()) {
+        doc.field(1, "Address", &address.url);
+    }
+    traffic(doc, 1, "Traffic", &status.traffic, true);
+}
+
+fn revision(doc: &mut Doc, r: &Revision) {
+    let status = r.status.clone().unwrap_or_default();
+    doc.field(0, "Service", or_none(&owning_service(r.meta())));
+    revision_spec(doc, 0, r.spec.as_ref());
+    doc.header(0, "Status");
+    doc.field(1, "Observed Generation", status.observed_generation.to_string());
+    doc.field(1, "Desired Instances", status.desired_instances.to_string());
+    doc.field(1, "Actual Instances", status.actual_instances.to_string());
+    doc.field(1, "Ready Instances", status.ready_instances.to_string());
+    doc.opt(1, "Scale Reason", &status.scale_reason);
+    doc.opt(1, "Image Digest", &status.image_digest);
+}
+
+fn instance(doc: &mut Doc, i: &Instance, now: SystemTime) {
+    let spec = i.spec.clone().unwrap_or_default();
+    let status = i.status.clone().unwrap_or_default();
+    doc.field(0, "Service", or_none(&spec.service_name));
+    doc.field(0, "Revision", or_none(&spec.revision_name));
+    doc.field(0, "Node", or_none(&spec.node_name));
+    containers(doc, 0, &spec.containers);
+    doc.field(0, "Concurrency", concurrency(Some(spec.container_concurrency)));
+    doc.field(0, "Timeout", format!("{}s", spec.timeout_seconds));
+    doc.field(0, "Termination Grace Period", format!("{}s", spec.termination_grace_period_seconds));
+    doc.header(0, "Status");
+    doc.field(1, "Phase", if status.phase.is_empty() { "Pending" } else { &status.phase });
+    doc.field(1, "Ready", if status.ready { "True" } else { "False" });
+    doc.opt(1, "Reason", &status.reason);
+    doc.opt(1, "Message", &status.message);
+    doc.field(1, "Address", or_none(&status.address));
+    doc.opt(1, "Container ID", &status.container_id);
+    doc.opt(1, "Image Digest", &status.image_digest);
+    if let Some(t) = &status.started_at {
+        doc.field(1, "Started", timestamp(t, now));
+    }
+    if let Some(t) = &status.finished_at {
+        doc.field(1, "Finished", timestamp(t, now));
+    }
+    if let Some(code) = status.exit_code {
+        doc.field(1, "Exit Code", code.to_string());
+    }
+    doc.field(1, "Restarts", status.restart_count.to_string());
+    if let Some(u) = &status.usage {
+        let sampled = u.sampled_at.as_ref().map(|t| format!(" ({} ago)", age(Some(t), now))).unwrap_or_default();
+        doc.field(1, "Usage", format!("cpu {}m, memory {}{sampled}", u.cpu_millis, bytes(u.memory_bytes)));
+    }
+}
+
+fn node(doc: &mut Doc, n: &Node) {
+    let status = n.status.clone().unwrap_or_default();
+    doc.field(0, "Unschedulable", n.spec.as_ref().is_some_and(|s| s.unschedulable).to_string());
+    if !status.addresses.is_empty() {
+        doc.header(0, "Addresses");
+        for a in &status.addresses {
+            doc.field(1, &a.r#type, &a.address);
+        }
+    }
+    quantities(doc, 0, "Capacity", &status.capacity);
+    quantities(doc, 0, "Allocatable", &status.allocatable);
+    if let Some(info) = &status.node_info {
+        doc.header(0, "System Info");
+        doc.opt(1, "Agent Version", &info.agent_version);
+        doc.opt(1, "Container Runtime Version", &info.container_runtime_version);
+        doc.opt(1, "Operating System", &info.operating_system);
+        doc.opt(1, "Architecture", &info.architecture);
+        doc.opt(1, "Kernel Version", &info.kernel_version);
+    }
+    doc.opt(0, "Agent Endpoint", &status.agent_endpoint);
+}
+
+/// Spec and status as they are, fields titled, for kinds without a describer of their own.
+fn spec_and_status(doc: &mut Doc, obj: &AnyObject) {
+    let json = obj.to_json();
+    for section in ["spec", "status"] {
+        if let Some(Value::Object(map)) = json.get(section).filter(|v| !is_empty_value(v)) {
+            doc.header(0, &title(section));
+            json_fields(doc, 1, map);
+        }
+    }
 }
 
 fn metadata(doc: &mut Doc, obj: &AnyObject, now: SystemTime) {
@@ -383,10 +395,6 @@ fn bytes(n: i64) -> String {
         }
     }
     format!("{n}B")
-}
-
-fn or_none(s: &str) -> String {
-    if s.is_empty() { "<none>".to_string() } else { s.to_string() }
 }
 
 /// `revisionName` → `Revision Name`, as kubectl titles the fields of objects it has no

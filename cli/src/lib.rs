@@ -51,13 +51,14 @@ pub struct Environment {
     pub server: Option<String>,
     /// The config file: `STRATUS_CONFIG`, else `~/.stratus/config`; `None` without a home.
     pub config_path: Option<PathBuf>,
-    /// Where `stratus up` keeps its data by default: `~/.stratus/data`.
+    /// Where `stratus up` keeps its data without `--data-dir`: `STRATUS_DATA_DIR` (as for
+    /// `stratus-apiserver`), else `~/.stratus/data`.
     pub data_dir: Option<PathBuf>,
 }
 
 impl Environment {
-    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG` and `HOME`. Empty values count as unset, as a
-    /// shell user who writes `STRATUS_SERVER= stratus get svc` means.
+    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG`, `STRATUS_DATA_DIR` and `HOME`. Empty values
+    /// count as unset, as a shell user who writes `STRATUS_SERVER= stratus get svc` means.
     pub fn from_process() -> Environment {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let home = var("HOME").map(PathBuf::from);
@@ -67,7 +68,7 @@ impl Environment {
             config_path: var("STRATUS_CONFIG")
                 .map(PathBuf::from)
                 .or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
-            data_dir: stratus_dir.map(|d| d.join("data")),
+            data_dir: var("STRATUS_DATA_DIR").map(PathBuf::from).or_else(|| stratus_dir.map(|d| d.join("data"))),
         }
     }
 }

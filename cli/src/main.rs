@@ -1,5 +1,6 @@
 //! `stratus`: parse the command line, set up logging, run the command, exit with its code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use stratus_cli::args::Command;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

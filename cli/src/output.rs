@@ -260,11 +260,11 @@ pub fn object_json(obj: &AnyObject) -> Value {
 }
 
 /// Several objects as kubectl prints them: a `List`, which `stratus apply -f` reads back.
-pub fn list_json(items: &[AnyObject], resource_version: &str) -> Value {
+pub fn list_json<'a>(items: impl IntoIterator<Item = &'a AnyObject>, resource_version: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "List",
-        "items": items.iter().map(object_json).collect::<Vec<_>>(),
+        "items": items.into_iter().map(object_json).collect::<Vec<_>>(),
         "metadata": { "resourceVersion": resource_version },
     })
 }

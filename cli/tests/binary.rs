@@ -18,6 +18,7 @@ fn stratus(home: &Path, args: &[&str]) -> Command {
         .env("HOME", home)
         .env("STRATUS_CONFIG", home.join("config"))
         .env_remove("STRATUS_SERVER")
+        .env_remove("STRATUS_DATA_DIR")
         .env_remove("RUST_LOG");
     cmd
 }

@@ -240,6 +240,28 @@ spec:
 }
 
 #[tokio::test]
+async fn events_list_oldest_first_with_their_object() {
+    let (_server, cli) = setup().await;
+    let event = |name: &str, reason: &str, at: &str| {
+        format!(
+            "apiVersion: stratus.dev/v1\nkind: Event\nmetadata:\n  name: {name}\nspec:\n  involvedObject: {{kind: Revision, name: \
+             hello-00001}}\n  type: Warning\n  reason: {reason}\n  message: it happened\n  lastTimestamp: \"{at}\"\n"
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        event("a", "Later", "2024-05-01T10:00:00Z"),
+        event("b", "Earlier", "2024-05-01T09:00:00Z")
+    );
+    cli.run_with_stdin(&["apply", "-f", "-"], &text).await.ok();
+    let out = cli.run(&["get", "events"]).await.ok().to_string();
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    assert_eq!(lines[1][1..], ["Warning", "Earlier", "revision/hello-00001", "it", "happened"]);
+    assert_eq!(lines[2][2], "Later");
+}
+
+#[tokio::test]
 async fn delete_then_get_is_not_found() {
     let (_server, cli) = setup().await;
     cli.run(&["apply", "-f", &example("hello.yaml")]).await.ok();

@@ -76,22 +76,29 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs, io: &mut Io) -> Result<()> {
         found.push(Found { info, items, resource_version: String::new() });
     }
 
-    let out = io.out.as_mut();
-    let total: usize = found.iter().map(|f| f.items.len()).sum();
     let single_name = matches!(groups.as_slice(), [g] if g.names.len() == 1);
+    print(&found, single_name, &args, io.out.as_mut())?;
+    let total: usize = found.iter().map(|f| f.items.len()).sum();
+    if total == 0 && !named && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
+        writeln!(io.err, "{}", ctx.nothing_found(&groups, args.all_namespaces))?;
+    }
+    Error::from_many(errors)
+}
+
+/// Prints what was found in the `-o` format: tables (one per kind), names, or JSON and YAML,
+/// where one object asked for by name prints as itself and anything else as a `List`.
+fn print(found: &[Found], single_name: bool, args: &GetArgs, out: &mut (dyn Write + Send)) -> Result<()> {
     match args.output {
         Some(format @ (OutputFormat::Json | OutputFormat::Yaml)) => {
             let value = if single_name {
-                // One object asked for by name prints as itself, as kubectl does; if it was not
-                // found there is nothing to print but the error.
+                // Not found: nothing to print but the error.
                 found.iter().flat_map(|f| f.items.first()).next().map(object_json)
             } else {
-                let resource_version = match found.as_slice() {
+                let resource_version = match found {
                     [one] => one.resource_version.as_str(),
                     _ => "",
                 };
-                let items: Vec<AnyObject> = found.iter().flat_map(|f| f.items.iter().cloned()).collect();
-                Some(list_json(&items, resource_version))
+                Some(list_json(found.iter().flat_map(|f| &f.items), resource_version))
             };
             if let Some(value) = value {
                 let text = if format == OutputFormat::Json { to_json_text(&value)? } else { to_yaml_text(&value)? };
@@ -110,22 +117,17 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs, io: &mut Io) -> Result<()> {
                 qualified_names: found.len() > 1,
             };
             let now = SystemTime::now();
-            let mut first = true;
-            for f in found.iter().filter(|f| !f.items.is_empty()) {
-                if !first {
+            for (i, f) in found.iter().filter(|f| !f.items.is_empty()).enumerate() {
+                if i > 0 {
                     writeln!(out)?;
                 }
-                first = false;
                 let rows: Vec<Vec<String>> = f.items.iter().map(|o| output::row(o, opts, now)).collect();
                 out.write_all(table::render(&output::header(f.info, opts), &rows, args.no_headers).as_bytes())?;
             }
         }
     }
     out.flush()?;
-    if total == 0 && !named && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
-        writeln!(io.err, "{}", ctx.nothing_found(&groups, args.all_namespaces))?;
-    }
-    Error::from_many(errors)
+    Ok(())
 }
 
 /// `get -w`: the list, then every change from the revision the list was read at, until the
@@ -155,9 +157,14 @@ async fn watch(ctx: &Ctx, group: &Group, args: &GetArgs, io: &mut Io) -> Result<
         while let Some(event) = stream.next().await {
             delivered = true;
             match event {
-                Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj) | WatchEvent::Deleted(obj)) => {
+                Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)) => {
                     resource_version = later(resource_version, &obj.meta().resource_version);
                     seen.insert(obj.key(), obj.meta().resource_version.clone());
+                    printer.print(std::slice::from_ref(&obj), out)?;
+                }
+                Ok(WatchEvent::Deleted(obj)) => {
+                    resource_version = later(resource_version, &obj.meta().resource_version);
+                    seen.remove(&obj.key());
                     printer.print(std::slice::from_ref(&obj), out)?;
                 }
                 Ok(WatchEvent::Bookmark(rv)) => resource_version = later(resource_version, &rv),

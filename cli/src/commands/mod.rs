@@ -40,7 +40,7 @@ impl Ctx {
         }
     }
 
-    /// List parameters for `info`'s kind: the command's namespace, or every one when `all`.
+    /// List parameters for `info`'s kind: the command's namespace, or every namespace.
     pub fn list_params(
         &self,
         info: &KindInfo,

@@ -58,8 +58,8 @@ pub(crate) async fn run(ctx: &Ctx, args: WaitArgs, io: &mut Io) -> Result<()> {
 /// Where one object stands.
 enum State {
     Met,
-    /// Not yet, as of this version of the object.
-    Pending(AnyObject),
+    /// Not yet, as of this resourceVersion of the object.
+    Pending(String),
 }
 
 /// Reads the object and tells whether it meets the condition (for `--for=delete`: whether it
@@ -67,7 +67,7 @@ enum State {
 async fn read(ctx: &Ctx, info: &'static KindInfo, name: &str, wait_for: &WaitFor) -> Result<State> {
     match ctx.client.get_any(info.kind, ctx.namespace_for(info), name).await {
         Ok(obj) if met(&obj, wait_for) => Ok(State::Met),
-        Ok(obj) => Ok(State::Pending(obj)),
+        Ok(obj) => Ok(State::Pending(obj.meta().resource_version.clone())),
         Err(stratus_client::Error::NotFound(_)) if *wait_for == WaitFor::Delete => Ok(State::Met),
         Err(e) => Err(ctx.object_error(info, name, e)),
     }
@@ -83,11 +83,10 @@ async fn wait_one(ctx: &Ctx, info: &'static KindInfo, name: &str, wait_for: &Wai
         ..Default::default()
     };
     loop {
-        let current = match read(ctx, info, name, wait_for).await? {
+        let from = match read(ctx, info, name, wait_for).await? {
             State::Met => return Ok(()),
-            State::Pending(obj) => obj,
+            State::Pending(resource_version) => resource_version,
         };
-        let from = current.meta().resource_version.clone();
         let mut stream = match ctx.client.watch_any(info.kind, &params, &from, false).await {
             Ok(stream) => stream,
             // The version read is already compacted away: read again.

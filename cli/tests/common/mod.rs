@@ -1,5 +1,5 @@
 //! Runs `stratus` commands in process, against an in-process API server, with captured output.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Cursor, Write};
 use std::path::PathBuf;
