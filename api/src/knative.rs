@@ -101,3 +101,43 @@ fn fill<T: PartialEq + Copy + std::fmt::Debug>(slot: &mut Option<T>, value: T, p
         Some(existing) => errs.push(path, format!("{value:?} contradicts the value {existing:?} set in the spec")),
     }
 }
+
+/// Prepares an update of a Service whose template annotations changed. A spec field that an
+/// annotation filled in holds that annotation's old value; when the annotation changes (or
+/// goes away) and the field was left as it was stored, the field is released so that the new
+/// annotation, or the default, decides — as editing `autoscaling.knative.dev/maxScale` on an
+/// exported manifest should. A field the update itself changed is kept.
+pub fn release_changed_annotations(new: &mut crate::AnyObject, stored: &crate::AnyObject) {
+    let (crate::AnyObject::Service(new), crate::AnyObject::Service(stored)) = (new, stored) else { return };
+    let Some(old_template) = stored.spec.as_ref().and_then(|s| s.template.as_ref()) else { return };
+    let Some(template) = new.spec.as_mut().and_then(|s| s.template.as_mut()) else { return };
+    let empty = BTreeMap::new();
+    let old_ann = old_template.metadata.as_ref().map(|m| &m.annotations).unwrap_or(&empty);
+    let new_ann = template.metadata.as_ref().map(|m| m.annotations.clone()).unwrap_or_default();
+    let changed = |keys: &[&str]| keys.iter().any(|k| new_ann.get(*k) != old_ann.get(*k));
+    let old = old_template.spec.clone().unwrap_or_default();
+    let old_s = old.scaling.clone().unwrap_or_default();
+    let Some(spec) = template.spec.as_mut() else { return };
+    if changed(&[CPU_THROTTLING]) && spec.cpu_throttling == old.cpu_throttling {
+        spec.cpu_throttling = None;
+    }
+    let s = spec.scaling.get_or_insert_with(Scaling::default);
+    if changed(MIN_SCALE) && s.min_instances == old_s.min_instances {
+        s.min_instances = None;
+    }
+    if changed(MAX_SCALE) && s.max_instances == old_s.max_instances {
+        s.max_instances = None;
+    }
+    if changed(INITIAL_SCALE) && s.initial_scale == old_s.initial_scale {
+        s.initial_scale = None;
+    }
+    if changed(&[TARGET]) && s.target == old_s.target {
+        s.target = None;
+    }
+    if changed(&[UTILIZATION]) && s.target_utilization_percentage == old_s.target_utilization_percentage {
+        s.target_utilization_percentage = None;
+    }
+    if changed(&[METRIC]) && s.metric == old_s.metric {
+        s.metric.clear();
+    }
+}

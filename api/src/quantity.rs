@@ -118,7 +118,10 @@ impl FromStr for Quantity {
             "Ei" => (NANO << 60, Format::BinarySi),
             other if other.starts_with(['e', 'E']) => {
                 let exp: i32 = other[1..].parse().map_err(|_| syntax())?;
-                if !(-9..=18).contains(&exp) {
+                if exp < -9 {
+                    return Err(Error::TooPrecise(s.to_string()));
+                }
+                if exp > 18 {
                     return Err(Error::TooLarge(s.to_string()));
                 }
                 (10i128.pow((exp + 9) as u32), Format::DecimalSi)

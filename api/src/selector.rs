@@ -59,8 +59,18 @@ impl LabelSelector {
                 | Requirement::Exists(k)
                 | Requirement::DoesNotExist(k) => k,
             };
-            if key.is_empty() || key.contains(char::is_whitespace) {
+            let key_ok = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+            let value_ok = |v: &str| v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            if !key_ok(key) {
                 return Err(err(&format!("{part:?} does not name a label key")));
+            }
+            let values: Vec<&String> = match &req {
+                Requirement::Equals(_, v) | Requirement::NotEquals(_, v) => vec![v],
+                Requirement::In(_, set) | Requirement::NotIn(_, set) => set.iter().collect(),
+                _ => vec![],
+            };
+            if let Some(bad) = values.iter().find(|v| !value_ok(v)) {
+                return Err(err(&format!("{bad:?} is not a label value")));
             }
             reqs.push(req);
         }
@@ -226,7 +236,7 @@ mod tests {
 
     #[test]
     fn bad_label_selectors_are_errors() {
-        for sel in ["env in (a", "env in a", "a)", "!", "a b"] {
+        for sel in ["env in (a", "env in a", "a)", "!", "a b", "!app=web", "!=x", "a=b=c", "a in (b c)"] {
             assert!(LabelSelector::parse(sel).is_err(), "{sel}");
         }
     }

@@ -21,6 +21,10 @@ pub enum Reason {
     /// immutable field).
     Unprocessable,
     Forbidden,
+    /// The method does not apply to the path (e.g. POST on an object).
+    MethodNotAllowed,
+    /// A body in a format this endpoint does not take (e.g. a JSON patch).
+    UnsupportedMediaType,
     /// The storage backend is unreachable.
     ServiceUnavailable,
     InternalError,
@@ -34,6 +38,8 @@ impl Reason {
             Reason::NotFound => 404,
             Reason::AlreadyExists | Reason::Conflict => 409,
             Reason::Gone => 410,
+            Reason::MethodNotAllowed => 405,
+            Reason::UnsupportedMediaType => 415,
             Reason::RequestEntityTooLarge => 413,
             Reason::Unprocessable => 422,
             Reason::ServiceUnavailable => 503,
@@ -50,6 +56,7 @@ impl Reason {
             Reason::AlreadyExists => Code::AlreadyExists,
             Reason::Conflict => Code::Aborted,
             Reason::Gone => Code::OutOfRange,
+            Reason::MethodNotAllowed | Reason::UnsupportedMediaType => Code::Unimplemented,
             Reason::RequestEntityTooLarge => Code::ResourceExhausted,
             Reason::ServiceUnavailable => Code::Unavailable,
             Reason::InternalError => Code::Internal,
@@ -64,6 +71,8 @@ impl Reason {
             Reason::AlreadyExists => "AlreadyExists",
             Reason::Conflict => "Conflict",
             Reason::Gone => "Expired",
+            Reason::MethodNotAllowed => "MethodNotAllowed",
+            Reason::UnsupportedMediaType => "UnsupportedMediaType",
             Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
             Reason::Unprocessable => "Unprocessable",
             Reason::Forbidden => "Forbidden",

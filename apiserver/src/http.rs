@@ -82,18 +82,21 @@ async fn discovery() -> Response {
 }
 
 async fn discovery_group(Path((group, version)): Path<(String, String)>) -> Response {
-    if group != "stratus.dev" || version != "v1" {
-        return error_response(&ApiError::new(Reason::NotFound, format!("no API group {group}/{version}")));
-    }
+    let knative = match (group.as_str(), version.as_str()) {
+        ("stratus.dev", "v1") => false,
+        ("serving.knative.dev", "v1") => true,
+        _ => return error_response(&ApiError::new(Reason::NotFound, format!("no API group {group}/{version}"))),
+    };
     let resources: Vec<_> = KINDS
         .iter()
+        .filter(|k| !knative || k.kind == "Service")
         .map(|k| {
             json!({"name": k.plural, "singularName": k.singular, "kind": k.kind, "namespaced": k.namespaced,
                    "shortNames": k.short_names,
                    "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
         })
         .collect();
-    axum::Json(json!({"kind": "APIResourceList", "groupVersion": stratus_api::API_VERSION, "resources": resources}))
+    axum::Json(json!({"kind": "APIResourceList", "groupVersion": format!("{group}/{version}"), "resources": resources}))
         .into_response()
 }
 
@@ -216,7 +219,7 @@ async fn handle(
             .await;
             ("create", res)
         }
-        ("GET", false, false) => {
+        ("GET", false, _) => {
             let res = registry
                 .get(caller, kind, &t.namespace, &t.name)
                 .await
@@ -235,6 +238,31 @@ async fn handle(
             }
             .await;
             (if status { "update_status" } else { "update" }, res)
+        }
+        ("PATCH", false, false)
+            if content_type(headers).contains("merge-patch+json") && !content_type(headers).contains("strategic") =>
+        {
+            let res = async {
+                let patch = read_json(headers, body).await?;
+                let updated = merge_patch(registry, caller, &t, patch).await?;
+                Ok(axum::Json(updated.to_json()).into_response())
+            }
+            .await;
+            ("patch", res)
+        }
+        ("PATCH", false, false)
+            if content_type(headers).contains("patch") && !content_type(headers).contains("apply-patch") =>
+        {
+            (
+                "patch",
+                Err(ApiError::new(
+                    Reason::UnsupportedMediaType,
+                    format!(
+                        "{} is not supported: send application/merge-patch+json, or the whole object (application/apply-patch+yaml) to apply it",
+                        content_type(headers)
+                    ),
+                )),
+            )
         }
         ("PATCH", false, false) => {
             let res = async {
@@ -257,7 +285,7 @@ async fn handle(
         _ => (
             "unknown",
             Err(ApiError::new(
-                Reason::BadRequest,
+                Reason::MethodNotAllowed,
                 format!("{method} is not supported on {}", if collection { "a collection" } else { "an object" }),
             )),
         ),
@@ -285,8 +313,63 @@ async fn watch(
     Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], Body::from_stream(lines)).into_response())
 }
 
+fn content_type(headers: &HeaderMap) -> &str {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json")
+}
+
+/// Applies a JSON merge patch (RFC 7386) to the stored object and writes the result, at the
+/// version the patch names or, when it names none, at the version just read (retrying if a
+/// concurrent writer got there first).
+async fn merge_patch(registry: &Registry, caller: &Caller, t: &Target, patch: Value) -> ApiResult<AnyObject> {
+    if !patch.is_object() {
+        return Err(ApiError::new(Reason::BadRequest, "a merge patch must be a JSON object"));
+    }
+    let pinned = patch.pointer("/metadata/resourceVersion").is_some();
+    for _ in 0..8 {
+        let current = registry.get(caller, t.info.kind, &t.namespace, &t.name).await?;
+        let mut doc = current.to_json();
+        merge(&mut doc, &patch);
+        let mut obj = stratus_api::decode::decode_value(doc).map_err(ApiError::bad_request)?;
+        check_against_path(&mut obj, t)?;
+        let write =
+            if t.status { registry.update_status(caller, obj).await } else { registry.update(caller, obj).await };
+        match write {
+            Err(e) if e.reason == Reason::Conflict && !pinned => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::new(
+        Reason::Conflict,
+        format!("{} {:?} keeps changing concurrently; try again", t.info.singular, t.name),
+    ))
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
 /// Reads, decodes and checks a request body against the path it was sent to.
 async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<AnyObject> {
+    let value = read_json(headers, body).await?;
+    let mut obj = stratus_api::decode::decode_value(value).map_err(ApiError::bad_request)?;
+    check_against_path(&mut obj, t)?;
+    Ok(obj)
+}
+
+/// Reads a JSON or YAML body of at most [`MAX_BODY_BYTES`].
+async fn read_json(headers: &HeaderMap, body: Body) -> ApiResult<Value> {
     let too_large = || {
         ApiError::new(Reason::RequestEntityTooLarge, format!("the request body is larger than {MAX_BODY_BYTES} bytes"))
     };
@@ -317,7 +400,11 @@ async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<A
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::new(Reason::BadRequest, format!("the request body is not valid JSON: {e}")))?
     };
-    let mut obj = stratus_api::decode::decode_value(value).map_err(ApiError::bad_request)?;
+    Ok(value)
+}
+
+/// Checks the object's kind, namespace and name against the path, filling those it left out.
+fn check_against_path(obj: &mut AnyObject, t: &Target) -> ApiResult<()> {
     if obj.info() != t.info {
         return Err(ApiError::new(
             Reason::BadRequest,
@@ -348,7 +435,7 @@ async fn read_object(t: &Target, headers: &HeaderMap, body: Body) -> ApiResult<A
             ));
         }
     }
-    Ok(obj)
+    Ok(())
 }
 
 fn error_response(e: &ApiError) -> Response {

@@ -144,6 +144,12 @@ impl ApiServer {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving the Stratus API (gRPC and HTTP)");
         }
+        // Without TCP_NODELAY small gRPC frames wait for the peer's delayed ACK (~40 ms a request).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
+            }
+        });
         let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;

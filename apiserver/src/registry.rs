@@ -20,6 +20,9 @@ use crate::metrics::Metrics;
 /// The most items one list page returns; larger lists continue with a token.
 pub const MAX_PAGE: usize = 1000;
 
+/// How many keys a filtered list reads from the store at a time.
+const SCAN_CHUNK: usize = 500;
+
 /// The key prefix under which every object is stored.
 const ROOT: &str = "/registry/";
 
@@ -148,11 +151,7 @@ impl Registry {
                 .store
                 .list(
                     &prefix,
-                    ListOptions {
-                        start_after: start_after.clone(),
-                        limit: limit + 1 - items.len().min(limit),
-                        revision,
-                    },
+                    ListOptions { start_after: start_after.clone(), limit: SCAN_CHUNK.max(limit + 1), revision },
                 )
                 .await
                 .map_err(|e| match e {
@@ -211,10 +210,13 @@ impl Registry {
         let mut initial = Vec::new();
         let after = match resource_version {
             "" | "0" => {
-                let mut start_after = None;
+                // Every page is read at the first page's revision, and the watch starts there:
+                // a change between pages is then in the watch, never lost between the two.
+                let (mut start_after, mut at) = (None, None);
                 loop {
                     let page =
-                        self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: None }).await?;
+                        self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: at }).await?;
+                    at = Some(page.revision);
                     for kv in &page.items {
                         let obj = decode(info, kv)?;
                         if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
@@ -227,7 +229,17 @@ impl Registry {
                     start_after = page.items.last().map(|kv| kv.key.clone());
                 }
             }
-            rv => parse_rv(rv)?,
+            rv => {
+                let rv = parse_rv(rv)?;
+                let current = self.store.current_revision().await?;
+                if rv > current {
+                    return Err(ApiError::new(
+                        Reason::BadRequest,
+                        format!("resourceVersion {rv} is newer than the server's current version {current}"),
+                    ));
+                }
+                rv
+            }
         };
         let stream = self.store.watch(&prefix, after).await?;
         let matches = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
@@ -307,19 +319,31 @@ impl Registry {
             other => other.into(),
         })?;
         obj.meta_mut().resource_version = rev.to_string();
+        if info.namespaced {
+            // The namespace may have started terminating, and its sweeper may have found it
+            // empty, between the check above and this write: undo rather than orphan.
+            if let Err(e) = self.check_namespace_open(&namespace).await {
+                let _ = self.store.delete(&key, Some(rev)).await;
+                return Err(e);
+            }
+        }
         Ok(obj)
     }
 
     /// Replaces labels, annotations, finalizers, owner references and spec. The object must
     /// carry the resourceVersion it was read at.
     pub async fn update(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
-        prepare(&mut obj)?;
         let info = obj.info();
-        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        let namespace = scoped_namespace(info, &obj.meta().namespace);
+        let name = obj.meta().name.clone();
+        let stored = self.read(info, &namespace, &name).await?;
+        if let Some((current, _)) = &stored {
+            stratus_api::knative::release_changed_annotations(&mut obj, current);
+        }
+        prepare(&mut obj)?;
         self.admission.admit(caller, Verb::Update, info, &namespace, &name, Some(&obj))?;
         let expected = required_rv(&obj)?;
-        let (current, rev) =
-            self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
+        let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
         if rev != expected {
             return Err(conflict(info, &name));
         }
@@ -362,9 +386,30 @@ impl Registry {
         let info = kind_info(kind)?;
         let namespace = scoped_namespace(info, namespace);
         self.admission.admit(caller, Verb::Delete, info, &namespace, name, None)?;
+        let precondition = precondition.filter(|p| !p.is_empty());
+        // Without a precondition a delete means "whatever it is now": a concurrent write
+        // (a status update, a lease renewal) is no reason to fail, so read again and retry.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.delete_once(info, &namespace, name, precondition).await {
+                Err(e) if e.reason == Reason::Conflict && precondition.is_none() && attempts < 8 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        info: &'static KindInfo,
+        namespace: &str,
+        name: &str,
+        precondition: Option<&str>,
+    ) -> ApiResult<AnyObject> {
+        let namespace = namespace.to_string();
         let (current, rev) =
             self.read(info, &namespace, name).await?.ok_or_else(|| not_found(info, &namespace, name))?;
-        if let Some(want) = precondition.filter(|p| !p.is_empty())
+        if let Some(want) = precondition
             && parse_rv(want)? != rev
         {
             return Err(conflict(info, name));
@@ -407,6 +452,7 @@ impl Registry {
     /// given (keeping status, and finalizers and owners unless given). Retries on conflicts
     /// with concurrent writers, since apply carries no resourceVersion of its own.
     pub async fn apply(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
+        let raw = obj.clone();
         prepare(&mut obj)?;
         let info = obj.info();
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
@@ -425,7 +471,9 @@ impl Registry {
                     format!("{} {name:?} is being deleted; apply again once it is gone", info.singular),
                 ));
             }
-            let mut desired = obj.clone();
+            let mut desired = raw.clone();
+            stratus_api::knative::release_changed_annotations(&mut desired, &current);
+            prepare(&mut desired)?;
             let (given, have) = (desired.meta_mut(), current.meta());
             if given.finalizers.is_empty() {
                 given.finalizers = have.finalizers.clone();
@@ -492,7 +540,7 @@ impl Registry {
                     }
                 }
             }
-            if empty {
+            if empty && ns.meta().finalizers.is_empty() {
                 match self.store.delete(&kv.key, Some(kv.mod_revision)).await {
                     Ok(_) => tracing::info!(namespace = %name, "namespace deleted"),
                     Err(stratus_store::Error::Conflict { .. } | stratus_store::Error::NotFound { .. }) => {}
@@ -543,7 +591,9 @@ impl Registry {
         if next == *current {
             return Ok(next);
         }
-        if next.meta().deletion_timestamp.is_some() && next.meta().finalizers.is_empty() {
+        // A terminating namespace is removed only by the sweeper, once it is empty.
+        let is_namespace = matches!(next, AnyObject::Namespace(_));
+        if next.meta().deletion_timestamp.is_some() && next.meta().finalizers.is_empty() && !is_namespace {
             let (namespace, name) = (next.meta().namespace.clone(), next.meta().name.clone());
             let key = key_of(info, &namespace, &name);
             let (_, deleted_at) = self.store.delete(&key, Some(rev)).await.map_err(|e| match e {
@@ -584,7 +634,7 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
     let (have, want) = (current.meta(), given.meta());
     if !want.uid.is_empty() && want.uid != have.uid {
         return Err(ApiError::new(
-            Reason::Unprocessable,
+            Reason::Conflict,
             format!(
                 "metadata.uid: {:?} does not match the stored object's {:?}; it may have been deleted and recreated",
                 want.uid, have.uid

@@ -156,7 +156,19 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
     assert_eq!(send_json("PUT", &format!("{coll}/keep"), &wrong_name).await.status, 400);
     let mut wrong_uid = get(&format!("{coll}/keep")).await.body;
     wrong_uid["metadata"]["uid"] = json!("00000000-0000-0000-0000-000000000000");
-    assert_eq!(send_json("PUT", &format!("{coll}/keep"), &wrong_uid).await.status, 422);
+    assert_eq!(send_json("PUT", &format!("{coll}/keep"), &wrong_uid).await.status, 409);
+
+    // A Revision is immutable: changing its spec is 422 and changes nothing.
+    let revs = format!("{base}/apis/stratus.dev/v1/namespaces/default/revisions");
+    let rev = json!({"apiVersion": "stratus.dev/v1", "kind": "Revision", "metadata": {"name": "keep-00001"},
+                     "spec": {"containers": [{"image": "img:v1"}]}});
+    let created = send_json("POST", &revs, &rev).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let mut changed = created.body.clone();
+    changed["spec"]["containers"][0]["image"] = json!("img:v2");
+    let r = send_json("PUT", &format!("{revs}/keep-00001"), &changed).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(get(&format!("{revs}/keep-00001")).await.body, created.body);
 
     // Bad query parameters.
     assert_eq!(get(&format!("{coll}?labelSelector=a%20in%20(b")).await.status, 400);
@@ -376,4 +388,80 @@ async fn deleting_a_namespace_deletes_its_contents() {
     assert_eq!(get(&format!("{coll}/x")).await.status, 404);
     let default = request("DELETE", &format!("{base}/apis/stratus.dev/v1/namespaces/default"), None).await;
     assert_eq!(default.status, 403);
+}
+
+#[tokio::test]
+async fn editing_a_terminating_namespace_keeps_it_until_empty() {
+    let s = TestServer::start().await;
+    let base = &s.endpoint;
+    let ns = json!({"apiVersion": "stratus.dev/v1", "kind": "Namespace", "metadata": {"name": "team-b"}});
+    send_json("POST", &format!("{base}/apis/stratus.dev/v1/namespaces"), &ns).await;
+    let mut held = hello("held");
+    held["metadata"]["finalizers"] = json!(["stratus.dev/test"]);
+    let coll = format!("{base}/apis/stratus.dev/v1/namespaces/team-b/services");
+    assert_eq!(send_json("POST", &coll, &held).await.status, 201);
+    let ns_url = format!("{base}/apis/stratus.dev/v1/namespaces/team-b");
+    let terminating = request("DELETE", &ns_url, None).await.body;
+    let mut edited = terminating.clone();
+    edited["metadata"]["labels"] = json!({"edited": "yes"});
+    let r = send_json("PUT", &ns_url, &edited).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The held service keeps the namespace alive: both are still there.
+    assert_eq!(get(&ns_url).await.status, 200, "the namespace vanished while not empty");
+    assert_eq!(get(&format!("{coll}/held")).await.status, 200);
+}
+
+#[tokio::test]
+async fn watch_from_a_future_version_is_rejected() {
+    let s = TestServer::start().await;
+    let r = get(&format!("{}{SVCS}?watch=true&resourceVersion=9223372036854775807", s.endpoint)).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("newer than"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn knative_annotations_can_be_edited_on_an_exported_service() {
+    let s = TestServer::start().await;
+    let mut svc = hello("scaled");
+    svc["spec"]["template"]["metadata"] = json!({"annotations": {"autoscaling.knative.dev/maxScale": "5"}});
+    assert_eq!(send_json("POST", &format!("{}{SVCS}", s.endpoint), &svc).await.status, 201);
+    let url = format!("{}{SVCS}/scaled", s.endpoint);
+    let mut exported = get(&url).await.body;
+    assert_eq!(exported["spec"]["template"]["spec"]["scaling"]["maxInstances"], 5);
+    exported["spec"]["template"]["metadata"]["annotations"]["autoscaling.knative.dev/maxScale"] = json!("10");
+    let r = send_json("PUT", &url, &exported).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["spec"]["template"]["spec"]["scaling"]["maxInstances"], 10);
+    // Removing the annotation returns the field to its default.
+    let mut removed = r.body.clone();
+    removed["spec"]["template"]["metadata"]["annotations"] = json!({});
+    let r = send_json("PUT", &url, &removed).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["spec"]["template"]["spec"]["scaling"]["maxInstances"], 100);
+}
+
+#[tokio::test]
+async fn merge_patches_methods_and_discovery() {
+    let s = TestServer::start().await;
+    let base = &s.endpoint;
+    send_json("POST", &format!("{base}{SVCS}"), &hello("p")).await;
+    let url = format!("{base}{SVCS}/p");
+    let patch = json!({"metadata": {"labels": {"team": "a"}}});
+    let r = request("PATCH", &url, Some(("application/merge-patch+json", serde_json::to_vec(&patch).unwrap()))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["metadata"]["labels"]["team"], "a");
+    assert_eq!(
+        r.body["spec"]["template"]["spec"]["containers"][0]["image"], "127.0.0.1:5000/hello:v1",
+        "a merge patch wiped the spec"
+    );
+    let remove = json!({"metadata": {"labels": {"team": null}}});
+    let r = request("PATCH", &url, Some(("application/merge-patch+json", serde_json::to_vec(&remove).unwrap()))).await;
+    assert!(r.body["metadata"].get("labels").is_none(), "{}", r.text);
+    let r = request("PATCH", &url, Some(("application/strategic-merge-patch+json", b"{}".to_vec()))).await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    assert_eq!(send_json("POST", &url, &hello("p")).await.status, 405);
+    assert_eq!(get(&format!("{url}/status")).await.status, 200);
+    let kn = get(&format!("{base}/apis/serving.knative.dev/v1")).await;
+    assert_eq!(kn.status, 200);
+    assert_eq!(kn.body["resources"].as_array().unwrap().len(), 1);
 }

@@ -63,6 +63,8 @@ impl Error {
             Code::AlreadyExists => Error::AlreadyExists(msg),
             Code::Aborted | Code::FailedPrecondition => Error::Conflict(msg),
             Code::InvalidArgument => Error::Invalid(msg),
+            // tonic itself answers OUT_OF_RANGE for a message over its size limit.
+            Code::OutOfRange if msg.contains("message length too large") => Error::TooLarge(msg),
             Code::OutOfRange => Error::Gone(msg),
             Code::ResourceExhausted => Error::TooLarge(msg),
             Code::PermissionDenied | Code::Unauthenticated => Error::Forbidden(msg),

@@ -229,6 +229,9 @@ impl Store for EmbeddedStore {
             return Err(Error::Closed);
         }
         let after = if after > 0 { after } else { state.revision };
+        if after > state.revision {
+            return Err(Error::FutureRevision { requested: after, current: state.revision });
+        }
         // Events at the compaction revision itself are kept, as etcd does.
         if after + 1 < state.compacted {
             return Err(Error::Compacted { requested: after + 1, compacted: state.compacted });

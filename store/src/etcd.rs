@@ -233,6 +233,9 @@ impl Store for EtcdStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         let (key, end) = prefix_range(prefix);
         let mut opts = WatchOptions::new().with_range(end).with_prev_key().with_progress_notify();
+        if after == Revision::MAX {
+            return Err(Error::FutureRevision { requested: after, current: self.current_revision().await? });
+        }
         if after > 0 {
             // etcd accepts a watch from a compacted revision and cancels it shortly after;
             // the contract wants the answer now, so read at that revision first.

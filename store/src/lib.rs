@@ -153,7 +153,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watches every key starting with `prefix` for changes after revision `after`
     /// (so a watch from a list's revision sees exactly what the list did not). `after` = 0 means
-    /// from now. Fails with [`Error::Compacted`] when `after` is older than the compacted history.
+    /// from now. Fails with [`Error::Compacted`] when `after` is older than the compacted history,
+    /// and may fail with [`Error::FutureRevision`] when it is ahead of the store (the embedded
+    /// store always does; etcd waits for such a revision, so callers check first).
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
     /// The current revision of the store.

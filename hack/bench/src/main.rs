@@ -107,7 +107,7 @@ async fn main() -> Result<()> {
             r["api_over_store"].as_f64().unwrap_or_default()
         );
     }
-    println!("\nWatch delivery latency, write acknowledged → event received by a gRPC watcher\n");
+    println!("\nWatch delivery latency, create request sent → ADDED event received by a gRPC watcher\n");
     println!("| backend | writes | p50 ms | p99 ms | max ms |");
     println!("|---|---:|---:|---:|---:|");
     for r in &watch_rows {
