@@ -203,6 +203,24 @@ pub fn lookup_kind(name: &str) -> Option<&'static KindInfo> {
     KINDS.iter().copied().find(|k| k.matches(name))
 }
 
+impl v1::Service {
+    /// A Service named `name` in the default namespace running one container of `image`,
+    /// everything else left to defaulting.
+    pub fn with_image(name: &str, image: &str) -> v1::Service {
+        let container = v1::Container { image: image.to_string(), ..Default::default() };
+        let template = v1::RevisionTemplate {
+            metadata: None,
+            spec: Some(v1::RevisionSpec { containers: vec![container], ..Default::default() }),
+        };
+        let mut svc = v1::Service {
+            spec: Some(v1::ServiceSpec { template: Some(template), ..Default::default() }),
+            ..Default::default()
+        };
+        svc.meta_mut().name = name.to_string();
+        svc
+    }
+}
+
 impl AnyObject {
     /// Wraps the object in the `stratus.v1.Object` message used on the wire.
     pub fn into_object(self) -> v1::Object {

@@ -8,23 +8,11 @@ use std::time::Duration;
 use common::TestServer;
 use futures::StreamExt;
 use stratus_api::Resource;
-use stratus_api::v1::{Container, Instance, InstanceSpec, RevisionSpec, RevisionTemplate, Service, ServiceSpec};
+use stratus_api::v1::{Container, Instance, InstanceSpec, Service};
 use stratus_client::{Client, Error, ListParams, WatchEvent};
 
 fn service(name: &str) -> Service {
-    let mut svc = Service::default();
-    svc.meta_mut().name = name.into();
-    svc.spec = Some(ServiceSpec {
-        template: Some(RevisionTemplate {
-            metadata: None,
-            spec: Some(RevisionSpec {
-                containers: vec![Container { image: "127.0.0.1:5000/hello:v1".into(), ..Default::default() }],
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    });
-    svc
+    Service::with_image(name, "127.0.0.1:5000/hello:v1")
 }
 
 fn instance(name: &str, node: &str) -> Instance {
@@ -200,4 +188,26 @@ async fn reflection_lists_the_resource_service() {
     let msg = resp.next().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("{msg:?}") };
     assert!(list.service.iter().any(|s| s.name == "stratus.v1.ResourceService"), "{list:?}");
+}
+
+#[tokio::test]
+async fn idle_watches_get_bookmarks_when_asked() {
+    let s = TestServer::start().await;
+    let c = Client::new(&s.endpoint).unwrap();
+    let list = c.list::<Service>(&ListParams::default()).await.unwrap();
+    let mut w = c.watch::<Service>(&ListParams::default(), &list.resource_version, true).await.unwrap();
+    // The embedded store reports progress on idle watches every second.
+    let ev =
+        tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("a bookmark in time").unwrap().unwrap();
+    match ev {
+        WatchEvent::Bookmark(rv) => {
+            assert!(rv.parse::<i64>().unwrap() >= list.resource_version.parse::<i64>().unwrap())
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without asking, an idle watch stays silent.
+    let mut quiet = c.watch::<Service>(&ListParams::default(), &list.resource_version, false).await.unwrap();
+    c.create(service("after")).await.unwrap();
+    let ev = tokio::time::timeout(Duration::from_secs(10), quiet.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(ev, WatchEvent::Added(ref s) if s.meta().name == "after"), "{ev:?}");
 }

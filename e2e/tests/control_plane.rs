@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use stratus_api::Resource;
-use stratus_api::v1::{Container, RevisionSpec, RevisionTemplate, Service, ServiceSpec};
+use stratus_api::v1::Service;
 use stratus_client::{Client, ListParams, WatchEvent};
 use stratus_testkit::{EtcdServer, binary, free_port, http_get};
 
@@ -70,19 +70,7 @@ fn text(o: &Output) -> String {
 }
 
 fn service(name: &str) -> Service {
-    let mut svc = Service::default();
-    svc.meta_mut().name = name.into();
-    svc.spec = Some(ServiceSpec {
-        template: Some(RevisionTemplate {
-            metadata: None,
-            spec: Some(RevisionSpec {
-                containers: vec![Container { image: "127.0.0.1:5000/stratus/hello:v1".into(), ..Default::default() }],
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    });
-    svc
+    Service::with_image(name, "127.0.0.1:5000/stratus/hello:v1")
 }
 
 /// The README's first command runs `stratus up` with the example manifests: the services it

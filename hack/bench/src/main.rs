@@ -18,7 +18,7 @@ use clap::Parser;
 use futures::StreamExt;
 use serde_json::json;
 use stratus_api::Resource;
-use stratus_api::v1::{Container, RevisionSpec, RevisionTemplate, Service, ServiceSpec};
+use stratus_api::v1::Service;
 use stratus_client::{Client, ListParams, WatchEvent};
 use stratus_store::Store;
 
@@ -127,19 +127,7 @@ async fn main() -> Result<()> {
 }
 
 fn service(name: &str) -> Service {
-    let mut svc = Service::default();
-    svc.meta_mut().name = name.to_string();
-    svc.spec = Some(ServiceSpec {
-        template: Some(RevisionTemplate {
-            metadata: None,
-            spec: Some(RevisionSpec {
-                containers: vec![Container { image: "127.0.0.1:5000/stratus/hello:v1".into(), ..Default::default() }],
-                ..Default::default()
-            }),
-        }),
-        ..Default::default()
-    });
-    svc
+    Service::with_image(name, "127.0.0.1:5000/stratus/hello:v1")
 }
 
 /// Runs `clients` tasks writing for `window`; returns writes per second.
