@@ -37,6 +37,8 @@ pub enum Verb {
     UpdateStatus,
     Delete,
     Apply,
+    /// Reading the container output of an object (the `log` subresource).
+    Logs,
 }
 
 /// Decides whether a request may proceed; may inspect (not change) the object written.

@@ -25,7 +25,10 @@ pub enum Reason {
     MethodNotAllowed,
     /// A body in a format this endpoint does not take (e.g. a JSON patch).
     UnsupportedMediaType,
-    /// The storage backend is unreachable.
+    /// The request is valid but the object is not in a state to serve it yet (e.g. the logs
+    /// of an Instance no node runs yet); it may succeed later.
+    FailedPrecondition,
+    /// The storage backend, or a node agent the request needs, is unreachable.
     ServiceUnavailable,
     InternalError,
 }
@@ -33,7 +36,8 @@ pub enum Reason {
 impl Reason {
     pub fn http_status(self) -> u16 {
         match self {
-            Reason::BadRequest | Reason::Invalid => 400,
+            // Kubernetes answers 400 for the logs of a pod whose container is not running yet.
+            Reason::BadRequest | Reason::Invalid | Reason::FailedPrecondition => 400,
             Reason::Forbidden => 403,
             Reason::NotFound => 404,
             Reason::AlreadyExists | Reason::Conflict => 409,
@@ -58,6 +62,7 @@ impl Reason {
             Reason::Gone => Code::OutOfRange,
             Reason::MethodNotAllowed | Reason::UnsupportedMediaType => Code::Unimplemented,
             Reason::RequestEntityTooLarge => Code::ResourceExhausted,
+            Reason::FailedPrecondition => Code::FailedPrecondition,
             Reason::ServiceUnavailable => Code::Unavailable,
             Reason::InternalError => Code::Internal,
         }
@@ -65,7 +70,7 @@ impl Reason {
 
     fn name(self) -> &'static str {
         match self {
-            Reason::BadRequest => "BadRequest",
+            Reason::BadRequest | Reason::FailedPrecondition => "BadRequest",
             Reason::Invalid => "Invalid",
             Reason::NotFound => "NotFound",
             Reason::AlreadyExists => "AlreadyExists",

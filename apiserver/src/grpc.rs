@@ -7,13 +7,14 @@ use futures::{Stream, StreamExt};
 use stratus_api::AnyObject;
 use stratus_api::v1::resource_service_server::ResourceService;
 use stratus_api::v1::{
-    ApplyRequest, ApplyResponse, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, Object,
-    ObjectKey, UpdateRequest, WatchEvent, WatchRequest,
+    ApplyRequest, ApplyResponse, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, LogLine,
+    LogsRequest, Object, ObjectKey, UpdateRequest, WatchEvent, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::admission::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
+use crate::logs::LogOptions;
 use crate::registry::{Registry, Selection};
 
 pub struct Grpc {
@@ -51,6 +52,7 @@ fn key(key: Option<ObjectKey>) -> ApiResult<ObjectKey> {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl ResourceService for Grpc {
@@ -137,6 +139,21 @@ impl ResourceService for Grpc {
                     Err(e) => Err(Status::from(e)),
                 })
                 .boxed();
+            Ok(stream)
+        })
+        .await
+    }
+
+    type LogsStream = LogStream;
+
+    async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
+        let who = caller(&req);
+        let r = req.into_inner();
+        self.call("logs", async {
+            let k = key(r.key)?;
+            let opts = LogOptions { follow: r.follow, tail_lines: r.tail_lines };
+            let lines = crate::logs::stream(&self.registry, &who, &k.kind, &k.namespace, &k.name, opts).await?;
+            let stream: LogStream = lines.map(|line| line.map_err(Status::from)).boxed();
             Ok(stream)
         })
         .await

@@ -5,6 +5,7 @@
 //! /apis/stratus.dev/v1/{plural}/{name}[/status]                  cluster-scoped object
 //! /apis/stratus.dev/v1/namespaces/{ns}/{plural}                  list, create (?watch=true streams)
 //! /apis/stratus.dev/v1/namespaces/{ns}/{plural}/{name}[/status]  get, put, patch (apply), delete
+//! /apis/stratus.dev/v1/namespaces/{ns}/{plural}/{name}/log       container logs as text (instances, services)
 //! /apis/serving.knative.dev/v1/namespaces/{ns}/services[/{name}] Knative Services, converted
 //! ```
 //! plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and discovery at `/apis`.
@@ -107,6 +108,8 @@ struct Target {
     namespace: String,
     name: String,
     status: bool,
+    /// The `log` subresource.
+    log: bool,
 }
 
 fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
@@ -117,14 +120,15 @@ fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
         _ => return Err(nf()),
     };
     let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (plural, namespace, name, status) = match segs.as_slice() {
-        ["namespaces", ns, "status"] => ("namespaces", "", *ns, true),
-        ["namespaces", ns, plural] => (*plural, *ns, "", false),
-        ["namespaces", ns, plural, name] => (*plural, *ns, *name, false),
-        ["namespaces", ns, plural, name, "status"] => (*plural, *ns, *name, true),
-        [plural] => (*plural, "", "", false),
-        [plural, name] => (*plural, "", *name, false),
-        [plural, name, "status"] => (*plural, "", *name, true),
+    let (plural, namespace, name, status, log) = match segs.as_slice() {
+        ["namespaces", ns, "status"] => ("namespaces", "", *ns, true, false),
+        ["namespaces", ns, plural] => (*plural, *ns, "", false, false),
+        ["namespaces", ns, plural, name] => (*plural, *ns, *name, false, false),
+        ["namespaces", ns, plural, name, "status"] => (*plural, *ns, *name, true, false),
+        ["namespaces", ns, plural, name, "log"] if !knative => (*plural, *ns, *name, false, true),
+        [plural] => (*plural, "", "", false, false),
+        [plural, name] => (*plural, "", *name, false, false),
+        [plural, name, "status"] => (*plural, "", *name, true, false),
         _ => return Err(nf()),
     };
     let info = KINDS.iter().copied().find(|k| k.plural == plural).ok_or_else(|| {
@@ -142,7 +146,7 @@ fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
     if !info.namespaced && !namespace.is_empty() {
         return Err(nf());
     }
-    Ok(Target { info, namespace: namespace.to_string(), name: name.to_string(), status })
+    Ok(Target { info, namespace: namespace.to_string(), name: name.to_string(), status, log })
 }
 
 async fn resource(
@@ -178,6 +182,9 @@ async fn handle(
 ) -> (&'static str, ApiResult<Response>) {
     let kind = t.info.kind;
     let collection = t.name.is_empty();
+    if t.log {
+        return ("logs", crate::logs::http(registry, caller, method, t.info, &t.namespace, &t.name, query).await);
+    }
     match (method.as_str(), collection, t.status) {
         ("GET", true, false) => {
             let sel = Selection {
@@ -467,5 +474,9 @@ mod tests {
         assert!(parse_target("stratus.dev", "v1", "pods").is_err());
         assert!(parse_target("apps", "v1", "deployments").is_err());
         assert!(parse_target("stratus.dev", "v1", "namespaces/a/nodes/x").is_err());
+        let t = parse_target("stratus.dev", "v1", "namespaces/default/instances/web-1/log").expect("resolves");
+        assert!(t.log && !t.status && t.info.kind == "Instance" && t.name == "web-1");
+        assert!(parse_target("serving.knative.dev", "v1", "namespaces/default/services/hello/log").is_err());
+        assert!(parse_target("stratus.dev", "v1", "nodes/n1/log").is_err());
     }
 }

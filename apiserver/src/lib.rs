@@ -17,6 +17,7 @@ pub mod admission;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;

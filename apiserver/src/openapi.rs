@@ -82,6 +82,24 @@ pub fn document() -> Value {
                 format!("{base}/namespaces/{{namespace}}/{}/{{name}}/status", k.plural),
                 with_params(status, json!([ns_param, name_param])),
             );
+            if matches!(k.kind, "Instance" | "Service") {
+                let log = json!({
+                    "get": {"operationId": format!("read{}Log", k.kind),
+                            "summary": "The container output as text, one line per line (a Service's prefixed with [instance])",
+                            "parameters": [
+                                {"name": "follow", "in": "query", "schema": {"type": "boolean"}, "description": "keep streaming new lines"},
+                                {"name": "tailLines", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "only the last N lines of each container"},
+                            ],
+                            "responses": merge(json!({
+                                "200": {"description": "the lines", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                                "503": {"description": "the agent of the node cannot be reached"},
+                            }), &errors)},
+                });
+                paths.insert(
+                    format!("{base}/namespaces/{{namespace}}/{}/{{name}}/log", k.plural),
+                    with_params(log, json!([ns_param, name_param])),
+                );
+            }
         } else {
             paths.insert(format!("{base}/{}", k.plural), collection);
             paths.insert(format!("{base}/{}/{{name}}", k.plural), with_params(item, json!([name_param])));
@@ -209,5 +227,6 @@ mod tests {
         assert_eq!(meta["creationTimestamp"]["format"], "date-time");
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services/{name}"]["put"].is_object());
         assert!(doc["paths"]["/apis/stratus.dev/v1/nodes/{name}/status"]["put"].is_object());
+        assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/instances/{name}/log"]["get"].is_object());
     }
 }

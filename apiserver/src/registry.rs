@@ -80,6 +80,8 @@ pub struct Registry {
     namespace_sweep: Arc<Notify>,
     /// Becomes true when the server shuts down; open watches end then.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// Connections to node agents, shared by every log request of both protocols.
+    agents: Arc<crate::logs::AgentChannels>,
 }
 
 impl Registry {
@@ -89,7 +91,14 @@ impl Registry {
         metrics: Arc<Metrics>,
         closing: tokio::sync::watch::Receiver<bool>,
     ) -> Registry {
-        Registry { store, admission, metrics, namespace_sweep: Arc::new(Notify::new()), closing }
+        Registry {
+            store,
+            admission,
+            metrics,
+            namespace_sweep: Arc::new(Notify::new()),
+            closing,
+            agents: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -98,6 +107,24 @@ impl Registry {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The admission policy, for requests served outside the registry (logs).
+    pub(crate) fn admission(&self) -> &dyn Admission {
+        self.admission.as_ref()
+    }
+
+    pub(crate) fn agents(&self) -> &crate::logs::AgentChannels {
+        &self.agents
+    }
+
+    /// Completes when the server starts shutting down: streams that never end by themselves
+    /// (watches, followed logs) end then, so that connections can drain.
+    pub(crate) fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.clone();
+        async move {
+            let _ = closing.wait_for(|c| *c).await;
+        }
     }
 
     /// Makes sure the `default` namespace exists.

@@ -23,6 +23,7 @@ Examples:
   stratus get services
   stratus get revisions,instances -o wide
   stratus describe service hello
+  stratus logs service/hello -f
 
 Where requests go: --server, else $STRATUS_SERVER, else the current context of ~/.stratus/config
 ($STRATUS_CONFIG), else http://127.0.0.1:7070.";
@@ -67,6 +68,10 @@ pub enum Command {
     /// Wait until objects meet a condition or are deleted
     #[command(after_help = WAIT_EXAMPLES, override_usage = "stratus wait KIND NAME... --for=CONDITION [OPTIONS]\n       stratus wait KIND/NAME... --for=CONDITION [OPTIONS]")]
     Wait(WaitArgs),
+
+    /// Print the container output of an instance, or of every instance of a service
+    #[command(after_help = LOGS_EXAMPLES, override_usage = "stratus logs [KIND/]NAME [-f] [--tail N] [OPTIONS]")]
+    Logs(LogsArgs),
 
     /// Run the Stratus API server in this process, for local development
     #[command(after_help = UP_EXAMPLES)]
@@ -288,6 +293,36 @@ fn parse_wait_for(s: &str) -> Result<WaitFor, String> {
         _ => return Err(format!("the status in {s:?} must be True, False or Unknown")),
     };
     Ok(WaitFor::Condition { r#type: r#type.to_string(), status: status.to_string() })
+}
+
+const LOGS_EXAMPLES: &str = "\
+KIND is instance (the default; also inst) or service (also svc). The lines of a service's
+instances are prefixed with [INSTANCE], the instance that wrote them; with -f, the instances
+running when the command starts are followed, not those started later. Ctrl-C ends -f.
+
+Examples:
+  # The output of one instance
+  stratus logs hello-00001-x7k2p
+
+  # The last 20 lines of every instance of a service, then new lines as they come
+  stratus logs service/hello --tail 20 -f
+
+  # An instance in another namespace
+  stratus logs inst/worker-00003-a1b2c -n team-a";
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// An instance's NAME, or KIND/NAME: instance/NAME, service/NAME
+    #[arg(value_name = "[KIND/]NAME")]
+    pub resource: String,
+
+    /// Keep printing new lines as they are written, until Ctrl-C
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Print only the last N lines of each container [default: all]
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u64>,
 }
 
 const UP_EXAMPLES: &str = "\

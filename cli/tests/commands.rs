@@ -27,7 +27,7 @@ async fn a_knative_manifest_is_created_then_unchanged() {
     let json: Value =
         serde_json::from_str(cli.run(&["get", "ksvc", "hello-knative", "-o", "json"]).await.ok()).unwrap();
     let container = &json["spec"]["template"]["spec"]["containers"][0];
-    assert_eq!(container["image"], "127.0.0.1:5000/stratus/hello:v1");
+    assert_eq!(container["image"], "127.0.0.1:5000/hello:v1");
     assert_eq!(container["env"][0], serde_json::json!({"name": "TARGET", "value": "World"}));
 }
 
@@ -227,7 +227,7 @@ spec:
     let text = cli.run(&["describe", "service", "hello"]).await.ok().to_string();
     assert!(text.starts_with("Name:"), "{text}");
     assert!(text.contains("\nNamespace:"), "{text}");
-    assert_eq!(field(&text, "Image"), Some("127.0.0.1:5000/stratus/hello:v1"), "{text}");
+    assert_eq!(field(&text, "Image"), Some("127.0.0.1:5000/hello:v1"), "{text}");
     assert_eq!(field(&text, "Max Instances"), Some("10"), "{text}");
     assert_eq!(field(&text, "Concurrency"), Some("50 requests per instance"), "{text}");
     let events = text.split("\nEvents:\n").nth(1).unwrap_or_else(|| panic!("no events section:\n{text}"));

@@ -9,7 +9,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use stratus_api::v1::resource_service_client::ResourceServiceClient;
 use stratus_api::v1::{
-    ApplyRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, ObjectKey, UpdateRequest, WatchRequest,
+    ApplyRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest, LogLine, LogsRequest, Object, ObjectKey,
+    UpdateRequest, WatchRequest,
 };
 use stratus_api::{AnyObject, Resource};
 use tonic::transport::{Channel, Endpoint};
@@ -39,9 +40,17 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The object is not in a state to serve the request yet (e.g. the logs of an Instance no
+    /// node runs yet); the same request may succeed later.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The server could not be reached.
     #[error("cannot reach the Stratus API at {endpoint}: {message}")]
     Unavailable { endpoint: String, message: String },
+    /// The server answered, but something it needs for the request is unreachable: its store,
+    /// or the agent of the node whose logs were asked for. The message names what.
+    #[error("{0}")]
+    ServiceUnavailable(String),
     #[error("invalid server address {0:?}: expected a URL such as http://127.0.0.1:7070")]
     BadEndpoint(String),
     #[error("the server answered with a {got} where a {want} was expected")]
@@ -61,13 +70,17 @@ impl Error {
         match status.code() {
             Code::NotFound => Error::NotFound(msg),
             Code::AlreadyExists => Error::AlreadyExists(msg),
-            Code::Aborted | Code::FailedPrecondition => Error::Conflict(msg),
+            Code::Aborted => Error::Conflict(msg),
+            Code::FailedPrecondition => Error::FailedPrecondition(msg),
             Code::InvalidArgument => Error::Invalid(msg),
             // tonic itself answers OUT_OF_RANGE for a message over its size limit.
             Code::OutOfRange if msg.contains("message length too large") => Error::TooLarge(msg),
             Code::OutOfRange => Error::Gone(msg),
             Code::ResourceExhausted => Error::TooLarge(msg),
             Code::PermissionDenied | Code::Unauthenticated => Error::Forbidden(msg),
+            // tonic keeps the transport error as the source of a status it made itself; a
+            // status without one is the server's own answer.
+            Code::Unavailable if std::error::Error::source(&status).is_none() => Error::ServiceUnavailable(msg),
             Code::Unavailable => {
                 Error::Unavailable { endpoint: endpoint.to_string(), message: unavailable_reason(&status) }
             }
@@ -77,7 +90,7 @@ impl Error {
 
     /// Whether retrying the same request later may succeed (connection trouble).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Server(_))
+        matches!(self, Error::Unavailable { .. } | Error::ServiceUnavailable(_) | Error::Server(_))
     }
 }
 
@@ -292,6 +305,34 @@ impl Client {
             .boxed())
     }
 
+    /// The container output of an Instance, or of every Instance of a Service (`kind` names
+    /// either: "instance", "svc", …; each line names its instance). `tail` keeps only the last
+    /// lines of each container; with `follow` the stream goes on with new lines until the
+    /// containers stop, the server shuts down or the stream is dropped. For a Service, only
+    /// the Instances that exist when the call is made are followed.
+    ///
+    /// Fails with [`Error::NotFound`] when the object or its container does not exist,
+    /// [`Error::FailedPrecondition`] when no node runs it yet, and
+    /// [`Error::ServiceUnavailable`] (naming the node) when its node's agent cannot be reached.
+    pub async fn logs(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        follow: bool,
+        tail: Option<u64>,
+    ) -> Result<BoxStream<'static, Result<LogLine>>> {
+        let req = LogsRequest {
+            key: Some(key(kind, namespace, name)),
+            follow,
+            // More lines than i64::MAX is all of them.
+            tail_lines: tail.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+        };
+        let stream = self.grpc.clone().logs(req).await.map_err(|s| self.err(s))?.into_inner();
+        let endpoint = self.endpoint.clone();
+        Ok(stream.map_err(move |s| Error::from_status(s, &endpoint)).boxed())
+    }
+
     // ------------------------------------------------------------ typed
 
     pub async fn create<K: Resource>(&self, obj: K) -> Result<K> {
@@ -366,4 +407,31 @@ fn unwrap_object(obj: Object) -> Result<AnyObject> {
 
 fn typed<K: Resource>(obj: AnyObject) -> Result<K> {
     K::from_any(obj).map_err(|other| Error::UnexpectedKind { want: K::INFO.kind, got: other.info().kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_answer_of_the_server_is_not_an_unreachable_server() {
+        let answered = Error::from_status(tonic::Status::unavailable("cannot reach the agent of node n1"), "http://s");
+        assert!(matches!(&answered, Error::ServiceUnavailable(m) if m == "cannot reach the agent of node n1"));
+        assert!(answered.is_transient());
+
+        let mut made = tonic::Status::unavailable("tcp connect error");
+        made.set_source(std::sync::Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)));
+        let unreachable = Error::from_status(made, "http://s");
+        assert!(
+            matches!(&unreachable, Error::Unavailable { endpoint, .. } if endpoint == "http://s"),
+            "{unreachable:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_precondition_is_neither_a_conflict_nor_transient() {
+        let e = Error::from_status(tonic::Status::failed_precondition("not scheduled yet"), "http://s");
+        assert!(matches!(&e, Error::FailedPrecondition(m) if m == "not scheduled yet"));
+        assert!(!e.is_transient());
+    }
 }

@@ -17,6 +17,7 @@ mod config_cmd;
 mod delete;
 mod describe;
 mod get;
+mod logs;
 mod wait;
 
 /// What a command that talks to the API server works with.
@@ -84,6 +85,7 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Describe(args) => describe::run(&connect()?, args, io).await,
         Command::Delete(args) => delete::run(&connect()?, args, io).await,
         Command::Wait(args) => wait::run(&connect()?, args, io).await,
+        Command::Logs(args) => logs::run(&connect()?, args, io).await,
         Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
         Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),
         Command::ApiResources => api_resources(io),

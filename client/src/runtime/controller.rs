@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, join_all};
 use futures::stream::{self, BoxStream, select_all};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use stratus_api::Resource;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -126,6 +126,14 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
                 .map(|owner| ObjectRef::new(namespace, owner.name.clone()))
                 .collect()
         })
+    }
+
+    /// Also reconciles every object `keys` names, as it names them: for triggers outside the
+    /// API (a probe result, a container that exited). The stream should not end while the
+    /// controller runs; if it does, the other triggers go on.
+    pub fn triggers(mut self, keys: impl Stream<Item = ObjectRef> + Send + 'static) -> Self {
+        self.triggers.push(keys.boxed());
+        self
     }
 
     /// Replaces the default backoff of failed keys (client-go's: 5 ms doubling to 1000 s).

@@ -1,0 +1,318 @@
+//! Logs through the API server from real node agents (the agent's own log service over a fake
+//! container runtime), over gRPC and HTTP.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::TestServer;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use stratus_agent::logs::LogService;
+use stratus_agent::runtime::fake::FakeRuntime;
+use stratus_agent::runtime::{ContainerConfig, LogStream, labels};
+use stratus_api::Resource;
+use stratus_api::v1::resource_service_client::ResourceServiceClient;
+use stratus_api::v1::{Container, Instance, InstanceSpec, LogLine, LogsRequest, Node, NodeStatus, ObjectKey, Service};
+use stratus_client::Client;
+use tokio::sync::oneshot;
+use tonic::Streaming;
+
+/// How long any one step may take before the test fails rather than hangs.
+const STEP: Duration = Duration::from_secs(30);
+
+/// A node agent serving logs from a fake runtime on a loopback port; stops when dropped.
+struct TestAgent {
+    endpoint: String,
+    node: String,
+    fake: FakeRuntime,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestAgent {
+    async fn start(node: &str) -> TestAgent {
+        let fake = FakeRuntime::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = LogService::new(std::sync::Arc::new(fake.clone()), node.to_string()).into_server();
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        TestAgent { endpoint: format!("http://{addr}"), node: node.to_string(), fake, _stop: stop }
+    }
+
+    /// A running container of `instance` on this node, labelled as the agent labels its own,
+    /// that has written `lines` to stdout; returns its id.
+    fn run(&self, instance: &Instance, lines: &[&str]) -> String {
+        let meta = instance.meta();
+        let labels: BTreeMap<String, String> = [
+            (labels::NODE, self.node.as_str()),
+            (labels::NAMESPACE, meta.namespace.as_str()),
+            (labels::INSTANCE, meta.name.as_str()),
+            (labels::INSTANCE_UID, meta.uid.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = ContainerConfig { name: meta.name.clone(), image: "img".into(), labels, ..Default::default() };
+        let id = self.fake.insert(config, true);
+        for line in lines {
+            self.fake.log(&id, LogStream::Stdout, line);
+        }
+        id
+    }
+}
+
+/// Registers a Node whose agent listens at `endpoint`, as an agent does: create, then status.
+async fn register_node(c: &Client, name: &str, endpoint: &str) {
+    let mut node = Node::default();
+    node.meta_mut().name = name.into();
+    let mut node = c.create(node).await.unwrap();
+    node.status = Some(NodeStatus { agent_endpoint: endpoint.into(), ..Default::default() });
+    c.update_status(node).await.unwrap();
+}
+
+/// An Instance of `service`, bound to `node` (none when empty).
+async fn create_instance(c: &Client, name: &str, service: &str, node: &str) -> Instance {
+    let mut inst = Instance::default();
+    inst.meta_mut().name = name.into();
+    inst.spec = Some(InstanceSpec {
+        service_name: service.into(),
+        node_name: node.into(),
+        containers: vec![Container { image: "img".into(), ..Default::default() }],
+        ..Default::default()
+    });
+    c.create(inst).await.unwrap()
+}
+
+async fn open(
+    s: &TestServer,
+    kind: &str,
+    name: &str,
+    follow: bool,
+    tail: Option<i64>,
+) -> Result<Streaming<LogLine>, tonic::Status> {
+    let mut grpc = ResourceServiceClient::connect(s.endpoint.clone()).await.unwrap();
+    let key = ObjectKey { kind: kind.into(), namespace: String::new(), name: name.into() };
+    let req = LogsRequest { key: Some(key), follow, tail_lines: tail };
+    Ok(grpc.logs(req).await?.into_inner())
+}
+
+/// Every line of a stream that ends, as (instance, line).
+async fn read_all(
+    s: &TestServer,
+    kind: &str,
+    name: &str,
+    tail: Option<i64>,
+) -> Result<Vec<(String, String)>, tonic::Status> {
+    let mut stream = open(s, kind, name, false, tail).await?;
+    let mut lines = Vec::new();
+    while let Some(l) = tokio::time::timeout(STEP, stream.message()).await.expect("the stream ends")? {
+        lines.push((l.instance, l.line));
+    }
+    Ok(lines)
+}
+
+async fn next(stream: &mut Streaming<LogLine>) -> LogLine {
+    tokio::time::timeout(STEP, stream.message()).await.expect("a line in time").unwrap().expect("the stream goes on")
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+struct Cluster {
+    server: TestServer,
+    client: Client,
+    agent: TestAgent,
+}
+
+/// A server with the Node `n1`, whose agent runs.
+async fn cluster() -> Cluster {
+    let server = TestServer::start().await;
+    let client = Client::new(&server.endpoint).unwrap();
+    let agent = TestAgent::start("n1").await;
+    register_node(&client, "n1", &agent.endpoint).await;
+    Cluster { server, client, agent }
+}
+
+#[tokio::test]
+async fn an_instances_logs_come_from_its_nodes_agent_with_tail() {
+    let Cluster { server, client, agent } = cluster().await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    let id = agent.run(&inst, &["one", "two"]);
+    agent.fake.log(&id, LogStream::Stderr, "three");
+
+    let all = read_all(&server, "Instance", "web-1", None).await.unwrap();
+    assert_eq!(all, pairs(&[("web-1", "one"), ("web-1", "two"), ("web-1", "three")]));
+    let mut tail = open(&server, "inst", "web-1", false, Some(2)).await.unwrap();
+    let (a, b) = (next(&mut tail).await, next(&mut tail).await);
+    assert_eq!(
+        (a.line.as_str(), a.stream.as_str(), b.line.as_str(), b.stream.as_str()),
+        ("two", "stdout", "three", "stderr")
+    );
+    assert!(a.time.is_some_and(|t| t.seconds > 0));
+    assert!(tokio::time::timeout(STEP, tail.message()).await.unwrap().unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_followed_instance_delivers_lines_written_after_the_call() {
+    let Cluster { server, client, agent } = cluster().await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    let id = agent.run(&inst, &["before"]);
+    let mut stream = open(&server, "instance", "web-1", true, None).await.unwrap();
+    assert_eq!(next(&mut stream).await.line, "before");
+    // The backlog came through, so the agent is reading live: this line can only come live.
+    agent.fake.log(&id, LogStream::Stdout, "after");
+    assert_eq!(next(&mut stream).await.line, "after");
+
+    // Shutting the server down ends the followed stream cleanly, so its connection drains.
+    drop(server);
+    assert!(tokio::time::timeout(STEP, stream.message()).await.expect("the stream ends").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_services_logs_merge_its_instances_on_several_nodes() {
+    let Cluster { server, client, agent } = cluster().await;
+    let other = TestAgent::start("n2").await;
+    register_node(&client, "n2", &other.endpoint).await;
+    client.create(Service::with_image("web", "img")).await.unwrap();
+    let (w1, w2) =
+        (create_instance(&client, "web-1", "web", "n1").await, create_instance(&client, "web-2", "web", "n2").await);
+    // Neither scheduled yet nor given a container yet: no logs, and no failure either.
+    create_instance(&client, "web-3", "web", "").await;
+    create_instance(&client, "web-4", "web", "n1").await;
+    let elsewhere = create_instance(&client, "api-1", "api", "n1").await;
+    let (id1, id2) = (agent.run(&w1, &["a1", "a2"]), other.run(&w2, &["b1"]));
+    agent.run(&elsewhere, &["not this service"]);
+
+    // Without follow: one instance after another, in name order.
+    let all = read_all(&server, "svc", "web", None).await.unwrap();
+    assert_eq!(all, pairs(&[("web-1", "a1"), ("web-1", "a2"), ("web-2", "b1")]));
+    let tail = read_all(&server, "Service", "web", Some(1)).await.unwrap();
+    assert_eq!(tail, pairs(&[("web-1", "a2"), ("web-2", "b1")]));
+
+    // Following: lines of both as they come.
+    let mut stream = open(&server, "services", "web", true, Some(0)).await.unwrap();
+    agent.fake.log(&id1, LogStream::Stdout, "a3");
+    let first = next(&mut stream).await;
+    assert_eq!((first.instance.as_str(), first.line.as_str()), ("web-1", "a3"));
+    other.fake.log(&id2, LogStream::Stdout, "b2");
+    let second = next(&mut stream).await;
+    assert_eq!((second.instance.as_str(), second.line.as_str()), ("web-2", "b2"));
+}
+
+#[tokio::test]
+async fn what_cannot_be_read_is_refused_with_a_reason() {
+    let Cluster { server, client, agent: _agent } = cluster().await;
+    let code_and_message = |r: Result<Streaming<LogLine>, tonic::Status>| {
+        let status = r.expect_err("refused");
+        (status.code(), status.message().to_string())
+    };
+
+    create_instance(&client, "pending", "web", "").await;
+    assert_eq!(
+        code_and_message(open(&server, "instance", "pending", false, None).await),
+        (tonic::Code::FailedPrecondition, "instance default/pending is not scheduled to a node yet".to_string())
+    );
+    create_instance(&client, "starting", "web", "n1").await;
+    assert_eq!(
+        code_and_message(open(&server, "instance", "starting", false, None).await),
+        (tonic::Code::NotFound, "instance default/starting has no container on node n1 (yet)".to_string())
+    );
+    let (code, message) = code_and_message(open(&server, "instance", "nope", false, None).await);
+    assert_eq!(code, tonic::Code::NotFound);
+    assert_eq!(message, r#"instances "nope" not found in namespace "default""#);
+    let (code, message) = code_and_message(open(&server, "svc", "nope", false, None).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (tonic::Code::NotFound, r#"services "nope" not found in namespace "default""#)
+    );
+    client.create(Service::with_image("idle", "img")).await.unwrap();
+    let (code, message) = code_and_message(open(&server, "svc", "idle", false, None).await);
+    assert_eq!(code, tonic::Code::FailedPrecondition);
+    assert!(message.contains("service default/idle has no instances"), "{message}");
+
+    let (code, message) = code_and_message(open(&server, "nodes", "n1", false, None).await);
+    assert_eq!(
+        (code, message.as_str()),
+        (tonic::Code::InvalidArgument, "logs are kept for instances and services, not for nodes")
+    );
+    let (code, message) = code_and_message(open(&server, "instance", "starting", false, Some(-1)).await);
+    assert_eq!((code, message.as_str()), (tonic::Code::InvalidArgument, "tailLines: -1 is negative; give 0 or more"));
+}
+
+#[tokio::test]
+async fn an_agent_that_cannot_be_reached_is_named_with_its_endpoint() {
+    let server = TestServer::start().await;
+    let client = Client::new(&server.endpoint).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    register_node(&client, "n9", &endpoint).await;
+    create_instance(&client, "web-1", "web", "n9").await;
+
+    let status = open(&server, "instance", "web-1", false, None).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(
+        status.message().starts_with(&format!("cannot reach the agent of node n9 at {endpoint}: ")),
+        "{}",
+        status.message()
+    );
+    // Through the typed client this is the server's answer, not a server that is down.
+    match client.logs("instance", "", "web-1", false, None).await {
+        Err(stratus_client::Error::ServiceUnavailable(m)) => assert!(m.contains("node n9"), "{m}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("logs of an unreachable agent"),
+    }
+}
+
+#[tokio::test]
+async fn the_http_log_route_streams_plain_text() {
+    let Cluster { server, client, agent } = cluster().await;
+    client.create(Service::with_image("web", "img")).await.unwrap();
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    let id = agent.run(&inst, &["one", "two", "three"]);
+    create_instance(&client, "pending", "web", "").await;
+    let base = format!("{}/apis/stratus.dev/v1/namespaces/default", server.endpoint);
+
+    let reply = common::get(&format!("{base}/instances/web-1/log?tailLines=2")).await;
+    assert_eq!((reply.status, reply.text.as_str()), (200, "two\nthree\n"));
+    let reply = common::get(&format!("{base}/services/web/log")).await;
+    assert_eq!((reply.status, reply.text.as_str()), (200, "[web-1] one\n[web-1] two\n[web-1] three\n"));
+    let reply = common::get(&format!("{base}/instances/pending/log")).await;
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.body["message"], "instance default/pending is not scheduled to a node yet");
+    let reply = common::get(&format!("{base}/instances/web-1/log?tailLines=x")).await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    let reply = common::get(&format!("{base}/instances/nope/log")).await;
+    assert_eq!(reply.status, 404);
+    let reply = common::request("DELETE", &format!("{base}/instances/web-1/log"), None).await;
+    assert_eq!(reply.status, 405);
+
+    // follow=true keeps the response open and sends lines as they come.
+    let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let url = format!("{base}/instances/web-1/log?follow=true&tailLines=1").parse().unwrap();
+    let resp = tokio::time::timeout(STEP, http.get(url)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
+    let mut body = resp.into_body();
+    let mut seen = String::new();
+    let mut read_until = async |needle: &str| {
+        while !seen.contains(needle) {
+            let frame = tokio::time::timeout(STEP, body.frame()).await.unwrap().expect("the body goes on").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap_or_default()));
+        }
+        seen.clone()
+    };
+    assert_eq!(read_until("three\n").await, "three\n");
+    agent.fake.log(&id, LogStream::Stdout, "four");
+    assert_eq!(read_until("four\n").await, "three\nfour\n");
+}

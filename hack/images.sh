@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Builds the example workload image and publishes it to the local registry:
+#
+#   1. makes sure a registry answers on 127.0.0.1:5000, installing Debian's `docker-registry`
+#      and starting it in the background when nothing does (it keeps running after this script,
+#      with its data in ${STRATUS_REGISTRY_DIR:-$HOME/.stratus/registry});
+#   2. builds examples/hello as a static binary (its own target dir, target/images, so that the
+#      workspace's debug build is not disturbed);
+#   3. builds the image 127.0.0.1:5000/hello:v1 FROM scratch and pushes it.
+#
+# Idempotent: run it as often as you like; what is already there is reused. The manifests in
+# manifests/ and the Docker tests of the node agent use this image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+registry=127.0.0.1:5000
+image="$registry/hello:v1"
+registry_dir="${STRATUS_REGISTRY_DIR:-$HOME/.stratus/registry}"
+target=x86_64-unknown-linux-gnu
+
+registry_answers() {
+  curl -fs -o /dev/null --max-time 2 "http://$registry/v2/"
+}
+
+ensure_registry() {
+  if registry_answers; then
+    echo "registry: already answering on $registry"
+    return
+  fi
+  if ! command -v docker-registry >/dev/null 2>&1; then
+    echo "registry: installing docker-registry"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+  fi
+  mkdir -p "$registry_dir/data"
+  cat >"$registry_dir/config.yml" <<EOF
+version: 0.1
+log: { level: warn }
+storage:
+  filesystem: { rootdirectory: $registry_dir/data }
+  delete: { enabled: true }
+http: { addr: $registry }
+EOF
+  # setsid + nohup: the registry must outlive this script and the terminal it ran in.
+  setsid nohup docker-registry serve "$registry_dir/config.yml" \
+    >>"$registry_dir/registry.log" 2>&1 </dev/null &
+  echo $! >"$registry_dir/registry.pid"
+  for _ in $(seq 1 100); do
+    if registry_answers; then
+      echo "registry: started on $registry (pid $(cat "$registry_dir/registry.pid"), data and log in $registry_dir)"
+      return
+    fi
+    if ! kill -0 "$(cat "$registry_dir/registry.pid")" 2>/dev/null; then
+      break
+    fi
+    sleep 0.1
+  done
+  echo "error: the registry did not answer on http://$registry/v2/; its log ($registry_dir/registry.log) ends with:" >&2
+  tail -n 20 "$registry_dir/registry.log" >&2
+  exit 1
+}
+
+build_binary() {
+  echo "build: examples/hello, static, release"
+  # +crt-static on the gnu target makes a static-pie binary: the image has no libc to link to.
+  RUSTFLAGS='-C target-feature=+crt-static -C strip=symbols' \
+    cargo build --quiet --release --locked -p hello --target "$target" --target-dir target/images
+}
+
+build_image() {
+  local context
+  context="$(mktemp -d)"
+  trap 'rm -rf "$context"' RETURN
+  cp "target/images/$target/release/hello" "$context/hello"
+  cat >"$context/Dockerfile" <<'EOF'
+FROM scratch
+COPY hello /hello
+EXPOSE 8080
+ENTRYPOINT ["/hello"]
+EOF
+  local output
+  # The legacy builder of an engine without buildx warns on every build; show the output only
+  # when the build fails.
+  if ! output="$(docker build --quiet -t "$image" "$context" 2>&1)"; then
+    echo "$output" >&2
+    echo "error: docker build of $image failed" >&2
+    exit 1
+  fi
+  echo "image: built $image ($(docker image inspect --format '{{.Id}}' "$image"))"
+}
+
+push_image() {
+  docker push --quiet "$image" >/dev/null
+  echo "image: pushed $(docker image inspect --format '{{index .RepoDigests 0}}' "$image")"
+}
+
+if ! docker info >/dev/null 2>&1; then
+  echo "error: cannot reach the Docker engine (docker info failed); is dockerd running?" >&2
+  exit 1
+fi
+ensure_registry
+build_binary
+build_image
+push_image

@@ -1,0 +1,63 @@
+//! The agent's configuration, with defaults that work on one machine.
+
+use std::time::Duration;
+
+/// Everything the agent is told; see `stratus-agent --help` for the flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name (default: the hostname).
+    pub node_name: String,
+    /// The host address container ports are published on and the Node advertises; the
+    /// gateway connects to instances there.
+    pub advertise_address: String,
+    /// CPU (millicores) and memory (bytes) kept back from Stratus for the host itself.
+    pub reserved_cpu_millis: i64,
+    pub reserved_memory_bytes: i64,
+    /// Where the API server reaches this agent's gRPC service (logs).
+    pub agent_endpoint: String,
+    /// How long the Node's Lease is valid; it is renewed every `lease_renew_interval`.
+    pub lease_duration: Duration,
+    pub lease_renew_interval: Duration,
+    /// How often the Node's status (capacity, engine health) is refreshed.
+    pub node_status_interval: Duration,
+    /// How often a running instance's container is inspected even when nothing changed.
+    pub sync_interval: Duration,
+    /// How often CPU and memory use are sampled.
+    pub usage_interval: Duration,
+    /// How often containers that no Instance claims are looked for.
+    pub gc_interval: Duration,
+    /// Restart delays after a crash (CrashLoopBackOff): base, doubling, capped.
+    pub crash_backoff: (Duration, Duration),
+    /// Retry delays after a failed pull (ImagePullBackOff): base, doubling, capped.
+    pub pull_backoff: (Duration, Duration),
+    /// At most this many processes per container.
+    pub pids_limit: i64,
+}
+
+/// The namespace that holds the Nodes' heartbeat Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "stratus-node-lease";
+
+/// The finalizer the agent holds on every Instance bound to its node until its container is gone.
+pub const FINALIZER: &str = "stratus.dev/agent";
+
+impl AgentConfig {
+    /// The defaults for a node named `node_name`.
+    pub fn new(node_name: impl Into<String>) -> AgentConfig {
+        AgentConfig {
+            node_name: node_name.into(),
+            advertise_address: "127.0.0.1".into(),
+            reserved_cpu_millis: 0,
+            reserved_memory_bytes: 0,
+            agent_endpoint: "http://127.0.0.1:7071".into(),
+            lease_duration: Duration::from_secs(15),
+            lease_renew_interval: Duration::from_secs(4),
+            node_status_interval: Duration::from_secs(10),
+            sync_interval: Duration::from_secs(2),
+            usage_interval: Duration::from_secs(5),
+            gc_interval: Duration::from_secs(30),
+            crash_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
+            pull_backoff: (Duration::from_secs(5), Duration::from_secs(300)),
+            pids_limit: 1024,
+        }
+    }
+}

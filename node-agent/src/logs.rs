@@ -1,0 +1,302 @@
+//! The agent's side of `stratus logs`: `stratus.v1.NodeAgent/Logs`.
+//!
+//! The API server finds the node an Instance is bound to and asks that node's agent; the agent
+//! finds the Instance's container by the labels it put on it (see [`labels`]) and relays what
+//! the container runtime reads, line by line. The agent keeps no log state of its own: the
+//! container engine is the store of record.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use stratus_api::Timestamp;
+use stratus_api::v1::node_agent_server::{NodeAgent, NodeAgentServer};
+use stratus_api::v1::{AgentLogsRequest, LogLine};
+use tonic::{Request, Response, Status};
+
+use crate::runtime::{self, ContainerStatus, LogOptions, LogStream, Runtime, labels};
+
+/// The lines of one `Logs` call; the stream ends with an error status if reading fails midway.
+pub type LogLines = BoxStream<'static, Result<LogLine, Status>>;
+
+/// Serves the logs of the containers on one node. Cheap to clone.
+#[derive(Clone)]
+pub struct LogService {
+    runtime: Arc<dyn Runtime>,
+    node_name: String,
+}
+
+impl LogService {
+    /// Serves the logs of the containers `runtime` runs for the node `node_name`: only
+    /// containers labelled with this node are ever read.
+    pub fn new(runtime: Arc<dyn Runtime>, node_name: String) -> LogService {
+        LogService { runtime, node_name }
+    }
+
+    /// The service, ready for `tonic::transport::Server::builder().add_service(…)`.
+    pub fn into_server(self) -> NodeAgentServer<LogService> {
+        NodeAgentServer::new(self)
+    }
+
+    /// The container of `namespace/instance` on this node. Several may exist (an Instance
+    /// deleted and recreated under the same name, a restart that made a new container): one
+    /// of the Instance with `uid` is preferred when `uid` is given and one exists, then the
+    /// most recently started.
+    ///
+    /// Fails with NOT_FOUND when there is none, which is also the case between the scheduler
+    /// binding the Instance and the agent creating its container.
+    async fn find(&self, namespace: &str, instance: &str, uid: &str) -> Result<ContainerStatus, Status> {
+        let selector =
+            [(labels::NAMESPACE, namespace), (labels::INSTANCE, instance), (labels::NODE, self.node_name.as_str())];
+        let found = self.runtime.list(&selector).await.map_err(|e| {
+            runtime_status(
+                &e,
+                &format!("listing the containers of instance {namespace}/{instance} on node {}", self.node_name),
+            )
+        })?;
+        let of_uid = |c: &ContainerStatus| c.labels.get(labels::INSTANCE_UID).is_some_and(|u| u == uid);
+        let prefer_uid = !uid.is_empty() && found.iter().any(of_uid);
+        found
+            .into_iter()
+            .filter(|c| !prefer_uid || of_uid(c))
+            // `None` (never started) sorts first, so a started container wins.
+            .max_by_key(|c| c.started_at)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "instance {namespace}/{instance} has no container on node {} (yet)",
+                    self.node_name
+                ))
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl NodeAgent for LogService {
+    type LogsStream = LogLines;
+
+    /// Streams the output of the Instance's container: the last `tail_lines` lines (all when
+    /// unset), then, with `follow`, new lines until the container stops or the caller hangs up.
+    async fn logs(&self, req: Request<AgentLogsRequest>) -> Result<Response<LogLines>, Status> {
+        let AgentLogsRequest { namespace, instance, instance_uid, follow, tail_lines } = req.into_inner();
+        if namespace.is_empty() || instance.is_empty() {
+            return Err(Status::invalid_argument("namespace and instance: both are required"));
+        }
+        let tail = match tail_lines {
+            None => None,
+            Some(n) => Some(
+                u64::try_from(n)
+                    .map_err(|_| Status::invalid_argument(format!("tail_lines: {n} is negative; give 0 or more")))?,
+            ),
+        };
+        let container = self.find(&namespace, &instance, &instance_uid).await?;
+        let what = format!(
+            "reading the logs of instance {namespace}/{instance} (container {}) on node {}",
+            container.id, self.node_name
+        );
+        tracing::debug!(%namespace, %instance, container = %container.id, follow, ?tail, "streaming logs");
+        let lines = self
+            .runtime
+            .logs(&container.id, LogOptions { follow, tail })
+            .await
+            .map_err(|e| runtime_status(&e, &what))?;
+        let lines = lines.map(move |item| match item {
+            Ok(l) => Ok(LogLine {
+                instance: instance.clone(),
+                stream: stream_name(l.stream).to_string(),
+                line: l.line,
+                time: l.timestamp.and_then(timestamp),
+            }),
+            Err(e) => Err(runtime_status(&e, &what)),
+        });
+        Ok(Response::new(lines.boxed()))
+    }
+}
+
+/// A runtime failure as a status: a missing container is NOT_FOUND, an engine that cannot be
+/// reached UNAVAILABLE (both may pass), anything else INTERNAL. `what` names the step.
+fn runtime_status(err: &runtime::Error, what: &str) -> Status {
+    let message = format!("{what} failed: {err}");
+    match err {
+        runtime::Error::NotFound(_) => Status::not_found(message),
+        runtime::Error::Unreachable { .. } => Status::unavailable(message),
+        runtime::Error::Pull { .. } | runtime::Error::Engine(_) => Status::internal(message),
+    }
+}
+
+fn stream_name(stream: LogStream) -> &'static str {
+    match stream {
+        LogStream::Stdout => "stdout",
+        LogStream::Stderr => "stderr",
+    }
+}
+
+/// `t` as a protobuf timestamp; `None` for a time before 1970, which no engine records.
+fn timestamp(t: SystemTime) -> Option<Timestamp> {
+    let since = t.duration_since(UNIX_EPOCH).ok()?;
+    Some(Timestamp { seconds: i64::try_from(since.as_secs()).ok()?, nanos: i32::try_from(since.subsec_nanos()).ok()? })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use stratus_api::v1::node_agent_client::NodeAgentClient;
+    use tokio::sync::oneshot;
+    use tonic::transport::Channel;
+
+    use super::*;
+    use crate::runtime::ContainerConfig;
+    use crate::runtime::fake::FakeRuntime;
+
+    /// The agent's service over `fake` for node `n1`, on a loopback port; stops when dropped.
+    struct Agent {
+        client: NodeAgentClient<Channel>,
+        _stop: oneshot::Sender<()>,
+    }
+
+    async fn serve(fake: &FakeRuntime) -> Agent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = LogService::new(Arc::new(fake.clone()), "n1".into()).into_server();
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = NodeAgentClient::connect(format!("http://{addr}")).await.unwrap();
+        Agent { client, _stop: stop }
+    }
+
+    /// A container of `default/{instance}` on `node`, as the agent labels it.
+    fn container(instance: &str, uid: &str, node: &str) -> ContainerConfig {
+        let labels: BTreeMap<String, String> = [
+            (labels::NODE, node),
+            (labels::NAMESPACE, "default"),
+            (labels::INSTANCE, instance),
+            (labels::INSTANCE_UID, uid),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        ContainerConfig { name: format!("stratus-{instance}-{uid}"), image: "img".into(), labels, ..Default::default() }
+    }
+
+    fn request(instance: &str, uid: &str, follow: bool, tail: Option<i64>) -> AgentLogsRequest {
+        AgentLogsRequest {
+            namespace: "default".into(),
+            instance: instance.into(),
+            instance_uid: uid.into(),
+            follow,
+            tail_lines: tail,
+        }
+    }
+
+    async fn read_all(agent: &mut Agent, req: AgentLogsRequest) -> Result<Vec<LogLine>, Status> {
+        let mut stream = agent.client.logs(req).await?.into_inner();
+        let mut lines = Vec::new();
+        while let Some(line) = stream.message().await? {
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    fn texts(lines: &[LogLine]) -> Vec<&str> {
+        lines.iter().map(|l| l.line.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn the_last_lines_of_the_instances_container_with_their_streams() {
+        let fake = FakeRuntime::new();
+        let id = fake.insert(container("web-1", "u1", "n1"), true);
+        fake.log(&id, LogStream::Stdout, "one");
+        fake.log(&id, LogStream::Stderr, "two");
+        fake.log(&id, LogStream::Stdout, "three");
+        let mut agent = serve(&fake).await;
+
+        let all = read_all(&mut agent, request("web-1", "", false, None)).await.unwrap();
+        assert_eq!(texts(&all), ["one", "two", "three"]);
+        let tail = read_all(&mut agent, request("web-1", "u1", false, Some(2))).await.unwrap();
+        assert_eq!(texts(&tail), ["two", "three"]);
+        assert_eq!(tail[0].instance, "web-1");
+        assert_eq!((tail[0].stream.as_str(), tail[1].stream.as_str()), ("stderr", "stdout"));
+        assert!(tail.iter().all(|l| l.time.as_ref().is_some_and(|t| t.seconds > 0)), "{tail:?}");
+        assert!(read_all(&mut agent, request("web-1", "", false, Some(0))).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_instances_own_and_newest_container_is_chosen_on_this_node_only() {
+        let fake = FakeRuntime::new();
+        let old = fake.insert(container("web-1", "u-old", "n1"), true);
+        fake.log(&old, LogStream::Stdout, "old instance");
+        let new = fake.insert(container("web-1", "u-new", "n1"), false);
+        fake.log(&new, LogStream::Stdout, "new instance");
+        fake.start(&new).await.unwrap();
+        let elsewhere = fake.insert(container("web-1", "u-new", "n2"), true);
+        fake.log(&elsewhere, LogStream::Stdout, "another node");
+        let mut agent = serve(&fake).await;
+
+        // No uid: the most recently started.
+        let lines = read_all(&mut agent, request("web-1", "", false, None)).await.unwrap();
+        assert_eq!(texts(&lines), ["new instance"]);
+        // The uid of the older one: its container, although another started later.
+        let lines = read_all(&mut agent, request("web-1", "u-old", false, None)).await.unwrap();
+        assert_eq!(texts(&lines), ["old instance"]);
+        // A uid no container carries: the newest of the name still answers.
+        let lines = read_all(&mut agent, request("web-1", "u-unknown", false, None)).await.unwrap();
+        assert_eq!(texts(&lines), ["new instance"]);
+    }
+
+    #[tokio::test]
+    async fn following_delivers_lines_written_after_the_call() {
+        let fake = FakeRuntime::new();
+        let id = fake.insert(container("web-1", "u1", "n1"), true);
+        fake.log(&id, LogStream::Stdout, "before");
+        let mut agent = serve(&fake).await;
+        let mut stream = agent.client.logs(request("web-1", "u1", true, None)).await.unwrap().into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap();
+        assert_eq!(first.map(|l| l.line).as_deref(), Some("before"));
+        // The backlog arrived, so the stream is subscribed: this line can only come live.
+        fake.log(&id, LogStream::Stderr, "after");
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!((next.line.as_str(), next.stream.as_str()), ("after", "stderr"));
+    }
+
+    #[tokio::test]
+    async fn an_instance_without_a_container_is_not_found_and_says_so() {
+        let fake = FakeRuntime::new();
+        fake.insert(container("web-1", "u1", "n2"), true);
+        let mut agent = serve(&fake).await;
+        let err = read_all(&mut agent, request("web-1", "u1", false, None)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        assert_eq!(err.message(), "instance default/web-1 has no container on node n1 (yet)");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_and_a_down_engine_are_named() {
+        let fake = FakeRuntime::new();
+        let mut agent = serve(&fake).await;
+        let err = read_all(&mut agent, request("web-1", "", false, Some(-1))).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("tail_lines: -1 is negative"), "{}", err.message());
+        let err = read_all(&mut agent, request("", "", false, None)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+        fake.set_unreachable(Some("connection refused"));
+        let err = read_all(&mut agent, request("web-1", "", false, None)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert!(err.message().contains("instance default/web-1 on node n1"), "{}", err.message());
+        assert!(err.message().contains("connection refused"), "{}", err.message());
+    }
+
+    #[test]
+    fn times_before_1970_have_no_timestamp() {
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::new(5, 7)), Some(Timestamp { seconds: 5, nanos: 7 }));
+        assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(1)), None);
+    }
+}

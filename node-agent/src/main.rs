@@ -1,0 +1,85 @@
+//! `stratus-agent`: flags, tracing, then [`stratus_agent::agent::run`].
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use stratus_agent::AgentConfig;
+use stratus_agent::runtime::lazy::LazyDocker;
+
+/// The Stratus node agent: runs the Instances bound to this node as Docker containers.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The API server.
+    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
+    apiserver: String,
+    /// This node's name (default: the hostname).
+    #[arg(long, env = "STRATUS_NODE_NAME")]
+    node_name: Option<String>,
+    /// The Docker engine (default: DOCKER_HOST, else the local socket).
+    #[arg(long, env = "DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// CPU kept back for the host, in millicores.
+    #[arg(long, default_value = "0")]
+    reserved_cpu: String,
+    /// Memory kept back for the host, e.g. 512Mi.
+    #[arg(long, default_value = "0")]
+    reserved_memory: String,
+    /// The address container ports are published on and the node advertises.
+    #[arg(long, env = "STRATUS_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
+    advertise_address: String,
+    /// Where the agent serves /metrics, /healthz and its gRPC service (logs).
+    #[arg(long, env = "STRATUS_AGENT_LISTEN", default_value = "127.0.0.1:7071")]
+    listen: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let node_name = match args.node_name {
+        Some(n) => n,
+        None => hostname().context("cannot tell the hostname; pass --node-name")?,
+    };
+    let mut cfg = AgentConfig::new(node_name);
+    let cpu: stratus_api::quantity::Quantity =
+        args.reserved_cpu.parse().with_context(|| format!("--reserved-cpu {:?}", args.reserved_cpu))?;
+    let memory: stratus_api::quantity::Quantity =
+        args.reserved_memory.parse().with_context(|| format!("--reserved-memory {:?}", args.reserved_memory))?;
+    cfg.reserved_cpu_millis = i64::try_from(cpu.ceil_millis()).context("--reserved-cpu is too large")?;
+    cfg.reserved_memory_bytes = i64::try_from(memory.ceil_units()).context("--reserved-memory is too large")?;
+    cfg.advertise_address = args.advertise_address;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    cfg.agent_endpoint = format!("http://{}", listener.local_addr()?);
+    // The engine may come up after the agent: the node is NotReady until it answers.
+    let runtime = LazyDocker::new(args.docker_host);
+    let client = stratus_client::Client::new(&args.apiserver)?;
+    stratus_agent::agent::run(cfg, client, Arc::new(runtime), Some(listener), shutdown_signal()).await;
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
+    let name = raw.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

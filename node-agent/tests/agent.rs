@@ -1,0 +1,349 @@
+//! The agent above the runtime: a real in-process API server, the agent's real loops and
+//! reconciler, and the fake runtime standing for Docker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use stratus_agent::AgentConfig;
+use stratus_agent::config::{FINALIZER, NODE_LEASE_NAMESPACE};
+use stratus_agent::runtime::fake::FakeRuntime;
+use stratus_agent::runtime::{ContainerConfig, labels};
+use stratus_api::Resource;
+use stratus_api::v1::{Container, ContainerPort, Instance, InstanceSpec, Lease, Node, ResourceRequirements};
+use stratus_apiserver::testing::TestServer;
+use stratus_client::{Client, ListParams, WatchEvent};
+
+const IMAGE: &str = "127.0.0.1:5000/hello:v1";
+const PATIENCE: Duration = Duration::from_secs(20);
+
+struct Harness {
+    _server: TestServer,
+    client: Client,
+    runtime: FakeRuntime,
+    cfg: AgentConfig,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    agent: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    async fn start(node: &str) -> Harness {
+        let server = TestServer::start().await;
+        let client = Client::new(&server.endpoint).unwrap();
+        let runtime = FakeRuntime::new();
+        runtime.add_image(IMAGE, "127.0.0.1:5000/hello@sha256:abc");
+        let mut cfg = AgentConfig::new(node);
+        cfg.lease_renew_interval = Duration::from_millis(200);
+        cfg.node_status_interval = Duration::from_millis(200);
+        cfg.sync_interval = Duration::from_millis(100);
+        cfg.usage_interval = Duration::from_millis(100);
+        cfg.gc_interval = Duration::from_millis(200);
+        cfg.crash_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+        cfg.pull_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+        cfg.reserved_cpu_millis = 500;
+        let mut h = Harness { _server: server, client, runtime, cfg, stop: None, agent: None };
+        h.run_agent();
+        h
+    }
+
+    fn run_agent(&mut self) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (cfg, client, runtime) = (self.cfg.clone(), self.client.clone(), Arc::new(self.runtime.clone()));
+        self.agent = Some(tokio::spawn(stratus_agent::agent::run(cfg, client, runtime, None, async move {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+    }
+
+    async fn stop_agent(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(agent) = self.agent.take() {
+            agent.await.unwrap();
+        }
+    }
+
+    async fn create(&self, name: &str, image: &str, args: &[&str]) -> Instance {
+        let mut inst = Instance::default();
+        inst.meta_mut().name = name.into();
+        inst.meta_mut().namespace = "default".into();
+        inst.spec = Some(InstanceSpec {
+            service_name: "hello".into(),
+            revision_name: "hello-00001".into(),
+            node_name: self.cfg.node_name.clone(),
+            containers: vec![Container {
+                image: image.into(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
+                resources: Some(ResourceRequirements {
+                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), "64Mi".to_string())]
+                        .into(),
+                    requests: Default::default(),
+                }),
+                image_pull_policy: "IfNotPresent".into(),
+                ..Default::default()
+            }],
+            container_concurrency: 80,
+            timeout_seconds: 300,
+            termination_grace_period_seconds: 7,
+        });
+        self.client.create(inst).await.unwrap()
+    }
+
+    /// Waits until the instance satisfies `f`, watching it (no polling).
+    async fn wait_for(&self, name: &str, what: &str, f: impl Fn(&Instance) -> bool) -> Instance {
+        let params = ListParams { field_selector: format!("metadata.name={name}"), ..Default::default() };
+        let mut w = self.client.watch::<Instance>(&params, "", false).await.unwrap();
+        let mut last = None;
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Some(ev) = w.next().await {
+                if let WatchEvent::Added(i) | WatchEvent::Modified(i) = ev.unwrap() {
+                    if f(&i) {
+                        return Some(i);
+                    }
+                    last = Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(i)) => i,
+            _ => panic!("instance {name} never got {what}; last seen: {:#?}", last.map(|i| i.status)),
+        }
+    }
+}
+
+fn status(i: &Instance) -> stratus_api::v1::InstanceStatus {
+    i.status.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn registers_the_node_and_renews_its_lease() {
+    let h = Harness::start("node-a").await;
+    let node = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Ok(n) = h.client.get::<Node>("", "node-a").await {
+                if n.status
+                    .as_ref()
+                    .is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"))
+                {
+                    return n;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("node registered and Ready");
+    let st = node.status.unwrap();
+    assert_eq!(st.capacity["cpu"], "4");
+    assert_eq!(st.allocatable["cpu"], "3500m");
+    assert_eq!(st.capacity["memory"], "8Gi");
+    assert_eq!(st.addresses[0].address, "127.0.0.1");
+
+    let first: Lease = h.client.get(NODE_LEASE_NAMESPACE, "node-a").await.unwrap();
+    let renewed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let l: Lease = h.client.get(NODE_LEASE_NAMESPACE, "node-a").await.unwrap();
+            if l.spec.as_ref().and_then(|s| s.renew_time) != first.spec.as_ref().and_then(|s| s.renew_time) {
+                return l;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("lease renewed");
+    assert_eq!(renewed.spec.unwrap().holder_identity, "node-a");
+
+    // The engine going away makes the node NotReady, with the reason.
+    h.runtime.set_unreachable(Some("connection refused"));
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            let n: Node = h.client.get("", "node-a").await.unwrap();
+            let ready = n.status.unwrap_or_default().conditions.into_iter().find(|c| c.r#type == "Ready").unwrap();
+            if ready.status == "False" {
+                assert_eq!(ready.reason, "RuntimeUnavailable");
+                assert!(ready.message.contains("connection refused"), "{}", ready.message);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("node NotReady");
+}
+
+#[tokio::test]
+async fn runs_an_instance_until_ready_with_the_runtime_contract() {
+    let h = Harness::start("node-b").await;
+    h.create("i1", IMAGE, &[]).await;
+    let i = h.wait_for("i1", "Ready", |i| status(i).ready).await;
+    let st = status(&i);
+    assert_eq!(st.phase, "Running");
+    assert!(i.meta().finalizers.contains(&FINALIZER.to_string()));
+    assert_eq!(st.image_digest, "127.0.0.1:5000/hello@sha256:abc");
+    assert!(st.started_at.is_some());
+    let c = h.runtime.container(&st.container_id).expect("container exists");
+    assert_eq!(st.address, format!("127.0.0.1:{}", c.status.host_port.unwrap()));
+    let env: std::collections::HashMap<_, _> = c.config.env.iter().cloned().collect();
+    assert_eq!(env["PORT"], "8080");
+    assert_eq!(env["K_SERVICE"], "hello");
+    assert_eq!(env["K_CONFIGURATION"], "hello");
+    assert_eq!(env["K_REVISION"], "hello-00001");
+    assert_eq!(c.config.nano_cpus, 500_000_000);
+    assert_eq!(c.config.memory_bytes, 64 << 20);
+    assert_eq!(c.config.labels[labels::INSTANCE_UID], i.meta().uid);
+    assert_eq!(c.config.labels[labels::NODE], "node-b");
+    assert!(c.config.pids_limit > 0);
+    assert!(h.runtime.pulls().is_empty(), "an image present locally was pulled (IfNotPresent)");
+
+    // Usage samples reach the status.
+    h.runtime.set_usage(&st.container_id, stratus_agent::runtime::Usage { cpu_millis: 120, memory_bytes: 10 << 20 });
+    h.wait_for("i1", "usage", |i| status(i).usage.is_some_and(|u| u.cpu_millis == 120 && u.memory_bytes == 10 << 20))
+        .await;
+}
+
+#[tokio::test]
+async fn crashes_restart_with_growing_backoff_and_are_counted_once() {
+    let h = Harness::start("node-c").await;
+    h.create("crash", IMAGE, &["crash"]).await;
+    let i = h.wait_for("crash", "Ready", |i| status(i).ready).await;
+    let first = status(&i).container_id;
+    h.runtime.log(&first, stratus_agent::runtime::LogStream::Stderr, "panic: boom");
+    h.runtime.exit(&first, 3, false);
+    let i = h.wait_for("crash", "a counted restart", |i| status(i).restart_count == 1).await;
+    let st = status(&i);
+    assert_eq!(st.exit_code, Some(3));
+    assert_eq!(st.reason, "CrashLoopBackOff");
+    assert!(st.message.contains("exited with code 3") && st.message.contains("panic: boom"), "{}", st.message);
+    assert!(st.message.contains("back-off 200ms"), "{}", st.message);
+    // It comes back in a new container after the backoff.
+    let i = h.wait_for("crash", "a new container", |i| status(i).ready && status(i).container_id != first).await;
+    assert_eq!(status(&i).restart_count, 1, "a restart was counted twice");
+    assert!(h.runtime.container(&first).is_none(), "the exited container was not removed");
+
+    // The second crash backs off twice as long as the first.
+    h.runtime.exit(&status(&i).container_id, 1, false);
+    let i = h.wait_for("crash", "a second restart", |i| status(i).restart_count == 2).await;
+    assert!(status(&i).message.contains("back-off 400ms"), "{}", status(&i).message);
+    assert_eq!(status(&i).exit_code, Some(1));
+}
+
+#[tokio::test]
+async fn oom_kills_are_reported() {
+    let h = Harness::start("node-d").await;
+    h.create("hog", IMAGE, &["oom"]).await;
+    let i = h.wait_for("hog", "Ready", |i| status(i).ready).await;
+    h.runtime.exit(&status(&i).container_id, 137, true);
+    let i = h.wait_for("hog", "OOMKilled", |i| status(i).reason == "OOMKilled").await;
+    let st = status(&i);
+    assert_eq!(st.exit_code, Some(137));
+    assert!(st.message.contains("memory limit of 64Mi"), "{}", st.message);
+}
+
+#[tokio::test]
+async fn a_missing_image_backs_off_without_a_tight_loop() {
+    let h = Harness::start("node-e").await;
+    let image = "127.0.0.1:5000/nope:v1";
+    h.runtime.fail_pull(image, "manifest for 127.0.0.1:5000/nope:v1 not found: manifest unknown");
+    h.create("nope", image, &[]).await;
+    let i = h.wait_for("nope", "ErrImagePull", |i| status(i).reason == "ErrImagePull").await;
+    assert!(status(&i).message.contains("manifest unknown"), "{}", status(&i).message);
+    let i = h.wait_for("nope", "ImagePullBackOff", |i| status(i).reason == "ImagePullBackOff").await;
+    assert_eq!(status(&i).phase, "Pending");
+    // Doubling from 200 ms: within ~1.5 s at most a handful of attempts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pulls = h.runtime.pulls().len();
+    assert!((2..=6).contains(&pulls), "{pulls} pulls: not backing off");
+}
+
+#[tokio::test]
+async fn never_ready_containers_stay_not_ready_with_the_probe_message() {
+    let h = Harness::start("node-f").await;
+    let image = "127.0.0.1:5000/silent:v1";
+    h.runtime.add_image(image, "silent@sha256:1");
+    h.runtime.never_listen(image);
+    h.create("silent", image, &[]).await;
+    let i = h.wait_for("silent", "a probe message", |i| status(i).message.contains("readiness probe failed")).await;
+    let st = status(&i);
+    assert!(!st.ready);
+    assert_eq!(st.phase, "Running");
+    assert_eq!(st.reason, "ContainersNotReady");
+}
+
+#[tokio::test]
+async fn deleting_stops_gracefully_then_releases_the_instance() {
+    let h = Harness::start("node-g").await;
+    h.create("del", IMAGE, &[]).await;
+    let i = h.wait_for("del", "Ready", |i| status(i).ready).await;
+    let id = status(&i).container_id;
+    let params = ListParams { field_selector: "metadata.name=del".into(), ..Default::default() };
+    let mut w = h.client.watch::<Instance>(&params, &i.meta().resource_version, false).await.unwrap();
+    h.client.delete::<Instance>("default", "del").await.unwrap();
+    let mut saw_finished = false;
+    let mut saw_not_ready_first = false;
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(ev) = w.next().await {
+            match ev.unwrap() {
+                WatchEvent::Modified(i) => {
+                    let st = status(&i);
+                    // The first write of a deletion: out of Endpoints while the container still runs.
+                    if st.reason == "Terminating" && !st.ready && st.container_id == id && st.finished_at.is_none() {
+                        saw_not_ready_first = true;
+                    }
+                    if st.finished_at.is_some() {
+                        saw_finished = true;
+                    }
+                }
+                WatchEvent::Deleted(_) => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("instance deleted");
+    assert!(saw_not_ready_first, "the instance was not marked not-ready before its container went");
+    assert!(saw_finished, "finishedAt was never recorded");
+    assert!(h.runtime.container(&id).is_none(), "the container is still there");
+    assert_eq!(h.runtime.stops(), vec![(id.clone(), Duration::from_secs(7))], "not stopped with the grace period");
+    assert!(h.runtime.containers().is_empty());
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_containers_and_removes_orphans() {
+    let mut h = Harness::start("node-h").await;
+    h.create("keep", IMAGE, &[]).await;
+    let i = h.wait_for("keep", "Ready", |i| status(i).ready).await;
+    let id = status(&i).container_id;
+    h.stop_agent().await;
+
+    // Meanwhile someone leaves a container with Stratus labels that no Instance claims.
+    let orphan = h.runtime.insert(
+        ContainerConfig {
+            name: "orphan".into(),
+            image: IMAGE.into(),
+            labels: [
+                (labels::NODE.to_string(), "node-h".to_string()),
+                (labels::INSTANCE_UID.to_string(), "no-such-uid".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        },
+        true,
+    );
+    h.run_agent();
+    tokio::time::timeout(PATIENCE, async {
+        while h.runtime.container(&orphan).is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("orphan removed");
+    let i: Instance = h.client.get("default", "keep").await.unwrap();
+    assert_eq!(status(&i).container_id, id, "the running container was replaced");
+    assert!(h.runtime.container(&id).is_some_and(|c| c.status.running));
+    assert_eq!(status(&i).restart_count, 0);
+}
