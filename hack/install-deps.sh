@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Stratus needs and a fresh Debian 12 machine lacks:
-# protoc (for the protobuf code generation of stratus-api and etcd-client) and etcd (the
-# store conformance suite, the benchmark and the end-to-end tests start a real one).
+# protoc (for the protobuf code generation of stratus-api and etcd-client), etcd (the store
+# conformance suite, the benchmark and the end-to-end tests start a real one), and the image
+# registry (hack/images.sh serves the example workload image from it).
 # Idempotent: does nothing when everything is there.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"

@@ -48,26 +48,31 @@ impl TestAgent {
         TestAgent { endpoint: format!("http://{addr}"), node: node.to_string(), fake, _stop: stop }
     }
 
-    /// A running container of `instance` on this node, labelled as the agent labels its own,
-    /// that has written `lines` to stdout; returns its id.
+    /// A running container of `instance` on this node that has written `lines` to stdout.
     fn run(&self, instance: &Instance, lines: &[&str]) -> String {
-        let meta = instance.meta();
-        let labels: BTreeMap<String, String> = [
-            (labels::NODE, self.node.as_str()),
-            (labels::NAMESPACE, meta.namespace.as_str()),
-            (labels::INSTANCE, meta.name.as_str()),
-            (labels::INSTANCE_UID, meta.uid.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = ContainerConfig { name: meta.name.clone(), image: "img".into(), labels, ..Default::default() };
-        let id = self.fake.insert(config, true);
-        for line in lines {
-            self.fake.log(&id, LogStream::Stdout, line);
-        }
-        id
+        run_container(&self.fake, &self.node, instance, lines)
     }
+}
+
+/// A running container of `instance` on `node`, labelled as the agent labels its own, that
+/// has written `lines` to stdout; returns its id.
+fn run_container(fake: &FakeRuntime, node: &str, instance: &Instance, lines: &[&str]) -> String {
+    let meta = instance.meta();
+    let labels: BTreeMap<String, String> = [
+        (labels::NODE, node),
+        (labels::NAMESPACE, meta.namespace.as_str()),
+        (labels::INSTANCE, meta.name.as_str()),
+        (labels::INSTANCE_UID, meta.uid.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let config = ContainerConfig { name: meta.name.clone(), image: "img".into(), labels, ..Default::default() };
+    let id = fake.insert(config, true);
+    for line in lines {
+        fake.log(&id, LogStream::Stdout, line);
+    }
+    id
 }
 
 /// Registers a Node whose agent listens at `endpoint`, as an agent does: create, then status.
@@ -315,4 +320,58 @@ async fn the_http_log_route_streams_plain_text() {
     assert_eq!(read_until("three\n").await, "three\n");
     agent.fake.log(&id, LogStream::Stdout, "four");
     assert_eq!(read_until("four\n").await, "three\nfour\n");
+}
+
+#[tokio::test]
+async fn an_agent_failing_is_named_whether_it_answers_or_goes_away() {
+    let Cluster { server, client, agent } = cluster().await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    agent.run(&inst, &["one"]);
+    agent.fake.set_unreachable(Some("the docker socket is gone"));
+    let status = open(&server, "instance", "web-1", false, None).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(status.message().contains("the docker socket is gone"), "{}", status.message());
+    assert!(
+        status.message().ends_with(&format!("(answered by the agent of node n1 at {})", agent.endpoint)),
+        "{}",
+        status.message()
+    );
+
+    // An agent whose process ends while a follow is open: its runtime, connections and all,
+    // lives on a thread of its own that the test ends.
+    let fake = FakeRuntime::new();
+    let (addr_tx, addr_rx) = oneshot::channel();
+    let (kill, killed) = oneshot::channel::<()>();
+    let agent_fake = fake.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let service = LogService::new(std::sync::Arc::new(agent_fake), "n2".into()).into_server();
+            let serve = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener));
+            tokio::select! {
+                _ = serve => {}
+                _ = killed => {}
+            }
+        });
+        // Dropping the runtime drops every connection task with it, closing the sockets.
+    });
+    let endpoint = format!("http://{}", addr_rx.await.unwrap());
+    register_node(&client, "n2", &endpoint).await;
+    let doomed = create_instance(&client, "web-2", "web", "n2").await;
+    run_container(&fake, "n2", &doomed, &["before"]);
+    let mut stream = open(&server, "instance", "web-2", true, None).await.unwrap();
+    assert_eq!(next(&mut stream).await.line, "before");
+    kill.send(()).unwrap();
+    tokio::task::spawn_blocking(move || thread.join().unwrap()).await.unwrap();
+    let status = tokio::time::timeout(STEP, stream.message()).await.expect("the stream ends").expect_err("an error");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with(&format!("lost the connection to the agent of node n2 at {endpoint}: ")),
+        "{}",
+        status.message()
+    );
 }

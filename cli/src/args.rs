@@ -349,6 +349,22 @@ pub struct UpArgs {
     /// Manifests to apply once the server answers (a file, a directory, or -; repeatable)
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filenames: Vec<String>,
+
+    /// Do not run a node agent for this machine (only the control plane)
+    #[arg(long)]
+    pub no_agent: bool,
+
+    /// The name of this machine's node [default: the hostname]
+    #[arg(long, value_name = "NAME", env = "STRATUS_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// Where the node agent serves its metrics and logs
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
+    pub agent_listen: String,
+
+    /// The Docker engine the agent drives [default: $DOCKER_HOST, or the local socket]
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
 }
 
 const CONFIG_EXAMPLES: &str = "\

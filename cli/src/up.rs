@@ -1,4 +1,5 @@
-//! `stratus up`: the API server in this process, on the embedded store, for one machine.
+//! `stratus up`: the API server, on the embedded store, and a node agent for this machine, in
+//! this process.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -63,6 +64,7 @@ pub async fn start(
 pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment, io: &mut Io) -> Result<()> {
     let data_dir: PathBuf = args
         .data_dir
+        .clone()
         .or_else(|| env.data_dir.clone())
         .ok_or_else(|| Error::Up("there is no home directory to keep the data in; pass --data-dir".to_string()))?;
     // The manifests are read and checked first: a typo is reported before anything starts.
@@ -73,8 +75,23 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let sources = manifest::read(&args.filenames, &mut io.stdin)?;
     let items = manifest::load(&sources, &namespace, true)?;
 
-    let running = start(&args.listen, &data_dir, shutdown_signal()).await?;
+    // One signal stops everything: the agent first (its containers keep running, to be adopted
+    // by the next `stratus up`), then the API server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let running = start(&args.listen, &data_dir, stopped(stop_rx.clone())).await?;
     let endpoint = &running.endpoint;
+    let agent = if args.no_agent {
+        None
+    } else {
+        Some(start_agent(&args, endpoint, stopped(stop_rx.clone())).await?)
+    };
     let mut banner = format!(
         "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
@@ -94,9 +111,40 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
             e.report(&mut io.err);
         }
     }
+    if let Some(agent) = agent {
+        let _ = agent.await;
+    }
     running.stopped().await?;
     writeln!(io.out, "Stratus API stopped.")?;
     Ok(())
+}
+
+/// Starts the node agent for this machine in a task, talking to the API at `endpoint`. The
+/// Docker engine need not be up: the node is NotReady until it answers.
+async fn start_agent(
+    args: &UpArgs,
+    endpoint: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => hostname().ok_or_else(|| Error::Up("cannot tell this machine's hostname; pass --node-name".into()))?,
+    };
+    let listener = tokio::net::TcpListener::bind(&args.agent_listen)
+        .await
+        .map_err(|e| Error::Up(format!("the node agent cannot listen on {}: {e}; pick another address with --agent-listen", args.agent_listen)))?;
+    let addr = listener.local_addr().map_err(|e| Error::Up(format!("the node agent cannot listen: {e}")))?;
+    let mut cfg = stratus_agent::AgentConfig::new(node_name);
+    cfg.agent_endpoint = endpoint_for(addr);
+    let runtime = std::sync::Arc::new(stratus_agent::runtime::lazy::LazyDocker::new(args.docker_host.clone()));
+    let client = Client::new(endpoint)?;
+    Ok(tokio::spawn(stratus_agent::agent::run(cfg, client, runtime, Some(listener), shutdown)))
+}
+
+fn hostname() -> Option<String> {
+    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
+    let name = raw.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Where a client on this machine connects: a server listening on every address is reached

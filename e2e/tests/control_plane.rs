@@ -80,9 +80,10 @@ async fn stratus_up_serves_the_examples() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let server = format!("http://{addr}");
+    let node = format!("e2e-up-{}", free_port());
     let mut up = Proc(
         Command::new(binary("stratus"))
-            .args(["up", "--listen", &addr, "--data-dir"])
+            .args(["up", "--listen", &addr, "--agent-listen", "127.0.0.1:0", "--node-name", &node, "--data-dir"])
             .arg(dir.path())
             .args(["-f", "manifests/hello.yaml", "-f", "manifests/knative-hello.yaml"])
             .current_dir(repo_root())
@@ -104,6 +105,19 @@ async fn stratus_up_serves_the_examples() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(listing.starts_with("NAME"), "{listing}");
+
+    // `stratus up` runs a node agent for this machine: its node registers and, with the
+    // Docker engine answering, becomes Ready.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = stratus(&server, &["get", "node", &node]);
+        let t = text(&out);
+        if out.status.success() && t.lines().any(|l| l.starts_with(&node) && l.contains(" Ready")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never became Ready: {t}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `stratus-apiserver --store etcd` keeps objects in etcd: they outlive the server process, and

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use stratus_api::Timestamp;
 use stratus_api::v1::node_agent_server::{NodeAgent, NodeAgentServer};
 use stratus_api::v1::{AgentLogsRequest, LogLine};
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::runtime::{self, ContainerStatus, LogOptions, LogStream, Runtime, labels};
@@ -25,13 +26,23 @@ pub type LogLines = BoxStream<'static, Result<LogLine, Status>>;
 pub struct LogService {
     runtime: Arc<dyn Runtime>,
     node_name: String,
+    /// Turns true when the agent shuts down; every stream ends then.
+    shutdown: Option<watch::Receiver<bool>>,
 }
 
 impl LogService {
     /// Serves the logs of the containers `runtime` runs for the node `node_name`: only
     /// containers labelled with this node are ever read.
     pub fn new(runtime: Arc<dyn Runtime>, node_name: String) -> LogService {
-        LogService { runtime, node_name }
+        LogService { runtime, node_name, shutdown: None }
+    }
+
+    /// Ends every stream, followed ones included, once `shutdown` holds true: a followed
+    /// stream never ends by itself while its container runs, and would otherwise hold a
+    /// graceful shutdown of the agent's server open for good.
+    pub fn with_shutdown(mut self, shutdown: watch::Receiver<bool>) -> LogService {
+        self.shutdown = Some(shutdown);
+        self
     }
 
     /// The service, ready for `tonic::transport::Server::builder().add_service(…)`.
@@ -109,7 +120,14 @@ impl NodeAgent for LogService {
             }),
             Err(e) => Err(runtime_status(&e, &what)),
         });
-        Ok(Response::new(lines.boxed()))
+        let Some(mut shutdown) = self.shutdown.clone() else {
+            return Ok(Response::new(lines.boxed()));
+        };
+        let shut_down = async move {
+            // A dropped sender means the agent is gone as well.
+            let _ = shutdown.wait_for(|down| *down).await;
+        };
+        Ok(Response::new(lines.take_until(shut_down).boxed()))
     }
 }
 
@@ -159,10 +177,14 @@ mod tests {
     }
 
     async fn serve(fake: &FakeRuntime) -> Agent {
+        serve_service(LogService::new(Arc::new(fake.clone()), "n1".into())).await
+    }
+
+    async fn serve_service(service: LogService) -> Agent {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = LogService::new(Arc::new(fake.clone()), "n1".into()).into_server();
+        let service = service.into_server();
         tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async {
@@ -265,6 +287,22 @@ mod tests {
         fake.log(&id, LogStream::Stderr, "after");
         let next = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap().unwrap();
         assert_eq!((next.line.as_str(), next.stream.as_str()), ("after", "stderr"));
+    }
+
+    #[tokio::test]
+    async fn followed_streams_end_when_the_agent_shuts_down() {
+        let fake = FakeRuntime::new();
+        let id = fake.insert(container("web-1", "u1", "n1"), true);
+        fake.log(&id, LogStream::Stdout, "before");
+        let (shut_down, shutdown) = watch::channel(false);
+        let mut agent =
+            serve_service(LogService::new(Arc::new(fake.clone()), "n1".into()).with_shutdown(shutdown)).await;
+        let mut stream = agent.client.logs(request("web-1", "u1", true, None)).await.unwrap().into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap().unwrap();
+        assert_eq!(first.map(|l| l.line).as_deref(), Some("before"));
+        shut_down.send(true).unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("the stream ends");
+        assert!(end.unwrap().is_none());
     }
 
     #[tokio::test]

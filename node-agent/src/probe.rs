@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+/// How long a TCP probe's connection must stay open to count as reaching a listener.
+const TCP_SETTLE: Duration = Duration::from_millis(30);
+
 /// How often readiness is tried before its first success.
 const EAGER_PERIOD: Duration = Duration::from_millis(25);
 
@@ -233,7 +236,17 @@ impl Prober {
 async fn check(address: &str, spec: &ProbeSpec) -> Result<(), String> {
     let attempt = async {
         let mut stream = TcpStream::connect(address).await.map_err(|e| format!("dial tcp {address}: {e}"))?;
-        let Action::Http { path, headers } = &spec.action else { return Ok(()) };
+        let Action::Http { path, headers } = &spec.action else {
+            // A published port is held open by the engine's proxy whether or not the container
+            // listens; the proxy then closes the connection at once. Only a connection that
+            // stays open (or greets us) reached a listener.
+            let mut byte = [0u8; 1];
+            return match tokio::time::timeout(TCP_SETTLE, stream.read(&mut byte)).await {
+                Ok(Ok(0)) => Err(format!("dial tcp {address}: the connection was closed: nothing listens in the container")),
+                Ok(Err(e)) => Err(format!("dial tcp {address}: {e}")),
+                Ok(Ok(_)) | Err(_) => Ok(()),
+            };
+        };
         let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: {address}\r\nUser-Agent: stratus-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
         );

@@ -1,20 +1,29 @@
 //! The agent's own server: `/metrics`, `/healthz`, and the gRPC service the API server calls
-//! for logs, on one port.
+//! for logs (`stratus.v1.NodeAgent`), on one port.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use tonic::server::NamedService;
+use tower::ServiceExt;
 
+use crate::logs::LogService;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
-pub fn router(metrics: Arc<Metrics>, _runtime: Arc<dyn Runtime>, _node: String) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" })).route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics.encode()) }
-        }),
-    )
+pub fn router(metrics: Arc<Metrics>, runtime: Arc<dyn Runtime>, node: String) -> Router {
+    let grpc = LogService::new(runtime, node).into_server();
+    let path = format!("/{}/{{*rest}}", <stratus_api::v1::node_agent_server::NodeAgentServer<LogService> as NamedService>::NAME);
+    let grpc = grpc.map_request(|req: axum::http::Request<axum::body::Body>| req.map(tonic::body::Body::new));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], metrics.encode()) }
+            }),
+        )
+        .route_service(&path, grpc)
 }

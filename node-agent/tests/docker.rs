@@ -245,7 +245,7 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
         memory_bytes: 96 << 20,
         cap_add: vec!["NET_BIND_SERVICE".into()],
         user: "1000:1000".into(),
-        working_dir: "/tmp".into(),
+        working_dir: "/srv".into(),
         tmp_size_bytes: 4 << 20,
         ..config("hardening", "env")
     };
@@ -271,7 +271,7 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     assert_eq!((binding.host_ip.as_deref(), binding.host_port.as_deref()), (Some("127.0.0.1"), Some("")));
     let container = inspect.config.expect("a config");
     assert_eq!((container.open_stdin, container.tty), (Some(false), Some(false)));
-    assert_eq!((container.user.as_deref(), container.working_dir.as_deref()), (Some("1000:1000"), Some("/tmp")));
+    assert_eq!((container.user.as_deref(), container.working_dir.as_deref()), (Some("1000:1000"), Some("/srv")));
     assert_eq!(container.cmd, Some(vec!["env".to_owned()]));
     assert_eq!(container.entrypoint, Some(vec!["/hello".to_owned()]), "the image's entrypoint is kept");
 
@@ -411,10 +411,14 @@ async fn logs_honour_tail_and_follow() {
     assert!(tail[0].line.starts_with("GET /two 404 "), "{tail:?}");
     assert!(tail.iter().all(|l| l.stream == LogStream::Stdout && l.timestamp.is_some()), "{tail:?}");
 
-    // Follow from now on: new lines arrive, and the stream ends when the container stops.
-    let mut follow = runtime.logs(&id, LogOptions { follow: true, tail: Some(0) }).await.unwrap();
+    // Follow: the last line first (which shows the engine has the request), then new lines as
+    // they come, and the end of the stream when the container stops.
+    let mut follow = runtime.logs(&id, LogOptions { follow: true, tail: Some(1) }).await.unwrap();
+    let mut next_line = async || tokio::time::timeout(PATIENCE, follow.next()).await.expect("a line").unwrap().unwrap();
+    let line = next_line().await;
+    assert!(line.line.starts_with("GET /three 404 "), "{line:?}");
     http_get(port, "/followed").await.unwrap();
-    let line = tokio::time::timeout(PATIENCE, follow.next()).await.expect("a followed line").unwrap().unwrap();
+    let line = next_line().await;
     assert!(line.line.starts_with("GET /followed 404 "), "{line:?}");
     runtime.stop(&id, Duration::from_secs(10)).await.unwrap();
     let rest: Vec<LogLine> =

@@ -19,7 +19,12 @@ pub(crate) async fn run(ctx: &Ctx, args: LogsArgs, io: &mut Io) -> Result<()> {
     // In place before anything is printed, so that Ctrl-C never cuts a line in half.
     let interrupted = interrupted();
     tokio::pin!(interrupted);
-    let mut lines = ctx.client.logs(info.kind, ctx.namespace_for(info), name, args.follow, args.tail).await?;
+    let open = ctx.client.logs(info.kind, ctx.namespace_for(info), name, args.follow, args.tail);
+    // The handler swallows Ctrl-C from now on, so every wait must also listen for it.
+    let mut lines = tokio::select! {
+        lines = open => lines?,
+        () = &mut interrupted => return Ok(()),
+    };
     loop {
         let item = tokio::select! {
             item = lines.next() => item,
