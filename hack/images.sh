@@ -74,7 +74,9 @@ build_image() {
   local context
   context="$(mktemp -d)"
   trap 'rm -rf "$context"' RETURN
-  cp "target/images/$target/release/hello" "$context/hello"
+  # -p keeps the modification time, which the build cache compares: an unchanged binary then
+  # gives the same image, and the push has nothing to send.
+  cp -p "target/images/$target/release/hello" "$context/hello"
   cat >"$context/Dockerfile" <<'EOF'
 FROM scratch
 COPY hello /hello
@@ -97,6 +99,12 @@ push_image() {
   echo "image: pushed $(docker image inspect --format '{{index .RepoDigests 0}}' "$image")"
 }
 
+for tool in curl docker cargo; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "error: $tool is needed and not installed" >&2
+    exit 1
+  fi
+done
 if ! docker info >/dev/null 2>&1; then
   echo "error: cannot reach the Docker engine (docker info failed); is dockerd running?" >&2
   exit 1

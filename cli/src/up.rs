@@ -87,11 +87,7 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     };
     let running = start(&args.listen, &data_dir, stopped(stop_rx.clone())).await?;
     let endpoint = &running.endpoint;
-    let agent = if args.no_agent {
-        None
-    } else {
-        Some(start_agent(&args, endpoint, stopped(stop_rx.clone())).await?)
-    };
+    let agent = if args.no_agent { None } else { Some(start_agent(&args, endpoint, stopped(stop_rx.clone())).await?) };
     let mut banner = format!(
         "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
@@ -130,9 +126,12 @@ async fn start_agent(
         Some(n) => n.clone(),
         None => hostname().ok_or_else(|| Error::Up("cannot tell this machine's hostname; pass --node-name".into()))?,
     };
-    let listener = tokio::net::TcpListener::bind(&args.agent_listen)
-        .await
-        .map_err(|e| Error::Up(format!("the node agent cannot listen on {}: {e}; pick another address with --agent-listen", args.agent_listen)))?;
+    let listener = tokio::net::TcpListener::bind(&args.agent_listen).await.map_err(|e| {
+        Error::Up(format!(
+            "the node agent cannot listen on {}: {e}; pick another address with --agent-listen",
+            args.agent_listen
+        ))
+    })?;
     let addr = listener.local_addr().map_err(|e| Error::Up(format!("the node agent cannot listen: {e}")))?;
     let mut cfg = stratus_agent::AgentConfig::new(node_name);
     cfg.agent_endpoint = endpoint_for(addr);

@@ -120,7 +120,8 @@ impl Harness {
                 args: args.iter().map(|a| a.to_string()).collect(),
                 ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
                 resources: Some(ResourceRequirements {
-                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), memory.to_string())].into(),
+                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), memory.to_string())]
+                        .into(),
                     requests: Default::default(),
                 }),
                 image_pull_policy: "IfNotPresent".into(),
@@ -390,7 +391,13 @@ async fn a_sigkilled_agent_adopts_its_containers_and_removes_orphans() {
     agent.0.kill().unwrap();
     agent.0.wait().unwrap();
     let orphan = docker(&[
-        "run", "-d", "--label", &format!("stratus.dev/node={node}"), "--label", "stratus.dev/instance-uid=no-such-instance", IMAGE,
+        "run",
+        "-d",
+        "--label",
+        &format!("stratus.dev/node={node}"),
+        "--label",
+        "stratus.dev/instance-uid=no-such-instance",
+        IMAGE,
     ]);
     assert!(!orphan.is_empty());
     let _agent = agent_process(&server.endpoint, &node);

@@ -46,7 +46,7 @@ pub async fn run(
     tasks.spawn(sample_usage(informer.clone(), ctx.clone(), metrics.clone(), stop.clone()));
     tasks.spawn(collect_garbage(informer.clone(), runtime.clone(), cfg.clone(), stop.clone()));
     if let Some(listener) = listener {
-        let router = crate::server::router(metrics.clone(), runtime.clone(), cfg.node_name.clone());
+        let router = crate::server::router(metrics.clone(), runtime.clone(), cfg.node_name.clone(), stop.clone());
         let mut stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, router)

@@ -242,7 +242,9 @@ async fn check(address: &str, spec: &ProbeSpec) -> Result<(), String> {
             // stays open (or greets us) reached a listener.
             let mut byte = [0u8; 1];
             return match tokio::time::timeout(TCP_SETTLE, stream.read(&mut byte)).await {
-                Ok(Ok(0)) => Err(format!("dial tcp {address}: the connection was closed: nothing listens in the container")),
+                Ok(Ok(0)) => {
+                    Err(format!("dial tcp {address}: the connection was closed: nothing listens in the container"))
+                }
                 Ok(Err(e)) => Err(format!("dial tcp {address}: {e}")),
                 Ok(Ok(_)) | Err(_) => Ok(()),
             };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
+use tokio::sync::watch;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
@@ -12,9 +13,14 @@ use crate::logs::LogService;
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 
-pub fn router(metrics: Arc<Metrics>, runtime: Arc<dyn Runtime>, node: String) -> Router {
-    let grpc = LogService::new(runtime, node).into_server();
-    let path = format!("/{}/{{*rest}}", <stratus_api::v1::node_agent_server::NodeAgentServer<LogService> as NamedService>::NAME);
+/// The routes. Followed log streams end when `stop` becomes true, so a graceful shutdown of
+/// the server does not wait on them.
+pub fn router(metrics: Arc<Metrics>, runtime: Arc<dyn Runtime>, node: String, stop: watch::Receiver<bool>) -> Router {
+    let grpc = LogService::new(runtime, node).with_shutdown(stop).into_server();
+    let path = format!(
+        "/{}/{{*rest}}",
+        <stratus_api::v1::node_agent_server::NodeAgentServer<LogService> as NamedService>::NAME
+    );
     let grpc = grpc.map_request(|req: axum::http::Request<axum::body::Body>| req.map(tonic::body::Body::new));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))

@@ -125,13 +125,12 @@ async fn registers_the_node_and_renews_its_lease() {
     let h = Harness::start("node-a").await;
     let node = tokio::time::timeout(PATIENCE, async {
         loop {
-            if let Ok(n) = h.client.get::<Node>("", "node-a").await {
-                if n.status
+            if let Ok(n) = h.client.get::<Node>("", "node-a").await
+                && n.status
                     .as_ref()
                     .is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"))
-                {
-                    return n;
-                }
+            {
+                return n;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -495,6 +495,18 @@ async fn missing_containers_and_refused_requests_map_to_the_trait_errors() {
         Err(Error::Engine(message)) => assert!(message.contains("No such image"), "{message}"),
         other => panic!("expected an engine error, got {other:?}"),
     }
+    // A start the engine refuses: its error, and the failed container's state.
+    let broken = ContainerConfig { command: vec!["/nonexistent".into()], ..config("broken", "serve") };
+    let (_cleanup, id) = create(&runtime, &broken).await;
+    match runtime.start(&id).await {
+        Err(Error::Engine(message)) => assert!(message.contains("/nonexistent"), "{message}"),
+        other => panic!("expected the engine to refuse the start, got {other:?}"),
+    }
+    let status = runtime.inspect(&id).await.unwrap().unwrap();
+    assert!(!status.running, "{status:?}");
+    assert_eq!(status.exit_code, Some(127), "{status:?}");
+    assert!(status.error.contains("/nonexistent"), "{status:?}");
+
     let config = config("conflict", "serve");
     let (_cleanup, _id) = create(&runtime, &config).await;
     match runtime.create(&config).await {

@@ -168,8 +168,8 @@ async fn never_ready() -> Result<(), String> {
 struct Context {
     target: String,
     instance: String,
-    /// Set in `env` mode: the result of reading stdin once at startup (`None` while the read
-    /// has not returned).
+    /// `Some` in `env` mode only: the outcome of the one read of stdin made at startup (the
+    /// watched value stays `None` until that read returns).
     stdin: Option<watch::Receiver<Option<StdinState>>>,
 }
 
@@ -180,8 +180,8 @@ async fn serve(mode: Mode) -> Result<(), String> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
 
     let port = match std::env::var("PORT") {
-        Ok(port) => port.parse::<u16>().map_err(|e| format!("PORT={port:?} is not a port: {e}"))?,
-        Err(_) => 8080,
+        Ok(port) if !port.is_empty() => port.parse::<u16>().map_err(|e| format!("PORT={port:?} is not a port: {e}"))?,
+        _ => 8080,
     };
     let context = Arc::new(Context {
         target: std::env::var("TARGET").unwrap_or_else(|_| "World".to_owned()),

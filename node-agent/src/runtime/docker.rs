@@ -14,8 +14,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerStatsResponse, HealthConfig,
-    HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCpuStats, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerStatsResponse,
+    HealthConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
@@ -111,11 +111,13 @@ impl DockerRuntime {
         self.negotiated
             .get_or_try_init(|| async {
                 // The clone shares the version with `self.docker`, which negotiation lowers.
-                let docker = self.docker.clone().negotiate_version().await.map_err(|e| Error::Unreachable {
-                    endpoint: self.endpoint.clone(),
-                    message: error_chain(&e),
-                })?;
-                debug!(endpoint = %self.endpoint, api_version = %docker.client_version(), "connected to the Docker engine");
+                let docker =
+                    self.docker.clone().negotiate_version().await.map_err(|e| Error::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        message: error_chain(&e),
+                    })?;
+                let api_version = docker.client_version();
+                debug!(endpoint = %self.endpoint, %api_version, "connected to the Docker engine");
                 Ok::<(), Error>(())
             })
             .await?;
@@ -225,7 +227,7 @@ impl Runtime for DockerRuntime {
         let options = StopContainerOptions { t: Some(seconds), signal: None };
         // The engine answers once the container is down: after at most the grace period, plus
         // the time SIGKILL takes. The usual request timeout must not cut that short.
-        let docker = self.ready().await?.clone().with_timeout(REQUEST_TIMEOUT + grace);
+        let docker = self.ready().await?.clone().with_timeout(REQUEST_TIMEOUT.saturating_add(grace));
         // 304 (not running) counts as success in bollard.
         docker.stop_container(id, Some(options)).await.map_err(|e| self.container_error(id, e))
     }
@@ -285,7 +287,8 @@ impl Runtime for DockerRuntime {
 
     async fn logs(&self, id: &str, options: LogOptions) -> Result<BoxStream<'static, Result<LogLine>>> {
         // The stream reports a missing container only once polled; ask first, so that the
-        // caller gets NotFound as the trait promises.
+        // caller gets NotFound as the trait promises. The logs request itself goes out when the
+        // stream is first polled: `follow` with `tail: Some(0)` starts from that moment.
         if self.inspect(id).await?.is_none() {
             return Err(Error::NotFound(id.to_owned()));
         }
@@ -440,9 +443,9 @@ fn container_status(inspect: ContainerInspectResponse) -> ContainerStatus {
 
 /// CPU (over the engine's two samples) and memory (the working set, as the kubelet counts it).
 fn usage(stats: &ContainerStatsResponse) -> Usage {
-    let total = |cpu: Option<&bollard::models::ContainerCpuStats>| {
-        let cpu = cpu.cloned().unwrap_or_default();
-        (cpu.cpu_usage.and_then(|usage| usage.total_usage).unwrap_or(0), cpu.system_cpu_usage.unwrap_or(0))
+    let total = |cpu: Option<&ContainerCpuStats>| {
+        let container = cpu.and_then(|cpu| cpu.cpu_usage.as_ref()).and_then(|usage| usage.total_usage);
+        (container.unwrap_or(0), cpu.and_then(|cpu| cpu.system_cpu_usage).unwrap_or(0))
     };
     let (cpu_now, system_now) = total(stats.cpu_stats.as_ref());
     let (cpu_before, system_before) = total(stats.precpu_stats.as_ref());
@@ -468,10 +471,12 @@ fn usage(stats: &ContainerStatsResponse) -> Usage {
     // Page cache that can be dropped under pressure is not counted (`inactive_file`, as the
     // kubelet's working set and `docker stats` do); all of `cache` is not subtracted, as it
     // includes the tmpfs at /tmp, which does count against the limit and toward an OOM kill.
-    let memory = stats.memory_stats.clone().unwrap_or_default();
-    let used = memory.usage.unwrap_or(0);
-    let stats = memory.stats.unwrap_or_default();
-    let inactive_file = stats.get("total_inactive_file").or_else(|| stats.get("inactive_file")).copied().unwrap_or(0);
+    let memory = stats.memory_stats.as_ref();
+    let used = memory.and_then(|memory| memory.usage).unwrap_or(0);
+    let inactive_file = memory
+        .and_then(|memory| memory.stats.as_ref())
+        .and_then(|stats| stats.get("total_inactive_file").or_else(|| stats.get("inactive_file")).copied())
+        .unwrap_or(0);
     let memory_bytes = i64::try_from(used.saturating_sub(inactive_file)).unwrap_or(i64::MAX);
     Usage { cpu_millis, memory_bytes }
 }
@@ -697,7 +702,7 @@ mod tests {
 
     use std::collections::BTreeMap;
 
-    use bollard::models::{ContainerCpuStats, ContainerCpuUsage, ContainerMemoryStats};
+    use bollard::models::{ContainerCpuUsage, ContainerMemoryStats};
     use bytes::Bytes;
 
     use super::*;
@@ -904,9 +909,7 @@ mod tests {
     fn connection_failures_are_unreachable_and_refusals_keep_the_engine_message() {
         let refused = DockerError::DockerResponseServerError { status_code: 409, message: "name in use".into() };
         assert!(matches!(map_error("e", refused), Error::Engine(m) if m == "name in use"));
-        let missing = DockerError::SocketNotFoundError("/x.sock".into());
-        assert!(
-            matches!(map_error("unix:///x.sock", missing), Error::Unreachable { endpoint, .. } if endpoint == "unix:///x.sock")
-        );
+        let missing = map_error("unix:///x.sock", DockerError::SocketNotFoundError("/x.sock".into()));
+        assert!(matches!(&missing, Error::Unreachable { endpoint, .. } if endpoint == "unix:///x.sock"), "{missing:?}");
     }
 }
