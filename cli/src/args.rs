@@ -73,9 +73,13 @@ pub enum Command {
     #[command(after_help = LOGS_EXAMPLES, override_usage = "stratus logs [KIND/]NAME [-f] [--tail N] [OPTIONS]")]
     Logs(LogsArgs),
 
-    /// Run the Stratus API server in this process, for local development
+    /// Run Stratus on this machine in the foreground: API server and node agent
     #[command(after_help = UP_EXAMPLES)]
     Up(UpArgs),
+
+    /// Remove every container Stratus runs on this machine (and with --purge, its data)
+    #[command(after_help = DOWN_EXAMPLES)]
+    Down(DownArgs),
 
     /// Show or change the contexts of the config file
     #[command(subcommand, after_help = CONFIG_EXAMPLES)]
@@ -335,6 +339,37 @@ Examples:
 
   # Start elsewhere and deploy the example services once the server answers
   stratus up --listen 127.0.0.1:8080 --data-dir /tmp/stratus -f manifests/";
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Only the containers of this node [default: every node's]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+
+    /// Also delete the data directory of `stratus up` (every object stored)
+    #[arg(long)]
+    pub purge: bool,
+
+    /// The data directory to purge [default: $STRATUS_DATA_DIR, or ~/.stratus/data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+
+    /// The Docker engine [default: $DOCKER_HOST, or the local socket]
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+}
+
+const DOWN_EXAMPLES: &str = "\
+Stopping `stratus up` leaves workloads running, so that the next `stratus up` adopts them;
+`stratus down` is how they go away. Stop `stratus up` first.
+
+Examples:
+  # Remove every Stratus container
+  stratus down
+
+  # ... and forget every object (services, revisions, ...) too
+  stratus down --purge
+";
 
 #[derive(Debug, Args)]
 pub struct UpArgs {

@@ -17,6 +17,7 @@ pub mod args;
 mod commands;
 pub mod config;
 mod describe;
+mod down;
 pub mod error;
 pub mod format;
 pub mod manifest;

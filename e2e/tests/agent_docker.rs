@@ -70,6 +70,7 @@ impl Harness {
         cfg.gc_interval = Duration::from_millis(500);
         cfg.crash_backoff = (Duration::from_millis(500), Duration::from_secs(10));
         cfg.pull_backoff = (Duration::from_millis(500), Duration::from_secs(10));
+        cfg.drain_delay = Duration::from_millis(300);
         let mut h = Harness {
             _server: server,
             client,
@@ -412,4 +413,19 @@ async fn a_sigkilled_agent_adopts_its_containers_and_removes_orphans() {
     assert_eq!(inspect(&id)["State"]["Running"], true);
     assert_eq!(status(&i).restart_count, 0);
     get(&status(&i).address, "/").await;
+}
+
+#[tokio::test]
+async fn stratus_down_removes_the_containers_of_a_node() {
+    let mut h = Harness::start("down").await;
+    h.create("one", IMAGE, &[], "64Mi").await;
+    let i = h.wait_for("one", "Ready", |i| status(i).ready).await;
+    h.stop_agent().await;
+    let id = status(&i).container_id;
+    assert_eq!(inspect(&id)["State"]["Running"], true, "stopping the agent stopped its container");
+    let out = Command::new(binary("stratus")).args(["down", "--node", &h.node]).output().expect("run stratus down");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 Stratus container(s) removed"), "{text}");
+    assert!(docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty(), "the container is still there");
 }

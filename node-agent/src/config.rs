@@ -32,6 +32,9 @@ pub struct AgentConfig {
     pub pull_backoff: (Duration, Duration),
     /// At most this many processes per container.
     pub pids_limit: i64,
+    /// How long a deleted instance that was serving stays up after leaving Endpoints, so that
+    /// gateways stop sending to it before it is asked to stop (SIGTERM).
+    pub drain_delay: Duration,
 }
 
 /// The namespace that holds the Nodes' heartbeat Leases.
@@ -58,6 +61,7 @@ impl AgentConfig {
             crash_backoff: (Duration::from_secs(10), Duration::from_secs(300)),
             pull_backoff: (Duration::from_secs(5), Duration::from_secs(300)),
             pids_limit: 1024,
+            drain_delay: Duration::from_secs(2),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Context {
     probers: Mutex<HashMap<String, Prober>>,
     backoff: Mutex<HashMap<String, Backoff>>,
     usage: Mutex<HashMap<String, (Usage, SystemTime)>>,
+    /// When each serving instance being deleted left Endpoints (see `drain_delay`).
+    draining: Mutex<HashMap<String, Instant>>,
     trigger: mpsc::UnboundedSender<ObjectRef>,
 }
 
@@ -69,6 +71,7 @@ impl Context {
             probers: Mutex::default(),
             backoff: Mutex::default(),
             usage: Mutex::default(),
+            draining: Mutex::default(),
             trigger,
         };
         (Arc::new(ctx), keys)
@@ -346,13 +349,24 @@ async fn exited(
 async fn terminate(inst: &Instance, containers: Vec<ContainerStatus>, ctx: &Arc<Context>) -> Result<Action, Error> {
     let mut status = inst.status.clone().unwrap_or_default();
     let mut current = inst.clone();
+    let uid = inst.meta().uid.clone();
     if status.ready || status.reason != "Terminating" {
-        // First out of Endpoints, then stopped.
+        // First out of Endpoints, then, once gateways had time to notice, stopped.
+        if status.ready && containers.iter().any(|c| c.running) {
+            lock(&ctx.draining).insert(uid.clone(), Instant::now());
+        }
         status.ready = false;
         status.reason = "Terminating".into();
         status.message = "the instance is being deleted".into();
         set_condition(&mut status.conditions, "Ready", "False", "Terminating", "the instance is being deleted");
         current = write_status(ctx, &current, status.clone()).await?;
+    }
+    let since = lock(&ctx.draining).get(&uid).copied();
+    if let Some(since) = since {
+        let waited = since.elapsed();
+        if waited < ctx.cfg.drain_delay {
+            return Ok(Action::requeue(ctx.cfg.drain_delay - waited));
+        }
     }
     let grace = grace_period(inst);
     let mut exit_code = status.exit_code;
@@ -368,7 +382,8 @@ async fn terminate(inst: &Instance, containers: Vec<ContainerStatus>, ctx: &Arc<
         ctx.runtime.remove(&c.id).await?;
         ctx.forget_container(&c.id);
     }
-    lock(&ctx.backoff).remove(&inst.meta().uid);
+    lock(&ctx.backoff).remove(&uid);
+    lock(&ctx.draining).remove(&uid);
     if current.meta().finalizers.iter().any(|f| f == FINALIZER) {
         if !status.container_id.is_empty() || status.finished_at.is_none() {
             status.container_id.clear();

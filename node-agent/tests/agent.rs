@@ -41,6 +41,7 @@ impl Harness {
         cfg.gc_interval = Duration::from_millis(200);
         cfg.crash_backoff = (Duration::from_millis(200), Duration::from_secs(5));
         cfg.pull_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+        cfg.drain_delay = Duration::from_millis(300);
         cfg.reserved_cpu_millis = 500;
         let mut h = Harness { _server: server, client, runtime, cfg, stop: None, agent: None };
         h.run_agent();

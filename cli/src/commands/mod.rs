@@ -87,6 +87,7 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Wait(args) => wait::run(&connect()?, args, io).await,
         Command::Logs(args) => logs::run(&connect()?, args, io).await,
         Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
+        Command::Down(args) => crate::down::run(args, env, io).await,
         Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),
         Command::ApiResources => api_resources(io),
         Command::Completion(args) => {

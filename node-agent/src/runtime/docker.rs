@@ -259,7 +259,8 @@ impl Runtime for DockerRuntime {
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerStatus>> {
         let mut filters = HashMap::new();
         if !labels.is_empty() {
-            filters.insert("label".to_owned(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect());
+            let filter = |(k, v): &(&str, &str)| if v.is_empty() { k.to_string() } else { format!("{k}={v}") };
+            filters.insert("label".to_owned(), labels.iter().map(filter).collect());
         }
         let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let summaries = self.ready().await?.list_containers(Some(options)).await.map_err(|e| self.error(e))?;

@@ -259,7 +259,9 @@ impl Runtime for FakeRuntime {
             .lock()
             .containers
             .values()
-            .filter(|c| labels.iter().all(|(k, v)| c.status.labels.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|c| {
+                labels.iter().all(|(k, v)| c.status.labels.get(*k).is_some_and(|have| v.is_empty() || have == v))
+            })
             .map(|c| c.status.clone())
             .collect())
     }

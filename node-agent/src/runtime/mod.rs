@@ -160,7 +160,8 @@ pub trait Runtime: Send + Sync + 'static {
     /// The container's state, or `None` if it does not exist.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerStatus>>;
 
-    /// Every container (running or not) carrying all of `labels`.
+    /// Every container (running or not) carrying all of `labels`; an empty value matches any
+    /// value of its label.
     async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerStatus>>;
 
     /// Current CPU and memory use of a running container.

@@ -1,0 +1,120 @@
+//! The Stratus controllers, in one process: each a reconciler over the shared informer caches
+//! (DESIGN §5). Several replicas may run; a Lease elects the one that acts.
+//!
+//! | controller | module | what it reconciles |
+//! |---|---|---|
+//! | services | [`services`] | a Service's template → immutable Revisions; its status, URL and traffic |
+//! | revisions | [`revisions`] | a Revision's Instances to its desired count; its readiness |
+//! | scheduler | [`scheduler`] | pending Instances → a Node with room |
+//! | endpoints | [`endpoints`] | a Revision's ready Instances → its Endpoints |
+//! | nodes | [`nodes`] | Nodes whose Lease expired → NotReady, their Instances failed |
+//! | garbage collector | [`gc`] | objects whose owner is gone → deleted |
+
+use std::sync::Arc;
+
+use futures::FutureExt;
+use stratus_api::Resource;
+use stratus_api::v1::Namespace;
+use stratus_client::Client;
+use stratus_client::runtime::{LeaderElectionConfig, LeaderElector};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+pub mod config;
+pub mod context;
+pub mod endpoints;
+pub mod events;
+pub mod gc;
+pub mod metrics;
+pub mod nodes;
+pub mod revisions;
+pub mod scheduler;
+pub mod services;
+
+pub use config::Config;
+pub use context::Context;
+pub use metrics::Metrics;
+
+/// The name of the leader-election Lease.
+pub const LEADER_LEASE: &str = "stratus-controllers";
+
+/// Runs every controller while this replica holds the leader Lease, until `shutdown`.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send) {
+    let (stop_tx, stop) = watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown.map(|_| ()));
+    // The Lease's namespace must exist before anyone can hold the Lease.
+    let mut ns = Namespace::default();
+    ns.meta_mut().name = config.system_namespace.clone();
+    loop {
+        match client.create(ns.clone()).await {
+            Ok(_) | Err(stratus_client::Error::AlreadyExists(_)) => break,
+            Err(e) => {
+                warn!(error = %e, "cannot create the {} namespace yet; retrying", config.system_namespace);
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = &mut shutdown => return,
+                }
+            }
+        }
+    }
+    let elector = match LeaderElector::new(
+        client.clone(),
+        LeaderElectionConfig::new(config.system_namespace.clone(), LEADER_LEASE, config.identity.clone()),
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            warn!(error = %e, "leader election cannot start");
+            return;
+        }
+    };
+    let mut leading = elector.subscribe();
+    let mut elector_stop = stop.clone();
+    let election = tokio::spawn(elector.run(async move {
+        let _ = elector_stop.wait_for(|s| *s).await;
+    }));
+    loop {
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => if r.is_err() { break },
+            _ = &mut shutdown => break,
+        }
+        info!(identity = %config.identity, "leading: starting the controllers");
+        metrics.leader.set(1);
+        let ctx = Context::new(client.clone(), config.clone(), metrics.clone());
+        let mut lost = leading.clone();
+        let term = async move {
+            let _ = lost.wait_for(|l| !*l).await;
+        };
+        let mut stop_rx = stop.clone();
+        let (term_tx, term_rx) = watch::channel(false);
+        let controllers = run_controllers(ctx, term_rx);
+        let ended_by_shutdown = tokio::select! {
+            _ = term => false,
+            _ = &mut shutdown => true,
+            _ = stop_rx.changed() => true,
+        };
+        let _ = term_tx.send(true);
+        controllers.await;
+        metrics.leader.set(0);
+        if ended_by_shutdown {
+            break;
+        }
+        warn!("lost the leader Lease: controllers stopped until it is won again");
+    }
+    let _ = stop_tx.send(true);
+    let _ = election.await;
+}
+
+/// Every controller, until `stop` becomes true.
+async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::join!(
+        services::run(ctx.clone(), until(stop.clone())),
+        revisions::run(ctx.clone(), until(stop.clone())),
+        scheduler::run(ctx.clone(), until(stop.clone())),
+        endpoints::run(ctx.clone(), until(stop.clone())),
+        nodes::run(ctx.clone(), until(stop.clone())),
+        gc::run(ctx.clone(), until(stop.clone())),
+    );
+}
