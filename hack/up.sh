@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Sets up and runs Stratus on this machine: installs what is missing, builds the `stratus`
-# CLI, and runs `stratus up` in the foreground with the example services of manifests/
-# applied. Stop it with Ctrl-C. Data lives in ~/.stratus/data (override: STRATUS_DATA_DIR).
+# Sets up and runs Stratus on this machine: installs what is missing, builds the example
+# workload image into a local registry and the `stratus` CLI, and runs `stratus up` in the
+# foreground with the example services of manifests/ applied. Stop it with Ctrl-C (workloads
+# keep running; `stratus down` removes them). Data lives in ~/.stratus/data (override:
+# STRATUS_DATA_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
+# The example services run the example image from the local registry.
+hack/images.sh
 cargo build -p stratus-cli --bin stratus
 bin="$PWD/target/debug/stratus"
 # Put `stratus` on the PATH when cargo's bin directory is there (it is where rustup installs).

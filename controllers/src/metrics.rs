@@ -25,6 +25,7 @@ pub struct Metrics {
     registry: Registry,
     reconciles: Family<Outcome, Counter>,
     durations: Family<ControllerLabel, Histogram>,
+    queue_depth: Family<ControllerLabel, Gauge>,
     pub leader: Gauge,
 }
 
@@ -36,10 +37,12 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
         let leader = Gauge::default();
+        let queue_depth = Family::<ControllerLabel, Gauge>::default();
+        registry.register("queue_depth", "Keys waiting in a controller's work queue", queue_depth.clone());
         registry.register("reconciles", "Reconciles by controller and result (ok, error)", reconciles.clone());
         registry.register("reconcile_duration_seconds", "How long reconciles take", durations.clone());
         registry.register("leader", "1 while this replica leads and runs the controllers", leader.clone());
-        Metrics { registry, reconciles, durations, leader }
+        Metrics { registry, reconciles, durations, queue_depth, leader }
     }
 }
 
@@ -51,6 +54,14 @@ impl Metrics {
         self.durations
             .get_or_create(&ControllerLabel { controller: controller.into() })
             .observe(start.elapsed().as_secs_f64());
+    }
+
+    /// A callback for `Controller::observe_queue` that sets `controller`'s queue depth.
+    pub fn queue_observer(&self, controller: &str) -> impl Fn(usize) + Send + Sync + 'static {
+        let gauge = self.queue_depth.get_or_create(&ControllerLabel { controller: controller.into() }).clone();
+        move |len| {
+            gauge.set(i64::try_from(len).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn encode(&self) -> String {

@@ -80,6 +80,7 @@ pub struct Controller<K, Ctx> {
     /// The caches that must have synced before the first reconcile.
     synced: Vec<BoxFuture<'static, ()>>,
     rate_limit: RateLimit,
+    queue_len: Option<Arc<dyn Fn(usize) + Send + Sync>>,
 }
 
 impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
@@ -92,6 +93,7 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
             triggers: vec![informer.subscribe().map(|change| change.key()).boxed()],
             synced: vec![async move { store.wait_synced().await }.boxed()],
             rate_limit: RateLimit::default(),
+            queue_len: None,
         }
     }
 
@@ -136,6 +138,13 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         self
     }
 
+    /// Calls `f` with the number of keys waiting in the work queue each time a worker takes
+    /// one (for a queue-depth metric).
+    pub fn observe_queue(mut self, f: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.queue_len = Some(Arc::new(f));
+        self
+    }
+
     /// Replaces the default backoff of failed keys (client-go's: 5 ms doubling to 1000 s).
     pub fn rate_limit(mut self, rate_limit: RateLimit) -> Self {
         self.rate_limit = rate_limit;
@@ -165,7 +174,7 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         E: std::error::Error,
         P: Fn(Arc<K>, &E, Arc<Ctx>) -> Action,
     {
-        let Controller { informer, ctx, triggers, synced, rate_limit } = self;
+        let Controller { informer, ctx, triggers, synced, rate_limit, queue_len } = self;
         let mut shutdown = pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => return,
@@ -186,6 +195,9 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         };
         let worker = || async {
             while let Some(key) = queue.get().await {
+                if let Some(f) = &queue_len {
+                    f(queue.len());
+                }
                 if stopped.load(Ordering::Acquire) {
                     queue.done(&key);
                     break;

@@ -2,7 +2,8 @@
 //!
 //! By default it is a tiny HTTP server on `0.0.0.0:$PORT` (8080): `/` answers
 //! `Hello {TARGET}! from {instance}`, `/healthz` answers 200, and any path takes the query knobs
-//! `sleep_ms=N` (wait before answering), `cpu_ms=N` (burn CPU that long) and `status=N` (answer
+//! `sleep_ms=N` (wait before answering), `cpu_ms=N` (burn CPU that long), `exclusive=1` (fail with
+//! 500 when another exclusive request is in flight) and `status=N` (answer
 //! with that status). It logs one line per request to stdout, and on SIGTERM stops accepting,
 //! finishes the requests in flight and exits 0 — it runs as PID 1 in a container, where nothing
 //! else would handle the signal.
@@ -171,6 +172,17 @@ struct Context {
     /// `Some` in `env` mode only: the outcome of the one read of stdin made at startup (the
     /// watched value stays `None` until that read returns).
     stdin: Option<watch::Receiver<Option<StdinState>>>,
+    /// Requests with `?exclusive=1` in flight: such a request fails if it overlaps another.
+    exclusive: std::sync::atomic::AtomicUsize,
+}
+
+/// Holds one `exclusive` slot until dropped.
+struct Exclusive<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 async fn serve(mode: Mode) -> Result<(), String> {
@@ -187,6 +199,7 @@ async fn serve(mode: Mode) -> Result<(), String> {
         target: std::env::var("TARGET").unwrap_or_else(|_| "World".to_owned()),
         instance: instance_name(),
         stdin: (mode == Mode::Env).then(watch_stdin),
+        exclusive: Default::default(),
     });
 
     let address = SocketAddr::from(([0, 0, 0, 0], port));
@@ -268,6 +281,16 @@ async fn respond(request: &Request<Incoming>, context: &Context) -> Response<Ful
         Ok(knobs) => knobs,
         Err(message) => return text(StatusCode::BAD_REQUEST, message),
     };
+    let _slot = if knobs.exclusive {
+        let others = context.exclusive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let slot = Exclusive(&context.exclusive);
+        if others > 0 {
+            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{others} other exclusive request(s) in flight"));
+        }
+        Some(slot)
+    } else {
+        None
+    };
     if let Some(sleep) = knobs.sleep {
         tokio::time::sleep(sleep).await;
     }
@@ -314,6 +337,8 @@ struct Knobs {
     sleep: Option<Duration>,
     cpu: Option<Duration>,
     status: Option<StatusCode>,
+    /// Fail with 500 if another exclusive request is in flight (for concurrency tests).
+    exclusive: bool,
 }
 
 impl Knobs {
@@ -326,6 +351,7 @@ impl Knobs {
             match name {
                 "sleep_ms" => knobs.sleep = Some(parse_ms(name, value)?),
                 "cpu_ms" => knobs.cpu = Some(parse_ms(name, value)?),
+                "exclusive" => knobs.exclusive = !matches!(value, "0" | "false"),
                 "status" => {
                     let status = value
                         .parse::<u16>()
@@ -494,13 +520,14 @@ mod tests {
 
     #[test]
     fn knobs_parse_known_parameters_and_ignore_others() {
-        let knobs = Knobs::parse("sleep_ms=5&x=y&cpu_ms=7&status=503&flag").unwrap();
+        let knobs = Knobs::parse("sleep_ms=5&x=y&cpu_ms=7&status=503&flag&exclusive=1").unwrap();
         assert_eq!(
             knobs,
             Knobs {
                 sleep: Some(Duration::from_millis(5)),
                 cpu: Some(Duration::from_millis(7)),
                 status: Some(StatusCode::SERVICE_UNAVAILABLE),
+                exclusive: true,
             }
         );
         assert_eq!(Knobs::parse("").unwrap(), Knobs::default());

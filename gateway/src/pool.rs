@@ -1,0 +1,670 @@
+//! The balancer of one revision: its endpoints, the requests in flight to each, and the requests
+//! waiting for one.
+//!
+//! A request takes a [`Lease`] on the endpoint with the fewest requests in flight, never more than
+//! the revision's `containerConcurrency` per endpoint. When no endpoint can take it (all busy,
+//! all ejected, or none ready yet: a revision scaled to zero) it waits in a bounded FIFO queue.
+//! A released lease, a new endpoint and a re-admitted endpoint each hand the freed capacity to the
+//! head of the queue directly, so a newcomer can never overtake a request that was waiting.
+//!
+//! Endpoints that keep failing are ejected for a while (Envoy's passive outlier detection): after
+//! `consecutive_failures` connect failures or 5xx answers in a row, for `base_ejection` doubling
+//! with each ejection in a row. When the time is up the endpoint takes requests again; the first
+//! one is the probe: a success forgives its history, a failure ejects it again at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use stratus_client::runtime::ObjectRef;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// How an endpoint speaks HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c).
+    H2c,
+}
+
+/// When endpoints are ejected, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutlierDetection {
+    /// Connect failures or 5xx answers in a row that eject an endpoint. 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each further ejection in a row doubles it.
+    pub base_ejection: Duration,
+    /// The longest an ejection lasts.
+    pub max_ejection: Duration,
+    /// At most this share of a revision's endpoints is ejected at once, so that a revision whose
+    /// every endpoint fails keeps answering (with the failures) instead of holding all requests.
+    pub max_ejection_percent: u8,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        OutlierDetection {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// One ready address of a revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EndpointSpec {
+    /// `host:port`, already checked to be a valid URI authority.
+    pub address: Arc<str>,
+    pub protocol: Protocol,
+}
+
+/// What a revision's pool needs to know of it; replaced whenever its objects change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PoolSettings {
+    /// Requests one endpoint takes at once; 0 means unlimited.
+    pub concurrency: u32,
+    /// The revision's request timeout (`timeoutSeconds`).
+    pub timeout: Duration,
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// The gauges and counters a pool keeps current.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PoolMetrics {
+    pub in_flight: Gauge,
+    pub queued: Gauge,
+    pub ejections: Counter,
+}
+
+/// Why no lease was granted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum AcquireError {
+    #[error("the queue of the revision is full")]
+    QueueFull,
+    /// The deadline passed while queued. `endpoints` is how many the revision had then.
+    #[error("no endpoint became free in time")]
+    TimedOut { endpoints: usize },
+    /// Every endpoint of the revision was already tried by this request.
+    #[error("every endpoint was tried")]
+    Exhausted,
+}
+
+/// How a request sent on a lease went, for outlier detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Success,
+    /// A connect failure, a broken exchange, or a 5xx answer.
+    Failure,
+}
+
+/// A revision's point-in-time demand, as [`crate::Gateway::demand`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionDemand {
+    pub namespace: String,
+    pub revision: String,
+    /// Requests sent to an endpoint whose response has not finished.
+    pub in_flight: u64,
+    /// Requests waiting for an endpoint (all busy, or none ready: scale from zero).
+    pub queued: u64,
+    /// Requests routed to the revision since the gateway started (a counter).
+    pub requests: u64,
+    /// Endpoints known, ejected ones included.
+    pub endpoints: usize,
+}
+
+/// The balancer of one revision. Shared by the routing tables that name the revision and by the
+/// requests holding its leases; its state outlives table rebuilds.
+pub(crate) struct RevisionPool {
+    key: ObjectRef,
+    max_queue: usize,
+    outliers: OutlierDetection,
+    metrics: PoolMetrics,
+    requests: AtomicU64,
+    state: Mutex<PoolState>,
+}
+
+/// The right to send one request to one endpoint. Dropping it frees the slot, which goes to the
+/// first waiting request if there is one.
+///
+/// Never drop a lease while holding its pool's lock: releasing takes that lock.
+pub(crate) struct Lease {
+    pool: Arc<RevisionPool>,
+    endpoint: u64,
+    address: Arc<str>,
+    protocol: Protocol,
+    /// Cleared when the lease was never handed out, so that dropping it releases nothing.
+    armed: bool,
+}
+
+struct PoolState {
+    settings_concurrency: u32,
+    timeout: Duration,
+    endpoints: Vec<Endpoint>,
+    waiters: VecDeque<Waiter>,
+    next_id: u64,
+    /// Where the next scan starts, so that ties go round the endpoints instead of to the first.
+    cursor: usize,
+}
+
+struct Endpoint {
+    /// Unique within the pool, so that a lease of a removed endpoint never touches a new one.
+    id: u64,
+    address: Arc<str>,
+    protocol: Protocol,
+    in_flight: u32,
+    consecutive_failures: u32,
+    /// Ejections in a row without a success between them; > 0 means "on probation".
+    ejections: u32,
+    ejected_until: Option<Instant>,
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Lease>,
+    /// Endpoints this request already failed to connect to.
+    exclude: Vec<u64>,
+}
+
+impl RevisionPool {
+    /// An empty pool: requests wait until [`RevisionPool::configure`] gives it endpoints.
+    pub(crate) fn new(
+        key: ObjectRef,
+        max_queue: usize,
+        outliers: OutlierDetection,
+        metrics: PoolMetrics,
+        timeout: Duration,
+    ) -> RevisionPool {
+        let state = PoolState {
+            settings_concurrency: 0,
+            timeout,
+            endpoints: Vec::new(),
+            waiters: VecDeque::new(),
+            next_id: 0,
+            cursor: 0,
+        };
+        RevisionPool { key, max_queue, outliers, metrics, requests: AtomicU64::new(0), state: Mutex::new(state) }
+    }
+
+    /// The revision's namespace and name.
+    pub(crate) fn key(&self) -> &ObjectRef {
+        &self.key
+    }
+
+    /// The revision's request timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.lock().timeout
+    }
+
+    /// Counts one request routed here, for [`RevisionPool::demand`].
+    pub(crate) fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Applies new settings. Endpoints that stay (same address) keep their in-flight count and
+    /// ejection state; removed ones take no new requests, and their leases still in use end
+    /// harmlessly. Waiting requests are served by the new capacity at once.
+    pub(crate) fn configure(self: &Arc<Self>, settings: PoolSettings) {
+        let mut state = self.lock();
+        state.settings_concurrency = settings.concurrency;
+        state.timeout = settings.timeout;
+        let mut old: HashMap<Arc<str>, Endpoint> =
+            state.endpoints.drain(..).map(|e| (Arc::clone(&e.address), e)).collect();
+        let mut endpoints = Vec::with_capacity(settings.endpoints.len());
+        for spec in settings.endpoints {
+            let endpoint = match old.remove(&spec.address) {
+                Some(mut e) => {
+                    e.protocol = spec.protocol;
+                    e
+                }
+                None => {
+                    state.next_id += 1;
+                    Endpoint::new(state.next_id, spec)
+                }
+            };
+            endpoints.push(endpoint);
+        }
+        state.endpoints = endpoints;
+        self.dispatch(&mut state);
+    }
+
+    /// A lease on the least loaded endpoint that this request has not tried (`exclude`), waiting
+    /// in the queue until `deadline` when none can take it now.
+    ///
+    /// Fails at once when the queue is full or every endpoint is excluded, and at the deadline
+    /// with [`AcquireError::TimedOut`]. Cancel-safe: a dropped call leaves the queue, and a lease
+    /// granted at that moment is released.
+    pub(crate) async fn acquire(self: &Arc<Self>, exclude: &[u64], deadline: Instant) -> Result<Lease, AcquireError> {
+        let rx = {
+            let mut state = self.lock();
+            state.waiters.retain(|w| !w.tx.is_closed());
+            if !exclude.is_empty() && state.endpoints.iter().all(|e| exclude.contains(&e.id)) {
+                return Err(AcquireError::Exhausted);
+            }
+            // Only when nobody waits: otherwise this request would overtake them.
+            if state.waiters.is_empty()
+                && let Some(i) = state.pick(exclude, Instant::now())
+            {
+                return Ok(self.grant(&mut state, i));
+            }
+            if state.waiters.len() >= self.max_queue {
+                return Err(AcquireError::QueueFull);
+            }
+            let (tx, rx) = oneshot::channel();
+            state.waiters.push_back(Waiter { tx, exclude: exclude.to_vec() });
+            self.publish(&state);
+            rx
+        };
+        // The receiver is gone after this statement: a lease sent in the meantime is dropped here,
+        // outside the lock, and so released.
+        let waited = tokio::time::timeout_at(deadline, rx).await;
+        match waited {
+            Ok(Ok(lease)) => Ok(lease),
+            // The sender only goes away unanswered when the waiter is dropped, which `dispatch`
+            // does for closed receivers only; treat it like the deadline all the same.
+            Ok(Err(_)) | Err(_) => {
+                let mut state = self.lock();
+                state.waiters.retain(|w| !w.tx.is_closed());
+                self.publish(&state);
+                Err(AcquireError::TimedOut { endpoints: state.endpoints.len() })
+            }
+        }
+    }
+
+    /// The revision's current demand.
+    pub(crate) fn demand(&self) -> RevisionDemand {
+        let state = self.lock();
+        RevisionDemand {
+            namespace: self.key.namespace.clone(),
+            revision: self.key.name.clone(),
+            in_flight: state.in_flight(),
+            queued: state.waiters.iter().filter(|w| !w.tx.is_closed()).count() as u64,
+            requests: self.requests.load(Ordering::Relaxed),
+            endpoints: state.endpoints.len(),
+        }
+    }
+
+    /// Hands free capacity to waiting requests, first come first served. A waiter that cannot
+    /// use any free endpoint (it tried them all) does not block those behind it.
+    fn dispatch(self: &Arc<Self>, state: &mut PoolState) {
+        let now = Instant::now();
+        let mut i = 0;
+        while i < state.waiters.len() {
+            if state.waiters[i].tx.is_closed() {
+                state.waiters.remove(i);
+                continue;
+            }
+            if state.pick(&[], now).is_none() {
+                break;
+            }
+            let exclude = std::mem::take(&mut state.waiters[i].exclude);
+            let Some(chosen) = state.pick(&exclude, now) else {
+                state.waiters[i].exclude = exclude;
+                i += 1;
+                continue;
+            };
+            let Some(waiter) = state.waiters.remove(i) else { break };
+            let lease = self.grant(state, chosen);
+            if let Err(mut lease) = waiter.tx.send(lease) {
+                // The request gave up in the meantime: take the slot back and go on.
+                lease.armed = false;
+                if let Some(e) = state.endpoints.get_mut(chosen) {
+                    e.in_flight = e.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        self.publish(state);
+    }
+
+    fn grant(self: &Arc<Self>, state: &mut PoolState, index: usize) -> Lease {
+        let e = &mut state.endpoints[index];
+        e.in_flight += 1;
+        let lease = Lease {
+            pool: Arc::clone(self),
+            endpoint: e.id,
+            address: Arc::clone(&e.address),
+            protocol: e.protocol,
+            armed: true,
+        };
+        self.publish(state);
+        lease
+    }
+
+    fn release(self: &Arc<Self>, endpoint: u64) {
+        let mut state = self.lock();
+        if let Some(e) = state.endpoints.iter_mut().find(|e| e.id == endpoint) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+        self.dispatch(&mut state);
+    }
+
+    fn record(self: &Arc<Self>, endpoint: u64, outcome: Outcome) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let total = state.endpoints.len();
+        let ejected = state.endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        let Some(e) = state.endpoints.iter_mut().find(|e| e.id == endpoint) else { return };
+        // Answers to requests sent before an ejection say nothing new about the endpoint.
+        if e.is_ejected(now) {
+            return;
+        }
+        match outcome {
+            Outcome::Success => {
+                e.consecutive_failures = 0;
+                e.ejections = 0;
+                e.ejected_until = None;
+            }
+            Outcome::Failure => {
+                e.consecutive_failures = e.consecutive_failures.saturating_add(1);
+                let threshold = self.outliers.consecutive_failures;
+                let on_probation = e.ejections > 0;
+                let allowed = (ejected + 1) * 100 <= usize::from(self.outliers.max_ejection_percent) * total;
+                if threshold == 0 || !(on_probation || e.consecutive_failures >= threshold) || !allowed {
+                    return;
+                }
+                let factor = 1u32.checked_shl(e.ejections.min(31)).unwrap_or(u32::MAX);
+                let length = self.outliers.base_ejection.saturating_mul(factor).min(self.outliers.max_ejection);
+                let until = now + length;
+                e.ejected_until = Some(until);
+                e.ejections = e.ejections.saturating_add(1);
+                e.consecutive_failures = 0;
+                self.metrics.ejections.inc();
+                warn!(revision = %self.key, endpoint = %e.address, ejected_for = ?length, "endpoint ejected");
+                self.readmit_at(until);
+            }
+        }
+    }
+
+    /// Serves waiting requests when an ejection ends: nothing else would wake them.
+    fn readmit_at(self: &Arc<Self>, until: Instant) {
+        // Outcomes are recorded by request handlers, which run on the runtime; without one
+        // there is nobody to wake either.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let pool = Arc::downgrade(self);
+        runtime.spawn(async move {
+            tokio::time::sleep_until(until).await;
+            if let Some(pool) = pool.upgrade() {
+                info!(revision = %pool.key, "ejection over, endpoint re-admitted");
+                let mut state = pool.lock();
+                pool.dispatch(&mut state);
+            }
+        });
+    }
+
+    fn publish(&self, state: &PoolState) {
+        self.metrics.in_flight.set(i64::try_from(state.in_flight()).unwrap_or(i64::MAX));
+        self.metrics.queued.set(i64::try_from(state.waiters.len()).unwrap_or(i64::MAX));
+    }
+
+    // Nothing below can panic between two steps of an update, so a poisoned lock still guards
+    // consistent state.
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Lease {
+    /// The endpoint's pool-unique id, to exclude it from a retry.
+    pub(crate) fn endpoint_id(&self) -> u64 {
+        self.endpoint
+    }
+
+    /// The endpoint's `host:port`.
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Reports how the request went, for outlier detection. The lease stays held.
+    pub(crate) fn record(&self, outcome: Outcome) {
+        self.pool.record(self.endpoint, outcome);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.release(self.endpoint);
+        }
+    }
+}
+
+impl PoolState {
+    /// The eligible endpoint with the fewest requests in flight: not excluded, not ejected, below
+    /// the concurrency limit.
+    fn pick(&mut self, exclude: &[u64], now: Instant) -> Option<usize> {
+        let n = self.endpoints.len();
+        let mut best: Option<usize> = None;
+        for k in 0..n {
+            let i = (self.cursor + k) % n;
+            let e = &self.endpoints[i];
+            let full = self.settings_concurrency > 0 && e.in_flight >= self.settings_concurrency;
+            if full || e.is_ejected(now) || exclude.contains(&e.id) {
+                continue;
+            }
+            if best.is_none_or(|b| e.in_flight < self.endpoints[b].in_flight) {
+                best = Some(i);
+            }
+        }
+        if best.is_some() {
+            self.cursor = self.cursor.wrapping_add(1);
+        }
+        best
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.endpoints.iter().map(|e| u64::from(e.in_flight)).sum()
+    }
+}
+
+impl Endpoint {
+    fn new(id: u64, spec: EndpointSpec) -> Endpoint {
+        Endpoint {
+            id,
+            address: spec.address,
+            protocol: spec.protocol,
+            in_flight: 0,
+            consecutive_failures: 0,
+            ejections: 0,
+            ejected_until: None,
+        }
+    }
+
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| now < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(max_queue: usize) -> Arc<RevisionPool> {
+        let key = ObjectRef::new("default", "hello-00001");
+        let metrics = PoolMetrics::default();
+        Arc::new(RevisionPool::new(key, max_queue, OutlierDetection::default(), metrics, Duration::from_secs(10)))
+    }
+
+    fn settings(concurrency: u32, addresses: &[&str]) -> PoolSettings {
+        let endpoints = addresses
+            .iter()
+            .map(|a| EndpointSpec { address: Arc::from(*a), protocol: Protocol::Http1 })
+            .collect();
+        PoolSettings { concurrency, timeout: Duration::from_secs(10), endpoints }
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn picks_the_endpoint_with_the_fewest_requests_in_flight() {
+        let pool = pool(10);
+        pool.configure(settings(0, &["a:1", "b:1", "c:1"]));
+        let mut held = Vec::new();
+        for _ in 0..6 {
+            held.push(pool.acquire(&[], soon()).await.unwrap());
+        }
+        let count = |held: &[Lease], addr: &str| held.iter().filter(|l| l.address() == addr).count();
+        assert_eq!([count(&held, "a:1"), count(&held, "b:1"), count(&held, "c:1")], [2, 2, 2]);
+        // Free two slots of b: the next two requests both go to b.
+        let b: Vec<usize> = held.iter().enumerate().filter(|(_, l)| l.address() == "b:1").map(|(i, _)| i).collect();
+        held.remove(b[1]);
+        held.remove(b[0]);
+        let next = [pool.acquire(&[], soon()).await.unwrap(), pool.acquire(&[], soon()).await.unwrap()];
+        assert!(next.iter().all(|l| l.address() == "b:1"));
+        assert_eq!(pool.demand().in_flight, 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrency_limit_queues_and_hands_over_in_order() {
+        let pool = pool(10);
+        pool.configure(settings(1, &["a:1"]));
+        let first = pool.acquire(&[], soon()).await.unwrap();
+        let p = Arc::clone(&pool);
+        let second = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|l| l.address().to_string()) });
+        tokio::task::yield_now().await;
+        let p = Arc::clone(&pool);
+        let third = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert_eq!(pool.demand().queued, 2);
+        drop(first);
+        // The second waiter got the slot and dropped its lease, which passes it to the third.
+        assert_eq!(second.await.unwrap(), Ok("a:1".to_string()));
+        assert_eq!(third.await.unwrap(), Ok(()));
+        assert_eq!(pool.demand().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_rejects_and_a_deadline_ends_the_wait() {
+        let pool = pool(1);
+        pool.configure(settings(1, &["a:1"]));
+        let _busy = pool.acquire(&[], soon()).await.unwrap();
+        let p = Arc::clone(&pool);
+        let waiting = tokio::spawn(async move { p.acquire(&[], Instant::now() + Duration::from_secs(1)).await.err() });
+        tokio::task::yield_now().await;
+        assert_eq!(pool.acquire(&[], soon()).await.err(), Some(AcquireError::QueueFull));
+        assert_eq!(waiting.await.unwrap(), Some(AcquireError::TimedOut { endpoints: 1 }));
+        assert_eq!(pool.demand().queued, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_wait_for_the_first_endpoint() {
+        let pool = pool(10);
+        let p = Arc::clone(&pool);
+        let waiting = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|l| l.address().to_string()) });
+        tokio::task::yield_now().await;
+        assert_eq!(pool.demand().queued, 1);
+        pool.configure(settings(1, &["new:1"]));
+        assert_eq!(waiting.await.unwrap(), Ok("new:1".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_avoids_the_endpoints_it_tried() {
+        let pool = pool(10);
+        pool.configure(settings(0, &["a:1", "b:1"]));
+        let first = pool.acquire(&[], soon()).await.unwrap();
+        let tried = [first.endpoint_id()];
+        let retry = pool.acquire(&tried, soon()).await.unwrap();
+        assert_ne!(retry.address(), first.address());
+        let both = [first.endpoint_id(), retry.endpoint_id()];
+        assert_eq!(pool.acquire(&both, soon()).await.err(), Some(AcquireError::Exhausted));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_endpoints_are_ejected_for_doubling_times() {
+        let pool = pool(10);
+        pool.configure(settings(0, &["bad:1", "good:1"]));
+        let bad_id = |pool: &Arc<RevisionPool>| pool.lock().endpoints[0].id;
+        let fail = |pool: &Arc<RevisionPool>, n: usize| {
+            for _ in 0..n {
+                pool.record(bad_id(pool), Outcome::Failure);
+            }
+        };
+        let ejected = |pool: &Arc<RevisionPool>| pool.lock().endpoints[0].is_ejected(Instant::now());
+        fail(&pool, 4);
+        assert!(!ejected(&pool));
+        fail(&pool, 1);
+        assert!(ejected(&pool));
+        for _ in 0..4 {
+            assert_eq!(pool.acquire(&[], soon()).await.unwrap().address(), "good:1");
+        }
+        // Re-admitted after 30 s; one failure on probation ejects it again, for 60 s.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(!ejected(&pool));
+        fail(&pool, 1);
+        assert!(ejected(&pool));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(ejected(&pool));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!ejected(&pool));
+        // A success forgives: the next ejection needs five failures again.
+        pool.record(bad_id(&pool), Outcome::Success);
+        fail(&pool, 4);
+        assert!(!ejected(&pool));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_healthy_share_is_never_ejected() {
+        let pool = pool(10);
+        pool.configure(settings(0, &["a:1", "b:1"]));
+        let ids: Vec<u64> = pool.lock().endpoints.iter().map(|e| e.id).collect();
+        for _ in 0..5 {
+            pool.record(ids[0], Outcome::Failure);
+            pool.record(ids[1], Outcome::Failure);
+        }
+        let now = Instant::now();
+        let ejected = pool.lock().endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        assert_eq!(ejected, 1, "50% of two endpoints is one");
+        // A single endpoint is never ejected: there is nowhere else to go.
+        let single = self::pool(10);
+        single.configure(settings(0, &["only:1"]));
+        let id = single.lock().endpoints[0].id;
+        for _ in 0..10 {
+            single.record(id, Outcome::Failure);
+        }
+        assert!(!single.lock().endpoints[0].is_ejected(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_when_an_ejection_ends() {
+        let pool = pool(10);
+        pool.configure(settings(1, &["a:1", "b:1"]));
+        let a = pool.lock().endpoints[0].id;
+        for _ in 0..5 {
+            pool.record(a, Outcome::Failure);
+        }
+        let _b = pool.acquire(&[], soon()).await.unwrap();
+        let p = Arc::clone(&pool);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let waiting = tokio::spawn(async move { p.acquire(&[], deadline).await.map(|l| l.address().to_string()) });
+        assert_eq!(waiting.await.unwrap(), Ok("a:1".to_string()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reconfiguring_keeps_the_state_of_endpoints_that_stay() {
+        let pool = pool(10);
+        pool.configure(settings(0, &["a:1", "b:1"]));
+        let lease = pool.acquire(&[], soon()).await.unwrap();
+        let kept = lease.address().to_string();
+        pool.configure(settings(0, &[kept.as_str(), "c:1"]));
+        assert_eq!(pool.demand().in_flight, 1);
+        assert_eq!(pool.demand().endpoints, 2);
+        drop(lease);
+        assert_eq!(pool.demand().in_flight, 0);
+        // A lease of a removed endpoint ends without touching the others.
+        let other = pool.acquire(&[], soon()).await.unwrap();
+        pool.configure(settings(0, &["d:1"]));
+        drop(other);
+        assert_eq!(pool.demand().in_flight, 0);
+    }
+}
