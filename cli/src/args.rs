@@ -389,6 +389,14 @@ pub struct UpArgs {
     #[arg(long)]
     pub no_agent: bool,
 
+    /// Where the gateway serves the services' traffic
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: String,
+
+    /// The domain services are reached under: http://SERVICE.NAMESPACE.DOMAIN
+    #[arg(long, value_name = "DOMAIN", env = "STRATUS_DOMAIN", default_value = "localhost")]
+    pub domain: String,
+
     /// The name of this machine's node [default: the hostname]
     #[arg(long, value_name = "NAME", env = "STRATUS_NODE_NAME")]
     pub node_name: Option<String>,

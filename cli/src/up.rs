@@ -1,10 +1,12 @@
-//! `stratus up`: the API server, on the embedded store, and a node agent for this machine, in
-//! this process.
+//! `stratus up`: the whole platform for one machine in this process: the API server on the
+//! embedded store, the controllers, the gateway and a node agent. Stopping it leaves workloads
+//! running; the next `stratus up` adopts them (`stratus down` removes them).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use stratus_api::Resource;
 use stratus_apiserver::{ApiServer, StoreOptions};
 use stratus_client::Client;
 use tokio::task::JoinHandle;
@@ -88,6 +90,32 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let running = start(&args.listen, &data_dir, stopped(stop_rx.clone())).await?;
     let endpoint = &running.endpoint;
     let agent = if args.no_agent { None } else { Some(start_agent(&args, endpoint, stopped(stop_rx.clone())).await?) };
+    let gateway_listener = tokio::net::TcpListener::bind(&args.gateway_listen).await.map_err(|e| {
+        Error::Up(format!(
+            "the gateway cannot listen on {}: {e}; pick another address with --gateway-listen",
+            args.gateway_listen
+        ))
+    })?;
+    let gateway_port =
+        gateway_listener.local_addr().map_err(|e| Error::Up(format!("the gateway cannot listen: {e}")))?.port();
+    let client = Client::new(endpoint)?;
+    let gateway = stratus_gateway::Gateway::new(
+        client.clone(),
+        stratus_gateway::GatewayConfig { domain: args.domain.clone(), ..Default::default() },
+    );
+    let gateway = tokio::spawn(gateway.serve(gateway_listener, stopped(stop_rx.clone())));
+    let controllers_config = stratus_controllers::Config {
+        domain: args.domain.clone(),
+        gateway_port,
+        identity: format!("stratus-up-{}", std::process::id()),
+        ..Default::default()
+    };
+    let controllers = tokio::spawn(stratus_controllers::run(
+        client.clone(),
+        controllers_config,
+        std::sync::Arc::new(stratus_controllers::Metrics::default()),
+        stopped(stop_rx.clone()),
+    ));
     let mut banner = format!(
         "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
@@ -101,18 +129,79 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     io.out.flush()?;
 
     if !items.is_empty() {
-        let client = Client::new(endpoint)?;
+        let services: Vec<(String, String)> = items
+            .iter()
+            .filter_map(|item| match &item.object {
+                stratus_api::AnyObject::Service(s) => Some((s.meta().namespace.clone(), s.meta().name.clone())),
+                _ => None,
+            })
+            .collect();
         // A manifest the server refuses is reported; the server keeps running for the others.
         if let Err(e) = commands::apply_items(&client, items, io.out.as_mut()).await {
             e.report(&mut io.err);
+        }
+        for (namespace, name) in services {
+            announce(&client, &namespace, &name, &mut stop_rx.clone(), io).await?;
         }
     }
     if let Some(agent) = agent {
         let _ = agent.await;
     }
+    let _ = controllers.await;
+    match gateway.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => writeln!(io.err, "error: the gateway failed: {e}")?,
+        Err(e) => writeln!(io.err, "error: the gateway stopped unexpectedly: {e}")?,
+    }
     running.stopped().await?;
     writeln!(io.out, "Stratus API stopped.")?;
     Ok(())
+}
+
+/// Waits (showing progress) until an applied service is Ready, then prints its URL and a
+/// `curl` line that works; says why when it cannot get Ready. Gives up waiting on shutdown.
+async fn announce(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    io: &mut Io,
+) -> Result<()> {
+    use stratus_api::v1::Service;
+    let started = std::time::Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let svc: Service = client.get(namespace, name).await?;
+        let status = svc.status.clone().unwrap_or_default();
+        let ready = status.conditions.iter().find(|c| c.r#type == "Ready").cloned().unwrap_or_default();
+        if ready.status == "True" && !status.url.is_empty() {
+            writeln!(
+                io.out,
+                "service/{name} is ready in {:.1}s: {url}\n  curl {url}",
+                started.elapsed().as_secs_f64(),
+                url = status.url
+            )?;
+            return Ok(());
+        }
+        let line = if ready.status == "False" {
+            format!("service/{name} is not ready: {} {}", ready.reason, ready.message)
+        } else {
+            format!("waiting for service/{name} to become ready…")
+        };
+        if line != last_line {
+            writeln!(io.out, "{line}")?;
+            io.out.flush()?;
+            last_line = line;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            writeln!(io.out, "service/{name} is still not ready; see `stratus describe service {name}`")?;
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
 }
 
 /// Starts the node agent for this machine in a task, talking to the API at `endpoint`. The

@@ -72,7 +72,16 @@ impl Drop for Up {
 fn up(home: &Path, data: &Path, extra: &[&str]) -> Up {
     let data = data.display().to_string();
     // These tests are about the API side of `up`; the agent is covered end to end in e2e/.
-    let mut args = vec!["up", "--no-agent", "--listen", "127.0.0.1:0", "--data-dir", data.as_str()];
+    let mut args = vec![
+        "up",
+        "--no-agent",
+        "--gateway-listen",
+        "127.0.0.1:0",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.as_str(),
+    ];
     args.extend_from_slice(extra);
     let mut child = stratus(home, &args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
@@ -124,7 +133,12 @@ fn up_on_a_busy_address_says_so() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let data = home.path().join("data").display().to_string();
-    let out = stratus(home.path(), &["up", "--no-agent", "--listen", &addr, "--data-dir", &data]).output().unwrap();
+    let out = stratus(
+        home.path(),
+        &["up", "--no-agent", "--gateway-listen", "127.0.0.1:0", "--listen", &addr, "--data-dir", &data],
+    )
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.starts_with(&format!("error: cannot listen on {addr}: ")), "{err}");

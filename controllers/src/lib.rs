@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 pub mod config;
 pub mod context;
+pub mod digest;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
@@ -30,6 +31,7 @@ pub mod nodes;
 pub mod revisions;
 pub mod scheduler;
 pub mod services;
+pub mod status;
 
 pub use config::Config;
 pub use context::Context;

@@ -1,1 +1,160 @@
-fn main() {}
+//! `stratus-controllers`: flags, tracing, `/metrics` and `/healthz`, then
+//! [`stratus_controllers::run`] until SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use clap::Parser;
+use stratus_controllers::{Config, Metrics};
+use tokio::sync::watch;
+
+/// The Stratus controllers: services, revisions, scheduler, endpoints, nodes and garbage
+/// collection, leader-elected so that several replicas can run.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The API server.
+    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
+    apiserver: String,
+    /// The domain services are reached under: http://{service}.{namespace}.{domain}.
+    #[arg(long, env = "STRATUS_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// The gateway's port, in service URLs (omitted when 80).
+    #[arg(long, env = "STRATUS_GATEWAY_PORT", default_value_t = 8080)]
+    gateway_port: u16,
+    /// How many revisions of a service are kept besides those receiving traffic.
+    #[arg(long, env = "STRATUS_REVISION_RETENTION", default_value_t = 5)]
+    revision_retention: usize,
+    /// How long a node may go without renewing its lease before it is NotReady, e.g. 15s, 1m.
+    #[arg(long, env = "STRATUS_NODE_GRACE", default_value = "15s", value_parser = parse_duration)]
+    node_grace: Duration,
+    /// This replica's name in leader election [default: hostname-pid].
+    #[arg(long, env = "STRATUS_IDENTITY")]
+    identity: Option<String>,
+    /// Registries reached over plain HTTP when resolving image digests (loopback ones always are).
+    #[arg(long = "insecure-registry", env = "STRATUS_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+    /// Where /metrics and /healthz are served.
+    #[arg(long, env = "STRATUS_CONTROLLERS_METRICS_LISTEN", default_value = "127.0.0.1:7072")]
+    metrics_listen: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = hostname().unwrap_or_else(|| "stratus-controllers".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = Config {
+        domain: args.domain,
+        gateway_port: args.gateway_port,
+        revision_retention: args.revision_retention,
+        node_grace: args.node_grace,
+        identity,
+        insecure_registries: args.insecure_registries,
+        ..Config::default()
+    };
+    let client = stratus_client::Client::new(&args.apiserver)?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
+
+    let (stop_tx, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+
+    let served = metrics.clone();
+    let app =
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let body = served.encode();
+                    async move {
+                        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok".into_response() }));
+    let server =
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until_stopped(stop.clone())).into_future());
+
+    stratus_controllers::run(client, config, metrics, until_stopped(stop)).await;
+    server.await.context("the metrics server panicked")?.context("the metrics server failed")?;
+    Ok(())
+}
+
+/// `15s`, `500ms`, `2m`, `1h`, or a number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration such as 15s, 500ms or 2m"))?;
+    let unit_of = |secs: u64| Duration::from_secs(n.saturating_mul(secs));
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(unit_of(1)),
+        "m" => Ok(unit_of(60)),
+        "h" => Ok(unit_of(3600)),
+        other => Err(format!("{s:?} has an unknown unit {other:?} (use ms, s, m or h)")),
+    }
+}
+
+fn hostname() -> Option<String> {
+    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
+    let name = raw.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubernetes_flags() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn the_flags_parse_with_their_defaults() {
+        let args = Args::try_parse_from(["stratus-controllers", "--node-grace", "3s"]).expect("flags parse");
+        assert_eq!(args.node_grace, Duration::from_secs(3));
+        assert_eq!(args.metrics_listen, "127.0.0.1:7072");
+        assert_eq!(args.gateway_port, 8080);
+    }
+}

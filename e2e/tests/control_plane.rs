@@ -12,6 +12,15 @@ use stratus_api::v1::Service;
 use stratus_client::{Client, ListParams, WatchEvent};
 use stratus_testkit::{EtcdServer, binary, free_port, http_get};
 
+/// Removes every container of a node when dropped (also when the test panicked).
+struct RemoveContainers(String);
+
+impl Drop for RemoveContainers {
+    fn drop(&mut self) {
+        let _ = Command::new(binary("stratus")).args(["down", "--node", &self.0]).output();
+    }
+}
+
 /// A child process killed when dropped.
 struct Proc(Child);
 
@@ -81,9 +90,12 @@ async fn stratus_up_serves_the_examples() {
     let addr = format!("127.0.0.1:{}", free_port());
     let server = format!("http://{addr}");
     let node = format!("e2e-up-{}", free_port());
+    // `stratus up` leaves its workloads running when it stops; remove them when the test ends.
+    let _cleanup = RemoveContainers(node.clone());
     let mut up = Proc(
         Command::new(binary("stratus"))
-            .args(["up", "--listen", &addr, "--agent-listen", "127.0.0.1:0", "--node-name", &node, "--data-dir"])
+            .args(["up", "--listen", &addr, "--agent-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args(["--node-name", &node, "--data-dir"])
             .arg(dir.path())
             .args(["-f", "manifests/hello.yaml", "-f", "manifests/knative-hello.yaml"])
             .current_dir(repo_root())

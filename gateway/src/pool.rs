@@ -17,16 +17,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use stratus_client::runtime::ObjectRef;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::metrics::PoolMetrics;
+
 /// How an endpoint speaks HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     /// HTTP/1.1.
     Http1,
     /// HTTP/2 over cleartext with prior knowledge (h2c).
@@ -76,14 +76,6 @@ pub(crate) struct PoolSettings {
     pub endpoints: Vec<EndpointSpec>,
 }
 
-/// The gauges and counters a pool keeps current.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct PoolMetrics {
-    pub in_flight: Gauge,
-    pub queued: Gauge,
-    pub ejections: Counter,
-}
-
 /// Why no lease was granted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum AcquireError {
@@ -114,7 +106,7 @@ pub struct RevisionDemand {
     pub in_flight: u64,
     /// Requests waiting for an endpoint (all busy, or none ready: scale from zero).
     pub queued: u64,
-    /// Requests routed to the revision since the gateway started (a counter).
+    /// Requests admitted for the revision (past the rate limit) since the gateway started.
     pub requests: u64,
     /// Endpoints known, ejected ones included.
     pub endpoints: usize,
@@ -145,7 +137,7 @@ pub(crate) struct Lease {
 }
 
 struct PoolState {
-    settings_concurrency: u32,
+    concurrency: u32,
     timeout: Duration,
     endpoints: Vec<Endpoint>,
     waiters: VecDeque<Waiter>,
@@ -167,6 +159,8 @@ struct Endpoint {
 }
 
 struct Waiter {
+    /// Unique within the pool (shared with endpoint ids), to leave the queue by.
+    id: u64,
     tx: oneshot::Sender<Lease>,
     /// Endpoints this request already failed to connect to.
     exclude: Vec<u64>,
@@ -182,7 +176,7 @@ impl RevisionPool {
         timeout: Duration,
     ) -> RevisionPool {
         let state = PoolState {
-            settings_concurrency: 0,
+            concurrency: 0,
             timeout,
             endpoints: Vec::new(),
             waiters: VecDeque::new(),
@@ -202,9 +196,14 @@ impl RevisionPool {
         self.lock().timeout
     }
 
-    /// Counts one request routed here, for [`RevisionPool::demand`].
+    /// Counts one request admitted here, for [`RevisionPool::demand`].
     pub(crate) fn count_request(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one answered request in the revision's metrics.
+    pub(crate) fn observe(&self, status: http::StatusCode, elapsed: Duration) {
+        self.metrics.record(status, elapsed);
     }
 
     /// Applies new settings. Endpoints that stay (same address) keep their in-flight count and
@@ -212,7 +211,7 @@ impl RevisionPool {
     /// harmlessly. Waiting requests are served by the new capacity at once.
     pub(crate) fn configure(self: &Arc<Self>, settings: PoolSettings) {
         let mut state = self.lock();
-        state.settings_concurrency = settings.concurrency;
+        state.concurrency = settings.concurrency;
         state.timeout = settings.timeout;
         let mut old: HashMap<Arc<str>, Endpoint> =
             state.endpoints.drain(..).map(|e| (Arc::clone(&e.address), e)).collect();
@@ -241,7 +240,7 @@ impl RevisionPool {
     /// with [`AcquireError::TimedOut`]. Cancel-safe: a dropped call leaves the queue, and a lease
     /// granted at that moment is released.
     pub(crate) async fn acquire(self: &Arc<Self>, exclude: &[u64], deadline: Instant) -> Result<Lease, AcquireError> {
-        let rx = {
+        let (rx, queued) = {
             let mut state = self.lock();
             state.waiters.retain(|w| !w.tx.is_closed());
             if !exclude.is_empty() && state.endpoints.iter().all(|e| exclude.contains(&e.id)) {
@@ -257,23 +256,22 @@ impl RevisionPool {
                 return Err(AcquireError::QueueFull);
             }
             let (tx, rx) = oneshot::channel();
-            state.waiters.push_back(Waiter { tx, exclude: exclude.to_vec() });
-            self.publish(&state);
-            rx
+            state.next_id += 1;
+            let id = state.next_id;
+            state.waiters.push_back(Waiter { id, tx, exclude: exclude.to_vec() });
+            // Those ahead may be waiting only for endpoints they must not use (a retry), while
+            // this request can take a free one now.
+            self.dispatch(&mut state);
+            (rx, Queued { pool: self, id })
         };
-        // The receiver is gone after this statement: a lease sent in the meantime is dropped here,
-        // outside the lock, and so released.
+        // A lease granted after the deadline is dropped with the receiver, and so released.
         let waited = tokio::time::timeout_at(deadline, rx).await;
+        drop(queued);
         match waited {
             Ok(Ok(lease)) => Ok(lease),
-            // The sender only goes away unanswered when the waiter is dropped, which `dispatch`
-            // does for closed receivers only; treat it like the deadline all the same.
-            Ok(Err(_)) | Err(_) => {
-                let mut state = self.lock();
-                state.waiters.retain(|w| !w.tx.is_closed());
-                self.publish(&state);
-                Err(AcquireError::TimedOut { endpoints: state.endpoints.len() })
-            }
+            // The sender is only dropped unanswered for a receiver that is gone, so this is the
+            // deadline.
+            Ok(Err(_)) | Err(_) => Err(AcquireError::TimedOut { endpoints: self.lock().endpoints.len() }),
         }
     }
 
@@ -300,7 +298,7 @@ impl RevisionPool {
                 state.waiters.remove(i);
                 continue;
             }
-            if state.pick(&[], now).is_none() {
+            if !state.has_capacity(now) {
                 break;
             }
             let exclude = std::mem::take(&mut state.waiters[i].exclude);
@@ -409,6 +407,21 @@ impl RevisionPool {
     }
 }
 
+/// A request's place in the queue: leaving it (served, timed out or cancelled) removes it at once,
+/// so that the queue length and its gauge count only requests still waiting.
+struct Queued<'a> {
+    pool: &'a Arc<RevisionPool>,
+    id: u64,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pool.lock();
+        state.waiters.retain(|w| w.id != self.id);
+        self.pool.publish(&state);
+    }
+}
+
 impl Lease {
     /// The endpoint's pool-unique id, to exclude it from a retry.
     pub(crate) fn endpoint_id(&self) -> u64 {
@@ -447,8 +460,7 @@ impl PoolState {
         for k in 0..n {
             let i = (self.cursor + k) % n;
             let e = &self.endpoints[i];
-            let full = self.settings_concurrency > 0 && e.in_flight >= self.settings_concurrency;
-            if full || e.is_ejected(now) || exclude.contains(&e.id) {
+            if self.is_full(e) || e.is_ejected(now) || exclude.contains(&e.id) {
                 continue;
             }
             if best.is_none_or(|b| e.in_flight < self.endpoints[b].in_flight) {
@@ -459,6 +471,15 @@ impl PoolState {
             self.cursor = self.cursor.wrapping_add(1);
         }
         best
+    }
+
+    /// Whether any endpoint could take a request now.
+    fn has_capacity(&self, now: Instant) -> bool {
+        self.endpoints.iter().any(|e| !e.is_ejected(now) && !self.is_full(e))
+    }
+
+    fn is_full(&self, e: &Endpoint) -> bool {
+        self.concurrency > 0 && e.in_flight >= self.concurrency
     }
 
     fn in_flight(&self) -> u64 {
@@ -486,19 +507,19 @@ impl Endpoint {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn pool(max_queue: usize) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
-        let metrics = PoolMetrics::default();
+        let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
         Arc::new(RevisionPool::new(key, max_queue, OutlierDetection::default(), metrics, Duration::from_secs(10)))
     }
 
     fn settings(concurrency: u32, addresses: &[&str]) -> PoolSettings {
-        let endpoints = addresses
-            .iter()
-            .map(|a| EndpointSpec { address: Arc::from(*a), protocol: Protocol::Http1 })
-            .collect();
+        let endpoints =
+            addresses.iter().map(|a| EndpointSpec { address: Arc::from(*a), protocol: Protocol::Http1 }).collect();
         PoolSettings { concurrency, timeout: Duration::from_secs(10), endpoints }
     }
 
@@ -530,18 +551,26 @@ mod tests {
         let pool = pool(10);
         pool.configure(settings(1, &["a:1"]));
         let first = pool.acquire(&[], soon()).await.unwrap();
-        let p = Arc::clone(&pool);
-        let second = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|l| l.address().to_string()) });
-        tokio::task::yield_now().await;
-        let p = Arc::clone(&pool);
-        let third = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|_| ()) });
-        tokio::task::yield_now().await;
-        assert_eq!(pool.demand().queued, 2);
+        let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        for n in 1..=3 {
+            let (p, tx) = (Arc::clone(&pool), tx.clone());
+            tokio::spawn(async move {
+                let lease = p.acquire(&[], soon()).await;
+                let _ = tx.send((n, lease.is_ok()));
+                // Dropping the lease passes the slot on.
+            });
+            // Let it queue before the next one comes.
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.demand().queued, 3);
+        assert_eq!(pool.demand().in_flight, 1);
         drop(first);
-        // The second waiter got the slot and dropped its lease, which passes it to the third.
-        assert_eq!(second.await.unwrap(), Ok("a:1".to_string()));
-        assert_eq!(third.await.unwrap(), Ok(()));
-        assert_eq!(pool.demand().in_flight, 0);
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            order.push(served.recv().await.unwrap());
+        }
+        assert_eq!(order, [(1, true), (2, true), (3, true)]);
+        assert_eq!((pool.demand().in_flight, pool.demand().queued), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]
@@ -581,6 +610,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_retry_waiting_for_a_busy_endpoint_does_not_hold_up_others() {
+        let pool = pool(10);
+        pool.configure(settings(1, &["a:1", "b:1"]));
+        let mut held = vec![pool.acquire(&[], soon()).await.unwrap(), pool.acquire(&[], soon()).await.unwrap()];
+        held.retain(|l| l.address() == "b:1");
+        let a = pool.lock().endpoints.iter().find(|e| e.address.as_ref() == "a:1").map(|e| e.id).unwrap();
+        // Only a is free; a retry that must avoid a waits for b …
+        let p = Arc::clone(&pool);
+        let retry = tokio::spawn(async move { p.acquire(&[a], soon()).await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        assert_eq!(pool.demand().queued, 1);
+        // … while a newcomer takes a at once, although it arrived later.
+        let newcomer = tokio::time::timeout(Duration::from_millis(1), pool.acquire(&[], soon())).await;
+        assert_eq!(newcomer.map(|l| l.map(|l| l.address().to_string())), Ok(Ok("a:1".to_string())));
+        retry.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn failing_endpoints_are_ejected_for_doubling_times() {
         let pool = pool(10);
         pool.configure(settings(0, &["bad:1", "good:1"]));
@@ -615,18 +662,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_last_healthy_share_is_never_ejected() {
-        let pool = pool(10);
-        pool.configure(settings(0, &["a:1", "b:1"]));
-        let ids: Vec<u64> = pool.lock().endpoints.iter().map(|e| e.id).collect();
+        let pair = pool(10);
+        pair.configure(settings(0, &["a:1", "b:1"]));
+        let ids: Vec<u64> = pair.lock().endpoints.iter().map(|e| e.id).collect();
         for _ in 0..5 {
-            pool.record(ids[0], Outcome::Failure);
-            pool.record(ids[1], Outcome::Failure);
+            pair.record(ids[0], Outcome::Failure);
+            pair.record(ids[1], Outcome::Failure);
         }
         let now = Instant::now();
-        let ejected = pool.lock().endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        let ejected = pair.lock().endpoints.iter().filter(|e| e.is_ejected(now)).count();
         assert_eq!(ejected, 1, "50% of two endpoints is one");
         // A single endpoint is never ejected: there is nowhere else to go.
-        let single = self::pool(10);
+        let single = pool(10);
         single.configure(settings(0, &["only:1"]));
         let id = single.lock().endpoints[0].id;
         for _ in 0..10 {

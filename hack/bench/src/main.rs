@@ -4,11 +4,13 @@
 //! ```text
 //! cargo run -p stratus-bench --release -- store       # API server writes/s and watch latency, embedded vs etcd
 //! cargo run -p stratus-bench --release -- scheduler   # placements/s, 10,000 instances over 1,000 nodes
+//! cargo run -p stratus-bench --release -- gateway     # wrk: direct vs nginx vs the Stratus gateway
 //! ```
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod gateway;
 mod scheduler;
 mod store;
 
@@ -23,6 +25,7 @@ struct Cli {
 enum Bench {
     Store(store::Args),
     Scheduler(scheduler::Args),
+    Gateway(gateway::Args),
 }
 
 #[tokio::main]
@@ -30,5 +33,6 @@ async fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Store(args) => store::run(args).await,
         Bench::Scheduler(args) => scheduler::run(args).await,
+        Bench::Gateway(args) => gateway::run(args).await,
     }
 }

@@ -1,0 +1,223 @@
+//! The scheduler against a real API server: filtering, scoring, unschedulable Instances, and two
+//! schedulers racing over the same Nodes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cluster;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cluster::{Cluster, condition, node_of, status_of, wait_for};
+use stratus_api::Resource;
+use stratus_api::v1::{Instance, Node};
+use stratus_controllers::scheduler::{self, RESERVATIONS_ANNOTATION};
+
+const GRACE: Duration = Duration::from_secs(15);
+
+/// Starts one scheduler on its own Context.
+fn start_scheduler(cluster: &Cluster) {
+    tokio::spawn(scheduler::run(cluster.context(GRACE), cluster.shutdown()));
+}
+
+async fn wait_bound(cluster: &Cluster, name: &str) -> Instance {
+    wait_for(&format!("{name} to be bound"), || async {
+        let inst = cluster.instance(name).await;
+        if node_of(&inst).is_empty() { Err(format!("{:?}", inst.status)) } else { Ok(inst) }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn binds_to_the_only_node_with_room() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("small", "1", "4Gi").await;
+    cluster.add_node("big", "4", "8Gi").await;
+    cluster.add_node("down", "8", "16Gi").await;
+    cluster.set_node_ready("down", false).await;
+    start_scheduler(&cluster);
+
+    cluster.create_instance("web-1", "web-00001", "2", "1Gi", "").await;
+    let inst = wait_bound(&cluster, "web-1").await;
+    assert_eq!(node_of(&inst), "big");
+
+    let scheduled = wait_for("the Scheduled event", || async {
+        let events = cluster.events("web-1", "Scheduled").await;
+        events.into_iter().next().ok_or_else(|| "no event".to_string())
+    })
+    .await;
+    assert_eq!(scheduled.spec.unwrap().message, "assigned default/web-1 to big");
+
+    // The bind was reserved on the node first.
+    let big: Node = cluster.client.get("", "big").await.unwrap();
+    let reservations = big.meta().annotations.get(RESERVATIONS_ANNOTATION).expect("a reservation");
+    assert!(reservations.contains(&inst.meta().uid), "{reservations}");
+}
+
+#[tokio::test]
+async fn spreads_a_revision_before_filling_the_emptiest_node() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("node-a", "4", "8Gi").await;
+    cluster.add_node("node-b", "4", "8Gi").await;
+    // Another revision already takes a quarter of node-a: least-allocated alone would put three
+    // of the four on node-b.
+    cluster.create_instance("other-1", "other-00001", "1", "1Gi", "node-a").await;
+    start_scheduler(&cluster);
+
+    for i in 0..4 {
+        cluster.create_instance(&format!("web-{i}"), "web-00001", "500m", "512Mi", "").await;
+    }
+    let mut per_node = BTreeMap::<String, usize>::new();
+    for i in 0..4 {
+        let inst = wait_bound(&cluster, &format!("web-{i}")).await;
+        *per_node.entry(node_of(&inst).to_string()).or_default() += 1;
+    }
+    assert_eq!(per_node, BTreeMap::from([("node-a".to_string(), 2), ("node-b".to_string(), 2)]));
+}
+
+#[tokio::test]
+async fn an_instance_larger_than_every_node_waits_for_a_node_with_room() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("n1", "1", "4Gi").await;
+    cluster.add_node("n2", "1500m", "4Gi").await;
+    cluster.add_node("n3", "8", "16Gi").await;
+    cluster.set_node_ready("n3", false).await;
+    start_scheduler(&cluster);
+
+    cluster.create_instance("huge", "web-00001", "2", "1Gi", "").await;
+    let pending = wait_for("huge to be unschedulable", || async {
+        let inst = cluster.instance("huge").await;
+        let status = status_of(&inst);
+        if status.reason == "Unschedulable" { Ok(inst) } else { Err(format!("{status:?}")) }
+    })
+    .await;
+    let status = status_of(&pending);
+    assert_eq!(status.phase, "Pending");
+    assert_eq!(status.message, "0/3 nodes are available: 2 Insufficient cpu (need 2, 1500m free at most), 1 NotReady");
+    let scheduled = condition(&status.conditions, "Scheduled").expect("a Scheduled condition");
+    assert_eq!((scheduled.status.as_str(), scheduled.reason.as_str()), ("False", "Unschedulable"));
+    assert!(node_of(&pending).is_empty());
+    let failed = wait_for("the FailedScheduling event", || async {
+        cluster.events("huge", "FailedScheduling").await.into_iter().next().ok_or_else(|| "no event".to_string())
+    })
+    .await;
+    assert_eq!(failed.spec.unwrap().message, status.message);
+
+    // A node with room joins: the instance is bound at once (not at the periodic retry), and
+    // what the scheduler wrote is cleared.
+    cluster.add_node("n4", "4", "8Gi").await;
+    let inst = wait_bound(&cluster, "huge").await;
+    assert_eq!(node_of(&inst), "n4");
+    let inst = wait_for("the Scheduled condition to turn True", || async {
+        let inst = cluster.instance("huge").await;
+        let status = status_of(&inst);
+        match condition(&status.conditions, "Scheduled") {
+            Some(c) if c.status == "True" => Ok(inst),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status_of(&inst).reason, "");
+}
+
+#[tokio::test]
+async fn a_finished_instance_makes_room() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("n1", "1", "4Gi").await;
+    cluster.create_instance("old", "web-00001", "1", "1Gi", "n1").await;
+    start_scheduler(&cluster);
+
+    cluster.create_instance("new", "web-00002", "1", "1Gi", "").await;
+    wait_for("new to be unschedulable", || async {
+        let status = status_of(&cluster.instance("new").await);
+        if status.reason == "Unschedulable" { Ok(()) } else { Err(format!("{status:?}")) }
+    })
+    .await;
+    cluster.update_instance_status("old", |s| s.phase = "Succeeded".into()).await;
+    assert_eq!(node_of(&wait_bound(&cluster, "new").await), "n1");
+}
+
+/// Two schedulers, each with its own caches, race to fill ten nodes that have room for exactly
+/// two instances each. Without the reservations on the Nodes this overbooks a node in about one
+/// round of four (measured); the rounds make a regression likely to show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_schedulers_never_double_book() {
+    for round in 0..3 {
+        let cluster = Cluster::start().await;
+        for n in 0..10 {
+            cluster.add_node(&format!("node-{n}"), "1", "64Gi").await;
+        }
+        start_scheduler(&cluster);
+        start_scheduler(&cluster);
+
+        let creates = (0..20).map(|i| {
+            let client = cluster.client.clone();
+            // Several revisions, so that spreading does not line the two schedulers up.
+            let inst = cluster::instance(&format!("web-{i:02}"), &format!("web-{:05}", i % 7), "500m", "256Mi", "");
+            async move { client.create(inst).await.unwrap() }
+        });
+        futures::future::join_all(creates).await;
+
+        let instances = wait_for(&format!("all 20 instances to be bound (round {round})"), || async {
+            let instances = cluster.instances().await;
+            let pending: Vec<_> =
+                instances.iter().filter(|i| node_of(i).is_empty()).map(|i| i.meta().name.clone()).collect();
+            if pending.is_empty() { Ok(instances) } else { Err(format!("pending: {pending:?}")) }
+        })
+        .await;
+        let mut per_node = BTreeMap::<String, usize>::new();
+        for inst in &instances {
+            *per_node.entry(node_of(inst).to_string()).or_default() += 1;
+        }
+        assert!(per_node.values().all(|n| *n == 2), "round {round}: overbooked: {per_node:?}");
+    }
+}
+
+/// A reservation on a Node holds room for a bind in flight that the cache does not show, and
+/// is dropped once its Instance has changed (the bind it stood for can then never succeed).
+#[tokio::test]
+async fn a_reservation_in_flight_holds_its_room_until_it_is_dead() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("node-a", "1", "4Gi").await;
+    let ctx = cluster.context(GRACE);
+    tokio::spawn(scheduler::run(ctx.clone(), cluster.shutdown()));
+
+    // "other" fits nowhere, so this scheduler leaves it pending; another scheduler is taken to
+    // be binding it to node-a at its current resourceVersion, with a reservation of 500m.
+    cluster.create_instance("other", "web-00001", "8", "1Gi", "").await;
+    let other = wait_for("other to be unschedulable", || async {
+        let inst = cluster.instance("other").await;
+        if status_of(&inst).reason == "Unschedulable" { Ok(inst) } else { Err(format!("{:?}", inst.status)) }
+    })
+    .await;
+    let mut node: Node = cluster.client.get("", "node-a").await.unwrap();
+    let reservation =
+        format!(r#"[["{}","default/other","{}",500,0]]"#, other.meta().uid, other.meta().resource_version);
+    node.meta_mut().annotations.insert(RESERVATIONS_ANNOTATION.into(), reservation);
+    cluster.client.update(node).await.unwrap();
+
+    // The cache shows node-a empty, but its reservations leave no room for a whole cpu.
+    let failed_before = errors(&ctx.metrics, scheduler::NAME);
+    cluster.create_instance("whole", "web-00002", "1", "1Gi", "").await;
+    wait_for("the scheduler to find node-a full", || async {
+        let failed = errors(&ctx.metrics, scheduler::NAME);
+        if failed > failed_before { Ok(()) } else { Err("no failed attempt yet".to_string()) }
+    })
+    .await;
+    assert!(node_of(&cluster.instance("whole").await).is_empty());
+
+    // "other" changes: the reserved bind can no longer succeed, so the room is free.
+    let mut other = cluster.instance("other").await;
+    other.meta_mut().labels.insert("touched".into(), "yes".into());
+    cluster.client.update(other).await.unwrap();
+    let whole = wait_bound(&cluster, "whole").await;
+    assert_eq!(node_of(&whole), "node-a");
+    let node: Node = cluster.client.get("", "node-a").await.unwrap();
+    let reservations = &node.meta().annotations[RESERVATIONS_ANNOTATION];
+    assert!(reservations.contains(&whole.meta().uid) && !reservations.contains("default/other"), "{reservations}");
+}
+
+/// How many reconciles of `controller` failed, from its metrics.
+fn errors(metrics: &stratus_controllers::Metrics, controller: &str) -> u64 {
+    let prefix = format!("stratus_controllers_reconciles_total{{controller=\"{controller}\",result=\"error\"}} ");
+    metrics.encode().lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}

@@ -1,0 +1,272 @@
+//! What the gateway changes in the headers it forwards: hop-by-hop headers go, forwarding and
+//! tracing headers are added; everything else passes unchanged.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, header};
+
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// The longest client-chosen request id that is kept; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, plus the legacy
+/// `Keep-Alive` and `Proxy-Connection`). `Trailer` is not among them: it announces the
+/// message's trailer fields, which HTTP/1.1 servers only send when announced.
+const HOP_BY_HOP: [HeaderName; 7] =
+    [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE, header::PROXY_AUTHENTICATE];
+
+/// The protocol a request asks to switch to (`Connection: upgrade` with `Upgrade: …`).
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers.get_all(CONNECTION).iter().any(|v| has_token(v, "upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Removes hop-by-hop headers: the standard ones and those the `Connection` header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+    headers.remove(header::PROXY_AUTHORIZATION);
+}
+
+/// Makes a client's request headers the upstream's: hop-by-hop headers removed (but `TE:
+/// trailers`, which gRPC needs, and the upgrade being asked for are kept), the client appended
+/// to `Forwarded` and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set unless
+/// a proxy in front set them, and a `traceparent` started unless a valid one came in.
+pub(crate) fn prepare_request(headers: &mut HeaderMap, client: IpAddr, host: &str, upgrade: Option<&HeaderValue>) {
+    let trailers = headers.get_all(TE).iter().any(|v| has_token(v, "trailers"));
+    strip_hop_by_hop(headers);
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, protocol.clone());
+    }
+    let client = client.to_canonical();
+    append(headers, header::FORWARDED, &forwarded_element(client, host, "http"));
+    append(headers, X_FORWARDED_FOR, &client.to_string());
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
+    if let Ok(host) = HeaderValue::from_str(host) {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
+    }
+    if !headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(valid_traceparent) {
+        // A new trace: the old state belongs to a trace that is not continued (W3C §3.3).
+        headers.remove(TRACESTATE);
+        if let Ok(value) = HeaderValue::from_str(&new_traceparent()) {
+            headers.insert(TRACEPARENT, value);
+        }
+    }
+}
+
+/// The request's `X-Request-Id`: the client's when it is a short printable token, else a new
+/// random one, which is written into `headers`.
+pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return id.clone();
+    }
+    let id = HeaderValue::from_str(&random_hex(16)).unwrap_or(HeaderValue::from_static("0"));
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// Whether `value` is a `traceparent` of version 00 (W3C Trace Context) with non-zero ids.
+pub(crate) fn valid_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex =
+        |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
+    matches!(parts.as_slice(), [version, trace, parent, flags]
+        if *version == "00" && hex(trace, 32) && nonzero(trace) && hex(parent, 16) && nonzero(parent) && hex(flags, 2))
+}
+
+/// A new `traceparent`: version 00, random trace and parent ids, not sampled (the gateway
+/// records no spans; a traced application decides for itself).
+fn new_traceparent() -> String {
+    format!("00-{}-{}-00", random_hex(16), random_hex(8))
+}
+
+/// `bytes` random bytes as lowercase hex, never all zeros.
+fn random_hex(bytes: usize) -> String {
+    loop {
+        let mut out = String::with_capacity(bytes * 2);
+        let mut nonzero = false;
+        for _ in 0..bytes {
+            let b: u8 = rand::random();
+            nonzero |= b != 0;
+            let _ = write!(out, "{b:02x}");
+        }
+        if nonzero {
+            return out;
+        }
+    }
+}
+
+/// One `Forwarded` element (RFC 7239): `for=…;proto=…;host=…`, quoting what is not a token.
+fn forwarded_element(client: IpAddr, host: &str, proto: &str) -> String {
+    let node = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    format!("for={node};proto={proto};host={}", token_or_quoted(host))
+}
+
+fn token_or_quoted(value: &str) -> String {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !value.is_empty() && value.chars().all(tchar) {
+        return value.to_string();
+    }
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Appends `item` to a list-valued header, joining repeated fields into one.
+fn append(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut list: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
+    list.push(item);
+    if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {
+        headers.insert(name, value);
+    }
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_the_rest_stays() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip, trailers"),
+            ("proxy-authorization", "Basic x"),
+            ("trailer", "grpc-status"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+            ("cookie", "c=1"),
+        ]);
+        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "hello.default.localhost", None);
+        for gone in ["connection", "keep-alive", "x-secret", "transfer-encoding", "proxy-authorization", "upgrade"] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(get(&h, "te"), Some("trailers"));
+        assert_eq!(get(&h, "trailer"), Some("grpc-status"));
+        assert_eq!(h.get_all("x-custom").iter().count(), 2);
+        assert_eq!(get(&h, "cookie"), Some("c=1"));
+    }
+
+    #[test]
+    fn forwarding_headers_are_appended() {
+        let mut h =
+            map(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=1.1.1.1"), ("x-forwarded-proto", "https")]);
+        prepare_request(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "hello.default.localhost:8080", None);
+        assert_eq!(get(&h, "x-forwarded-for"), Some("1.1.1.1, 10.0.0.2"));
+        assert_eq!(
+            get(&h, "forwarded"),
+            Some(r#"for=1.1.1.1, for=10.0.0.2;proto=http;host="hello.default.localhost:8080""#)
+        );
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"), "a proxy in front knows better");
+        assert_eq!(get(&h, "x-forwarded-host"), Some("hello.default.localhost:8080"));
+
+        let mut h = HeaderMap::new();
+        prepare_request(&mut h, "2001:db8::1".parse().unwrap(), "a.b.localhost", None);
+        assert_eq!(get(&h, "forwarded"), Some(r#"for="[2001:db8::1]";proto=http;host=a.b.localhost"#));
+        assert_eq!(get(&h, "x-forwarded-for"), Some("2001:db8::1"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_kept_and_an_invalid_one_replaced() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = map(&[("traceparent", valid), ("tracestate", "a=b")]);
+        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "h", None);
+        assert_eq!(get(&h, "traceparent"), Some(valid));
+        assert_eq!(get(&h, "tracestate"), Some("a=b"));
+
+        let mut h =
+            map(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
+        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "h", None);
+        let new = get(&h, "traceparent").unwrap_or_default();
+        assert!(valid_traceparent(new), "{new}");
+        assert!(h.get("tracestate").is_none());
+        for bad in [
+            "",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(!valid_traceparent(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn upgrades_are_kept_only_when_asked_for() {
+        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let protocol = upgrade_protocol(&h);
+        assert_eq!(protocol.as_ref().and_then(|v| v.to_str().ok()), Some("websocket"));
+        let mut forwarded = h.clone();
+        prepare_request(&mut forwarded, "10.0.0.1".parse().unwrap(), "h", protocol.as_ref());
+        assert_eq!(get(&forwarded, "connection"), Some("upgrade"));
+        assert_eq!(get(&forwarded, "upgrade"), Some("websocket"));
+        assert_eq!(upgrade_protocol(&map(&[("upgrade", "websocket")])), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(ensure_request_id(&mut h), "abc-123");
+        let mut h = map(&[("x-request-id", "has space")]);
+        let id = ensure_request_id(&mut h);
+        assert_eq!(id.len(), 32);
+        assert_eq!(h.get("x-request-id"), Some(&id));
+        assert_ne!(ensure_request_id(&mut HeaderMap::new()), ensure_request_id(&mut HeaderMap::new()));
+    }
+}

@@ -1,0 +1,292 @@
+//! The Stratus gateway: the HTTP data plane (DESIGN §7).
+//!
+//! [`Gateway`] watches Services, Revisions and Endpoints and routes each request by its host:
+//! `{service}.{namespace}.{domain}` to the Service's traffic split (`status.traffic`, weighted
+//! random per request), `{tag}-{service}.{namespace}.{domain}` to the tagged revision. Within a
+//! revision it sends each request to the endpoint with the fewest requests in flight, at most
+//! `containerConcurrency` at once per endpoint; the rest wait in a bounded queue, which is also
+//! where requests for a revision with no ready instance wait for one (scale from zero). Connect
+//! failures are retried on another endpoint, failing endpoints are ejected for a while, services
+//! are rate limited (`spec.rateLimitRps`), and every request is bounded by its revision's
+//! `timeoutSeconds`.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use stratus_gateway::{Gateway, GatewayConfig};
+//!
+//! let client = stratus_client::Client::new("http://127.0.0.1:7070")?;
+//! let gateway = Gateway::new(client, GatewayConfig::default());
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//! tokio::spawn(gateway.clone().serve_admin(admin, std::future::pending()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! gateway.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use stratus_api::v1::{Endpoints, Revision, Service};
+use stratus_client::runtime::Informer;
+use stratus_client::{Client, ListParams};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+mod headers;
+mod metrics;
+mod pool;
+mod proxy;
+mod ratelimit;
+mod routes;
+mod server;
+
+pub use pool::{OutlierDetection, RevisionDemand};
+
+use metrics::Metrics;
+use pool::RevisionPool;
+use proxy::{ProxyBody, ProxyError, Upstreams};
+use routes::{Registry, ServiceRoute, Sources, Table};
+
+/// What can stop a listener.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Accepting connections failed for a reason other than a passing shortage.
+    #[error("accepting a connection failed")]
+    Accept(#[source] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How the gateway behaves. Every default works on one machine.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Hosts are `{service}.{namespace}.{domain}`. Default `localhost`, which clients such as
+    /// curl resolve to loopback with any subdomain.
+    pub domain: String,
+    /// Requests that may wait per revision (for a busy or not yet ready instance); more get 503.
+    /// Default 100.
+    pub max_queue: usize,
+    /// The longest a request waits in a revision's queue. `None` (the default) means the
+    /// revision's own `timeoutSeconds`, which is what a request for a revision scaled to zero
+    /// must be able to wait for an instance to start.
+    pub queue_timeout: Option<Duration>,
+    /// Further endpoints tried when connecting fails. Default 2.
+    pub max_retries: u32,
+    /// How long connecting to an endpoint may take. Default 2 s.
+    pub connect_timeout: Duration,
+    /// When failing endpoints are ejected.
+    pub outliers: OutlierDetection,
+    /// How long a shutdown waits for open exchanges to finish. Default 30 s.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            domain: "localhost".to_string(),
+            max_queue: 100,
+            queue_timeout: None,
+            max_retries: 2,
+            connect_timeout: Duration::from_secs(2),
+            outliers: OutlierDetection::default(),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A running gateway: its informers, routing table and balancers. Cheap to clone; clones share
+/// everything, so one clone can serve while another reports [`Gateway::demand`].
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+/// What request handlers share.
+pub(crate) struct Shared {
+    config: GatewayConfig,
+    metrics: Metrics,
+    upstreams: Upstreams,
+    /// The current table: replaced whole, never changed in place.
+    table: RwLock<Arc<Table>>,
+    /// Held while a table is built, so that two builds never interleave.
+    registry: Mutex<Registry>,
+    sources: Sources,
+    /// Set once the caches were complete and a table was built from them.
+    ready: AtomicBool,
+    _informers: (Informer<Service>, Informer<Revision>, Informer<Endpoints>),
+}
+
+impl Gateway {
+    /// Starts watching Services, Revisions and Endpoints of every namespace through `client`;
+    /// routes follow every change from then on. Until the first complete list of all three is
+    /// in, requests are answered 503 (and `/readyz` says not ready).
+    ///
+    /// Must be called within a tokio runtime. The watches stop when the last clone is dropped.
+    pub fn new(client: Client, config: GatewayConfig) -> Gateway {
+        let all = ListParams::default();
+        let services = Informer::<Service>::spawn(client.clone(), all.clone());
+        let revisions = Informer::<Revision>::spawn(client.clone(), all.clone());
+        let endpoints = Informer::<Endpoints>::spawn(client, all);
+        let mut changes: SelectAll<BoxStream<'static, ()>> = SelectAll::new();
+        changes.push(services.subscribe().map(drop).boxed());
+        changes.push(revisions.subscribe().map(drop).boxed());
+        changes.push(endpoints.subscribe().map(drop).boxed());
+        let sources =
+            Sources { services: services.store(), revisions: revisions.store(), endpoints: endpoints.store() };
+        let metrics = Metrics::default();
+        let registry = Registry::new(config.max_queue, config.outliers.clone(), metrics.clone());
+        let shared = Arc::new(Shared {
+            upstreams: Upstreams::new(config.connect_timeout),
+            config,
+            metrics,
+            table: RwLock::new(Arc::new(Table::default())),
+            registry: Mutex::new(registry),
+            sources,
+            ready: AtomicBool::new(false),
+            _informers: (services, revisions, endpoints),
+        });
+        tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));
+        Gateway { shared }
+    }
+
+    /// Proxies the connections of `listener` (HTTP/1.1 and h2c, upgrades included) until
+    /// `shutdown` completes, then drains open exchanges for up to `drain_timeout`.
+    ///
+    /// Fails only when accepting fails for good (see [`Error::Accept`]).
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let shared = self.shared;
+        let drain = shared.config.drain_timeout;
+        server::serve(listener, shutdown, drain, move |peer| {
+            let shared = Arc::clone(&shared);
+            service_fn(move |req| proxy::handle(Arc::clone(&shared), req, peer).map(Ok::<_, Infallible>))
+        })
+        .await
+    }
+
+    /// Serves `/metrics` (Prometheus, OpenMetrics text), `/healthz` (the process answers) and
+    /// `/readyz` (routes are loaded) on `listener` until `shutdown` completes.
+    pub async fn serve_admin(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let shared = self.shared;
+        server::serve(listener, shutdown, Duration::from_secs(1), move |_| {
+            let shared = Arc::clone(&shared);
+            service_fn(move |req| std::future::ready(Ok::<_, Infallible>(admin(&shared, &req))))
+        })
+        .await
+    }
+
+    /// Each routed revision's demand now: requests in flight and queued, requests so far, and
+    /// endpoints known. Sorted by namespace and revision. This is what the autoscaler reads.
+    pub fn demand(&self) -> Vec<RevisionDemand> {
+        let mut demand: Vec<RevisionDemand> = self.shared.registry().pools().map(|p| p.demand()).collect();
+        demand.sort_by(|a, b| (&a.namespace, &a.revision).cmp(&(&b.namespace, &b.revision)));
+        demand
+    }
+
+    /// Whether the routes are loaded: the caches were complete once and a table was built.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+}
+
+impl Shared {
+    /// The service and revision a request for `host` goes to.
+    fn route(&self, host: &str) -> Result<(Arc<ServiceRoute>, Arc<RevisionPool>), ProxyError> {
+        if !self.ready.load(Ordering::Acquire) {
+            return Err(ProxyError::NotReady);
+        }
+        let table = Arc::clone(&self.table.read().unwrap_or_else(PoisonError::into_inner));
+        let route = table.route(host, &self.config.domain).ok_or_else(|| ProxyError::UnknownHost(host.to_string()))?;
+        match route.revision() {
+            Some(pool) => Ok((route.service, pool)),
+            None => Err(ProxyError::NoTraffic(route.service.key.clone())),
+        }
+    }
+
+    /// Builds a table from the caches and puts it in place.
+    fn rebuild(&self) {
+        let mut registry = self.registry();
+        let table = Arc::new(registry.build(&self.sources));
+        *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+    }
+
+    // A build that panicked halfway leaves each balancer and bucket consistent (they have their
+    // own locks); the next build recreates whatever it dropped.
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Rebuilds the table after every burst of cache changes, from the first complete list on. Ends
+/// when the gateway is dropped (the informers stop and their change streams end).
+async fn follow_changes(shared: Weak<Shared>, mut changes: SelectAll<BoxStream<'static, ()>>) {
+    let Some(sources) = shared.upgrade().map(|s| s.sources.clone()) else { return };
+    let synced = async move {
+        sources.services.wait_synced().await;
+        sources.revisions.wait_synced().await;
+        sources.endpoints.wait_synced().await;
+    };
+    tokio::pin!(synced);
+    loop {
+        tokio::select! {
+            () = &mut synced => break,
+            change = changes.next() => if change.is_none() { return },
+        }
+    }
+    loop {
+        // Everything that arrived together makes one table.
+        while let Some(Some(())) = changes.next().now_or_never() {}
+        let Some(shared) = shared.upgrade() else { return };
+        shared.rebuild();
+        if !shared.ready.swap(true, Ordering::AcqRel) {
+            debug!("routes loaded");
+        }
+        drop(shared);
+        if changes.next().await.is_none() {
+            return;
+        }
+    }
+}
+
+fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET {
+        return proxy::text_response(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let mut response = proxy::text_response(StatusCode::OK, shared.metrics.encode());
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(metrics::CONTENT_TYPE));
+            response
+        }
+        "/healthz" => proxy::text_response(StatusCode::OK, "ok\n".into()),
+        "/readyz" if shared.ready.load(Ordering::Acquire) => proxy::text_response(StatusCode::OK, "ok\n".into()),
+        "/readyz" => proxy::text_response(StatusCode::SERVICE_UNAVAILABLE, "routes are not loaded yet\n".into()),
+        path => proxy::text_response(StatusCode::NOT_FOUND, format!("nothing at {path}\n")),
+    }
+}
+
+/// Formats an error with its sources, for logs: `cannot connect to revision …: tcp connect error: …`.
+pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,83 @@
+//! `stratus-gateway`: flags, tracing, then [`Gateway::serve`] and [`Gateway::serve_admin`].
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use stratus_gateway::{Gateway, GatewayConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The Stratus gateway: routes HTTP requests by host to the instances of a service's revisions.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// The API server.
+    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
+    apiserver: String,
+    /// Where requests are served.
+    #[arg(long, env = "STRATUS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "STRATUS_GATEWAY_ADMIN_LISTEN", default_value = "127.0.0.1:8081")]
+    admin_listen: String,
+    /// Services answer at {service}.{namespace}.{domain}.
+    #[arg(long, env = "STRATUS_DOMAIN", default_value = "localhost")]
+    domain: String,
+    /// Requests that may wait per revision for an instance; more get 503.
+    #[arg(long, default_value_t = 100)]
+    max_queue: usize,
+    /// The longest a request waits for an instance, in seconds (default: the revision's timeout).
+    #[arg(long)]
+    queue_timeout_seconds: Option<u64>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let args = Args::parse();
+    let listener =
+        TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin = TcpListener::bind(&args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    let client = stratus_client::Client::new(&args.apiserver)?;
+    let config = GatewayConfig {
+        domain: args.domain,
+        max_queue: args.max_queue,
+        queue_timeout: args.queue_timeout_seconds.map(Duration::from_secs),
+        ..GatewayConfig::default()
+    };
+    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, domain = config.domain, "gateway starting");
+    let gateway = Gateway::new(client, config);
+
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let admin = tokio::spawn(gateway.clone().serve_admin(admin, wait(stopped.clone())));
+    let proxy = tokio::spawn(gateway.serve(listener, wait(stopped)));
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    stop.send_replace(true);
+    proxy.await.context("the proxy task failed")??;
+    admin.await.context("the admin task failed")??;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

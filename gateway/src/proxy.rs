@@ -1,0 +1,452 @@
+//! One request's way through the gateway: host → service → revision → rate limit → endpoint →
+//! answer, streamed back under the revision's deadline.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, UPGRADE};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use stratus_client::runtime::ObjectRef;
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, info};
+
+use crate::headers::{self, X_REQUEST_ID};
+use crate::pool::{AcquireError, Lease, Outcome, Protocol, RevisionPool};
+use crate::ratelimit::retry_after_secs;
+use crate::{ErrorChain, Shared};
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the gateway sends.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// Why a request got an answer of the gateway's own instead of an endpoint's. The messages are
+/// what the client reads; they name the service or revision but no internal address.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProxyError {
+    #[error("no service answers to host {0:?}")]
+    UnknownHost(String),
+    #[error("service {0} has no revision to send requests to yet")]
+    NoTraffic(ObjectRef),
+    #[error("the gateway is still loading its routes")]
+    NotReady,
+    #[error("service {service} is over its request rate limit")]
+    RateLimited { service: ObjectRef, retry_after: u64 },
+    #[error("too many requests are waiting for revision {0}")]
+    QueueFull(ObjectRef),
+    #[error("no instance of revision {revision} became ready within {waited:?}")]
+    NoInstance { revision: ObjectRef, waited: Duration },
+    #[error("no instance of revision {revision} was free to take the request within {waited:?}")]
+    Busy { revision: ObjectRef, waited: Duration },
+    #[error("cannot connect to revision {revision}")]
+    Connect {
+        revision: ObjectRef,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("revision {revision} failed to answer")]
+    Upstream {
+        revision: ObjectRef,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("revision {revision} did not answer within {timeout:?}")]
+    Timeout { revision: ObjectRef, timeout: Duration },
+    #[error("revision {0} switched protocols although the request asked for no upgrade")]
+    UnexpectedUpgrade(ObjectRef),
+    #[error("revision {revision} has an endpoint address that makes no URI")]
+    BadAddress {
+        revision: ObjectRef,
+        #[source]
+        source: http::Error,
+    },
+}
+
+/// The response body ended because the revision's timeout passed while it streamed.
+#[derive(Debug, thiserror::Error)]
+#[error("the revision's timeout of {0:?} passed while the response streamed")]
+struct DeadlineExceeded(Duration);
+
+/// The two upstream clients, each with its own connection pool: HTTP/1.1, and HTTP/2 with prior
+/// knowledge for h2c endpoints.
+pub(crate) struct Upstreams {
+    http1: UpstreamClient,
+    h2c: UpstreamClient,
+}
+
+impl Upstreams {
+    pub(crate) fn new(connect_timeout: Duration) -> Upstreams {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90)).timer(TokioTimer::new());
+        let http1 = builder.build(connector.clone());
+        let h2c = builder.http2_only(true).build(connector);
+        Upstreams { http1, h2c }
+    }
+
+    fn client(&self, protocol: Protocol) -> &UpstreamClient {
+        match protocol {
+            Protocol::Http1 => &self.http1,
+            Protocol::H2c => &self.h2c,
+        }
+    }
+}
+
+/// Answers one request: the endpoint's response, or the gateway's own when it cannot be had.
+/// Never fails: every error becomes a response.
+pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let request_id = headers::ensure_request_id(req.headers_mut());
+    let host = request_host(&req);
+    let (revision, result) = match shared.route(&host) {
+        Err(e) => {
+            shared.metrics.record_unrouted();
+            (None, Err(e))
+        }
+        Ok((service, pool)) => {
+            let limited = service.rate_limit.as_ref().map(|bucket| bucket.try_acquire(Instant::now()));
+            let result = match limited {
+                Some(Err(wait)) => {
+                    Err(ProxyError::RateLimited { service: service.key.clone(), retry_after: retry_after_secs(wait) })
+                }
+                _ => {
+                    // Only admitted requests are demand the autoscaler should meet.
+                    pool.count_request();
+                    forward(&shared, &pool, req, peer, &host, started).await
+                }
+            };
+            (Some(pool), result)
+        }
+    };
+    let mut response = result.unwrap_or_else(|e| {
+        match &e {
+            ProxyError::UnknownHost(_) | ProxyError::RateLimited { .. } => debug!(host, error = %ErrorChain(&e)),
+            _ => info!(host, request_id = ?request_id, error = %ErrorChain(&e), "request failed"),
+        }
+        error_response(&e)
+    });
+    response.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
+    if let Some(pool) = revision {
+        pool.observe(response.status(), started.elapsed());
+    }
+    response
+}
+
+/// Sends the request to an endpoint of `pool`, retrying on another endpoint while connecting
+/// fails (nothing was sent then), and returns the response with its body bound to the lease and
+/// the deadline.
+async fn forward(
+    shared: &Shared,
+    pool: &Arc<RevisionPool>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    host: &str,
+    started: Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let revision = pool.key();
+    let timeout = pool.timeout();
+    let deadline = started + timeout;
+    let queue_deadline = shared.config.queue_timeout.map_or(deadline, |t| deadline.min(started + t));
+    let waited = queue_deadline.saturating_duration_since(started);
+    let upgrade = headers::upgrade_protocol(req.headers()).filter(|_| req.version() == Version::HTTP_11);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    headers::prepare_request(&mut headers, peer.ip(), host, upgrade.as_ref());
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let slot = BodySlot::new(body);
+    let mut tried = Vec::new();
+    let mut last_connect_error = None;
+    loop {
+        let lease = match pool.acquire(&tried, queue_deadline).await {
+            Ok(lease) => lease,
+            Err(AcquireError::QueueFull) => return Err(ProxyError::QueueFull(revision.clone())),
+            Err(AcquireError::TimedOut { endpoints: 0 }) => {
+                return Err(ProxyError::NoInstance { revision: revision.clone(), waited });
+            }
+            Err(AcquireError::TimedOut { .. }) => {
+                return Err(ProxyError::Busy { revision: revision.clone(), waited });
+            }
+            Err(AcquireError::Exhausted) => {
+                return Err(match last_connect_error {
+                    Some(source) => ProxyError::Connect { revision: revision.clone(), source },
+                    None => ProxyError::NoInstance { revision: revision.clone(), waited },
+                });
+            }
+        };
+        let mut upstream = Request::new(RequestBody::new(slot.clone()));
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = upstream_uri(lease.address(), path)
+            .map_err(|source| ProxyError::BadAddress { revision: revision.clone(), source })?;
+        *upstream.headers_mut() = headers.clone();
+        match lease.protocol() {
+            Protocol::Http1 => {
+                *upstream.version_mut() = Version::HTTP_11;
+                // An HTTP/2 client sent the host as :authority; HTTP/1.1 wants it in Host, and
+                // the upstream client would otherwise write the endpoint's address there.
+                if let Ok(value) = HeaderValue::from_str(host) {
+                    upstream.headers_mut().entry(HOST).or_insert(value);
+                }
+            }
+            Protocol::H2c => {
+                // :authority is the endpoint's address, which keys the connection pool; a Host
+                // header that differs is not allowed beside it (RFC 9113 §8.3.1). The original
+                // host travels in X-Forwarded-Host and Forwarded.
+                *upstream.version_mut() = Version::HTTP_2;
+                let headers = upstream.headers_mut();
+                headers.remove(HOST);
+                // HTTP/2 has no upgrades: the endpoint answers the request as it is.
+                headers.remove(CONNECTION);
+                headers.remove(UPGRADE);
+            }
+        }
+        let sent = tokio::time::timeout_at(deadline, shared.upstreams.client(lease.protocol()).request(upstream)).await;
+        let response = match sent {
+            Err(_) => return Err(ProxyError::Timeout { revision: revision.clone(), timeout }),
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) if e.is_connect() => {
+                lease.record(Outcome::Failure);
+                debug!(%revision, endpoint = lease.address(), error = %ErrorChain(&e), "connect failed");
+                if slot.untouched() && tried.len() < shared.config.max_retries as usize {
+                    tried.push(lease.endpoint_id());
+                    last_connect_error = Some(e);
+                    continue;
+                }
+                return Err(ProxyError::Connect { revision: revision.clone(), source: e });
+            }
+            Ok(Err(e)) => {
+                lease.record(Outcome::Failure);
+                return Err(ProxyError::Upstream { revision: revision.clone(), source: e });
+            }
+        };
+        let outcome = if response.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
+        lease.record(outcome);
+        return respond(revision, response, lease, deadline, timeout, client_upgrade);
+    }
+}
+
+/// Turns an endpoint's response into the client's: hop-by-hop headers removed, the body streamed
+/// until the deadline, the lease held until the body ends; a 101 becomes a tunnel.
+fn respond(
+    revision: &ObjectRef,
+    mut response: Response<Incoming>,
+    lease: Lease,
+    deadline: Instant,
+    timeout: Duration,
+    client_upgrade: Option<OnUpgrade>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade else {
+            return Err(ProxyError::UnexpectedUpgrade(revision.clone()));
+        };
+        let upstream = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(UPGRADE).cloned();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = protocol {
+            parts.headers.insert(UPGRADE, protocol);
+        }
+        parts.version = Version::HTTP_11;
+        tokio::spawn(tunnel(client, upstream, lease, deadline));
+        return Ok(Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed_unsync()));
+    }
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    // The client's connection has its own version; hyper answers in it.
+    parts.version = Version::HTTP_11;
+    let body = ResponseBody {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        timeout,
+        lease: Some(lease),
+    };
+    Ok(Response::from_parts(parts, body.boxed_unsync()))
+}
+
+/// Copies bytes both ways between an upgraded client connection and an upgraded endpoint
+/// connection until either closes or the deadline passes; the lease is held meanwhile.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, lease: Lease, deadline: Instant) {
+    let copy = async {
+        let (client, upstream) = tokio::try_join!(client, upstream)?;
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        Ok::<_, BoxError>(())
+    };
+    match tokio::time::timeout_at(deadline, copy).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(endpoint = lease.address(), error = %ErrorChain(e.as_ref()), "upgraded connection failed"),
+        Err(_) => debug!(endpoint = lease.address(), "upgraded connection closed at the revision's timeout"),
+    }
+    drop(lease);
+}
+
+/// The host a request is for: its URI authority (HTTP/2 `:authority`, or an absolute-form
+/// target) before the `Host` header, as RFC 9112 §3.2.2 orders them.
+fn request_host<B>(req: &Request<B>) -> String {
+    if let Some(authority) = req.uri().authority() {
+        return authority.as_str().to_string();
+    }
+    req.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_string()
+}
+
+fn upstream_uri(address: &str, path: &str) -> Result<Uri, http::Error> {
+    Uri::builder().scheme("http").authority(address).path_and_query(path).build()
+}
+
+/// The gateway's own answer for `error`: plain text naming the problem.
+fn error_response(error: &ProxyError) -> Response<ProxyBody> {
+    let status = match error {
+        ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+        ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ProxyError::NoTraffic(_)
+        | ProxyError::NotReady
+        | ProxyError::QueueFull(_)
+        | ProxyError::NoInstance { .. }
+        | ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ProxyError::Connect { .. }
+        | ProxyError::Upstream { .. }
+        | ProxyError::UnexpectedUpgrade(_)
+        | ProxyError::BadAddress { .. } => StatusCode::BAD_GATEWAY,
+        ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+    };
+    let mut response = text_response(status, format!("{error}\n"));
+    if let ProxyError::RateLimited { retry_after, .. } = error {
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
+    response
+}
+
+/// A plain-text response.
+pub(crate) fn text_response(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// The client's request body, shared by the attempts to send it. The first attempt that polls it
+/// takes it; an attempt that failed before connecting leaves it in place for the next, which is
+/// how a retry can be sure that nothing was sent.
+#[derive(Clone)]
+struct BodySlot(Arc<Mutex<Option<Incoming>>>);
+
+impl BodySlot {
+    fn new(body: Incoming) -> BodySlot {
+        BodySlot(Arc::new(Mutex::new(Some(body))))
+    }
+
+    fn untouched(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    // Only `take` and reads happen under the lock: it cannot be poisoned halfway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Incoming>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The body of one attempt's upstream request: the client's body once polled.
+pub(crate) struct RequestBody {
+    slot: BodySlot,
+    taken: Option<Incoming>,
+}
+
+impl RequestBody {
+    fn new(slot: BodySlot) -> RequestBody {
+        RequestBody { slot, taken: None }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if this.taken.is_none() {
+            this.taken = this.slot.lock().take();
+        }
+        match &mut this.taken {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            // Another attempt has the body; this one is never sent (see `forward`).
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.taken {
+            Some(body) => body.is_end_stream(),
+            None => self.slot.lock().as_ref().is_none_or(Body::is_end_stream),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.taken {
+            Some(body) => body.size_hint(),
+            None => self.slot.lock().as_ref().map(Body::size_hint).unwrap_or_default(),
+        }
+    }
+}
+
+/// An endpoint's response body on its way to the client. It fails (and so aborts the response)
+/// when the deadline passes first, and releases the lease as soon as it ends.
+struct ResponseBody {
+    inner: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    lease: Option<Lease>,
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if this.lease.is_none() {
+            return Poll::Ready(None);
+        }
+        // The deadline first: a body that always has data ready must still be cut.
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.lease = None;
+            return Poll::Ready(Some(Err(Box::new(DeadlineExceeded(this.timeout)))));
+        }
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) => {
+                this.lease = None;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.lease = None;
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.lease.is_none() || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
