@@ -88,14 +88,17 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, shutdown
         };
         let mut stop_rx = stop.clone();
         let (term_tx, term_rx) = watch::channel(false);
-        let controllers = run_controllers(ctx, term_rx);
+        // A task, so that the controllers run while this one waits for the term to end.
+        let controllers = tokio::spawn(run_controllers(ctx, term_rx));
         let ended_by_shutdown = tokio::select! {
             _ = term => false,
             _ = &mut shutdown => true,
             _ = stop_rx.changed() => true,
         };
         let _ = term_tx.send(true);
-        controllers.await;
+        if let Err(e) = controllers.await {
+            warn!(error = %e, "the controllers stopped abnormally");
+        }
         metrics.leader.set(0);
         if ended_by_shutdown {
             break;

@@ -145,10 +145,9 @@ async fn check(node: &Node, ctx: &Context) -> Result<Action, Error> {
             format!("no node agent has renewed a lease for this node since it registered at {}", rfc3339(registered)),
         ),
     };
-    mark_not_ready(node, ctx, reason, &message).await?;
-
-    // Every Instance is handled even if one fails; the first failure requeues the node.
-    let mut first_error = None;
+    // Every step is taken even if another fails (the Instances wait to be replaced whatever
+    // the Node's status says); the first failure requeues the node.
+    let mut first_error = mark_not_ready(node, ctx, reason, &message).await.err();
     for inst in ctx.instances.store().list().iter().filter(|i| node_name(i) == name.as_str()) {
         let result = if inst.meta().deletion_timestamp.is_some() && has_agent_finalizer(inst) {
             release(inst, name, ctx).await
@@ -158,7 +157,10 @@ async fn check(node: &Node, ctx: &Context) -> Result<Action, Error> {
             Ok(())
         };
         if let Err(e) = result {
-            warn!(error = %e, "handling an instance of a lost node failed");
+            // Only the first error is returned (and logged by the controller): log the others.
+            if first_error.is_some() {
+                warn!(error = ?e, "handling an instance of a lost node failed");
+            }
             first_error.get_or_insert(e);
         }
     }
