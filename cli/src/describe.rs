@@ -21,8 +21,16 @@ pub enum Events {
     Unavailable(String),
 }
 
-/// The whole description of `obj`, ending with its events.
-pub fn render(obj: &AnyObject, events: &Events, now: SystemTime) -> String {
+/// The objects a Service made, shown in its description.
+#[derive(Debug, Default)]
+pub struct Related {
+    pub revisions: Vec<stratus_api::v1::Revision>,
+    pub instances: Vec<stratus_api::v1::Instance>,
+}
+
+/// The whole description of `obj`, ending with its events; for a Service, with its revisions
+/// and their instances when `related` is given.
+pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, now: SystemTime) -> String {
     let mut doc = Doc::default();
     metadata(&mut doc, obj, now);
     match obj {
@@ -37,9 +45,70 @@ pub fn render(obj: &AnyObject, events: &Events, now: SystemTime) -> String {
         | AnyObject::Endpoints(_)
         | AnyObject::Event(_) => spec_and_status(&mut doc, obj),
     }
+    if let (AnyObject::Service(svc), Some(related)) = (obj, related) {
+        related_tables(&mut doc, svc, related, now);
+    }
     condition_table(&mut doc, conditions(obj), now);
     event_table(&mut doc, events, now);
     doc.render()
+}
+
+/// A Service's revisions (with the traffic each gets) and its instances (with their nodes and
+/// addresses), newest first.
+fn related_tables(doc: &mut Doc, svc: &Service, related: &Related, now: SystemTime) {
+    let traffic = svc.status.as_ref().map(|s| s.traffic.clone()).unwrap_or_default();
+    let mut revisions: Vec<_> = related.revisions.iter().collect();
+    revisions.sort_by(|a, b| b.meta().name.cmp(&a.meta().name));
+    doc.header(0, "Revisions");
+    if revisions.is_empty() {
+        doc.lines.push(Line::Text { indent: 1, text: "<none>".into() });
+    } else {
+        let rows = revisions
+            .iter()
+            .map(|r| {
+                let st = r.status.clone().unwrap_or_default();
+                let ready = st.conditions.iter().find(|c| c.r#type == "Ready");
+                let percent: i32 =
+                    traffic.iter().filter(|t| t.revision_name == r.meta().name).map(|t| t.percent.unwrap_or(0)).sum();
+                vec![
+                    r.meta().name.clone(),
+                    ready.map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into()),
+                    ready.map(|c| c.reason.clone()).filter(|r| !r.is_empty()).unwrap_or_else(|| "<none>".into()),
+                    format!("{percent}%"),
+                    st.desired_instances.to_string(),
+                    st.ready_instances.to_string(),
+                    crate::format::age(r.meta().creation_timestamp.as_ref(), now),
+                ]
+            })
+            .collect();
+        doc.table(1, &["Name", "Ready", "Reason", "Traffic", "Desired", "Ready Instances", "Age"], rows);
+    }
+    doc.header(0, "Instances");
+    if related.instances.is_empty() {
+        doc.lines.push(Line::Text { indent: 1, text: "<none>".into() });
+    } else {
+        let mut instances: Vec<_> = related.instances.iter().collect();
+        instances.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        let or_none = |s: &str| if s.is_empty() { "<none>".to_string() } else { s.to_string() };
+        let rows = instances
+            .iter()
+            .map(|i| {
+                let spec = i.spec.clone().unwrap_or_default();
+                let st = i.status.clone().unwrap_or_default();
+                vec![
+                    i.meta().name.clone(),
+                    spec.revision_name,
+                    or_none(&spec.node_name),
+                    or_none(&st.address),
+                    or_none(&st.phase),
+                    st.ready.to_string(),
+                    st.restart_count.to_string(),
+                    or_none(&st.reason),
+                ]
+            })
+            .collect();
+        doc.table(1, &["Name", "Revision", "Node", "Address", "Phase", "Ready", "Restarts", "Reason"], rows);
+    }
 }
 
 fn service(doc: &mut Doc, s: &Service) {
@@ -670,7 +739,7 @@ mod tests {
 
     #[test]
     fn a_service_reads_top_down_with_aligned_fields() {
-        let text = render(&service(), &Events::List(vec![]), now());
+        let text = render_with(&service(), None, &Events::List(vec![]), now());
         let expected_start = "\
 Name:                hello
 Namespace:           default
@@ -710,7 +779,7 @@ Traffic:
     fn events_end_the_description_with_repeats_counted() {
         let mut events = vec![event("Scaled", 4, 600, 30), event("Created", 1, 900, 900)];
         crate::output::sort_events(&mut events);
-        let text = render(&service(), &Events::List(events), now());
+        let text = render_with(&service(), None, &Events::List(events), now());
         let tail = text.split("Events:\n").nth(1).unwrap();
         let expected = [
             "  Type     Reason    Age                 From          Message",
@@ -723,7 +792,7 @@ Traffic:
 
     #[test]
     fn an_unlistable_event_history_is_said_so() {
-        let text = render(&service(), &Events::Unavailable("forbidden".into()), now());
+        let text = render_with(&service(), None, &Events::Unavailable("forbidden".into()), now());
         assert!(text.ends_with("Events:              <cannot list events: forbidden>\n"), "{text}");
     }
 
@@ -743,7 +812,7 @@ Traffic:
             ..Default::default()
         }
         .into_any();
-        let text = render(&lease, &Events::List(vec![]), now());
+        let text = render_with(&lease, None, &Events::List(vec![]), now());
         assert!(text.contains("Spec:\n  Holder Identity:         host-a\n  Lease Duration Seconds:  15\n"), "{text}");
         assert!(!text.contains("Status:"), "{text}");
     }

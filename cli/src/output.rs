@@ -26,13 +26,36 @@ pub struct TableOptions {
     pub qualified_names: bool,
 }
 
+/// `hello-00002=90%,hello-00001=10%` (tags as `@tag`), or `<none>` before there is a route.
+fn traffic(targets: &[stratus_api::v1::TrafficTarget]) -> String {
+    let parts: Vec<String> = targets
+        .iter()
+        .filter(|t| t.percent.unwrap_or(0) > 0 || !t.tag.is_empty())
+        .map(|t| {
+            let tag = if t.tag.is_empty() { String::new() } else { format!("@{}", t.tag) };
+            format!("{}{tag}={}%", t.revision_name, t.percent.unwrap_or(0))
+        })
+        .collect();
+    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+}
+
 /// The column titles of a table of `info`'s kind.
 pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
     let columns: &[&str] = match (info.kind, opts.wide) {
-        ("Service", false) => &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE"],
-        ("Service", true) => {
-            &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE", "IMAGE", "CONCURRENCY", "SCALE"]
-        }
+        ("Service", false) => &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "TRAFFIC", "READY", "REASON", "AGE"],
+        ("Service", true) => &[
+            "NAME",
+            "URL",
+            "LATESTCREATED",
+            "LATESTREADY",
+            "TRAFFIC",
+            "READY",
+            "REASON",
+            "AGE",
+            "IMAGE",
+            "CONCURRENCY",
+            "SCALE",
+        ],
         ("Revision", false) => &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE"],
         ("Revision", true) => {
             &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE", "IMAGE", "REASON", "SCALE REASON"]
@@ -99,6 +122,7 @@ pub fn row(obj: &AnyObject, opts: TableOptions, now: SystemTime) -> Vec<String> 
                 or_none(&status.url),
                 or_none(&status.latest_created_revision_name),
                 or_none(&status.latest_ready_revision_name),
+                traffic(&status.traffic),
                 condition_status(ready),
                 or_none(ready.map(|c| c.reason.as_str()).unwrap_or_default()),
                 created,
@@ -481,6 +505,12 @@ mod tests {
                 latest_created_revision_name: "hello-00001".into(),
                 latest_ready_revision_name: "hello-00001".into(),
                 conditions: vec![ready("True", "")],
+                traffic: vec![stratus_api::v1::TrafficTarget {
+                    revision_name: "hello-00001".into(),
+                    percent: Some(100),
+                    latest_revision: Some(true),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -502,8 +532,8 @@ mod tests {
         let text = table(&[service()], TableOptions::default());
         assert_eq!(
             text,
-            "NAME    URL                                LATESTCREATED   LATESTREADY   READY   REASON   AGE\n\
-             hello   http://hello.default.example.com   hello-00001     hello-00001   True    <none>   5m\n"
+            "NAME    URL                                LATESTCREATED   LATESTREADY   TRAFFIC            READY   REASON   AGE\n\
+             hello   http://hello.default.example.com   hello-00001     hello-00001   hello-00001=100%   True    <none>   5m\n"
         );
         let wide = table(&[service()], TableOptions { wide: true, ..Default::default() });
         assert!(wide.lines().next().unwrap().ends_with("AGE   IMAGE    CONCURRENCY   SCALE"), "{wide}");
@@ -514,7 +544,7 @@ mod tests {
     fn a_fresh_service_shows_unknown_and_none() {
         let svc = Service { metadata: Some(meta("new", "default", 3)), ..Default::default() }.into_any();
         let cells = row(&svc, TableOptions::default(), now());
-        assert_eq!(cells, ["new", "<none>", "<none>", "<none>", "Unknown", "<none>", "3s"]);
+        assert_eq!(cells, ["new", "<none>", "<none>", "<none>", "<none>", "Unknown", "<none>", "3s"]);
     }
 
     #[test]

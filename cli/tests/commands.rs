@@ -125,10 +125,10 @@ async fn get_lists_as_tables_and_says_when_there_is_nothing() {
     let table = cli.run(&["get", "svc"]).await.ok().to_string();
     let mut lines = table.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "READY", "REASON", "AGE"]);
+    assert_eq!(header, ["NAME", "URL", "LATESTCREATED", "LATESTREADY", "TRAFFIC", "READY", "REASON", "AGE"]);
     let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
     assert_eq!(row[0], "hello");
-    assert!(row[6].ends_with('s'), "{table}");
+    assert!(row[7].ends_with('s'), "{table}");
     let all = cli.run(&["get", "svc", "-A"]).await.ok().to_string();
     assert!(all.starts_with("NAMESPACE "), "{all}");
     assert!(all.contains("\ndefault "), "{all}");

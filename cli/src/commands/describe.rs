@@ -48,13 +48,30 @@ pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs, io: &mut Io) -> Result<()
             io.out.write_all(b"\n\n")?;
         }
         first = false;
-        io.out.write_all(describe::render(obj, &events, SystemTime::now()).as_bytes())?;
+        let related = match obj {
+            AnyObject::Service(svc) => Some(made_by(ctx, svc).await?),
+            _ => None,
+        };
+        io.out.write_all(describe::render_with(obj, related.as_ref(), &events, SystemTime::now()).as_bytes())?;
     }
     io.out.flush()?;
     if objects.is_empty() && errors.is_empty() {
         writeln!(io.err, "{}", ctx.nothing_found(&groups, false))?;
     }
     Error::from_many(errors)
+}
+
+/// The revisions and instances of a service (labelled with its name by the controllers).
+async fn made_by(ctx: &Ctx, svc: &stratus_api::v1::Service) -> Result<describe::Related> {
+    use stratus_api::Resource;
+    let params = stratus_client::ListParams {
+        namespace: svc.meta().namespace.clone(),
+        label_selector: format!("stratus.dev/service={}", svc.meta().name),
+        ..Default::default()
+    };
+    let revisions = ctx.client.list_all::<stratus_api::v1::Revision>(&params).await?.items;
+    let instances = ctx.client.list_all::<stratus_api::v1::Instance>(&params).await?.items;
+    Ok(describe::Related { revisions, instances })
 }
 
 /// The events whose involved object is `obj`: in its namespace, or in every namespace for a
