@@ -586,3 +586,34 @@ async fn deleting_a_service_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// Multi-threaded: the test runs the CLI as a blocking child process against the API server
+// that this same runtime serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_limits_rates_and_times_out() {
+    let c = Cluster::start("limits", Duration::from_secs(15)).await;
+    c.apply(&hello("limited", "x", "").replace("spec:\n  template:", "spec:\n  rateLimitRps: 5\n  template:")).await;
+    c.apply(&hello("slow", "x", "      timeoutSeconds: 1")).await;
+    c.wait_ready("limited").await;
+    c.wait_ready("slow").await;
+    let mut codes: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..40 {
+        *codes.entry(c.get(&host("limited"), "/").await.0).or_default() += 1;
+    }
+    eprintln!("rate-limited service: {codes:?}");
+    assert!(codes.get(&429).copied().unwrap_or(0) > 0, "no 429 at 40 requests in a burst: {codes:?}");
+    assert!(codes.get(&200).copied().unwrap_or(0) > 0, "{codes:?}");
+    assert_eq!(codes.len(), 2, "only 200 and 429 expected: {codes:?}");
+    let (code, body) = c.get(&host("slow"), "/?sleep_ms=3000").await;
+    assert_eq!(code, 504, "{body}");
+
+    // `stratus describe service` shows the revision and its instance with node and address.
+    let out = Command::new(binary("stratus"))
+        .args(["--server", &c.server.endpoint, "describe", "service", "slow"])
+        .output()
+        .expect("run stratus describe");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let node = &c.nodes[0].0;
+    assert!(text.contains("slow-00001"), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().any(|l| l.contains(node.as_str()) && l.contains("127.0.0.1:")), "{text}");
+}
