@@ -244,7 +244,14 @@ async fn process<K, Ctx, R, RFut, E, P>(
         Ok(action) => (action, true),
         Err(e) => {
             let action = error_policy(obj, &e, Arc::clone(ctx));
-            warn!(error = %ErrorChain(&e), next = %action, "reconcile failed");
+            // A failure that a retry fixes (most often a write that lost an optimistic
+            // concurrency race) is routine; one that keeps failing is worth a warning.
+            let failures = queue.num_requeues(key);
+            if failures >= 3 {
+                warn!(error = %ErrorChain(&e), next = %action, failures = failures + 1, "reconcile keeps failing");
+            } else {
+                debug!(error = %ErrorChain(&e), next = %action, "reconcile failed");
+            }
             (action, false)
         }
     };
