@@ -81,7 +81,7 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     // by the next `stratus up`), then the API server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stratus_support::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -213,7 +213,8 @@ async fn start_agent(
 ) -> Result<JoinHandle<()>> {
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
-        None => hostname().ok_or_else(|| Error::Up("cannot tell this machine's hostname; pass --node-name".into()))?,
+        None => stratus_support::hostname()
+            .ok_or_else(|| Error::Up("cannot tell this machine's hostname; pass --node-name".into()))?,
     };
     let listener = tokio::net::TcpListener::bind(&args.agent_listen).await.map_err(|e| {
         Error::Up(format!(
@@ -229,12 +230,6 @@ async fn start_agent(
     Ok(tokio::spawn(stratus_agent::agent::run(cfg, client, runtime, Some(listener), shutdown)))
 }
 
-fn hostname() -> Option<String> {
-    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
-    let name = raw.trim().to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
 /// Where a client on this machine connects: a server listening on every address is reached
 /// on loopback.
 fn endpoint_for(addr: SocketAddr) -> String {
@@ -244,30 +239,6 @@ fn endpoint_for(addr: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, addr.port()))
-}
-
-/// Completes on Ctrl-C or SIGTERM, the ways a foreground process is asked to stop.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            // Without a SIGTERM handler Ctrl-C still works.
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 #[cfg(test)]

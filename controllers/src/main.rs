@@ -46,12 +46,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    stratus_support::init_tracing();
     let args = Args::parse();
     let identity = args.identity.unwrap_or_else(|| {
-        let host = hostname().unwrap_or_else(|| "stratus-controllers".into());
+        let host = stratus_support::hostname().unwrap_or_else(|| "stratus-controllers".into());
         format!("{host}-{}", std::process::id())
     });
     let config = Config {
@@ -71,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        stratus_support::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -112,27 +110,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Ok(unit_of(60)),
         "h" => Ok(unit_of(3600)),
         other => Err(format!("{s:?} has an unknown unit {other:?} (use ms, s, m or h)")),
-    }
-}
-
-fn hostname() -> Option<String> {
-    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
-    let name = raw.trim().to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
     }
 }
 

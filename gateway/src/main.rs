@@ -34,9 +34,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    stratus_support::init_tracing();
     let args = Args::parse();
     let listener =
         TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -59,25 +57,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let admin = tokio::spawn(gateway.clone().serve_admin(admin, wait(stopped.clone())));
     let proxy = tokio::spawn(gateway.serve(listener, wait(stopped)));
-    shutdown_signal().await;
+    stratus_support::shutdown_signal().await;
     tracing::info!("shutting down");
     stop.send_replace(true);
     proxy.await.context("the proxy task failed")??;
     admin.await.context("the admin task failed")??;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }

@@ -36,13 +36,11 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    stratus_support::init_tracing();
     let args = Args::parse();
     let node_name = match args.node_name {
         Some(n) => n,
-        None => hostname().context("cannot tell the hostname; pass --node-name")?,
+        None => stratus_support::hostname().context("cannot tell the hostname; pass --node-name")?,
     };
     let mut cfg = AgentConfig::new(node_name);
     let cpu: stratus_api::quantity::Quantity =
@@ -59,27 +57,6 @@ async fn main() -> anyhow::Result<()> {
     // The engine may come up after the agent: the node is NotReady until it answers.
     let runtime = LazyDocker::new(args.docker_host);
     let client = stratus_client::Client::new(&args.apiserver)?;
-    stratus_agent::agent::run(cfg, client, Arc::new(runtime), Some(listener), shutdown_signal()).await;
+    stratus_agent::agent::run(cfg, client, Arc::new(runtime), Some(listener), stratus_support::shutdown_signal()).await;
     Ok(())
-}
-
-fn hostname() -> Option<String> {
-    let raw = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok())?;
-    let name = raw.trim().to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
 }
