@@ -4,7 +4,11 @@
 //! of its node when it ends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{NodeCleanup, Proc, docker};
+
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,26 +27,9 @@ use stratus_testkit::{binary, free_port, http_get};
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("run docker");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn require_image() {
     let out = Command::new("docker").args(["image", "inspect", IMAGE]).output().expect("run docker");
     assert!(out.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does) before these tests");
-}
-
-/// Removes every container of a node when dropped (also when the test panicked).
-struct NodeCleanup(String);
-
-impl Drop for NodeCleanup {
-    fn drop(&mut self) {
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=stratus.dev/node={}", self.0)]);
-        for id in ids.lines().filter(|l| !l.is_empty()) {
-            docker(&["rm", "-f", id]);
-        }
-    }
 }
 
 struct Harness {
@@ -344,16 +331,6 @@ async fn the_lease_is_renewed_and_expires_when_the_agent_stops() {
     let expiry = renew_time(&now).seconds + i64::from(now.spec.unwrap().lease_duration_seconds);
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!(expiry <= wall, "the lease has not expired");
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn agent_process(server: &str, node: &str) -> Proc {

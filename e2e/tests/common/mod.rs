@@ -1,0 +1,237 @@
+//! The whole platform on loopback for end-to-end tests: the API server, the controllers and the
+//! gateway in the test's process, node agents in it or as processes, all driving the real
+//! Docker engine with the example image (`127.0.0.1:5000/hello:v1`, built by `hack/images.sh`,
+//! which `hack/test.sh` runs first).
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stratus_agent::AgentConfig;
+use stratus_agent::runtime::docker::DockerRuntime;
+use stratus_api::v1::{Instance, Service};
+use stratus_apiserver::testing::TestServer;
+use stratus_client::{Client, ListParams};
+use stratus_testkit::{binary, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const IMAGE: &str = "127.0.0.1:5000/hello:v1";
+pub const PATIENCE: Duration = Duration::from_secs(90);
+
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("run docker");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Removes every container of a node when dropped (also when the test panicked).
+pub struct NodeCleanup(pub String);
+
+impl Drop for NodeCleanup {
+    fn drop(&mut self) {
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label=stratus.dev/node={}", self.0)]);
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The whole platform on loopback: API server, controllers and gateway in this process, and
+/// node agents (in this process, or as `stratus-agent` processes).
+pub struct Cluster {
+    pub server: TestServer,
+    pub client: Client,
+    pub gateway: SocketAddr,
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub nodes: Vec<NodeCleanup>,
+}
+
+impl Cluster {
+    pub async fn start(test: &str, node_grace: Duration) -> Cluster {
+        let mut c = Cluster::control_plane(test, node_grace).await;
+        c.add_agent(&format!("e2e-{test}-{}", free_port()));
+        c
+    }
+
+    /// API server, controllers and gateway, without any node.
+    pub async fn control_plane(test: &str, node_grace: Duration) -> Cluster {
+        let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().expect("run docker");
+        assert!(image.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does)");
+        let server = TestServer::start().await;
+        let client = Client::new(&server.endpoint).unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = listener.local_addr().unwrap();
+        let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
+        let gw = stratus_gateway::Gateway::new(client.clone(), config);
+        tokio::spawn(gw.serve(listener, until(stopped.clone())));
+
+        let config = stratus_controllers::Config {
+            gateway_port: gateway.port(),
+            node_grace,
+            identity: format!("e2e-{test}"),
+            ..Default::default()
+        };
+        let metrics = Arc::new(stratus_controllers::Metrics::default());
+        tokio::spawn(stratus_controllers::run(client.clone(), config, metrics, until(stopped.clone())));
+
+        Cluster { server, client, gateway, stop, nodes: Vec::new() }
+    }
+
+    /// Runs a node agent in this process.
+    pub fn add_agent(&mut self, node: &str) {
+        let mut cfg = AgentConfig::new(node);
+        cfg.sync_interval = Duration::from_millis(250);
+        cfg.lease_renew_interval = Duration::from_millis(500);
+        cfg.drain_delay = Duration::from_millis(500);
+        let runtime = Arc::new(DockerRuntime::connect(None).expect("docker"));
+        let mut stopped = self.stop.subscribe();
+        tokio::spawn(stratus_agent::agent::run(cfg, self.client.clone(), runtime, None, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        self.nodes.push(NodeCleanup(node.to_string()));
+    }
+
+    /// Runs a node agent as a `stratus-agent` process.
+    pub fn agent_process(&mut self, node: &str) -> Proc {
+        self.nodes.push(NodeCleanup(node.to_string()));
+        Proc(
+            Command::new(binary("stratus-agent"))
+                .args(["--apiserver", &self.server.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start stratus-agent"),
+        )
+    }
+
+    pub async fn apply(&self, yaml: &str) {
+        for doc in stratus_api::decode::decode_manifest(yaml) {
+            let (_, mut obj) = doc.expect("a valid manifest");
+            stratus_api::prepare(&mut obj).expect("a valid manifest");
+            self.client.apply_any(obj).await.expect("applied");
+        }
+    }
+
+    pub async fn service(&self, name: &str) -> Service {
+        self.client.get("default", name).await.unwrap()
+    }
+
+    /// Waits until the service satisfies `f`; on timeout, fails showing its status.
+    pub async fn wait_service(&self, name: &str, what: &str, f: impl Fn(&Service) -> bool) -> Service {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let svc = self.service(name).await;
+            if f(&svc) {
+                return svc;
+            }
+            assert!(Instant::now() < deadline, "service {name} never got {what}: {:#?}", svc.status);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, name: &str) -> Service {
+        self.wait_service(name, "Ready", |s| condition(s, "Ready") == "True").await
+    }
+
+    pub async fn instances(&self, label: &str) -> Vec<Instance> {
+        let params = ListParams { label_selector: label.to_string(), ..Default::default() };
+        self.client.list_all::<Instance>(&params).await.unwrap().items
+    }
+
+    /// One request through the gateway to `host`.
+    pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
+        request(self.gateway, host, path).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+pub fn condition(svc: &Service, kind: &str) -> String {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == kind))
+        .map(|c| c.status.clone())
+        .unwrap_or_default()
+}
+
+pub fn host(service: &str) -> String {
+    format!("{service}.default.localhost")
+}
+
+/// An HTTP/1.1 request with `Connection: close`; (0, error) when it fails.
+pub async fn request(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await?;
+        std::io::Result::Ok(String::from_utf8_lossy(&out).to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), attempt).await {
+        Ok(Ok(reply)) => {
+            let code = reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+            (code, dechunk(&body))
+        }
+        Ok(Err(e)) => (0, e.to_string()),
+        Err(_) => (0, "timed out".into()),
+    }
+}
+
+/// The body of a chunked response, or the body itself.
+pub fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let Some((size, after)) = rest.split_once("\r\n") else { return body.to_string() };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { return body.to_string() };
+        if n == 0 {
+            return out;
+        }
+        let Some(chunk) = after.get(..n) else { return body.to_string() };
+        out.push_str(chunk);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+}
+
+pub fn hello(name: &str, target: &str, extra_spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: stratus.dev/v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  template:
+    spec:
+      containers:
+        - image: {IMAGE}
+          env:
+            - name: TARGET
+              value: {target}
+          resources:
+            limits: {{cpu: 250m, memory: 64Mi}}
+{extra_spec}
+"#
+    )
+}
