@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
+use crate::bench::plan::{Load, MAX_CONCURRENCY, Stage, parse_load, parse_stage};
 use crate::format::parse_duration;
 
 const ABOUT: &str = "stratus controls Stratus, a self-hosted Cloud Run: it deploys containers from manifests, \
@@ -72,6 +73,13 @@ pub enum Command {
     /// Print the container output of an instance, or of every instance of a service
     #[command(after_help = LOGS_EXAMPLES, override_usage = "stratus logs [KIND/]NAME [-f] [--tail N] [OPTIONS]")]
     Logs(LogsArgs),
+
+    /// Send load to a service or URL and report latency, throughput, errors and instances
+    #[command(
+        after_help = BENCH_EXAMPLES,
+        override_usage = "stratus bench TARGET [--rate N | --concurrency N | --stage DURATION:LOAD...] [OPTIONS]"
+    )]
+    Bench(BenchArgs),
 
     /// Run Stratus on this machine in the foreground: API server and node agent
     #[command(after_help = UP_EXAMPLES)]
@@ -327,6 +335,103 @@ pub struct LogsArgs {
     /// Print only the last N lines of each container [default: all]
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
+}
+
+const BENCH_EXAMPLES: &str = "\
+TARGET is a service of the namespace (its status.url is asked of the API) or an http:// URL.
+Names under .localhost are loopback: requests go to 127.0.0.1 with the name as Host header.
+
+Open loop (--rate, or a stage such as 30s:100rps): requests are due at fixed times whatever the
+answers, and latency runs from when a request was due, so a server (or generator) that falls
+behind shows as latency rather than hiding it. Closed loop (--concurrency, or 30s:20c): that many
+requests outstanding, each sent when the previous one of its worker is answered. A load of 0 is
+idle. Latency percentiles are of answered requests (any status); achieved rate counts 1xx-3xx.
+Errors: connect, timeout, 4xx (not 429), 429, 5xx, other (connection lost mid-answer), dropped
+(due while --max-in-flight requests were outstanding, never sent).
+
+Progress goes to stderr every second; the summary to stdout. With a service as TARGET, the
+timeline also has its ready and desired instances (summed over its revisions). Ctrl-C stops
+early and still reports.
+
+Examples:
+  # 50 requests per second for 30 seconds to the service hello
+  stratus bench hello --rate 50
+
+  # 20 concurrent requests for a minute, each asking the app to take 100 ms
+  stratus bench hello -c 20 -d 1m --path '/?sleep_ms=100'
+
+  # Ramp up, hold, go idle, and watch the autoscaler: timeline as JSON and as a chart
+  stratus bench hello --stage 30s:10rps --stage 60s:500rps --stage 60s:0 \\
+      --out-json bench.json --chart bench.svg
+
+  # Any URL
+  stratus bench http://127.0.0.1:8080/health --rate 200 -d 10s";
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A service name (or service/NAME) of the namespace, or an http:// URL
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// Open loop: send this many requests per second, e.g. 100 or 2.5 [default: 10]
+    #[arg(short = 'r', long, value_name = "RPS", value_parser = parse_rate, conflicts_with_all = ["concurrency", "stages"])]
+    pub rate: Option<Load>,
+
+    /// Closed loop: keep this many requests outstanding
+    #[arg(short = 'c', long, value_name = "N", value_parser = parse_concurrency, conflicts_with = "stages")]
+    pub concurrency: Option<Load>,
+
+    /// How long to send --rate or --concurrency, e.g. 30s, 2m
+    #[arg(short = 'd', long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, conflicts_with = "stages")]
+    pub duration: Duration,
+
+    /// A stage of DURATION:LOAD, LOAD being a rate (100rps, 100) or a concurrency (20c); 0 is
+    /// idle. Repeat for stages one after the other
+    #[arg(long = "stage", value_name = "DURATION:LOAD", value_parser = parse_stage)]
+    pub stages: Vec<Stage>,
+
+    /// The path and query to request, replacing the URL's, e.g. '/?sleep_ms=100'
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// How long a request may take, answer included, before it counts as a timeout
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_positive_duration)]
+    pub timeout: Duration,
+
+    /// The most requests outstanding at once; requests due beyond that are dropped
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+
+    /// Write the timeline (one JSON object per second) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub out_json: Option<std::path::PathBuf>,
+
+    /// Draw the timeline (load, instances and p99 latency over time) as an SVG chart in FILE
+    #[arg(long, value_name = "FILE.svg")]
+    pub chart: Option<std::path::PathBuf>,
+}
+
+fn parse_rate(s: &str) -> Result<Load, String> {
+    match parse_load(s)? {
+        Load::Concurrency(_) => Err(format!("{s:?} is a concurrency: use --concurrency, or a rate such as 100")),
+        rate => Ok(rate),
+    }
+}
+
+fn parse_concurrency(s: &str) -> Result<Load, String> {
+    let n = s.strip_suffix('c').unwrap_or(s);
+    match parse_load(&format!("{n}c")) {
+        Ok(load) => Ok(load),
+        Err(_) if n.parse::<u64>().is_ok() => Err(format!("concurrency {s} is too high: at most {MAX_CONCURRENCY}")),
+        Err(_) => Err(format!("invalid concurrency {s:?}: use a whole number such as 20")),
+    }
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?} is no time: give more than zero")),
+        d => Ok(d),
+    }
 }
 
 const UP_EXAMPLES: &str = "\

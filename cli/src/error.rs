@@ -45,6 +45,11 @@ pub enum Error {
     /// `stratus up` could not open its store, listen, or serve.
     #[error("{0}")]
     Up(String),
+    /// `stratus bench` could not do what it was asked (a service without a URL, a chart).
+    #[error("{0}")]
+    Bench(String),
+    #[error("cannot write {path:?}: {source}")]
+    Write { path: String, source: std::io::Error },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
     /// Several failures, each reported on its own line.

@@ -8,12 +8,13 @@
 //! with the process's standard streams and environment replaced by [`Io`] and [`Environment`].
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use clap::Parser;
 
 pub mod args;
+pub mod bench;
 mod commands;
 pub mod config;
 mod describe;
@@ -35,12 +36,19 @@ pub struct Io {
     pub stdin: Box<dyn Read + Send>,
     pub out: Box<dyn Write + Send>,
     pub err: Box<dyn Write + Send>,
+    /// Whether `err` is a terminal, where progress can be redrawn in place.
+    pub err_is_terminal: bool,
 }
 
 impl Io {
     /// The process's stdin, stdout and stderr.
     pub fn process() -> Io {
-        Io { stdin: Box::new(std::io::stdin()), out: Box::new(std::io::stdout()), err: Box::new(std::io::stderr()) }
+        Io {
+            stdin: Box::new(std::io::stdin()),
+            out: Box::new(std::io::stdout()),
+            err: Box::new(std::io::stderr()),
+            err_is_terminal: std::io::stderr().is_terminal(),
+        }
     }
 }
 

@@ -99,9 +99,24 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let gateway_port =
         gateway_listener.local_addr().map_err(|e| Error::Up(format!("the gateway cannot listen: {e}")))?.port();
     let client = Client::new(endpoint)?;
+    // The autoscaler's demand service, on a loopback port of its own that only the gateway uses.
+    let demand = stratus_controllers::autoscaler::DemandStore::new();
+    let autoscaler = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Up(format!("the autoscaler cannot listen on a loopback port: {e}")))?;
+    let autoscaler_endpoint = format!(
+        "http://{}",
+        autoscaler.local_addr().map_err(|e| Error::Up(format!("the autoscaler cannot listen: {e}")))?
+    );
+    let autoscaler =
+        tokio::spawn(stratus_controllers::serve_autoscaler(autoscaler, demand.clone(), stopped(stop_rx.clone())));
     let gateway = stratus_gateway::Gateway::new(
         client.clone(),
-        stratus_gateway::GatewayConfig { domain: args.domain.clone(), ..Default::default() },
+        stratus_gateway::GatewayConfig {
+            domain: args.domain.clone(),
+            autoscaler: Some(autoscaler_endpoint),
+            ..Default::default()
+        },
     );
     let gateway = tokio::spawn(gateway.serve(gateway_listener, stopped(stop_rx.clone())));
     let controllers_config = stratus_controllers::Config {
@@ -110,10 +125,11 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
         identity: format!("stratus-up-{}", std::process::id()),
         ..Default::default()
     };
-    let controllers = tokio::spawn(stratus_controllers::run(
+    let controllers = tokio::spawn(stratus_controllers::run_with_demand(
         client.clone(),
         controllers_config,
         std::sync::Arc::new(stratus_controllers::Metrics::default()),
+        demand,
         stopped(stop_rx.clone()),
     ));
     let mut banner = format!(
@@ -148,6 +164,9 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
         let _ = agent.await;
     }
     let _ = controllers.await;
+    if let Ok(Err(e)) = autoscaler.await {
+        writeln!(io.err, "error: the autoscaler failed: {e}")?;
+    }
     match gateway.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => writeln!(io.err, "error: the gateway failed: {e}")?,

@@ -386,6 +386,7 @@ async fn get_watch_prints_the_list_then_changes() {
         stdin: Box::new(std::io::empty()),
         out: Box::new(Channel(tx)),
         err: Box::new(common::Buf::default()),
+        err_is_terminal: false,
     };
     let argv = ["stratus", "--server", cli.server.as_str(), "get", "svc", "-w"];
     let watch = stratus_cli::run_args(argv, &cli.env, &mut io);

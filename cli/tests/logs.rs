@@ -159,8 +159,12 @@ async fn follow_prints_new_lines_until_the_stream_ends() {
     let id = agent.run(&inst, &["before"]);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let err = common::Buf::default();
-    let mut io =
-        stratus_cli::Io { stdin: Box::new(std::io::empty()), out: Box::new(Channel(tx)), err: Box::new(err.clone()) };
+    let mut io = stratus_cli::Io {
+        stdin: Box::new(std::io::empty()),
+        out: Box::new(Channel(tx)),
+        err: Box::new(err.clone()),
+        err_is_terminal: false,
+    };
     let argv = ["stratus", "--server", cli.server.as_str(), "logs", "-f", "web-1"];
     let follow = stratus_cli::run_args(argv, &cli.env, &mut io);
     let drive = async {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::kpa::ScalerConfig;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The domain services are reached under: `http://{service}.{namespace}.{domain}`.
@@ -18,6 +20,17 @@ pub struct Config {
     /// Registries that are reached over plain HTTP when resolving image digests (loopback
     /// registries always are).
     pub insecure_registries: Vec<String>,
+    /// How often the autoscaler evaluates every revision (Knative's tick-interval).
+    pub autoscale_tick: Duration,
+    /// The window demand is averaged over in normal operation; the annotation
+    /// `autoscaling.knative.dev/window` overrides it per revision.
+    pub stable_window: Duration,
+    /// A revision without requests for this long is scaled to zero (unless `minInstances > 0`).
+    pub scale_to_zero_grace: Duration,
+    /// The panic window, in percent of the stable window.
+    pub panic_window_percentage: f64,
+    /// The autoscaler panics when the panic window needs this percentage of the ready instances.
+    pub panic_threshold: f64,
 }
 
 impl Default for Config {
@@ -30,11 +43,29 @@ impl Default for Config {
             system_namespace: "stratus-system".into(),
             identity: format!("stratus-controllers-{}", std::process::id()),
             insecure_registries: Vec::new(),
+            autoscale_tick: Duration::from_secs(2),
+            stable_window: Duration::from_secs(60),
+            scale_to_zero_grace: Duration::from_secs(30),
+            panic_window_percentage: 10.0,
+            panic_threshold: 200.0,
         }
     }
 }
 
 impl Config {
+    /// The autoscaler's knobs, as every revision's scaler gets them. A sample covers at most
+    /// two ticks back, so that a late tick does not leave a hole in the averages.
+    pub fn scaler_config(&self) -> ScalerConfig {
+        ScalerConfig {
+            stable_window: self.stable_window,
+            panic_window_percentage: self.panic_window_percentage,
+            panic_threshold: self.panic_threshold,
+            scale_to_zero_grace: self.scale_to_zero_grace,
+            max_sample_span: self.autoscale_tick.saturating_mul(2).max(Duration::from_secs(1)),
+            ..ScalerConfig::default()
+        }
+    }
+
     /// The URL of a service (or of one of its tags).
     pub fn url(&self, host_prefix: &str, namespace: &str) -> String {
         let port = if self.gateway_port == 80 { String::new() } else { format!(":{}", self.gateway_port) };

@@ -7,6 +7,7 @@ use stratus_api::v1::{Endpoints, Instance, Lease, Node, Revision, Service};
 use stratus_client::runtime::Informer;
 use stratus_client::{Client, ListParams};
 
+use crate::autoscaler::DemandStore;
 use crate::config::Config;
 use crate::events::EventRecorder;
 use crate::metrics::Metrics;
@@ -23,14 +24,23 @@ pub struct Context {
     pub node_leases: Informer<Lease>,
     pub events: EventRecorder,
     pub metrics: Arc<Metrics>,
+    /// The demand the gateways report, read by the autoscaler.
+    pub demand: DemandStore,
 }
 
 /// The namespace of the Nodes' heartbeat Leases (written by the node agents).
 pub const NODE_LEASE_NAMESPACE: &str = "stratus-node-lease";
 
 impl Context {
-    /// Starts the informers (they list and watch in the background).
+    /// Starts the informers (they list and watch in the background), with a demand store of
+    /// its own that nothing reports to (see [`Context::with_demand`]).
     pub fn new(client: Client, config: Config, metrics: Arc<Metrics>) -> Arc<Context> {
+        Context::with_demand(client, config, metrics, DemandStore::default())
+    }
+
+    /// Starts the informers, with the autoscaler reading `demand` (the store a
+    /// [`crate::autoscaler::DemandService`] fills).
+    pub fn with_demand(client: Client, config: Config, metrics: Arc<Metrics>, demand: DemandStore) -> Arc<Context> {
         let all = ListParams::default();
         let leases = ListParams { namespace: NODE_LEASE_NAMESPACE.into(), ..Default::default() };
         Arc::new(Context {
@@ -44,6 +54,7 @@ impl Context {
             client,
             config,
             metrics,
+            demand,
         })
     }
 

@@ -9,6 +9,11 @@
 //! | endpoints | [`endpoints`] | a Revision's ready Instances → its Endpoints |
 //! | nodes | [`nodes`] | Nodes whose Lease expired → NotReady, their Instances failed |
 //! | garbage collector | [`gc`] | objects whose owner is gone → deleted |
+//! | autoscaler | [`autoscaler`], [`kpa`] | gateways' demand → a Revision's `desiredInstances` |
+//!
+//! The autoscaler's demand arrives over gRPC: serve a [`DemandStore`] with
+//! [`serve_autoscaler`] where the gateways reach it, and run the controllers with
+//! [`run_with_demand`] on the same store.
 
 use std::sync::Arc;
 
@@ -20,12 +25,14 @@ use stratus_client::runtime::{LeaderElectionConfig, LeaderElector};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub mod autoscaler;
 pub mod config;
 pub mod context;
 pub mod digest;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+pub mod kpa;
 pub mod metrics;
 pub mod nodes;
 pub mod revisions;
@@ -33,6 +40,7 @@ pub mod scheduler;
 pub mod services;
 pub mod status;
 
+pub use autoscaler::{DemandService, DemandStore, serve_autoscaler};
 pub use config::Config;
 pub use context::Context;
 pub use metrics::Metrics;
@@ -40,8 +48,40 @@ pub use metrics::Metrics;
 /// The name of the leader-election Lease.
 pub const LEADER_LEASE: &str = "stratus-controllers";
 
-/// Runs every controller while this replica holds the leader Lease, until `shutdown`.
+/// Runs every controller while this replica holds the leader Lease, until `shutdown`, with an
+/// autoscaler that no gateway reports to: every revision then scales as if idle (to zero after
+/// the grace, unless `minInstances`). Use [`run_with_demand`] to give it the gateways' demand.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send) {
+    run_with_demand(client, config, metrics, DemandStore::default(), shutdown).await;
+}
+
+/// Runs every controller while this replica holds the leader Lease, until `shutdown`; the
+/// autoscaler reads `demand`, which a [`serve_autoscaler`] on the same store fills:
+///
+/// ```no_run
+/// # async fn example(client: stratus_client::Client, shutdown: impl Future<Output = ()> + Send + Clone + 'static)
+/// # -> anyhow::Result<()> {
+/// use std::sync::Arc;
+/// use stratus_controllers::{Config, DemandStore, Metrics};
+///
+/// let demand = DemandStore::new();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:7073").await?;
+/// tokio::spawn(stratus_controllers::serve_autoscaler(listener, demand.clone(), shutdown.clone()));
+/// let metrics = Arc::new(Metrics::default());
+/// stratus_controllers::run_with_demand(client, Config::default(), metrics, demand, shutdown).await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Only the leader acts on the demand: gateways should report to every replica (or to the
+/// one that leads).
+pub async fn run_with_demand(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    demand: DemandStore,
+    shutdown: impl Future<Output = ()> + Send,
+) {
     let (stop_tx, stop) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown.map(|_| ()));
     // The Lease's namespace must exist before anyone can hold the Lease.
@@ -81,7 +121,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, shutdown
         }
         info!(identity = %config.identity, "leading: starting the controllers");
         metrics.leader.set(1);
-        let ctx = Context::new(client.clone(), config.clone(), metrics.clone());
+        let ctx = Context::with_demand(client.clone(), config.clone(), metrics.clone(), demand.clone());
         let mut lost = leading.clone();
         let term = async move {
             let _ = lost.wait_for(|l| !*l).await;
@@ -121,5 +161,6 @@ async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         endpoints::run(ctx.clone(), until(stop.clone())),
         nodes::run(ctx.clone(), until(stop.clone())),
         gc::run(ctx.clone(), until(stop.clone())),
+        autoscaler::run(ctx.clone(), until(stop.clone())),
     );
 }

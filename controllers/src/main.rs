@@ -1,5 +1,5 @@
-//! `stratus-controllers`: flags, tracing, `/metrics` and `/healthz`, then
-//! [`stratus_controllers::run`] until SIGTERM or Ctrl-C.
+//! `stratus-controllers`: flags, tracing, `/metrics` and `/healthz`, the autoscaler's gRPC
+//! service, then [`stratus_controllers::run_with_demand`] until SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
-use stratus_controllers::{Config, Metrics};
+use stratus_controllers::{Config, DemandStore, Metrics};
 use tokio::sync::watch;
 
 /// The Stratus controllers: services, revisions, scheduler, endpoints, nodes and garbage
@@ -39,6 +39,10 @@ struct Args {
     /// Registries reached over plain HTTP when resolving image digests (loopback ones always are).
     #[arg(long = "insecure-registry", env = "STRATUS_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// Where the autoscaler's gRPC service (stratus.v1.Autoscaler) listens for the gateways'
+    /// demand reports and pokes.
+    #[arg(long, env = "STRATUS_AUTOSCALER_LISTEN", default_value = "127.0.0.1:7073")]
+    autoscaler_listen: String,
     /// Where /metrics and /healthz are served.
     #[arg(long, env = "STRATUS_CONTROLLERS_METRICS_LISTEN", default_value = "127.0.0.1:7072")]
     metrics_listen: String,
@@ -66,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
+    let autoscaler_listener = tokio::net::TcpListener::bind(&args.autoscaler_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.autoscaler_listen))?;
 
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
@@ -92,8 +99,16 @@ async fn main() -> anyhow::Result<()> {
     let server =
         tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until_stopped(stop.clone())).into_future());
 
-    stratus_controllers::run(client, config, metrics, until_stopped(stop)).await;
+    let demand = DemandStore::new();
+    let autoscaler = tokio::spawn(stratus_controllers::serve_autoscaler(
+        autoscaler_listener,
+        demand.clone(),
+        until_stopped(stop.clone()),
+    ));
+
+    stratus_controllers::run_with_demand(client, config, metrics, demand, until_stopped(stop)).await;
     server.await.context("the metrics server panicked")?.context("the metrics server failed")?;
+    autoscaler.await.context("the autoscaler server panicked")?.context("the autoscaler server failed")?;
     Ok(())
 }
 
@@ -132,6 +147,7 @@ mod tests {
         let args = Args::try_parse_from(["stratus-controllers", "--node-grace", "3s"]).expect("flags parse");
         assert_eq!(args.node_grace, Duration::from_secs(3));
         assert_eq!(args.metrics_listen, "127.0.0.1:7072");
+        assert_eq!(args.autoscaler_listen, "127.0.0.1:7073");
         assert_eq!(args.gateway_port, 8080);
     }
 }

@@ -2,13 +2,11 @@
 //! reports whether the revision can serve.
 //!
 //! What it guarantees:
-//! - **The count.** A revision should have `status.desiredInstances` instances, which this
-//!   controller writes with the reason in `status.scaleReason`. Until the autoscaler owns that
-//!   field the rule is [`desired_instances`]: `max(minInstances, 1)` for a revision that
-//!   receives traffic (a `status.traffic` entry of its Service with percent > 0 or a tag) or
-//!   that is its Service's latest created revision and has not been routed to yet (so that it
-//!   can become ready before traffic moves), and 0 otherwise: as in Knative, `minInstances`
-//!   holds only while the revision can be reached.
+//! - **The count.** A revision should have `status.desiredInstances` instances, which the
+//!   autoscaler ([`crate::autoscaler`]) writes with the reason in `status.scaleReason`; this
+//!   controller never writes either. Until the autoscaler has written them (`scaleReason` is
+//!   empty), a new revision gets `initialScale` instances (at most `maxInstances`): see
+//!   [`desired_instances`].
 //! - **The Instances.** Missing ones are created (`{revision}-{5 random characters}`, labels
 //!   `stratus.dev/service` and [`REVISION_LABEL`], a controller ownerReference to the
 //!   revision, the revision's containers with the serving image replaced by the pinned digest);
@@ -16,7 +14,7 @@
 //!   on a node first, then those not ready, then the youngest. Instances being deleted count
 //!   for nothing. A new revision's instances wait (up to [`PIN_WAIT`]) for the services
 //!   controller to pin its image, so that they run the digest and not a moving tag.
-//! - **The status**: `desiredInstances`, `actualInstances`, `readyInstances`,
+//! - **The status**: `actualInstances`, `readyInstances`,
 //!   `observedGeneration` and the conditions `ContainerHealthy`, `ResourcesAvailable` and
 //!   `Ready`. Ready means "can serve": True once an instance is ready and kept True while the
 //!   revision scales (to zero and back, or replaces instances), False when it cannot run, with
@@ -35,7 +33,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use stratus_api::v1::{Instance, InstanceSpec, ObjectMeta, OwnerReference, Revision, RevisionStatus, Service};
+use stratus_api::v1::{Instance, InstanceSpec, ObjectMeta, OwnerReference, Revision, RevisionStatus};
 use stratus_api::{API_VERSION, Resource, defaults};
 use stratus_client::runtime::{Action, Controller, ObjectRef};
 use stratus_client::{Error as ClientError, ListParams};
@@ -94,20 +92,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Runs the revisions controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
-    let revisions = ctx.revisions.store();
-    // A Service's traffic and latest revisions decide how many instances its revisions get.
-    let of_service = move |svc: &Service| {
-        let meta = svc.meta();
-        revisions
-            .list_by_label(SERVICE_LABEL, &meta.name)
-            .iter()
-            .filter(|r| r.meta().namespace == meta.namespace)
-            .map(|r| ObjectRef::from_obj(r.as_ref()))
-            .collect()
-    };
     Controller::new(&ctx.revisions, ctx.clone())
         .owns(&ctx.instances)
-        .watches(&ctx.services, of_service)
         .run(reconcile, error_policy, WORKERS, shutdown)
         .await;
 }
@@ -129,8 +115,7 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
         // Its instances go with it through the garbage collector.
         return Ok(Action::await_change());
     }
-    let svc = owner_service(ctx, rev);
-    let (desired, scale_reason) = desired_instances(rev, svc.as_deref());
+    let desired = desired_instances(rev);
     let pin_wait = pin_wait(rev, SystemTime::now());
 
     let mut instances = owned(rev, ctx.instances.store().list_by_label(REVISION_LABEL, &rev.meta().name));
@@ -150,7 +135,7 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
     }
 
     let previous = rev.status.clone().unwrap_or_default();
-    let next = desired_status(rev, &previous, desired, &scale_reason, &now_active);
+    let next = desired_status(rev, &previous, desired, &now_active);
     if next != previous {
         let mut updated = rev.clone();
         updated.status = Some(next.clone());
@@ -166,40 +151,19 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
     })
 }
 
-/// The Service that controls `rev`, if cached.
-fn owner_service(ctx: &Context, rev: &Revision) -> Option<Arc<Service>> {
-    let meta = rev.meta();
-    let owner = meta.owner_references.iter().find(|o| o.controller && o.kind == Service::INFO.kind)?;
-    ctx.services.store().get(&meta.namespace, &owner.name).filter(|s| s.meta().uid == owner.uid)
-}
-
-/// How many instances `rev` should have and why, by the rule in the module documentation: what
-/// the autoscaler will decide once it owns `status.desiredInstances`. Never above
-/// `maxInstances`.
-pub fn desired_instances(rev: &Revision, svc: Option<&Service>) -> (i32, String) {
-    let scaling = rev.spec.as_ref().and_then(|s| s.scaling.clone()).unwrap_or_default();
-    let min = scaling.min_instances.unwrap_or(defaults::MIN_INSTANCES).max(0);
-    let max = scaling.max_instances.unwrap_or(defaults::MAX_INSTANCES).max(1);
-    let name = &rev.meta().name;
-    let svc_status = svc.and_then(|s| s.status.clone()).unwrap_or_default();
-    let routed = svc_status
-        .traffic
-        .iter()
-        .any(|t| &t.revision_name == name && (t.percent.unwrap_or(0) > 0 || !t.tag.is_empty()));
-    let starting = &svc_status.latest_created_revision_name == name && &svc_status.latest_ready_revision_name != name;
-    let (desired, reason) = if routed {
-        (min.max(1), "receives traffic".to_string())
-    } else if starting {
-        (min.max(1), "the latest revision of its service, not routed to yet".to_string())
-    } else {
-        // As Knative: minInstances holds only while the revision can be reached; instances of
-        // a revision that no traffic names would serve nothing.
-        (0, "receives no traffic".to_string())
-    };
-    if min > 1 && desired == min {
-        return (desired.min(max), format!("minInstances ({reason})"));
+/// How many instances `rev` should have: `status.desiredInstances` once the autoscaler has
+/// written it (with a `scaleReason`), `initialScale` (at most `maxInstances`) before.
+pub fn desired_instances(rev: &Revision) -> i32 {
+    let status = rev.status.as_ref();
+    if let Some(st) = status.filter(|s| !s.scale_reason.is_empty()) {
+        return st.desired_instances.max(0);
     }
-    (desired.min(max), reason)
+    let scaling = rev.spec.as_ref().and_then(|s| s.scaling.clone()).unwrap_or_default();
+    let initial = scaling.initial_scale.unwrap_or(defaults::INITIAL_SCALE).max(0);
+    match scaling.max_instances.unwrap_or(defaults::MAX_INSTANCES) {
+        max if max > 0 => initial.min(max),
+        _ => initial,
+    }
 }
 
 /// How much longer instances should wait for the services controller to pin `rev`'s image;
@@ -446,13 +410,7 @@ fn stable_message(message: &str) -> &str {
 }
 
 /// The revision's status for `active`, its instances that run or start.
-fn desired_status(
-    rev: &Revision,
-    previous: &RevisionStatus,
-    desired: i32,
-    scale_reason: &str,
-    active: &[Arc<Instance>],
-) -> RevisionStatus {
+fn desired_status(rev: &Revision, previous: &RevisionStatus, desired: i32, active: &[Arc<Instance>]) -> RevisionStatus {
     let actual = i32::try_from(active.len()).unwrap_or(i32::MAX);
     let ready_count = i32::try_from(active.iter().filter(|i| ready(i)).count()).unwrap_or(i32::MAX);
     let mut sorted: Vec<&Arc<Instance>> = active.iter().collect();
@@ -502,7 +460,7 @@ fn desired_status(
         Cond::new(READY, FALSE, c.reason.clone(), c.message.clone())
     } else if desired == 0 {
         was(READY).unwrap_or_else(|| {
-            Cond::new(READY, UNKNOWN, "Inactive", "no instances are wanted: the revision receives no traffic")
+            Cond::new(READY, UNKNOWN, "Inactive", "no instances are wanted: the revision is scaled to zero")
         })
     } else {
         Cond::new(
@@ -515,8 +473,6 @@ fn desired_status(
 
     let mut next = previous.clone();
     next.observed_generation = rev.meta().generation;
-    next.desired_instances = desired;
-    next.scale_reason = scale_reason.to_string();
     next.actual_instances = actual;
     next.ready_instances = ready_count;
     for c in [&container_healthy, &resources_available, &ready_cond] {
@@ -549,7 +505,7 @@ async fn record_transition(ctx: &Context, rev: &Revision, previous: &RevisionSta
 
 #[cfg(test)]
 mod tests {
-    use stratus_api::v1::{Container, InstanceStatus, RevisionSpec, Scaling, ServiceStatus, TrafficTarget};
+    use stratus_api::v1::{Container, InstanceStatus, RevisionSpec, Scaling};
 
     use super::*;
 
@@ -574,10 +530,6 @@ mod tests {
         rev
     }
 
-    fn service(status: ServiceStatus) -> Service {
-        Service { status: Some(status), ..Default::default() }
-    }
-
     fn instance(name: &str, created: i64, node: &str, st: InstanceStatus) -> Arc<Instance> {
         let mut inst = instance_for(&revision(0), "x");
         inst.meta_mut().name = name.into();
@@ -594,44 +546,23 @@ mod tests {
     }
 
     #[test]
-    fn traffic_and_the_latest_revision_get_instances() {
-        let rev = revision(0);
-        assert_eq!(desired_instances(&rev, None).0, 0);
-        let routed = service(ServiceStatus {
-            traffic: vec![TrafficTarget {
-                revision_name: "hello-00001".into(),
-                percent: Some(100),
-                ..Default::default()
-            }],
+    fn the_count_is_the_autoscalers_once_written_and_the_initial_scale_before() {
+        let mut rev = revision(0);
+        assert_eq!(desired_instances(&rev), 1, "initialScale defaults to 1");
+        if let Some(scaling) = rev.spec.as_mut().and_then(|s| s.scaling.as_mut()) {
+            scaling.initial_scale = Some(5);
+        }
+        assert_eq!(desired_instances(&rev), 3, "at most maxInstances");
+        rev.status = Some(RevisionStatus { desired_instances: 0, ..Default::default() });
+        assert_eq!(desired_instances(&rev), 3, "0 without a reason is not the autoscaler's");
+        rev.status = Some(RevisionStatus {
+            desired_instances: 0,
+            scale_reason: "scaled to zero after 30s without requests".into(),
             ..Default::default()
         });
-        assert_eq!(desired_instances(&rev, Some(&routed)).0, 1);
-        let tagged_only = service(ServiceStatus {
-            traffic: vec![TrafficTarget {
-                revision_name: "hello-00001".into(),
-                percent: Some(0),
-                tag: "canary".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-        assert_eq!(desired_instances(&rev, Some(&tagged_only)).0, 1);
-        let starting = service(ServiceStatus {
-            latest_created_revision_name: "hello-00001".into(),
-            latest_ready_revision_name: "hello-00000".into(),
-            ..Default::default()
-        });
-        assert_eq!(desired_instances(&rev, Some(&starting)).0, 1);
-        // Ready and routed elsewhere: back to minInstances.
-        let superseded = service(ServiceStatus {
-            latest_created_revision_name: "hello-00001".into(),
-            latest_ready_revision_name: "hello-00001".into(),
-            ..Default::default()
-        });
-        assert_eq!(desired_instances(&rev, Some(&superseded)), (0, "receives no traffic".into()));
-        assert_eq!(desired_instances(&revision(2), Some(&superseded)).0, 0, "minInstances needs traffic");
-        assert_eq!(desired_instances(&revision(2), Some(&routed)), (2, "minInstances (receives traffic)".into()));
-        assert_eq!(desired_instances(&revision(5), Some(&routed)).0, 3, "capped at maxInstances");
+        assert_eq!(desired_instances(&rev), 0);
+        rev.status = Some(RevisionStatus { desired_instances: 7, scale_reason: "stable".into(), ..Default::default() });
+        assert_eq!(desired_instances(&rev), 7);
     }
 
     #[test]
@@ -697,7 +628,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let st = desired_status(&rev, &RevisionStatus::default(), 1, "r", &[crashing]);
+        let st = desired_status(&rev, &RevisionStatus::default(), 1, &[crashing]);
         let ready = status::get(&st.conditions, READY).cloned().unwrap_or_default();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), (FALSE, "ExitCode3"));
         assert_eq!(ready.message, "instance i1: the container exited with code 3; its last line: no DATABASE_URL");
@@ -714,7 +645,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let st = desired_status(&rev, &RevisionStatus::default(), 1, "r", &[pulling]);
+        let st = desired_status(&rev, &RevisionStatus::default(), 1, &[pulling]);
         let ready = status::get(&st.conditions, READY).cloned().unwrap_or_default();
         assert_eq!(
             (ready.reason.as_str(), ready.message.as_str()),
@@ -722,23 +653,23 @@ mod tests {
         );
 
         // Ready once an instance is; kept ready at zero and while starting again.
-        let st = desired_status(&rev, &RevisionStatus::default(), 1, "r", &[instance("i3", 1, "n1", running(true))]);
+        let st = desired_status(&rev, &RevisionStatus::default(), 1, &[instance("i3", 1, "n1", running(true))]);
         assert_eq!((st.ready_instances, st.actual_instances), (1, 1));
         assert_eq!(status::status(&st.conditions, READY), TRUE);
-        let at_zero = desired_status(&rev, &st, 0, "r", &[]);
+        let at_zero = desired_status(&rev, &st, 0, &[]);
         assert_eq!(status::status(&at_zero.conditions, READY), TRUE);
-        let starting = desired_status(&rev, &at_zero, 1, "r", &[instance("i4", 2, "", InstanceStatus::default())]);
+        let starting = desired_status(&rev, &at_zero, 1, &[instance("i4", 2, "", InstanceStatus::default())]);
         assert_eq!(status::status(&starting.conditions, READY), TRUE);
 
         // Never ready, nothing known: Deploying; the image the registry did not know: ContainerMissing.
-        let st = desired_status(&rev, &RevisionStatus::default(), 1, "r", &[]);
+        let st = desired_status(&rev, &RevisionStatus::default(), 1, &[]);
         assert_eq!(status::get(&st.conditions, READY).map(|c| c.reason.as_str()), Some("Deploying"));
         let mut unresolved = RevisionStatus::default();
         status::set(
             &mut unresolved.conditions,
             &Cond::new(IMAGE_RESOLVED, FALSE, CONTAINER_MISSING, "x: manifest unknown"),
         );
-        let st = desired_status(&rev, &unresolved, 1, "r", &[]);
+        let st = desired_status(&rev, &unresolved, 1, &[]);
         let ready = status::get(&st.conditions, READY).cloned().unwrap_or_default();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str(), ready.message.as_str()),
@@ -750,7 +681,7 @@ mod tests {
             "the services controller's condition is kept"
         );
         // Running the same computation on its own result changes nothing.
-        assert_eq!(desired_status(&rev, &st, 1, "r", &[]), st);
+        assert_eq!(desired_status(&rev, &st, 1, &[]), st);
     }
 
     #[test]

@@ -587,6 +587,10 @@ fn desired_status(
             )
         };
         route_parts.push(cond);
+        // Until some revision has been ready, the route points at the latest created one, so
+        // that requests wait for it (the gateway holds them while it starts) or learn why it
+        // cannot start, rather than finding no route at all.
+        let target = if latest && target.is_empty() { latest_created.clone() } else { target };
         if !target.is_empty() && by_name.contains_key(target.as_str()) {
             let url =
                 if t.tag.is_empty() { String::new() } else { config.url(&format!("{}-{name}", t.tag), namespace) };

@@ -1,6 +1,8 @@
-//! The services, revisions and garbage-collector controllers against a real in-process API
-//! server, with a registry stand-in that resolves `hello:v1` to a digest. No node agent runs:
-//! the tests write Instance status as an agent would.
+//! The services, revisions, autoscaler and garbage-collector controllers against a real
+//! in-process API server, with a registry stand-in that resolves `hello:v1` to a digest. No node
+//! agent runs: the tests write Instance status as an agent would. No gateway reports demand
+//! either: services keep their instances through `minInstances` (1, see [`Harness::service`]),
+//! and revisions without traffic scale to zero after a one-second grace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::convert::Infallible;
@@ -21,7 +23,7 @@ use stratus_apiserver::testing::TestServer;
 use stratus_client::{Client, ListParams};
 use stratus_controllers::revisions::REVISION_LABEL;
 use stratus_controllers::services::{GENERATION_ANNOTATION, SERVICE_LABEL};
-use stratus_controllers::{Config, Context, Metrics, gc, revisions, services};
+use stratus_controllers::{Config, Context, Metrics, autoscaler, gc, revisions, services};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -46,6 +48,11 @@ impl Drop for Harness {
 
 impl Harness {
     async fn start(config: Config) -> Harness {
+        let config = Config {
+            autoscale_tick: Duration::from_millis(200),
+            scale_to_zero_grace: Duration::from_secs(1),
+            ..config
+        };
         let server = TestServer::start().await;
         let client = Client::new(&server.endpoint).unwrap();
         let registry = start_registry().await;
@@ -56,6 +63,7 @@ impl Harness {
         };
         tokio::spawn(services::run(ctx.clone(), until(stopped.clone())));
         tokio::spawn(revisions::run(ctx.clone(), until(stopped.clone())));
+        tokio::spawn(autoscaler::run(ctx.clone(), until(stopped.clone())));
         tokio::spawn(gc::run(ctx, until(stopped)));
         Harness { client, registry, stop, _server: server }
     }
@@ -64,11 +72,14 @@ impl Harness {
         format!("{}/{repo_tag}", self.registry)
     }
 
-    /// A Service named `name` running `image`, with one environment variable.
+    /// A Service named `name` running `image`, with one environment variable and one instance
+    /// at least while it is routable.
     fn service(&self, name: &str, image: &str, greeting: &str) -> Service {
         let mut svc = Service::with_image(name, &self.image(image));
         svc.meta_mut().namespace = NS.into();
-        let containers = &mut template_spec(&mut svc).containers;
+        let spec = template_spec(&mut svc);
+        spec.scaling = Some(Scaling { min_instances: Some(1), ..Default::default() });
+        let containers = &mut spec.containers;
         containers[0].env = vec![EnvVar { name: "GREETING".into(), value: greeting.into() }];
         svc
     }
@@ -400,7 +411,8 @@ async fn revisions_that_cannot_run_say_why() {
     let st = svc.status.unwrap_or_default();
     assert_eq!(condition(Some(&st.conditions), "ConfigurationsReady").map(|c| c.reason), Some("RevisionFailed".into()));
     assert_eq!(condition(Some(&st.conditions), "RoutesReady").map(|c| c.status), Some("False".into()));
-    assert!(st.traffic.is_empty());
+    // The route points at the failing revision, so the gateway can tell waiting clients why.
+    assert_eq!(st.traffic.iter().map(|t| t.revision_name.as_str()).collect::<Vec<_>>(), ["nope-00001"]);
     // One on the service, one on the revision.
     h.expect_events("RevisionFailed", 2).await;
     // Its instance still starts, with the image as written: the node may reach what the
@@ -481,7 +493,7 @@ async fn failed_instances_are_replaced_and_a_surplus_is_removed() {
     let rev = h.client.get::<Revision>(NS, "hello-00001").await.unwrap();
     let rs = rev.status.unwrap_or_default();
     assert_eq!((rs.desired_instances, rs.actual_instances), (0, 0));
-    assert_eq!(rs.scale_reason, "receives no traffic");
+    assert_eq!(rs.scale_reason, "scaled to zero after 1s without requests (receives no traffic)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

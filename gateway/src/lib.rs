@@ -10,6 +10,14 @@
 //! are rate limited (`spec.rateLimitRps`), and every request is bounded by its revision's
 //! `timeoutSeconds`.
 //!
+//! With an autoscaler ([`GatewayConfig::autoscaler`]) the gateway is also the activator: it
+//! streams each revision's demand to the autoscaler every second and pokes it as soon as a
+//! request finds a revision without an instance. Requests held for a revision that cannot start
+//! (its `Ready` condition is False with a reason such as `ContainerMissing`) get 503 naming the
+//! reason as soon as the gateway sees that status; requests for a revision at its
+//! `maxInstances` with every instance at its `containerConcurrency` wait at most
+//! [`GatewayConfig::at_capacity_timeout`] and then get 429 with `Retry-After`.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use stratus_gateway::{Gateway, GatewayConfig};
@@ -40,8 +48,9 @@ use stratus_api::v1::{Endpoints, Revision, Service};
 use stratus_client::runtime::Informer;
 use stratus_client::{Client, ListParams};
 use tokio::net::TcpListener;
-use tracing::debug;
+use tracing::{debug, error};
 
+mod autoscaler;
 mod headers;
 mod metrics;
 mod pool;
@@ -52,6 +61,7 @@ mod server;
 
 pub use pool::{OutlierDetection, RevisionDemand};
 
+use autoscaler::Poker;
 use metrics::Metrics;
 use pool::RevisionPool;
 use proxy::{ProxyBody, ProxyError, Upstreams};
@@ -73,8 +83,8 @@ pub struct GatewayConfig {
     /// Hosts are `{service}.{namespace}.{domain}`. Default `localhost`, which clients such as
     /// curl resolve to loopback with any subdomain.
     pub domain: String,
-    /// Requests that may wait per revision (for a busy or not yet ready instance); more get 503.
-    /// Default 100.
+    /// Requests that may wait per revision (for a busy or not yet ready instance); more get 503,
+    /// or 429 when the revision is at capacity. Default 100.
     pub max_queue: usize,
     /// The longest a request waits in a revision's queue. `None` (the default) means the
     /// revision's own `timeoutSeconds`, which is what a request for a revision scaled to zero
@@ -88,6 +98,21 @@ pub struct GatewayConfig {
     pub outliers: OutlierDetection,
     /// How long a shutdown waits for open exchanges to finish. Default 30 s.
     pub drain_timeout: Duration,
+    /// The longest a request waits for a revision at capacity (as many ready instances as its
+    /// `maxInstances`, each at its `containerConcurrency`) before it gets 429 with
+    /// `Retry-After: 1`; the revision's timeout when shorter. Default 10 s, as Cloud Run.
+    pub at_capacity_timeout: Duration,
+    /// The autoscaler's gRPC endpoint, e.g. `http://127.0.0.1:7073`. When set, demand is
+    /// reported to it every `report_period` and it is poked when a request waits for a revision
+    /// without an instance; when it cannot be reached the gateway serves the same, and logs. An
+    /// endpoint that is not a URI is logged as an error when the gateway starts, and disables
+    /// both. Default none.
+    pub autoscaler: Option<String>,
+    /// How often demand is reported to the autoscaler (at least every 10 ms). Default 1 s.
+    pub report_period: Duration,
+    /// The gateway's identity in demand reports: each report replaces the previous one of the
+    /// same name, so it must be unique among the gateways. Default `{hostname}-{pid}`.
+    pub name: String,
 }
 
 impl Default for GatewayConfig {
@@ -100,6 +125,10 @@ impl Default for GatewayConfig {
             connect_timeout: Duration::from_secs(2),
             outliers: OutlierDetection::default(),
             drain_timeout: Duration::from_secs(30),
+            at_capacity_timeout: Duration::from_secs(10),
+            autoscaler: None,
+            report_period: Duration::from_secs(1),
+            name: autoscaler::default_name(),
         }
     }
 }
@@ -129,10 +158,20 @@ pub(crate) struct Shared {
 impl Gateway {
     /// Starts watching Services, Revisions and Endpoints of every namespace through `client`;
     /// routes follow every change from then on. Until the first complete list of all three is
-    /// in, requests are answered 503 (and `/readyz` says not ready).
+    /// in, requests are answered 503 (and `/readyz` says not ready). With an autoscaler
+    /// configured, starts reporting demand to it.
     ///
-    /// Must be called within a tokio runtime. The watches stop when the last clone is dropped.
+    /// Must be called within a tokio runtime. The watches and reports stop when the last clone
+    /// is dropped.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
+        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                error!(endpoint, error = %ErrorChain(&e), "the autoscaler endpoint is not valid; not reporting demand");
+                None
+            }
+        });
+        let poker = autoscaler.clone().map_or_else(Poker::disabled, Poker::grpc);
         let all = ListParams::default();
         let services = Informer::<Service>::spawn(client.clone(), all.clone());
         let revisions = Informer::<Revision>::spawn(client.clone(), all.clone());
@@ -144,7 +183,7 @@ impl Gateway {
         let sources =
             Sources { services: services.store(), revisions: revisions.store(), endpoints: endpoints.store() };
         let metrics = Metrics::default();
-        let registry = Registry::new(config.max_queue, config.outliers.clone(), metrics.clone());
+        let registry = Registry::new(config.max_queue, config.outliers.clone(), metrics.clone(), poker);
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(config.connect_timeout),
             config,
@@ -156,6 +195,10 @@ impl Gateway {
             _informers: (services, revisions, endpoints),
         });
         tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));
+        if let Some(client) = autoscaler {
+            let (name, period) = (shared.config.name.clone(), shared.config.report_period);
+            tokio::spawn(autoscaler::report_demand(Arc::downgrade(&shared), client, name, period));
+        }
         Gateway { shared }
     }
 
@@ -217,6 +260,11 @@ impl Shared {
         let mut registry = self.registry();
         let table = Arc::new(registry.build(&self.sources));
         *self.table.write().unwrap_or_else(PoisonError::into_inner) = table;
+    }
+
+    /// The balancers of every routed revision now.
+    fn pools(&self) -> Vec<Arc<RevisionPool>> {
+        self.registry().pools().cloned().collect()
     }
 
     // A build that panicked halfway leaves each balancer and bucket consistent (they have their

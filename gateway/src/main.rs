@@ -24,12 +24,29 @@ struct Args {
     /// Services answer at {service}.{namespace}.{domain}.
     #[arg(long, env = "STRATUS_DOMAIN", default_value = "localhost")]
     domain: String,
-    /// Requests that may wait per revision for an instance; more get 503.
+    /// Requests that may wait per revision for an instance; more get 503 (429 at maxInstances).
     #[arg(long, default_value_t = 100)]
     max_queue: usize,
     /// The longest a request waits for an instance, in seconds (default: the revision's timeout).
     #[arg(long)]
     queue_timeout_seconds: Option<u64>,
+    /// The autoscaler's gRPC endpoint (e.g. http://127.0.0.1:7073): demand is reported to it
+    /// every second, and it is poked when a request waits for a revision with no instance.
+    #[arg(long, env = "STRATUS_AUTOSCALER", value_parser = parse_endpoint)]
+    autoscaler: Option<String>,
+    /// This gateway's name in demand reports; must be unique among gateways (default: hostname-pid).
+    #[arg(long, env = "STRATUS_GATEWAY_NAME")]
+    name: Option<String>,
+}
+
+/// Accepts an endpoint only if it is an absolute `http://` URI (the channel speaks h2c; TLS is
+/// not built in).
+fn parse_endpoint(value: &str) -> Result<String, String> {
+    let uri: http::Uri = value.parse().map_err(|e| format!("not a URI: {e}"))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(value.to_string()),
+        _ => Err("expected http://host:port".to_string()),
+    }
 }
 
 #[tokio::main]
@@ -46,9 +63,21 @@ async fn main() -> anyhow::Result<()> {
         domain: args.domain,
         max_queue: args.max_queue,
         queue_timeout: args.queue_timeout_seconds.map(Duration::from_secs),
+        autoscaler: args.autoscaler,
         ..GatewayConfig::default()
     };
-    tracing::info!(listen = %listener.local_addr()?, admin = %admin.local_addr()?, domain = config.domain, "gateway starting");
+    let config = match args.name {
+        Some(name) => GatewayConfig { name, ..config },
+        None => config,
+    };
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        admin = %admin.local_addr()?,
+        domain = config.domain,
+        autoscaler = config.autoscaler.as_deref().unwrap_or("none"),
+        name = config.name,
+        "gateway starting"
+    );
     let gateway = Gateway::new(client, config);
 
     let (stop, stopped) = watch::channel(false);

@@ -7,6 +7,13 @@
 //! A released lease, a new endpoint and a re-admitted endpoint each hand the freed capacity to the
 //! head of the queue directly, so a newcomer can never overtake a request that was waiting.
 //!
+//! Scale from zero and its limits: a request that finds no endpoint pokes the autoscaler (through
+//! the [`Poker`]) and waits; when the revision cannot start (its status says why, see
+//! [`PoolSettings::failure`]) the waiting requests fail at once instead of at their deadline. A
+//! revision at its `maxInstances` with every endpoint at its concurrency cap cannot grow: its
+//! requests wait only until their shorter at-capacity deadline, then fail with
+//! [`AcquireError::AtCapacity`] (the client should come back later).
+//!
 //! Endpoints that keep failing are ejected for a while (Envoy's passive outlier detection): after
 //! `consecutive_failures` connect failures or 5xx answers in a row, for `base_ejection` doubling
 //! with each ejection in a row. When the time is up the endpoint takes requests again; the first
@@ -22,6 +29,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::autoscaler::Poker;
 use crate::metrics::PoolMetrics;
 
 /// How an endpoint speaks HTTP.
@@ -73,7 +81,31 @@ pub(crate) struct PoolSettings {
     pub concurrency: u32,
     /// The revision's request timeout (`timeoutSeconds`).
     pub timeout: Duration,
+    /// The revision's `scaling.maxInstances` (at least 1): with this many endpoints, all at their
+    /// concurrency cap, the revision is at capacity.
+    pub max_instances: u32,
+    /// Why the revision cannot start, when its status says so: the text its waiting requests
+    /// fail with while it has no endpoint.
+    pub failure: Option<Arc<str>>,
     pub endpoints: Vec<EndpointSpec>,
+}
+
+/// How long a request may wait for an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Deadlines {
+    /// The end of any wait: [`AcquireError::TimedOut`], or [`AcquireError::AtCapacity`] when the
+    /// revision is at capacity then.
+    pub queue: Instant,
+    /// The end of a wait while the revision is at capacity (no later than `queue`).
+    pub at_capacity: Instant,
+}
+
+impl Deadlines {
+    /// One deadline for both.
+    #[cfg(test)]
+    pub(crate) fn until(deadline: Instant) -> Deadlines {
+        Deadlines { queue: deadline, at_capacity: deadline }
+    }
 }
 
 /// Why no lease was granted.
@@ -81,6 +113,13 @@ pub(crate) struct PoolSettings {
 pub(crate) enum AcquireError {
     #[error("the queue of the revision is full")]
     QueueFull,
+    /// The revision has no endpoint and its status says it cannot start; the text says why.
+    #[error("{0}")]
+    CannotStart(Arc<str>),
+    /// The revision is at its `maxInstances` with every endpoint busy, and the request waited
+    /// until its at-capacity deadline (or found the queue full).
+    #[error("the revision is at capacity")]
+    AtCapacity,
     /// The deadline passed while queued. `endpoints` is how many the revision had then.
     #[error("no endpoint became free in time")]
     TimedOut { endpoints: usize },
@@ -119,8 +158,21 @@ pub(crate) struct RevisionPool {
     max_queue: usize,
     outliers: OutlierDetection,
     metrics: PoolMetrics,
+    poker: Arc<Poker>,
     requests: AtomicU64,
     state: Mutex<PoolState>,
+}
+
+/// A pool's cumulative load since it was created, for demand reports: the difference of two
+/// snapshots is the load of the period between them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Load {
+    /// The integral over time of the requests in flight or queued, in request-nanoseconds.
+    pub busy_ns: u128,
+    /// Requests admitted (see [`RevisionPool::count_request`]).
+    pub requests: u64,
+    /// Requests waiting now.
+    pub queued: u64,
 }
 
 /// The right to send one request to one endpoint. Dropping it frees the slot, which goes to the
@@ -144,6 +196,12 @@ struct PoolState {
     next_id: u64,
     /// Where the next scan starts, so that ties go round the endpoints instead of to the first.
     cursor: usize,
+    max_instances: u32,
+    failure: Option<Arc<str>>,
+    /// Requests in flight or queued, since `level_since`; `busy_ns` integrates it up to then.
+    level: u64,
+    level_since: Instant,
+    busy_ns: u128,
 }
 
 struct Endpoint {
@@ -161,18 +219,23 @@ struct Endpoint {
 struct Waiter {
     /// Unique within the pool (shared with endpoint ids), to leave the queue by.
     id: u64,
-    tx: oneshot::Sender<Lease>,
+    /// A lease, or why the request will get none.
+    tx: oneshot::Sender<Result<Lease, AcquireError>>,
     /// Endpoints this request already failed to connect to.
     exclude: Vec<u64>,
+    /// When the request gives up if the revision is at capacity.
+    at_capacity: Instant,
 }
 
 impl RevisionPool {
-    /// An empty pool: requests wait until [`RevisionPool::configure`] gives it endpoints.
+    /// An empty pool: requests wait until [`RevisionPool::configure`] gives it endpoints, and
+    /// poke the autoscaler through `poker` meanwhile.
     pub(crate) fn new(
         key: ObjectRef,
         max_queue: usize,
         outliers: OutlierDetection,
         metrics: PoolMetrics,
+        poker: Arc<Poker>,
         timeout: Duration,
     ) -> RevisionPool {
         let state = PoolState {
@@ -182,8 +245,13 @@ impl RevisionPool {
             waiters: VecDeque::new(),
             next_id: 0,
             cursor: 0,
+            max_instances: u32::MAX,
+            failure: None,
+            level: 0,
+            level_since: Instant::now(),
+            busy_ns: 0,
         };
-        RevisionPool { key, max_queue, outliers, metrics, requests: AtomicU64::new(0), state: Mutex::new(state) }
+        RevisionPool { key, max_queue, outliers, metrics, poker, requests: AtomicU64::new(0), state: Mutex::new(state) }
     }
 
     /// The revision's namespace and name.
@@ -208,11 +276,15 @@ impl RevisionPool {
 
     /// Applies new settings. Endpoints that stay (same address) keep their in-flight count and
     /// ejection state; removed ones take no new requests, and their leases still in use end
-    /// harmlessly. Waiting requests are served by the new capacity at once.
+    /// harmlessly. Waiting requests are served by the new capacity at once, fail at once when
+    /// the revision has no endpoint and a `failure`, and poke the autoscaler when they are left
+    /// without an endpoint.
     pub(crate) fn configure(self: &Arc<Self>, settings: PoolSettings) {
         let mut state = self.lock();
         state.concurrency = settings.concurrency;
         state.timeout = settings.timeout;
+        state.max_instances = settings.max_instances.max(1);
+        state.failure = settings.failure;
         let mut old: HashMap<Arc<str>, Endpoint> =
             state.endpoints.drain(..).map(|e| (Arc::clone(&e.address), e)).collect();
         let mut endpoints = Vec::with_capacity(settings.endpoints.len());
@@ -231,18 +303,42 @@ impl RevisionPool {
         }
         state.endpoints = endpoints;
         self.dispatch(&mut state);
+        let stranded = state.endpoints.is_empty() && !state.waiters.is_empty();
+        drop(state);
+        if stranded {
+            self.poker.poke(&self.key);
+        }
     }
 
     /// A lease on the least loaded endpoint that this request has not tried (`exclude`), waiting
-    /// in the queue until `deadline` when none can take it now.
+    /// in the queue when none can take it now. A request that finds no endpoint at all pokes the
+    /// autoscaler first.
     ///
-    /// Fails at once when the queue is full or every endpoint is excluded, and at the deadline
-    /// with [`AcquireError::TimedOut`]. Cancel-safe: a dropped call leaves the queue, and a lease
-    /// granted at that moment is released.
-    pub(crate) async fn acquire(self: &Arc<Self>, exclude: &[u64], deadline: Instant) -> Result<Lease, AcquireError> {
-        let (rx, queued) = {
+    /// Fails at once when every endpoint is excluded ([`AcquireError::Exhausted`]), when the
+    /// revision has no endpoint and cannot start ([`AcquireError::CannotStart`], also sent to
+    /// the waiting requests as soon as that becomes known), and when the queue is full
+    /// ([`AcquireError::AtCapacity`] if the revision is at capacity, else
+    /// [`AcquireError::QueueFull`]). A request still waiting at `deadlines.at_capacity` while
+    /// the revision is at capacity, or at `deadlines.queue`, fails with
+    /// [`AcquireError::AtCapacity`] if the revision is at capacity then and with
+    /// [`AcquireError::TimedOut`] otherwise. Cancel-safe: a dropped call leaves the queue, and a
+    /// lease granted at that moment is released.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        exclude: &[u64],
+        deadlines: Deadlines,
+    ) -> Result<Lease, AcquireError> {
+        if self.lock().endpoints.is_empty() {
+            self.poker.poke(&self.key);
+        }
+        let (mut rx, queued) = {
             let mut state = self.lock();
             state.waiters.retain(|w| !w.tx.is_closed());
+            if state.endpoints.is_empty()
+                && let Some(failure) = &state.failure
+            {
+                return Err(AcquireError::CannotStart(Arc::clone(failure)));
+            }
             if !exclude.is_empty() && state.endpoints.iter().all(|e| exclude.contains(&e.id)) {
                 return Err(AcquireError::Exhausted);
             }
@@ -253,25 +349,62 @@ impl RevisionPool {
                 return Ok(self.grant(&mut state, i));
             }
             if state.waiters.len() >= self.max_queue {
-                return Err(AcquireError::QueueFull);
+                return Err(if state.at_capacity() { AcquireError::AtCapacity } else { AcquireError::QueueFull });
             }
             let (tx, rx) = oneshot::channel();
             state.next_id += 1;
             let id = state.next_id;
-            state.waiters.push_back(Waiter { id, tx, exclude: exclude.to_vec() });
+            let at_capacity = deadlines.at_capacity.min(deadlines.queue);
+            state.waiters.push_back(Waiter { id, tx, exclude: exclude.to_vec(), at_capacity });
             // Those ahead may be waiting only for endpoints they must not use (a retry), while
             // this request can take a free one now.
             self.dispatch(&mut state);
             (rx, Queued { pool: self, id })
         };
-        // A lease granted after the deadline is dropped with the receiver, and so released.
-        let waited = tokio::time::timeout_at(deadline, rx).await;
+        // A lease granted after a deadline is dropped with the receiver, and so released.
+        let mut capacity_checked = deadlines.at_capacity >= deadlines.queue;
+        let result = loop {
+            tokio::select! {
+                biased;
+                granted = &mut rx => match granted {
+                    Ok(result) => break result,
+                    // The sender is only dropped unanswered for a receiver that is gone, so this
+                    // is the deadline.
+                    Err(_) => break Err(self.gave_up()),
+                },
+                () = tokio::time::sleep_until(deadlines.at_capacity), if !capacity_checked => {
+                    if self.lock().at_capacity() {
+                        break Err(AcquireError::AtCapacity);
+                    }
+                    // Not at capacity now; should it get there later, `dispatch` ends the wait.
+                    capacity_checked = true;
+                }
+                () = tokio::time::sleep_until(deadlines.queue) => break Err(self.gave_up()),
+            }
+        };
+        drop(rx);
         drop(queued);
-        match waited {
-            Ok(Ok(lease)) => Ok(lease),
-            // The sender is only dropped unanswered for a receiver that is gone, so this is the
-            // deadline.
-            Ok(Err(_)) | Err(_) => Err(AcquireError::TimedOut { endpoints: self.lock().endpoints.len() }),
+        result
+    }
+
+    /// Why a request that waited until its deadline got no lease.
+    fn gave_up(&self) -> AcquireError {
+        let state = self.lock();
+        match state.at_capacity() {
+            true => AcquireError::AtCapacity,
+            false => AcquireError::TimedOut { endpoints: state.endpoints.len() },
+        }
+    }
+
+    /// The pool's cumulative load up to `now` (all pools of one report are measured up to the
+    /// same instant; a change after it that is already counted shifts the integral by the time
+    /// between them).
+    pub(crate) fn load(&self, now: Instant) -> Load {
+        let state = self.lock();
+        Load {
+            busy_ns: state.busy_ns_until(now),
+            requests: self.requests.load(Ordering::Relaxed),
+            queued: state.waiters.iter().filter(|w| !w.tx.is_closed()).count() as u64,
         }
     }
 
@@ -289,9 +422,21 @@ impl RevisionPool {
     }
 
     /// Hands free capacity to waiting requests, first come first served. A waiter that cannot
-    /// use any free endpoint (it tried them all) does not block those behind it.
+    /// use any free endpoint (it tried them all) does not block those behind it. Then tells the
+    /// waiting requests that will get no lease: all of them when the revision has no endpoint
+    /// and cannot start, those past their at-capacity deadline when it is at capacity.
     fn dispatch(self: &Arc<Self>, state: &mut PoolState) {
         let now = Instant::now();
+        if state.endpoints.is_empty()
+            && let Some(failure) = state.failure.clone()
+        {
+            for waiter in state.waiters.drain(..) {
+                // A request that gave up meanwhile needs no answer.
+                let _ = waiter.tx.send(Err(AcquireError::CannotStart(Arc::clone(&failure))));
+            }
+            self.publish(state);
+            return;
+        }
         let mut i = 0;
         while i < state.waiters.len() {
             if state.waiters[i].tx.is_closed() {
@@ -309,11 +454,23 @@ impl RevisionPool {
             };
             let Some(waiter) = state.waiters.remove(i) else { break };
             let lease = self.grant(state, chosen);
-            if let Err(mut lease) = waiter.tx.send(lease) {
+            if let Err(Ok(mut lease)) = waiter.tx.send(Ok(lease)) {
                 // The request gave up in the meantime: take the slot back and go on.
                 lease.armed = false;
                 if let Some(e) = state.endpoints.get_mut(chosen) {
                     e.in_flight = e.in_flight.saturating_sub(1);
+                }
+            }
+        }
+        if state.at_capacity() {
+            let mut i = 0;
+            while i < state.waiters.len() {
+                if state.waiters[i].at_capacity > now {
+                    i += 1;
+                    continue;
+                }
+                if let Some(waiter) = state.waiters.remove(i) {
+                    let _ = waiter.tx.send(Err(AcquireError::AtCapacity));
                 }
             }
         }
@@ -395,9 +552,16 @@ impl RevisionPool {
         });
     }
 
-    fn publish(&self, state: &PoolState) {
-        self.metrics.in_flight.set(i64::try_from(state.in_flight()).unwrap_or(i64::MAX));
-        self.metrics.queued.set(i64::try_from(state.waiters.len()).unwrap_or(i64::MAX));
+    /// Brings the gauges and the load integral up to date after the counts changed.
+    fn publish(&self, state: &mut PoolState) {
+        let in_flight = state.in_flight();
+        let queued = state.waiters.len() as u64;
+        let now = Instant::now();
+        state.busy_ns = state.busy_ns_until(now);
+        state.level_since = now;
+        state.level = in_flight + queued;
+        self.metrics.in_flight.set(i64::try_from(in_flight).unwrap_or(i64::MAX));
+        self.metrics.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
     }
 
     // Nothing below can panic between two steps of an update, so a poisoned lock still guards
@@ -418,7 +582,7 @@ impl Drop for Queued<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         state.waiters.retain(|w| w.id != self.id);
-        self.pool.publish(&state);
+        self.pool.publish(&mut state);
     }
 }
 
@@ -485,6 +649,22 @@ impl PoolState {
     fn in_flight(&self) -> u64 {
         self.endpoints.iter().map(|e| u64::from(e.in_flight)).sum()
     }
+
+    /// Whether the revision cannot take more requests and cannot grow: as many endpoints as its
+    /// `maxInstances` (at least one), each at its concurrency cap. An unlimited concurrency is
+    /// never at capacity, and an ejected endpoint is not at its cap.
+    fn at_capacity(&self) -> bool {
+        self.concurrency > 0
+            && !self.endpoints.is_empty()
+            && self.endpoints.len() >= self.max_instances as usize
+            && self.endpoints.iter().all(|e| self.is_full(e))
+    }
+
+    /// `busy_ns` integrated up to `now`.
+    fn busy_ns_until(&self, now: Instant) -> u128 {
+        let elapsed = now.saturating_duration_since(self.level_since).as_nanos();
+        self.busy_ns.saturating_add(elapsed.saturating_mul(u128::from(self.level)))
+    }
 }
 
 impl Endpoint {
@@ -514,17 +694,29 @@ mod tests {
     fn pool(max_queue: usize) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
         let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
-        Arc::new(RevisionPool::new(key, max_queue, OutlierDetection::default(), metrics, Duration::from_secs(10)))
+        let poker = Poker::disabled();
+        Arc::new(RevisionPool::new(
+            key,
+            max_queue,
+            OutlierDetection::default(),
+            metrics,
+            poker,
+            Duration::from_secs(10),
+        ))
     }
 
     fn settings(concurrency: u32, addresses: &[&str]) -> PoolSettings {
         let endpoints =
             addresses.iter().map(|a| EndpointSpec { address: Arc::from(*a), protocol: Protocol::Http1 }).collect();
-        PoolSettings { concurrency, timeout: Duration::from_secs(10), endpoints }
+        PoolSettings { concurrency, timeout: Duration::from_secs(10), max_instances: 100, failure: None, endpoints }
     }
 
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(5)
+    fn soon() -> Deadlines {
+        in_secs(5)
+    }
+
+    fn in_secs(secs: u64) -> Deadlines {
+        Deadlines::until(Instant::now() + Duration::from_secs(secs))
     }
 
     #[tokio::test(start_paused = true)]
@@ -579,7 +771,7 @@ mod tests {
         pool.configure(settings(1, &["a:1"]));
         let _busy = pool.acquire(&[], soon()).await.unwrap();
         let p = Arc::clone(&pool);
-        let waiting = tokio::spawn(async move { p.acquire(&[], Instant::now() + Duration::from_secs(1)).await.err() });
+        let waiting = tokio::spawn(async move { p.acquire(&[], in_secs(1)).await.err() });
         tokio::task::yield_now().await;
         assert_eq!(pool.acquire(&[], soon()).await.err(), Some(AcquireError::QueueFull));
         assert_eq!(waiting.await.unwrap(), Some(AcquireError::TimedOut { endpoints: 1 }));
@@ -692,7 +884,7 @@ mod tests {
         }
         let _b = pool.acquire(&[], soon()).await.unwrap();
         let p = Arc::clone(&pool);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = in_secs(60);
         let waiting = tokio::spawn(async move { p.acquire(&[], deadline).await.map(|l| l.address().to_string()) });
         assert_eq!(waiting.await.unwrap(), Ok("a:1".to_string()));
     }
@@ -713,5 +905,39 @@ mod tests {
         pool.configure(settings(0, &["d:1"]));
         drop(other);
         assert_eq!(pool.demand().in_flight, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_capacity_requests_wait_only_until_their_capacity_deadline() {
+        let pool = pool(1);
+        let at_max = |max_instances| PoolSettings { max_instances, ..settings(1, &["a:1"]) };
+        pool.configure(at_max(1));
+        let _busy = pool.acquire(&[], soon()).await.unwrap();
+        let deadlines = |capacity: u64| Deadlines {
+            queue: Instant::now() + Duration::from_secs(60),
+            at_capacity: Instant::now() + Duration::from_secs(capacity),
+        };
+        let started = Instant::now();
+        let (p, d) = (Arc::clone(&pool), deadlines(1));
+        let waiting = tokio::spawn(async move { p.acquire(&[], d).await.err() });
+        tokio::task::yield_now().await;
+        // A full queue at capacity says "at capacity" too.
+        assert_eq!(pool.acquire(&[], deadlines(1)).await.err(), Some(AcquireError::AtCapacity));
+        assert_eq!(waiting.await.unwrap(), Some(AcquireError::AtCapacity));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+
+        // Below maxInstances the revision can still grow: the request waits on …
+        pool.configure(at_max(2));
+        let (p, d) = (Arc::clone(&pool), deadlines(1));
+        let started = Instant::now();
+        let waiting = tokio::spawn(async move { p.acquire(&[], d).await.err() });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(pool.demand().queued, 1);
+        // … until the revision is at capacity after all: past its capacity deadline, it is
+        // told at once.
+        pool.configure(at_max(1));
+        assert_eq!(waiting.await.unwrap(), Some(AcquireError::AtCapacity));
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
 use crate::headers::{self, X_REQUEST_ID};
-use crate::pool::{AcquireError, Lease, Outcome, Protocol, RevisionPool};
+use crate::pool::{AcquireError, Deadlines, Lease, Outcome, Protocol, RevisionPool};
 use crate::ratelimit::retry_after_secs;
 use crate::{ErrorChain, Shared};
 
@@ -47,6 +47,11 @@ pub(crate) enum ProxyError {
     RateLimited { service: ObjectRef, retry_after: u64 },
     #[error("too many requests are waiting for revision {0}")]
     QueueFull(ObjectRef),
+    /// The revision's status says why it cannot start; the text names the revision.
+    #[error("{0}")]
+    CannotStart(Arc<str>),
+    #[error("revision {0} is at its maximum number of instances and all of them are busy; retry later")]
+    AtCapacity(ObjectRef),
     #[error("no instance of revision {revision} became ready within {waited:?}")]
     NoInstance { revision: ObjectRef, waited: Duration },
     #[error("no instance of revision {revision} was free to take the request within {waited:?}")]
@@ -135,7 +140,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer
     };
     let mut response = result.unwrap_or_else(|e| {
         match &e {
-            ProxyError::UnknownHost(_) | ProxyError::RateLimited { .. } => debug!(host, error = %ErrorChain(&e)),
+            ProxyError::UnknownHost(_) | ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) => {
+                debug!(host, error = %ErrorChain(&e))
+            }
             _ => info!(host, request_id = ?request_id, error = %ErrorChain(&e), "request failed"),
         }
         error_response(&e)
@@ -162,6 +169,10 @@ async fn forward(
     let timeout = pool.timeout();
     let deadline = started + timeout;
     let queue_deadline = shared.config.queue_timeout.map_or(deadline, |t| deadline.min(started + t));
+    let deadlines = Deadlines {
+        queue: queue_deadline,
+        at_capacity: queue_deadline.min(started + shared.config.at_capacity_timeout),
+    };
     let waited = queue_deadline.saturating_duration_since(started);
     let upgrade = headers::upgrade_protocol(req.headers()).filter(|_| req.version() == Version::HTTP_11);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
@@ -173,9 +184,11 @@ async fn forward(
     let mut tried = Vec::new();
     let mut last_connect_error = None;
     loop {
-        let lease = match pool.acquire(&tried, queue_deadline).await {
+        let lease = match pool.acquire(&tried, deadlines).await {
             Ok(lease) => lease,
             Err(AcquireError::QueueFull) => return Err(ProxyError::QueueFull(revision.clone())),
+            Err(AcquireError::CannotStart(why)) => return Err(ProxyError::CannotStart(why)),
+            Err(AcquireError::AtCapacity) => return Err(ProxyError::AtCapacity(revision.clone())),
             Err(AcquireError::TimedOut { endpoints: 0 }) => {
                 return Err(ProxyError::NoInstance { revision: revision.clone(), waited });
             }
@@ -313,10 +326,11 @@ fn upstream_uri(address: &str, path: &str) -> Result<Uri, http::Error> {
 fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = match error {
         ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
-        ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
         ProxyError::NoTraffic(_)
         | ProxyError::NotReady
         | ProxyError::QueueFull(_)
+        | ProxyError::CannotStart(_)
         | ProxyError::NoInstance { .. }
         | ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ProxyError::Connect { .. }
@@ -326,8 +340,14 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
     };
     let mut response = text_response(status, format!("{error}\n"));
-    if let ProxyError::RateLimited { retry_after, .. } = error {
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+    match error {
+        ProxyError::RateLimited { retry_after, .. } => {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        ProxyError::AtCapacity(_) => {
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
     }
     response
 }

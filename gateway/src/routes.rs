@@ -17,6 +17,7 @@ use stratus_client::runtime::{ObjectRef, Store};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::autoscaler::Poker;
 use crate::metrics::Metrics;
 use crate::pool::{EndpointSpec, OutlierDetection, PoolSettings, Protocol, RevisionPool};
 use crate::ratelimit::TokenBucket;
@@ -51,6 +52,7 @@ pub(crate) struct Registry {
     max_queue: usize,
     outliers: OutlierDetection,
     metrics: Metrics,
+    poker: Arc<Poker>,
     pools: HashMap<ObjectRef, Arc<RevisionPool>>,
     limits: HashMap<ObjectRef, Arc<TokenBucket>>,
 }
@@ -104,8 +106,9 @@ impl Route {
 }
 
 impl Registry {
-    pub(crate) fn new(max_queue: usize, outliers: OutlierDetection, metrics: Metrics) -> Registry {
-        Registry { max_queue, outliers, metrics, pools: HashMap::new(), limits: HashMap::new() }
+    /// An empty registry; its pools poke the autoscaler through `poker`.
+    pub(crate) fn new(max_queue: usize, outliers: OutlierDetection, metrics: Metrics, poker: Arc<Poker>) -> Registry {
+        Registry { max_queue, outliers, metrics, poker, pools: HashMap::new(), limits: HashMap::new() }
     }
 
     /// The balancers of every routed revision.
@@ -182,6 +185,7 @@ impl Registry {
                 self.max_queue,
                 self.outliers.clone(),
                 self.metrics.pool_metrics(revision),
+                Arc::clone(&self.poker),
                 settings.timeout,
             )),
         };
@@ -193,9 +197,11 @@ impl Registry {
 /// A revision's balancer settings from its Revision (defaults until it is cached) and Endpoints.
 fn pool_settings(revision: &ObjectRef, sources: &Sources) -> PoolSettings {
     let rev = sources.revisions.get(&revision.namespace, &revision.name);
+    let failure = rev.as_deref().and_then(cannot_start);
     let spec = rev.as_ref().and_then(|r| r.spec.clone()).unwrap_or_default();
     let concurrency = spec.container_concurrency.unwrap_or(defaults::CONTAINER_CONCURRENCY);
     let timeout = spec.timeout_seconds.unwrap_or(defaults::TIMEOUT_SECONDS);
+    let max_instances = spec.scaling.as_ref().and_then(|s| s.max_instances).unwrap_or(defaults::MAX_INSTANCES);
     // The port the revision declares tells its protocol when an address does not.
     let declared = match spec.containers.iter().flat_map(|c| &c.ports).any(|p| p.name == "h2c") {
         true => Protocol::H2c,
@@ -219,8 +225,28 @@ fn pool_settings(revision: &ObjectRef, sources: &Sources) -> PoolSettings {
     PoolSettings {
         concurrency: u32::try_from(concurrency).unwrap_or(0),
         timeout: Duration::from_secs(u64::try_from(timeout).unwrap_or(1).max(1)),
+        max_instances: u32::try_from(max_instances).unwrap_or(1).max(1),
+        failure,
         endpoints,
     }
+}
+
+/// Reasons of a False `Ready` that only mean "not yet": the revision is still starting.
+const STARTING: [&str; 2] = ["Deploying", "ContainersNotReady"];
+
+/// Why `rev` cannot start, when its `Ready` condition is False with a reason other than one of
+/// [`STARTING`] (or none): `revision {name} cannot start: {reason}: {message}`.
+pub(crate) fn cannot_start(rev: &Revision) -> Option<Arc<str>> {
+    let ready = rev.status.as_ref()?.conditions.iter().find(|c| c.r#type == "Ready")?;
+    if ready.status != "False" || ready.reason.is_empty() || STARTING.contains(&ready.reason.as_str()) {
+        return None;
+    }
+    let name = rev.metadata.as_ref().map_or("", |m| m.name.as_str());
+    let text = match ready.message.as_str() {
+        "" => format!("revision {name} cannot start: {}", ready.reason),
+        message => format!("revision {name} cannot start: {}: {message}", ready.reason),
+    };
+    Some(Arc::from(text))
 }
 
 /// Splits `{label}.{namespace}.{domain}` (any case, with or without a port or a trailing dot)
@@ -319,7 +345,7 @@ mod tests {
 
     impl Fixture {
         fn new() -> Fixture {
-            let registry = Registry::new(10, OutlierDetection::default(), Metrics::default());
+            let registry = Registry::new(10, OutlierDetection::default(), Metrics::default(), Poker::disabled());
             Fixture { services: Writer::new(), revisions: Writer::new(), endpoints: Writer::new(), registry }
         }
 
@@ -422,5 +448,39 @@ mod tests {
         let table = f.build();
         let route = table.route("hello.default.localhost", "localhost").and_then(|r| r.revision());
         assert_eq!(route.map(|p| p.key().name.clone()), Some("hello-3".into()));
+    }
+
+    #[test]
+    fn only_a_ready_false_with_a_lasting_reason_means_cannot_start() {
+        use stratus_api::v1::{Condition, RevisionStatus};
+        let rev = |status: &str, reason: &str, message: &str| Revision {
+            metadata: meta("default", "hello-00001", "1"),
+            status: Some(RevisionStatus {
+                conditions: vec![Condition {
+                    r#type: "Ready".into(),
+                    status: status.into(),
+                    reason: reason.into(),
+                    message: message.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = |r: &Revision| cannot_start(r).map(|t| t.to_string());
+        assert_eq!(
+            text(&rev("False", "ContainerMissing", "127.0.0.1:5000/nope:v1: manifest unknown")).as_deref(),
+            Some("revision hello-00001 cannot start: ContainerMissing: 127.0.0.1:5000/nope:v1: manifest unknown")
+        );
+        assert_eq!(
+            text(&rev("False", "ExitCode3", "")).as_deref(),
+            Some("revision hello-00001 cannot start: ExitCode3")
+        );
+        for (status, reason) in
+            [("False", "Deploying"), ("False", "ContainersNotReady"), ("False", ""), ("Unknown", "x"), ("True", "")]
+        {
+            assert_eq!(text(&rev(status, reason, "m")), None, "{status} {reason}");
+        }
+        assert_eq!(cannot_start(&Revision::default()), None);
     }
 }

@@ -68,7 +68,7 @@ fn parse(arg: &str) -> Result<(&'static KindInfo, &str)> {
 
 /// Completes on Ctrl-C (SIGINT). The handler is installed when this is called, not when it is
 /// first polled; without one (it could not be installed), Ctrl-C ends the process as usual.
-fn interrupted() -> impl Future<Output = ()> {
+pub(crate) fn interrupted() -> impl Future<Output = ()> {
     #[cfg(unix)]
     let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
     async move {

@@ -13,6 +13,7 @@ use crate::target::Group;
 use crate::{Environment, Io, table};
 
 mod apply;
+mod bench;
 mod config_cmd;
 mod delete;
 mod describe;
@@ -86,6 +87,7 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Delete(args) => delete::run(&connect()?, args, io).await,
         Command::Wait(args) => wait::run(&connect()?, args, io).await,
         Command::Logs(args) => logs::run(&connect()?, args, io).await,
+        Command::Bench(args) => bench::run(args, connect, io).await,
         Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
         Command::Down(args) => crate::down::run(args, env, io).await,
         Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),

@@ -93,6 +93,7 @@ impl Stratus {
             stdin: Box::new(Cursor::new(stdin.as_bytes().to_vec())),
             out: Box::new(out.clone()),
             err: Box::new(err.clone()),
+            err_is_terminal: false,
         };
         let code = stratus_cli::run_args(argv, &self.env, &mut io).await;
         Output { code, out: out.text(), err: err.text() }

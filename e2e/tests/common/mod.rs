@@ -64,8 +64,20 @@ impl Cluster {
         c
     }
 
-    /// API server, controllers and gateway, without any node.
+    /// With the autoscaler's windows short (a 6 s stable window, a 3 s scale-to-zero grace, a
+    /// 500 ms tick), so that scaling tests take seconds.
+    pub async fn autoscaling(test: &str) -> Cluster {
+        let mut c = Cluster::build(test, Duration::from_secs(15), true).await;
+        c.add_agent(&format!("e2e-{test}-{}", free_port()));
+        c
+    }
+
+    /// API server, controllers and gateway, without any node; Knative's default windows.
     pub async fn control_plane(test: &str, node_grace: Duration) -> Cluster {
+        Cluster::build(test, node_grace, false).await
+    }
+
+    async fn build(test: &str, node_grace: Duration, short_windows: bool) -> Cluster {
         let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().expect("run docker");
         assert!(image.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does)");
         let server = TestServer::start().await;
@@ -77,18 +89,39 @@ impl Cluster {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = listener.local_addr().unwrap();
-        let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
+        // The autoscaler's demand service, which the gateway reports to and pokes.
+        let demand = stratus_controllers::autoscaler::DemandStore::new();
+        let autoscaler = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let autoscaler_endpoint = format!("http://{}", autoscaler.local_addr().unwrap());
+        tokio::spawn(stratus_controllers::serve_autoscaler(autoscaler, demand.clone(), until(stopped.clone())));
+
+        let config = stratus_gateway::GatewayConfig {
+            domain: "localhost".into(),
+            autoscaler: Some(autoscaler_endpoint),
+            ..Default::default()
+        };
         let gw = stratus_gateway::Gateway::new(client.clone(), config);
         tokio::spawn(gw.serve(listener, until(stopped.clone())));
 
-        let config = stratus_controllers::Config {
+        let mut config = stratus_controllers::Config {
             gateway_port: gateway.port(),
             node_grace,
             identity: format!("e2e-{test}"),
             ..Default::default()
         };
+        if short_windows {
+            config.stable_window = Duration::from_secs(6);
+            config.scale_to_zero_grace = Duration::from_secs(3);
+            config.autoscale_tick = Duration::from_millis(500);
+        }
         let metrics = Arc::new(stratus_controllers::Metrics::default());
-        tokio::spawn(stratus_controllers::run(client.clone(), config, metrics, until(stopped.clone())));
+        tokio::spawn(stratus_controllers::run_with_demand(
+            client.clone(),
+            config,
+            metrics,
+            demand,
+            until(stopped.clone()),
+        ));
 
         Cluster { server, client, gateway, stop, nodes: Vec::new() }
     }

@@ -23,15 +23,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use stratus_api::Resource;
+use stratus_api::v1::autoscaler_server::{Autoscaler, AutoscalerServer};
 use stratus_api::v1::{
-    Container, EndpointAddress, Endpoints, EndpointsSpec, ObjectMeta, Revision, RevisionSpec, Service, ServiceStatus,
-    TrafficTarget,
+    Condition, Container, DemandAck, DemandReport, EndpointAddress, Endpoints, EndpointsSpec, ObjectMeta, PokeRequest,
+    PokeResponse, Revision, RevisionSpec, RevisionStatus, Service, ServiceStatus, TrafficTarget,
 };
 use stratus_apiserver::testing::TestServer;
 use stratus_client::Client;
 use stratus_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -81,14 +82,28 @@ impl Harness {
 
     /// Creates a Revision with one container.
     pub async fn revision(&self, name: &str, concurrency: i32, timeout_seconds: i32) -> Result<()> {
-        let spec = RevisionSpec {
-            containers: vec![Container { image: "example/hello:1".into(), ..Default::default() }],
-            container_concurrency: Some(concurrency),
-            timeout_seconds: Some(timeout_seconds),
-            ..Default::default()
-        };
+        self.revision_spec(name, revision_spec(concurrency, timeout_seconds)).await
+    }
+
+    /// Creates a Revision of `spec`.
+    pub async fn revision_spec(&self, name: &str, spec: RevisionSpec) -> Result<()> {
         let rev = Revision { metadata: meta(name), spec: Some(spec), ..Default::default() };
         self.api.create(rev).await.with_context(|| format!("creating revision {name}"))?;
+        Ok(())
+    }
+
+    /// Writes the `Ready` condition of Revision `name`'s status, as its controller would.
+    pub async fn revision_ready(&self, name: &str, status: &str, reason: &str, message: &str) -> Result<()> {
+        let mut rev = self.api.get::<Revision>(NS, name).await?;
+        let ready = Condition {
+            r#type: "Ready".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            ..Default::default()
+        };
+        rev.status = Some(RevisionStatus { conditions: vec![ready], ..Default::default() });
+        self.api.update_status(rev).await.with_context(|| format!("writing the status of revision {name}"))?;
         Ok(())
     }
 
@@ -235,6 +250,111 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A backend answering every request with 200 and its name once `gate` is open (set to true),
+/// holding it until then.
+pub async fn gated(name: &'static str, gate: watch::Receiver<bool>) -> Result<Backend> {
+    Backend::start(move |_| {
+        let mut gate = gate.clone();
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            text(StatusCode::OK, name)
+        }
+    })
+    .await
+}
+
+/// The spec of a revision with one container.
+pub fn revision_spec(concurrency: i32, timeout_seconds: i32) -> RevisionSpec {
+    RevisionSpec {
+        containers: vec![Container { image: "example/hello:1".into(), ..Default::default() }],
+        container_concurrency: Some(concurrency),
+        timeout_seconds: Some(timeout_seconds),
+        ..Default::default()
+    }
+}
+
+/// An Autoscaler gRPC server on a loopback port that passes on every demand report and poke it
+/// receives. Stops when dropped.
+pub struct FakeAutoscaler {
+    /// `http://127.0.0.1:{port}`.
+    pub endpoint: String,
+    pub reports: Mutex<mpsc::UnboundedReceiver<DemandReport>>,
+    pub pokes: Mutex<mpsc::UnboundedReceiver<PokeRequest>>,
+    /// Report streams opened so far.
+    pub streams: Arc<AtomicUsize>,
+    _stop: watch::Sender<bool>,
+}
+
+struct Recorder {
+    reports: mpsc::UnboundedSender<DemandReport>,
+    pokes: mpsc::UnboundedSender<PokeRequest>,
+    streams: Arc<AtomicUsize>,
+    /// Every report stream fails after this many reports.
+    break_after: Option<usize>,
+}
+
+#[tonic::async_trait]
+impl Autoscaler for Recorder {
+    async fn report_demand(
+        &self,
+        request: tonic::Request<tonic::Streaming<DemandReport>>,
+    ) -> Result<tonic::Response<DemandAck>, tonic::Status> {
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        let mut reports = request.into_inner();
+        let mut received = 0;
+        while let Some(report) = reports.message().await? {
+            let _ = self.reports.send(report);
+            received += 1;
+            if self.break_after.is_some_and(|n| received >= n) {
+                return Err(tonic::Status::unavailable("the fake autoscaler breaks its streams"));
+            }
+        }
+        Ok(tonic::Response::new(DemandAck {}))
+    }
+
+    async fn poke(&self, request: tonic::Request<PokeRequest>) -> Result<tonic::Response<PokeResponse>, tonic::Status> {
+        let _ = self.pokes.send(request.into_inner());
+        Ok(tonic::Response::new(PokeResponse {}))
+    }
+}
+
+impl FakeAutoscaler {
+    pub async fn start() -> Result<FakeAutoscaler> {
+        FakeAutoscaler::start_with(None).await
+    }
+
+    /// A fake autoscaler that fails every report stream after `break_after` reports, if given.
+    pub async fn start_with(break_after: Option<usize>) -> Result<FakeAutoscaler> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let endpoint = format!("http://{}", listener.local_addr()?);
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (pokes_tx, pokes) = mpsc::unbounded_channel();
+        let streams = Arc::new(AtomicUsize::new(0));
+        let recorder = Recorder { reports: reports_tx, pokes: pokes_tx, streams: Arc::clone(&streams), break_after };
+        let service = AutoscalerServer::new(recorder);
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            },
+        ));
+        Ok(FakeAutoscaler { endpoint, reports: Mutex::new(reports), pokes: Mutex::new(pokes), streams, _stop: stop })
+    }
+
+    /// The next demand report, failing after [`WAIT`].
+    pub async fn next_report(&self) -> Result<DemandReport> {
+        let next = tokio::time::timeout(WAIT, self.reports.lock().await.recv()).await;
+        next.context("no demand report came")?.context("the fake autoscaler stopped")
+    }
+
+    /// The next poke, failing after [`WAIT`].
+    pub async fn next_poke(&self) -> Result<PokeRequest> {
+        let next = tokio::time::timeout(WAIT, self.pokes.lock().await.recv()).await;
+        next.context("no poke came")?.context("the fake autoscaler stopped")
     }
 }
 
