@@ -5,6 +5,8 @@
 //! cargo run -p stratus-bench --release -- store       # API server writes/s and watch latency, embedded vs etcd
 //! cargo run -p stratus-bench --release -- scheduler   # placements/s, 10,000 instances over 1,000 nodes
 //! cargo run -p stratus-bench --release -- gateway     # wrk: direct vs nginx vs the Stratus gateway
+//! cargo run -p stratus-bench --release -- coldstart   # docker run vs a request to a service at zero
+//! cargo run -p stratus-bench --release -- autoscale   # step load with `stratus bench`, and its chart
 //! ```
 
 use anyhow::Result;
@@ -12,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 mod gateway;
 mod scheduler;
+mod serving;
 mod store;
 
 #[derive(Parser)]
@@ -26,6 +29,8 @@ enum Bench {
     Store(store::Args),
     Scheduler(scheduler::Args),
     Gateway(gateway::Args),
+    Coldstart(serving::ColdArgs),
+    Autoscale(serving::StepArgs),
 }
 
 #[tokio::main]
@@ -34,5 +39,7 @@ async fn main() -> Result<()> {
         Bench::Store(args) => store::run(args).await,
         Bench::Scheduler(args) => scheduler::run(args).await,
         Bench::Gateway(args) => gateway::run(args).await,
+        Bench::Coldstart(args) => serving::coldstart(args).await,
+        Bench::Autoscale(args) => serving::autoscale(args).await,
     }
 }

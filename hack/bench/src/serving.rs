@@ -1,0 +1,267 @@
+//! `stratus-bench coldstart` and `stratus-bench autoscale`: the whole platform in this process
+//! (API server, controllers with short autoscaling windows, gateway, a node agent on the real
+//! Docker engine) serving the example image (`hack/images.sh`).
+//!
+//! - coldstart: time from `docker run` to the first 200, against time from the first request
+//!   to its response through Stratus at zero, `--runs` of each; medians, p90 and the ratio.
+//! - autoscale: the step-load run of the e2e tests (containerConcurrency 10, `?sleep_ms=100`,
+//!   1 → 100 in flight) driven by `stratus bench`, reporting how long after the step enough
+//!   instances were Ready, with `stratus bench`'s timeline and chart.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use clap::Args as ClapArgs;
+use serde_json::json;
+use stratus_api::v1::Revision;
+use stratus_client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IMAGE: &str = "127.0.0.1:5000/hello:v1";
+
+#[derive(ClapArgs)]
+pub struct ColdArgs {
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    #[arg(long, default_value = "docs/benchmarks-coldstart.json")]
+    out: String,
+}
+
+#[derive(ClapArgs)]
+pub struct StepArgs {
+    /// Seconds of 100 in-flight requests.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    #[arg(long, default_value = "docs/benchmarks-autoscale.json")]
+    out: String,
+    #[arg(long, default_value = "docs/autoscale.svg")]
+    chart: String,
+}
+
+/// The platform on loopback; stops when dropped.
+struct Platform {
+    client: Client,
+    api: String,
+    gateway: std::net::SocketAddr,
+    node: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let ids = docker(&["ps", "-aq", "--filter", &format!("label=stratus.dev/node={}", self.node)]);
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            docker(&["rm", "-f", id]);
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn platform() -> Result<Platform> {
+    let img = Command::new("docker").args(["image", "inspect", IMAGE]).output()?;
+    ensure!(img.status.success(), "{IMAGE} is missing: run hack/images.sh");
+    let dir = tempfile::tempdir()?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await?;
+    let server = stratus_apiserver::ApiServer::new(store).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(server.serve(listener, until(stopped.clone())));
+    let client = Client::new(&api)?;
+
+    let demand = stratus_controllers::autoscaler::DemandStore::new();
+    let scaler = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let scaler_endpoint = format!("http://{}", scaler.local_addr()?);
+    tokio::spawn(stratus_controllers::serve_autoscaler(scaler, demand.clone(), until(stopped.clone())));
+    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway = gw.local_addr()?;
+    let config = stratus_gateway::GatewayConfig {
+        domain: "localhost".into(),
+        autoscaler: Some(scaler_endpoint),
+        ..Default::default()
+    };
+    tokio::spawn(stratus_gateway::Gateway::new(client.clone(), config).serve(gw, until(stopped.clone())));
+    let config = stratus_controllers::Config {
+        gateway_port: gateway.port(),
+        stable_window: Duration::from_secs(6),
+        scale_to_zero_grace: Duration::from_secs(2),
+        autoscale_tick: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let metrics = Arc::new(stratus_controllers::Metrics::default());
+    tokio::spawn(stratus_controllers::run_with_demand(client.clone(), config, metrics, demand, until(stopped.clone())));
+    let node = format!("bench-{}", std::process::id());
+    let mut cfg = stratus_agent::AgentConfig::new(node.clone());
+    cfg.sync_interval = Duration::from_millis(250);
+    cfg.drain_delay = Duration::from_millis(500);
+    let runtime = Arc::new(stratus_agent::runtime::docker::DockerRuntime::connect(None)?);
+    tokio::spawn(stratus_agent::agent::run(cfg, client.clone(), runtime, None, until(stopped)));
+    Ok(Platform { client, api, gateway, node, stop, _dir: dir })
+}
+
+async fn apply(client: &Client, yaml: &str) -> Result<()> {
+    for doc in stratus_api::decode::decode_manifest(yaml) {
+        let (_, mut obj) = doc.map_err(|e| anyhow::anyhow!("{e}"))?;
+        stratus_api::prepare(&mut obj).map_err(|e| anyhow::anyhow!("{e}"))?;
+        client.apply_any(obj).await?;
+    }
+    Ok(())
+}
+
+fn service(name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  template:\n    spec:\n      \
+         containers: [{{image: \"{IMAGE}\", resources: {{limits: {{cpu: 100m, memory: 64Mi}}}}}}]\n{extra}\n"
+    )
+}
+
+async fn revision(client: &Client, name: &str) -> Result<Revision> {
+    Ok(client.get("default", name).await?)
+}
+
+async fn wait_for(what: &str, mut f: impl AsyncFnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !f().await? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// One GET with `Host`; the status code.
+async fn get(addr: std::net::SocketAddr, host: &str) -> Result<u16> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await?;
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("an HTTP status line")
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn coldstart(args: ColdArgs) -> Result<()> {
+    // docker run → first 200.
+    let mut docker_ms = Vec::new();
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let id = docker(&["run", "-d", "-p", "127.0.0.1::8080", IMAGE]);
+        ensure!(!id.is_empty(), "docker run failed");
+        let port = docker(&["port", &id, "8080/tcp"]);
+        let addr: std::net::SocketAddr =
+            port.lines().next().context("a published port")?.trim().parse().context("the published address")?;
+        loop {
+            if matches!(get(addr, "localhost").await, Ok(200)) {
+                break;
+            }
+            ensure!(start.elapsed() < Duration::from_secs(30), "the container never answered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        docker_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        docker(&["rm", "-f", &id]);
+    }
+
+    // First request → response through Stratus at zero.
+    let p = platform().await?;
+    apply(&p.client, &service("cold", "")).await?;
+    let host = "cold.default.localhost";
+    let mut stratus_ms = Vec::new();
+    for run in 0..args.runs {
+        wait_for("scale to zero", async || {
+            let r = revision(&p.client, "cold-00001").await;
+            let zero = r.is_ok_and(|r| r.status.is_some_and(|s| s.desired_instances == 0 && s.actual_instances == 0));
+            Ok(zero && docker(&["ps", "-q", "--filter", &format!("label=stratus.dev/node={}", p.node)]).is_empty())
+        })
+        .await?;
+        let start = Instant::now();
+        let code = get(p.gateway, host).await?;
+        ensure!(code == 200, "run {run}: the first request got {code}");
+        stratus_ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        eprintln!("run {}: docker {:.0} ms, stratus {:.0} ms", run + 1, docker_ms[run], stratus_ms[run]);
+    }
+    drop(p);
+    docker_ms.sort_by(f64::total_cmp);
+    stratus_ms.sort_by(f64::total_cmp);
+    let (dm, dp) = (percentile(&docker_ms, 0.5), percentile(&docker_ms, 0.9));
+    let (sm, sp) = (percentile(&stratus_ms, 0.5), percentile(&stratus_ms, 0.9));
+    println!("\nCold start, {} runs each\n", args.runs);
+    println!("| path | median ms | p90 ms |");
+    println!("|---|---:|---:|");
+    println!("| docker run → first 200 | {dm:.0} | {dp:.0} |");
+    println!("| first request → response, Stratus at zero | {sm:.0} | {sp:.0} |");
+    println!("\nStratus / docker run: median {:.2}, p90 {:.2}", sm / dm, sp / dp);
+    let doc = json!({"runs": args.runs, "docker_ms": docker_ms, "stratus_ms": stratus_ms,
+                     "median_ratio": sm / dm, "p90_ratio": sp / dp});
+    std::fs::write(&args.out, serde_json::to_string_pretty(&doc)?)?;
+    Ok(())
+}
+
+pub async fn autoscale(args: StepArgs) -> Result<()> {
+    let p = platform().await?;
+    apply(&p.client, &service("step", "      containerConcurrency: 10\n      scaling: {maxInstances: 20}")).await?;
+    wait_for("the service to be ready", async || {
+        let r = revision(&p.client, "step-00001").await;
+        Ok(r.is_ok_and(|r| r.status.is_some_and(|s| s.ready_instances >= 1)))
+    })
+    .await?;
+    // `stratus bench`, next to this binary, drives the load and draws the chart.
+    let exe = std::env::current_exe()?;
+    let stratus = exe.with_file_name("stratus");
+    ensure!(stratus.exists(), "{} is not built (cargo build --release -p stratus-cli)", stratus.display());
+    let timeline = format!("{}.timeline.json", args.out.trim_end_matches(".json"));
+    let mut bench = tokio::process::Command::new(&stratus)
+        .args(["--server", &p.api, "bench", "step", "--path", "/?sleep_ms=100"])
+        .args(["--stage", "5s:1c", "--stage", &format!("{}s:100c", args.seconds), "--stage", "15s:0"])
+        .args(["--out-json", &timeline, "--chart", &args.chart])
+        .spawn()
+        .context("start stratus bench")?;
+    // The step is 5 s in; time from then until 15 instances (100 / (10 × 70%)) are Ready.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let step = Instant::now();
+    let mut ready_after = None;
+    let mut desired_after = None;
+    while step.elapsed() < Duration::from_secs(args.seconds) {
+        let r = revision(&p.client, "step-00001").await?;
+        let st = r.status.unwrap_or_default();
+        if desired_after.is_none() && st.desired_instances >= 15 {
+            desired_after = Some(step.elapsed());
+        }
+        if ready_after.is_none() && st.ready_instances >= 15 {
+            ready_after = Some(step.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = bench.wait().await?;
+    ensure!(status.success(), "stratus bench failed");
+    let secs = |d: Option<Duration>| d.map(|d| d.as_secs_f64());
+    println!("\nStep load 1 → 100 in flight (containerConcurrency 10, sleep 100 ms)\n");
+    println!("| desired reaches 15 after | 15 instances Ready after |");
+    println!("|---:|---:|");
+    println!("| {:.1} s | {:.1} s |", secs(desired_after).unwrap_or(f64::NAN), secs(ready_after).unwrap_or(f64::NAN));
+    let doc = json!({"desired_15_after_s": secs(desired_after), "ready_15_after_s": secs(ready_after),
+                     "timeline": timeline, "chart": args.chart});
+    std::fs::write(&args.out, serde_json::to_string_pretty(&doc)?)?;
+    Ok(())
+}
