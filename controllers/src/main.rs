@@ -46,6 +46,21 @@ struct Args {
     /// Where /metrics and /healthz are served.
     #[arg(long, env = "STRATUS_CONTROLLERS_METRICS_LISTEN", default_value = "127.0.0.1:7072")]
     metrics_listen: String,
+    /// The autoscaler's stable window (per revision: annotation autoscaling.knative.dev/window).
+    #[arg(long, env = "STRATUS_STABLE_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    stable_window: Duration,
+    /// The panic window, as a percentage of the stable window.
+    #[arg(long, env = "STRATUS_PANIC_WINDOW_PERCENTAGE", default_value_t = 10.0)]
+    panic_window_percentage: f64,
+    /// Panic when the panic window's demand reaches this percentage of the ready capacity.
+    #[arg(long, env = "STRATUS_PANIC_THRESHOLD", default_value_t = 200.0)]
+    panic_threshold: f64,
+    /// How long a revision goes without requests before it is scaled to zero.
+    #[arg(long, env = "STRATUS_SCALE_TO_ZERO_GRACE", default_value = "30s", value_parser = parse_duration)]
+    scale_to_zero_grace: Duration,
+    /// How often the autoscaler evaluates each revision.
+    #[arg(long, env = "STRATUS_AUTOSCALE_TICK", default_value = "2s", value_parser = parse_duration)]
+    autoscale_tick: Duration,
 }
 
 #[tokio::main]
@@ -63,6 +78,11 @@ async fn main() -> anyhow::Result<()> {
         node_grace: args.node_grace,
         identity,
         insecure_registries: args.insecure_registries,
+        stable_window: args.stable_window,
+        panic_window_percentage: args.panic_window_percentage,
+        panic_threshold: args.panic_threshold,
+        scale_to_zero_grace: args.scale_to_zero_grace,
+        autoscale_tick: args.autoscale_tick,
         ..Config::default()
     };
     let client = stratus_client::Client::new(&args.apiserver)?;
