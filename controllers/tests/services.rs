@@ -490,9 +490,13 @@ async fn failed_instances_are_replaced_and_a_surplus_is_removed() {
     let instances = h.instances_of("hello-00002", 1).await;
     h.mark_ready(&instances).await;
     h.instances_of("hello-00001", 0).await;
-    let rev = h.client.get::<Revision>(NS, "hello-00001").await.unwrap();
-    let rs = rev.status.unwrap_or_default();
-    assert_eq!((rs.desired_instances, rs.actual_instances), (0, 0));
+    // The revision's status catches up with its instances a moment later.
+    let rs = eventually("the old revision's status at zero", || async {
+        let rev = h.client.get::<Revision>(NS, "hello-00001").await.map_err(|e| e.to_string())?;
+        let rs = rev.status.unwrap_or_default();
+        if (rs.desired_instances, rs.actual_instances) == (0, 0) { Ok(rs) } else { Err(format!("{rs:?}")) }
+    })
+    .await;
     assert_eq!(rs.scale_reason, "scaled to zero after 1s without requests (receives no traffic)");
 }
 
