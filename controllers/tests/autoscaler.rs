@@ -4,10 +4,13 @@
 //! Windows, grace and tick are short so that each test takes seconds.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::eventually;
 use stratus_api::Resource;
 use stratus_api::v1::autoscaler_client::AutoscalerClient;
 use stratus_api::v1::{
@@ -22,7 +25,6 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 const NS: &str = "default";
-const DEADLINE: Duration = Duration::from_secs(30);
 
 /// An API server, the services, revisions and autoscaler controllers and the autoscaler's gRPC
 /// service; all stop when dropped.
@@ -156,22 +158,6 @@ where
     Fut: Future<Output = Option<T>> + Send,
 {
     futures::stream::unfold(next, |next| async move { next().await.map(|item| (item, next)) })
-}
-
-/// Polls `check` every 20 ms until it succeeds; panics with its last answer after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

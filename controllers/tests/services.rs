@@ -5,11 +5,13 @@
 //! and revisions without traffic scale to zero after a one-second grace.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::eventually;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Request, Response, StatusCode};
@@ -25,10 +27,8 @@ use stratus_controllers::revisions::REVISION_LABEL;
 use stratus_controllers::services::{GENERATION_ANNOTATION, SERVICE_LABEL};
 use stratus_controllers::{Config, Context, Metrics, autoscaler, gc, revisions, services};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 const NS: &str = "default";
-const DEADLINE: Duration = Duration::from_secs(30);
 const DIGEST: &str = "sha256:8f1a0b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8";
 
 /// An API server, a registry stand-in and the three controllers; all stop when dropped.
@@ -201,22 +201,6 @@ fn template_spec(svc: &mut Service) -> &mut stratus_api::v1::RevisionSpec {
 
 fn condition(conditions: Option<&[Condition]>, type_: &str) -> Option<Condition> {
     conditions.unwrap_or_default().iter().find(|c| c.r#type == type_).cloned()
-}
-
-/// Polls `check` every 20 ms until it succeeds; panics with its last answer after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if Instant::now() >= deadline => panic!("timed out waiting for {what}; last: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
 }
 
 /// A registry that knows one image, `hello:v1`, as the distribution API tells it.

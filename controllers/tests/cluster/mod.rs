@@ -18,8 +18,27 @@ use stratus_controllers::context::NODE_LEASE_NAMESPACE;
 use stratus_controllers::{Config, Context, Metrics};
 use tokio::sync::watch;
 
+/// Polls `check` every 20 ms (a condition with a deadline, not a guess at timing) until it
+/// succeeds; panics with its last answer after [`PATIENCE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}; last: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// The longest any wait takes before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 pub const NAMESPACE: &str = "default";
 
