@@ -3,6 +3,7 @@
 //! both formats may carry become fields of `spec.template.spec.scaling`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::v1::{RevisionSpec, Scaling};
 use crate::validation::ErrorList;
@@ -17,6 +18,23 @@ const METRIC: &str = "autoscaling.knative.dev/metric";
 const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";
 const CLASS: &str = "autoscaling.knative.dev/class";
 const CPU_THROTTLING: &str = "run.googleapis.com/cpu-throttling";
+/// How long a new revision may take to become ready before it is failed and scaled to zero
+/// (a Go duration such as `120s`); the cluster's default applies without it.
+pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
+/// The longest progress deadline an annotation may ask for.
+pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(24 * 3600);
+
+/// The progress deadline `annotations` ask for: `None` without the annotation, an error naming
+/// what is wrong with one that is not a positive duration of at most a day.
+pub fn progress_deadline(annotations: &BTreeMap<String, String>) -> Option<Result<Duration, String>> {
+    let raw = annotations.get(PROGRESS_DEADLINE)?;
+    Some(match crate::duration::parse(raw.trim()) {
+        Ok(d) if d.is_zero() => Err(format!("{raw:?} is not a positive duration")),
+        Ok(d) if d > MAX_PROGRESS_DEADLINE => Err(format!("{raw:?} is longer than a day (24h)")),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e),
+    })
+}
 
 /// Applies the Knative and Cloud Run annotations of a revision template (`annotations`, found
 /// at `path`) to its spec. An annotation fills a field left unset; one that contradicts an
@@ -84,6 +102,9 @@ pub fn apply_annotations(
             format!("{raw:?} is not supported: Stratus scales with the KPA (kpa.autoscaling.knative.dev)"),
         );
     }
+    if let Some(Err(why)) = progress_deadline(annotations) {
+        errs.push(at(PROGRESS_DEADLINE), why);
+    }
     if let Some(raw) = annotations.get(CPU_THROTTLING) {
         match raw.trim() {
             "true" => fill(&mut spec.cpu_throttling, true, &at(CPU_THROTTLING), &mut errs),
@@ -139,5 +160,33 @@ pub fn release_changed_annotations(new: &mut crate::AnyObject, stored: &crate::A
     }
     if changed(&[METRIC]) && s.metric == old_s.metric {
         s.metric.clear();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with(key: &str, value: &str) -> BTreeMap<String, String> {
+        [(key.to_string(), value.to_string())].into()
+    }
+
+    #[test]
+    fn the_progress_deadline_is_a_positive_duration_checked_at_admission() {
+        assert_eq!(progress_deadline(&BTreeMap::new()), None);
+        assert_eq!(progress_deadline(&with(PROGRESS_DEADLINE, "90s")), Some(Ok(Duration::from_secs(90))));
+        assert_eq!(progress_deadline(&with(PROGRESS_DEADLINE, "10m")), Some(Ok(Duration::from_secs(600))));
+        for bad in ["0s", "soon", "600", "48h", "-5s"] {
+            let annotations = with(PROGRESS_DEADLINE, bad);
+            assert!(matches!(progress_deadline(&annotations), Some(Err(_))), "{bad}");
+            let errs =
+                apply_annotations(&mut RevisionSpec::default(), &annotations, "spec.template.metadata.annotations")
+                    .unwrap_err();
+            assert!(
+                errs.to_string().contains("spec.template.metadata.annotations[serving.knative.dev/progress-deadline]"),
+                "{errs}"
+            );
+        }
     }
 }

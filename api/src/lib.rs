@@ -4,8 +4,10 @@
 //! shape everywhere: protobuf over gRPC and in the store, proto3 JSON (camelCase, the Kubernetes
 //! layout of apiVersion/kind/metadata/spec/status) over HTTP and in YAML manifests.
 
+pub mod capacity;
 pub mod decode;
 pub mod defaults;
+pub mod duration;
 pub mod knative;
 pub mod quantity;
 pub mod resource;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use stratus_api::capacity::Overcommit;
+
 use crate::kpa::ScalerConfig;
 
 #[derive(Debug, Clone)]
@@ -31,6 +33,13 @@ pub struct Config {
     pub panic_window_percentage: f64,
     /// The autoscaler panics when the panic window needs this percentage of the ready instances.
     pub panic_threshold: f64,
+    /// How requests left out of a manifest are derived from its limits (see
+    /// [`stratus_api::capacity`]): CPU overcommitted 20×, memory not, by default.
+    pub overcommit: Overcommit,
+    /// How long a new revision may take to become ready before it is failed and its instances
+    /// removed, unless its annotation `serving.knative.dev/progress-deadline` says otherwise.
+    /// Default 600 s, as Knative.
+    pub progress_deadline: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +57,8 @@ impl Default for Config {
             scale_to_zero_grace: Duration::from_secs(30),
             panic_window_percentage: 10.0,
             panic_threshold: 200.0,
+            overcommit: Overcommit::default(),
+            progress_deadline: Duration::from_secs(600),
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use clap::Parser;
+use stratus_api::capacity::Overcommit;
 use stratus_controllers::{Config, DemandStore, Metrics};
 use tokio::sync::watch;
 
@@ -61,6 +62,19 @@ struct Args {
     /// How often the autoscaler evaluates each revision.
     #[arg(long, env = "STRATUS_AUTOSCALE_TICK", default_value = "2s", value_parser = parse_duration)]
     autoscale_tick: Duration,
+    /// CPU overcommit: a CPU request left out of a manifest is its limit divided by this
+    /// (1 = Kubernetes' rule, requests equal limits). Serverless instances mostly wait for
+    /// requests, so the default 20 places a 1-vCPU service by 50m.
+    #[arg(long, env = "STRATUS_CPU_OVERCOMMIT", default_value_t = Overcommit::DEFAULT_CPU)]
+    cpu_overcommit: f64,
+    /// Memory overcommit, as --cpu-overcommit. Default 1 (none): memory cannot be taken back
+    /// without killing.
+    #[arg(long, env = "STRATUS_MEMORY_OVERCOMMIT", default_value_t = Overcommit::DEFAULT_MEMORY)]
+    memory_overcommit: f64,
+    /// How long a new revision may take to become ready before it is failed and its instances
+    /// removed (per revision: annotation serving.knative.dev/progress-deadline).
+    #[arg(long, env = "STRATUS_PROGRESS_DEADLINE", default_value = "600s", value_parser = parse_duration)]
+    progress_deadline: Duration,
 }
 
 #[tokio::main]
@@ -83,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
         panic_threshold: args.panic_threshold,
         scale_to_zero_grace: args.scale_to_zero_grace,
         autoscale_tick: args.autoscale_tick,
+        overcommit: Overcommit::new(args.cpu_overcommit, args.memory_overcommit)
+            .map_err(|e| anyhow::anyhow!("--cpu-overcommit/--memory-overcommit: {e}"))?,
+        progress_deadline: args.progress_deadline,
         ..Config::default()
     };
     let client = stratus_client::Client::new(&args.apiserver)?;

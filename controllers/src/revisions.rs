@@ -23,6 +23,19 @@
 //!   the message carries its last line), `OOMKilled`. `imageDigest` and the `ImageResolved`
 //!   condition belong to the services controller and are kept as they are.
 //!
+//! - **The progress deadline.** A revision that has never been ready, while instances are
+//!   wanted of it, gets until its deadline (annotation `serving.knative.dev/progress-deadline`,
+//!   else [`crate::Config::progress_deadline`], 600 s as Knative) from its creation. Past it, it
+//!   is failed for good: `Ready` False with reason [`PROGRESS_DEADLINE_EXCEEDED`] and the reason
+//!   of its instances in the message, and its instances are deleted, so that a broken image or
+//!   a crashing container holds nothing on any node. An image that the registry says does not
+//!   exist (`ImageResolved` False, reason `ImageNotFound`) fails the revision at once, and for
+//!   as long as that is so. A new revision of the service (a changed template, a changed
+//!   deadline annotation) tries again.
+//! - **The requests.** Each Instance carries the requests the scheduler counts: those the
+//!   template gives, the rest derived from its limits by the cluster's overcommit policy
+//!   ([`stratus_api::capacity`]).
+//!
 //! Events on the Revision: `InstanceCreated`, `InstanceDeleted`, `RevisionReady`,
 //! `RevisionFailed`.
 //!
@@ -33,16 +46,18 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use stratus_api::capacity::Overcommit;
 use stratus_api::v1::{Instance, InstanceSpec, ObjectMeta, OwnerReference, Revision, RevisionStatus};
-use stratus_api::{API_VERSION, Resource, defaults};
+use stratus_api::{API_VERSION, Resource, defaults, knative};
 use stratus_client::runtime::{Action, Controller, ObjectRef};
 use stratus_client::{Error as ClientError, ListParams};
 use tracing::info;
 
+use crate::config::Config;
 use crate::context::Context;
 use crate::digest;
 use crate::events::EventType;
-use crate::services::{CONTAINER_MISSING, IMAGE_RESOLVED, SERVICE_LABEL};
+use crate::services::{CONTAINER_MISSING, IMAGE_NOT_FOUND, IMAGE_RESOLVED, SERVICE_LABEL};
 use crate::status::{self, Cond, FALSE, READY, TRUE, UNKNOWN};
 
 /// The label every Instance carries: the name of its Revision.
@@ -50,6 +65,9 @@ pub const REVISION_LABEL: &str = "stratus.dev/revision";
 /// How long a new revision's instances wait for its image to be pinned before they start with
 /// the image as written.
 pub const PIN_WAIT: Duration = Duration::from_secs(30);
+
+/// The reason of a revision that did not become ready within its progress deadline (Knative's).
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 const CONTAINER_HEALTHY: &str = "ContainerHealthy";
 const RESOURCES_AVAILABLE: &str = "ResourcesAvailable";
@@ -115,14 +133,25 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
         // Its instances go with it through the garbage collector.
         return Ok(Action::await_change());
     }
-    let desired = desired_instances(rev);
-    let pin_wait = pin_wait(rev, SystemTime::now());
-
+    let now = SystemTime::now();
+    let previous = rev.status.clone().unwrap_or_default();
     let mut instances = owned(rev, ctx.instances.store().list_by_label(REVISION_LABEL, &rev.meta().name));
+    let progress = progress(rev, &previous, desired_instances(rev), &instances, deadline(rev, &ctx.config), now);
+    // A failed revision holds nothing.
+    let desired = if matches!(progress, Progress::Failed(_)) { 0 } else { desired_instances(rev) };
+    let pin_wait = pin_wait(rev, now);
+
     let mut plan = plan_instances(&instances, desired);
     if plan.has_work(pin_wait.is_none()) {
         instances = listed_instances(ctx, rev).await?;
         plan = plan_instances(&instances, desired);
+    }
+    if matches!(progress, Progress::Failed(_)) {
+        for (_, why) in &mut plan.delete {
+            if *why == Why::Surplus {
+                *why = Why::RevisionFailed;
+            }
+        }
     }
     for (inst, why) in &plan.delete {
         delete_instance(ctx, rev, inst, why).await?;
@@ -134,8 +163,10 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
         }
     }
 
-    let previous = rev.status.clone().unwrap_or_default();
-    let next = desired_status(rev, &previous, desired, &now_active);
+    let mut next = desired_status(rev, &previous, desired, &now_active);
+    if let Progress::Failed(failure) = &progress {
+        status::set(&mut next.conditions, failure);
+    }
     if next != previous {
         let mut updated = rev.clone();
         updated.status = Some(next.clone());
@@ -145,10 +176,76 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
             .map_err(|source| Error::UpdateStatus { revision: ObjectRef::from_obj(rev), source })?;
         record_transition(ctx, rev, &previous, &next).await;
     }
-    Ok(match pin_wait {
-        Some(wait) if plan.create > 0 => Action::requeue(wait),
-        _ => Action::await_change(),
+    let pin_wait = pin_wait.filter(|_| plan.create > 0);
+    let deadline_wait = match progress {
+        Progress::Within(left) => Some(left),
+        _ => None,
+    };
+    Ok(match pin_wait.into_iter().chain(deadline_wait).min() {
+        Some(wait) => Action::requeue(wait),
+        None => Action::await_change(),
     })
+}
+
+/// The progress deadline of `rev`: its annotation, else the cluster's.
+fn deadline(rev: &Revision, config: &Config) -> Duration {
+    match knative::progress_deadline(&rev.meta().annotations) {
+        Some(Ok(deadline)) => deadline,
+        // Refused at admission; a revision stored before that rule gets the default.
+        Some(Err(_)) | None => config.progress_deadline,
+    }
+}
+
+/// Where a revision stands against its progress deadline.
+#[derive(Clone, Debug, PartialEq)]
+enum Progress {
+    /// It has been ready, or no instance is wanted of it: no deadline applies.
+    Done,
+    /// Not ready yet, and the deadline is this far away.
+    Within(Duration),
+    /// Failed: it gets no instances, and this `Ready` condition.
+    Failed(Cond),
+}
+
+/// Where `rev` (with `previous` status, `desired` instances wanted and `instances` as they are)
+/// stands at `now` against `deadline`. See the module documentation.
+fn progress(
+    rev: &Revision,
+    previous: &RevisionStatus,
+    desired: i32,
+    instances: &[Arc<Instance>],
+    deadline: Duration,
+    now: SystemTime,
+) -> Progress {
+    let ready_cond = status::get(&previous.conditions, READY);
+    if let Some(c) = ready_cond.filter(|c| c.status == FALSE && c.reason == PROGRESS_DEADLINE_EXCEEDED) {
+        return Progress::Failed(Cond::new(READY, FALSE, PROGRESS_DEADLINE_EXCEEDED, c.message.clone()));
+    }
+    if let Some(c) =
+        status::get(&previous.conditions, IMAGE_RESOLVED).filter(|c| c.status == FALSE && c.reason == IMAGE_NOT_FOUND)
+    {
+        return Progress::Failed(Cond::new(READY, FALSE, CONTAINER_MISSING, c.message.clone()));
+    }
+    let active: Vec<&Arc<Instance>> =
+        instances.iter().filter(|i| i.meta().deletion_timestamp.is_none() && !stopped(i)).collect();
+    if ready_cond.is_some_and(|c| c.status == TRUE) || active.iter().any(|i| ready(i)) || desired <= 0 {
+        return Progress::Done;
+    }
+    let created = rev.meta().creation_timestamp.map_or(0, |t| u64::try_from(t.seconds).unwrap_or(0));
+    let elapsed = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_sub(created);
+    if let Some(left) = deadline.checked_sub(Duration::from_secs(elapsed)).filter(|d| !d.is_zero()) {
+        return Progress::Within(left);
+    }
+    // Why, as its instances say it (the same instance each time: by name).
+    let mut sorted = active.clone();
+    sorted.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    let why = match sorted.iter().find_map(|i| failure_of(i)) {
+        Some(f) => format!("{}: {}", f.reason, f.message),
+        None => format!("{} of {desired} instances started, none ready", active.len()),
+    };
+    let message =
+        format!("the revision did not become ready within its progress deadline ({}s); {why}", deadline.as_secs());
+    Progress::Failed(Cond::new(READY, FALSE, PROGRESS_DEADLINE_EXCEEDED, message))
 }
 
 /// How many instances `rev` should have: `status.desiredInstances` once the autoscaler has
@@ -216,6 +313,8 @@ enum Why {
     Stopped,
     /// More instances run than are wanted.
     Surplus,
+    /// The revision failed: it holds nothing.
+    RevisionFailed,
 }
 
 /// What to do with a revision's instances.
@@ -288,6 +387,9 @@ async fn delete_instance(ctx: &Context, rev: &Revision, inst: &Instance, why: &W
             format!("deleted instance {} ({detail}) to replace it", instance.name)
         }
         Why::Surplus => format!("deleted instance {}: more were running than wanted", instance.name),
+        Why::RevisionFailed => {
+            format!("deleted instance {}: the revision failed and holds no instances", instance.name)
+        }
     };
     info!(%instance, ?why, "deleted an instance");
     ctx.events.record(rev, EventType::Normal, "InstanceDeleted", &message).await;
@@ -299,7 +401,7 @@ async fn create_instance(ctx: &Context, rev: &Revision) -> Result<Instance> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let inst = instance_for(rev, &random_suffix());
+        let inst = instance_for(rev, &random_suffix(), &ctx.config.overcommit);
         match ctx.client.create(inst).await {
             Ok(created) => {
                 let name = &created.meta().name;
@@ -315,12 +417,16 @@ async fn create_instance(ctx: &Context, rev: &Revision) -> Result<Instance> {
 }
 
 /// An instance of `rev` named `{revision}-{suffix}`: everything an agent needs to run it, with
-/// the serving container's image pinned when the digest is known.
-fn instance_for(rev: &Revision, suffix: &str) -> Instance {
+/// the serving container's image pinned when the digest is known and the requests the
+/// template leaves out derived from its limits by `policy`.
+fn instance_for(rev: &Revision, suffix: &str, policy: &Overcommit) -> Instance {
     let meta = rev.meta();
     let spec = rev.spec.clone().unwrap_or_default();
     let digest = rev.status.as_ref().map(|s| s.image_digest.clone()).unwrap_or_default();
     let mut containers = spec.containers;
+    for c in &mut containers {
+        policy.fill_requests(c.resources.get_or_insert_with(Default::default));
+    }
     if !digest.is_empty()
         && let Some(i) = digest::serving_container(&containers)
     {
@@ -418,7 +524,11 @@ fn desired_status(rev: &Revision, previous: &RevisionStatus, desired: i32, activ
     let failures: Vec<Failure> = sorted.iter().filter_map(|i| failure_of(i)).collect();
     let container_failure = failures.iter().find(|f| f.condition == CONTAINER_HEALTHY);
     let resource_failure = failures.iter().find(|f| f.condition == RESOURCES_AVAILABLE);
-    let image = status::get(&previous.conditions, IMAGE_RESOLVED).filter(|c| c.status == FALSE);
+    // The image could not be resolved: the revision's conditions say ContainerMissing, as
+    // Knative's, whatever the registry's answer was.
+    let image = status::get(&previous.conditions, IMAGE_RESOLVED)
+        .filter(|c| c.status == FALSE)
+        .map(|c| (if c.reason == IMAGE_NOT_FOUND { CONTAINER_MISSING.to_string() } else { c.reason.clone() }, c));
     let was = |type_: &'static str| {
         status::get(&previous.conditions, type_).map(|c| {
             let st = match c.status.as_str() {
@@ -435,8 +545,8 @@ fn desired_status(rev: &Revision, previous: &RevisionStatus, desired: i32, activ
         Cond::new(CONTAINER_HEALTHY, FALSE, f.reason.clone(), f.message.clone())
     } else if ready_count > 0 {
         Cond::true_(CONTAINER_HEALTHY)
-    } else if let Some(c) = image.filter(|_| !was_ready) {
-        Cond::new(CONTAINER_HEALTHY, FALSE, c.reason.clone(), c.message.clone())
+    } else if let Some((reason, c)) = image.clone().filter(|_| !was_ready) {
+        Cond::new(CONTAINER_HEALTHY, FALSE, reason, c.message.clone())
     } else {
         was(CONTAINER_HEALTHY).unwrap_or_else(|| Cond::new(CONTAINER_HEALTHY, UNKNOWN, "", ""))
     };
@@ -456,8 +566,8 @@ fn desired_status(rev: &Revision, previous: &RevisionStatus, desired: i32, activ
         // It has served, and nothing says it cannot: it is starting (from zero, or replacing
         // instances). Traffic keeps coming to it; the gateway holds requests meanwhile.
         Cond::true_(READY)
-    } else if let Some(c) = image {
-        Cond::new(READY, FALSE, c.reason.clone(), c.message.clone())
+    } else if let Some((reason, c)) = image {
+        Cond::new(READY, FALSE, reason, c.message.clone())
     } else if desired == 0 {
         was(READY).unwrap_or_else(|| {
             Cond::new(READY, UNKNOWN, "Inactive", "no instances are wanted: the revision is scaled to zero")
@@ -504,6 +614,7 @@ async fn record_transition(ctx: &Context, rev: &Revision, previous: &RevisionSta
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use stratus_api::v1::{Container, InstanceStatus, RevisionSpec, Scaling};
 
@@ -531,7 +642,7 @@ mod tests {
     }
 
     fn instance(name: &str, created: i64, node: &str, st: InstanceStatus) -> Arc<Instance> {
-        let mut inst = instance_for(&revision(0), "x");
+        let mut inst = instance_for(&revision(0), "x", &Overcommit::default());
         inst.meta_mut().name = name.into();
         inst.meta_mut().creation_timestamp = Some(stratus_api::Timestamp { seconds: created, nanos: 0 });
         if let Some(spec) = inst.spec.as_mut() {
@@ -595,7 +706,7 @@ mod tests {
         let mut rev = revision(0);
         let pinned = format!("127.0.0.1:5000/hello@sha256:{}", "ab".repeat(32));
         rev.status = Some(RevisionStatus { image_digest: pinned.clone(), ..Default::default() });
-        let inst = instance_for(&rev, "abcde");
+        let inst = instance_for(&rev, "abcde", &Overcommit::default());
         assert_eq!(inst.meta().name, "hello-00001-abcde");
         assert_eq!(inst.meta().labels.get(REVISION_LABEL).map(String::as_str), Some("hello-00001"));
         assert_eq!(inst.meta().labels.get(SERVICE_LABEL).map(String::as_str), Some("hello"));
@@ -682,6 +793,99 @@ mod tests {
         );
         // Running the same computation on its own result changes nothing.
         assert_eq!(desired_status(&rev, &st, 1, &[]), st);
+    }
+
+    #[test]
+    fn instances_carry_requests_derived_from_their_limits() {
+        let mut rev = revision(0);
+        if let Some(spec) = rev.spec.as_mut() {
+            let limits = [("cpu".to_string(), "1".to_string()), ("memory".to_string(), "512Mi".to_string())];
+            spec.containers[0].resources = Some(stratus_api::v1::ResourceRequirements {
+                limits: limits.into(),
+                requests: [("memory".to_string(), "256Mi".to_string())].into(),
+            });
+        }
+        let inst = instance_for(&rev, "abcde", &Overcommit::default());
+        let resources = inst.spec.unwrap_or_default().containers[0].resources.clone().unwrap_or_default();
+        assert_eq!(resources.requests.get("cpu").map(String::as_str), Some("50m"), "cpu: the limit / 20");
+        assert_eq!(resources.requests.get("memory").map(String::as_str), Some("256Mi"), "as given");
+        assert_eq!(resources.limits.get("cpu").map(String::as_str), Some("1"), "limits stay");
+    }
+
+    #[test]
+    fn a_revision_that_never_becomes_ready_fails_at_its_deadline_and_holds_nothing() {
+        let mut rev = revision(0);
+        rev.meta_mut().creation_timestamp = Some(stratus_api::Timestamp { seconds: 1_000, nanos: 0 });
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        let deadline = Duration::from_secs(10);
+        let crashing = instance(
+            "i1",
+            1_000,
+            "n1",
+            InstanceStatus {
+                phase: "Running".into(),
+                reason: "CrashLoopBackOff".into(),
+                exit_code: Some(3),
+                message: "the container exited with code 3; back-off 20s restarting it".into(),
+                ..Default::default()
+            },
+        );
+        let none = RevisionStatus::default();
+        let all = std::slice::from_ref(&crashing);
+        assert_eq!(progress(&rev, &none, 1, all, deadline, at(1_004)), Progress::Within(Duration::from_secs(6)));
+        let Progress::Failed(failed) = progress(&rev, &none, 1, all, deadline, at(1_010)) else {
+            panic!("past the deadline the revision fails")
+        };
+        assert_eq!((failed.status, failed.reason.as_str()), (FALSE, PROGRESS_DEADLINE_EXCEEDED));
+        assert_eq!(
+            failed.message,
+            "the revision did not become ready within its progress deadline (10s); ExitCode3: instance i1: the \
+             container exited with code 3"
+        );
+        // It holds nothing: every instance goes, none is made.
+        let plan = plan_instances(all, 0);
+        assert_eq!((plan.delete.len(), plan.create), (1, 0));
+        // Failed for good, even with its instances gone and the clock turned back.
+        let mut st = desired_status(&rev, &none, 0, &[]);
+        status::set(&mut st.conditions, &failed);
+        assert!(matches!(progress(&rev, &st, 1, &[], deadline, at(1_001)), Progress::Failed(c) if c == failed));
+
+        // Ready once (or nothing wanted): no deadline.
+        let ready = desired_status(&rev, &none, 1, &[instance("i2", 1_000, "n1", running(true))]);
+        assert_eq!(progress(&rev, &ready, 1, &[], deadline, at(9_999)), Progress::Done);
+        assert_eq!(progress(&rev, &none, 0, &[], deadline, at(9_999)), Progress::Done);
+        // No instance says why: the count does.
+        let Progress::Failed(c) = progress(&rev, &none, 2, &[], deadline, at(1_011)) else { panic!("fails") };
+        assert!(c.message.ends_with("0 of 2 instances started, none ready"), "{}", c.message);
+    }
+
+    #[test]
+    fn an_image_the_registry_does_not_know_fails_the_revision_at_once() {
+        let rev = revision(0);
+        let mut st = RevisionStatus::default();
+        status::set(
+            &mut st.conditions,
+            &Cond::new(IMAGE_RESOLVED, FALSE, IMAGE_NOT_FOUND, "127.0.0.1:5000/nope:v1: manifest unknown"),
+        );
+        let Progress::Failed(c) = progress(&rev, &st, 1, &[], Duration::from_secs(600), UNIX_EPOCH) else {
+            panic!("fails without waiting for the deadline")
+        };
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            (CONTAINER_MISSING, "127.0.0.1:5000/nope:v1: manifest unknown")
+        );
+        // A registry that cannot be reached is no proof: the instances may still pull.
+        status::set(&mut st.conditions, &Cond::new(IMAGE_RESOLVED, FALSE, CONTAINER_MISSING, "cannot reach"));
+        assert!(matches!(progress(&rev, &st, 1, &[], Duration::from_secs(600), UNIX_EPOCH), Progress::Within(_)));
+    }
+
+    #[test]
+    fn the_deadline_is_the_annotations_else_the_clusters() {
+        let mut rev = revision(0);
+        let config = Config { progress_deadline: Duration::from_secs(42), ..Config::default() };
+        assert_eq!(deadline(&rev, &config), Duration::from_secs(42));
+        rev.meta_mut().annotations.insert(knative::PROGRESS_DEADLINE.into(), "5s".into());
+        assert_eq!(deadline(&rev, &config), Duration::from_secs(5));
     }
 
     #[test]

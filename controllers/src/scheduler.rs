@@ -13,10 +13,15 @@
 //! 4. **binds**: updates the Instance's `spec.nodeName` at the resourceVersion it read, so that an
 //!    Instance changed or bound meanwhile is not bound again (a Conflict is retried with backoff).
 //!
-//! An Instance's requests are its serving container's `resources.requests`, else its `limits`,
-//! per resource. An Instance that fits nowhere stays Pending with reason `Unschedulable`, a
-//! message counting why the nodes were rejected (`0/3 nodes are available: 2 Insufficient cpu
-//! (need 2, 1500m free at most), 1 NotReady`), the condition `Scheduled=False` and a
+//! An Instance's requests are its serving container's `resources.requests`, per resource; a
+//! request left out is derived from the limit by the cluster's overcommit policy
+//! ([`stratus_api::capacity`]: CPU overcommitted, memory not). The revisions controller writes
+//! the derived requests into the Instances it makes, so this matters only for Instances made
+//! otherwise. Limits are the node agent's business (the engine enforces them). An Instance that
+//! fits nowhere stays Pending with reason `Unschedulable`, a message counting why the nodes were
+//! rejected and naming the revisions that hold the most of what is short (`0/3 nodes are
+//! available: 2 Insufficient cpu (need 2, 1500m free at most), 1 NotReady; largest holders:
+//! default/web-00001 (4 instances, 1200m cpu), …`), the condition `Scheduled=False` and a
 //! `FailedScheduling` Event. It is tried again when a Node's readiness, cordon or allocatable
 //! changes, when an Instance bound somewhere finishes or goes away, and every 15 s.
 //!
@@ -55,6 +60,7 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 use stratus_api::Resource;
+use stratus_api::capacity::Overcommit;
 use stratus_api::quantity::{Format, Quantity};
 use stratus_api::v1::{Container, Instance, Node};
 use stratus_client::runtime::{Action, Change, ChangeKind, Controller, ObjectRef, RateLimit, Store, Subscription};
@@ -164,30 +170,13 @@ pub fn serving_container(containers: &[Container]) -> Option<&Container> {
     containers.iter().find(|c| !c.ports.is_empty()).or_else(|| containers.first())
 }
 
-/// An Instance's requests: per resource, its serving container's `resources.requests`, else its
-/// `limits`, else nothing; and one instance. Fails, naming the field, on a value that is not a
-/// non-negative quantity.
-pub fn requests(inst: &Instance) -> Result<Resources, String> {
+/// An Instance's requests: per resource, its serving container's `resources.requests`, else
+/// its limit divided by `policy`'s ratio, else nothing; and one instance. Fails, naming the
+/// field, on a value that is not a non-negative quantity.
+pub fn requests(inst: &Instance, policy: &Overcommit) -> Result<Resources, String> {
     let containers = inst.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
-    let resources = serving_container(containers).and_then(|c| c.resources.as_ref());
-    let quantity = |key: &str| -> Result<Option<Quantity>, String> {
-        let Some(r) = resources else { return Ok(None) };
-        let (field, value) = match (r.requests.get(key), r.limits.get(key)) {
-            (Some(v), _) => ("requests", v),
-            (None, Some(v)) => ("limits", v),
-            (None, None) => return Ok(None),
-        };
-        let q: Quantity = value.parse().map_err(|e| format!("resources.{field}.{key}: {e}"))?;
-        if q.is_negative() {
-            return Err(format!("resources.{field}.{key}: {value:?} is negative"));
-        }
-        Ok(Some(q))
-    };
-    Ok(Resources {
-        cpu_millis: quantity("cpu")?.map_or(0, |q| bounded(q.ceil_millis())),
-        memory_bytes: quantity("memory")?.map_or(0, |q| bounded(q.ceil_units())),
-        instances: 1,
-    })
+    let amounts = policy.requests(serving_container(containers).and_then(|c| c.resources.as_ref()))?;
+    Ok(Resources { cpu_millis: amounts.cpu_millis, memory_bytes: amounts.memory_bytes, instances: 1 })
 }
 
 /// Runs the scheduler until `shutdown`. Nothing is decided before the Instance and Node caches
@@ -285,7 +274,7 @@ impl Scheduler {
         if inst.meta().deletion_timestamp.is_some() || is_finished(inst) {
             return Ok(Action::await_change());
         }
-        let req = match requests(inst) {
+        let req = match requests(inst, &self.ctx.config.overcommit) {
             Ok(req) => req,
             Err(why) => {
                 // Nothing but a change of the Instance can fix this: no periodic retry.
@@ -519,8 +508,9 @@ type RevisionKey = (String, String);
 #[derive(Debug, Default)]
 struct NodeUsage {
     used: Resources,
-    /// Instances per revision, for spreading.
-    by_revision: HashMap<RevisionKey, i128>,
+    /// What each revision holds here: its instances (for spreading) and their requests (to say
+    /// where capacity went).
+    by_revision: HashMap<RevisionKey, Resources>,
     /// The Instances the cache shows bound here (not the assumed ones).
     bound: HashMap<ObjectRef, Placement>,
 }
@@ -571,6 +561,8 @@ struct Cache {
     placed: HashMap<ObjectRef, Placement>,
     /// Binds of this scheduler the cache does not show yet.
     assumed: HashMap<ObjectRef, Placement>,
+    /// How requests left out are derived from limits.
+    policy: Overcommit,
 }
 
 impl Cache {
@@ -583,6 +575,7 @@ impl Cache {
             usage: HashMap::new(),
             placed: HashMap::new(),
             assumed: HashMap::new(),
+            policy: ctx.config.overcommit,
         }
     }
 
@@ -644,7 +637,7 @@ impl Cache {
             self.take(&old, false);
         }
         if change.kind != ChangeKind::Deleted
-            && let Some(p) = placement(inst)
+            && let Some(p) = placement(inst, &self.policy)
         {
             self.usage.entry(p.node.clone()).or_default().bound.insert(key.clone(), p.clone());
             self.take(&p, true);
@@ -678,12 +671,11 @@ impl Cache {
     /// Adds (`taken`) or removes a placement's share of its node.
     fn take(&mut self, p: &Placement, taken: bool) {
         let usage = self.usage.entry(p.node.clone()).or_default();
-        let sign = if taken { 1 } else { -1 };
         usage.used = if taken { usage.used.plus(p.requests) } else { usage.used.minus(p.requests) };
         if let Some(rev) = &p.revision {
-            let count = usage.by_revision.entry(rev.clone()).or_default();
-            *count += sign;
-            if *count <= 0 {
+            let held = usage.by_revision.entry(rev.clone()).or_default();
+            *held = if taken { held.plus(p.requests) } else { held.minus(p.requests) };
+            if held.instances <= 0 {
                 usage.by_revision.remove(rev);
             }
         }
@@ -797,7 +789,7 @@ fn place(
             }
             continue;
         }
-        let same_revision = revision.and_then(|r| node_usage?.by_revision.get(r).copied()).unwrap_or(0);
+        let same_revision = revision.and_then(|r| node_usage?.by_revision.get(r)).map_or(0, |held| held.instances);
         let score = (same_revision, load(&facts.allocatable, used.plus(req)));
         // Nodes come in name order: a later node wins only with a strictly better score.
         if best.is_none_or(|(b, _)| score < b) {
@@ -813,9 +805,47 @@ fn place(
     let mut reasons: Vec<_> = reasons.into_iter().collect();
     // Most common first; equal counts in a fixed order.
     reasons.sort_by(|(ra, (na, _)), (rb, (nb, _))| nb.cmp(na).then(ra.cmp(rb)));
+    // Where the resource that fell short most often went.
+    let short = reasons.iter().find_map(|(reason, _)| match reason {
+        Unfit::Insufficient(kind @ (Kind::Cpu | Kind::Memory)) => Some(*kind),
+        _ => None,
+    });
     let parts: Vec<String> =
         reasons.into_iter().map(|(reason, (count, free))| format!("{count} {}", reason.describe(req, free))).collect();
-    Err(format!("0/{} nodes are available: {}", nodes.len(), parts.join(", ")))
+    let mut message = format!("0/{} nodes are available: {}", nodes.len(), parts.join(", "));
+    if let Some(kind) = short {
+        let holders = largest_holders(usage, kind, HOLDERS_NAMED);
+        if !holders.is_empty() {
+            message.push_str("; largest holders: ");
+            message.push_str(&holders.join(", "));
+        }
+    }
+    Err(message)
+}
+
+/// How many revisions an unschedulable message names.
+const HOLDERS_NAMED: usize = 3;
+
+/// The `count` revisions that hold the most of `kind` over all nodes, most first, each as
+/// `namespace/revision (N instances, X cpu)`.
+fn largest_holders(usage: &HashMap<String, NodeUsage>, kind: Kind, count: usize) -> Vec<String> {
+    let mut held: HashMap<&RevisionKey, Resources> = HashMap::new();
+    for node in usage.values() {
+        for (rev, r) in &node.by_revision {
+            let total = held.entry(rev).or_default();
+            *total = total.plus(*r);
+        }
+    }
+    let mut held: Vec<(&RevisionKey, Resources)> = held.into_iter().filter(|(_, r)| kind.of(*r) > 0).collect();
+    held.sort_by(|(ka, a), (kb, b)| kind.of(*b).cmp(&kind.of(*a)).then(ka.cmp(kb)));
+    let name = if kind == Kind::Cpu { "cpu" } else { "memory" };
+    held.into_iter()
+        .take(count)
+        .map(|((namespace, revision), r)| {
+            let plural = if r.instances == 1 { "" } else { "s" };
+            format!("{namespace}/{revision} ({} instance{plural}, {} {name})", r.instances, kind.format(kind.of(r)))
+        })
+        .collect()
 }
 
 /// How full a node would be, in millionths: the larger of its cpu and memory shares.
@@ -915,7 +945,7 @@ fn pending(store: &Store<Instance>) -> Vec<ObjectRef> {
         .collect()
 }
 
-fn placement(inst: &Instance) -> Option<Placement> {
+fn placement(inst: &Instance, policy: &Overcommit) -> Option<Placement> {
     let node = node_name(inst);
     if node.is_empty() || is_finished(inst) {
         return None;
@@ -925,7 +955,7 @@ fn placement(inst: &Instance) -> Option<Placement> {
         node: node.to_string(),
         revision: revision_key(inst),
         // An Instance bound with unreadable requests still takes its slot.
-        requests: requests(inst).unwrap_or(Resources::ONE_INSTANCE),
+        requests: requests(inst, policy).unwrap_or(Resources::ONE_INSTANCE),
     })
 }
 
@@ -956,6 +986,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use stratus_api::v1::{Condition, InstanceSpec, InstanceStatus, NodeSpec, NodeStatus, ResourceRequirements};
 
@@ -1007,13 +1038,70 @@ mod tests {
     }
 
     #[test]
-    fn requests_are_the_serving_containers_requests_else_its_limits() {
+    fn requests_are_the_serving_containers_requests_else_derived_from_its_limits() {
+        let policy = Overcommit::default();
         let inst = instance(&[("cpu", "250m")], &[("cpu", "1"), ("memory", "512Mi")]);
-        assert_eq!(requests(&inst), Ok(req(250, 512 << 20)));
+        assert_eq!(requests(&inst, &policy), Ok(req(250, 512 << 20)));
+        // Limits only, as every Cloud Run and Knative manifest: cpu overcommitted, memory not.
+        let limits_only = instance(&[], &[("cpu", "1"), ("memory", "512Mi")]);
+        assert_eq!(requests(&limits_only, &policy), Ok(req(50, 512 << 20)));
+        let kubernetes = Overcommit::new(1.0, 1.0).unwrap();
+        assert_eq!(requests(&limits_only, &kubernetes), Ok(req(1000, 512 << 20)));
+        let generous = Overcommit::new(4.0, 2.0).unwrap();
+        assert_eq!(requests(&limits_only, &generous), Ok(req(250, 256 << 20)));
         let none = instance(&[], &[]);
-        assert_eq!(requests(&none), Ok(req(0, 0)));
+        assert_eq!(requests(&none, &policy), Ok(req(0, 0)));
         let bad = instance(&[("memory", "12XB")], &[]);
-        assert!(requests(&bad).is_err_and(|e| e.starts_with("resources.requests.memory")), "{:?}", requests(&bad));
+        let err = requests(&bad, &policy);
+        assert!(err.clone().is_err_and(|e| e.starts_with("resources.requests.memory")), "{err:?}");
+    }
+
+    #[test]
+    fn limits_overcommit_the_node_and_requests_fill_it() {
+        // Two cores: twenty one-vCPU services by their limits (each asks 50m) ...
+        let mut nodes = BTreeMap::new();
+        nodes.insert("laptop".to_string(), facts("2", "24Gi", "110"));
+        let policy = Overcommit::default();
+        let one_vcpu = requests(&instance(&[], &[("cpu", "1"), ("memory", "512Mi")]), &policy).unwrap();
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        for i in 0..40 {
+            assert_eq!(place(&nodes, &usage, one_vcpu, None), Ok("laptop".into()), "instance {i}");
+            let u = usage.entry("laptop".into()).or_default();
+            u.used = u.used.plus(one_vcpu);
+        }
+        // ... and the forty-first finds the cpu requested in full.
+        let err = place(&nodes, &usage, one_vcpu, None).unwrap_err();
+        assert!(err.starts_with("0/1 nodes are available: 1 Insufficient cpu (need 50m, 0 free at most)"), "{err}");
+        // Memory is never overcommitted: 24Gi holds 48 of 512Mi, by requests or by limits.
+        let big = requests(&instance(&[], &[("cpu", "10m"), ("memory", "8Gi")]), &policy).unwrap();
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        for _ in 0..3 {
+            assert!(place(&nodes, &usage, big, None).is_ok());
+            let u = usage.entry("laptop".into()).or_default();
+            u.used = u.used.plus(big);
+        }
+        assert!(place(&nodes, &usage, big, None).unwrap_err().contains("Insufficient memory"));
+    }
+
+    #[test]
+    fn the_unschedulable_message_names_the_largest_holders() {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("a".to_string(), facts("1", "8Gi", "110"));
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        let u = usage.entry("a".into()).or_default();
+        let held = [("big", 3, 600), ("small", 1, 100), ("mid", 2, 300)];
+        for (rev, instances, cpu) in held {
+            let r = Resources { cpu_millis: cpu, memory_bytes: 1 << 20, instances };
+            u.by_revision.insert(("default".into(), rev.into()), r);
+            u.used = u.used.plus(r);
+        }
+        let err = place(&nodes, &usage, req(100, 0), None).unwrap_err();
+        assert_eq!(
+            err,
+            "0/1 nodes are available: 1 Insufficient cpu (need 100m, 0 free at most); largest holders: \
+             default/big (3 instances, 600m cpu), default/mid (2 instances, 300m cpu), \
+             default/small (1 instance, 100m cpu)"
+        );
     }
 
     #[test]
@@ -1035,7 +1123,7 @@ mod tests {
         assert_eq!(place(&nodes, &usage, req(500, 0), Some(&rev)), Ok("a".into()));
         // "a" is emptier but already runs this revision: spread wins.
         let a = usage.entry("a".into()).or_default();
-        a.by_revision.insert(rev.clone(), 1);
+        a.by_revision.insert(rev.clone(), req(500, 0));
         a.used = req(500, 0);
         let b = usage.entry("b".into()).or_default();
         b.used = req(3000, 0);

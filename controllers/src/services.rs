@@ -16,7 +16,8 @@
 //! - **Revisions are pinned.** The serving container's image is resolved to a digest
 //!   ([`crate::digest`]) when the revision is made: `status.imageDigest` holds `repo@sha256:…`
 //!   and condition [`IMAGE_RESOLVED`] says how resolution went (False, reason
-//!   `ContainerMissing`, with the registry's answer). A failed resolution is retried with
+//!   `ImageNotFound` when the registry says the image does not exist, `ContainerMissing`
+//!   otherwise, with the registry's answer). A failed resolution is retried with
 //!   backoff on later reconciles; the revisions controller waits for the first outcome before
 //!   it starts instances, so that they run the pinned image. An image whose pull policy is
 //!   `Never` lives on the nodes only and is not resolved (`ImageResolved` True, reason
@@ -58,6 +59,10 @@ pub const GENERATION_ANNOTATION: &str = "stratus.dev/service-generation";
 pub const IMAGE_RESOLVED: &str = "ImageResolved";
 /// The reason of a revision whose image cannot be found or pulled.
 pub const CONTAINER_MISSING: &str = "ContainerMissing";
+/// The reason of [`IMAGE_RESOLVED`] when the registry answered that the image does not exist:
+/// the revision is failed at once (it would only pull in vain), and starts should a later
+/// retry find the image.
+pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
 
 const CONFIGURATIONS_READY: &str = "ConfigurationsReady";
 const ROUTES_READY: &str = "RoutesReady";
@@ -460,7 +465,8 @@ async fn record_resolution(shared: &Shared, rev: &Revision, resolution: Resoluti
         Resolution::Failed(e) => {
             let message = error_chain(e);
             warn!(%revision, %message, "cannot resolve the revision's image to a digest");
-            Cond::new(IMAGE_RESOLVED, FALSE, CONTAINER_MISSING, message)
+            let reason = if matches!(e, digest::Error::NotFound { .. }) { IMAGE_NOT_FOUND } else { CONTAINER_MISSING };
+            Cond::new(IMAGE_RESOLVED, FALSE, reason, message)
         }
     };
     let mut current = rev.clone();

@@ -399,10 +399,7 @@ async fn revisions_that_cannot_run_say_why() {
     assert_eq!(st.traffic.iter().map(|t| t.revision_name.as_str()).collect::<Vec<_>>(), ["nope-00001"]);
     // One on the service, one on the revision.
     h.expect_events("RevisionFailed", 2).await;
-    // Its instance still starts, with the image as written: the node may reach what the
-    // controller could not.
-    let instances = h.instances_of("nope-00001", 1).await;
-    assert_eq!(instances[0].spec.as_ref().map(|s| s.containers[0].image.clone()), Some(h.image("nope:v1")));
+    assert_eq!(condition(Some(&rs.conditions), "ImageResolved").map(|c| c.reason), Some("ImageNotFound".into()));
 
     // A registry that cannot be reached.
     let mut down = Service::with_image("down", "127.0.0.1:1/hello:v1");
@@ -411,6 +408,13 @@ async fn revisions_that_cannot_run_say_why() {
     let (_, ready) = h.revision_ready("down-00001", "False").await;
     assert_eq!(ready.reason, "ContainerMissing");
     assert!(ready.message.contains("cannot reach the registry 127.0.0.1:1"), "{}", ready.message);
+    // Its instance still starts, with the image as written: the node may reach what the
+    // controller could not.
+    let instances = h.instances_of("down-00001", 1).await;
+    assert_eq!(instances[0].spec.as_ref().map(|s| s.containers[0].image.clone()), Some("127.0.0.1:1/hello:v1".into()));
+    // The image the registry said does not exist gets no instance: it would only pull in vain
+    // and hold room on a node (it failed before the other service was even applied).
+    assert!(h.instances("nope-00001").await.is_empty());
 
     // An image pulled Never lives on the nodes only: no registry is asked.
     let mut local = Service::with_image("local", "stratus/local:dev");

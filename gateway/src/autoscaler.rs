@@ -303,12 +303,20 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::pool::{Deadlines, OutlierDetection, PoolSettings};
+    use crate::pool::{Deadlines, OutlierDetection, PoolSettings, QueueLimits};
 
     fn pool(poker: Arc<Poker>) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
         let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
-        Arc::new(RevisionPool::new(key, 10, OutlierDetection::default(), metrics, poker, Duration::from_secs(60)))
+        let queue_limits = QueueLimits { floor: 10, cap: 10 };
+        Arc::new(RevisionPool::new(
+            key,
+            queue_limits,
+            OutlierDetection::default(),
+            metrics,
+            poker,
+            Duration::from_secs(60),
+        ))
     }
 
     fn in_secs(secs: u64) -> Deadlines {

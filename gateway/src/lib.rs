@@ -4,11 +4,21 @@
 //! `{service}.{namespace}.{domain}` to the Service's traffic split (`status.traffic`, weighted
 //! random per request), `{tag}-{service}.{namespace}.{domain}` to the tagged revision. Within a
 //! revision it sends each request to the endpoint with the fewest requests in flight, at most
-//! `containerConcurrency` at once per endpoint; the rest wait in a bounded queue, which is also
-//! where requests for a revision with no ready instance wait for one (scale from zero). Connect
+//! `containerConcurrency` at once per endpoint; the rest wait in a queue, which is also where
+//! requests for a revision with no ready instance wait for one (scale from zero). Connect
 //! failures are retried on another endpoint, failing endpoints are ejected for a while, services
 //! are rate limited (`spec.rateLimitRps`), and every request is bounded by its revision's
 //! `timeoutSeconds`.
+//!
+//! Overload is backpressure, not a wall of errors: while a revision scales up, the demand beyond
+//! the instances placed so far waits for the ones being added. Each revision's queue is bounded
+//! by the capacity the revision may reach, ten waiting requests per request its instances may
+//! take at once as Knative's queue-proxy allows: `10 × containerConcurrency × maxInstances`,
+//! at least [`GatewayConfig::queue_floor`] and at most [`GatewayConfig::queue_cap`] (the cap
+//! also for an unlimited `containerConcurrency`). In time, a wait is bounded by the revision's
+//! timeout (or [`GatewayConfig::queue_timeout`]), and by the shorter at-capacity wait below. A
+//! request that finds the queue full is refused at once the way Cloud Run refuses what it
+//! cannot serve: 429 with `Retry-After: 1`.
 //!
 //! With an autoscaler ([`GatewayConfig::autoscaler`]) the gateway is also the activator: it
 //! streams each revision's demand to the autoscaler every second and pokes it as soon as a
@@ -63,7 +73,7 @@ pub use pool::{OutlierDetection, RevisionDemand};
 
 use autoscaler::Poker;
 use metrics::Metrics;
-use pool::RevisionPool;
+use pool::{QueueLimits, RevisionPool};
 use proxy::{ProxyBody, ProxyError, Upstreams};
 use routes::{Registry, ServiceRoute, Sources, Table};
 
@@ -83,9 +93,17 @@ pub struct GatewayConfig {
     /// Hosts are `{service}.{namespace}.{domain}`. Default `localhost`, which clients such as
     /// curl resolve to loopback with any subdomain.
     pub domain: String,
-    /// Requests that may wait per revision (for a busy or not yet ready instance); more get 503,
-    /// or 429 when the revision is at capacity. Default 100.
-    pub max_queue: usize,
+    /// The least number of requests that may wait per revision (for a busy or not yet ready
+    /// instance). A revision's queue holds `10 × containerConcurrency × maxInstances` requests
+    /// (ten per request its instances may take at once, as Knative's queue-proxy), never fewer
+    /// than this nor more than [`GatewayConfig::queue_cap`]; the bound follows the revision's
+    /// settings as they change. A request that finds the queue full gets 429 with
+    /// `Retry-After: 1`. Default 100 (the `--max-queue` of earlier versions, then a fixed bound).
+    pub queue_floor: usize,
+    /// The most requests that may wait per revision, whatever its capacity (also when
+    /// `queue_floor` is larger): it bounds the memory held by one revision's queue, and is the
+    /// bound of a revision whose `containerConcurrency` is 0 (unlimited). Default 10,000.
+    pub queue_cap: usize,
     /// The longest a request waits in a revision's queue. `None` (the default) means the
     /// revision's own `timeoutSeconds`, which is what a request for a revision scaled to zero
     /// must be able to wait for an instance to start.
@@ -119,7 +137,8 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             domain: "localhost".to_string(),
-            max_queue: 100,
+            queue_floor: 100,
+            queue_cap: 10_000,
             queue_timeout: None,
             max_retries: 2,
             connect_timeout: Duration::from_secs(2),
@@ -183,7 +202,8 @@ impl Gateway {
         let sources =
             Sources { services: services.store(), revisions: revisions.store(), endpoints: endpoints.store() };
         let metrics = Metrics::default();
-        let registry = Registry::new(config.max_queue, config.outliers.clone(), metrics.clone(), poker);
+        let queue_limits = QueueLimits { floor: config.queue_floor, cap: config.queue_cap };
+        let registry = Registry::new(queue_limits, config.outliers.clone(), metrics.clone(), poker);
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(config.connect_timeout),
             config,

@@ -24,9 +24,15 @@ struct Args {
     /// Services answer at {service}.{namespace}.{domain}.
     #[arg(long, env = "STRATUS_DOMAIN", default_value = "localhost")]
     domain: String,
-    /// Requests that may wait per revision for an instance; more get 503 (429 at maxInstances).
-    #[arg(long, default_value_t = 100)]
-    max_queue: usize,
+    /// The least number of requests that may wait per revision for an instance. A revision's
+    /// queue holds 10 × containerConcurrency × maxInstances requests, at least this many and at
+    /// most --queue-cap; a request that finds it full gets 429 with Retry-After: 1.
+    #[arg(long, visible_alias = "max-queue", default_value_t = 100)]
+    queue_floor: usize,
+    /// The most requests that may wait per revision, whatever its capacity: bounds the memory
+    /// of one revision's queue, and is the bound when containerConcurrency is 0 (unlimited).
+    #[arg(long, default_value_t = 10_000)]
+    queue_cap: usize,
     /// The longest a request waits for an instance, in seconds (default: the revision's timeout).
     #[arg(long)]
     queue_timeout_seconds: Option<u64>,
@@ -61,7 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let client = stratus_client::Client::new(&args.apiserver)?;
     let config = GatewayConfig {
         domain: args.domain,
-        max_queue: args.max_queue,
+        queue_floor: args.queue_floor,
+        queue_cap: args.queue_cap,
         queue_timeout: args.queue_timeout_seconds.map(Duration::from_secs),
         autoscaler: args.autoscaler,
         ..GatewayConfig::default()
@@ -92,4 +99,26 @@ async fn main() -> anyhow::Result<()> {
     proxy.await.context("the proxy task failed")??;
     admin.await.context("the admin task failed")??;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_queue_flags_parse_and_the_old_name_still_works() {
+        Args::command().debug_assert();
+        let defaults = Args::try_parse_from(["stratus-gateway"]).unwrap();
+        assert_eq!((defaults.queue_floor, defaults.queue_cap), (100, 10_000));
+        let set = Args::try_parse_from(["stratus-gateway", "--queue-floor", "50", "--queue-cap", "500"]).unwrap();
+        assert_eq!((set.queue_floor, set.queue_cap), (50, 500));
+        let old = Args::try_parse_from(["stratus-gateway", "--max-queue", "7"]).unwrap();
+        assert_eq!(old.queue_floor, 7);
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.contains("--max-queue") && help.contains("--queue-cap"), "{help}");
+    }
 }

@@ -3,7 +3,10 @@
 //!
 //! A request takes a [`Lease`] on the endpoint with the fewest requests in flight, never more than
 //! the revision's `containerConcurrency` per endpoint. When no endpoint can take it (all busy,
-//! all ejected, or none ready yet: a revision scaled to zero) it waits in a bounded FIFO queue.
+//! all ejected, or none ready yet: a revision scaled to zero) it waits in a FIFO queue. The queue
+//! is bounded by the capacity the revision may reach (see [`QueueLimits`]), so that demand beyond
+//! what is placed now waits for the instances being added instead of being refused; a request
+//! that finds it full is refused at once ([`AcquireError::QueueFull`]).
 //! A released lease, a new endpoint and a re-admitted endpoint each hand the freed capacity to the
 //! head of the queue directly, so a newcomer can never overtake a request that was waiting.
 //!
@@ -66,6 +69,23 @@ impl Default for OutlierDetection {
     }
 }
 
+/// How many requests may wait for one revision. The bound follows the capacity the revision may
+/// reach, `10 × containerConcurrency × maxInstances` (Knative's queue-proxy lets ten requests
+/// wait per request an instance takes at once), kept between `floor` and `cap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// The least bound: what a revision of small capacity may still hold, e.g. a burst arriving
+    /// while it scales from zero.
+    pub floor: usize,
+    /// The greatest bound, whatever the capacity (and whatever `floor`): it bounds the memory a
+    /// revision's waiting requests take. Also the bound of a revision whose concurrency is
+    /// unlimited.
+    pub cap: usize,
+}
+
+/// Requests that may wait per request an instance takes at once.
+const QUEUE_PER_SLOT: u64 = 10;
+
 /// One ready address of a revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EndpointSpec {
@@ -111,8 +131,9 @@ impl Deadlines {
 /// Why no lease was granted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum AcquireError {
-    #[error("the queue of the revision is full")]
-    QueueFull,
+    /// `limit` requests already wait, the revision's bound now (see [`QueueLimits`]).
+    #[error("the queue of the revision is full ({limit} requests wait)")]
+    QueueFull { limit: usize },
     /// The revision has no endpoint and its status says it cannot start; the text says why.
     #[error("{0}")]
     CannotStart(Arc<str>),
@@ -155,7 +176,7 @@ pub struct RevisionDemand {
 /// requests holding its leases; its state outlives table rebuilds.
 pub(crate) struct RevisionPool {
     key: ObjectRef,
-    max_queue: usize,
+    queue_limits: QueueLimits,
     outliers: OutlierDetection,
     metrics: PoolMetrics,
     poker: Arc<Poker>,
@@ -191,6 +212,8 @@ pub(crate) struct Lease {
 struct PoolState {
     concurrency: u32,
     timeout: Duration,
+    /// Requests that may wait: [`QueueLimits::bound`] of the current settings.
+    queue_bound: usize,
     endpoints: Vec<Endpoint>,
     waiters: VecDeque<Waiter>,
     next_id: u64,
@@ -229,10 +252,11 @@ struct Waiter {
 
 impl RevisionPool {
     /// An empty pool: requests wait until [`RevisionPool::configure`] gives it endpoints, and
-    /// poke the autoscaler through `poker` meanwhile.
+    /// poke the autoscaler through `poker` meanwhile. Until then the revision's capacity is
+    /// unknown, and up to `queue_limits.cap` requests may wait.
     pub(crate) fn new(
         key: ObjectRef,
-        max_queue: usize,
+        queue_limits: QueueLimits,
         outliers: OutlierDetection,
         metrics: PoolMetrics,
         poker: Arc<Poker>,
@@ -241,6 +265,7 @@ impl RevisionPool {
         let state = PoolState {
             concurrency: 0,
             timeout,
+            queue_bound: queue_limits.bound(0, u32::MAX),
             endpoints: Vec::new(),
             waiters: VecDeque::new(),
             next_id: 0,
@@ -251,7 +276,15 @@ impl RevisionPool {
             level_since: Instant::now(),
             busy_ns: 0,
         };
-        RevisionPool { key, max_queue, outliers, metrics, poker, requests: AtomicU64::new(0), state: Mutex::new(state) }
+        RevisionPool {
+            key,
+            queue_limits,
+            outliers,
+            metrics,
+            poker,
+            requests: AtomicU64::new(0),
+            state: Mutex::new(state),
+        }
     }
 
     /// The revision's namespace and name.
@@ -276,14 +309,17 @@ impl RevisionPool {
 
     /// Applies new settings. Endpoints that stay (same address) keep their in-flight count and
     /// ejection state; removed ones take no new requests, and their leases still in use end
-    /// harmlessly. Waiting requests are served by the new capacity at once, fail at once when
-    /// the revision has no endpoint and a `failure`, and poke the autoscaler when they are left
-    /// without an endpoint.
+    /// harmlessly. The queue bound follows the new concurrency and `maxInstances`; requests
+    /// already waiting keep their place when it shrinks below their number, and newcomers are
+    /// refused until the queue is below it again. Waiting requests are served by the new
+    /// capacity at once, fail at once when the revision has no endpoint and a `failure`, and
+    /// poke the autoscaler when they are left without an endpoint.
     pub(crate) fn configure(self: &Arc<Self>, settings: PoolSettings) {
         let mut state = self.lock();
         state.concurrency = settings.concurrency;
         state.timeout = settings.timeout;
         state.max_instances = settings.max_instances.max(1);
+        state.queue_bound = self.queue_limits.bound(state.concurrency, state.max_instances);
         state.failure = settings.failure;
         let mut old: HashMap<Arc<str>, Endpoint> =
             state.endpoints.drain(..).map(|e| (Arc::clone(&e.address), e)).collect();
@@ -316,8 +352,8 @@ impl RevisionPool {
     ///
     /// Fails at once when every endpoint is excluded ([`AcquireError::Exhausted`]), when the
     /// revision has no endpoint and cannot start ([`AcquireError::CannotStart`], also sent to
-    /// the waiting requests as soon as that becomes known), and when the queue is full
-    /// ([`AcquireError::AtCapacity`] if the revision is at capacity, else
+    /// the waiting requests as soon as that becomes known), and when the queue holds as many
+    /// requests as its bound ([`AcquireError::AtCapacity`] if the revision is at capacity, else
     /// [`AcquireError::QueueFull`]). A request still waiting at `deadlines.at_capacity` while
     /// the revision is at capacity, or at `deadlines.queue`, fails with
     /// [`AcquireError::AtCapacity`] if the revision is at capacity then and with
@@ -348,8 +384,11 @@ impl RevisionPool {
             {
                 return Ok(self.grant(&mut state, i));
             }
-            if state.waiters.len() >= self.max_queue {
-                return Err(if state.at_capacity() { AcquireError::AtCapacity } else { AcquireError::QueueFull });
+            if state.waiters.len() >= state.queue_bound {
+                return Err(match state.at_capacity() {
+                    true => AcquireError::AtCapacity,
+                    false => AcquireError::QueueFull { limit: state.queue_bound },
+                });
             }
             let (tx, rx) = oneshot::channel();
             state.next_id += 1;
@@ -571,6 +610,21 @@ impl RevisionPool {
     }
 }
 
+impl QueueLimits {
+    /// The queue bound of a revision whose instances take `concurrency` requests at once (0:
+    /// unlimited) and that may have `max_instances` of them: `10 × concurrency ×
+    /// max_instances`, at least `floor`, at most `cap`. An unlimited concurrency gives no
+    /// capacity to follow, so it gets `cap`.
+    pub(crate) fn bound(self, concurrency: u32, max_instances: u32) -> usize {
+        if concurrency == 0 {
+            return self.cap;
+        }
+        let slots = u64::from(concurrency).saturating_mul(u64::from(max_instances.max(1)));
+        let wanted = usize::try_from(slots.saturating_mul(QUEUE_PER_SLOT)).unwrap_or(usize::MAX);
+        wanted.max(self.floor).min(self.cap)
+    }
+}
+
 /// A request's place in the queue: leaving it (served, timed out or cancelled) removes it at once,
 /// so that the queue length and its gauge count only requests still waiting.
 struct Queued<'a> {
@@ -691,13 +745,18 @@ mod tests {
 
     use super::*;
 
-    fn pool(max_queue: usize) -> Arc<RevisionPool> {
+    /// A pool whose queue holds `bound` requests, whatever the revision's capacity.
+    fn pool(bound: usize) -> Arc<RevisionPool> {
+        pool_with(QueueLimits { floor: bound, cap: bound })
+    }
+
+    fn pool_with(queue_limits: QueueLimits) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
         let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
         let poker = Poker::disabled();
         Arc::new(RevisionPool::new(
             key,
-            max_queue,
+            queue_limits,
             OutlierDetection::default(),
             metrics,
             poker,
@@ -773,7 +832,7 @@ mod tests {
         let p = Arc::clone(&pool);
         let waiting = tokio::spawn(async move { p.acquire(&[], in_secs(1)).await.err() });
         tokio::task::yield_now().await;
-        assert_eq!(pool.acquire(&[], soon()).await.err(), Some(AcquireError::QueueFull));
+        assert_eq!(pool.acquire(&[], soon()).await.err(), Some(AcquireError::QueueFull { limit: 1 }));
         assert_eq!(waiting.await.unwrap(), Some(AcquireError::TimedOut { endpoints: 1 }));
         assert_eq!(pool.demand().queued, 0);
     }
@@ -939,5 +998,92 @@ mod tests {
         pool.configure(at_max(1));
         assert_eq!(waiting.await.unwrap(), Some(AcquireError::AtCapacity));
         assert_eq!(started.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_queue_bound_follows_the_capacity_the_revision_may_reach() {
+        let limits = QueueLimits { floor: 100, cap: 10_000 };
+        // 10 × containerConcurrency × maxInstances …
+        assert_eq!(limits.bound(10, 10), 1_000);
+        assert_eq!(limits.bound(80, 5), 4_000);
+        // … no less than the floor …
+        assert_eq!(limits.bound(1, 1), 100);
+        assert_eq!(limits.bound(3, 3), 100);
+        // … no more than the cap, also when the product overflows …
+        assert_eq!(limits.bound(80, 100), 10_000);
+        assert_eq!(limits.bound(u32::MAX, u32::MAX), 10_000);
+        // … and the cap for an unlimited concurrency, which has no capacity to follow.
+        assert_eq!(limits.bound(0, 1), 10_000);
+        // The cap bounds memory: it wins over a larger floor.
+        assert_eq!(QueueLimits { floor: 50, cap: 20 }.bound(1, 1), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn configure_recomputes_the_queue_bound() {
+        let pool = pool_with(QueueLimits { floor: 100, cap: 10_000 });
+        let bound = |pool: &Arc<RevisionPool>| pool.lock().queue_bound;
+        let with = |concurrency, max_instances| PoolSettings { max_instances, ..settings(concurrency, &["a:1"]) };
+        // Nothing known yet: the cap.
+        assert_eq!(bound(&pool), 10_000);
+        pool.configure(with(10, 10));
+        assert_eq!(bound(&pool), 1_000);
+        pool.configure(with(10, 30));
+        assert_eq!(bound(&pool), 3_000);
+        pool.configure(with(2, 1));
+        assert_eq!(bound(&pool), 100);
+        pool.configure(with(0, 1));
+        assert_eq!(bound(&pool), 10_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scaling_revision_queues_beyond_the_floor_up_to_its_bound() {
+        // Issue 9: two instances of containerConcurrency 10 placed out of maxInstances 10. The
+        // old fixed queue of 100 refused the 101st waiting request; the bound is now 1,000.
+        let pool = pool_with(QueueLimits { floor: 100, cap: 10_000 });
+        pool.configure(PoolSettings { max_instances: 10, ..settings(10, &["a:1", "b:1"]) });
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(pool.acquire(&[], soon()).await.unwrap());
+        }
+        let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..190 {
+            let (p, tx) = (Arc::clone(&pool), tx.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(p.acquire(&[], in_secs(60)).await.map(|_| ()));
+            });
+        }
+        drop(tx);
+        // Every one of them queues: none is answered before capacity frees up.
+        while pool.demand().queued < 190 {
+            assert!(served.try_recv().is_err(), "a request was refused instead of queued");
+            tokio::task::yield_now().await;
+        }
+        assert_eq!((pool.demand().in_flight, pool.demand().queued), (20, 190));
+        // As the leases are released, every waiting request is served in turn.
+        drop(held);
+        let mut answers = 0;
+        while let Some(answer) = served.recv().await {
+            assert_eq!(answer, Ok(()));
+            answers += 1;
+        }
+        assert_eq!(answers, 190);
+        // The bound is still a bound: one busy instance of two allowed, containerConcurrency 1,
+        // holds 20 waiting requests and refuses the 21st.
+        let full = pool_with(QueueLimits { floor: 1, cap: 10_000 });
+        full.configure(PoolSettings { max_instances: 2, ..settings(1, &["a:1"]) });
+        let _busy = full.acquire(&[], soon()).await.unwrap();
+        let waiting: Vec<_> = (0..20)
+            .map(|_| {
+                let p = Arc::clone(&full);
+                tokio::spawn(async move { p.acquire(&[], soon()).await.err() })
+            })
+            .collect();
+        while full.demand().queued < 20 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(full.acquire(&[], soon()).await.err(), Some(AcquireError::QueueFull { limit: 20 }));
+        for w in waiting {
+            w.abort();
+        }
     }
 }

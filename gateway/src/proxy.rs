@@ -45,8 +45,9 @@ pub(crate) enum ProxyError {
     NotReady,
     #[error("service {service} is over its request rate limit")]
     RateLimited { service: ObjectRef, retry_after: u64 },
-    #[error("too many requests are waiting for revision {0}")]
-    QueueFull(ObjectRef),
+    /// The revision's queue holds its bound (`limit`): overload the client should back off from.
+    #[error("revision {revision} already has {limit} requests waiting for an instance; retry later")]
+    QueueFull { revision: ObjectRef, limit: usize },
     /// The revision's status says why it cannot start; the text names the revision.
     #[error("{0}")]
     CannotStart(Arc<str>),
@@ -140,9 +141,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer
     };
     let mut response = result.unwrap_or_else(|e| {
         match &e {
-            ProxyError::UnknownHost(_) | ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) => {
-                debug!(host, error = %ErrorChain(&e))
-            }
+            // Expected under overload, once per refused request: not worth a log line each.
+            ProxyError::UnknownHost(_)
+            | ProxyError::RateLimited { .. }
+            | ProxyError::AtCapacity(_)
+            | ProxyError::QueueFull { .. } => debug!(host, error = %ErrorChain(&e)),
             _ => info!(host, request_id = ?request_id, error = %ErrorChain(&e), "request failed"),
         }
         error_response(&e)
@@ -186,7 +189,9 @@ async fn forward(
     loop {
         let lease = match pool.acquire(&tried, deadlines).await {
             Ok(lease) => lease,
-            Err(AcquireError::QueueFull) => return Err(ProxyError::QueueFull(revision.clone())),
+            Err(AcquireError::QueueFull { limit }) => {
+                return Err(ProxyError::QueueFull { revision: revision.clone(), limit });
+            }
             Err(AcquireError::CannotStart(why)) => return Err(ProxyError::CannotStart(why)),
             Err(AcquireError::AtCapacity) => return Err(ProxyError::AtCapacity(revision.clone())),
             Err(AcquireError::TimedOut { endpoints: 0 }) => {
@@ -326,10 +331,12 @@ fn upstream_uri(address: &str, path: &str) -> Result<Uri, http::Error> {
 fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = match error {
         ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
-        ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) => StatusCode::TOO_MANY_REQUESTS,
+        // What cannot be served now but may be soon: the client should back off and retry.
+        ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) | ProxyError::QueueFull { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         ProxyError::NoTraffic(_)
         | ProxyError::NotReady
-        | ProxyError::QueueFull(_)
         | ProxyError::CannotStart(_)
         | ProxyError::NoInstance { .. }
         | ProxyError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -344,7 +351,8 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
         ProxyError::RateLimited { retry_after, .. } => {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
         }
-        ProxyError::AtCapacity(_) => {
+        // The queue moves as instances free up or are added, so a second is a fair wait.
+        ProxyError::AtCapacity(_) | ProxyError::QueueFull { .. } => {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
         _ => {}
@@ -468,5 +476,43 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The status and `Retry-After` of the gateway's answer to `error`.
+    fn answer(error: &ProxyError) -> (StatusCode, Option<String>) {
+        let response = error_response(error);
+        let retry_after = response.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap().to_string());
+        (response.status(), retry_after)
+    }
+
+    #[test]
+    fn overload_answers_429_with_retry_after_and_failures_keep_their_status() {
+        let revision = ObjectRef::new("default", "hello-00001");
+        let full = ProxyError::QueueFull { revision: revision.clone(), limit: 1000 };
+        assert_eq!(answer(&full), (StatusCode::TOO_MANY_REQUESTS, Some("1".into())));
+        assert_eq!(
+            full.to_string(),
+            "revision default/hello-00001 already has 1000 requests waiting for an instance; retry later"
+        );
+        assert_eq!(
+            answer(&ProxyError::AtCapacity(revision.clone())),
+            (StatusCode::TOO_MANY_REQUESTS, Some("1".into()))
+        );
+        let limited = ProxyError::RateLimited { service: revision.clone(), retry_after: 3 };
+        assert_eq!(answer(&limited), (StatusCode::TOO_MANY_REQUESTS, Some("3".into())));
+        // A revision that cannot start, and a wait that ran out, are not overload.
+        let cannot = ProxyError::CannotStart(Arc::from("revision hello-00001 cannot start: ContainerMissing"));
+        assert_eq!(answer(&cannot), (StatusCode::SERVICE_UNAVAILABLE, None));
+        let waited = Duration::from_secs(10);
+        assert_eq!(answer(&ProxyError::Busy { revision: revision.clone(), waited }).0, StatusCode::SERVICE_UNAVAILABLE);
+        let timeout = ProxyError::Timeout { revision, timeout: waited };
+        assert_eq!(answer(&timeout), (StatusCode::GATEWAY_TIMEOUT, None));
     }
 }

@@ -19,7 +19,7 @@ use tracing::warn;
 
 use crate::autoscaler::Poker;
 use crate::metrics::Metrics;
-use crate::pool::{EndpointSpec, OutlierDetection, PoolSettings, Protocol, RevisionPool};
+use crate::pool::{EndpointSpec, OutlierDetection, PoolSettings, Protocol, QueueLimits, RevisionPool};
 use crate::ratelimit::TokenBucket;
 
 /// Where a host's requests go.
@@ -49,7 +49,7 @@ pub(crate) struct Route {
 
 /// What outlives routing tables: per-revision balancers, per-service token buckets.
 pub(crate) struct Registry {
-    max_queue: usize,
+    queue_limits: QueueLimits,
     outliers: OutlierDetection,
     metrics: Metrics,
     poker: Arc<Poker>,
@@ -107,8 +107,13 @@ impl Route {
 
 impl Registry {
     /// An empty registry; its pools poke the autoscaler through `poker`.
-    pub(crate) fn new(max_queue: usize, outliers: OutlierDetection, metrics: Metrics, poker: Arc<Poker>) -> Registry {
-        Registry { max_queue, outliers, metrics, poker, pools: HashMap::new(), limits: HashMap::new() }
+    pub(crate) fn new(
+        queue_limits: QueueLimits,
+        outliers: OutlierDetection,
+        metrics: Metrics,
+        poker: Arc<Poker>,
+    ) -> Registry {
+        Registry { queue_limits, outliers, metrics, poker, pools: HashMap::new(), limits: HashMap::new() }
     }
 
     /// The balancers of every routed revision.
@@ -182,7 +187,7 @@ impl Registry {
             Some(pool) => Arc::clone(pool),
             None => Arc::new(RevisionPool::new(
                 revision.clone(),
-                self.max_queue,
+                self.queue_limits,
                 self.outliers.clone(),
                 self.metrics.pool_metrics(revision),
                 Arc::clone(&self.poker),
@@ -345,7 +350,9 @@ mod tests {
 
     impl Fixture {
         fn new() -> Fixture {
-            let registry = Registry::new(10, OutlierDetection::default(), Metrics::default(), Poker::disabled());
+            let queue_limits = QueueLimits { floor: 10, cap: 10 };
+            let registry =
+                Registry::new(queue_limits, OutlierDetection::default(), Metrics::default(), Poker::disabled());
             Fixture { services: Writer::new(), revisions: Writer::new(), endpoints: Writer::new(), registry }
         }
 

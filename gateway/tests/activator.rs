@@ -139,7 +139,8 @@ async fn held_requests_get_503_naming_the_reason_when_the_revision_cannot_start(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_max_instances_extra_requests_get_429_with_retry_after() -> Result<()> {
     let at_capacity_timeout = Duration::from_secs(1);
-    let config = GatewayConfig { max_queue: 2, at_capacity_timeout, ..GatewayConfig::default() };
+    // A queue of two, whatever the revision's capacity.
+    let config = GatewayConfig { queue_floor: 2, queue_cap: 2, at_capacity_timeout, ..GatewayConfig::default() };
     let h = Arc::new(Harness::start_with(config).await?);
     let (open, gate) = watch::channel(false);
     let backend = gated("full-1", gate).await?;

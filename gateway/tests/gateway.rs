@@ -1,7 +1,7 @@
 //! The gateway against a real API server and real backends: routing by host, traffic splits,
-//! balancing and queueing, retries, ejection, rate limits, timeouts, headers, h2c and gRPC-style
-//! trailers, streaming, upgrades, live route changes and holding requests for a revision with no
-//! instance yet.
+//! balancing and queueing, retries, ejection, rate limits, a full queue, timeouts, headers, h2c
+//! and gRPC-style trailers, streaming, upgrades, live route changes and holding requests for a
+//! revision with no instance yet.
 
 mod support;
 
@@ -17,8 +17,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use stratus_api::v1::{RevisionSpec, Scaling};
+use stratus_gateway::GatewayConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::timeout;
 
 use support::*;
@@ -287,6 +290,50 @@ async fn a_service_over_its_rate_limit_gets_429_with_retry_after() -> Result<()>
     ensure!(*status == StatusCode::TOO_MANY_REQUESTS, "{answers:?}");
     ensure!(retry_after.as_ref().is_some_and(|v| v == "1"), "{answers:?}");
     ensure!(backend.hits() == answers.len() - 1, "a limited request never reaches the backend");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_follows_the_revision_capacity_and_when_full_answers_429_with_retry_after() -> Result<()> {
+    // A floor of 2, but containerConcurrency 1 and maxInstances 2: up to 20 requests may wait.
+    let config = GatewayConfig { queue_floor: 2, ..GatewayConfig::default() };
+    let h = Arc::new(Harness::start_with(config).await?);
+    let (open, gate) = watch::channel(false);
+    let backend = gated("queue-1", gate).await?;
+    let scaling = Scaling { max_instances: Some(2), ..Default::default() };
+    h.revision_spec("queue-1", RevisionSpec { scaling: Some(scaling), ..revision_spec(1, 30) }).await?;
+    h.endpoints("queue-1", &[backend.endpoint("http1")]).await?;
+    h.service("queue", None, &[("queue-1", 100, "")]).await?;
+    h.wait_endpoints("queue-1", 1).await?;
+
+    // One instance of the two it may have is placed: it takes one request, twenty wait for the
+    // second (the floor alone would have refused the third).
+    let get = |h: &Arc<Harness>| {
+        let h = Arc::clone(h);
+        tokio::spawn(async move { h.get(&host("queue"), "/").await })
+    };
+    let first = get(&h);
+    eventually("the first request in flight", || {
+        std::future::ready(h.gateway.demand().iter().any(|d| d.revision == "queue-1" && d.in_flight == 1))
+    })
+    .await?;
+    let waiting: Vec<_> = (0..20).map(|_| get(&h)).collect();
+    eventually("twenty requests queued", || std::future::ready(h.queued("queue-1") == 20)).await?;
+
+    // The queue is full: backpressure, told at once to come back, not a 5xx.
+    let (status, headers, body) = h.get(&host("queue"), "/").await?;
+    ensure!(status == StatusCode::TOO_MANY_REQUESTS, "{status} {body}");
+    ensure!(headers.get(RETRY_AFTER).is_some_and(|v| v == "1"), "{headers:?}");
+    ensure!(body.contains("revision default/queue-1 already has 20 requests waiting for an instance"), "{body}");
+
+    // Capacity frees up: every request that waited is served.
+    open.send_replace(true);
+    for request in std::iter::once(first).chain(waiting) {
+        let (status, _, body) = request.await??;
+        ensure!(status == StatusCode::OK && body == "queue-1", "{status} {body}");
+    }
+    ensure!(backend.hits() == 21, "the refused request never reached the instance");
+    ensure!(h.queued("queue-1") == 0);
     Ok(())
 }
 
