@@ -34,6 +34,13 @@ pub use pbjson_types::Timestamp;
 pub use resource::{AnyObject, KindInfo, Resource};
 pub use v1::*;
 
+/// The container of a revision (or instance) that receives requests: the first with a port,
+/// else the first. Its resources are what the scheduler counts and its port is what the
+/// gateway reaches; the others are sidecars.
+pub fn serving_container(containers: &[Container]) -> Option<&Container> {
+    containers.iter().find(|c| !c.ports.is_empty()).or_else(|| containers.first())
+}
+
 /// Everything done to an object before it is stored: Knative/Cloud Run annotations become spec
 /// fields, defaults are filled, and the result is validated.
 pub fn prepare(obj: &mut AnyObject) -> Result<(), validation::ErrorList> {

@@ -11,6 +11,7 @@ use stratus_api::v1::{
 };
 use stratus_api::{AnyObject, Resource};
 
+use crate::allocation::{self, Allocatable, UNSCHEDULABLE};
 use crate::format::{age, rfc3339};
 use crate::output::{conditions, event_time, or_none, owning_service};
 use crate::table;
@@ -21,15 +22,17 @@ pub enum Events {
     Unavailable(String),
 }
 
-/// The objects a Service made, shown in its description.
-#[derive(Debug, Default)]
-pub struct Related {
-    pub revisions: Vec<stratus_api::v1::Revision>,
-    pub instances: Vec<stratus_api::v1::Instance>,
+/// The objects shown with another in its description.
+#[derive(Debug)]
+pub enum Related {
+    /// The revisions and instances a Service made.
+    Service { revisions: Vec<Revision>, instances: Vec<Instance> },
+    /// The Instances bound to a Node, or why they could not be listed.
+    Node(Result<Vec<Instance>, String>),
 }
 
-/// The whole description of `obj`, ending with its events; for a Service, with its revisions
-/// and their instances when `related` is given.
+/// The whole description of `obj`, ending with its events; with `related`, a Service's
+/// revisions and their instances, or what the Instances on a Node hold.
 pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, now: SystemTime) -> String {
     let mut doc = Doc::default();
     metadata(&mut doc, obj, now);
@@ -45,20 +48,26 @@ pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, 
         | AnyObject::Endpoints(_)
         | AnyObject::Event(_) => spec_and_status(&mut doc, obj),
     }
-    if let (AnyObject::Service(svc), Some(related)) = (obj, related) {
-        related_tables(&mut doc, svc, related, now);
+    match (obj, related) {
+        (AnyObject::Service(svc), Some(Related::Service { revisions, instances })) => {
+            related_tables(&mut doc, svc, revisions, instances, now);
+        }
+        (AnyObject::Node(n), Some(Related::Node(instances))) => node_allocation(&mut doc, n, instances),
+        _ => {}
     }
     condition_table(&mut doc, conditions(obj), now);
     event_table(&mut doc, events, now);
     doc.render()
 }
 
-/// A Service's revisions (with the traffic each gets) and its instances (with their nodes and
-/// addresses), newest first.
-fn related_tables(doc: &mut Doc, svc: &Service, related: &Related, now: SystemTime) {
+/// A Service's revisions (with the traffic each gets, and why instances its autoscaler wants
+/// are not on nodes), newest first, and its instances (with their nodes and addresses).
+fn related_tables(doc: &mut Doc, svc: &Service, revisions: &[Revision], instances: &[Instance], now: SystemTime) {
     let traffic = svc.status.as_ref().map(|s| s.traffic.clone()).unwrap_or_default();
-    let mut revisions: Vec<_> = related.revisions.iter().collect();
+    let mut revisions: Vec<_> = revisions.iter().collect();
     revisions.sort_by(|a, b| b.meta().name.cmp(&a.meta().name));
+    let mut instances: Vec<_> = instances.iter().collect();
+    instances.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
     doc.header(0, "Revisions");
     if revisions.is_empty() {
         doc.lines.push(Line::Text { indent: 1, text: "<none>".into() });
@@ -82,13 +91,16 @@ fn related_tables(doc: &mut Doc, svc: &Service, related: &Related, now: SystemTi
             })
             .collect();
         doc.table(1, &["Name", "Ready", "Reason", "Traffic", "Desired", "Ready Instances", "Age"], rows);
+        for r in &revisions {
+            if let Some(text) = shortfall(r, &instances) {
+                doc.field(1, "Capacity", text);
+            }
+        }
     }
     doc.header(0, "Instances");
-    if related.instances.is_empty() {
+    if instances.is_empty() {
         doc.lines.push(Line::Text { indent: 1, text: "<none>".into() });
     } else {
-        let mut instances: Vec<_> = related.instances.iter().collect();
-        instances.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
         let or_none = |s: &str| if s.is_empty() { "<none>".to_string() } else { s.to_string() };
         let rows = instances
             .iter()
@@ -109,6 +121,94 @@ fn related_tables(doc: &mut Doc, svc: &Service, related: &Related, now: SystemTi
             .collect();
         doc.table(1, &["Name", "Revision", "Node", "Address", "Phase", "Ready", "Restarts", "Reason"], rows);
     }
+}
+
+/// Why `revision` has fewer instances on nodes than its autoscaler wants, in one line, with
+/// the scheduler's account of the first of its instances it could not place; nothing when
+/// every instance wanted is placed.
+fn shortfall(revision: &Revision, instances: &[&Instance]) -> Option<String> {
+    let name = &revision.meta().name;
+    let desired = i64::from(revision.status.as_ref().map_or(0, |s| s.desired_instances));
+    let ours: Vec<&Instance> =
+        instances.iter().copied().filter(|i| i.spec.as_ref().is_some_and(|s| &s.revision_name == name)).collect();
+    let placed = i64::try_from(ours.iter().filter(|i| allocation::node_held(i).is_some()).count()).unwrap_or(i64::MAX);
+    if desired <= placed {
+        return None;
+    }
+    let waiting = desired - placed;
+    let why = ours.iter().find_map(|i| {
+        let pending = i.spec.as_ref().is_none_or(|s| s.node_name.is_empty());
+        let status = i.status.as_ref().filter(|s| pending && s.reason == UNSCHEDULABLE && !s.message.is_empty());
+        status.map(|s| s.message.as_str())
+    });
+    let plural = |n: i64, one: &'static str, many: &'static str| if n == 1 { one } else { many };
+    let wants = format!(
+        "the autoscaler wants {desired} {} of {name}; {placed} {} placed",
+        plural(desired, "instance", "instances"),
+        plural(placed, "is", "are"),
+    );
+    Some(match why {
+        // One line, whatever the scheduler wrote.
+        Some(message) => {
+            format!("{wants}, {waiting} {} for room: {}", plural(waiting, "waits", "wait"), message.replace('\n', " "))
+        }
+        // Made but not scheduled yet, or not made yet: nothing says room is short.
+        None => format!("{wants}, {waiting} {} not placed yet", plural(waiting, "is", "are")),
+    })
+}
+
+/// kubectl's "Non-terminated Pods" and "Allocated resources" of a Node: the Instances holding
+/// room on it with their requests and limits, then their totals against what it offers. Limits
+/// may add up to more than the node has; requests, which the scheduler places by, may not.
+fn node_allocation(doc: &mut Doc, node: &Node, instances: &Result<Vec<Instance>, String>) {
+    let instances = match instances {
+        Ok(list) => list,
+        Err(reason) => {
+            doc.text(0, format!("Allocated resources:  <cannot list instances: {reason}>"));
+            return;
+        }
+    };
+    let name = node.meta().name.as_str();
+    let mut holding: Vec<&Instance> = instances.iter().filter(|i| allocation::node_held(i) == Some(name)).collect();
+    holding.sort_by(|a, b| (&a.meta().namespace, &a.meta().name).cmp(&(&b.meta().namespace, &b.meta().name)));
+    let offered = Allocatable::of(node);
+    let cpu = |millis: i128| allocation::with_percent(allocation::cpu(millis), millis, offered.cpu_millis);
+    let memory = |bytes: i128| allocation::with_percent(allocation::memory(bytes), bytes, offered.memory_bytes);
+    // Text, not a field: a key this long would push every field of the description right.
+    doc.text(0, format!("Non-terminated Instances:  ({} in total)", holding.len()));
+    if !holding.is_empty() {
+        let rows = holding
+            .iter()
+            .map(|i| {
+                let revision = or_none(i.spec.as_ref().map(|s| s.revision_name.as_str()).unwrap_or_default());
+                let amounts = match allocation::held(i) {
+                    Ok(h) => [
+                        cpu(h.requests.cpu_millis),
+                        cpu(h.limits.cpu_millis),
+                        memory(h.requests.memory_bytes),
+                        memory(h.limits.memory_bytes),
+                    ],
+                    Err(_) => std::array::from_fn(|_| "<invalid>".to_string()),
+                };
+                [i.meta().namespace.clone(), i.meta().name.clone(), revision].into_iter().chain(amounts).collect()
+            })
+            .collect();
+        let header =
+            ["Namespace", "Name", "Revision", "CPU Requests", "CPU Limits", "Memory Requests", "Memory Limits"];
+        doc.table(1, &header, rows);
+    }
+    let total = allocation::per_node(holding.iter().copied()).remove(name).unwrap_or_default();
+    doc.header(0, "Allocated resources");
+    doc.text(1, "(Total limits may be over 100 percent, i.e., overcommitted.)".into());
+    // An instance takes one of the node's instance slots, both as what it asks and as the most
+    // it may use, so the count stands in both columns.
+    let instances = allocation::with_percent(total.instances.to_string(), total.instances, offered.instances);
+    let rows = vec![
+        vec!["cpu".to_string(), cpu(total.requests.cpu_millis), cpu(total.limits.cpu_millis)],
+        vec!["memory".to_string(), memory(total.requests.memory_bytes), memory(total.limits.memory_bytes)],
+        vec!["instances".to_string(), instances.clone(), instances],
+    ];
+    doc.table(1, &["Resource", "Requests", "Limits"], rows);
 }
 
 fn service(doc: &mut Doc, s: &Service) {
@@ -572,6 +672,11 @@ impl Doc {
         self.lines.push(Line::Field { indent, key: key.to_string(), value: None });
     }
 
+    /// A line as it is: it takes no part in the alignment of fields.
+    fn text(&mut self, indent: usize, text: String) {
+        self.lines.push(Line::Text { indent, text });
+    }
+
     /// Labels or annotations: one `key=value` per line, in key order, or `<none>`.
     fn map(&mut self, indent: usize, key: &str, map: &BTreeMap<String, String>, sep: &str) {
         let value = if map.is_empty() {
@@ -646,8 +751,8 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use stratus_api::v1::{
-        EnvVar, Event, EventSpec, Lease, LeaseSpec, ObjectReference, RevisionTemplate, Scaling, Service, ServiceSpec,
-        ServiceStatus,
+        EnvVar, Event, EventSpec, InstanceSpec, InstanceStatus, Lease, LeaseSpec, NodeStatus, ObjectReference,
+        ResourceRequirements, RevisionStatus, RevisionTemplate, Scaling, Service, ServiceSpec, ServiceStatus,
     };
     use stratus_api::{Resource, Timestamp};
 
@@ -849,5 +954,170 @@ Traffic:
         assert_eq!(bytes(512), "512B");
         assert_eq!(bytes(3 << 20), "3.0Mi");
         assert_eq!(bytes(3 << 29), "1.5Gi");
+    }
+
+    fn quantities(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// An Instance of `revision` in `namespace`, on `node` (none: not placed), whose one
+    /// container has these limits and requests.
+    fn instance(
+        namespace: &str,
+        name: &str,
+        revision: &str,
+        node: &str,
+        status: InstanceStatus,
+        limits: &[(&str, &str)],
+        requests: &[(&str, &str)],
+    ) -> Instance {
+        Instance {
+            metadata: Some(ObjectMeta { name: name.into(), namespace: namespace.into(), ..Default::default() }),
+            spec: Some(InstanceSpec {
+                revision_name: revision.into(),
+                node_name: node.into(),
+                containers: vec![Container {
+                    resources: Some(ResourceRequirements {
+                        limits: quantities(limits),
+                        requests: quantities(requests),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    fn phase(phase: &str) -> InstanceStatus {
+        InstanceStatus { phase: phase.into(), ..Default::default() }
+    }
+
+    fn node() -> AnyObject {
+        Node {
+            metadata: Some(ObjectMeta { name: "n1".into(), creation_timestamp: ts(60), ..Default::default() }),
+            status: Some(NodeStatus {
+                allocatable: quantities(&[("cpu", "2"), ("memory", "4Gi"), ("instances", "110")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_any()
+    }
+
+    #[test]
+    fn a_node_says_which_instances_hold_its_capacity() {
+        let serving = [("cpu", "1"), ("memory", "512Mi")];
+        let instances = vec![
+            // Made by the platform: requests written beside the limits.
+            instance(
+                "team",
+                "hello-00001-aaaaa",
+                "hello-00001",
+                "n1",
+                phase("Running"),
+                &serving,
+                &[("cpu", "50m"), ("memory", "512Mi")],
+            ),
+            // Made by hand with limits only: requests are the limits, as Kubernetes counts them.
+            instance("default", "solo", "", "n1", phase("Pending"), &[("cpu", "500m"), ("memory", "1Gi")], &[]),
+            // Finished, or elsewhere: not counted.
+            instance("team", "hello-00001-ccccc", "hello-00001", "n1", phase("Succeeded"), &serving, &[]),
+            instance("team", "hello-00001-ddddd", "hello-00001", "n2", phase("Running"), &serving, &[]),
+        ];
+        let related = Related::Node(Ok(instances));
+        let text = render_with(&node(), Some(&related), &Events::List(vec![]), now());
+        let expected = "\
+Non-terminated Instances:  (2 in total)
+  Namespace   Name                Revision      CPU Requests   CPU Limits   Memory Requests   Memory Limits
+  ---------   ----                --------      ------------   ----------   ---------------   -------------
+  default     solo                <none>        500m (25%)     500m (25%)   1Gi (25%)         1Gi (25%)
+  team        hello-00001-aaaaa   hello-00001   50m (2%)       1 (50%)      512Mi (12%)       512Mi (12%)
+Allocated resources:
+  (Total limits may be over 100 percent, i.e., overcommitted.)
+  Resource    Requests       Limits
+  --------    --------       ------
+  cpu         550m (27%)     1500m (75%)
+  memory      1536Mi (37%)   1536Mi (37%)
+  instances   2 (1%)         2 (1%)
+Events:              <none>
+";
+        assert!(text.ends_with(expected), "{text}");
+        // The long title is not a field: the node's own fields keep their alignment.
+        assert!(text.starts_with("Name:                n1\n"), "{text}");
+
+        let empty = render_with(&node(), Some(&Related::Node(Ok(vec![]))), &Events::List(vec![]), now());
+        assert!(empty.contains("Non-terminated Instances:  (0 in total)\nAllocated resources:\n"), "{empty}");
+        assert!(empty.contains("  cpu         0 (0%)     0 (0%)\n"), "{empty}");
+    }
+
+    #[test]
+    fn a_node_whose_instances_cannot_be_listed_says_so() {
+        let related = Related::Node(Err("forbidden".into()));
+        let text = render_with(&node(), Some(&related), &Events::List(vec![]), now());
+        assert!(text.contains("\nAllocated resources:  <cannot list instances: forbidden>\n"), "{text}");
+        assert!(!text.contains("Non-terminated"), "{text}");
+    }
+
+    fn revision(name: &str, desired: i32) -> Revision {
+        Revision {
+            metadata: Some(ObjectMeta { name: name.into(), namespace: "default".into(), ..Default::default() }),
+            status: Some(RevisionStatus { desired_instances: desired, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_service_says_when_wanted_instances_wait_for_room() {
+        let message = "0/1 nodes are available: 1 Insufficient cpu (need 50m, 0 free at most); largest holders: \
+                       default/hello-00001 (1 instances, 1950m cpu)";
+        let unschedulable = InstanceStatus {
+            phase: "Pending".into(),
+            reason: UNSCHEDULABLE.into(),
+            message: message.into(),
+            ..Default::default()
+        };
+        let req = [("cpu", "50m")];
+        let instances = vec![
+            instance("default", "hello-00002-a", "hello-00002", "n1", phase("Running"), &[], &req),
+            instance("default", "hello-00002-b", "hello-00002", "", phase("Pending"), &[], &req),
+            instance("default", "hello-00002-c", "hello-00002", "", unschedulable, &[], &req),
+            // Placed, then failed: it does not count as placed.
+            instance("default", "hello-00002-d", "hello-00002", "n1", phase("Failed"), &[], &req),
+            instance("default", "hello-00001-a", "hello-00001", "n1", phase("Running"), &[], &req),
+        ];
+        let revisions = vec![revision("hello-00001", 1), revision("hello-00002", 4)];
+        let related = Related::Service { revisions, instances };
+        let text = render_with(&service(), Some(&related), &Events::List(vec![]), now());
+        let capacity: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("Capacity:")).collect();
+        assert_eq!(
+            capacity,
+            [format!(
+                "  Capacity:  the autoscaler wants 4 instances of hello-00002; 1 is placed, 3 wait for room: {message}"
+            )],
+            "{text}"
+        );
+        // Under the revisions, before the instances.
+        let revisions_at = text.find("Revisions:").unwrap();
+        let capacity_at = text.find("  Capacity:").unwrap();
+        assert!(revisions_at < capacity_at && capacity_at < text.find("\nInstances:").unwrap(), "{text}");
+
+        // Short without a word from the scheduler: still placing, not out of room.
+        let instances = vec![instance("default", "hello-00002-a", "hello-00002", "", phase("Pending"), &[], &req)];
+        let related = Related::Service { revisions: vec![revision("hello-00002", 1)], instances };
+        let text = render_with(&service(), Some(&related), &Events::List(vec![]), now());
+        assert!(
+            text.contains(
+                "\n  Capacity:  the autoscaler wants 1 instance of hello-00002; 0 are placed, 1 is not placed yet\n"
+            ),
+            "{text}"
+        );
+
+        // Everything placed: nothing said.
+        let instances = vec![instance("default", "hello-00002-a", "hello-00002", "n1", phase("Running"), &[], &req)];
+        let related = Related::Service { revisions: vec![revision("hello-00002", 1)], instances };
+        let text = render_with(&service(), Some(&related), &Events::List(vec![]), now());
+        assert!(!text.contains("Capacity:"), "{text}");
     }
 }

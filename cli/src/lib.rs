@@ -13,6 +13,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+mod allocation;
 pub mod args;
 pub mod bench;
 mod commands;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use stratus_api::v1::{Condition, Container, ObjectMeta, RevisionSpec};
 use stratus_api::{AnyObject, KindInfo, Timestamp};
 
+use crate::allocation::{self, Allocatable, Held};
 use crate::error::{Error, Result};
 use crate::format::{age, human_duration};
 
@@ -24,6 +25,18 @@ pub struct TableOptions {
     pub namespace_column: bool,
     /// Several kinds in one command: names as `service/hello`, as kubectl does.
     pub qualified_names: bool,
+}
+
+/// What the Instances bound to each Node hold, for the CPU, MEMORY and INSTANCES columns of a
+/// table of Nodes (other kinds ignore it).
+#[derive(Debug, Clone, Default)]
+pub enum NodeAllocations {
+    /// The totals by node name; a node without an entry holds nothing.
+    Counted(BTreeMap<String, Held>),
+    /// The Instances could not be listed: the columns say `<unknown>` rather than a total
+    /// that leaves some out.
+    #[default]
+    Unknown,
 }
 
 /// `hello-00002=90%,hello-00001=10%` (tags as `@tag`), or `<none>` before there is a route.
@@ -74,14 +87,14 @@ pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
             "CONTAINER",
             "REASON",
         ],
-        ("Node", false) => &["NAME", "STATUS", "CPU", "MEMORY", "AGE"],
+        ("Node", false) => &["NAME", "STATUS", "CPU", "MEMORY", "INSTANCES", "AGE"],
         ("Node", true) => &[
             "NAME",
             "STATUS",
             "CPU",
             "MEMORY",
-            "AGE",
             "INSTANCES",
+            "AGE",
             "INTERNAL-IP",
             "AGENT-VERSION",
             "OS",
@@ -106,8 +119,9 @@ pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
     namespace.into_iter().chain(columns.iter().map(|c| c.to_string())).collect()
 }
 
-/// The cells of one object's row, matching [`header`].
-pub fn row(obj: &AnyObject, opts: TableOptions, now: SystemTime) -> Vec<String> {
+/// The cells of one object's row, matching [`header`]; a Node's CPU, MEMORY and INSTANCES come
+/// from `allocations`.
+pub fn row(obj: &AnyObject, opts: TableOptions, allocations: &NodeAllocations, now: SystemTime) -> Vec<String> {
     let meta = obj.meta();
     let name = if opts.qualified_names { qualified_name(obj) } else { meta.name.clone() };
     let created = age(meta.creation_timestamp.as_ref(), now);
@@ -175,18 +189,13 @@ pub fn row(obj: &AnyObject, opts: TableOptions, now: SystemTime) -> Vec<String> 
         AnyObject::Node(n) => {
             let status = n.status.clone().unwrap_or_default();
             let unschedulable = n.spec.as_ref().is_some_and(|s| s.unschedulable);
-            let mut cells = vec![
-                name,
-                node_status(&status.conditions, unschedulable),
-                or_none(map_get(&status.allocatable, "cpu")),
-                or_none(map_get(&status.allocatable, "memory")),
-                created,
-            ];
+            let mut cells = vec![name, node_status(&status.conditions, unschedulable)];
+            cells.extend(node_allocation(n, &meta.name, allocations));
+            cells.push(created);
             if wide {
                 let info = status.node_info.clone().unwrap_or_default();
                 let ip = status.addresses.iter().find(|a| a.r#type == "InternalIP").map(|a| a.address.as_str());
                 cells.extend([
-                    or_none(map_get(&status.allocatable, "instances")),
                     or_none(ip.unwrap_or_default()),
                     or_none(&info.agent_version),
                     or_none(&join_non_empty(&[&info.operating_system, &info.architecture], "/")),
@@ -400,6 +409,27 @@ fn node_status(conditions: &[Condition], unschedulable: bool) -> String {
     s
 }
 
+/// A Node's CPU, MEMORY and INSTANCES cells: what its Instances request of what it offers,
+/// `150m/2 (7%)`, `1536Mi/23Gi (6%)`, `3/110`, as `kubectl describe node` sums them.
+fn node_allocation(node: &stratus_api::v1::Node, name: &str, allocations: &NodeAllocations) -> [String; 3] {
+    let NodeAllocations::Counted(totals) = allocations else {
+        return ["<unknown>".to_string(), "<unknown>".to_string(), "<unknown>".to_string()];
+    };
+    let held = totals.get(name).copied().unwrap_or_default();
+    let offered = Allocatable::of(node);
+    let fraction = |used: i128, of: Option<i128>, print: fn(i128) -> String| {
+        format!("{}/{}", print(used), of.map_or_else(|| "<none>".to_string(), print))
+    };
+    let cpu = (held.requests.cpu_millis, offered.cpu_millis);
+    let memory = (held.requests.memory_bytes, offered.memory_bytes);
+    [
+        allocation::with_percent(fraction(cpu.0, cpu.1, allocation::cpu), cpu.0, cpu.1),
+        allocation::with_percent(fraction(memory.0, memory.1, allocation::memory), memory.0, memory.1),
+        // A count out of a cap: the fraction says it all.
+        fraction(held.instances, offered.instances, |n| n.to_string()),
+    ]
+}
+
 fn first_container(spec: Option<&RevisionSpec>) -> Option<&Container> {
     spec.and_then(|s| s.containers.first())
 }
@@ -439,10 +469,6 @@ fn endpoint_list(addresses: &[&str]) -> String {
     s
 }
 
-fn map_get<'a>(map: &'a BTreeMap<String, String>, key: &str) -> &'a str {
-    map.get(key).map(String::as_str).unwrap_or_default()
-}
-
 fn join_non_empty(parts: &[&str], sep: &str) -> String {
     parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join(sep)
 }
@@ -456,7 +482,8 @@ mod tests {
     use stratus_api::Resource;
     use stratus_api::v1::{
         EndpointAddress, Endpoints, EndpointsSpec, Event, EventSpec, Instance, InstanceSpec, InstanceStatus, Namespace,
-        Node, NodeSpec, NodeStatus, ObjectReference, RevisionTemplate, Scaling, Service, ServiceSpec, ServiceStatus,
+        Node, NodeSpec, NodeStatus, ObjectReference, ResourceRequirements, RevisionTemplate, Scaling, Service,
+        ServiceSpec, ServiceStatus,
     };
 
     use super::*;
@@ -520,7 +547,7 @@ mod tests {
 
     fn table(objs: &[AnyObject], opts: TableOptions) -> String {
         let header = header(objs[0].info(), opts);
-        let rows: Vec<_> = objs.iter().map(|o| row(o, opts, now())).collect();
+        let rows: Vec<_> = objs.iter().map(|o| row(o, opts, &NodeAllocations::Unknown, now())).collect();
         for r in &rows {
             assert_eq!(r.len(), header.len(), "row {r:?} does not match header {header:?}");
         }
@@ -543,7 +570,7 @@ mod tests {
     #[test]
     fn a_fresh_service_shows_unknown_and_none() {
         let svc = Service { metadata: Some(meta("new", "default", 3)), ..Default::default() }.into_any();
-        let cells = row(&svc, TableOptions::default(), now());
+        let cells = row(&svc, TableOptions::default(), &NodeAllocations::Unknown, now());
         assert_eq!(cells, ["new", "<none>", "<none>", "<none>", "<none>", "Unknown", "<none>", "3s"]);
     }
 
@@ -551,16 +578,16 @@ mod tests {
     fn all_namespaces_adds_a_namespace_column_to_namespaced_kinds_only() {
         let opts = TableOptions { namespace_column: true, ..Default::default() };
         assert_eq!(header(service().info(), opts)[0], "NAMESPACE");
-        assert_eq!(row(&service(), opts, now())[0], "default");
+        assert_eq!(row(&service(), opts, &NodeAllocations::Unknown, now())[0], "default");
         let node = Node { metadata: Some(meta("n1", "", 10)), ..Default::default() }.into_any();
         assert_eq!(header(node.info(), opts)[0], "NAME");
-        assert_eq!(row(&node, opts, now())[0], "n1");
+        assert_eq!(row(&node, opts, &NodeAllocations::Unknown, now())[0], "n1");
     }
 
     #[test]
     fn several_kinds_qualify_names() {
         let opts = TableOptions { qualified_names: true, ..Default::default() };
-        assert_eq!(row(&service(), opts, now())[0], "service/hello");
+        assert_eq!(row(&service(), opts, &NodeAllocations::Unknown, now())[0], "service/hello");
     }
 
     #[test]
@@ -576,30 +603,83 @@ mod tests {
             ..Default::default()
         }
         .into_any();
-        let cells = row(&inst, TableOptions::default(), now());
+        let cells = row(&inst, TableOptions::default(), &NodeAllocations::Unknown, now());
         assert_eq!(cells, ["hello-00001-abcde", "hello-00001", "<none>", "Pending", "False", "2", "<none>", "120m"]);
     }
 
-    #[test]
-    fn nodes_report_readiness_and_allocatable() {
-        let node = Node {
-            metadata: Some(meta("n1", "", 5 * 86_400)),
+    fn node(name: &str, allocatable: &[(&str, &str)]) -> AnyObject {
+        Node {
+            metadata: Some(meta(name, "", 5 * 86_400)),
             spec: Some(NodeSpec { unschedulable: true }),
             status: Some(NodeStatus {
                 conditions: vec![ready("False", "LeaseExpired")],
-                allocatable: [("cpu".to_string(), "4".to_string()), ("memory".to_string(), "8Gi".to_string())].into(),
+                allocatable: allocatable.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 ..Default::default()
             }),
             ..Default::default()
         }
-        .into_any();
-        assert_eq!(row(&node, TableOptions::default(), now()), ["n1", "NotReady,SchedulingDisabled", "4", "8Gi", "5d"]);
+        .into_any()
+    }
+
+    /// An Instance bound to `node` whose serving container requests 50m and 512Mi.
+    fn bound(node: &str, phase: &str) -> Instance {
+        let resources = ResourceRequirements {
+            limits: [("cpu".to_string(), "1".to_string()), ("memory".to_string(), "512Mi".to_string())].into(),
+            requests: [("cpu".to_string(), "50m".to_string()), ("memory".to_string(), "512Mi".to_string())].into(),
+        };
+        Instance {
+            spec: Some(InstanceSpec {
+                node_name: node.into(),
+                containers: vec![Container { resources: Some(resources), ..Default::default() }],
+                ..Default::default()
+            }),
+            status: Some(InstanceStatus { phase: phase.into(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nodes_report_readiness_and_what_their_instances_request_of_allocatable() {
+        let n1 = node("n1", &[("cpu", "2"), ("memory", "23Gi"), ("instances", "110")]);
+        let instances = [
+            bound("n1", "Running"),
+            bound("n1", "Running"),
+            bound("n1", "Pending"),
+            // Finished: it holds nothing any more.
+            bound("n1", "Succeeded"),
+            bound("n2", "Running"),
+        ];
+        let counted = NodeAllocations::Counted(allocation::per_node(&instances));
+        assert_eq!(
+            row(&n1, TableOptions::default(), &counted, now()),
+            ["n1", "NotReady,SchedulingDisabled", "150m/2 (7%)", "1536Mi/23Gi (6%)", "3/110", "5d"]
+        );
+        // Nothing bound there; nothing reported by the node.
+        let empty = node("n3", &[]);
+        assert_eq!(row(&empty, TableOptions::default(), &counted, now())[2..5], ["0/<none>", "0/<none>", "0/<none>"]);
+        // The Instances could not be listed.
+        assert_eq!(
+            row(&n1, TableOptions::default(), &NodeAllocations::Unknown, now())[2..5],
+            ["<unknown>", "<unknown>", "<unknown>"]
+        );
+        let opts = TableOptions::default();
+        let text = render(&header(n1.info(), opts), &[row(&n1, opts, &counted, now())], false);
+        assert_eq!(
+            text,
+            "NAME   STATUS                        CPU           MEMORY             INSTANCES   AGE\n\
+             n1     NotReady,SchedulingDisabled   150m/2 (7%)   1536Mi/23Gi (6%)   3/110       5d\n"
+        );
+        let wide = header(node("n1", &[]).info(), TableOptions { wide: true, ..Default::default() });
+        assert_eq!(wide[..7], ["NAME", "STATUS", "CPU", "MEMORY", "INSTANCES", "AGE", "INTERNAL-IP"]);
     }
 
     #[test]
     fn namespaces_are_active_unless_told_otherwise() {
         let ns = Namespace { metadata: Some(meta("team", "", 60)), ..Default::default() }.into_any();
-        assert_eq!(row(&ns, TableOptions::default(), now()), ["team", "Active", "<none>", "60s"]);
+        assert_eq!(
+            row(&ns, TableOptions::default(), &NodeAllocations::Unknown, now()),
+            ["team", "Active", "<none>", "60s"]
+        );
     }
 
     #[test]
@@ -611,7 +691,10 @@ mod tests {
             ..Default::default()
         }
         .into_any();
-        assert_eq!(row(&ep, TableOptions::default(), now())[1], "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more...");
+        assert_eq!(
+            row(&ep, TableOptions::default(), &NodeAllocations::Unknown, now())[1],
+            "10.0.0.1:80,10.0.0.2:80,10.0.0.3:80 + 2 more..."
+        );
     }
 
     #[test]
@@ -635,7 +718,7 @@ mod tests {
         .into_any();
         assert_eq!(header(ev.info(), TableOptions::default()), ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
         assert_eq!(
-            row(&ev, TableOptions::default(), now()),
+            row(&ev, TableOptions::default(), &NodeAllocations::Unknown, now()),
             ["30s", "Warning", "Failed", "service/hello", "line one line two"]
         );
     }
@@ -648,7 +731,12 @@ mod tests {
             for wide in [false, true] {
                 for namespace_column in [false, true] {
                     let opts = TableOptions { wide, namespace_column, qualified_names: false };
-                    assert_eq!(header(info, opts).len(), row(&obj, opts, now()).len(), "{} wide={wide}", info.kind);
+                    assert_eq!(
+                        header(info, opts).len(),
+                        row(&obj, opts, &NodeAllocations::Unknown, now()).len(),
+                        "{} wide={wide}",
+                        info.kind
+                    );
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Stratus, TestServer, closed_endpoint, example, service};
 use serde_json::Value;
-use stratus_api::v1::{Condition, Service, ServiceStatus};
+use stratus_api::v1::{Condition, Node, NodeStatus, ObjectMeta, Service, ServiceStatus};
 use stratus_client::Client;
 use tokio::sync::mpsc;
 
@@ -237,6 +237,114 @@ spec:
 
     let out = cli.run(&["describe", "svc", "nope"]).await;
     assert_eq!(out.failed(), "error: services \"nope\" not found in namespace \"default\"\n");
+}
+
+/// An Instance `NAMESPACE/REVISION-SUFFIX` bound to `node` (none: not placed) whose container
+/// requests and is limited to the given cpu and memory.
+fn instance(namespace: &str, name: &str, node: &str, requests: (&str, &str), limits: (&str, &str)) -> String {
+    let revision = name.rsplit_once('-').map_or(name, |(revision, _)| revision);
+    format!(
+        "apiVersion: stratus.dev/v1\nkind: Instance\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  \
+         revisionName: {revision}\n  nodeName: \"{node}\"\n  containers:\n  - image: img:v1\n    resources:\n      \
+         requests: {{cpu: {}, memory: {}}}\n      limits: {{cpu: {}, memory: {}}}\n---\n",
+        requests.0, requests.1, limits.0, limits.1
+    )
+}
+
+#[tokio::test]
+async fn nodes_show_what_the_instances_bound_to_them_request() {
+    let (server, cli) = setup().await;
+    let client = Client::new(&server.endpoint).unwrap();
+    let node = client
+        .create(Node { metadata: Some(ObjectMeta { name: "n1".into(), ..Default::default() }), ..Default::default() })
+        .await
+        .unwrap();
+    let allocatable = [("cpu", "2"), ("memory", "4Gi"), ("instances", "110")];
+    let ready = Condition { r#type: "Ready".into(), status: "True".into(), ..Default::default() };
+    client
+        .update_status(Node {
+            status: Some(NodeStatus {
+                conditions: vec![ready],
+                allocatable: allocatable.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            }),
+            ..node
+        })
+        .await
+        .unwrap();
+    // Two bound Instances in two namespaces, and one the scheduler has not placed.
+    let objects = format!(
+        "apiVersion: stratus.dev/v1\nkind: Namespace\nmetadata: {{name: team}}\n---\n{}{}{}",
+        instance("default", "hello-00001-a", "n1", ("100m", "256Mi"), ("1", "256Mi")),
+        instance("team", "api-00001-a", "n1", ("50m", "512Mi"), ("500m", "512Mi")),
+        instance("default", "hello-00001-b", "", ("100m", "256Mi"), ("1", "256Mi")),
+    );
+    cli.run_with_stdin(&["apply", "-f", "-"], &objects).await.ok();
+
+    let out = cli.run(&["get", "nodes"]).await;
+    let lines: Vec<Vec<&str>> = out.ok().lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(lines[0], ["NAME", "STATUS", "CPU", "MEMORY", "INSTANCES", "AGE"], "{}", out.out);
+    // 150m of 2 cpus, 768Mi of 4Gi, 2 of 110 instances.
+    assert_eq!(lines[1][..7], ["n1", "Ready", "150m/2", "(7%)", "768Mi/4Gi", "(18%)", "2/110"], "{}", out.out);
+    assert_eq!(out.err, "");
+    let wide = cli.run(&["get", "nodes", "-o", "wide"]).await.ok().to_string();
+    assert!(wide.starts_with("NAME "), "{wide}");
+    assert!(wide.contains(" 150m/2 (7%) ") && wide.contains(" INTERNAL-IP "), "{wide}");
+    // Machine-readable forms are the objects, unchanged.
+    let json: Value = serde_json::from_str(cli.run(&["get", "node", "n1", "-o", "json"]).await.ok()).unwrap();
+    assert_eq!(json["status"]["allocatable"]["cpu"], "2");
+
+    let text = cli.run(&["describe", "node", "n1"]).await.ok().to_string();
+    assert!(text.contains("\nNon-terminated Instances:  (2 in total)\n"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .split("Non-terminated Instances:")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .skip(3)
+        .take(2)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["default", "hello-00001-a", "hello-00001", "100m", "(5%)", "1", "(50%)", "256Mi", "(6%)", "256Mi", "(6%)"],
+        "{text}"
+    );
+    assert_eq!(rows[1][..2], ["team", "api-00001-a"], "{text}");
+    let allocated = text.split("Allocated resources:\n").nth(1).unwrap_or_else(|| panic!("no allocation:\n{text}"));
+    let totals: Vec<Vec<&str>> = allocated.lines().skip(3).take(3).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(totals[0], ["cpu", "150m", "(7%)", "1500m", "(75%)"], "{text}");
+    assert_eq!(totals[1], ["memory", "768Mi", "(18%)", "768Mi", "(18%)"], "{text}");
+    assert_eq!(totals[2], ["instances", "2", "(1%)", "2", "(1%)"], "{text}");
+
+    // A watch counts afresh when the node changes (as it does when the scheduler reserves room
+    // on it for a bind).
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut io = stratus_cli::Io {
+        stdin: Box::new(std::io::empty()),
+        out: Box::new(Channel(tx)),
+        err: Box::new(common::Buf::default()),
+        err_is_terminal: false,
+    };
+    let argv = ["stratus", "--server", cli.server.as_str(), "get", "nodes", "-w"];
+    let watch = stratus_cli::run_args(argv, &cli.env, &mut io);
+    let drive = async {
+        let mut seen = String::new();
+        read_until(&mut rx, &mut seen, " 150m/2 (7%) ").await;
+        let third = instance("team", "api-00001-b", "n1", ("50m", "512Mi"), ("500m", "512Mi"));
+        cli.run_with_stdin(&["apply", "-f", "-"], &third).await.ok();
+        let mut node: Node = client.get("", "n1").await.unwrap();
+        node.metadata.as_mut().unwrap().labels.insert("changed".into(), "yes".into());
+        client.update(node).await.unwrap();
+        read_until(&mut rx, &mut seen, " 200m/2 (10%)   1280Mi/4Gi (31%)   3/110 ").await;
+    };
+    let raced = async {
+        tokio::select! {
+            code = watch => panic!("the watch ended with {code}"),
+            () = drive => {}
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), raced).await.expect("the watch shows the new totals");
 }
 
 #[tokio::test]

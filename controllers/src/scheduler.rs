@@ -62,7 +62,7 @@ use serde_json::{Value, json};
 use stratus_api::Resource;
 use stratus_api::capacity::Overcommit;
 use stratus_api::quantity::{Format, Quantity};
-use stratus_api::v1::{Container, Instance, Node};
+use stratus_api::v1::{Instance, Node};
 use stratus_client::runtime::{Action, Change, ChangeKind, Controller, ObjectRef, RateLimit, Store, Subscription};
 use stratus_client::{Error as ApiError, Result as ApiResult};
 use tracing::{info, warn};
@@ -164,11 +164,7 @@ impl Resources {
     const ONE_INSTANCE: Resources = Resources { cpu_millis: 0, memory_bytes: 0, instances: 1 };
 }
 
-/// The container that receives requests: the first with a port, else the first (the same rule
-/// as the node agent's).
-pub fn serving_container(containers: &[Container]) -> Option<&Container> {
-    containers.iter().find(|c| !c.ports.is_empty()).or_else(|| containers.first())
-}
+pub use stratus_api::serving_container;
 
 /// An Instance's requests: per resource, its serving container's `resources.requests`, else
 /// its limit divided by `policy`'s ratio, else nothing; and one instance. Fails, naming the
@@ -988,7 +984,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use stratus_api::v1::{Condition, InstanceSpec, InstanceStatus, NodeSpec, NodeStatus, ResourceRequirements};
+    use stratus_api::v1::{
+        Condition, Container, InstanceSpec, InstanceStatus, NodeSpec, NodeStatus, ResourceRequirements,
+    };
 
     use super::*;
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use stratus_api::quantity::Quantity;
 use stratus_api::v1::{Container, Instance, InstanceStatus, ResourceUsage};
-use stratus_api::{Resource, defaults};
+use stratus_api::{Resource, defaults, serving_container};
 use stratus_client::Client;
 use stratus_client::runtime::{Action, ObjectRef};
 use tokio::sync::mpsc;
@@ -491,11 +491,6 @@ fn human(d: Duration) -> String {
 fn grace_period(inst: &Instance) -> Duration {
     let secs = inst.spec.as_ref().map(|s| s.termination_grace_period_seconds).filter(|s| *s > 0);
     Duration::from_secs(u64::try_from(secs.unwrap_or(defaults::TERMINATION_GRACE_PERIOD_SECONDS)).unwrap_or(10))
-}
-
-/// The container that receives requests: the one declaring a port, else the first.
-fn serving_container(containers: &[Container]) -> Option<&Container> {
-    containers.iter().find(|c| !c.ports.is_empty()).or_else(|| containers.first())
 }
 
 fn serving_port(c: &Container) -> i32 {

@@ -50,6 +50,7 @@ pub(crate) async fn run(ctx: &Ctx, args: DescribeArgs, io: &mut Io) -> Result<()
         first = false;
         let related = match obj {
             AnyObject::Service(svc) => Some(made_by(ctx, svc).await?),
+            AnyObject::Node(node) => Some(bound_to(ctx, node).await?),
             _ => None,
         };
         io.out.write_all(describe::render_with(obj, related.as_ref(), &events, SystemTime::now()).as_bytes())?;
@@ -71,7 +72,24 @@ async fn made_by(ctx: &Ctx, svc: &stratus_api::v1::Service) -> Result<describe::
     };
     let revisions = ctx.client.list_all::<stratus_api::v1::Revision>(&params).await?.items;
     let instances = ctx.client.list_all::<stratus_api::v1::Instance>(&params).await?.items;
-    Ok(describe::Related { revisions, instances })
+    Ok(describe::Related::Service { revisions, instances })
+}
+
+/// The Instances bound to a node, in every namespace. As with events, a refusal to list them
+/// does not hide the node; it is shown where the allocation would be.
+async fn bound_to(ctx: &Ctx, node: &stratus_api::v1::Node) -> Result<describe::Related> {
+    use stratus_api::Resource;
+    let params = stratus_client::ListParams {
+        field_selector: format!("spec.nodeName={}", node.meta().name),
+        ..Default::default()
+    };
+    match ctx.client.list_all::<stratus_api::v1::Instance>(&params).await {
+        Ok(list) => Ok(describe::Related::Node(Ok(list.items))),
+        Err(e) => match Error::from(e) {
+            fatal @ Error::Unreachable { .. } => Err(fatal),
+            other => Ok(describe::Related::Node(Err(other.to_string()))),
+        },
+    }
 }
 
 /// The events whose involved object is `obj`: in its namespace, or in every namespace for a

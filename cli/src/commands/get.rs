@@ -5,15 +5,18 @@ use std::io::Write;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
+use stratus_api::v1::Instance;
 use stratus_api::{AnyObject, KindInfo};
 use stratus_client::{ListParams, WatchEvent};
 
 use super::Ctx;
 use crate::Io;
+use crate::allocation;
 use crate::args::{GetArgs, OutputFormat};
 use crate::error::{Error, Result};
 use crate::output::{
-    self, TableOptions, list_json, object_json, qualified_name, sort_events, to_json_text, to_yaml_text,
+    self, NodeAllocations, TableOptions, list_json, object_json, qualified_name, sort_events, to_json_text,
+    to_yaml_text,
 };
 use crate::table::{self, Layout};
 use crate::target::{self, Group};
@@ -77,7 +80,20 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs, io: &mut Io) -> Result<()> {
     }
 
     let single_name = matches!(groups.as_slice(), [g] if g.names.len() == 1);
-    print(&found, single_name, &args, io.out.as_mut())?;
+    let lists_nodes = found.iter().any(|f| f.info.kind == "Node" && !f.items.is_empty());
+    let allocations = if lists_nodes && is_table(args.output) {
+        match node_allocations(ctx).await {
+            Ok(allocations) => allocations,
+            // The table is worth printing without the totals: say why they are missing.
+            Err(e) => {
+                writeln!(io.err, "warning: cannot count what the nodes hold: {e}")?;
+                NodeAllocations::Unknown
+            }
+        }
+    } else {
+        NodeAllocations::Unknown
+    };
+    print(&found, single_name, &args, &allocations, io.out.as_mut())?;
     let total: usize = found.iter().map(|f| f.items.len()).sum();
     if total == 0 && !named && !matches!(args.output, Some(OutputFormat::Json | OutputFormat::Yaml)) {
         writeln!(io.err, "{}", ctx.nothing_found(&groups, args.all_namespaces))?;
@@ -85,9 +101,28 @@ pub(crate) async fn run(ctx: &Ctx, args: GetArgs, io: &mut Io) -> Result<()> {
     Error::from_many(errors)
 }
 
+/// Whether `format` prints tables (the only form that shows what the nodes hold).
+fn is_table(format: Option<OutputFormat>) -> bool {
+    matches!(format, Some(OutputFormat::Wide) | None)
+}
+
+/// What the Instances bound to each Node hold: one list of the bound Instances of every
+/// namespace, summed per node.
+async fn node_allocations(ctx: &Ctx) -> Result<NodeAllocations> {
+    let params = ListParams { field_selector: "spec.nodeName!=".into(), ..Default::default() };
+    let instances = ctx.client.list_all::<Instance>(&params).await?.items;
+    Ok(NodeAllocations::Counted(allocation::per_node(&instances)))
+}
+
 /// Prints what was found in the `-o` format: tables (one per kind), names, or JSON and YAML,
 /// where one object asked for by name prints as itself and anything else as a `List`.
-fn print(found: &[Found], single_name: bool, args: &GetArgs, out: &mut (dyn Write + Send)) -> Result<()> {
+fn print(
+    found: &[Found],
+    single_name: bool,
+    args: &GetArgs,
+    allocations: &NodeAllocations,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
     match args.output {
         Some(format @ (OutputFormat::Json | OutputFormat::Yaml)) => {
             let value = if single_name {
@@ -121,7 +156,7 @@ fn print(found: &[Found], single_name: bool, args: &GetArgs, out: &mut (dyn Writ
                 if i > 0 {
                     writeln!(out)?;
                 }
-                let rows: Vec<Vec<String>> = f.items.iter().map(|o| output::row(o, opts, now)).collect();
+                let rows: Vec<Vec<String>> = f.items.iter().map(|o| output::row(o, opts, allocations, now)).collect();
                 out.write_all(table::render(&output::header(f.info, opts), &rows, args.no_headers).as_bytes())?;
             }
         }
@@ -160,12 +195,12 @@ async fn watch(ctx: &Ctx, group: &Group, args: &GetArgs, io: &mut Io) -> Result<
                 Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)) => {
                     resource_version = later(resource_version, &obj.meta().resource_version);
                     seen.insert(obj.key(), obj.meta().resource_version.clone());
-                    printer.print(std::slice::from_ref(&obj), out)?;
+                    printer.print(ctx, std::slice::from_ref(&obj), out).await?;
                 }
                 Ok(WatchEvent::Deleted(obj)) => {
                     resource_version = later(resource_version, &obj.meta().resource_version);
                     seen.remove(&obj.key());
-                    printer.print(std::slice::from_ref(&obj), out)?;
+                    printer.print(ctx, std::slice::from_ref(&obj), out).await?;
                 }
                 Ok(WatchEvent::Bookmark(rv)) => resource_version = later(resource_version, &rv),
                 Err(stratus_client::Error::Gone(_)) => {
@@ -200,7 +235,7 @@ async fn relist(
     for o in &changed {
         seen.insert(o.key(), o.meta().resource_version.clone());
     }
-    printer.print(&changed, out)?;
+    printer.print(ctx, &changed, out).await?;
     Ok(list.resource_version)
 }
 
@@ -216,6 +251,10 @@ fn later(current: String, candidate: &str) -> String {
 
 /// Prints what a watch sees, one object at a time, in the chosen format. Table columns are
 /// sized by the first batch and kept, so later rows line up under the header.
+///
+/// A table of Nodes counts what their Instances hold afresh for every batch of rows, so each
+/// row is true as of its node's change. Nodes change when their status does and when the
+/// scheduler reserves room on them (once per bind), which keeps this to one list per placement.
 struct WatchPrinter {
     info: &'static KindInfo,
     format: Option<OutputFormat>,
@@ -241,10 +280,16 @@ impl WatchPrinter {
         }
     }
 
-    fn print(&mut self, objs: &[AnyObject], out: &mut (dyn Write + Send)) -> Result<()> {
+    async fn print(&mut self, ctx: &Ctx, objs: &[AnyObject], out: &mut (dyn Write + Send)) -> Result<()> {
         if objs.is_empty() {
             return Ok(());
         }
+        // A watch would repeat a warning with every change; the cells say `<unknown>` instead.
+        let allocations = if self.info.kind == "Node" && is_table(self.format) {
+            node_allocations(ctx).await.unwrap_or_default()
+        } else {
+            NodeAllocations::Unknown
+        };
         match self.format {
             Some(OutputFormat::Json) => {
                 for o in objs {
@@ -267,7 +312,8 @@ impl WatchPrinter {
             }
             Some(OutputFormat::Wide) | None => {
                 let now = SystemTime::now();
-                let rows: Vec<Vec<String>> = objs.iter().map(|o| output::row(o, self.opts, now)).collect();
+                let rows: Vec<Vec<String>> =
+                    objs.iter().map(|o| output::row(o, self.opts, &allocations, now)).collect();
                 let layout = match &self.layout {
                     Some(layout) => layout,
                     None => {
