@@ -18,6 +18,11 @@ const METRIC: &str = "autoscaling.knative.dev/metric";
 const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";
 const CLASS: &str = "autoscaling.knative.dev/class";
 const CPU_THROTTLING: &str = "run.googleapis.com/cpu-throttling";
+/// The annotation that overrides the autoscaler's stable window of one revision, e.g. `"10s"`.
+pub const WINDOW: &str = "autoscaling.knative.dev/window";
+/// The shortest and longest stable window the annotation may ask for.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 /// How long a new revision may take to become ready before it is failed and scaled to zero
 /// (a Go duration such as `120s`); the cluster's default applies without it.
 pub const PROGRESS_DEADLINE: &str = "serving.knative.dev/progress-deadline";
@@ -102,6 +107,18 @@ pub fn apply_annotations(
             format!("{raw:?} is not supported: Stratus scales with the KPA (kpa.autoscaling.knative.dev)"),
         );
     }
+    if let Some(raw) = annotations.get(WINDOW)
+        && parse_window(raw).is_none()
+    {
+        errs.push(
+            at(WINDOW),
+            format!(
+                "{raw:?} is not a duration between {}s and {}s in whole units, such as 10s or 2m",
+                MIN_WINDOW.as_secs(),
+                MAX_WINDOW.as_secs()
+            ),
+        );
+    }
     if let Some(Err(why)) = progress_deadline(annotations) {
         errs.push(at(PROGRESS_DEADLINE), why);
     }
@@ -113,6 +130,32 @@ pub fn apply_annotations(
         }
     }
     errs.into_result()
+}
+
+/// A Go-style duration such as `10s`, `1m30s`, `500ms` or `1h`, between [`MIN_WINDOW`] and
+/// [`MAX_WINDOW`]; `None` otherwise.
+pub fn parse_window(s: &str) -> Option<Duration> {
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let part = match &rest[..unit] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.checked_mul(60)?),
+            "h" => Duration::from_secs(n.checked_mul(3600)?),
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total = total.checked_add(part)?;
+    }
+    (MIN_WINDOW..=MAX_WINDOW).contains(&total).then_some(total)
 }
 
 fn fill<T: PartialEq + Copy + std::fmt::Debug>(slot: &mut Option<T>, value: T, path: &str, errs: &mut ErrorList) {
@@ -170,6 +213,16 @@ mod tests {
 
     fn with(key: &str, value: &str) -> BTreeMap<String, String> {
         [(key.to_string(), value.to_string())].into()
+    }
+
+    #[test]
+    fn the_window_is_checked_at_admission() {
+        let path = "spec.template.metadata.annotations";
+        assert!(apply_annotations(&mut RevisionSpec::default(), &with(WINDOW, "10s"), path).is_ok());
+        for bad in ["soon", "10", "500ms", "2h", "1.5s"] {
+            let errs = apply_annotations(&mut RevisionSpec::default(), &with(WINDOW, bad), path).unwrap_err();
+            assert!(errs.to_string().contains("[autoscaling.knative.dev/window]"), "{bad}: {errs}");
+        }
     }
 
     #[test]

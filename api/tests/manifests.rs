@@ -1,6 +1,8 @@
 //! Manifests as users write them, through decode, prepare (annotations, defaults) and validation.
+#![allow(clippy::unwrap_used)]
 
 use stratus_api::decode::decode_manifest;
+use stratus_api::validation::validate_update;
 use stratus_api::{AnyObject, prepare};
 
 fn one(yaml: &str) -> Result<AnyObject, String> {
@@ -202,4 +204,32 @@ fn malformed_yaml_is_reported() {
     let docs = decode_manifest("apiVersion: stratus.dev/v1\nkind: [unclosed\n");
     let e = docs.into_iter().next().expect("one result").expect_err("an error");
     assert!(e.to_string().contains("invalid YAML"), "{e}");
+}
+
+#[test]
+fn a_changed_template_must_not_keep_its_revision_name() {
+    let with = |name: &str, target: &str| {
+        one(&format!(
+            r#"
+apiVersion: stratus.dev/v1
+kind: Service
+metadata: {{name: hello}}
+spec:
+  template:
+    metadata: {{name: {name}}}
+    spec:
+      containers:
+        - image: 127.0.0.1:5000/hello:v1
+          env: [{{name: TARGET, value: {target}}}]
+"#
+        ))
+        .unwrap()
+    };
+    let stored = with("hello-blue", "one");
+    // The same template under its name, or a changed one under a new name: fine.
+    assert!(validate_update(&with("hello-blue", "one"), &stored).is_ok());
+    assert!(validate_update(&with("hello-green", "two"), &stored).is_ok());
+    // A changed template under the same name: refused, naming the field.
+    let errs = validate_update(&with("hello-blue", "two"), &stored).unwrap_err().to_string();
+    assert!(errs.starts_with("spec.template.metadata.name: revision \"hello-blue\" already names"), "{errs}");
 }

@@ -368,6 +368,9 @@ impl Registry {
             stratus_api::knative::release_changed_annotations(&mut obj, current);
         }
         prepare(&mut obj)?;
+        if let Some((current, _)) = &stored {
+            validate_update(&obj, current)?;
+        }
         self.admission.admit(caller, Verb::Update, info, &namespace, &name, Some(&obj))?;
         let expected = required_rv(&obj)?;
         let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
@@ -501,6 +504,7 @@ impl Registry {
             let mut desired = raw.clone();
             stratus_api::knative::release_changed_annotations(&mut desired, &current);
             prepare(&mut desired)?;
+            validate_update(&desired, &current)?;
             let (given, have) = (desired.meta_mut(), current.meta());
             if given.finalizers.is_empty() {
                 given.finalizers = have.finalizers.clone();
@@ -650,6 +654,11 @@ impl Registry {
 }
 
 /// Defaults and validates a client's object, with errors naming the fields.
+fn validate_update(obj: &AnyObject, stored: &AnyObject) -> ApiResult<()> {
+    stratus_api::validation::validate_update(obj, stored)
+        .map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
+}
+
 fn prepare(obj: &mut AnyObject) -> ApiResult<()> {
     stratus_api::prepare(obj).map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
 }

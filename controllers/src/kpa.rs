@@ -35,17 +35,15 @@ use stratus_api::quantity::Quantity;
 use stratus_api::v1::RevisionSpec;
 use tokio::time::Instant;
 
-/// The annotation that overrides the stable window of one revision, e.g. `"10s"` or `"2m"`.
-pub const WINDOW_ANNOTATION: &str = "autoscaling.knative.dev/window";
+/// The annotation that overrides the stable window of one revision, e.g. `"10s"` or `"2m"`;
+/// refused at admission unless [`parse_window`] reads it.
+pub use stratus_api::knative::{MAX_WINDOW, MIN_WINDOW, WINDOW as WINDOW_ANNOTATION, parse_window};
 /// The concurrency target when `containerConcurrency` is 0 (unlimited), as in Knative.
 pub const DEFAULT_CONCURRENCY_TARGET: f64 = 100.0;
 /// The requests-per-second target per instance, as in Knative.
 pub const DEFAULT_RPS_TARGET: f64 = 200.0;
 /// The time the first sample of a scaler covers: one gateway report period.
 pub const FIRST_SAMPLE_SPAN: Duration = Duration::from_secs(1);
-/// The shortest and longest stable window the annotation may ask for.
-pub const MIN_WINDOW: Duration = Duration::from_secs(1);
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 
 /// The knobs every scaler shares. The defaults are Knative's.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,32 +199,6 @@ pub fn cpu_limit_millis(spec: &RevisionSpec) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let millis = millis as f64;
     if millis > 0.0 { millis } else { 1000.0 }
-}
-
-/// A Go-style duration such as `10s`, `1m30s`, `500ms` or `1h`, between [`MIN_WINDOW`] and
-/// [`MAX_WINDOW`]; `None` otherwise.
-pub fn parse_window(s: &str) -> Option<Duration> {
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let part = match &rest[..unit] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.checked_mul(60)?),
-            "h" => Duration::from_secs(n.checked_mul(3600)?),
-            _ => return None,
-        };
-        rest = &rest[unit..];
-        total = total.checked_add(part)?;
-    }
-    (MIN_WINDOW..=MAX_WINDOW).contains(&total).then_some(total)
 }
 
 /// The demand of a revision at one moment, summed across gateways (and instances, for CPU).
