@@ -13,6 +13,7 @@ pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod validation;
+pub mod wellknown;
 
 /// The generated types of `stratus.v1`.
 #[allow(clippy::all, clippy::unwrap_used, missing_docs)]

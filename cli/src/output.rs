@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::format::{age, human_duration};
 
 /// The label that ties a Revision (and its Instances) to its Service.
-pub const SERVICE_LABEL: &str = "stratus.dev/service";
+pub use stratus_api::wellknown::labels::SERVICE as SERVICE_LABEL;
 
 /// How `stratus get` lays out a table.
 #[derive(Debug, Clone, Copy, Default)]

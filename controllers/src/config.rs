@@ -49,7 +49,7 @@ impl Default for Config {
             gateway_port: 8080,
             revision_retention: 5,
             node_grace: Duration::from_secs(15),
-            system_namespace: "stratus-system".into(),
+            system_namespace: stratus_api::wellknown::namespaces::SYSTEM.into(),
             identity: format!("stratus-controllers-{}", std::process::id()),
             insecure_registries: Vec::new(),
             autoscale_tick: Duration::from_secs(2),

@@ -29,7 +29,7 @@ pub struct Context {
 }
 
 /// The namespace of the Nodes' heartbeat Leases (written by the node agents).
-pub const NODE_LEASE_NAMESPACE: &str = "stratus-node-lease";
+pub use stratus_api::wellknown::namespaces::NODE_LEASE as NODE_LEASE_NAMESPACE;
 
 impl Context {
     /// Starts the informers (they list and watch in the background), with a demand store of

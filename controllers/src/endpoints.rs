@@ -29,10 +29,10 @@ use crate::scheduler::{is_finished, serving_container};
 pub const NAME: &str = "endpoints";
 
 /// The label naming the Service of a Revision (and of its Instances and Endpoints).
-pub const SERVICE_LABEL: &str = "stratus.dev/service";
+pub use stratus_api::wellknown::labels::SERVICE as SERVICE_LABEL;
 
 /// The label naming the Revision of an Instance or Endpoints.
-pub const REVISION_LABEL: &str = "stratus.dev/revision";
+pub use stratus_api::wellknown::labels::REVISION as REVISION_LABEL;
 
 const WORKERS: usize = 4;
 

@@ -38,7 +38,7 @@ use crate::status::{self as conditions, Cond, FALSE, READY};
 pub const NAME: &str = "nodes";
 
 /// The node agent's finalizer on the Instances it runs.
-pub const AGENT_FINALIZER: &str = "stratus.dev/agent";
+pub use stratus_api::wellknown::finalizers::AGENT as AGENT_FINALIZER;
 
 /// The reason of a lost Node's `Ready=False`, and of its failed Instances.
 pub const NODE_LOST: &str = "NodeLost";

@@ -61,7 +61,7 @@ use crate::services::{CONTAINER_MISSING, IMAGE_NOT_FOUND, IMAGE_RESOLVED, SERVIC
 use crate::status::{self, Cond, FALSE, READY, TRUE, UNKNOWN};
 
 /// The label every Instance carries: the name of its Revision.
-pub const REVISION_LABEL: &str = "stratus.dev/revision";
+pub use stratus_api::wellknown::labels::REVISION as REVISION_LABEL;
 /// How long a new revision's instances wait for its image to be pinned before they start with
 /// the image as written.
 pub const PIN_WAIT: Duration = Duration::from_secs(30);

@@ -77,7 +77,7 @@ pub const NAME: &str = "scheduler";
 /// The Node annotation holding the scheduler's reservations: a JSON array with one
 /// `[uid, "namespace/name", resourceVersion, cpuMillis, memoryBytes]` per Instance bound or
 /// being bound there. Written only by schedulers, always at the Node's resourceVersion.
-pub const RESERVATIONS_ANNOTATION: &str = "stratus.dev/scheduler-reservations";
+pub use stratus_api::wellknown::annotations::SCHEDULER_RESERVATIONS as RESERVATIONS_ANNOTATION;
 
 /// The Instance condition the scheduler owns, as Kubernetes' `PodScheduled`.
 pub const SCHEDULED_CONDITION: &str = "Scheduled";

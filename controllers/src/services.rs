@@ -51,10 +51,10 @@ use crate::digest::{self, Resolver};
 use crate::events::EventType;
 use crate::status::{self, Cond, FALSE, READY, TRUE, UNKNOWN};
 
-/// The label every Revision (and Instance) carries: the name of its Service.
-pub const SERVICE_LABEL: &str = "stratus.dev/service";
 /// The annotation with the Service generation a Revision was made for.
-pub const GENERATION_ANNOTATION: &str = "stratus.dev/service-generation";
+pub use stratus_api::wellknown::annotations::SERVICE_GENERATION as GENERATION_ANNOTATION;
+/// The label every Revision (and Instance) carries: the name of its Service.
+pub use stratus_api::wellknown::labels::SERVICE as SERVICE_LABEL;
 /// The Revision condition this controller owns: whether the image was resolved to a digest.
 pub const IMAGE_RESOLVED: &str = "ImageResolved";
 /// The reason of a revision whose image cannot be found or pulled.

@@ -223,7 +223,12 @@ spec:
     c.wait_ready("after").await;
     assert!(c.instances("stratus.dev/revision=crash-00001").await.is_empty());
     let node: Node = c.client.get("", &node.meta().name).await.unwrap();
-    let reservations = node.meta().annotations.get("stratus.dev/scheduler-reservations").cloned().unwrap_or_default();
+    let reservations = node
+        .meta()
+        .annotations
+        .get(stratus_api::wellknown::annotations::SCHEDULER_RESERVATIONS)
+        .cloned()
+        .unwrap_or_default();
     assert!(!reservations.contains("crash-00001"), "{reservations}");
     assert!(!reservations.contains("ghost-00001"), "{reservations}");
 }

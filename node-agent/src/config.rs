@@ -38,10 +38,10 @@ pub struct AgentConfig {
 }
 
 /// The namespace that holds the Nodes' heartbeat Leases.
-pub const NODE_LEASE_NAMESPACE: &str = "stratus-node-lease";
+pub use stratus_api::wellknown::namespaces::NODE_LEASE as NODE_LEASE_NAMESPACE;
 
 /// The finalizer the agent holds on every Instance bound to its node until its container is gone.
-pub const FINALIZER: &str = "stratus.dev/agent";
+pub use stratus_api::wellknown::finalizers::AGENT as FINALIZER;
 
 impl AgentConfig {
     /// The defaults for a node named `node_name`.

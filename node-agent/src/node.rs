@@ -71,7 +71,7 @@ async fn write_status(
         Err(ApiError::NotFound(_)) => {
             let mut n = Node::default();
             n.meta_mut().name = cfg.node_name.clone();
-            n.meta_mut().labels.insert("stratus.dev/hostname".into(), cfg.node_name.clone());
+            n.meta_mut().labels.insert(stratus_api::wellknown::labels::HOSTNAME.into(), cfg.node_name.clone());
             match client.create(n).await {
                 Ok(n) => {
                     info!(node = %cfg.node_name, "registered the node");

@@ -67,7 +67,7 @@ async fn made_by(ctx: &Ctx, svc: &stratus_api::v1::Service) -> Result<describe::
     use stratus_api::Resource;
     let params = stratus_client::ListParams {
         namespace: svc.meta().namespace.clone(),
-        label_selector: format!("stratus.dev/service={}", svc.meta().name),
+        label_selector: format!("{}={}", crate::output::SERVICE_LABEL, svc.meta().name),
         ..Default::default()
     };
     let revisions = ctx.client.list_all::<stratus_api::v1::Revision>(&params).await?.items;

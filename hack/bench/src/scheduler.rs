@@ -122,7 +122,7 @@ async fn register_node(client: Client, name: String) -> Result<()> {
 fn instance(name: &str, revision: &str) -> Instance {
     let mut inst = Instance::default();
     inst.meta_mut().name = name.into();
-    inst.meta_mut().labels.insert("stratus.dev/revision".into(), revision.into());
+    inst.meta_mut().labels.insert(stratus_api::wellknown::labels::REVISION.into(), revision.into());
     inst.spec = Some(InstanceSpec {
         service_name: "bench".into(),
         revision_name: revision.into(),

@@ -53,7 +53,12 @@ struct Platform {
 impl Drop for Platform {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
-        let ids = docker(&["ps", "-aq", "--filter", &format!("label=stratus.dev/node={}", self.node)]);
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}={}", stratus_api::wellknown::labels::NODE, self.node),
+        ]);
         for id in ids.lines().filter(|l| !l.is_empty()) {
             docker(&["rm", "-f", id]);
         }
@@ -192,7 +197,14 @@ pub async fn coldstart(args: ColdArgs) -> Result<()> {
         wait_for("scale to zero", async || {
             let r = revision(&p.client, "cold-00001").await;
             let zero = r.is_ok_and(|r| r.status.is_some_and(|s| s.desired_instances == 0 && s.actual_instances == 0));
-            Ok(zero && docker(&["ps", "-q", "--filter", &format!("label=stratus.dev/node={}", p.node)]).is_empty())
+            Ok(zero
+                && docker(&[
+                    "ps",
+                    "-q",
+                    "--filter",
+                    &format!("label={}={}", stratus_api::wellknown::labels::NODE, p.node),
+                ])
+                .is_empty())
         })
         .await?;
         let start = Instant::now();

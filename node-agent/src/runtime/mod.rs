@@ -14,14 +14,9 @@ pub mod lazy;
 
 /// Labels the agent puts on every container it creates, so that it can find them again (after
 /// its own restart) and tell its containers from anyone else's.
+/// `NODE` marks a container as managed by Stratus; its value is the node name.
 pub mod labels {
-    /// Marks a container as managed by Stratus; the value is the node name.
-    pub const NODE: &str = "stratus.dev/node";
-    pub const INSTANCE_UID: &str = "stratus.dev/instance-uid";
-    pub const NAMESPACE: &str = "stratus.dev/namespace";
-    pub const INSTANCE: &str = "stratus.dev/instance";
-    pub const REVISION: &str = "stratus.dev/revision";
-    pub const SERVICE: &str = "stratus.dev/service";
+    pub use stratus_api::wellknown::labels::{INSTANCE, INSTANCE_UID, NAMESPACE, NODE, REVISION, SERVICE};
 }
 
 /// Facts about the engine and its host.
