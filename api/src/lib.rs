@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod decode;
 pub mod defaults;
 pub mod duration;
+mod json_numbers;
 pub mod knative;
 pub mod quantity;
 pub mod resource;

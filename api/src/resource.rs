@@ -126,11 +126,19 @@ macro_rules! kinds {
                 Err(format!("unknown kind {}", info.kind))
             }
 
-            /// The proto3 JSON form: `{"apiVersion":…, "kind":…, "metadata":…, "spec":…}`.
+            /// The JSON form: `{"apiVersion":…, "kind":…, "metadata":…, "spec":…}`, the proto3
+            /// JSON mapping except that 64-bit integers (`metadata.generation`,
+            /// `status.observedGeneration`, …) are numbers, as Kubernetes prints them and Go
+            /// clients decode them. Every JSON the API serves, over HTTP and in the CLI's JSON and
+            /// YAML, is made here; [`AnyObject::from_json`] reads numbers and strings alike.
             pub fn to_json(&self) -> serde_json::Value {
-                let value = match self { $(AnyObject::$variant(o) => serde_json::to_value(o)),+ };
+                let (message, value) = match self {
+                    $(AnyObject::$variant(o) => (concat!(".stratus.v1.", stringify!($ty)), serde_json::to_value(o))),+
+                };
                 // Serialising generated types into a Value cannot fail: every map key is a string.
-                value.unwrap_or(serde_json::Value::Null)
+                let mut value = value.unwrap_or(serde_json::Value::Null);
+                crate::json_numbers::int64_as_numbers(message, &mut value);
+                value
             }
 
             /// Parses the JSON form of an object of kind `info`, naming the field path of the
@@ -276,5 +284,84 @@ mod tests {
         assert_eq!(json["metadata"]["labels"]["app"], "web");
         let parsed = AnyObject::from_json(any.info(), json).expect("parses");
         assert_eq!(parsed, any);
+    }
+
+    /// A Service with its 64-bit integers set: generation, observedGeneration, runAsUser/Group.
+    fn service_with_integers() -> AnyObject {
+        let mut svc = v1::Service::with_image("hello", "nginx");
+        svc.meta_mut().generation = 3;
+        if let Some(c) = svc.spec.as_mut().and_then(|s| s.template.as_mut()).and_then(|t| t.spec.as_mut()) {
+            c.containers[0].security_context =
+                Some(v1::SecurityContext { run_as_user: Some(1000), run_as_group: Some(0), ..Default::default() });
+        }
+        svc.status = Some(v1::ServiceStatus { observed_generation: 2, ..Default::default() });
+        let mut any = svc.into_any();
+        any.set_type_meta();
+        any
+    }
+
+    #[test]
+    fn sixty_four_bit_integers_print_as_numbers() {
+        let json = service_with_integers().to_json();
+        // `Value == i64` holds only for a JSON number: the string "3" would fail.
+        assert_eq!(json["metadata"]["generation"], 3);
+        assert_eq!(json["status"]["observedGeneration"], 2);
+        let sc = &json["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+        assert_eq!(sc["runAsUser"], 1000);
+        assert_eq!(sc["runAsGroup"], 0);
+
+        // Instance usage, the other int64 fields of a status.
+        let mut inst = v1::Instance {
+            status: Some(v1::InstanceStatus {
+                usage: Some(v1::ResourceUsage { cpu_millis: 250, memory_bytes: 64 << 20, sampled_at: None }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        inst.meta_mut().generation = 1;
+        let json = inst.into_any().to_json();
+        assert_eq!(json["metadata"]["generation"], 1);
+        assert_eq!(json["status"]["usage"]["cpuMillis"], 250);
+        assert_eq!(json["status"]["usage"]["memoryBytes"], 64 << 20);
+    }
+
+    #[test]
+    fn yaml_made_from_the_json_has_integers_not_quoted_strings() {
+        // The CLI prints YAML by serialising the value of `to_json`.
+        let yaml = yaml_serde::to_string(&service_with_integers().to_json()).expect("serialises");
+        assert!(yaml.contains("generation: 3\n"), "{yaml}");
+        assert!(yaml.contains("observedGeneration: 2\n"), "{yaml}");
+        assert!(yaml.contains("runAsUser: 1000\n"), "{yaml}");
+    }
+
+    #[test]
+    fn numbers_and_the_older_string_form_both_decode() {
+        let want = service_with_integers();
+        let as_numbers = want.to_json();
+        let mut as_strings = as_numbers.clone();
+        as_strings["metadata"]["generation"] = "3".into();
+        as_strings["status"]["observedGeneration"] = "2".into();
+        as_strings["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = "1000".into();
+        as_strings["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsGroup"] = "0".into();
+        assert_eq!(AnyObject::from_json(want.info(), as_numbers).expect("numbers decode"), want);
+        assert_eq!(AnyObject::from_json(want.info(), as_strings).expect("strings decode"), want);
+
+        // The same through a YAML manifest, as `stratus apply -f` reads one.
+        for (generation, user) in [("3", "1000"), ("'3'", "'1000'")] {
+            let manifest = format!(
+                "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {{name: hello, generation: {generation}}}\n\
+                 spec: {{template: {{spec: {{containers: [{{image: nginx, securityContext: {{runAsUser: {user}}}}}]}}}}}}\n\
+                 status: {{observedGeneration: {generation}}}\n"
+            );
+            let decoded = crate::decode::decode_manifest(&manifest);
+            let Some(Ok((_, AnyObject::Service(svc)))) = decoded.first() else {
+                panic!("{manifest} does not decode: {decoded:?}");
+            };
+            assert_eq!(svc.meta().generation, 3, "{manifest}");
+            assert_eq!(svc.status.as_ref().map(|s| s.observed_generation), Some(3), "{manifest}");
+            let rev = svc.spec.as_ref().and_then(|s| s.template.as_ref()).and_then(|t| t.spec.as_ref());
+            let user = rev.and_then(|c| c.containers[0].security_context.as_ref()).and_then(|s| s.run_as_user);
+            assert_eq!(user, Some(1000), "{manifest}");
+        }
     }
 }

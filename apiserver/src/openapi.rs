@@ -199,9 +199,11 @@ fn scalar(field: &prost_types::FieldDescriptorProto) -> Value {
         Type::Int32 | Type::Sint32 | Type::Sfixed32 | Type::Uint32 | Type::Fixed32 => {
             json!({"type": "integer", "format": "int32"})
         }
-        // proto3 JSON writes 64-bit integers as strings and reads both forms.
+        // Numbers, as `AnyObject::to_json` writes them and Kubernetes clients expect, although
+        // proto3 JSON would write strings. The server still reads a string there too, but a
+        // generated client only needs to know what it is sent.
         Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
-            json!({"oneOf": [{"type": "string", "format": "int64"}, {"type": "integer", "format": "int64"}]})
+            json!({"type": "integer", "format": "int64"})
         }
         Type::Double | Type::Float => json!({"type": "number"}),
         Type::Bytes => json!({"type": "string", "format": "byte"}),
@@ -225,6 +227,14 @@ mod tests {
         let meta = &doc["components"]["schemas"]["ObjectMeta"]["properties"];
         assert_eq!(meta["labels"]["type"], "object");
         assert_eq!(meta["creationTimestamp"]["format"], "date-time");
+        // 64-bit integers are numbers, as the server prints them (not proto3's strings).
+        let int64 = json!({"type": "integer", "format": "int64"});
+        assert_eq!(meta["generation"], int64);
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["ServiceStatus"]["properties"]["observedGeneration"], int64);
+        assert_eq!(schemas["SecurityContext"]["properties"]["runAsUser"], int64);
+        assert_eq!(schemas["SecurityContext"]["properties"]["runAsGroup"], int64);
+        assert_eq!(schemas["ResourceUsage"]["properties"]["memoryBytes"], int64);
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services/{name}"]["put"].is_object());
         assert!(doc["paths"]["/apis/stratus.dev/v1/nodes/{name}/status"]["put"].is_object());
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/instances/{name}/log"]["get"].is_object());

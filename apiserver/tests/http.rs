@@ -23,7 +23,7 @@ async fn create_get_update_delete() {
     let created = send_json("POST", &format!("{base}{SVCS}"), &hello("web")).await;
     assert_eq!(created.status, 201, "{}", created.text);
     let obj = created.body;
-    assert_eq!(obj["metadata"]["generation"], "1");
+    assert_eq!(obj["metadata"]["generation"], 1);
     assert!(obj["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
     assert_eq!(obj["spec"]["template"]["spec"]["containerConcurrency"], 80);
     assert_eq!(obj["spec"]["template"]["spec"]["timeoutSeconds"], 300);
@@ -40,12 +40,12 @@ async fn create_get_update_delete() {
     labelled["metadata"]["labels"] = json!({"team": "a"});
     let r = send_json("PUT", &url, &labelled).await;
     assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["metadata"]["generation"], "1");
+    assert_eq!(r.body["metadata"]["generation"], 1);
     let mut changed = r.body.clone();
     changed["spec"]["template"]["spec"]["containerConcurrency"] = json!(5);
     let r2 = send_json("PUT", &url, &changed).await;
     assert_eq!(r2.status, 200, "{}", r2.text);
-    assert_eq!(r2.body["metadata"]["generation"], "2");
+    assert_eq!(r2.body["metadata"]["generation"], 2);
 
     // Writing with the version read before the last write is a conflict and changes nothing.
     let stale = send_json("PUT", &url, &changed).await;
@@ -55,14 +55,15 @@ async fn create_get_update_delete() {
 
     // Status goes through /status only, and does not bump the generation.
     let mut with_status = r2.body.clone();
-    with_status["status"] = json!({"url": "http://web.default.example", "observedGeneration": "2"});
+    with_status["status"] = json!({"url": "http://web.default.example", "observedGeneration": 2});
     let ignored = send_json("PUT", &url, &with_status).await;
     assert_eq!(ignored.status, 200);
     assert!(ignored.body.get("status").is_none(), "status written through the main resource: {}", ignored.text);
     let st = send_json("PUT", &format!("{url}/status"), &with_status).await;
     assert_eq!(st.status, 200, "{}", st.text);
     assert_eq!(st.body["status"]["url"], "http://web.default.example");
-    assert_eq!(st.body["metadata"]["generation"], "2");
+    assert_eq!(st.body["status"]["observedGeneration"], 2);
+    assert_eq!(st.body["metadata"]["generation"], 2);
 
     let del = request("DELETE", &url, None).await;
     assert_eq!(del.status, 200);
@@ -207,6 +208,108 @@ spec:
     assert_eq!(r.body["spec"]["template"]["spec"]["scaling"]["maxInstances"], 5);
 }
 
+/// The fields of Knative's Go `serving/v1.Service` (knative.dev/serving/pkg/apis/serving/v1)
+/// that hold integers, with the Go types: `int64` and `*int64`. `encoding/json` refuses to put
+/// a JSON string into them, and so does serde into an `i64`, so a decode that succeeds here is
+/// one that a Go client built on Knative's types would do too. Other fields are ignored, as Go
+/// ignores them.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeService {
+    metadata: KnativeMeta,
+    spec: KnativeSpec,
+    status: KnativeStatus,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeMeta {
+    name: String,
+    generation: i64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeSpec {
+    template: KnativeTemplate,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeTemplate {
+    spec: KnativeRevisionSpec,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeRevisionSpec {
+    container_concurrency: Option<i64>,
+    timeout_seconds: Option<i64>,
+    containers: Vec<KnativeContainer>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeContainer {
+    security_context: Option<KnativeSecurityContext>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeSecurityContext {
+    run_as_user: Option<i64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeStatus {
+    observed_generation: i64,
+    traffic: Vec<KnativeTraffic>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KnativeTraffic {
+    percent: Option<i64>,
+}
+
+#[tokio::test]
+async fn a_client_with_knatives_go_types_reads_a_service_and_its_status() {
+    let s = TestServer::start().await;
+    let coll = format!("{}{SVCS}", s.endpoint);
+    let mut svc = hello("kn");
+    svc["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1000});
+    let created = send_json("POST", &coll, &svc).await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let mut with_status = created.body.clone();
+    // Written in the proto3 string form, which the server still reads.
+    with_status["status"] = json!({
+        "observedGeneration": "1",
+        "url": "http://kn.default.example",
+        "traffic": [{"revisionName": "kn-00001", "latestRevision": true, "percent": 100}],
+    });
+    let st = send_json("PUT", &format!("{coll}/kn/status"), &with_status).await;
+    assert_eq!(st.status, 200, "{}", st.text);
+
+    let got = get(&format!("{coll}/kn")).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let ksvc: KnativeService = serde_json::from_value(got.body.clone())
+        .unwrap_or_else(|e| panic!("a Knative client cannot decode {}: {e}", got.text));
+    assert_eq!(ksvc.metadata.name, "kn");
+    assert_eq!(ksvc.metadata.generation, 1);
+    assert_eq!(ksvc.status.observed_generation, 1);
+    assert_eq!(ksvc.status.traffic[0].percent, Some(100));
+    let rev = &ksvc.spec.template.spec;
+    assert_eq!((rev.container_concurrency, rev.timeout_seconds), (Some(80), Some(300)));
+    assert_eq!(rev.containers[0].security_context.as_ref().and_then(|s| s.run_as_user), Some(1000));
+
+    // A list, as an informer reads it first, decodes the same way.
+    let list = get(&coll).await;
+    let items: Vec<KnativeService> = serde_json::from_value(list.body["items"].clone())
+        .unwrap_or_else(|e| panic!("a Knative client cannot decode the list {}: {e}", list.text));
+    assert_eq!(items.iter().map(|k| k.status.observed_generation).collect::<Vec<_>>(), [1]);
+}
+
 #[tokio::test]
 async fn apply_creates_then_reports_unchanged_and_configured() {
     let s = TestServer::start().await;
@@ -223,7 +326,7 @@ async fn apply_creates_then_reports_unchanged_and_configured() {
     changed["spec"]["template"]["spec"]["timeoutSeconds"] = json!(30);
     let c = send_json("PATCH", &url, &changed).await;
     assert_eq!(c.status, 200);
-    assert_eq!(c.body["metadata"]["generation"], "2");
+    assert_eq!(c.body["metadata"]["generation"], 2);
 }
 
 #[tokio::test]
@@ -338,6 +441,7 @@ async fn http_watch_streams_events_in_order() {
     .expect("watch events arrive");
     assert_eq!(events[0]["type"], "MODIFIED");
     assert_eq!(events[0]["object"]["metadata"]["labels"]["x"], "y");
+    assert_eq!(events[0]["object"]["metadata"]["generation"], 1, "watch events print integers as numbers");
     assert_eq!(events[1]["type"], "DELETED");
 
     // A version older than the compacted history is Gone.
