@@ -14,16 +14,17 @@ use tonic::{Request, Response, Status};
 
 use crate::admission::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
-use crate::logs::LogOptions;
+use crate::logs::{LogOptions, Logs};
 use crate::registry::{Registry, Selection};
 
 pub struct Grpc {
     registry: Registry,
+    logs: Logs,
 }
 
 impl Grpc {
-    pub fn new(registry: Registry) -> Grpc {
-        Grpc { registry }
+    pub fn new(registry: Registry, logs: Logs) -> Grpc {
+        Grpc { registry, logs }
     }
 
     /// Runs `f`, recording the outcome in the metrics and turning errors into statuses.
@@ -152,7 +153,7 @@ impl ResourceService for Grpc {
         self.call("logs", async {
             let k = key(r.key)?;
             let opts = LogOptions { follow: r.follow, tail_lines: r.tail_lines };
-            let lines = crate::logs::stream(&self.registry, &who, &k.kind, &k.namespace, &k.name, opts).await?;
+            let lines = self.logs.stream(&who, &k.kind, &k.namespace, &k.name, opts).await?;
             let stream: LogStream = lines.map(|line| line.map_err(Status::from)).boxed();
             Ok(stream)
         })

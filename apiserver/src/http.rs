@@ -29,6 +29,7 @@ use stratus_api::{AnyObject, KindInfo};
 
 use crate::admission::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
+use crate::logs::Logs;
 use crate::registry::{Applied, Registry, Selection};
 
 /// The largest request body accepted.
@@ -37,11 +38,12 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 struct Http {
     registry: Registry,
+    logs: Logs,
     openapi: std::sync::Arc<Value>,
 }
 
 /// The HTTP routes, to be merged with the gRPC ones on one port.
-pub fn router(registry: Registry) -> Router {
+pub fn router(registry: Registry, logs: Logs) -> Router {
     let openapi = std::sync::Arc::new(crate::openapi::document());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -52,7 +54,7 @@ pub fn router(registry: Registry) -> Router {
         .route("/apis", get(discovery))
         .route("/apis/{group}/{version}", get(discovery_group))
         .route("/apis/{group}/{version}/{*rest}", any(resource))
-        .with_state(Http { registry, openapi })
+        .with_state(Http { registry, logs, openapi })
 }
 
 async fn readyz(State(s): State<Http>) -> Response {
@@ -161,6 +163,7 @@ async fn resource(
     let caller = Caller::anonymous("http");
     let (verb, res) = match parse_target(&group, &version, &rest) {
         Err(e) => ("unknown", Err(e)),
+        Ok(t) if t.log => ("logs", s.logs.http(&caller, &method, t.info, &t.namespace, &t.name, &query).await),
         Ok(t) => handle(&s.registry, &caller, &method, t, &query, &headers, body).await,
     };
     let response = match res {
@@ -182,9 +185,6 @@ async fn handle(
 ) -> (&'static str, ApiResult<Response>) {
     let kind = t.info.kind;
     let collection = t.name.is_empty();
-    if t.log {
-        return ("logs", crate::logs::http(registry, caller, method, t.info, &t.namespace, &t.name, query).await);
-    }
     match (method.as_str(), collection, t.status) {
         ("GET", true, false) => {
             let sel = Selection {

@@ -85,6 +85,8 @@ pub async fn open_store(opts: &StoreOptions) -> Result<Arc<dyn Store>, Error> {
 /// An API server over one store.
 pub struct ApiServer {
     registry: Registry,
+    /// Container logs, served beside the registry by both protocols.
+    logs: logs::Logs,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -95,7 +97,8 @@ impl ApiServer {
         let registry =
             Registry::new(store, Arc::new(admission::AllowAll), Arc::new(metrics::Metrics::default()), closed);
         registry.bootstrap().await.map_err(Error::Bootstrap)?;
-        Ok(ApiServer { registry, closing })
+        let logs = logs::Logs::new(registry.clone());
+        Ok(ApiServer { registry, logs, closing })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -105,7 +108,7 @@ impl ApiServer {
     /// The gRPC and HTTP routes on one router: gRPC requests are told apart by their paths
     /// (`/stratus.v1.ResourceService/…`, `/grpc.reflection.v1.ServerReflection/…`).
     pub fn router(&self) -> Result<Router, Error> {
-        let grpc = ResourceServiceServer::new(grpc::Grpc::new(self.registry.clone()))
+        let grpc = ResourceServiceServer::new(grpc::Grpc::new(self.registry.clone(), self.logs.clone()))
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
             .max_encoding_message_size(64 * 1024 * 1024);
         let reflection = tonic_reflection::server::Builder::configure()
@@ -120,7 +123,7 @@ impl ApiServer {
         let grpc_path = format!("/{}/{{*rest}}", <ResourceServiceServer<grpc::Grpc> as NamedService>::NAME);
         let reflection_path = format!("/{}/{{*rest}}", <ReflectionServer as NamedService>::NAME);
         let reflection_alpha_path = format!("/{}/{{*rest}}", <ReflectionServerAlpha as NamedService>::NAME);
-        Ok(http::router(self.registry.clone())
+        Ok(http::router(self.registry.clone(), self.logs.clone())
             .route_service(&grpc_path, as_axum(grpc))
             .route_service(&reflection_path, as_axum(reflection))
             .route_service(&reflection_alpha_path, as_axum(reflection_alpha)))

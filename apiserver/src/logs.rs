@@ -6,9 +6,12 @@
 //! asks that node's agent (`stratus.v1.NodeAgent/Logs` at the Node's `status.agentEndpoint`)
 //! and forwards its stream; for a Service it does so for every Instance of the Service and
 //! merges the streams, each line naming its instance.
+//!
+//! [`Logs`] holds the connections to the agents; the servers keep it beside the [`Registry`],
+//! which it reads the objects through.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -55,11 +58,214 @@ pub struct LogOptions {
 /// The lines of one logs request; an error ends it.
 pub type LogLines = BoxStream<'static, ApiResult<LogLine>>;
 
+/// The logs of both protocols: the registry the objects are read through, and the connections
+/// to the node agents, shared by every log request. Cheap to clone; clones share the
+/// connections.
+#[derive(Clone)]
+pub struct Logs {
+    registry: Registry,
+    agents: Arc<AgentChannels>,
+}
+
 /// gRPC channels to node agents, one per endpoint. A channel connects lazily and reconnects by
 /// itself after its connection broke, so one made on first use serves every later request.
 #[derive(Default)]
 pub struct AgentChannels {
     channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Logs {
+    /// Logs read through `registry`, with no agent connected yet.
+    pub fn new(registry: Registry) -> Logs {
+        Logs { registry, agents: Arc::default() }
+    }
+
+    /// The container output of the Instance `namespace/name`, or of every Instance of the Service
+    /// `namespace/name` (`kind` names either, in any of its forms: "Instance", "inst", "svc", …).
+    ///
+    /// The caller is admitted for [`Verb::Logs`] on the object itself; the Instances, Nodes and
+    /// Services read to find the agents are read on the server's own behalf, as reading a pod's
+    /// log in Kubernetes needs no right to read its node.
+    ///
+    /// Fails before streaming with NotFound when the object (or, for an Instance, its container)
+    /// does not exist, FailedPrecondition when no node runs it yet, and ServiceUnavailable naming
+    /// the node and endpoint when its agent cannot be reached. An agent failing midway ends the
+    /// stream with such an error. Followed streams end when the server shuts down.
+    pub async fn stream(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        opts: LogOptions,
+    ) -> ApiResult<LogLines> {
+        let info = lookup_kind(kind).ok_or_else(|| {
+            ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {kind:?}"))
+        })?;
+        if info != &Instance::INFO && info != &Service::INFO {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("logs are kept for instances and services, not for {}", info.plural),
+            ));
+        }
+        if name.is_empty() {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("a name is required to read the logs of a {}", info.singular),
+            ));
+        }
+        if let Some(n) = opts.tail_lines
+            && n < 0
+        {
+            return Err(ApiError::new(Reason::BadRequest, format!("tailLines: {n} is negative; give 0 or more")));
+        }
+        let namespace = if namespace.is_empty() { stratus_api::DEFAULT_NAMESPACE } else { namespace };
+        self.registry.admission().admit(caller, Verb::Logs, info, namespace, name, None)?;
+        let lines = if info == &Instance::INFO {
+            let instance = read::<Instance>(&self.registry, namespace, name).await?;
+            self.open(&instance, opts).await?
+        } else {
+            self.service_logs(namespace, name, opts).await?
+        };
+        Ok(lines.take_until(self.registry.closed()).boxed())
+    }
+
+    /// `GET /apis/stratus.dev/v1/namespaces/{ns}/{instances|services}/{name}/log?follow=true&tailLines=N`:
+    /// the lines as `text/plain`, one per line; a Service's prefixed with `[instance] ` as
+    /// `kubectl logs --prefix` does. An error before the first byte is the usual JSON `Status`; one
+    /// midway aborts the response, so that a client never takes a cut stream for a complete one.
+    pub async fn http(
+        &self,
+        caller: &Caller,
+        method: &Method,
+        info: &KindInfo,
+        namespace: &str,
+        name: &str,
+        query: &HashMap<String, String>,
+    ) -> ApiResult<Response> {
+        if method != Method::GET {
+            return Err(ApiError::new(Reason::MethodNotAllowed, format!("{method} is not supported on logs: use GET")));
+        }
+        let follow = match query.get("follow").map(String::as_str) {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(ApiError::new(Reason::BadRequest, format!("follow: {other:?} is not true or false")));
+            }
+        };
+        let tail_lines = match query.get("tailLines") {
+            None => None,
+            Some(n) => Some(n.parse::<i64>().map_err(|_| {
+                ApiError::new(Reason::BadRequest, format!("tailLines: {n:?} is not a number of lines"))
+            })?),
+        };
+        let prefixed = info == &Service::INFO;
+        let lines = self.stream(caller, info.kind, namespace, name, LogOptions { follow, tail_lines }).await?;
+        let body = lines.map(move |item| match item {
+            Ok(l) if prefixed => Ok(Bytes::from(format!("[{}] {}\n", l.instance, l.line))),
+            Ok(l) => {
+                let mut text = l.line.into_bytes();
+                text.push(b'\n');
+                Ok(Bytes::from(text))
+            }
+            Err(e) => Err(std::io::Error::other(e.message)),
+        });
+        Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(body)).into_response())
+    }
+
+    /// The logs of every Instance of a Service: with `follow`, merged as lines arrive; without, one
+    /// instance after another in name order, as `kubectl logs -l` prints them.
+    ///
+    /// The Instances are those that exist when the request arrives: with `follow`, one started
+    /// later is not picked up (ask again to see it). Instances that no node runs yet, or whose
+    /// container the agent has not made yet, have no logs and are left out.
+    async fn service_logs(&self, namespace: &str, name: &str, opts: LogOptions) -> ApiResult<LogLines> {
+        read::<Service>(&self.registry, namespace, name).await?;
+        let mut instances = list_instances(&self.registry, namespace, name).await?;
+        if instances.is_empty() {
+            return Err(ApiError::new(
+                Reason::FailedPrecondition,
+                format!("service {namespace}/{name} has no instances (it may be scaled to zero)"),
+            ));
+        }
+        if instances.len() > MAX_SERVICE_STREAMS {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!(
+                    "service {namespace}/{name} has {} instances, more than the {MAX_SERVICE_STREAMS} whose logs are \
+                     streamed at once: ask for the logs of one instance",
+                    instances.len()
+                ),
+            ));
+        }
+        instances.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+        let opened = futures::future::join_all(instances.iter().map(|i| self.open(i, opts))).await;
+        let mut streams = Vec::new();
+        for (instance, result) in instances.iter().zip(opened) {
+            match result {
+                Ok(lines) => streams.push(lines),
+                Err(e) if matches!(e.reason, Reason::NotFound | Reason::FailedPrecondition) => {
+                    tracing::debug!(%namespace, instance = %instance.meta().name, reason = %e, "no logs yet");
+                }
+                Err(e) => {
+                    return Err(ApiError::new(e.reason, format!("instance {}: {}", instance.meta().name, e.message)));
+                }
+            }
+        }
+        if streams.is_empty() {
+            return Err(ApiError::new(
+                Reason::FailedPrecondition,
+                format!("no instance of service {namespace}/{name} has a container on a node yet"),
+            ));
+        }
+        Ok(if opts.follow { stream::select_all(streams).boxed() } else { stream::iter(streams).flatten().boxed() })
+    }
+
+    /// Opens the agent stream of one Instance.
+    async fn open(&self, instance: &Instance, opts: LogOptions) -> ApiResult<LogLines> {
+        let meta = instance.meta();
+        let (namespace, name) = (meta.namespace.clone(), meta.name.clone());
+        let node_name = instance.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or_default();
+        if node_name.is_empty() {
+            return Err(ApiError::new(
+                Reason::FailedPrecondition,
+                format!("instance {namespace}/{name} is not scheduled to a node yet"),
+            ));
+        }
+        let node = match read::<Node>(&self.registry, "", node_name).await {
+            Ok(node) => node,
+            Err(e) if e.reason == Reason::NotFound => {
+                return Err(ApiError::new(
+                    Reason::FailedPrecondition,
+                    format!("instance {namespace}/{name} is bound to node {node_name}, which is not registered"),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
+        let endpoint = node.status.as_ref().map(|s| s.agent_endpoint.clone()).unwrap_or_default();
+        if endpoint.is_empty() {
+            return Err(ApiError::new(
+                Reason::ServiceUnavailable,
+                format!("node {node_name} has not reported where its agent listens (status.agentEndpoint)"),
+            ));
+        }
+        let agent = Agent { node: node_name.to_string(), endpoint };
+        let channel = self.agents.channel(&agent.endpoint).map_err(|e| {
+            ApiError::new(
+                Reason::ServiceUnavailable,
+                format!("node {}'s agent endpoint {:?} is not a URL: {e}", agent.node, agent.endpoint),
+            )
+        })?;
+        let request = AgentLogsRequest {
+            namespace,
+            instance: name,
+            instance_uid: meta.uid.clone(),
+            follow: opts.follow,
+            tail_lines: opts.tail_lines,
+        };
+        let lines = NodeAgentClient::new(channel).logs(request).await.map_err(|s| agent.error(&s, false))?.into_inner();
+        Ok(lines.map(move |item| item.map_err(|s| agent.error(&s, true))).boxed())
+    }
 }
 
 impl AgentChannels {
@@ -85,193 +291,6 @@ impl AgentChannels {
         channels.insert(endpoint.to_string(), channel.clone());
         Ok(channel)
     }
-}
-
-/// The container output of the Instance `namespace/name`, or of every Instance of the Service
-/// `namespace/name` (`kind` names either, in any of its forms: "Instance", "inst", "svc", …).
-///
-/// The caller is admitted for [`Verb::Logs`] on the object itself; the Instances, Nodes and
-/// Services read to find the agents are read on the server's own behalf, as reading a pod's
-/// log in Kubernetes needs no right to read its node.
-///
-/// Fails before streaming with NotFound when the object (or, for an Instance, its container)
-/// does not exist, FailedPrecondition when no node runs it yet, and ServiceUnavailable naming
-/// the node and endpoint when its agent cannot be reached. An agent failing midway ends the
-/// stream with such an error. Followed streams end when the server shuts down.
-pub async fn stream(
-    registry: &Registry,
-    caller: &Caller,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-    opts: LogOptions,
-) -> ApiResult<LogLines> {
-    let info = lookup_kind(kind)
-        .ok_or_else(|| ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {kind:?}")))?;
-    if info != &Instance::INFO && info != &Service::INFO {
-        return Err(ApiError::new(
-            Reason::BadRequest,
-            format!("logs are kept for instances and services, not for {}", info.plural),
-        ));
-    }
-    if name.is_empty() {
-        return Err(ApiError::new(
-            Reason::BadRequest,
-            format!("a name is required to read the logs of a {}", info.singular),
-        ));
-    }
-    if let Some(n) = opts.tail_lines
-        && n < 0
-    {
-        return Err(ApiError::new(Reason::BadRequest, format!("tailLines: {n} is negative; give 0 or more")));
-    }
-    let namespace = if namespace.is_empty() { stratus_api::DEFAULT_NAMESPACE } else { namespace };
-    registry.admission().admit(caller, Verb::Logs, info, namespace, name, None)?;
-    let lines = if info == &Instance::INFO {
-        let instance = read::<Instance>(registry, namespace, name).await?;
-        open(registry, &instance, opts).await?
-    } else {
-        service_logs(registry, namespace, name, opts).await?
-    };
-    Ok(lines.take_until(registry.closed()).boxed())
-}
-
-/// `GET /apis/stratus.dev/v1/namespaces/{ns}/{instances|services}/{name}/log?follow=true&tailLines=N`:
-/// the lines as `text/plain`, one per line; a Service's prefixed with `[instance] ` as
-/// `kubectl logs --prefix` does. An error before the first byte is the usual JSON `Status`; one
-/// midway aborts the response, so that a client never takes a cut stream for a complete one.
-pub async fn http(
-    registry: &Registry,
-    caller: &Caller,
-    method: &Method,
-    info: &KindInfo,
-    namespace: &str,
-    name: &str,
-    query: &HashMap<String, String>,
-) -> ApiResult<Response> {
-    if method != Method::GET {
-        return Err(ApiError::new(Reason::MethodNotAllowed, format!("{method} is not supported on logs: use GET")));
-    }
-    let follow = match query.get("follow").map(String::as_str) {
-        None | Some("false" | "0") => false,
-        Some("true" | "1") => true,
-        Some(other) => {
-            return Err(ApiError::new(Reason::BadRequest, format!("follow: {other:?} is not true or false")));
-        }
-    };
-    let tail_lines = match query.get("tailLines") {
-        None => None,
-        Some(n) => Some(
-            n.parse::<i64>()
-                .map_err(|_| ApiError::new(Reason::BadRequest, format!("tailLines: {n:?} is not a number of lines")))?,
-        ),
-    };
-    let prefixed = info == &Service::INFO;
-    let lines = stream(registry, caller, info.kind, namespace, name, LogOptions { follow, tail_lines }).await?;
-    let body = lines.map(move |item| match item {
-        Ok(l) if prefixed => Ok(Bytes::from(format!("[{}] {}\n", l.instance, l.line))),
-        Ok(l) => {
-            let mut text = l.line.into_bytes();
-            text.push(b'\n');
-            Ok(Bytes::from(text))
-        }
-        Err(e) => Err(std::io::Error::other(e.message)),
-    });
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(body)).into_response())
-}
-
-/// The logs of every Instance of a Service: with `follow`, merged as lines arrive; without, one
-/// instance after another in name order, as `kubectl logs -l` prints them.
-///
-/// The Instances are those that exist when the request arrives: with `follow`, one started
-/// later is not picked up (ask again to see it). Instances that no node runs yet, or whose
-/// container the agent has not made yet, have no logs and are left out.
-async fn service_logs(registry: &Registry, namespace: &str, name: &str, opts: LogOptions) -> ApiResult<LogLines> {
-    read::<Service>(registry, namespace, name).await?;
-    let mut instances = list_instances(registry, namespace, name).await?;
-    if instances.is_empty() {
-        return Err(ApiError::new(
-            Reason::FailedPrecondition,
-            format!("service {namespace}/{name} has no instances (it may be scaled to zero)"),
-        ));
-    }
-    if instances.len() > MAX_SERVICE_STREAMS {
-        return Err(ApiError::new(
-            Reason::BadRequest,
-            format!(
-                "service {namespace}/{name} has {} instances, more than the {MAX_SERVICE_STREAMS} whose logs are \
-                 streamed at once: ask for the logs of one instance",
-                instances.len()
-            ),
-        ));
-    }
-    instances.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
-    let opened = futures::future::join_all(instances.iter().map(|i| open(registry, i, opts))).await;
-    let mut streams = Vec::new();
-    for (instance, result) in instances.iter().zip(opened) {
-        match result {
-            Ok(lines) => streams.push(lines),
-            Err(e) if matches!(e.reason, Reason::NotFound | Reason::FailedPrecondition) => {
-                tracing::debug!(%namespace, instance = %instance.meta().name, reason = %e, "no logs yet");
-            }
-            Err(e) => {
-                return Err(ApiError::new(e.reason, format!("instance {}: {}", instance.meta().name, e.message)));
-            }
-        }
-    }
-    if streams.is_empty() {
-        return Err(ApiError::new(
-            Reason::FailedPrecondition,
-            format!("no instance of service {namespace}/{name} has a container on a node yet"),
-        ));
-    }
-    Ok(if opts.follow { stream::select_all(streams).boxed() } else { stream::iter(streams).flatten().boxed() })
-}
-
-/// Opens the agent stream of one Instance.
-async fn open(registry: &Registry, instance: &Instance, opts: LogOptions) -> ApiResult<LogLines> {
-    let meta = instance.meta();
-    let (namespace, name) = (meta.namespace.clone(), meta.name.clone());
-    let node_name = instance.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or_default();
-    if node_name.is_empty() {
-        return Err(ApiError::new(
-            Reason::FailedPrecondition,
-            format!("instance {namespace}/{name} is not scheduled to a node yet"),
-        ));
-    }
-    let node = match read::<Node>(registry, "", node_name).await {
-        Ok(node) => node,
-        Err(e) if e.reason == Reason::NotFound => {
-            return Err(ApiError::new(
-                Reason::FailedPrecondition,
-                format!("instance {namespace}/{name} is bound to node {node_name}, which is not registered"),
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    let endpoint = node.status.as_ref().map(|s| s.agent_endpoint.clone()).unwrap_or_default();
-    if endpoint.is_empty() {
-        return Err(ApiError::new(
-            Reason::ServiceUnavailable,
-            format!("node {node_name} has not reported where its agent listens (status.agentEndpoint)"),
-        ));
-    }
-    let agent = Agent { node: node_name.to_string(), endpoint };
-    let channel = registry.agents().channel(&agent.endpoint).map_err(|e| {
-        ApiError::new(
-            Reason::ServiceUnavailable,
-            format!("node {}'s agent endpoint {:?} is not a URL: {e}", agent.node, agent.endpoint),
-        )
-    })?;
-    let request = AgentLogsRequest {
-        namespace,
-        instance: name,
-        instance_uid: meta.uid.clone(),
-        follow: opts.follow,
-        tail_lines: opts.tail_lines,
-    };
-    let lines = NodeAgentClient::new(channel).logs(request).await.map_err(|s| agent.error(&s, false))?.into_inner();
-    Ok(lines.map(move |item| item.map_err(|s| agent.error(&s, true))).boxed())
 }
 
 /// The agent one stream comes from, to name in its errors.

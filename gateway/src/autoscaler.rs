@@ -1,8 +1,8 @@
 //! The gateway's side of autoscaling: it streams the demand it sees per revision to the
 //! autoscaler (`Autoscaler.ReportDemand`, one report per period on a stream that stays open and
-//! is reopened with backoff when it breaks), and pokes it (`Autoscaler.Poke`) when a request
-//! finds a revision without an endpoint, so that scaling from zero starts at once instead of at
-//! the next report.
+//! is reopened with backoff when it breaks), and pokes it (`Autoscaler.Poke`, see
+//! [`crate::poke`]) when a request finds a revision without an endpoint, so that scaling from
+//! zero starts at once instead of at the next report.
 //!
 //! Both are hints: the gateway serves the same whether the autoscaler answers or not. Failed
 //! pokes are logged at debug; a broken report stream at warn.
@@ -10,12 +10,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::channel::mpsc;
-use futures::future::BoxFuture;
 use rand::Rng;
 use stratus_api::v1 as api;
 use stratus_api::v1::autoscaler_client::AutoscalerClient;
@@ -24,13 +22,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
-use crate::Shared;
 use crate::pool::{Load, RevisionPool};
 
-/// Pokes for one revision are at least this far apart.
-pub(crate) const POKE_INTERVAL: Duration = Duration::from_millis(500);
-/// How long one poke may take.
-const POKE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting to the autoscaler may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// The first wait before reopening a broken report stream; it doubles up to [`MAX_BACKOFF`].
@@ -53,92 +46,6 @@ pub(crate) fn connect(endpoint: &str) -> Result<AutoscalerClient<Channel>, tonic
         .keep_alive_while_idle(true)
         .connect_lazy();
     Ok(AutoscalerClient::new(channel))
-}
-
-/// What a poke does: one `Poke` call for a revision.
-pub(crate) type PokeFn = Arc<dyn Fn(ObjectRef) -> BoxFuture<'static, Result<(), tonic::Status>> + Send + Sync>;
-
-/// Pokes the autoscaler for revisions that requests wait for, deduplicated per revision: at most
-/// one poke in flight and one per [`POKE_INTERVAL`]. Disabled (every poke a no-op) when the
-/// gateway has no autoscaler.
-pub(crate) struct Poker {
-    send: Option<PokeFn>,
-    interval: Duration,
-    /// Revisions poked lately: when, and whether that poke is still in flight.
-    recent: Mutex<HashMap<ObjectRef, Recent>>,
-}
-
-#[derive(Clone, Copy)]
-struct Recent {
-    at: Instant,
-    in_flight: bool,
-}
-
-impl Poker {
-    /// A poker that never pokes.
-    pub(crate) fn disabled() -> Arc<Poker> {
-        Arc::new(Poker { send: None, interval: POKE_INTERVAL, recent: Mutex::new(HashMap::new()) })
-    }
-
-    /// A poker that calls `send` for each poke that is not a duplicate.
-    pub(crate) fn new(send: PokeFn, interval: Duration) -> Arc<Poker> {
-        Arc::new(Poker { send: Some(send), interval, recent: Mutex::new(HashMap::new()) })
-    }
-
-    /// A poker that calls `Autoscaler.Poke` through `client`, each call bounded by
-    /// [`POKE_TIMEOUT`].
-    pub(crate) fn grpc(client: AutoscalerClient<Channel>) -> Arc<Poker> {
-        let send: PokeFn = Arc::new(move |revision: ObjectRef| {
-            let mut client = client.clone();
-            async move {
-                let request = api::PokeRequest { namespace: revision.namespace, revision: revision.name };
-                match tokio::time::timeout(POKE_TIMEOUT, client.poke(request)).await {
-                    Ok(answer) => answer.map(drop),
-                    Err(_) => Err(tonic::Status::deadline_exceeded("the autoscaler did not answer the poke in time")),
-                }
-            }
-            .boxed()
-        });
-        Poker::new(send, POKE_INTERVAL)
-    }
-
-    /// Asks the autoscaler to scale `revision` up now, in the background, unless a poke for it
-    /// is in flight or was sent less than the interval ago. Never blocks and never fails: a
-    /// failed poke is logged at debug. Does nothing outside a tokio runtime.
-    pub(crate) fn poke(self: &Arc<Self>, revision: &ObjectRef) {
-        let Some(send) = &self.send else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let now = Instant::now();
-        {
-            let mut recent = self.recent();
-            recent.retain(|_, r| r.in_flight || now.saturating_duration_since(r.at) < self.interval);
-            if recent.contains_key(revision) {
-                return;
-            }
-            recent.insert(revision.clone(), Recent { at: now, in_flight: true });
-        }
-        let call = send(revision.clone());
-        let poker = Arc::downgrade(self);
-        let revision = revision.clone();
-        runtime.spawn(async move {
-            match call.await {
-                Ok(()) => debug!(%revision, "poked the autoscaler"),
-                Err(status) => {
-                    debug!(%revision, code = ?status.code(), error = status.message(), "poking the autoscaler failed")
-                }
-            }
-            if let Some(poker) = poker.upgrade()
-                && let Some(r) = poker.recent().get_mut(&revision)
-            {
-                r.in_flight = false;
-            }
-        });
-    }
-
-    // Only inserts, removals and flag updates happen under the lock: it cannot be left halfway.
-    fn recent(&self) -> MutexGuard<'_, HashMap<ObjectRef, Recent>> {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// Turns the pools' cumulative [`Load`]s into per-period demand: each report covers the time
@@ -202,13 +109,14 @@ struct Stream {
 }
 
 /// Sends a [`api::DemandReport`] of every routed revision (those with no demand included: a
-/// report replaces the gateway's previous one) every `period` as `gateway`, until the gateway
-/// is dropped. The stream is opened at the first report and reopened, after a backoff from
-/// [`MIN_BACKOFF`] doubling to [`MAX_BACKOFF`] (reset by a stream that lasted [`STABLE`]), when
-/// it breaks. Reports made while no stream is open, or that the stream cannot take yet, are
-/// dropped: the next one covers only its own period.
+/// report replaces the gateway's previous one) every `period` as `gateway`, until `pools` (the
+/// balancers of the routed revisions) returns `None` because the gateway was dropped. The
+/// stream is opened at the first report and reopened, after a backoff from [`MIN_BACKOFF`]
+/// doubling to [`MAX_BACKOFF`] (reset by a stream that lasted [`STABLE`]), when it breaks.
+/// Reports made while no stream is open, or that the stream cannot take yet, are dropped: the
+/// next one covers only its own period.
 pub(crate) async fn report_demand(
-    shared: Weak<Shared>,
+    pools: impl Fn() -> Option<Vec<Arc<RevisionPool>>>,
     client: AutoscalerClient<Channel>,
     gateway: String,
     period: Duration,
@@ -224,9 +132,7 @@ pub(crate) async fn report_demand(
     loop {
         let broke = tokio::select! {
             _ = ticker.tick() => {
-                let Some(shared) = shared.upgrade() else { return };
-                let pools = shared.pools();
-                drop(shared);
+                let Some(pools) = pools() else { return };
                 let report = api::DemandReport { gateway: gateway.clone(), revisions: meter.report(&pools) };
                 if stream.is_none() && Instant::now() >= retry_at {
                     stream = Some(open(client.clone()));
@@ -300,9 +206,10 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::sync::oneshot;
+    use futures::FutureExt;
 
     use super::*;
+    use crate::poke::{POKE_INTERVAL, PokeFn, Poker};
     use crate::pool::{Deadlines, OutlierDetection, PoolSettings, QueueLimits};
 
     fn pool(poker: Arc<Poker>) -> Arc<RevisionPool> {
@@ -361,62 +268,6 @@ mod tests {
         fresh.count_request();
         let fourth = meter.report(&[fresh]);
         assert_eq!(fourth[0].requests, 1);
-    }
-
-    /// Lets the tasks woken so far run (the runtime is current-thread and its time paused).
-    async fn settle() {
-        for _ in 0..3 {
-            tokio::task::yield_now().await;
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pokes_are_deduplicated_per_revision() {
-        // Each poke stays in flight until the test answers it.
-        let held: Arc<Mutex<Vec<oneshot::Sender<()>>>> = Arc::default();
-        let calls = Arc::new(AtomicUsize::new(0));
-        let send: PokeFn = {
-            let (held, calls) = (Arc::clone(&held), Arc::clone(&calls));
-            Arc::new(move |_| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                let (done, answered) = oneshot::channel();
-                held.lock().unwrap().push(done);
-                async move {
-                    let _ = answered.await;
-                    Ok(())
-                }
-                .boxed()
-            })
-        };
-        let answer_all = || {
-            for done in held.lock().unwrap().drain(..) {
-                done.send(()).unwrap();
-            }
-        };
-        let poker = Poker::new(send, POKE_INTERVAL);
-        let (a, b) = (ObjectRef::new("default", "a-1"), ObjectRef::new("default", "b-1"));
-        for _ in 0..10 {
-            poker.poke(&a);
-        }
-        poker.poke(&b);
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "one per revision");
-        // Past the interval, but the first poke of a is still in flight.
-        tokio::time::advance(POKE_INTERVAL * 2).await;
-        poker.poke(&a);
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "one in flight at most");
-        // Answered: the next poke goes out, and the one after it only an interval later.
-        answer_all();
-        settle().await;
-        poker.poke(&a);
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
-        answer_all();
-        settle().await;
-        poker.poke(&a);
-        assert_eq!(calls.load(Ordering::SeqCst), 3, "one per interval at most");
-        tokio::time::advance(POKE_INTERVAL).await;
-        poker.poke(&a);
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
-        answer_all();
     }
 
     #[tokio::test(start_paused = true)]

@@ -63,6 +63,7 @@ use tracing::{debug, error};
 mod autoscaler;
 mod headers;
 mod metrics;
+mod poke;
 mod pool;
 mod proxy;
 mod ratelimit;
@@ -71,8 +72,8 @@ mod server;
 
 pub use pool::{OutlierDetection, RevisionDemand};
 
-use autoscaler::Poker;
 use metrics::Metrics;
+use poke::Poker;
 use pool::{QueueLimits, RevisionPool};
 use proxy::{ProxyBody, ProxyError, Upstreams};
 use routes::{Registry, ServiceRoute, Sources, Table};
@@ -217,7 +218,9 @@ impl Gateway {
         tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));
         if let Some(client) = autoscaler {
             let (name, period) = (shared.config.name.clone(), shared.config.report_period);
-            tokio::spawn(autoscaler::report_demand(Arc::downgrade(&shared), client, name, period));
+            let gateway = Arc::downgrade(&shared);
+            let pools = move || gateway.upgrade().map(|shared| shared.pools());
+            tokio::spawn(autoscaler::report_demand(pools, client, name, period));
         }
         Gateway { shared }
     }

@@ -17,8 +17,8 @@ use stratus_client::runtime::{ObjectRef, Store};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::autoscaler::Poker;
 use crate::metrics::Metrics;
+use crate::poke::Poker;
 use crate::pool::{EndpointSpec, OutlierDetection, PoolSettings, Protocol, QueueLimits, RevisionPool};
 use crate::ratelimit::TokenBucket;
 

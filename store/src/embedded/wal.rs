@@ -1,11 +1,17 @@
-//! The on-disk format of the embedded store: one log file of checksummed frames.
+//! The write-ahead log of the embedded store: one file of checksummed frames in the data
+//! directory, appended to by the committer, rewritten as a snapshot from time to time, and read
+//! back when the store is opened.
 //!
 //! A frame is `[payload length: u32][payload crc32: u32][crc32 of those 8 bytes: u32]` followed
 //! by the payload, a sequence of [`Record`]s. The first frame holds only a [`Record::Header`].
 //! The committer writes each commit batch as one frame with one `write` and one fsync, so a
 //! crash can damage at most the last frame; [`parse`] tells that torn tail (to be truncated)
-//! from damage in the middle of the file (reported as corruption).
+//! from damage in the middle of the file (reported as corruption). A snapshot is written aside
+//! and renamed over the log, so a crash leaves either the old log or the new one.
 
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,18 +19,18 @@ use bytes::Bytes;
 use crate::{Error, KeyValue, LeaseId, Result, Revision};
 
 /// The log file inside the data directory.
-pub(super) const LOG_FILE: &str = "store.wal";
+const LOG_FILE: &str = "store.wal";
 /// Where a new log is written before it atomically replaces [`LOG_FILE`].
-pub(super) const TMP_FILE: &str = "store.wal.tmp";
+const TMP_FILE: &str = "store.wal.tmp";
 /// Held locked while a process has the directory open.
-pub(super) const LOCK_FILE: &str = "LOCK";
+const LOCK_FILE: &str = "LOCK";
 
 const MAGIC: &[u8; 8] = b"STRATUS1";
 const FRAME_HEADER: usize = 12;
 /// No frame is ever written larger than this, so a header claiming more is damaged.
 const MAX_FRAME: usize = 1 << 30;
 /// Snapshots split their records into frames of about this size.
-pub(super) const SNAPSHOT_FRAME: usize = 1 << 20;
+const SNAPSHOT_FRAME: usize = 1 << 20;
 
 /// One entry of the log.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +63,109 @@ pub(super) enum Record {
     Revoke {
         lease: LeaseId,
     },
+}
+
+/// The log file being appended to.
+pub(super) struct Log {
+    dir: PathBuf,
+    file: File,
+    len: u64,
+    /// Held (locked) for as long as the store has the directory open.
+    _lock: File,
+}
+
+impl Log {
+    /// Appends `frame` and fsyncs it: once this returns, the frame survives a crash.
+    pub(super) fn append(&mut self, frame: &[u8]) -> io::Result<()> {
+        self.file.write_all(frame)?;
+        self.file.sync_data()?;
+        self.len += frame.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the log with one holding `records`.
+    pub(super) fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
+        (self.file, self.len) = write_log(&self.dir, records)?;
+        Ok(())
+    }
+
+    /// The log's length in bytes.
+    pub(super) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Opens the log in `dir`: takes the directory's lock, creates a log holding `initial` when
+/// there is none, else passes every record of the log to `replay` in order and truncates a
+/// write torn by a crash. Fails with [`Error::Corrupt`] when the log is damaged other than at
+/// its tail (or `replay` finds a record that contradicts the ones before), and with
+/// [`Error::Io`] (kind `WouldBlock`) when another store holds the lock.
+pub(super) fn recover(dir: &Path, initial: &[Record], replay: impl FnMut(Record) -> Result<()>) -> Result<Log> {
+    fs::create_dir_all(dir)?;
+    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => Error::Io(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("data directory {} is in use by another store", dir.display()),
+        )),
+        fs::TryLockError::Error(e) => Error::Io(e),
+    })?;
+    // A leftover of a crash during a snapshot; the log it was to replace is intact.
+    match fs::remove_file(dir.join(TMP_FILE)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    let path = dir.join(LOG_FILE);
+    if !path.try_exists()? {
+        let (file, len) = write_log(dir, initial)?;
+        return Ok(Log { dir: dir.to_owned(), file, len, _lock: lock });
+    }
+    let data = fs::read(&path)?;
+    let valid = parse(&data, replay)?;
+    let file = OpenOptions::new().append(true).open(&path)?;
+    if valid < data.len() {
+        tracing::warn!(
+            path = %path.display(),
+            offset = valid,
+            "truncating a write torn by a crash at the end of the log"
+        );
+        file.set_len(valid as u64)?;
+        file.sync_all()?;
+    }
+    Ok(Log { dir: dir.to_owned(), file, len: valid as u64, _lock: lock })
+}
+
+/// Writes `records` as a new log: aside, fsynced, renamed over the log, and the directory
+/// fsynced, so a crash leaves either the old log or the new one. Returns the new log opened
+/// for appending, and its length.
+fn write_log(dir: &Path, records: &[Record]) -> io::Result<(File, u64)> {
+    let tmp = dir.join(TMP_FILE);
+    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let mut len = 0;
+    let mut frame = FrameBuf::new();
+    for (i, record) in records.iter().enumerate() {
+        frame.push(record);
+        // The header must be alone in the first frame.
+        if i == 0 || frame.payload_len() >= SNAPSHOT_FRAME {
+            let bytes = std::mem::replace(&mut frame, FrameBuf::new()).finish();
+            out.write_all(&bytes)?;
+            len += bytes.len() as u64;
+        }
+    }
+    let bytes = frame.finish();
+    out.write_all(&bytes)?;
+    len += bytes.len() as u64;
+    let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, dir.join(LOG_FILE))?;
+    sync_dir(dir)?;
+    let file = OpenOptions::new().append(true).open(dir.join(LOG_FILE))?;
+    Ok((file, len))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 const TAG_HEADER: u8 = 1;
@@ -195,7 +304,7 @@ impl FrameBuf {
         record.encode(&mut self.buf);
     }
 
-    pub(super) fn payload_len(&self) -> usize {
+    fn payload_len(&self) -> usize {
         self.buf.len() - FRAME_HEADER
     }
 
@@ -259,7 +368,7 @@ fn is_torn_tail(data: &[u8], off: usize) -> bool {
 /// Decodes a log, passing every record to `apply` in order. Returns the length of the valid
 /// prefix: shorter than `data` when a torn tail must be truncated. Fails with
 /// [`Error::Corrupt`] on damage anywhere but the tail, and when the header frame is damaged.
-pub(super) fn parse(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) -> Result<usize> {
+fn parse(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) -> Result<usize> {
     let mut off = 0;
     while off < data.len() {
         match frame_at(data, off) {

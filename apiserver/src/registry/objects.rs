@@ -1,0 +1,73 @@
+//! Where objects live in the store, and how they are read back: each object under
+//! `/registry/{plural}/[{namespace}/]{name}`, encoded as protobuf, its resourceVersion the
+//! store's modification revision. Also the errors that name an object, shared by reads and
+//! writes.
+
+use stratus_api::resource::lookup_kind;
+use stratus_api::{AnyObject, KindInfo};
+use stratus_store::KeyValue;
+
+use crate::error::{ApiError, ApiResult, Reason};
+
+/// The key prefix under which every object is stored.
+const ROOT: &str = "/registry/";
+
+pub(super) fn kind_info(kind: &str) -> ApiResult<&'static KindInfo> {
+    lookup_kind(kind)
+        .ok_or_else(|| ApiError::new(Reason::NotFound, format!("the server doesn't have a resource type {kind:?}")))
+}
+
+pub(super) fn scoped_namespace(info: &KindInfo, namespace: &str) -> String {
+    match (info.namespaced, namespace.is_empty()) {
+        (false, _) => String::new(),
+        (true, true) => stratus_api::DEFAULT_NAMESPACE.to_string(),
+        (true, false) => namespace.to_string(),
+    }
+}
+
+pub(super) fn key_of(info: &KindInfo, namespace: &str, name: &str) -> String {
+    if info.namespaced {
+        format!("{ROOT}{}/{namespace}/{name}", info.plural)
+    } else {
+        format!("{ROOT}{}/{name}", info.plural)
+    }
+}
+
+pub(super) fn prefix_of(info: &KindInfo, namespace: &str) -> String {
+    if info.namespaced && !namespace.is_empty() {
+        format!("{ROOT}{}/{namespace}/", info.plural)
+    } else {
+        format!("{ROOT}{}/", info.plural)
+    }
+}
+
+pub(super) fn decode(info: &KindInfo, kv: &KeyValue) -> ApiResult<AnyObject> {
+    let mut obj = AnyObject::decode(info, &kv.value).map_err(ApiError::internal)?;
+    obj.meta_mut().resource_version = kv.mod_revision.to_string();
+    Ok(obj)
+}
+
+pub(super) fn parse_rv(rv: &str) -> ApiResult<i64> {
+    rv.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| {
+        ApiError::new(Reason::BadRequest, format!("metadata.resourceVersion: {rv:?} is not a resource version"))
+    })
+}
+
+pub(super) fn not_found(info: &KindInfo, namespace: &str, name: &str) -> ApiError {
+    let msg = if info.namespaced {
+        format!("{} {name:?} not found in namespace {namespace:?}", info.plural)
+    } else {
+        format!("{} {name:?} not found", info.plural)
+    };
+    ApiError::new(Reason::NotFound, msg)
+}
+
+pub(super) fn conflict(info: &KindInfo, name: &str) -> ApiError {
+    ApiError::new(
+        Reason::Conflict,
+        format!(
+            "operation cannot be fulfilled on {} {name:?}: the object has been modified; read it again and retry",
+            info.plural
+        ),
+    )
+}

@@ -1,0 +1,258 @@
+//! Reads: get, list (paged, filtered by selectors, each page read at one revision) and watch
+//! (an initial list at one revision, then the changes after it, so that nothing is missed
+//! between the two).
+
+use futures::stream::{BoxStream, StreamExt};
+use stratus_api::selector::{FieldSelector, LabelSelector};
+use stratus_api::v1::Namespace;
+use stratus_api::{AnyObject, KindInfo, Resource};
+use stratus_store::ListOptions;
+
+use super::objects::{decode, key_of, kind_info, not_found, parse_rv, prefix_of, scoped_namespace};
+use super::{ListPage, MAX_PAGE, Registry, Selection, WatchEvent};
+use crate::admission::{Caller, Verb};
+use crate::error::{ApiError, ApiResult, Reason};
+
+/// How many keys a filtered list reads from the store at a time.
+const SCAN_CHUNK: usize = 500;
+
+impl Registry {
+    pub async fn get(&self, caller: &Caller, kind: &str, namespace: &str, name: &str) -> ApiResult<AnyObject> {
+        let info = kind_info(kind)?;
+        let namespace = scoped_namespace(info, namespace);
+        self.admission.admit(caller, Verb::Get, info, &namespace, name, None)?;
+        self.read(info, &namespace, name).await?.map(|(o, _)| o).ok_or_else(|| not_found(info, &namespace, name))
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        sel: &Selection,
+        limit: usize,
+        token: &str,
+    ) -> ApiResult<ListPage> {
+        let info = kind_info(kind)?;
+        let namespace = if info.namespaced { sel.namespace.clone() } else { String::new() };
+        self.admission.admit(caller, Verb::List, info, &namespace, "", None)?;
+        let labels = LabelSelector::parse(&sel.labels).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
+        let fields = FieldSelector::parse(&sel.fields).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
+        let limit = if limit == 0 || limit > MAX_PAGE { MAX_PAGE } else { limit };
+        let prefix = prefix_of(info, &namespace);
+
+        let (mut revision, mut start_after) = (None, None);
+        if !token.is_empty() {
+            let (rev, key) = decode_token(token)?;
+            if !key.starts_with(&prefix) {
+                return Err(ApiError::new(Reason::BadRequest, "the continue token belongs to another list"));
+            }
+            revision = Some(rev);
+            start_after = Some(key);
+        }
+        let mut items = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list(
+                    &prefix,
+                    ListOptions { start_after: start_after.clone(), limit: SCAN_CHUNK.max(limit + 1), revision },
+                )
+                .await
+                .map_err(|e| match e {
+                    stratus_store::Error::Compacted { .. } => {
+                        ApiError::new(Reason::Gone, "the continue token has expired: list again from the start")
+                    }
+                    other => other.into(),
+                })?;
+            revision = Some(page.revision);
+            let exhausted = !page.more;
+            for kv in page.items {
+                let obj = decode(info, &kv)?;
+                if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
+                    if items.len() == limit {
+                        // One more match exists: the page is full and continues after the last item.
+                        let last = start_after.unwrap_or_default();
+                        return Ok(ListPage {
+                            items,
+                            resource_version: page.revision.to_string(),
+                            continue_token: encode_token(page.revision, &last),
+                        });
+                    }
+                    items.push(obj);
+                }
+                start_after = Some(kv.key);
+            }
+            if exhausted {
+                return Ok(ListPage {
+                    items,
+                    resource_version: revision.unwrap_or_default().to_string(),
+                    continue_token: String::new(),
+                });
+            }
+        }
+    }
+
+    /// Watches a kind. With `resource_version` empty or "0", every current object first arrives
+    /// as ADDED; otherwise the changes after that version, or [`Reason::Gone`] when it is older
+    /// than the history. An object that stops matching the selectors arrives as DELETED, one
+    /// that starts to as ADDED, as in Kubernetes.
+    pub async fn watch(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        sel: &Selection,
+        resource_version: &str,
+        bookmarks: bool,
+    ) -> ApiResult<BoxStream<'static, ApiResult<WatchEvent>>> {
+        let info = kind_info(kind)?;
+        let namespace = if info.namespaced { sel.namespace.clone() } else { String::new() };
+        self.admission.admit(caller, Verb::Watch, info, &namespace, "", None)?;
+        let labels = LabelSelector::parse(&sel.labels).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
+        let fields = FieldSelector::parse(&sel.fields).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
+        let prefix = prefix_of(info, &namespace);
+
+        let mut initial = Vec::new();
+        let after = match resource_version {
+            "" | "0" => {
+                // Every page is read at the first page's revision, and the watch starts there:
+                // a change between pages is then in the watch, never lost between the two.
+                let (mut start_after, mut at) = (None, None);
+                loop {
+                    let page =
+                        self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: at }).await?;
+                    at = Some(page.revision);
+                    for kv in &page.items {
+                        let obj = decode(info, kv)?;
+                        if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
+                            initial.push(Ok(WatchEvent { kind: "ADDED", object: obj }));
+                        }
+                    }
+                    if !page.more {
+                        break page.revision;
+                    }
+                    start_after = page.items.last().map(|kv| kv.key.clone());
+                }
+            }
+            rv => {
+                let rv = parse_rv(rv)?;
+                let current = self.store.current_revision().await?;
+                if rv > current {
+                    return Err(ApiError::new(
+                        Reason::BadRequest,
+                        format!("resourceVersion {rv} is newer than the server's current version {current}"),
+                    ));
+                }
+                rv
+            }
+        };
+        let stream = self.store.watch(&prefix, after).await?;
+        let matches = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
+        let gauge = self.metrics.watch_started();
+        let events = stream.filter_map(move |ev| {
+            let _gauge = &gauge;
+            let out = match ev {
+                Err(e) => Some(Err(ApiError::from(e))),
+                Ok(stratus_store::WatchEvent::Put { kv, prev }) => {
+                    let classify = || -> ApiResult<Option<WatchEvent>> {
+                        let obj = decode(info, &kv)?;
+                        let was = match &prev {
+                            Some(p) => matches(&decode(info, p)?),
+                            None => false,
+                        };
+                        let kind = match (was, matches(&obj)) {
+                            (false, true) => "ADDED",
+                            (true, true) => "MODIFIED",
+                            (true, false) => "DELETED",
+                            (false, false) => return Ok(None),
+                        };
+                        Ok(Some(WatchEvent { kind, object: obj }))
+                    };
+                    classify().transpose()
+                }
+                Ok(stratus_store::WatchEvent::Delete { prev, revision }) => match decode(info, &prev) {
+                    Ok(mut obj) if matches(&obj) => {
+                        obj.meta_mut().resource_version = revision.to_string();
+                        Some(Ok(WatchEvent { kind: "DELETED", object: obj }))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                },
+                Ok(stratus_store::WatchEvent::Progress { revision }) if bookmarks => {
+                    let mut obj = bookmark_object(info);
+                    obj.meta_mut().resource_version = revision.to_string();
+                    Some(Ok(WatchEvent { kind: "BOOKMARK", object: obj }))
+                }
+                Ok(stratus_store::WatchEvent::Progress { .. }) => None,
+            };
+            futures::future::ready(out)
+        });
+        let mut closing = self.closing.clone();
+        let closed = async move {
+            let _ = closing.wait_for(|c| *c).await;
+        };
+        Ok(futures::stream::iter(initial).chain(events).take_until(closed).boxed())
+    }
+
+    pub(super) async fn read(
+        &self,
+        info: &'static KindInfo,
+        namespace: &str,
+        name: &str,
+    ) -> ApiResult<Option<(AnyObject, i64)>> {
+        if name.is_empty() {
+            return Err(ApiError::new(
+                Reason::BadRequest,
+                format!("a name is required to address a {}", info.singular),
+            ));
+        }
+        let key = key_of(info, namespace, name);
+        match self.store.get(&key).await? {
+            Some(kv) => Ok(Some((decode(info, &kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn bookmark_object(info: &KindInfo) -> AnyObject {
+    // An empty encoding decodes to the kind's default object.
+    let mut obj = match AnyObject::decode(info, &[]) {
+        Ok(o) => o,
+        Err(_) => Namespace::default().into_any(),
+    };
+    obj.set_type_meta();
+    obj
+}
+
+fn encode_token(revision: i64, last_key: &str) -> String {
+    let hex: String = last_key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{revision}.{hex}")
+}
+
+fn decode_token(token: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::new(Reason::BadRequest, format!("continue token {token:?} is not one this server issued"));
+    let (rev, hex) = token.split_once('.').ok_or_else(bad)?;
+    let rev = rev.parse::<i64>().map_err(|_| bad())?;
+    if hex.len() % 2 != 0 {
+        return Err(bad());
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
+    Ok((rev, String::from_utf8(bytes).map_err(|_| bad())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let t = encode_token(42, "/registry/services/default/hello");
+        assert_eq!(decode_token(&t).ok(), Some((42, "/registry/services/default/hello".to_string())));
+        for bad in ["", "x", "12", "12.zz", "abc.00", "1.0"] {
+            assert!(decode_token(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Writes: create, update, update of the status, delete (or, while finalizers remain, the
+//! mark of deletion) and apply, each checked against the resourceVersion the writer read.
+//!
+//! The rules of a namespace's life that a single write keeps are here too: nothing is created
+//! in a namespace that does not exist or is terminating, and deleting a namespace only marks it
+//! Terminating and wakes the sweeper (see `namespaces`), which empties it and then removes it.
+
+use std::time::SystemTime;
+
+use stratus_api::v1::{Namespace, NamespaceStatus};
+use stratus_api::{AnyObject, KindInfo, Resource, Timestamp};
+
+use super::objects::{conflict, key_of, kind_info, not_found, parse_rv, scoped_namespace};
+use super::{Applied, Registry};
+use crate::admission::{Caller, Verb};
+use crate::error::{ApiError, ApiResult, Reason};
+
+impl Registry {
+    pub async fn create(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+        prepare(&mut obj)?;
+        let info = obj.info();
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.admission.admit(caller, Verb::Create, info, &namespace, &name, Some(&obj))?;
+        if info.namespaced {
+            self.check_namespace_open(&namespace).await?;
+        }
+        let meta = obj.meta_mut();
+        meta.uid = uuid::Uuid::new_v4().to_string();
+        meta.creation_timestamp = Some(now());
+        meta.deletion_timestamp = None;
+        meta.generation = 1;
+        meta.resource_version.clear();
+        // Status is written by controllers through UpdateStatus, never by a create;
+        // a namespace starts Active.
+        obj.clear_status();
+        if let AnyObject::Namespace(ns) = &mut obj {
+            ns.status = Some(NamespaceStatus { phase: "Active".into() });
+        }
+        let key = key_of(info, &namespace, &name);
+        let rev = self.store.create(&key, obj.encode_to_vec().into(), 0).await.map_err(|e| match e {
+            stratus_store::Error::AlreadyExists { .. } => {
+                ApiError::new(Reason::AlreadyExists, format!("{} {name:?} already exists", info.plural))
+            }
+            other => other.into(),
+        })?;
+        obj.meta_mut().resource_version = rev.to_string();
+        if info.namespaced {
+            // The namespace may have started terminating, and its sweeper may have found it
+            // empty, between the check above and this write: undo rather than orphan.
+            if let Err(e) = self.check_namespace_open(&namespace).await {
+                let _ = self.store.delete(&key, Some(rev)).await;
+                return Err(e);
+            }
+        }
+        Ok(obj)
+    }
+
+    /// Replaces labels, annotations, finalizers, owner references and spec. The object must
+    /// carry the resourceVersion it was read at.
+    pub async fn update(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+        let info = obj.info();
+        let namespace = scoped_namespace(info, &obj.meta().namespace);
+        let name = obj.meta().name.clone();
+        let stored = self.read(info, &namespace, &name).await?;
+        if let Some((current, _)) = &stored {
+            stratus_api::knative::release_changed_annotations(&mut obj, current);
+        }
+        prepare(&mut obj)?;
+        if let Some((current, _)) = &stored {
+            validate_update(&obj, current)?;
+        }
+        self.admission.admit(caller, Verb::Update, info, &namespace, &name, Some(&obj))?;
+        let expected = required_rv(&obj)?;
+        let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
+        if rev != expected {
+            return Err(conflict(info, &name));
+        }
+        let next = merge_update(&current, &obj)?;
+        self.write_merged(info, &current, next, rev).await
+    }
+
+    /// Replaces the status only. The object must carry the resourceVersion it was read at.
+    pub async fn update_status(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+        obj.set_type_meta();
+        let info = obj.info();
+        let namespace = scoped_namespace(info, &obj.meta().namespace);
+        let name = obj.meta().name.clone();
+        self.admission.admit(caller, Verb::UpdateStatus, info, &namespace, &name, Some(&obj))?;
+        let expected = required_rv(&obj)?;
+        let (current, rev) =
+            self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
+        if rev != expected {
+            return Err(conflict(info, &name));
+        }
+        let mut next = current.clone();
+        next.copy_status_from(&obj);
+        stratus_api::validation::validate(&next).map_err(|e| ApiError::invalid(info.kind, &name, e))?;
+        if next.status_eq(&current) {
+            return Ok(current);
+        }
+        self.put(info, next, rev).await
+    }
+
+    /// Deletes an object, or, while it has finalizers, marks it with a deletionTimestamp.
+    /// Deleting a namespace terminates it: everything in it is deleted, then the namespace.
+    pub async fn delete(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        precondition: Option<&str>,
+    ) -> ApiResult<AnyObject> {
+        let info = kind_info(kind)?;
+        let namespace = scoped_namespace(info, namespace);
+        self.admission.admit(caller, Verb::Delete, info, &namespace, name, None)?;
+        let precondition = precondition.filter(|p| !p.is_empty());
+        // Without a precondition a delete means "whatever it is now": a concurrent write
+        // (a status update, a lease renewal) is no reason to fail, so read again and retry.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.delete_once(info, &namespace, name, precondition).await {
+                Err(e) if e.reason == Reason::Conflict && precondition.is_none() && attempts < 8 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        info: &'static KindInfo,
+        namespace: &str,
+        name: &str,
+        precondition: Option<&str>,
+    ) -> ApiResult<AnyObject> {
+        let namespace = namespace.to_string();
+        let (current, rev) =
+            self.read(info, &namespace, name).await?.ok_or_else(|| not_found(info, &namespace, name))?;
+        if let Some(want) = precondition
+            && parse_rv(want)? != rev
+        {
+            return Err(conflict(info, name));
+        }
+        if let AnyObject::Namespace(_) = &current {
+            if name == stratus_api::DEFAULT_NAMESPACE {
+                return Err(ApiError::new(Reason::Forbidden, "namespace \"default\" cannot be deleted"));
+            }
+            let mut next = current.clone();
+            if next.meta().deletion_timestamp.is_none() {
+                next.meta_mut().deletion_timestamp = Some(now());
+                if let AnyObject::Namespace(ns) = &mut next {
+                    ns.status = Some(NamespaceStatus { phase: "Terminating".into() });
+                }
+                next = self.put(info, next, rev).await?;
+            }
+            self.namespace_sweep.notify_one();
+            return Ok(next);
+        }
+        if !current.meta().finalizers.is_empty() {
+            if current.meta().deletion_timestamp.is_some() {
+                return Ok(current);
+            }
+            let mut next = current.clone();
+            next.meta_mut().deletion_timestamp = Some(now());
+            return self.put(info, next, rev).await;
+        }
+        let key = key_of(info, &namespace, name);
+        let (_, deleted_at) = self.store.delete(&key, Some(rev)).await.map_err(|e| match e {
+            stratus_store::Error::Conflict { .. } => conflict(info, name),
+            stratus_store::Error::NotFound { .. } => not_found(info, &namespace, name),
+            other => other.into(),
+        })?;
+        let mut gone = current;
+        gone.meta_mut().resource_version = deleted_at.to_string();
+        Ok(gone)
+    }
+
+    /// Creates the object, or brings an existing one's labels, annotations and spec to what is
+    /// given (keeping status, and finalizers and owners unless given). Retries on conflicts
+    /// with concurrent writers, since apply carries no resourceVersion of its own.
+    pub async fn apply(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
+        let raw = obj.clone();
+        prepare(&mut obj)?;
+        let info = obj.info();
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        self.admission.admit(caller, Verb::Apply, info, &namespace, &name, Some(&obj))?;
+        for _ in 0..8 {
+            let Some((current, rev)) = self.read(info, &namespace, &name).await? else {
+                match self.create(caller, obj.clone()).await {
+                    Ok(created) => return Ok((created, Applied::Created)),
+                    Err(e) if e.reason == Reason::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if current.meta().deletion_timestamp.is_some() {
+                return Err(ApiError::new(
+                    Reason::Conflict,
+                    format!("{} {name:?} is being deleted; apply again once it is gone", info.singular),
+                ));
+            }
+            let mut desired = raw.clone();
+            stratus_api::knative::release_changed_annotations(&mut desired, &current);
+            prepare(&mut desired)?;
+            validate_update(&desired, &current)?;
+            let (given, have) = (desired.meta_mut(), current.meta());
+            if given.finalizers.is_empty() {
+                given.finalizers = have.finalizers.clone();
+            }
+            if given.owner_references.is_empty() {
+                given.owner_references = have.owner_references.clone();
+            }
+            let next = merge_update(&current, &desired)?;
+            if next == current {
+                return Ok((current, Applied::Unchanged));
+            }
+            match self.write_merged(info, &current, next, rev).await {
+                Ok(o) => return Ok((o, Applied::Configured)),
+                Err(e) if e.reason == Reason::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ApiError::new(
+            Reason::Conflict,
+            format!("{} {name:?} keeps changing concurrently; try again", info.singular),
+        ))
+    }
+
+    async fn check_namespace_open(&self, namespace: &str) -> ApiResult<()> {
+        let info = &<Namespace as Resource>::INFO;
+        match self.read(info, "", namespace).await? {
+            None => Err(ApiError::new(Reason::NotFound, format!("namespace {namespace:?} not found"))),
+            Some((ns, _)) if ns.meta().deletion_timestamp.is_some() => Err(ApiError::new(
+                Reason::Forbidden,
+                format!("namespace {namespace:?} is being terminated: nothing new can be created in it"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Writes `next` in place of `current` (read at `rev`): unchanged is a no-op, and a deleted
+    /// object whose last finalizer went away is removed.
+    async fn write_merged(
+        &self,
+        info: &'static KindInfo,
+        current: &AnyObject,
+        next: AnyObject,
+        rev: i64,
+    ) -> ApiResult<AnyObject> {
+        if next == *current {
+            return Ok(next);
+        }
+        // A terminating namespace is removed only by the sweeper, once it is empty.
+        let is_namespace = matches!(next, AnyObject::Namespace(_));
+        if next.meta().deletion_timestamp.is_some() && next.meta().finalizers.is_empty() && !is_namespace {
+            let (namespace, name) = (next.meta().namespace.clone(), next.meta().name.clone());
+            let key = key_of(info, &namespace, &name);
+            let (_, deleted_at) = self.store.delete(&key, Some(rev)).await.map_err(|e| match e {
+                stratus_store::Error::Conflict { .. } => conflict(info, &name),
+                stratus_store::Error::NotFound { .. } => not_found(info, &namespace, &name),
+                other => other.into(),
+            })?;
+            let mut gone = next;
+            gone.meta_mut().resource_version = deleted_at.to_string();
+            return Ok(gone);
+        }
+        self.put(info, next, rev).await
+    }
+
+    async fn put(&self, info: &'static KindInfo, mut obj: AnyObject, rev: i64) -> ApiResult<AnyObject> {
+        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        obj.meta_mut().resource_version.clear();
+        let key = key_of(info, &namespace, &name);
+        let new_rev = self.store.update(&key, obj.encode_to_vec().into(), rev).await.map_err(|e| match e {
+            stratus_store::Error::Conflict { .. } => conflict(info, &name),
+            stratus_store::Error::NotFound { .. } => not_found(info, &namespace, &name),
+            other => other.into(),
+        })?;
+        obj.meta_mut().resource_version = new_rev.to_string();
+        Ok(obj)
+    }
+}
+
+/// Defaults and validates a client's object, with errors naming the fields.
+fn validate_update(obj: &AnyObject, stored: &AnyObject) -> ApiResult<()> {
+    stratus_api::validation::validate_update(obj, stored)
+        .map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
+}
+
+fn prepare(obj: &mut AnyObject) -> ApiResult<()> {
+    stratus_api::prepare(obj).map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
+}
+
+/// The stored object after an update of `current` to `given`: what a client may change
+/// (labels, annotations, finalizers, owners, spec) from `given`, the rest from `current`.
+fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> {
+    let info = current.info();
+    let (have, want) = (current.meta(), given.meta());
+    if !want.uid.is_empty() && want.uid != have.uid {
+        return Err(ApiError::new(
+            Reason::Conflict,
+            format!(
+                "metadata.uid: {:?} does not match the stored object's {:?}; it may have been deleted and recreated",
+                want.uid, have.uid
+            ),
+        ));
+    }
+    if let AnyObject::Revision(_) = current
+        && !current.spec_eq(given)
+    {
+        return Err(ApiError::new(
+            Reason::Unprocessable,
+            "spec: a Revision is immutable; change the Service's template to make a new one",
+        ));
+    }
+    let mut next = current.clone();
+    next.meta_mut().resource_version.clear();
+    let meta = next.meta_mut();
+    meta.labels = want.labels.clone();
+    meta.annotations = want.annotations.clone();
+    meta.finalizers = want.finalizers.clone();
+    meta.owner_references = want.owner_references.clone();
+    if !current.spec_eq(given) {
+        next.copy_spec_from(given);
+        next.meta_mut().generation += 1;
+    }
+    stratus_api::validation::validate(&next).map_err(|e| ApiError::invalid(info.kind, &next.meta().name, e))?;
+    let mut current_plain = current.clone();
+    current_plain.meta_mut().resource_version.clear();
+    if next == current_plain {
+        return Ok(current.clone());
+    }
+    Ok(next)
+}
+
+fn required_rv(obj: &AnyObject) -> ApiResult<i64> {
+    let rv = &obj.meta().resource_version;
+    if rv.is_empty() {
+        return Err(ApiError::invalid(
+            obj.info().kind,
+            &obj.meta().name,
+            stratus_api::validation::FieldError::new(
+                "metadata.resourceVersion",
+                "is required for an update: send back the version you read",
+            )
+            .into(),
+        ));
+    }
+    parse_rv(rv)
+}
+
+fn now() -> Timestamp {
+    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    Timestamp { seconds: i64::try_from(secs).unwrap_or(i64::MAX), nanos: 0 }
+}
