@@ -3,65 +3,16 @@
 //! running; the next `stratus up` adopts them (`stratus down` removes them).
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use stratus_api::Resource;
-use stratus_apiserver::{ApiServer, StoreOptions};
-use stratus_client::Client;
-use tokio::task::JoinHandle;
+use stratus_apiserver::StoreOptions;
+use stratus_client::{Client, ErrorChain};
 
 use crate::args::UpArgs;
 use crate::config::Namespace;
 use crate::error::{Error, Result};
 use crate::{Environment, Io, commands, manifest};
-
-/// A server started by [`start`].
-pub struct Running {
-    /// `http://ADDR`, where clients on this machine reach it.
-    pub endpoint: String,
-    pub addr: SocketAddr,
-    task: JoinHandle<Result<(), stratus_apiserver::Error>>,
-}
-
-impl Running {
-    /// Waits until the server has stopped: after its shutdown future completed and open
-    /// connections drained.
-    pub async fn stopped(self) -> Result<()> {
-        match self.task.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Up(e.to_string())),
-            Err(e) => Err(Error::Up(format!("the API server stopped unexpectedly: {e}"))),
-        }
-    }
-}
-
-/// Opens the embedded store in `data_dir` (creating the directory), listens on `listen` and
-/// serves the API in a task until `shutdown` completes. Requests are accepted as soon as this
-/// returns: the socket is bound before, so early clients wait in its backlog.
-pub async fn start(
-    listen: &str,
-    data_dir: &Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<Running> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| Error::Up(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
-    let store = stratus_apiserver::open_store(&StoreOptions::Embedded { data_dir: data_dir.to_path_buf() })
-        .await
-        .map_err(|e| Error::Up(e.to_string()))?;
-    let server = ApiServer::new(store).await.map_err(|e| Error::Up(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " — is another `stratus up` running? pick another address with --listen"
-        } else {
-            ""
-        };
-        Error::Up(format!("cannot listen on {listen}: {e}{hint}"))
-    })?;
-    let addr = listener.local_addr().map_err(|e| Error::Up(format!("cannot listen on {listen}: {e}")))?;
-    let task = tokio::spawn(server.serve(listener, shutdown));
-    Ok(Running { endpoint: endpoint_for(addr), addr, task })
-}
 
 pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment, io: &mut Io) -> Result<()> {
     let data_dir: PathBuf = args
@@ -77,61 +28,47 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let sources = manifest::read(&args.filenames, &mut io.stdin)?;
     let items = manifest::load(&sources, &namespace, true)?;
 
-    // One signal stops everything: the agent first (its containers keep running, to be adopted
-    // by the next `stratus up`), then the API server.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        stratus_support::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let running = start(&args.listen, &data_dir, stopped(stop_rx.clone())).await?;
-    let endpoint = &running.endpoint;
-    let agent = if args.no_agent { None } else { Some(start_agent(&args, endpoint, stopped(stop_rx.clone())).await?) };
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| Error::Up(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
+    let api_listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " — is another `stratus up` running? pick another address with --listen"
+        } else {
+            ""
+        };
+        Error::Up(format!("cannot listen on {}: {e}{hint}", args.listen))
+    })?;
     let gateway_listener = tokio::net::TcpListener::bind(&args.gateway_listen).await.map_err(|e| {
         Error::Up(format!(
             "the gateway cannot listen on {}: {e}; pick another address with --gateway-listen",
             args.gateway_listen
         ))
     })?;
-    let gateway_port =
-        gateway_listener.local_addr().map_err(|e| Error::Up(format!("the gateway cannot listen: {e}")))?.port();
-    let client = Client::new(endpoint)?;
-    // The autoscaler's demand service, on a loopback port of its own that only the gateway uses.
-    let demand = stratus_controllers::autoscaler::DemandStore::new();
-    let autoscaler = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::Up(format!("the autoscaler cannot listen on a loopback port: {e}")))?;
-    let autoscaler_endpoint = format!(
-        "http://{}",
-        autoscaler.local_addr().map_err(|e| Error::Up(format!("the autoscaler cannot listen: {e}")))?
-    );
-    let autoscaler =
-        tokio::spawn(stratus_controllers::serve_autoscaler(autoscaler, demand.clone(), stopped(stop_rx.clone())));
-    let gateway = stratus_gateway::Gateway::new(
-        client.clone(),
-        stratus_gateway::GatewayConfig {
-            domain: args.domain.clone(),
-            autoscaler: Some(autoscaler_endpoint),
-            ..Default::default()
-        },
-    );
-    let gateway = tokio::spawn(gateway.serve(gateway_listener, stopped(stop_rx.clone())));
-    let controllers_config = stratus_controllers::Config {
-        domain: args.domain.clone(),
-        gateway_port,
-        identity: format!("stratus-up-{}", std::process::id()),
-        ..Default::default()
-    };
-    let controllers = tokio::spawn(stratus_controllers::run_with_demand(
-        client.clone(),
-        controllers_config,
-        std::sync::Arc::new(stratus_controllers::Metrics::default()),
-        demand,
-        stopped(stop_rx.clone()),
-    ));
+    let mut platform =
+        stratus_platform::Builder::serve_api(StoreOptions::Embedded { data_dir: data_dir.clone() }, api_listener)
+            .gateway(
+                gateway_listener,
+                stratus_gateway::GatewayConfig { domain: args.domain.clone(), ..Default::default() },
+            )
+            .controllers(stratus_controllers::Config {
+                domain: args.domain.clone(),
+                identity: format!("stratus-up-{}", std::process::id()),
+                ..Default::default()
+            });
+    if !args.no_agent {
+        let (config, runtime, listener) = agent(&args).await?;
+        platform = platform.agent(config, runtime, Some(listener));
+    }
+    let platform = platform.start().await.map_err(|e| Error::Up(ErrorChain(&e).to_string()))?;
+    // One signal stops everything; the agent's containers keep running, to be adopted by the
+    // next `stratus up`.
+    let stopper = platform.stopper();
+    tokio::spawn(async move {
+        stratus_support::shutdown_signal().await;
+        stopper.stop();
+    });
+    let endpoint = &platform.endpoint;
+    let client = platform.client.clone();
     let mut banner = format!(
         "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
@@ -157,22 +94,13 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
             e.report(&mut io.err);
         }
         for (namespace, name) in services {
-            announce(&client, &namespace, &name, &mut stop_rx.clone(), io).await?;
+            announce(&client, &namespace, &name, &mut platform.stopping(), io).await?;
         }
     }
-    if let Some(agent) = agent {
-        let _ = agent.await;
+    let _ = platform.stopping().wait_for(|s| *s).await;
+    if let Err(e) = platform.stopped().await {
+        writeln!(io.err, "error: {}", ErrorChain(&e))?;
     }
-    let _ = controllers.await;
-    if let Ok(Err(e)) = autoscaler.await {
-        writeln!(io.err, "error: the autoscaler failed: {e}")?;
-    }
-    match gateway.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => writeln!(io.err, "error: the gateway failed: {e}")?,
-        Err(e) => writeln!(io.err, "error: the gateway stopped unexpectedly: {e}")?,
-    }
-    running.stopped().await?;
     writeln!(io.out, "Stratus API stopped.")?;
     Ok(())
 }
@@ -223,13 +151,12 @@ async fn announce(
     }
 }
 
-/// Starts the node agent for this machine in a task, talking to the API at `endpoint`. The
-/// Docker engine need not be up: the node is NotReady until it answers.
-async fn start_agent(
+/// The node agent for this machine: its configuration, the Docker engine (which need not be up:
+/// the node is NotReady until it answers) and where it serves its metrics and logs.
+async fn agent(
     args: &UpArgs,
-    endpoint: &str,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<JoinHandle<()>> {
+) -> Result<(stratus_agent::AgentConfig, std::sync::Arc<dyn stratus_agent::runtime::Runtime>, tokio::net::TcpListener)>
+{
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
         None => stratus_support::hostname()
@@ -241,34 +168,6 @@ async fn start_agent(
             args.agent_listen
         ))
     })?;
-    let addr = listener.local_addr().map_err(|e| Error::Up(format!("the node agent cannot listen: {e}")))?;
-    let mut cfg = stratus_agent::AgentConfig::new(node_name);
-    cfg.agent_endpoint = endpoint_for(addr);
     let runtime = std::sync::Arc::new(stratus_agent::runtime::lazy::LazyDocker::new(args.docker_host.clone()));
-    let client = Client::new(endpoint)?;
-    Ok(tokio::spawn(stratus_agent::agent::run(cfg, client, runtime, Some(listener), shutdown)))
-}
-
-/// Where a client on this machine connects: a server listening on every address is reached
-/// on loopback.
-fn endpoint_for(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        ip if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clients_reach_a_wildcard_listener_on_loopback() {
-        let at = |s: &str| endpoint_for(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")));
-        assert_eq!(at("0.0.0.0:7070"), "http://127.0.0.1:7070");
-        assert_eq!(at("[::]:7070"), "http://[::1]:7070");
-        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80");
-    }
+    Ok((stratus_agent::AgentConfig::new(node_name), runtime, listener))
 }

@@ -17,6 +17,8 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod runtime;
 
+pub use runtime::ErrorChain;
+
 /// The address the API server listens on when nothing else is configured.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 

@@ -16,14 +16,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use stratus_api::Resource;
 use stratus_api::v1::{EndpointAddress, Endpoints, EndpointsSpec, Instance, OwnerReference, Revision};
+use stratus_api::{Resource, serving_container};
 use stratus_client::Error as ApiError;
 use stratus_client::runtime::{Action, Controller, ObjectRef};
 use tracing::debug;
 
 use crate::context::Context;
-use crate::scheduler::{is_finished, serving_container};
+use crate::instances::is_finished;
 
 /// The controller's name in metrics and logs.
 pub const NAME: &str = "endpoints";

@@ -9,6 +9,8 @@ use stratus_api::{Resource, Timestamp};
 use stratus_client::{Client, Error};
 use tracing::debug;
 
+use crate::clock;
+
 /// Records Events on behalf of one component.
 #[derive(Clone)]
 pub struct EventRecorder {
@@ -103,8 +105,8 @@ impl EventRecorder {
     }
 }
 
-/// Now, to the second.
+/// Now on the system clock, to the second: for times that are written down, not decided on
+/// (see [`crate::clock`]).
 pub fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    Timestamp { seconds: i64::try_from(secs).unwrap_or(i64::MAX), nanos: 0 }
+    clock::timestamp(std::time::SystemTime::now())
 }

@@ -26,12 +26,15 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub mod autoscaler;
+pub mod clock;
 pub mod config;
 pub mod context;
+pub mod demand;
 pub mod digest;
 pub mod endpoints;
 pub mod events;
 pub mod gc;
+mod instances;
 pub mod kpa;
 pub mod metrics;
 pub mod nodes;
@@ -47,13 +50,6 @@ pub use metrics::Metrics;
 
 /// The name of the leader-election Lease.
 pub const LEADER_LEASE: &str = "stratus-controllers";
-
-/// Runs every controller while this replica holds the leader Lease, until `shutdown`, with an
-/// autoscaler that no gateway reports to: every revision then scales as if idle (to zero after
-/// the grace, unless `minInstances`). Use [`run_with_demand`] to give it the gateways' demand.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()> + Send) {
-    run_with_demand(client, config, metrics, DemandStore::default(), shutdown).await;
-}
 
 /// Runs every controller while this replica holds the leader Lease, until `shutdown`; the
 /// autoscaler reads `demand`, which a [`serve_autoscaler`] on the same store fills:

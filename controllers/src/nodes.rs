@@ -3,9 +3,9 @@
 //! controller and pod garbage collector do for lost nodes.
 //!
 //! A Node's heartbeat is the Lease named after it in [`NODE_LEASE_NAMESPACE`]. The Node is lost
-//! when now is past `renewTime + max(leaseDurationSeconds, grace)` (`grace` is
-//! [`crate::Config::node_grace`]), or when it has no Lease and registered more than `grace` ago.
-//! For a lost Node the controller
+//! when now (as the Context's [`Clock`](crate::clock::Clock) says) is past
+//! `renewTime + max(leaseDurationSeconds, grace)` (`grace` is [`crate::Config::node_grace`]), or
+//! when it has no Lease and registered more than `grace` ago. For a lost Node the controller
 //!
 //! - sets the condition `Ready=False` (reason `NodeLost`, or `NodeStatusUnknown` when there never
 //!   was a Lease) with a `NodeNotReady` Event when it turns so;
@@ -29,9 +29,10 @@ use stratus_client::Error as ApiError;
 use stratus_client::runtime::{Action, Controller, ObjectRef, RateLimit};
 use tracing::{info, warn};
 
+use crate::clock;
 use crate::context::{Context, NODE_LEASE_NAMESPACE};
-use crate::events::{EventType, now};
-use crate::scheduler::{is_finished, node_name};
+use crate::events::EventType;
+use crate::instances::{is_finished, node_name};
 use crate::status::{self as conditions, Cond, FALSE, READY};
 
 /// The controller's name in metrics and logs.
@@ -135,7 +136,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> 
 async fn check(node: &Node, ctx: &Context) -> Result<Action, Error> {
     let name = &node.meta().name;
     let lease = ctx.node_leases.store().get(NODE_LEASE_NAMESPACE, name);
-    let (reason, message) = match heartbeat(node, lease.as_deref(), ctx.config.node_grace, SystemTime::now()) {
+    let (reason, message) = match heartbeat(node, lease.as_deref(), ctx.config.node_grace, ctx.clock.now()) {
         Heartbeat::Alive { remaining } => return Ok(Action::requeue(remaining.min(CHECK_INTERVAL))),
         Heartbeat::Expired { renewed } => {
             (NODE_LOST, format!("the node agent stopped renewing its lease at {}", rfc3339(renewed)))
@@ -205,7 +206,7 @@ async fn fail(inst: &Instance, node: &str, why: &str, ctx: &Context) -> Result<(
     status.reason = NODE_LOST.into();
     status.message = message.clone();
     if status.started_at.is_some() && status.finished_at.is_none() {
-        status.finished_at = Some(now());
+        status.finished_at = Some(clock::timestamp(ctx.clock.now()));
     }
     conditions::set(&mut status.conditions, &Cond::new(READY, FALSE, NODE_LOST, message.clone()));
     let mut updated = inst.clone();

@@ -102,8 +102,9 @@ pub(crate) fn backoff_delay(base: Duration, max: Duration, jitter: f64, attempt:
     capped.mul_f64(1.0 - jitter * rand::random::<f64>())
 }
 
-/// Formats an error with its sources, for logs: `listing Instance failed: cannot reach …`.
-pub(crate) struct ErrorChain<'a>(pub &'a dyn std::error::Error);
+/// Formats an error with its sources on one line, for logs and messages: `listing Instance
+/// failed: cannot reach …`. The one such formatter of the workspace.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
 
 impl fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use stratus_agent::AgentConfig;
 use stratus_agent::runtime::docker::DockerRuntime;
 use stratus_api::v1::{Instance, Service};
-use stratus_apiserver::testing::TestServer;
+use stratus_apiserver::StoreOptions;
 use stratus_client::{Client, ListParams};
+use stratus_platform::Platform;
 use stratus_testkit::{binary, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -48,13 +49,14 @@ impl Drop for Proc {
 }
 
 /// The whole platform on loopback: API server, controllers and gateway in this process, and
-/// node agents (in this process, or as `stratus-agent` processes).
+/// node agents (in this process, or as `stratus-agent` processes), started through the one
+/// wiring point, `stratus_platform`.
 pub struct Cluster {
-    pub server: TestServer,
+    pub platform: Platform,
     pub client: Client,
     pub gateway: SocketAddr,
-    pub stop: tokio::sync::watch::Sender<bool>,
     pub nodes: Vec<NodeCleanup>,
+    _dir: tempfile::TempDir,
 }
 
 impl Cluster {
@@ -80,50 +82,31 @@ impl Cluster {
     async fn build(test: &str, node_grace: Duration, short_windows: bool) -> Cluster {
         let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().expect("run docker");
         assert!(image.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does)");
-        let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let gateway = listener.local_addr().unwrap();
-        // The autoscaler's demand service, which the gateway reports to and pokes.
-        let demand = stratus_controllers::autoscaler::DemandStore::new();
-        let autoscaler = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let autoscaler_endpoint = format!("http://{}", autoscaler.local_addr().unwrap());
-        tokio::spawn(stratus_controllers::serve_autoscaler(autoscaler, demand.clone(), until(stopped.clone())));
-
-        let config = stratus_gateway::GatewayConfig {
-            domain: "localhost".into(),
-            autoscaler: Some(autoscaler_endpoint),
-            ..Default::default()
-        };
-        let gw = stratus_gateway::Gateway::new(client.clone(), config);
-        tokio::spawn(gw.serve(listener, until(stopped.clone())));
-
-        let mut config = stratus_controllers::Config {
-            gateway_port: gateway.port(),
-            node_grace,
-            identity: format!("e2e-{test}"),
-            ..Default::default()
-        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut config =
+            stratus_controllers::Config { node_grace, identity: format!("e2e-{test}"), ..Default::default() };
         if short_windows {
             config.stable_window = Duration::from_secs(6);
             config.scale_to_zero_grace = Duration::from_secs(3);
             config.autoscale_tick = Duration::from_millis(500);
         }
-        let metrics = Arc::new(stratus_controllers::Metrics::default());
-        tokio::spawn(stratus_controllers::run_with_demand(
-            client.clone(),
-            config,
-            metrics,
-            demand,
-            until(stopped.clone()),
-        ));
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let store = StoreOptions::Embedded { data_dir: dir.path().join("data") };
+        let platform = stratus_platform::Builder::serve_api(store, api)
+            .gateway(gateway, stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() })
+            .controllers(config)
+            .start()
+            .await
+            .unwrap();
+        let client = platform.client.clone();
+        let gateway = platform.gateway.unwrap();
+        Cluster { platform, client, gateway, nodes: Vec::new(), _dir: dir }
+    }
 
-        Cluster { server, client, gateway, stop, nodes: Vec::new() }
+    /// `http://127.0.0.1:PORT` of the API.
+    pub fn endpoint(&self) -> &str {
+        &self.platform.endpoint
     }
 
     /// Runs a node agent in this process.
@@ -133,10 +116,7 @@ impl Cluster {
         cfg.lease_renew_interval = Duration::from_millis(500);
         cfg.drain_delay = Duration::from_millis(500);
         let runtime = Arc::new(DockerRuntime::connect(None).expect("docker"));
-        let mut stopped = self.stop.subscribe();
-        tokio::spawn(stratus_agent::agent::run(cfg, self.client.clone(), runtime, None, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        self.platform.add_agent(cfg, runtime, None).unwrap();
         self.nodes.push(NodeCleanup(node.to_string()));
     }
 
@@ -145,7 +125,7 @@ impl Cluster {
         self.nodes.push(NodeCleanup(node.to_string()));
         Proc(
             Command::new(binary("stratus-agent"))
-                .args(["--apiserver", &self.server.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
+                .args(["--apiserver", &self.platform.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -190,12 +170,6 @@ impl Cluster {
     /// One request through the gateway to `host`.
     pub async fn get(&self, host: &str, path: &str) -> (u16, String) {
         request(self.gateway, host, path).await
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 

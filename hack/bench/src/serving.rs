@@ -46,13 +46,13 @@ struct Platform {
     api: String,
     gateway: std::net::SocketAddr,
     node: String,
-    stop: tokio::sync::watch::Sender<bool>,
+    running: stratus_platform::Platform,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Platform {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.running.stop();
         let ids = docker(&[
             "ps",
             "-aq",
@@ -77,45 +77,31 @@ async fn platform() -> Result<Platform> {
     let img = Command::new("docker").args(["image", "inspect", IMAGE]).output()?;
     ensure!(img.status.success(), "{IMAGE} is missing: run hack/images.sh");
     let dir = tempfile::tempdir()?;
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await?;
-    let server = stratus_apiserver::ApiServer::new(store).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let api = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(server.serve(listener, until(stopped.clone())));
-    let client = Client::new(&api)?;
-
-    let demand = stratus_controllers::autoscaler::DemandStore::new();
-    let scaler = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let scaler_endpoint = format!("http://{}", scaler.local_addr()?);
-    tokio::spawn(stratus_controllers::serve_autoscaler(scaler, demand.clone(), until(stopped.clone())));
-    let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway = gw.local_addr()?;
-    let config = stratus_gateway::GatewayConfig {
-        domain: "localhost".into(),
-        autoscaler: Some(scaler_endpoint),
-        ..Default::default()
-    };
-    tokio::spawn(stratus_gateway::Gateway::new(client.clone(), config).serve(gw, until(stopped.clone())));
     let config = stratus_controllers::Config {
-        gateway_port: gateway.port(),
         stable_window: Duration::from_secs(6),
         scale_to_zero_grace: Duration::from_secs(2),
         autoscale_tick: Duration::from_millis(500),
         ..Default::default()
     };
-    let metrics = Arc::new(stratus_controllers::Metrics::default());
-    tokio::spawn(stratus_controllers::run_with_demand(client.clone(), config, metrics, demand, until(stopped.clone())));
     let node = format!("bench-{}", std::process::id());
     let mut cfg = stratus_agent::AgentConfig::new(node.clone());
     cfg.sync_interval = Duration::from_millis(250);
     cfg.drain_delay = Duration::from_millis(500);
     let runtime = Arc::new(stratus_agent::runtime::docker::DockerRuntime::connect(None)?);
-    tokio::spawn(stratus_agent::agent::run(cfg, client.clone(), runtime, None, until(stopped)));
-    Ok(Platform { client, api, gateway, node, stop, _dir: dir })
+    let store = stratus_apiserver::StoreOptions::Embedded { data_dir: dir.path().join("data") };
+    let running = stratus_platform::Builder::serve_api(store, tokio::net::TcpListener::bind("127.0.0.1:0").await?)
+        .gateway(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() },
+        )
+        .controllers(config)
+        .agent(cfg, runtime, None)
+        .start()
+        .await?;
+    let client = running.client.clone();
+    let api = running.endpoint.clone();
+    let gateway = running.gateway.context("the platform has a gateway")?;
+    Ok(Platform { client, api, gateway, node, running, _dir: dir })
 }
 
 async fn apply(client: &Client, yaml: &str) -> Result<()> {

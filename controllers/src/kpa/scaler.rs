@@ -1,227 +1,14 @@
-//! Knative's Pod Autoscaler (KPA) arithmetic, without I/O: a [`Scaler`] per revision is fed
-//! demand samples and answers how many instances the revision should have, and why.
-//!
-//! The rules (Knative's, with its defaults):
-//! - **Averages.** Demand (requests in flight, requests per second, or CPU millicores) is
-//!   averaged over a *stable window* (60 s) and a *panic window* (10% of it, 6 s). Each sample
-//!   holds from the previous sample (at most [`ScalerConfig::max_sample_span`] back; the first
-//!   one [`FIRST_SAMPLE_SPAN`]) to its own time; time without samples counts as no demand. Until a window has been observed for its
-//!   whole length, the average is over the time observed, so that the first burst counts fully.
-//! - **Desired** = `ceil(average / (target × utilization))`. The target per instance is, for
-//!   `concurrency`, `scaling.target` or `containerConcurrency` (the smaller of the two; 0 means
-//!   unlimited and gives 100); for `rps`, `scaling.target` or 200; for `cpu`, the CPU limit of
-//!   an instance in millicores. Utilization is `targetUtilizationPercentage` (70%).
-//! - **Panic.** When the panic-window demand needs at least `panic_threshold` (200%) of the
-//!   ready instances (at least one counted), the scaler panics: it follows the panic window and
-//!   never scales down. It leaves panic once a stable window has passed without the threshold
-//!   being crossed.
-//! - **Rate limits.** Per evaluation, desired stays within `[ready / 2, max(ready, 1) × 1000]`
-//!   (rounded down, up). Scaling to zero is not limited: nothing is left to serve.
-//! - **Scale to zero.** A revision whose last request (or poke) is older than the grace period
-//!   (30 s) gets 0 instances unless `minInstances > 0`; within the grace it keeps at least one.
-//! - **Routability.** `minInstances` holds only while the revision is routable (receives
-//!   traffic or is its service's latest revision); an unroutable revision goes to zero after the
-//!   grace like any other idle one.
-//! - **Initial scale.** A routable revision that has never been ready gets at least
-//!   `initialScale` (1) instances.
-//! - **Bounds.** Finally, `[minInstances, maxInstances]` (`maxInstances` ≤ 0: unbounded).
+//! The scaler: one revision's autoscaling state, fed samples and asked, each evaluation, how
+//! many instances the revision should have and why (the rules are in the
+//! [module documentation](super)).
 
-use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use stratus_api::defaults;
-use stratus_api::quantity::Quantity;
-use stratus_api::v1::RevisionSpec;
 use tokio::time::Instant;
 
-/// The annotation that overrides the stable window of one revision, e.g. `"10s"` or `"2m"`;
-/// refused at admission unless [`parse_window`] reads it.
-pub use stratus_api::knative::{MAX_WINDOW, MIN_WINDOW, WINDOW as WINDOW_ANNOTATION, parse_window};
-/// The concurrency target when `containerConcurrency` is 0 (unlimited), as in Knative.
-pub const DEFAULT_CONCURRENCY_TARGET: f64 = 100.0;
-/// The requests-per-second target per instance, as in Knative.
-pub const DEFAULT_RPS_TARGET: f64 = 200.0;
-/// The time the first sample of a scaler covers: one gateway report period.
-pub const FIRST_SAMPLE_SPAN: Duration = Duration::from_secs(1);
-
-/// The knobs every scaler shares. The defaults are Knative's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScalerConfig {
-    /// The window demand is averaged over to decide in normal operation.
-    pub stable_window: Duration,
-    /// The panic window, in percent of the stable window.
-    pub panic_window_percentage: f64,
-    /// Panic starts when the panic window needs this percentage of the ready instances.
-    pub panic_threshold: f64,
-    /// An idle revision (no request, no poke) is scaled to zero after this long.
-    pub scale_to_zero_grace: Duration,
-    /// At most `max(ready, 1) × max_scale_up_rate` instances per evaluation.
-    pub max_scale_up_rate: f64,
-    /// At least `ready / max_scale_down_rate` instances per evaluation.
-    pub max_scale_down_rate: f64,
-    /// The longest a sample is taken to cover, back from its time.
-    pub max_sample_span: Duration,
-}
-
-impl Default for ScalerConfig {
-    fn default() -> ScalerConfig {
-        ScalerConfig {
-            stable_window: Duration::from_secs(60),
-            panic_window_percentage: 10.0,
-            panic_threshold: 200.0,
-            scale_to_zero_grace: Duration::from_secs(30),
-            max_scale_up_rate: 1000.0,
-            max_scale_down_rate: 2.0,
-            max_sample_span: Duration::from_secs(4),
-        }
-    }
-}
-
-/// What demand is measured in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Metric {
-    /// Requests in flight.
-    Concurrency,
-    /// Requests per second.
-    Rps,
-    /// CPU in use, in millicores.
-    Cpu,
-}
-
-impl Metric {
-    /// The metric named in `scaling.metric`; empty or unknown names mean concurrency (the API
-    /// server validates the name).
-    pub fn parse(name: &str) -> Metric {
-        match name {
-            "rps" => Metric::Rps,
-            "cpu" => Metric::Cpu,
-            _ => Metric::Concurrency,
-        }
-    }
-
-    fn unit(self) -> &'static str {
-        match self {
-            Metric::Concurrency => "in flight",
-            Metric::Rps => "requests/s",
-            Metric::Cpu => "millicores",
-        }
-    }
-}
-
-/// How one revision scales: read from its spec and annotations by [`Policy::from_revision`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    pub metric: Metric,
-    /// The metric's target per instance (> 0).
-    pub target: f64,
-    /// The fraction of the target to aim for, in (0, 1].
-    pub utilization: f64,
-    /// `minInstances` (≥ 0).
-    pub min: i32,
-    /// `maxInstances`; `i32::MAX` when unbounded.
-    pub max: i32,
-    /// `initialScale` (≥ 0).
-    pub initial_scale: i32,
-    /// The stable window of this revision.
-    pub stable_window: Duration,
-}
-
-/// A revision's window annotation that could not be used (the configured window is used).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "annotation {WINDOW_ANNOTATION}={value:?} is not a duration between {}s and {}s (such as 10s or 2m)",
-    MIN_WINDOW.as_secs(),
-    MAX_WINDOW.as_secs()
-)]
-pub struct BadWindow {
-    pub value: String,
-}
-
-impl Policy {
-    /// The policy of a revision with `spec` and `annotations`; the defaults fill what the spec
-    /// leaves out. A window annotation that cannot be used is returned alongside the policy,
-    /// which then has the configured window.
-    pub fn from_revision(
-        spec: &RevisionSpec,
-        annotations: &BTreeMap<String, String>,
-        config: &ScalerConfig,
-    ) -> (Policy, Option<BadWindow>) {
-        let scaling = spec.scaling.clone().unwrap_or_default();
-        let metric = Metric::parse(&scaling.metric);
-        let explicit = scaling.target.filter(|t| t.is_finite() && *t > 0.0);
-        let target = match metric {
-            Metric::Concurrency => {
-                let cc = spec.container_concurrency.unwrap_or(defaults::CONTAINER_CONCURRENCY);
-                let limit = if cc > 0 { f64::from(cc) } else { DEFAULT_CONCURRENCY_TARGET };
-                explicit.map_or(limit, |t| t.min(limit))
-            }
-            Metric::Rps => explicit.unwrap_or(DEFAULT_RPS_TARGET),
-            Metric::Cpu => explicit.unwrap_or_else(|| cpu_limit_millis(spec)),
-        };
-        let utilization = f64::from(
-            scaling.target_utilization_percentage.unwrap_or(defaults::TARGET_UTILIZATION_PERCENTAGE).clamp(1, 100),
-        ) / 100.0;
-        let max = scaling.max_instances.unwrap_or(defaults::MAX_INSTANCES);
-        let (stable_window, bad) = match annotations.get(WINDOW_ANNOTATION) {
-            None => (config.stable_window, None),
-            Some(value) => match parse_window(value) {
-                Some(window) => (window, None),
-                None => (config.stable_window, Some(BadWindow { value: value.clone() })),
-            },
-        };
-        let policy = Policy {
-            metric,
-            target,
-            utilization,
-            min: scaling.min_instances.unwrap_or(defaults::MIN_INSTANCES).max(0),
-            max: if max <= 0 { i32::MAX } else { max },
-            initial_scale: scaling.initial_scale.unwrap_or(defaults::INITIAL_SCALE).max(0),
-            stable_window,
-        };
-        (policy, bad)
-    }
-}
-
-/// The CPU limit of one instance in millicores: the sum over its containers (a container
-/// without a readable limit counts the default, one CPU).
-pub fn cpu_limit_millis(spec: &RevisionSpec) -> f64 {
-    let default = defaults::CPU_LIMIT.parse::<Quantity>().map_or(1000, |q| q.ceil_millis());
-    let millis: i128 = spec
-        .containers
-        .iter()
-        .map(|c| {
-            let limit = c.resources.as_ref().and_then(|r| r.limits.get("cpu"));
-            limit.and_then(|l| l.parse::<Quantity>().ok()).map_or(default, |q| q.ceil_millis()).max(0)
-        })
-        .sum();
-    // Beyond f64's exact integers only for absurd limits; precision does not matter there.
-    #[allow(clippy::cast_precision_loss)]
-    let millis = millis as f64;
-    if millis > 0.0 { millis } else { 1000.0 }
-}
-
-/// The demand of a revision at one moment, summed across gateways (and instances, for CPU).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sample {
-    /// Requests in flight.
-    pub concurrency: f64,
-    /// Requests per second.
-    pub rps: f64,
-    /// CPU in use by the ready instances, in millicores.
-    pub cpu_millis: f64,
-}
-
-impl Sample {
-    fn value(&self, metric: Metric) -> f64 {
-        let v = match metric {
-            Metric::Concurrency => self.concurrency,
-            Metric::Rps => self.rps,
-            Metric::Cpu => self.cpu_millis,
-        };
-        if v.is_finite() { v.max(0.0) } else { 0.0 }
-    }
-}
+use super::policy::{Policy, ScalerConfig};
+use super::window::{Sample, Samples};
 
 /// What the world looks like to the scaler at an evaluation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,21 +77,11 @@ pub struct Decision {
     pub panicking: bool,
 }
 
-/// A sample and the span of time it covers: `(start, end]`.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    start: Instant,
-    end: Instant,
-    sample: Sample,
-}
-
 /// The autoscaler state of one revision.
 #[derive(Debug)]
 pub struct Scaler {
     config: ScalerConfig,
-    samples: VecDeque<Span>,
-    /// The start of the first sample: windows are averaged over at most the time since.
-    observed_since: Option<Instant>,
+    samples: Samples,
     /// The last request or poke; `None` when idle since before the scaler existed.
     last_active: Option<Instant>,
     /// The last time the panic threshold was crossed, while panicking.
@@ -321,8 +98,7 @@ impl Scaler {
     pub fn new(config: ScalerConfig, now: Instant, idle: bool) -> Scaler {
         Scaler {
             config,
-            samples: VecDeque::new(),
-            observed_since: None,
+            samples: Samples::default(),
             last_active: if idle { None } else { Some(now) },
             panic_since: None,
             panic_peak: 0,
@@ -332,19 +108,14 @@ impl Scaler {
 
     /// Records the demand at `at` (the sum across gateways), covering the time since the
     /// previous sample, at most [`ScalerConfig::max_sample_span`] (the first sample covers
-    /// [`FIRST_SAMPLE_SPAN`], a gateway's report period). `active` says a request was
-    /// seen (in flight, arrived or waiting). Samples older than the last are ignored.
+    /// [`FIRST_SAMPLE_SPAN`](super::FIRST_SAMPLE_SPAN), a gateway's report period). `active`
+    /// says a request was seen (in flight, arrived or waiting). Samples older than the last are
+    /// ignored.
     pub fn record(&mut self, at: Instant, sample: Sample, active: bool) {
         if active {
             self.mark_active(at);
         }
-        let start = match self.samples.back() {
-            Some(last) if last.end >= at => return,
-            Some(last) => last.end.max(at.checked_sub(self.config.max_sample_span).unwrap_or(at)),
-            None => at.checked_sub(FIRST_SAMPLE_SPAN).unwrap_or(at),
-        };
-        self.observed_since.get_or_insert(start);
-        self.samples.push_back(Span { start, end: at, sample });
+        self.samples.record(at, sample, self.config.max_sample_span);
     }
 
     /// A request was seen at `at` (a poke, say): the revision is wanted.
@@ -364,25 +135,6 @@ impl Scaler {
         self.last_active
     }
 
-    /// The average of `metric` over the `window` that ends at `now`.
-    fn average(&self, now: Instant, window: Duration, metric: Metric) -> f64 {
-        let Some(since) = self.observed_since else { return 0.0 };
-        let from = now.checked_sub(window).map_or(since, |t| t.max(since));
-        let length = now.saturating_duration_since(from).as_secs_f64();
-        if length <= 0.0 {
-            return self.samples.back().map_or(0.0, |s| s.sample.value(metric));
-        }
-        let total: f64 = self
-            .samples
-            .iter()
-            .map(|s| {
-                let covered = s.end.min(now).saturating_duration_since(s.start.max(from));
-                covered.as_secs_f64() * s.sample.value(metric)
-            })
-            .sum();
-        total / length
-    }
-
     /// How many instances the revision should have at `now`, with `policy`, as seen in
     /// `observed`. Call it once per evaluation period: the rate limits and the panic state
     /// advance with each call.
@@ -394,14 +146,12 @@ impl Scaler {
             .max(Duration::from_millis(1));
         // Samples the stable window no longer needs go (the panic window is shorter).
         if let Some(cutoff) = now.checked_sub(window) {
-            while self.samples.front().is_some_and(|s| s.end <= cutoff) {
-                self.samples.pop_front();
-            }
+            self.samples.forget_until(cutoff);
         }
 
         let per_instance = (policy.target * policy.utilization).max(f64::MIN_POSITIVE);
-        let stable = self.average(now, window, policy.metric);
-        let panic = self.average(now, panic_window, policy.metric);
+        let stable = self.samples.average(now, window, policy.metric);
+        let panic = self.samples.average(now, panic_window, policy.metric);
         let ready = observed.ready.max(0);
         let stable_want = ceil_count(stable / per_instance);
         let panic_want = ceil_count(panic / per_instance);
@@ -518,10 +268,10 @@ impl fmt::Display for Secs {
 
 #[cfg(test)]
 mod tests {
-    use stratus_api::v1::{Container, ResourceRequirements, Scaling};
     use tokio::time::advance;
 
     use super::*;
+    use crate::kpa::policy::{DEFAULT_RPS_TARGET, Metric};
 
     /// Concurrency 10 per instance at 70%: 7 in flight per instance.
     fn policy() -> Policy {
@@ -721,65 +471,6 @@ mod tests {
         let cpu = Policy { metric: Metric::Cpu, target: 1000.0, ..policy() };
         let d = s.evaluate(Instant::now(), &cpu, serving(3));
         assert_eq!(d.reason, "stable: 2100 millicores / (1000 × 70%) = 3");
-    }
-
-    #[test]
-    fn policies_read_the_spec_with_knative_defaults() {
-        let config = ScalerConfig::default();
-        let none = BTreeMap::new();
-        let spec = |cc: i32, scaling: Scaling| RevisionSpec {
-            container_concurrency: Some(cc),
-            scaling: Some(scaling),
-            containers: vec![Container {
-                resources: Some(ResourceRequirements {
-                    limits: [("cpu".to_string(), "500m".to_string())].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let (p, bad) = Policy::from_revision(&spec(10, Scaling::default()), &none, &config);
-        assert_eq!(
-            (p.metric, p.target, p.utilization, p.min, p.max, p.initial_scale),
-            (Metric::Concurrency, 10.0, 0.7, 0, 100, 1)
-        );
-        assert_eq!((p.stable_window, bad), (Duration::from_secs(60), None));
-        assert_eq!(Policy::from_revision(&spec(0, Scaling::default()), &none, &config).0.target, 100.0);
-        let explicit = Scaling { target: Some(5.0), ..Default::default() };
-        assert_eq!(Policy::from_revision(&spec(10, explicit), &none, &config).0.target, 5.0);
-        let above = Scaling { target: Some(50.0), ..Default::default() };
-        assert_eq!(
-            Policy::from_revision(&spec(10, above), &none, &config).0.target,
-            10.0,
-            "at most containerConcurrency"
-        );
-        let rps = Scaling { metric: "rps".into(), ..Default::default() };
-        assert_eq!(Policy::from_revision(&spec(10, rps), &none, &config).0.target, 200.0);
-        let cpu = Scaling { metric: "cpu".into(), target_utilization_percentage: Some(80), ..Default::default() };
-        let (p, _) = Policy::from_revision(&spec(10, cpu), &none, &config);
-        assert_eq!((p.metric, p.target, p.utilization), (Metric::Cpu, 500.0, 0.8));
-        let unbounded = Scaling { max_instances: Some(0), min_instances: Some(-1), ..Default::default() };
-        let (p, _) = Policy::from_revision(&spec(10, unbounded), &none, &config);
-        assert_eq!((p.min, p.max), (0, i32::MAX));
-
-        let window = |v: &str| [(WINDOW_ANNOTATION.to_string(), v.to_string())].into();
-        let (p, bad) = Policy::from_revision(&spec(10, Scaling::default()), &window("10s"), &config);
-        assert_eq!((p.stable_window, bad), (Duration::from_secs(10), None));
-        let (p, bad) = Policy::from_revision(&spec(10, Scaling::default()), &window("soon"), &config);
-        assert_eq!(p.stable_window, Duration::from_secs(60));
-        assert_eq!(bad.map(|b| b.value), Some("soon".to_string()));
-    }
-
-    #[test]
-    fn windows_parse_like_go_durations() {
-        assert_eq!(parse_window("10s"), Some(Duration::from_secs(10)));
-        assert_eq!(parse_window("1m30s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_window("1500ms"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_window("1h"), Some(Duration::from_secs(3600)));
-        for bad in ["", "10", "500ms", "2h", "s", "1d", "-5s", "1.5s"] {
-            assert_eq!(parse_window(bad), None, "{bad}");
-        }
     }
 
     #[test]

@@ -1,0 +1,447 @@
+//! The capacity model and its arithmetic, without I/O: what an Instance asks for, what a Node
+//! offers and what is taken on it, whether an Instance fits, and which node is best (see the
+//! [scheduler's documentation](super) for the rules).
+//!
+//! The values are defined here and the [`Cache`](super::cache) keeps them current, not the
+//! other way round: where an Instance fits is decided, and tested, from values alone.
+
+use std::collections::{BTreeMap, HashMap};
+
+use stratus_api::Resource;
+use stratus_api::capacity::Overcommit;
+use stratus_api::quantity::{Format, Quantity};
+use stratus_api::serving_container;
+use stratus_api::v1::{Instance, Node};
+use stratus_client::runtime::ObjectRef;
+
+use crate::status as conditions;
+
+/// What an Instance asks for, or what a Node offers: millicores, bytes and a count of instances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_millis: i128,
+    pub memory_bytes: i128,
+    pub instances: i128,
+}
+
+impl Resources {
+    pub(super) fn plus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+            instances: self.instances.saturating_add(other.instances),
+        }
+    }
+
+    pub(super) fn minus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_sub(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_sub(other.memory_bytes),
+            instances: self.instances.saturating_sub(other.instances),
+        }
+    }
+
+    /// What one Instance takes when its requests cannot be read: its slot, nothing more.
+    pub(super) const ONE_INSTANCE: Resources = Resources { cpu_millis: 0, memory_bytes: 0, instances: 1 };
+}
+
+/// An Instance's requests: per resource, its serving container's `resources.requests`, else
+/// its limit divided by `policy`'s ratio, else nothing; and one instance. Fails, naming the
+/// field, on a value that is not a non-negative quantity.
+pub fn requests(inst: &Instance, policy: &Overcommit) -> Result<Resources, String> {
+    let containers = inst.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let amounts = policy.requests(serving_container(containers).and_then(|c| c.resources.as_ref()))?;
+    Ok(Resources { cpu_millis: amounts.cpu_millis, memory_bytes: amounts.memory_bytes, instances: 1 })
+}
+
+/// A revision: namespace and name.
+pub(super) type RevisionKey = (String, String);
+
+/// Where an Instance sits, for accounting.
+#[derive(Clone, Debug)]
+pub(super) struct Placement {
+    pub(super) uid: String,
+    pub(super) node: String,
+    pub(super) revision: Option<RevisionKey>,
+    pub(super) requests: Resources,
+}
+
+/// What is taken on one Node: by the Instances the cache shows there and the assumed binds.
+#[derive(Debug, Default)]
+pub(super) struct NodeUsage {
+    pub(super) used: Resources,
+    /// What each revision holds here: its instances (for spreading) and their requests (to say
+    /// where capacity went).
+    pub(super) by_revision: HashMap<RevisionKey, Resources>,
+    /// The Instances the cache shows bound here (not the assumed ones).
+    pub(super) bound: HashMap<ObjectRef, Placement>,
+}
+
+/// What the scheduler needs to know of a Node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct NodeFacts {
+    ready: bool,
+    /// Cordoned or being deleted.
+    cordoned: bool,
+    allocatable: Result<Resources, String>,
+}
+
+impl NodeFacts {
+    pub(super) fn of(node: &Node) -> NodeFacts {
+        let status = node.status.clone().unwrap_or_default();
+        let ready = conditions::is_true(&status.conditions, conditions::READY);
+        let cordoned = node.spec.as_ref().is_some_and(|s| s.unschedulable) || node.meta().deletion_timestamp.is_some();
+        let quantity = |key: &str| -> Result<Quantity, String> {
+            let value = status.allocatable.get(key).map_or("0", String::as_str);
+            let q: Quantity = value.parse().map_err(|e| format!("status.allocatable.{key}: {e}"))?;
+            if q.is_negative() { Err(format!("status.allocatable.{key}: {value:?} is negative")) } else { Ok(q) }
+        };
+        // Allocatable is rounded down, and a quantity the node does not report is zero: a node
+        // never offers more than it reported.
+        let allocatable = (|| {
+            Ok(Resources {
+                cpu_millis: bounded(quantity("cpu")?.nanos() / 1_000_000),
+                memory_bytes: bounded(quantity("memory")?.nanos() / 1_000_000_000),
+                instances: bounded(quantity("instances")?.nanos() / 1_000_000_000),
+            })
+        })();
+        NodeFacts { ready, cordoned, allocatable }
+    }
+}
+
+/// Why a Node cannot take an Instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Unfit {
+    NotReady,
+    Cordoned,
+    BadAllocatable,
+    Insufficient(Kind),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Kind {
+    Cpu,
+    Memory,
+    Instances,
+}
+
+impl Kind {
+    fn of(self, r: Resources) -> i128 {
+        match self {
+            Kind::Cpu => r.cpu_millis,
+            Kind::Memory => r.memory_bytes,
+            Kind::Instances => r.instances,
+        }
+    }
+
+    fn format(self, v: i128) -> String {
+        match self {
+            Kind::Cpu => Quantity::from_millis(v).to_string(),
+            // Binary units when they are exact (512Mi), decimal otherwise (1G).
+            Kind::Memory if v % 1024 == 0 => Quantity::from_units(v, Format::BinarySi).to_string(),
+            Kind::Memory => Quantity::from_units(v, Format::DecimalSi).to_string(),
+            Kind::Instances => v.to_string(),
+        }
+    }
+}
+
+impl Unfit {
+    /// The reason as the unschedulable message words it; `max_free` is the most any rejected
+    /// node has free of the resource that fell short.
+    pub(super) fn describe(self, req: Resources, max_free: i128) -> String {
+        match self {
+            Unfit::NotReady => "NotReady".into(),
+            Unfit::Cordoned => "cordoned".into(),
+            Unfit::BadAllocatable => "unreadable allocatable".into(),
+            Unfit::Insufficient(Kind::Instances) => "Too many instances".into(),
+            Unfit::Insufficient(kind) => {
+                let name = if kind == Kind::Cpu { "cpu" } else { "memory" };
+                format!(
+                    "Insufficient {name} (need {}, {} free at most)",
+                    kind.format(kind.of(req)),
+                    kind.format(max_free)
+                )
+            }
+        }
+    }
+}
+
+/// Why `facts` (with `used` taken) cannot take `req`, with the amount free for each shortage;
+/// empty when it fits. A node that is not Ready or is cordoned gets that one reason only.
+pub(super) fn check(facts: &NodeFacts, used: Resources, req: Resources) -> Vec<(Unfit, i128)> {
+    if !facts.ready {
+        return vec![(Unfit::NotReady, 0)];
+    }
+    if facts.cordoned {
+        return vec![(Unfit::Cordoned, 0)];
+    }
+    let Ok(alloc) = &facts.allocatable else { return vec![(Unfit::BadAllocatable, 0)] };
+    [Kind::Cpu, Kind::Memory, Kind::Instances]
+        .into_iter()
+        .filter_map(|kind| {
+            let free = kind.of(*alloc).saturating_sub(kind.of(used)).max(0);
+            (kind.of(req) > free).then_some((Unfit::Insufficient(kind), free))
+        })
+        .collect()
+}
+
+/// The best node for `req` (see the module documentation), or the unschedulable message.
+pub(super) fn place(
+    nodes: &BTreeMap<String, NodeFacts>,
+    usage: &HashMap<String, NodeUsage>,
+    req: Resources,
+    revision: Option<&RevisionKey>,
+) -> Result<String, String> {
+    let mut best: Option<((i128, i128), &str)> = None;
+    // Per reason: how many nodes, and the most any of them has free.
+    let mut reasons: BTreeMap<Unfit, (usize, i128)> = BTreeMap::new();
+    for (name, facts) in nodes {
+        let node_usage = usage.get(name);
+        let used = node_usage.map(|u| u.used).unwrap_or_default();
+        let unfit = check(facts, used, req);
+        if !unfit.is_empty() {
+            for (reason, free) in unfit {
+                let entry = reasons.entry(reason).or_default();
+                entry.0 += 1;
+                entry.1 = entry.1.max(free);
+            }
+            continue;
+        }
+        let same_revision = revision.and_then(|r| node_usage?.by_revision.get(r)).map_or(0, |held| held.instances);
+        let score = (same_revision, load(&facts.allocatable, used.plus(req)));
+        // Nodes come in name order: a later node wins only with a strictly better score.
+        if best.is_none_or(|(b, _)| score < b) {
+            best = Some((score, name));
+        }
+    }
+    if let Some((_, name)) = best {
+        return Ok(name.to_string());
+    }
+    if nodes.is_empty() {
+        return Err("0/0 nodes are available: no node is registered".into());
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    // Most common first; equal counts in a fixed order.
+    reasons.sort_by(|(ra, (na, _)), (rb, (nb, _))| nb.cmp(na).then(ra.cmp(rb)));
+    // Where the resource that fell short most often went.
+    let short = reasons.iter().find_map(|(reason, _)| match reason {
+        Unfit::Insufficient(kind @ (Kind::Cpu | Kind::Memory)) => Some(*kind),
+        _ => None,
+    });
+    let parts: Vec<String> =
+        reasons.into_iter().map(|(reason, (count, free))| format!("{count} {}", reason.describe(req, free))).collect();
+    let mut message = format!("0/{} nodes are available: {}", nodes.len(), parts.join(", "));
+    if let Some(kind) = short {
+        let holders = largest_holders(usage, kind, HOLDERS_NAMED);
+        if !holders.is_empty() {
+            message.push_str("; largest holders: ");
+            message.push_str(&holders.join(", "));
+        }
+    }
+    Err(message)
+}
+
+/// How many revisions an unschedulable message names.
+const HOLDERS_NAMED: usize = 3;
+
+/// The `count` revisions that hold the most of `kind` over all nodes, most first, each as
+/// `namespace/revision (N instances, X cpu)`.
+fn largest_holders(usage: &HashMap<String, NodeUsage>, kind: Kind, count: usize) -> Vec<String> {
+    let mut held: HashMap<&RevisionKey, Resources> = HashMap::new();
+    for node in usage.values() {
+        for (rev, r) in &node.by_revision {
+            let total = held.entry(rev).or_default();
+            *total = total.plus(*r);
+        }
+    }
+    let mut held: Vec<(&RevisionKey, Resources)> = held.into_iter().filter(|(_, r)| kind.of(*r) > 0).collect();
+    held.sort_by(|(ka, a), (kb, b)| kind.of(*b).cmp(&kind.of(*a)).then(ka.cmp(kb)));
+    let name = if kind == Kind::Cpu { "cpu" } else { "memory" };
+    held.into_iter()
+        .take(count)
+        .map(|((namespace, revision), r)| {
+            let plural = if r.instances == 1 { "" } else { "s" };
+            format!("{namespace}/{revision} ({} instance{plural}, {} {name})", r.instances, kind.format(kind.of(r)))
+        })
+        .collect()
+}
+
+/// How full a node would be, in millionths: the larger of its cpu and memory shares.
+fn load(alloc: &Result<Resources, String>, after: Resources) -> i128 {
+    let Ok(alloc) = alloc else { return i128::MAX };
+    let share = |used: i128, total: i128| match (used, total) {
+        (u, _) if u <= 0 => 0,
+        (_, t) if t <= 0 => i128::MAX,
+        (u, t) => u.saturating_mul(1_000_000) / t,
+    };
+    share(after.cpu_millis, alloc.cpu_millis).max(share(after.memory_bytes, alloc.memory_bytes))
+}
+
+pub(super) fn revision_key(inst: &Instance) -> Option<RevisionKey> {
+    let rev = inst.spec.as_ref().map(|s| s.revision_name.as_str()).unwrap_or_default();
+    (!rev.is_empty()).then(|| (inst.meta().namespace.clone(), rev.to_string()))
+}
+
+/// Keeps any one amount far enough below `i128::MAX` that sums of them cannot overflow.
+fn bounded(v: i128) -> i128 {
+    v.clamp(0, i128::from(i64::MAX))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use stratus_api::v1::{Condition, NodeSpec, NodeStatus};
+
+    use super::*;
+    use crate::scheduler::fixtures::{instance, req};
+
+    fn facts(cpu: &str, memory: &str, instances: &str) -> NodeFacts {
+        let mut node = Node {
+            status: Some(NodeStatus {
+                allocatable: [("cpu", cpu), ("memory", memory), ("instances", instances)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                conditions: vec![Condition { r#type: "Ready".into(), status: "True".into(), ..Default::default() }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        node.meta_mut().name = "n".into();
+        NodeFacts::of(&node)
+    }
+
+    #[test]
+    fn requests_are_the_serving_containers_requests_else_derived_from_its_limits() {
+        let policy = Overcommit::default();
+        let inst = instance(&[("cpu", "250m")], &[("cpu", "1"), ("memory", "512Mi")]);
+        assert_eq!(requests(&inst, &policy), Ok(req(250, 512 << 20)));
+        // Limits only, as every Cloud Run and Knative manifest: cpu overcommitted, memory not.
+        let limits_only = instance(&[], &[("cpu", "1"), ("memory", "512Mi")]);
+        assert_eq!(requests(&limits_only, &policy), Ok(req(50, 512 << 20)));
+        let kubernetes = Overcommit::new(1.0, 1.0).unwrap();
+        assert_eq!(requests(&limits_only, &kubernetes), Ok(req(1000, 512 << 20)));
+        let generous = Overcommit::new(4.0, 2.0).unwrap();
+        assert_eq!(requests(&limits_only, &generous), Ok(req(250, 256 << 20)));
+        let none = instance(&[], &[]);
+        assert_eq!(requests(&none, &policy), Ok(req(0, 0)));
+        let bad = instance(&[("memory", "12XB")], &[]);
+        let err = requests(&bad, &policy);
+        assert!(err.clone().is_err_and(|e| e.starts_with("resources.requests.memory")), "{err:?}");
+    }
+
+    #[test]
+    fn limits_overcommit_the_node_and_requests_fill_it() {
+        // Two cores: twenty one-vCPU services by their limits (each asks 50m) ...
+        let mut nodes = BTreeMap::new();
+        nodes.insert("laptop".to_string(), facts("2", "24Gi", "110"));
+        let policy = Overcommit::default();
+        let one_vcpu = requests(&instance(&[], &[("cpu", "1"), ("memory", "512Mi")]), &policy).unwrap();
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        for i in 0..40 {
+            assert_eq!(place(&nodes, &usage, one_vcpu, None), Ok("laptop".into()), "instance {i}");
+            let u = usage.entry("laptop".into()).or_default();
+            u.used = u.used.plus(one_vcpu);
+        }
+        // ... and the forty-first finds the cpu requested in full.
+        let err = place(&nodes, &usage, one_vcpu, None).unwrap_err();
+        assert!(err.starts_with("0/1 nodes are available: 1 Insufficient cpu (need 50m, 0 free at most)"), "{err}");
+        // Memory is never overcommitted: 24Gi holds 48 of 512Mi, by requests or by limits.
+        let big = requests(&instance(&[], &[("cpu", "10m"), ("memory", "8Gi")]), &policy).unwrap();
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        for _ in 0..3 {
+            assert!(place(&nodes, &usage, big, None).is_ok());
+            let u = usage.entry("laptop".into()).or_default();
+            u.used = u.used.plus(big);
+        }
+        assert!(place(&nodes, &usage, big, None).unwrap_err().contains("Insufficient memory"));
+    }
+
+    #[test]
+    fn the_unschedulable_message_names_the_largest_holders() {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("a".to_string(), facts("1", "8Gi", "110"));
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        let u = usage.entry("a".into()).or_default();
+        let held = [("big", 3, 600), ("small", 1, 100), ("mid", 2, 300)];
+        for (rev, instances, cpu) in held {
+            let r = Resources { cpu_millis: cpu, memory_bytes: 1 << 20, instances };
+            u.by_revision.insert(("default".into(), rev.into()), r);
+            u.used = u.used.plus(r);
+        }
+        let err = place(&nodes, &usage, req(100, 0), None).unwrap_err();
+        assert_eq!(
+            err,
+            "0/1 nodes are available: 1 Insufficient cpu (need 100m, 0 free at most); largest holders: \
+             default/big (3 instances, 600m cpu), default/mid (2 instances, 300m cpu), \
+             default/small (1 instance, 100m cpu)"
+        );
+    }
+
+    #[test]
+    fn allocatable_is_read_and_rounded_down() {
+        let f = facts("1500m", "23Gi", "110");
+        assert_eq!(f.allocatable, Ok(Resources { cpu_millis: 1500, memory_bytes: 23 << 30, instances: 110 }));
+        assert!(f.ready && !f.cordoned);
+        assert!(facts("lots", "1Gi", "1").allocatable.is_err());
+    }
+
+    #[test]
+    fn spread_comes_before_least_allocated_and_ties_go_by_name() {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("b".to_string(), facts("4", "8Gi", "110"));
+        nodes.insert("a".to_string(), facts("4", "8Gi", "110"));
+        let rev = ("default".to_string(), "web-00001".to_string());
+        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        // Equal nodes: the first name.
+        assert_eq!(place(&nodes, &usage, req(500, 0), Some(&rev)), Ok("a".into()));
+        // "a" is emptier but already runs this revision: spread wins.
+        let a = usage.entry("a".into()).or_default();
+        a.by_revision.insert(rev.clone(), req(500, 0));
+        a.used = req(500, 0);
+        let b = usage.entry("b".into()).or_default();
+        b.used = req(3000, 0);
+        assert_eq!(place(&nodes, &usage, req(500, 0), Some(&rev)), Ok("b".into()));
+        // Another revision: least allocated.
+        assert_eq!(place(&nodes, &usage, req(500, 0), None), Ok("a".into()));
+    }
+
+    #[test]
+    fn the_unschedulable_message_counts_the_reasons() {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("a".to_string(), facts("1500m", "8Gi", "110"));
+        nodes.insert("b".to_string(), facts("1", "8Gi", "110"));
+        let mut not_ready = facts("8", "8Gi", "110");
+        not_ready.ready = false;
+        nodes.insert("c".to_string(), not_ready);
+        let message = place(&nodes, &HashMap::new(), req(2000, 1 << 30), None);
+        assert_eq!(
+            message,
+            Err("0/3 nodes are available: 2 Insufficient cpu (need 2, 1500m free at most), 1 NotReady".into())
+        );
+        let mut cordoned = facts("8", "8Gi", "0");
+        assert_eq!(check(&cordoned, Resources::default(), req(1, 1)), vec![(Unfit::Insufficient(Kind::Instances), 0)]);
+        cordoned.cordoned = true;
+        assert_eq!(check(&cordoned, Resources::default(), req(1, 1)), vec![(Unfit::Cordoned, 0)]);
+        assert_eq!(
+            place(&BTreeMap::new(), &HashMap::new(), req(1, 1), None).map_err(|m| m.starts_with("0/0")),
+            Err(true)
+        );
+    }
+
+    #[test]
+    fn memory_prints_in_the_units_that_are_exact() {
+        assert_eq!(Kind::Memory.format(512 << 20), "512Mi");
+        assert_eq!(Kind::Memory.format(1_000_000_000), "1G");
+        assert_eq!(Kind::Cpu.format(1500), "1500m");
+    }
+
+    #[test]
+    fn a_cordoned_or_deleted_node_takes_nothing() {
+        let mut node = Node { spec: Some(NodeSpec { unschedulable: true }), ..Default::default() };
+        assert!(NodeFacts::of(&node).cordoned);
+        node.spec = None;
+        node.meta_mut().deletion_timestamp = Some(Default::default());
+        assert!(NodeFacts::of(&node).cordoned);
+    }
+}

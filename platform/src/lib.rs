@@ -1,0 +1,314 @@
+//! The one wiring point of Stratus: the parts that run in one process — the API server, the
+//! controllers with the autoscaler's demand service, the gateway and node agents — assembled by
+//! one [`Builder`]. `stratus up`, the end-to-end tests and the benchmark all start the platform
+//! here, so that how the parts meet (the gateway reporting demand to the autoscaler, the
+//! controllers writing URLs with the gateway's port, everyone talking to the one API) is
+//! written once. The parts still to come (authentication, billing, the web console) plug in
+//! here too.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), stratus_platform::Error> {
+//! use stratus_platform::Builder;
+//!
+//! let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(stratus_platform::Error::Listen)?;
+//! let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(stratus_platform::Error::Listen)?;
+//! let platform = Builder::serve_api(stratus_apiserver::StoreOptions::Embedded { data_dir: "data".into() }, api)
+//!     .gateway(gateway, stratus_gateway::GatewayConfig::default())
+//!     .controllers(stratus_controllers::Config::default())
+//!     .start()
+//!     .await?;
+//! println!("API at {}, gateway at {:?}", platform.endpoint, platform.gateway);
+//! platform.stop();
+//! platform.stopped().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every part stops when [`Platform::stop`] is called or the [`Platform`] is dropped; the agents'
+//! containers keep running (the next agent of the node adopts them).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use stratus_agent::AgentConfig;
+use stratus_agent::runtime::Runtime;
+use stratus_apiserver::{ApiServer, StoreOptions};
+use stratus_client::{Client, ErrorChain};
+use stratus_controllers::{Config as ControllersConfig, DemandStore, Metrics};
+use stratus_gateway::{Gateway, GatewayConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Why the platform could not start, or how one of its parts ended.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("opening the store failed")]
+    Store(#[source] stratus_apiserver::Error),
+    #[error("starting the API server failed")]
+    ApiServer(#[source] stratus_apiserver::Error),
+    #[error("a listener has no local address")]
+    Listen(#[source] std::io::Error),
+    #[error("the API endpoint {0} is not usable")]
+    Client(String, #[source] stratus_client::Error),
+    #[error("the {part} failed: {message}")]
+    Part { part: &'static str, message: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the API is: served here over a store, or another process's.
+enum Api {
+    Serve { store: StoreOptions, listener: TcpListener },
+    Connect(String),
+}
+
+/// One node agent to run in this process.
+struct Agent {
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    listener: Option<TcpListener>,
+}
+
+/// What to run; see the module documentation.
+pub struct Builder {
+    api: Api,
+    gateway: Option<(TcpListener, GatewayConfig)>,
+    controllers: Option<ControllersConfig>,
+    autoscaler: Option<TcpListener>,
+    agents: Vec<Agent>,
+}
+
+impl Builder {
+    /// An API server over `store` (opened at start), serving on `listener`.
+    pub fn serve_api(store: StoreOptions, listener: TcpListener) -> Builder {
+        Builder::with(Api::Serve { store, listener })
+    }
+
+    /// No API server: the parts talk to the one at `endpoint`.
+    pub fn connect(endpoint: impl Into<String>) -> Builder {
+        Builder::with(Api::Connect(endpoint.into()))
+    }
+
+    fn with(api: Api) -> Builder {
+        Builder { api, gateway: None, controllers: None, autoscaler: None, agents: Vec::new() }
+    }
+
+    /// A gateway on `listener`. With controllers in this process, it reports demand to their
+    /// autoscaler (unless `config.autoscaler` names another) and they write service URLs with
+    /// its port.
+    pub fn gateway(mut self, listener: TcpListener, config: GatewayConfig) -> Builder {
+        self.gateway = Some((listener, config));
+        self
+    }
+
+    /// The controllers, leader-elected, with the autoscaler's demand service.
+    pub fn controllers(mut self, config: ControllersConfig) -> Builder {
+        self.controllers = Some(config);
+        self
+    }
+
+    /// Where the autoscaler's demand service listens (gateways in other processes report
+    /// there); a loopback port of its own when not given.
+    pub fn autoscaler_listener(mut self, listener: TcpListener) -> Builder {
+        self.autoscaler = Some(listener);
+        self
+    }
+
+    /// A node agent driving `runtime`; `listener`, when given, serves its metrics and logs.
+    pub fn agent(mut self, config: AgentConfig, runtime: Arc<dyn Runtime>, listener: Option<TcpListener>) -> Builder {
+        self.agents.push(Agent { config, runtime, listener });
+        self
+    }
+
+    /// Starts every part in its own task. Requests are accepted as soon as this returns: the
+    /// sockets were bound before, so early clients wait in their backlogs.
+    pub async fn start(self) -> Result<Platform> {
+        let (stop, stopped) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut parts: Vec<(&'static str, JoinHandle<Result<(), String>>)> = Vec::new();
+
+        let (endpoint, api) = match self.api {
+            Api::Serve { store, listener } => {
+                let addr = listener.local_addr().map_err(Error::Listen)?;
+                let store = stratus_apiserver::open_store(&store).await.map_err(Error::Store)?;
+                let server = ApiServer::new(store).await.map_err(Error::ApiServer)?;
+                let serving = server.serve(listener, until(stopped.clone()));
+                parts.push((
+                    "API server",
+                    tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) }),
+                ));
+                (endpoint_for(addr), Some(addr))
+            }
+            Api::Connect(endpoint) => (endpoint, None),
+        };
+        let client = Client::new(&endpoint).map_err(|e| Error::Client(endpoint.clone(), e))?;
+
+        // The autoscaler's demand service, which the gateway reports to and pokes.
+        let mut autoscaler = None;
+        let demand = DemandStore::new();
+        if self.controllers.is_some() {
+            let listener = match self.autoscaler {
+                Some(l) => l,
+                None => TcpListener::bind("127.0.0.1:0").await.map_err(Error::Listen)?,
+            };
+            autoscaler = Some(format!("http://{}", listener.local_addr().map_err(Error::Listen)?));
+            let serving = stratus_controllers::serve_autoscaler(listener, demand.clone(), until(stopped.clone()));
+            parts.push((
+                "autoscaler",
+                tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) }),
+            ));
+        }
+
+        let mut gateway = None;
+        if let Some((listener, mut config)) = self.gateway {
+            let addr = listener.local_addr().map_err(Error::Listen)?;
+            gateway = Some(addr);
+            if config.autoscaler.is_none() {
+                config.autoscaler.clone_from(&autoscaler);
+            }
+            let serving = Gateway::new(client.clone(), config).serve(listener, until(stopped.clone()));
+            parts.push(("gateway", tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) })));
+        }
+
+        if let Some(mut config) = self.controllers {
+            if let Some(addr) = gateway {
+                config.gateway_port = addr.port();
+            }
+            let running = stratus_controllers::run_with_demand(
+                client.clone(),
+                config,
+                Arc::new(Metrics::default()),
+                demand,
+                until(stopped.clone()),
+            );
+            parts.push((
+                "controllers",
+                tokio::spawn(async move {
+                    running.await;
+                    Ok(())
+                }),
+            ));
+        }
+
+        let mut platform = Platform { endpoint, api, gateway, autoscaler, client, stop, parts };
+        for Agent { config, runtime, listener } in self.agents {
+            platform.add_agent(config, runtime, listener)?;
+        }
+        Ok(platform)
+    }
+}
+
+/// The running platform.
+pub struct Platform {
+    /// `http://ADDR` of the API, where clients on this machine reach it.
+    pub endpoint: String,
+    /// Where the API server of this process listens (none when it connected to another).
+    pub api: Option<SocketAddr>,
+    /// Where the gateway listens, when there is one.
+    pub gateway: Option<SocketAddr>,
+    /// The autoscaler's demand service, when the controllers run here.
+    pub autoscaler: Option<String>,
+    /// A client of the API.
+    pub client: Client,
+    stop: watch::Sender<bool>,
+    parts: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+}
+
+impl Platform {
+    /// Starts another node agent, talking to this platform's API and stopping with it;
+    /// `listener`, when given, serves its metrics and logs.
+    pub fn add_agent(
+        &mut self,
+        mut config: AgentConfig,
+        runtime: Arc<dyn Runtime>,
+        listener: Option<TcpListener>,
+    ) -> Result<()> {
+        if let Some(l) = &listener {
+            config.agent_endpoint = endpoint_for(l.local_addr().map_err(Error::Listen)?);
+        }
+        let mut stopping = self.stop.subscribe();
+        let running = stratus_agent::agent::run(config, self.client.clone(), runtime, listener, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        });
+        let task = tokio::spawn(async move {
+            running.await;
+            Ok(())
+        });
+        self.parts.push(("node agent", task));
+        Ok(())
+    }
+
+    /// Tells every part to stop; [`Platform::stopped`] waits for them.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Turns true once the platform is told to stop (`wait_for(|s| *s)` to wait for it).
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// A handle that stops the platform from elsewhere (a signal handler).
+    pub fn stopper(&self) -> Stopper {
+        Stopper(self.stop.clone())
+    }
+
+    /// Waits until every part has stopped (after [`Platform::stop`]); the first part that
+    /// failed is the error, the others are logged.
+    pub async fn stopped(mut self) -> Result<()> {
+        let mut first = None;
+        for (part, task) in std::mem::take(&mut self.parts) {
+            let outcome = match task.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(message)) => Error::Part { part, message },
+                Err(e) => Error::Part { part, message: format!("it stopped unexpectedly: {e}") },
+            };
+            tracing::error!(error = %outcome, "a part of the platform failed");
+            first.get_or_insert(outcome);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Stops a [`Platform`] from elsewhere.
+#[derive(Clone)]
+pub struct Stopper(watch::Sender<bool>);
+
+impl Stopper {
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+/// Where a client on this machine connects: a server listening on every address is reached on
+/// loopback.
+pub fn endpoint_for(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clients_reach_a_wildcard_listener_on_loopback() {
+        let at = |s: &str| endpoint_for(s.parse().unwrap_or_else(|e| panic!("{s}: {e}")));
+        assert_eq!(at("0.0.0.0:7070"), "http://127.0.0.1:7070");
+        assert_eq!(at("[::]:7070"), "http://[::1]:7070");
+        assert_eq!(at("10.1.2.3:80"), "http://10.1.2.3:80");
+    }
+}
