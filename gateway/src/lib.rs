@@ -43,7 +43,6 @@
 //! ```
 
 use std::convert::Infallible;
-use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
@@ -56,7 +55,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use stratus_api::v1::{Endpoints, Revision, Service};
 use stratus_client::runtime::Informer;
-use stratus_client::{Client, ListParams};
+use stratus_client::{Client, ErrorChain, ListParams};
 use tokio::net::TcpListener;
 use tracing::{debug, error};
 
@@ -344,20 +343,5 @@ fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {
         "/readyz" if shared.ready.load(Ordering::Acquire) => proxy::text_response(StatusCode::OK, "ok\n".into()),
         "/readyz" => proxy::text_response(StatusCode::SERVICE_UNAVAILABLE, "routes are not loaded yet\n".into()),
         path => proxy::text_response(StatusCode::NOT_FOUND, format!("nothing at {path}\n")),
-    }
-}
-
-/// Formats an error with its sources, for logs: `cannot connect to revision …: tcp connect error: …`.
-pub(crate) struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }

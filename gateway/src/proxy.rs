@@ -24,7 +24,9 @@ use tracing::{debug, info};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::pool::{AcquireError, Deadlines, Lease, Outcome, Protocol, RevisionPool};
 use crate::ratelimit::retry_after_secs;
-use crate::{ErrorChain, Shared};
+use stratus_client::ErrorChain;
+
+use crate::Shared;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

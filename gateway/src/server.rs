@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::proxy::ProxyBody;
-use crate::{Error, ErrorChain};
+use stratus_client::ErrorChain;
+
+use crate::Error;
 
 /// Serves connections from `listener` with the service `make(peer)` returns for each, until
 /// `shutdown` completes. Then it stops accepting, asks every connection to finish its current

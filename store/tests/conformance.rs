@@ -1,6 +1,7 @@
 //! The conformance suite of the `Store` contract. Every case is an async fn taking the store;
 //! `conformance!` turns each into one test per backend: the embedded store in a temporary
 //! directory, and etcd, a real server started per test on free loopback ports.
+#![allow(clippy::expect_used)]
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

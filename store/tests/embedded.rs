@@ -1,5 +1,6 @@
 //! Tests of what only the embedded store has: durability across reopening, the handling of
 //! torn and corrupt logs, snapshots, group commit, slow watchers and closing.
+#![allow(clippy::expect_used)]
 
 use std::fs::OpenOptions;
 use std::io::Write;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use stratus_api::Resource;
 use stratus_api::v1::{Container, Revision};
-use stratus_client::Error as ClientError;
 use stratus_client::runtime::ObjectRef;
+use stratus_client::{Error as ClientError, ErrorChain};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -155,7 +155,7 @@ pub(super) async fn record_resolution(shared: &Shared, rev: &Revision, resolutio
             "imagePullPolicy is Never: instances run the nodes' own image, as written",
         ),
         Resolution::Failed(e) => {
-            let message = error_chain(e);
+            let message = ErrorChain(e).to_string();
             warn!(%revision, %message, "cannot resolve the revision's image to a digest");
             let reason = if matches!(e, digest::Error::NotFound { .. }) { IMAGE_NOT_FOUND } else { CONTAINER_MISSING };
             Cond::new(IMAGE_RESOLVED, FALSE, reason, message)
@@ -190,16 +190,4 @@ pub(super) async fn record_resolution(shared: &Shared, rev: &Revision, resolutio
         }
     }
     Ok(current)
-}
-
-/// An error and its causes, for a condition message: `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -24,6 +24,7 @@ use bollard::query_parameters::{
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use stratus_client::ErrorChain;
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
 
@@ -95,7 +96,7 @@ impl DockerRuntime {
         } else {
             return Err(unreachable("unsupported scheme; use unix://, tcp:// or http://".to_owned()));
         }
-        .map_err(|e| unreachable(error_chain(&e)))?;
+        .map_err(|e| unreachable(ErrorChain(&e).to_string()))?;
         Ok(DockerRuntime { docker, endpoint, negotiated: Arc::new(OnceCell::new()) })
     }
 
@@ -106,11 +107,10 @@ impl DockerRuntime {
         self.negotiated
             .get_or_try_init(|| async {
                 // The clone shares the version with `self.docker`, which negotiation lowers.
-                let docker =
-                    self.docker.clone().negotiate_version().await.map_err(|e| Error::Unreachable {
-                        endpoint: self.endpoint.clone(),
-                        message: error_chain(&e),
-                    })?;
+                let docker = self.docker.clone().negotiate_version().await.map_err(|e| Error::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    message: ErrorChain(&e).to_string(),
+                })?;
                 let api_version = docker.client_version();
                 debug!(endpoint = %self.endpoint, %api_version, "connected to the Docker engine");
                 Ok::<(), Error>(())
@@ -348,26 +348,10 @@ fn map_error(endpoint: &str, e: DockerError) -> Error {
         | DockerError::IOError { .. }
         | DockerError::SocketNotFoundError(_)
         | DockerError::RequestTimeoutError => {
-            Error::Unreachable { endpoint: endpoint.to_owned(), message: error_chain(&e) }
+            Error::Unreachable { endpoint: endpoint.to_owned(), message: ErrorChain(&e).to_string() }
         }
-        other => Error::Engine(error_chain(&other)),
+        other => Error::Engine(ErrorChain(&other).to_string()),
     }
-}
-
-/// An error with its causes: bollard's connection errors say only "client error (Connect)"
-/// at the top, and the reason ("Connection refused") below.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
