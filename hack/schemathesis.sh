@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Checks the API server against its own OpenAPI document with Schemathesis (from PyPI): it
+# generates requests from /openapi.json and reports every answer that breaks the document or
+# HTTP (5xx, a valid request refused, an invalid one accepted, a 405 without `Allow`, …).
+#
+# Installs Schemathesis into a virtual environment of its own (target/schemathesis-venv, pinned
+# version), starts `stratus-apiserver` (the debug build) on a temporary embedded store and a free
+# loopback port, runs `st run --checks all` with a bounded number of examples, and stops the
+# server. Exits non-zero on any failure Schemathesis reports.
+#
+#   hack/schemathesis.sh                 # 25 examples per operation
+#   ST_MAX_EXAMPLES=100 hack/schemathesis.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+version=4.32.5
+venv=target/schemathesis-venv
+examples="${ST_MAX_EXAMPLES:-25}"
+
+if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
+  echo "schemathesis: installing $version into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
+fi
+
+cargo build --quiet -p stratus-apiserver --bin stratus-apiserver
+dir="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+target/debug/stratus-apiserver --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/apiserver.log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'exit 130' INT TERM
+for _ in $(seq 1 100); do
+  curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" && break
+  sleep 0.1
+done
+curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" || { cat "$dir/apiserver.log" >&2; echo "error: the API server did not start" >&2; exit 1; }
+
+"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
+  --checks all --max-examples "$examples" --workers 2 --seed 1 --no-color "$@"
