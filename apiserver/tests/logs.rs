@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::TestServer;
@@ -12,90 +11,17 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::rt::TokioExecutor;
 use stratus_agent::logs::LogService;
+use stratus_agent::runtime::LogStream;
 use stratus_agent::runtime::fake::FakeRuntime;
-use stratus_agent::runtime::{ContainerConfig, LogStream, labels};
-use stratus_api::Resource;
 use stratus_api::v1::resource_service_client::ResourceServiceClient;
-use stratus_api::v1::{Container, Instance, InstanceSpec, LogLine, LogsRequest, Node, NodeStatus, ObjectKey, Service};
+use stratus_api::v1::{LogLine, LogsRequest, ObjectKey, Service};
 use stratus_client::Client;
+use stratus_testkit::log_agent::{LogAgent, create_instance, register_node, run_container};
 use tokio::sync::oneshot;
 use tonic::Streaming;
 
 /// How long any one step may take before the test fails rather than hangs.
 const STEP: Duration = Duration::from_secs(30);
-
-/// A node agent serving logs from a fake runtime on a loopback port; stops when dropped.
-struct TestAgent {
-    endpoint: String,
-    node: String,
-    fake: FakeRuntime,
-    _stop: oneshot::Sender<()>,
-}
-
-impl TestAgent {
-    async fn start(node: &str) -> TestAgent {
-        let fake = FakeRuntime::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let service = LogService::new(std::sync::Arc::new(fake.clone()), node.to_string()).into_server();
-        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        TestAgent { endpoint: format!("http://{addr}"), node: node.to_string(), fake, _stop: stop }
-    }
-
-    /// A running container of `instance` on this node that has written `lines` to stdout.
-    fn run(&self, instance: &Instance, lines: &[&str]) -> String {
-        run_container(&self.fake, &self.node, instance, lines)
-    }
-}
-
-/// A running container of `instance` on `node`, labelled as the agent labels its own, that
-/// has written `lines` to stdout; returns its id.
-fn run_container(fake: &FakeRuntime, node: &str, instance: &Instance, lines: &[&str]) -> String {
-    let meta = instance.meta();
-    let labels: BTreeMap<String, String> = [
-        (labels::NODE, node),
-        (labels::NAMESPACE, meta.namespace.as_str()),
-        (labels::INSTANCE, meta.name.as_str()),
-        (labels::INSTANCE_UID, meta.uid.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let config = ContainerConfig { name: meta.name.clone(), image: "img".into(), labels, ..Default::default() };
-    let id = fake.insert(config, true);
-    for line in lines {
-        fake.log(&id, LogStream::Stdout, line);
-    }
-    id
-}
-
-/// Registers a Node whose agent listens at `endpoint`, as an agent does: create, then status.
-async fn register_node(c: &Client, name: &str, endpoint: &str) {
-    let mut node = Node::default();
-    node.meta_mut().name = name.into();
-    let mut node = c.create(node).await.unwrap();
-    node.status = Some(NodeStatus { agent_endpoint: endpoint.into(), ..Default::default() });
-    c.update_status(node).await.unwrap();
-}
-
-/// An Instance of `service`, bound to `node` (none when empty).
-async fn create_instance(c: &Client, name: &str, service: &str, node: &str) -> Instance {
-    let mut inst = Instance::default();
-    inst.meta_mut().name = name.into();
-    inst.spec = Some(InstanceSpec {
-        service_name: service.into(),
-        node_name: node.into(),
-        containers: vec![Container { image: "img".into(), ..Default::default() }],
-        ..Default::default()
-    });
-    c.create(inst).await.unwrap()
-}
 
 async fn open(
     s: &TestServer,
@@ -136,14 +62,14 @@ fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
 struct Cluster {
     server: TestServer,
     client: Client,
-    agent: TestAgent,
+    agent: LogAgent,
 }
 
 /// A server with the Node `n1`, whose agent runs.
 async fn cluster() -> Cluster {
     let server = TestServer::start().await;
     let client = Client::new(&server.endpoint).unwrap();
-    let agent = TestAgent::start("n1").await;
+    let agent = LogAgent::start("n1").await;
     register_node(&client, "n1", &agent.endpoint).await;
     Cluster { server, client, agent }
 }
@@ -186,7 +112,7 @@ async fn a_followed_instance_delivers_lines_written_after_the_call() {
 #[tokio::test]
 async fn a_services_logs_merge_its_instances_on_several_nodes() {
     let Cluster { server, client, agent } = cluster().await;
-    let other = TestAgent::start("n2").await;
+    let other = LogAgent::start("n2").await;
     register_node(&client, "n2", &other.endpoint).await;
     client.create(Service::with_image("web", "img")).await.unwrap();
     let (w1, w2) =

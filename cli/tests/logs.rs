@@ -4,98 +4,33 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Stratus, TestServer, closed_endpoint};
-use stratus_agent::logs::LogService;
-use stratus_agent::runtime::fake::FakeRuntime;
-use stratus_agent::runtime::{ContainerConfig, LogStream, labels};
-use stratus_api::Resource;
-use stratus_api::v1::{Container, Instance, InstanceSpec, Node, NodeStatus, Service};
+use stratus_agent::runtime::LogStream;
+use stratus_api::v1::Service;
 use stratus_client::Client;
+use stratus_testkit::log_agent::{LogAgent, create_instance, register_node};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// How long any one step may take before the test fails rather than hangs.
 const STEP: Duration = Duration::from_secs(30);
 
-/// A node agent serving logs from a fake runtime on a loopback port; stops when dropped.
-struct TestAgent {
-    node: String,
-    fake: FakeRuntime,
-    _stop: oneshot::Sender<()>,
-}
-
-impl TestAgent {
-    /// Starts the agent of `node` and registers the Node with the server, as an agent does.
-    async fn start(client: &Client, node: &str) -> TestAgent {
-        let fake = FakeRuntime::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let service = LogService::new(Arc::new(fake.clone()), node.to_string()).into_server();
-        tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        register_node(client, node, &endpoint).await;
-        TestAgent { node: node.to_string(), fake, _stop: stop }
-    }
-
-    /// A running container of `instance`, labelled as the agent labels its own, that has
-    /// written `lines` to stdout; returns its id.
-    fn run(&self, instance: &Instance, lines: &[&str]) -> String {
-        let meta = instance.meta();
-        let labels: BTreeMap<String, String> = [
-            (labels::NODE, self.node.as_str()),
-            (labels::NAMESPACE, meta.namespace.as_str()),
-            (labels::INSTANCE, meta.name.as_str()),
-            (labels::INSTANCE_UID, meta.uid.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = ContainerConfig { name: meta.name.clone(), image: "img".into(), labels, ..Default::default() };
-        let id = self.fake.insert(config, true);
-        for line in lines {
-            self.fake.log(&id, LogStream::Stdout, line);
-        }
-        id
-    }
-}
-
-async fn register_node(client: &Client, name: &str, endpoint: &str) {
-    let mut node = Node::default();
-    node.meta_mut().name = name.into();
-    let mut node = client.create(node).await.unwrap();
-    node.status = Some(NodeStatus { agent_endpoint: endpoint.into(), ..Default::default() });
-    client.update_status(node).await.unwrap();
-}
-
-/// An Instance of `service` bound to `node` (none when empty).
-async fn create_instance(client: &Client, name: &str, service: &str, node: &str) -> Instance {
-    let mut inst = Instance::default();
-    inst.meta_mut().name = name.into();
-    inst.spec = Some(InstanceSpec {
-        service_name: service.into(),
-        node_name: node.into(),
-        containers: vec![Container { image: "img".into(), ..Default::default() }],
-        ..Default::default()
-    });
-    client.create(inst).await.unwrap()
+/// Starts the agent of `node` and registers the Node with the server, as an agent does.
+async fn start_agent(client: &Client, node: &str) -> LogAgent {
+    let agent = LogAgent::start(node).await;
+    agent.register(client).await;
+    agent
 }
 
 /// A server, a CLI pointed at it, and the node `n1` with its agent.
-async fn setup() -> (TestServer, Stratus, Client, TestAgent) {
+async fn setup() -> (TestServer, Stratus, Client, LogAgent) {
     let server = TestServer::start().await;
     let cli = Stratus::new(&server.endpoint);
     let client = Client::new(&server.endpoint).unwrap();
-    let agent = TestAgent::start(&client, "n1").await;
+    let agent = start_agent(&client, "n1").await;
     (server, cli, client, agent)
 }
 
@@ -140,7 +75,7 @@ async fn an_instances_lines_are_printed_as_they_were_written() {
 #[tokio::test]
 async fn a_services_lines_are_prefixed_with_their_instance() {
     let (_server, cli, client, agent) = setup().await;
-    let other = TestAgent::start(&client, "n2").await;
+    let other = start_agent(&client, "n2").await;
     client.create(Service::with_image("web", "img")).await.unwrap();
     let w1 = create_instance(&client, "web-1", "web", "n1").await;
     let w2 = create_instance(&client, "web-2", "web", "n2").await;

@@ -14,8 +14,8 @@ use stratus_api::Resource;
 use stratus_api::v1::{Container, Endpoints, Instance, InstanceSpec, Lease, LeaseSpec, ObjectMeta, OwnerReference};
 use stratus_apiserver::testing::TestServer;
 use stratus_client::runtime::{
-    Action, ChangeKind, Controller, Informer, InformerConfig, LeaderElectionConfig, LeaderElector, RateLimit,
-    Subscription, WorkQueue,
+    Action, ChangeKind, Controller, ControllerMetrics, Informer, InformerConfig, LeaderElectionConfig, LeaderElector,
+    RateLimit, ReconcileOutcome, Subscription, WorkQueue,
 };
 use stratus_client::{Client, ListParams};
 use tokio::net::{TcpListener, TcpStream};
@@ -191,6 +191,99 @@ async fn wait_calls(
     cond: impl Fn(&[(String, String)]) -> bool,
 ) -> Result<()> {
     timeout(WAIT, calls.wait_for(|c| cond(c))).await?.context("controller context dropped")?;
+    Ok(())
+}
+
+/// What a controller reported to its metrics, in order: each reconcile and the queue's depth
+/// after each change (the running sum of the deltas).
+#[derive(Default)]
+struct Reported {
+    reconciles: Vec<(String, Duration, ReconcileOutcome)>,
+    depths: Vec<i64>,
+    adds: u64,
+    retries: u64,
+    started: Vec<String>,
+}
+
+struct Recorder(watch::Sender<Reported>);
+
+impl ControllerMetrics for Recorder {
+    fn started(&self, controller: &str) {
+        self.0.send_modify(|r| r.started.push(controller.into()));
+    }
+    fn reconciled(&self, controller: &str, duration: Duration, outcome: ReconcileOutcome) {
+        self.0.send_modify(|r| r.reconciles.push((controller.into(), duration, outcome)));
+    }
+    fn queue_depth(&self, _: &str, delta: i64) {
+        self.0.send_modify(|r| {
+            let depth = r.depths.last().copied().unwrap_or(0) + delta;
+            r.depths.push(depth);
+        });
+    }
+    fn queue_added(&self, _: &str) {
+        self.0.send_modify(|r| r.adds += 1);
+    }
+    fn queue_retried(&self, _: &str) {
+        self.0.send_modify(|r| r.retries += 1);
+    }
+}
+
+/// Fails `flaky` once; every reconcile waits until the gate opens.
+async fn gated_reconcile(lease: Arc<Lease>, ctx: Arc<(Mutex<u32>, watch::Receiver<bool>)>) -> Result<Action, Injected> {
+    let mut gate = ctx.1.clone();
+    gate.wait_for(|open| *open).await.map_err(|_| Injected)?;
+    if lease.meta().name == "flaky" {
+        let mut left = ctx.0.lock().map_err(|_| Injected)?;
+        if *left > 0 {
+            *left -= 1;
+            return Err(Injected);
+        }
+    }
+    Ok(Action::await_change())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_reports_each_reconcile_and_its_queue_rising_and_falling() -> Result<()> {
+    let server = TestServer::start().await;
+    let client = Client::new(&server.endpoint)?;
+    for name in ["a", "b", "c", "flaky"] {
+        client.create(lease(name, "x")).await?;
+    }
+    let leases = Informer::<Lease>::spawn_with(client.clone(), in_default(), fast_informer());
+    let (open, gate) = watch::channel(false);
+    let ctx = Arc::new((Mutex::new(1), gate));
+    let (reported, mut seen) = watch::channel(Reported::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let controller = Controller::new(&leases, ctx)
+        .rate_limit(RateLimit { base: Duration::from_millis(1), max: Duration::from_millis(50), jitter: 0.0 })
+        .metrics("leases", Arc::new(Recorder(reported)));
+    // One worker: while the gate is shut, it holds one key and the other three wait.
+    let run = tokio::spawn(controller.run(gated_reconcile, |_, _, _| Action::backoff(), 1, async move {
+        let _ = stopped.await;
+    }));
+
+    timeout(WAIT, seen.wait_for(|r| r.depths.last() == Some(&3))).await?.context("the queue fills")?;
+    ensure!(seen.borrow().reconciles.is_empty(), "nothing reconciled while the gate is shut");
+    let held = Duration::from_millis(50);
+    tokio::time::sleep(held).await;
+    open.send(true)?;
+
+    // Four objects, one of them failing once: five reconciles, and the queue empties again.
+    let done = |r: &Reported| r.reconciles.len() >= 5 && r.depths.last() == Some(&0);
+    timeout(WAIT, seen.wait_for(done)).await?.context("every key reconciled")?;
+    stop.send(()).ok();
+    timeout(WAIT, run).await.context("run returns on shutdown")??;
+
+    let r = seen.borrow();
+    ensure!(r.started == ["leases"], "started once: {:?}", r.started);
+    ensure!(r.reconciles.iter().all(|(name, _, _)| name == "leases"), "named as the controller was");
+    let errors = r.reconciles.iter().filter(|(_, _, outcome)| *outcome == ReconcileOutcome::Error).count();
+    ensure!(errors == 1, "flaky failed once: {:?}", r.reconciles);
+    ensure!(r.reconciles[0].1 >= held, "the first reconcile is timed across the gate: {:?}", r.reconciles[0].1);
+    ensure!(r.retries == 1 && r.adds == 5, "4 adds and the retry's: adds {}, retries {}", r.adds, r.retries);
+    let peak = r.depths.iter().copied().max().unwrap_or(0);
+    ensure!(peak >= 3 && r.depths.iter().all(|d| *d >= 0), "depths {:?}", r.depths);
+    ensure!(r.depths.windows(2).any(|w| w[1] < w[0]), "the depth falls as workers take keys: {:?}", r.depths);
     Ok(())
 }
 

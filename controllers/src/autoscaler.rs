@@ -46,6 +46,7 @@ use crate::status::{self, READY};
 /// The store lives in [`crate::demand`], below the Context; re-exported where it always was.
 pub use crate::demand::{Demand, DemandStore, STALE_AFTER};
 
+/// The controller's name in metrics and logs.
 const CONTROLLER: &str = "autoscaler";
 const WORKERS: usize = 2;
 
@@ -147,7 +148,11 @@ struct State {
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
     let pokes = ctx.demand.poked();
     let state = Arc::new(State { ctx: ctx.clone(), scalers: Mutex::new(HashMap::new()) });
-    Controller::new(&ctx.revisions, state).triggers(pokes).run(reconcile, error_policy, WORKERS, shutdown).await;
+    Controller::new(&ctx.revisions, state)
+        .triggers(pokes)
+        .metrics(CONTROLLER, ctx.metrics.clone())
+        .run(reconcile, error_policy, WORKERS, shutdown)
+        .await;
 }
 
 fn error_policy(_: Arc<Revision>, _: &Error, _: Arc<State>) -> Action {
@@ -155,10 +160,7 @@ fn error_policy(_: Arc<Revision>, _: &Error, _: Arc<State>) -> Action {
 }
 
 async fn reconcile(rev: Arc<Revision>, state: Arc<State>) -> Result<Action> {
-    let start = std::time::Instant::now();
-    let result = scale(&rev, &state).await;
-    state.ctx.metrics.observe(CONTROLLER, start, result.is_ok());
-    result
+    scale(&rev, &state).await
 }
 
 /// One evaluation of a revision (when due), then the write of its decision (when needed).

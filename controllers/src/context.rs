@@ -1,11 +1,11 @@
-//! What every controller shares: the API client, the informer caches of every kind they read
-//! (one informer per kind, shared), the event recorder, the configuration, the demand the
-//! gateways report and the clock.
+//! What every controller shares: the API client and the seam its tested writes go through, the
+//! informer caches of every kind they read (one informer per kind, shared), the event recorder,
+//! the configuration, the demand the gateways report and the clock.
 
 use std::sync::Arc;
 
 use stratus_api::v1::{Endpoints, Instance, Lease, Node, Revision, Service};
-use stratus_client::runtime::Informer;
+use stratus_client::runtime::{ApiWriter, Informer};
 use stratus_client::{Client, ListParams};
 
 use crate::clock::{Clock, SystemClock};
@@ -16,6 +16,11 @@ use crate::metrics::Metrics;
 
 pub struct Context {
     pub client: Client,
+    /// The writes a controller test observes or fails go through here: the client itself
+    /// unless [`ContextBuilder::writer`] gave another. Today the scheduler's updates (its binds,
+    /// reservations and status writes); other controllers move their writes here as their
+    /// tests need to see or fail them, and meanwhile write through `client`.
+    pub writer: Arc<dyn ApiWriter>,
     pub config: Config,
     pub services: Informer<Service>,
     pub revisions: Informer<Revision>,
@@ -36,7 +41,8 @@ pub struct Context {
 /// The namespace of the Nodes' heartbeat Leases (written by the node agents).
 pub use stratus_api::wellknown::namespaces::NODE_LEASE as NODE_LEASE_NAMESPACE;
 
-/// A [`Context`] whose parts are not all the defaults: another demand store, another clock.
+/// A [`Context`] whose parts are not all the defaults: another demand store, another clock,
+/// another writer.
 /// Nothing starts until [`ContextBuilder::start`].
 #[must_use = "a builder starts nothing until `start`"]
 pub struct ContextBuilder {
@@ -45,6 +51,7 @@ pub struct ContextBuilder {
     metrics: Arc<Metrics>,
     demand: DemandStore,
     clock: Arc<dyn Clock>,
+    writer: Option<Arc<dyn ApiWriter>>,
 }
 
 impl Context {
@@ -75,7 +82,14 @@ impl Context {
     /// # }
     /// ```
     pub fn builder(client: Client, config: Config, metrics: Arc<Metrics>) -> ContextBuilder {
-        ContextBuilder { client, config, metrics, demand: DemandStore::default(), clock: Arc::new(SystemClock) }
+        ContextBuilder {
+            client,
+            config,
+            metrics,
+            demand: DemandStore::default(),
+            clock: Arc::new(SystemClock),
+            writer: None,
+        }
     }
 
     /// Waits until every cache has listed once.
@@ -100,9 +114,16 @@ impl ContextBuilder {
         ContextBuilder { clock, ..self }
     }
 
+    /// The controllers write through `writer` instead of the client (see [`Context::writer`]):
+    /// a test's wrapper that records writes or answers some with an error.
+    pub fn writer(self, writer: Arc<dyn ApiWriter>) -> ContextBuilder {
+        ContextBuilder { writer: Some(writer), ..self }
+    }
+
     /// Starts the informers (they list and watch in the background).
     pub fn start(self) -> Arc<Context> {
-        let ContextBuilder { client, config, metrics, demand, clock } = self;
+        let ContextBuilder { client, config, metrics, demand, clock, writer } = self;
+        let writer = writer.unwrap_or_else(|| Arc::new(client.clone()));
         let all = ListParams::default();
         let leases = ListParams { namespace: NODE_LEASE_NAMESPACE.into(), ..Default::default() };
         Arc::new(Context {
@@ -114,6 +135,7 @@ impl ContextBuilder {
             node_leases: Informer::spawn(client.clone(), leases),
             events: EventRecorder::new(client.clone(), "stratus-controllers"),
             client,
+            writer,
             config,
             metrics,
             demand,

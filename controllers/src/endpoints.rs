@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use stratus_api::v1::{EndpointAddress, Endpoints, EndpointsSpec, Instance, OwnerReference, Revision};
 use stratus_api::{Resource, serving_container};
@@ -61,16 +60,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
             let rev = inst.spec.as_ref().map(|s| s.revision_name.as_str()).unwrap_or_default();
             if rev.is_empty() { Vec::new() } else { vec![ObjectRef::new(inst.meta().namespace.clone(), rev)] }
         })
-        .observe_queue(ctx.metrics.queue_observer(NAME))
+        .metrics(NAME, ctx.metrics.clone())
         .run(reconcile, |_, _, _| Action::backoff(), WORKERS, shutdown)
         .await;
 }
 
 async fn reconcile(rev: Arc<Revision>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = sync(&rev, &ctx).await;
-    ctx.metrics.observe(NAME, start, result.is_ok());
-    result
+    sync(&rev, &ctx).await
 }
 
 /// Whether an Instance should receive requests.

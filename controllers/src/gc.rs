@@ -36,6 +36,7 @@ use crate::context::Context;
 /// How often every dependent is looked at even when nothing changed.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
+/// The controller's name in metrics and logs.
 const CONTROLLER: &str = "gc";
 
 /// What failed, naming the step and the object.
@@ -93,6 +94,7 @@ async fn collector<K: Resource>(ctx: &Arc<Context>, dependents: &Informer<K>, sh
     );
     Controller::new(dependents, ctx.clone())
         .triggers(owner_deleted)
+        .metrics(CONTROLLER, ctx.metrics.clone())
         .run(reconcile::<K>, |_, _, _| Action::backoff(), 1, shutdown)
         .await;
 }
@@ -115,10 +117,7 @@ fn deleted_owners<O: Resource, K: Resource>(
 }
 
 async fn reconcile<K: Resource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
-    let start = std::time::Instant::now();
-    let result = collect(obj.as_ref(), &ctx).await;
-    ctx.metrics.observe(CONTROLLER, start, result.is_ok());
-    result
+    collect(obj.as_ref(), &ctx).await
 }
 
 /// Deletes `obj` if it has owners and none exists; otherwise looks again after [`RESYNC`].

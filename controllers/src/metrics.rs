@@ -1,7 +1,10 @@
 //! The controllers' Prometheus metrics: reconciles by controller and outcome, their durations,
-//! and whether this replica leads.
+//! each controller's work queue (depth, adds, retries), and whether this replica leads.
+//!
+//! Every controller reports here through the runtime ([`ControllerMetrics`]): it is built with
+//! `Controller::metrics(NAME, ctx.metrics.clone())` and never times itself.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -9,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use stratus_client::runtime::{ControllerMetrics, ReconcileOutcome};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -26,6 +30,8 @@ pub struct Metrics {
     reconciles: Family<Outcome, Counter>,
     durations: Family<ControllerLabel, Histogram>,
     queue_depth: Family<ControllerLabel, Gauge>,
+    queue_adds: Family<ControllerLabel, Counter>,
+    queue_retries: Family<ControllerLabel, Counter>,
     pub leader: Gauge,
 }
 
@@ -38,36 +44,60 @@ impl Default for Metrics {
         });
         let leader = Gauge::default();
         let queue_depth = Family::<ControllerLabel, Gauge>::default();
+        let queue_adds = Family::<ControllerLabel, Counter>::default();
+        let queue_retries = Family::<ControllerLabel, Counter>::default();
         registry.register("queue_depth", "Keys waiting in a controller's work queue", queue_depth.clone());
+        registry.register("queue_adds", "Keys added to a controller's work queue", queue_adds.clone());
+        registry.register("queue_retries", "Keys requeued after their backoff by a controller", queue_retries.clone());
         registry.register("reconciles", "Reconciles by controller and result (ok, error)", reconciles.clone());
         registry.register("reconcile_duration_seconds", "How long reconciles take", durations.clone());
         registry.register("leader", "1 while this replica leads and runs the controllers", leader.clone());
-        Metrics { registry, reconciles, durations, queue_depth, leader }
+        Metrics { registry, reconciles, durations, queue_depth, queue_adds, queue_retries, leader }
     }
 }
 
 impl Metrics {
-    /// Records one reconcile of `controller` that started at `start`.
-    pub fn observe(&self, controller: &str, start: Instant, ok: bool) {
-        let result = if ok { "ok" } else { "error" };
-        self.reconciles.get_or_create(&Outcome { controller: controller.into(), result: result.into() }).inc();
-        self.durations
-            .get_or_create(&ControllerLabel { controller: controller.into() })
-            .observe(start.elapsed().as_secs_f64());
-    }
-
-    /// A callback for `Controller::observe_queue` that sets `controller`'s queue depth.
-    pub fn queue_observer(&self, controller: &str) -> impl Fn(usize) + Send + Sync + 'static {
-        let gauge = self.queue_depth.get_or_create(&ControllerLabel { controller: controller.into() }).clone();
-        move |len| {
-            gauge.set(i64::try_from(len).unwrap_or(i64::MAX));
-        }
-    }
-
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The series of the controller named `controller`: `stratus_controllers_reconciles_total` and
+/// `_reconcile_duration_seconds` by reconcile, `_queue_depth`, `_queue_adds_total` and
+/// `_queue_retries_total` by queue change.
+impl ControllerMetrics for Metrics {
+    /// The queue series exist, at zero, from the moment the controller runs: a dashboard tells
+    /// an idle controller from one that does not run.
+    fn started(&self, controller: &str) {
+        let label = label(controller);
+        // Creating a series is what is wanted here; the guards `get_or_create` returns are not.
+        let _ = self.queue_depth.get_or_create(&label);
+        let _ = self.queue_adds.get_or_create(&label);
+        let _ = self.queue_retries.get_or_create(&label);
+    }
+
+    fn reconciled(&self, controller: &str, duration: Duration, outcome: ReconcileOutcome) {
+        let result = outcome.as_str().into();
+        self.reconciles.get_or_create(&Outcome { controller: controller.into(), result }).inc();
+        self.durations.get_or_create(&label(controller)).observe(duration.as_secs_f64());
+    }
+
+    fn queue_depth(&self, controller: &str, delta: i64) {
+        self.queue_depth.get_or_create(&label(controller)).inc_by(delta);
+    }
+
+    fn queue_added(&self, controller: &str) {
+        self.queue_adds.get_or_create(&label(controller)).inc();
+    }
+
+    fn queue_retried(&self, controller: &str) {
+        self.queue_retries.get_or_create(&label(controller)).inc();
+    }
+}
+
+fn label(controller: &str) -> ControllerLabel {
+    ControllerLabel { controller: controller.into() }
 }

@@ -21,7 +21,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use stratus_api::v1::{Instance, Lease, Node};
 use stratus_api::{Resource, Timestamp};
@@ -121,16 +121,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
             if node.is_empty() { Vec::new() } else { vec![ObjectRef::new("", node)] }
         })
         .rate_limit(RATE_LIMIT)
-        .observe_queue(ctx.metrics.queue_observer(NAME))
+        .metrics(NAME, ctx.metrics.clone())
         .run(reconcile, |_, _, _| Action::backoff(), WORKERS, shutdown)
         .await;
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = check(&node, &ctx).await;
-    ctx.metrics.observe(NAME, start, result.is_ok());
-    result
+    check(&node, &ctx).await
 }
 
 async fn check(node: &Node, ctx: &Context) -> Result<Action, Error> {

@@ -5,11 +5,17 @@
 mod cluster;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cluster::{Cluster, condition, node_of, status_of, wait_for};
-use stratus_api::Resource;
+use cluster::{Cluster, condition, node_of, reconciles_with, status_of, wait_for};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use stratus_api::v1::{Instance, Node};
+use stratus_api::{AnyObject, Resource};
+use stratus_client::runtime::ApiWriter;
+use stratus_client::{Client, Error};
+use stratus_controllers::Metrics;
 use stratus_controllers::scheduler::{self, RESERVATIONS_ANNOTATION};
 
 const GRACE: Duration = Duration::from_secs(15);
@@ -220,4 +226,119 @@ async fn a_reservation_in_flight_holds_its_room_until_it_is_dead() {
 fn errors(metrics: &stratus_controllers::Metrics, controller: &str) -> u64 {
     let prefix = format!("stratus_controllers_reconciles_total{{controller=\"{controller}\",result=\"error\"}} ");
     metrics.encode().lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- writes that fail
+
+/// Which updates [`Conflicting`] answers with a Conflict instead of sending.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    /// An update of an Instance that sets its node: a bind.
+    Bind,
+    /// An update of a Node: a reservation.
+    Reservation,
+}
+
+/// The real client, but for the first `conflicts` writes of `target`, which fail with a
+/// Conflict as if another writer had won the race; records every update it sees.
+struct Conflicting {
+    client: Client,
+    target: Target,
+    conflicts: Mutex<u32>,
+    /// Each update as (target, object name, whether it was sent).
+    seen: Mutex<Vec<(Target, String, bool)>>,
+}
+
+impl Conflicting {
+    fn new(client: &Client, target: Target, conflicts: u32) -> Arc<Conflicting> {
+        Arc::new(Conflicting {
+            client: client.clone(),
+            target,
+            conflicts: Mutex::new(conflicts),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The updates of `target` seen so far: whether each was sent (false: failed here).
+    fn attempts(&self, target: Target) -> Vec<bool> {
+        self.seen.lock().unwrap().iter().filter(|(t, _, _)| *t == target).map(|(_, _, sent)| *sent).collect()
+    }
+}
+
+impl ApiWriter for Conflicting {
+    fn update_any(&self, obj: AnyObject) -> BoxFuture<'_, Result<AnyObject, Error>> {
+        let target = match &obj {
+            AnyObject::Node(_) => Some(Target::Reservation),
+            AnyObject::Instance(inst) if !node_of(inst).is_empty() => Some(Target::Bind),
+            _ => None,
+        };
+        let name = obj.meta().name.clone();
+        let fail = target == Some(self.target) && {
+            let mut left = self.conflicts.lock().unwrap();
+            let fail = *left > 0;
+            *left = left.saturating_sub(1);
+            fail
+        };
+        if let Some(target) = target {
+            self.seen.lock().unwrap().push((target, name.clone(), !fail));
+        }
+        if fail {
+            let message = format!("the object {name} has been modified; injected by the test");
+            return async move { Err(Error::Conflict(message)) }.boxed();
+        }
+        self.client.update_any(obj).boxed()
+    }
+
+    fn update_status_any(&self, obj: AnyObject) -> BoxFuture<'_, Result<AnyObject, Error>> {
+        self.client.update_status_any(obj).boxed()
+    }
+}
+
+/// Starts a scheduler writing through `writer`; returns its metrics.
+fn start_scheduler_writing_through(cluster: &Cluster, writer: Arc<Conflicting>) -> Arc<Metrics> {
+    let metrics = Arc::new(Metrics::default());
+    let ctx = cluster.context_writing_through(GRACE, metrics.clone(), writer);
+    tokio::spawn(scheduler::run(ctx, cluster.shutdown()));
+    metrics
+}
+
+/// The reservation entries on `node` that name `uid`.
+async fn reservations_of(cluster: &Cluster, node: &str, uid: &str) -> usize {
+    let node: Node = cluster.client.get("", node).await.unwrap();
+    let raw = node.meta().annotations.get(RESERVATIONS_ANNOTATION).cloned().unwrap_or_default();
+    raw.matches(uid).count()
+}
+
+#[tokio::test]
+async fn a_bind_that_loses_a_conflict_is_retried_and_binds() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("n1", "4", "8Gi").await;
+    let writer = Conflicting::new(&cluster.client, Target::Bind, 1);
+    let metrics = start_scheduler_writing_through(&cluster, writer.clone());
+
+    let created = cluster.create_instance("web-1", "web-00001", "1", "1Gi", "").await;
+    let inst = wait_bound(&cluster, "web-1").await;
+    assert_eq!(node_of(&inst), "n1");
+    assert_eq!(writer.attempts(Target::Bind), [false, true], "the conflict, then the retried bind");
+    assert_eq!(reconciles_with(&metrics, scheduler::NAME, "error"), 1, "the conflict failed one reconcile");
+    // The retry replaced the reservation of the failed bind rather than adding a second one.
+    let reservations = writer.attempts(Target::Reservation);
+    assert_eq!(reservations, [true, true], "reserved before each bind");
+    assert_eq!(reservations_of(&cluster, "n1", &created.meta().uid).await, 1);
+}
+
+#[tokio::test]
+async fn a_reservation_that_loses_a_conflict_is_retried_and_binds() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("n1", "4", "8Gi").await;
+    let writer = Conflicting::new(&cluster.client, Target::Reservation, 1);
+    let metrics = start_scheduler_writing_through(&cluster, writer.clone());
+
+    let created = cluster.create_instance("web-1", "web-00001", "1", "1Gi", "").await;
+    let inst = wait_bound(&cluster, "web-1").await;
+    assert_eq!(node_of(&inst), "n1");
+    assert_eq!(writer.attempts(Target::Reservation), [false, true], "the conflict, then the retried reservation");
+    assert_eq!(writer.attempts(Target::Bind), [true], "no bind without a reservation");
+    assert_eq!(reconciles_with(&metrics, scheduler::NAME, "error"), 1, "the conflict failed one reconcile");
+    assert_eq!(reservations_of(&cluster, "n1", &created.meta().uid).await, 1);
 }

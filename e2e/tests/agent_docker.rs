@@ -8,8 +8,8 @@ mod common;
 
 use common::{NodeCleanup, Proc, docker};
 
+use std::ops::{Deref, DerefMut};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -19,9 +19,10 @@ use stratus_agent::config::NODE_LEASE_NAMESPACE;
 use stratus_agent::runtime::docker::DockerRuntime;
 use stratus_agent::runtime::{LogOptions, Runtime};
 use stratus_api::Resource;
-use stratus_api::v1::{Container, ContainerPort, Instance, InstanceSpec, Lease, ResourceRequirements};
+use stratus_api::v1::{Container, Instance, InstanceSpec, Lease};
 use stratus_apiserver::testing::TestServer;
 use stratus_client::{Client, ListParams, WatchEvent};
+use stratus_testkit::agent_harness::{AgentHarness, HarnessConfig, status, wait_for};
 use stratus_testkit::{binary, free_port, http_get};
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
@@ -32,21 +33,16 @@ fn require_image() {
     assert!(out.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does) before these tests");
 }
 
+/// The agent harness on Docker, removing every container of its node when dropped.
 struct Harness {
-    _server: TestServer,
-    client: Client,
-    node: String,
-    cfg: AgentConfig,
+    // First, so that the agent is told to stop before its containers are removed.
+    agent: AgentHarness<DockerRuntime>,
     _cleanup: NodeCleanup,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    agent: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Harness {
     async fn start(test: &str) -> Harness {
         require_image();
-        let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
         let node = format!("e2e-{test}-{}", free_port());
         let mut cfg = AgentConfig::new(node.clone());
         cfg.lease_duration = Duration::from_secs(1);
@@ -58,99 +54,24 @@ impl Harness {
         cfg.crash_backoff = (Duration::from_millis(500), Duration::from_secs(10));
         cfg.pull_backoff = (Duration::from_millis(500), Duration::from_secs(10));
         cfg.drain_delay = Duration::from_millis(300);
-        let mut h = Harness {
-            _server: server,
-            client,
-            node: node.clone(),
-            cfg,
-            _cleanup: NodeCleanup(node),
-            stop: None,
-            agent: None,
-        };
-        h.run_agent();
-        h
-    }
-
-    fn run_agent(&mut self) {
-        let runtime = Arc::new(DockerRuntime::connect(None).expect("docker"));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        self.agent = Some(tokio::spawn(stratus_agent::agent::run(
-            self.cfg.clone(),
-            self.client.clone(),
-            runtime,
-            None,
-            async move {
-                let _ = stopped.await;
-            },
-        )));
-        self.stop = Some(stop);
-    }
-
-    async fn stop_agent(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(agent) = self.agent.take() {
-            agent.await.unwrap();
-        }
-    }
-
-    async fn create(&self, name: &str, image: &str, args: &[&str], memory: &str) -> Instance {
-        let mut inst = Instance::default();
-        inst.meta_mut().name = name.into();
-        inst.meta_mut().namespace = "default".into();
-        inst.spec = Some(InstanceSpec {
-            service_name: "hello".into(),
-            revision_name: "hello-00001".into(),
-            node_name: self.node.clone(),
-            containers: vec![Container {
-                image: image.into(),
-                args: args.iter().map(|a| a.to_string()).collect(),
-                ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
-                resources: Some(ResourceRequirements {
-                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), memory.to_string())]
-                        .into(),
-                    requests: Default::default(),
-                }),
-                image_pull_policy: "IfNotPresent".into(),
-                ..Default::default()
-            }],
-            container_concurrency: 80,
-            timeout_seconds: 300,
-            termination_grace_period_seconds: 5,
-        });
-        self.client.create(inst).await.unwrap()
-    }
-
-    async fn wait_for(&self, name: &str, what: &str, f: impl Fn(&Instance) -> bool) -> Instance {
-        wait_for(&self.client, name, what, f).await
+        let config = HarnessConfig { agent: cfg, patience: PATIENCE, termination_grace_period_seconds: 5 };
+        let runtime = DockerRuntime::connect(None).expect("docker");
+        Harness { agent: AgentHarness::start(runtime, config).await, _cleanup: NodeCleanup(node) }
     }
 }
 
-async fn wait_for(client: &Client, name: &str, what: &str, f: impl Fn(&Instance) -> bool) -> Instance {
-    let params = ListParams { field_selector: format!("metadata.name={name}"), ..Default::default() };
-    let mut w = client.watch::<Instance>(&params, "", false).await.unwrap();
-    let mut last = None;
-    let found = tokio::time::timeout(PATIENCE, async {
-        while let Some(ev) = w.next().await {
-            if let WatchEvent::Added(i) | WatchEvent::Modified(i) = ev.unwrap() {
-                if f(&i) {
-                    return Some(i);
-                }
-                last = Some(i);
-            }
-        }
-        None
-    })
-    .await;
-    match found {
-        Ok(Some(i)) => i,
-        _ => panic!("instance {name} never got {what}; last seen: {:#?}", last.map(|i| i.status)),
+impl Deref for Harness {
+    type Target = AgentHarness<DockerRuntime>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.agent
     }
 }
 
-fn status(i: &Instance) -> stratus_api::v1::InstanceStatus {
-    i.status.clone().unwrap_or_default()
+impl DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.agent
+    }
 }
 
 fn inspect(id: &str) -> Value {
@@ -247,12 +168,14 @@ async fn a_never_ready_container_says_why_and_a_missing_image_fails_to_pull() {
     let h = Harness::start("never").await;
     h.create("shy", IMAGE, &["never-ready"], "64Mi").await;
     h.create("ghost", "127.0.0.1:5000/no-such-image:v1", &[], "64Mi").await;
-    let i = h.wait_for("shy", "a probe failure", |i| status(i).message.contains("readiness probe failed")).await;
-    assert!(!status(&i).ready);
-    assert_eq!(status(&i).phase, "Running");
+    // ErrImagePull lasts only until the first retry, while the probe failure stays: look at the
+    // missing image first (a slow machine once saw ImagePullBackOff already).
     let i = h.wait_for("ghost", "ErrImagePull", |i| status(i).reason == "ErrImagePull").await;
     assert_eq!(status(&i).phase, "Pending");
     assert!(!status(&i).message.is_empty());
+    let i = h.wait_for("shy", "a probe failure", |i| status(i).message.contains("readiness probe failed")).await;
+    assert!(!status(&i).ready);
+    assert_eq!(status(&i).phase, "Running");
     h.wait_for("ghost", "ImagePullBackOff", |i| status(i).reason == "ImagePullBackOff").await;
 }
 
@@ -308,14 +231,14 @@ async fn the_lease_is_renewed_and_expires_when_the_agent_stops() {
     let renew_time = |l: &Lease| l.spec.as_ref().and_then(|s| s.renew_time).unwrap_or_default();
     let deadline = Instant::now() + PATIENCE;
     let first = loop {
-        if let Ok(l) = h.client.get::<Lease>(NODE_LEASE_NAMESPACE, &h.node).await {
+        if let Ok(l) = h.client.get::<Lease>(NODE_LEASE_NAMESPACE, h.node()).await {
             break l;
         }
         assert!(Instant::now() < deadline, "no lease");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     loop {
-        let l: Lease = h.client.get(NODE_LEASE_NAMESPACE, &h.node).await.unwrap();
+        let l: Lease = h.client.get(NODE_LEASE_NAMESPACE, h.node()).await.unwrap();
         if renew_time(&l) != renew_time(&first) {
             break;
         }
@@ -323,10 +246,10 @@ async fn the_lease_is_renewed_and_expires_when_the_agent_stops() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     h.stop_agent().await;
-    let last: Lease = h.client.get(NODE_LEASE_NAMESPACE, &h.node).await.unwrap();
+    let last: Lease = h.client.get(NODE_LEASE_NAMESPACE, h.node()).await.unwrap();
     // Past its duration (1 s) with no renewal: expired.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let now: Lease = h.client.get(NODE_LEASE_NAMESPACE, &h.node).await.unwrap();
+    let now: Lease = h.client.get(NODE_LEASE_NAMESPACE, h.node()).await.unwrap();
     assert_eq!(renew_time(&now), renew_time(&last), "renewed after the agent stopped");
     let expiry = renew_time(&now).seconds + i64::from(now.spec.unwrap().lease_duration_seconds);
     let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -363,7 +286,7 @@ async fn a_sigkilled_agent_adopts_its_containers_and_removes_orphans() {
         ..Default::default()
     });
     client.create(inst).await.unwrap();
-    let i = wait_for(&client, "kept", "Ready", |i| status(i).ready).await;
+    let i = wait_for(&client, "kept", "Ready", PATIENCE, |i| status(i).ready).await;
     let id = status(&i).container_id;
 
     agent.0.kill().unwrap();
@@ -400,7 +323,7 @@ async fn stratus_down_removes_the_containers_of_a_node() {
     h.stop_agent().await;
     let id = status(&i).container_id;
     assert_eq!(inspect(&id)["State"]["Running"], true, "stopping the agent stopped its container");
-    let out = Command::new(binary("stratus")).args(["down", "--node", &h.node]).output().expect("run stratus down");
+    let out = Command::new(binary("stratus")).args(["down", "--node", h.node()]).output().expect("run stratus down");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("1 Stratus container(s) removed"), "{text}");

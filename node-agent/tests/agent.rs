@@ -2,7 +2,6 @@
 //! reconciler, and the fake runtime standing for Docker.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,119 +10,37 @@ use stratus_agent::config::{FINALIZER, NODE_LEASE_NAMESPACE};
 use stratus_agent::runtime::fake::FakeRuntime;
 use stratus_agent::runtime::{ContainerConfig, labels};
 use stratus_api::Resource;
-use stratus_api::v1::{Container, ContainerPort, Instance, InstanceSpec, Lease, Node, ResourceRequirements};
-use stratus_apiserver::testing::TestServer;
-use stratus_client::{Client, ListParams, WatchEvent};
+use stratus_api::v1::{Instance, Lease, Node};
+use stratus_client::{ListParams, WatchEvent};
+use stratus_testkit::agent_harness::{AgentHarness, HarnessConfig, status};
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
 const PATIENCE: Duration = Duration::from_secs(20);
 
-struct Harness {
-    _server: TestServer,
-    client: Client,
-    runtime: FakeRuntime,
-    cfg: AgentConfig,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    agent: Option<tokio::task::JoinHandle<()>>,
-}
+type Harness = AgentHarness<FakeRuntime>;
 
-impl Harness {
-    async fn start(node: &str) -> Harness {
-        let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
-        let runtime = FakeRuntime::new();
-        runtime.add_image(IMAGE, "127.0.0.1:5000/hello@sha256:abc");
-        let mut cfg = AgentConfig::new(node);
-        cfg.lease_renew_interval = Duration::from_millis(200);
-        cfg.node_status_interval = Duration::from_millis(200);
-        cfg.sync_interval = Duration::from_millis(100);
-        cfg.usage_interval = Duration::from_millis(100);
-        cfg.gc_interval = Duration::from_millis(200);
-        cfg.crash_backoff = (Duration::from_millis(200), Duration::from_secs(5));
-        cfg.pull_backoff = (Duration::from_millis(200), Duration::from_secs(5));
-        cfg.drain_delay = Duration::from_millis(300);
-        cfg.reserved_cpu_millis = 500;
-        let mut h = Harness { _server: server, client, runtime, cfg, stop: None, agent: None };
-        h.run_agent();
-        h
-    }
-
-    fn run_agent(&mut self) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (cfg, client, runtime) = (self.cfg.clone(), self.client.clone(), Arc::new(self.runtime.clone()));
-        self.agent = Some(tokio::spawn(stratus_agent::agent::run(cfg, client, runtime, None, async move {
-            let _ = stopped.await;
-        })));
-        self.stop = Some(stop);
-    }
-
-    async fn stop_agent(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(agent) = self.agent.take() {
-            agent.await.unwrap();
-        }
-    }
-
-    async fn create(&self, name: &str, image: &str, args: &[&str]) -> Instance {
-        let mut inst = Instance::default();
-        inst.meta_mut().name = name.into();
-        inst.meta_mut().namespace = "default".into();
-        inst.spec = Some(InstanceSpec {
-            service_name: "hello".into(),
-            revision_name: "hello-00001".into(),
-            node_name: self.cfg.node_name.clone(),
-            containers: vec![Container {
-                image: image.into(),
-                args: args.iter().map(|a| a.to_string()).collect(),
-                ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
-                resources: Some(ResourceRequirements {
-                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), "64Mi".to_string())]
-                        .into(),
-                    requests: Default::default(),
-                }),
-                image_pull_policy: "IfNotPresent".into(),
-                ..Default::default()
-            }],
-            container_concurrency: 80,
-            timeout_seconds: 300,
-            termination_grace_period_seconds: 7,
-        });
-        self.client.create(inst).await.unwrap()
-    }
-
-    /// Waits until the instance satisfies `f`, watching it (no polling).
-    async fn wait_for(&self, name: &str, what: &str, f: impl Fn(&Instance) -> bool) -> Instance {
-        let params = ListParams { field_selector: format!("metadata.name={name}"), ..Default::default() };
-        let mut w = self.client.watch::<Instance>(&params, "", false).await.unwrap();
-        let mut last = None;
-        let found = tokio::time::timeout(PATIENCE, async {
-            while let Some(ev) = w.next().await {
-                if let WatchEvent::Added(i) | WatchEvent::Modified(i) = ev.unwrap() {
-                    if f(&i) {
-                        return Some(i);
-                    }
-                    last = Some(i);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(i)) => i,
-            _ => panic!("instance {name} never got {what}; last seen: {:#?}", last.map(|i| i.status)),
-        }
-    }
-}
-
-fn status(i: &Instance) -> stratus_api::v1::InstanceStatus {
-    i.status.clone().unwrap_or_default()
+/// A harness for `node` whose fake runtime has [`IMAGE`], with every interval of the agent
+/// short so that the tests are quick.
+async fn harness(node: &str) -> Harness {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE, "127.0.0.1:5000/hello@sha256:abc");
+    let mut cfg = AgentConfig::new(node);
+    cfg.lease_renew_interval = Duration::from_millis(200);
+    cfg.node_status_interval = Duration::from_millis(200);
+    cfg.sync_interval = Duration::from_millis(100);
+    cfg.usage_interval = Duration::from_millis(100);
+    cfg.gc_interval = Duration::from_millis(200);
+    cfg.crash_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+    cfg.pull_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+    cfg.drain_delay = Duration::from_millis(300);
+    cfg.reserved_cpu_millis = 500;
+    let config = HarnessConfig { agent: cfg, patience: PATIENCE, termination_grace_period_seconds: 7 };
+    Harness::start(runtime, config).await
 }
 
 #[tokio::test]
 async fn registers_the_node_and_renews_its_lease() {
-    let h = Harness::start("node-a").await;
+    let h = harness("node-a").await;
     let node = tokio::time::timeout(PATIENCE, async {
         loop {
             if let Ok(n) = h.client.get::<Node>("", "node-a").await
@@ -178,8 +95,8 @@ async fn registers_the_node_and_renews_its_lease() {
 
 #[tokio::test]
 async fn runs_an_instance_until_ready_with_the_runtime_contract() {
-    let h = Harness::start("node-b").await;
-    h.create("i1", IMAGE, &[]).await;
+    let h = harness("node-b").await;
+    h.create("i1", IMAGE, &[], "64Mi").await;
     let i = h.wait_for("i1", "Ready", |i| status(i).ready).await;
     let st = status(&i);
     assert_eq!(st.phase, "Running");
@@ -208,8 +125,8 @@ async fn runs_an_instance_until_ready_with_the_runtime_contract() {
 
 #[tokio::test]
 async fn crashes_restart_with_growing_backoff_and_are_counted_once() {
-    let h = Harness::start("node-c").await;
-    h.create("crash", IMAGE, &["crash"]).await;
+    let h = harness("node-c").await;
+    h.create("crash", IMAGE, &["crash"], "64Mi").await;
     let i = h.wait_for("crash", "Ready", |i| status(i).ready).await;
     let first = status(&i).container_id;
     h.runtime.log(&first, stratus_agent::runtime::LogStream::Stderr, "panic: boom");
@@ -234,8 +151,8 @@ async fn crashes_restart_with_growing_backoff_and_are_counted_once() {
 
 #[tokio::test]
 async fn oom_kills_are_reported() {
-    let h = Harness::start("node-d").await;
-    h.create("hog", IMAGE, &["oom"]).await;
+    let h = harness("node-d").await;
+    h.create("hog", IMAGE, &["oom"], "64Mi").await;
     let i = h.wait_for("hog", "Ready", |i| status(i).ready).await;
     h.runtime.exit(&status(&i).container_id, 137, true);
     let i = h.wait_for("hog", "OOMKilled", |i| status(i).reason == "OOMKilled").await;
@@ -246,10 +163,10 @@ async fn oom_kills_are_reported() {
 
 #[tokio::test]
 async fn a_missing_image_backs_off_without_a_tight_loop() {
-    let h = Harness::start("node-e").await;
+    let h = harness("node-e").await;
     let image = "127.0.0.1:5000/nope:v1";
     h.runtime.fail_pull(image, "manifest for 127.0.0.1:5000/nope:v1 not found: manifest unknown");
-    h.create("nope", image, &[]).await;
+    h.create("nope", image, &[], "64Mi").await;
     let i = h.wait_for("nope", "ErrImagePull", |i| status(i).reason == "ErrImagePull").await;
     assert!(status(&i).message.contains("manifest unknown"), "{}", status(&i).message);
     let i = h.wait_for("nope", "ImagePullBackOff", |i| status(i).reason == "ImagePullBackOff").await;
@@ -262,11 +179,11 @@ async fn a_missing_image_backs_off_without_a_tight_loop() {
 
 #[tokio::test]
 async fn never_ready_containers_stay_not_ready_with_the_probe_message() {
-    let h = Harness::start("node-f").await;
+    let h = harness("node-f").await;
     let image = "127.0.0.1:5000/silent:v1";
     h.runtime.add_image(image, "silent@sha256:1");
     h.runtime.never_listen(image);
-    h.create("silent", image, &[]).await;
+    h.create("silent", image, &[], "64Mi").await;
     let i = h.wait_for("silent", "a probe message", |i| status(i).message.contains("readiness probe failed")).await;
     let st = status(&i);
     assert!(!st.ready);
@@ -276,8 +193,8 @@ async fn never_ready_containers_stay_not_ready_with_the_probe_message() {
 
 #[tokio::test]
 async fn deleting_stops_gracefully_then_releases_the_instance() {
-    let h = Harness::start("node-g").await;
-    h.create("del", IMAGE, &[]).await;
+    let h = harness("node-g").await;
+    h.create("del", IMAGE, &[], "64Mi").await;
     let i = h.wait_for("del", "Ready", |i| status(i).ready).await;
     let id = status(&i).container_id;
     let params = ListParams { field_selector: "metadata.name=del".into(), ..Default::default() };
@@ -314,8 +231,8 @@ async fn deleting_stops_gracefully_then_releases_the_instance() {
 
 #[tokio::test]
 async fn a_restarted_agent_adopts_containers_and_removes_orphans() {
-    let mut h = Harness::start("node-h").await;
-    h.create("keep", IMAGE, &[]).await;
+    let mut h = harness("node-h").await;
+    h.create("keep", IMAGE, &[], "64Mi").await;
     let i = h.wait_for("keep", "Ready", |i| status(i).ready).await;
     let id = status(&i).container_id;
     h.stop_agent().await;

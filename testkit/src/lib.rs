@@ -1,7 +1,14 @@
 //! Helpers for tests and benchmarks only: a real etcd server started on free loopback ports,
-//! and the paths of the workspace's built binaries. Failures panic with a clear message: this
-//! is scaffolding, and a test that cannot set up must fail loudly, never skip.
+//! and the paths of the workspace's built binaries; behind features, a node agent under test
+//! over any runtime (`agent-harness`) and a node agent serving logs (`log-agent`). Failures
+//! panic with a clear message: this is scaffolding, and a test that cannot set up must fail
+//! loudly, never skip.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[cfg(feature = "agent-harness")]
+pub mod agent_harness;
+#[cfg(feature = "log-agent")]
+pub mod log_agent;
 
 use std::fs::File;
 use std::net::TcpListener;

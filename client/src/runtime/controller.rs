@@ -11,6 +11,10 @@
 //! `metadata.deletionTimestamp` set (the object stays in the cache until the finalizer is
 //! removed); one that only needs to notice deletions of secondary objects maps them to their
 //! owner with [`Controller::owns`] or [`Controller::watches`].
+//!
+//! **The runtime measures.** A controller given a [`ControllerMetrics`] with
+//! [`Controller::metrics`] reports every reconcile (its duration and outcome) and every change
+//! of its work queue there; reconcile functions do not time themselves.
 
 use std::fmt;
 use std::future::Future;
@@ -23,9 +27,11 @@ use futures::future::{BoxFuture, join_all};
 use futures::stream::{self, BoxStream, select_all};
 use futures::{FutureExt, Stream, StreamExt};
 use stratus_api::Resource;
+use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::informer::Informer;
+use super::metrics::{ControllerMetrics, Observer, ReconcileOutcome};
 use super::workqueue::{RateLimit, WorkQueue};
 use super::{ErrorChain, ObjectRef};
 
@@ -80,7 +86,7 @@ pub struct Controller<K, Ctx> {
     /// The caches that must have synced before the first reconcile.
     synced: Vec<BoxFuture<'static, ()>>,
     rate_limit: RateLimit,
-    queue_len: Option<Arc<dyn Fn(usize) + Send + Sync>>,
+    observer: Option<Observer>,
 }
 
 impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
@@ -93,7 +99,7 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
             triggers: vec![informer.subscribe().map(|change| change.key()).boxed()],
             synced: vec![async move { store.wait_synced().await }.boxed()],
             rate_limit: RateLimit::default(),
-            queue_len: None,
+            observer: None,
         }
     }
 
@@ -138,10 +144,11 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         self
     }
 
-    /// Calls `f` with the number of keys waiting in the work queue each time a worker takes
-    /// one (for a queue-depth metric).
-    pub fn observe_queue(mut self, f: impl Fn(usize) + Send + Sync + 'static) -> Self {
-        self.queue_len = Some(Arc::new(f));
+    /// Reports to `metrics`, as the controller `name`: every reconcile with its duration and
+    /// outcome, and every change of the work queue (see [`ControllerMetrics`] for what is
+    /// reported when). Several controllers may share one name; their queue depths add up.
+    pub fn metrics(mut self, name: &str, metrics: Arc<dyn ControllerMetrics>) -> Self {
+        self.observer = Some(Observer::new(name, metrics));
         self
     }
 
@@ -174,7 +181,7 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         E: std::error::Error,
         P: Fn(Arc<K>, &E, Arc<Ctx>) -> Action,
     {
-        let Controller { informer, ctx, triggers, synced, rate_limit, queue_len } = self;
+        let Controller { informer, ctx, triggers, synced, rate_limit, observer } = self;
         let mut shutdown = pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => return,
@@ -182,7 +189,10 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         }
         debug!(kind = K::INFO.kind, workers, "caches synced; starting workers");
 
-        let queue = WorkQueue::new(rate_limit);
+        if let Some(observer) = &observer {
+            observer.started();
+        }
+        let queue = WorkQueue::with_observer(rate_limit, observer.clone());
         let stopped = AtomicBool::new(false);
         let feed = async {
             let mut triggers = select_all(triggers);
@@ -195,15 +205,14 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
         };
         let worker = || async {
             while let Some(key) = queue.get().await {
-                if let Some(f) = &queue_len {
-                    f(queue.len());
-                }
                 if stopped.load(Ordering::Acquire) {
                     queue.done(&key);
                     break;
                 }
                 let span = info_span!("reconcile", kind = K::INFO.kind, object = %key);
-                process(&informer, &queue, &key, &ctx, &reconcile, &error_policy).instrument(span).await;
+                process(&informer, &queue, &key, &ctx, &reconcile, &error_policy, observer.as_ref())
+                    .instrument(span)
+                    .await;
                 queue.done(&key);
             }
         };
@@ -228,6 +237,7 @@ async fn process<K, Ctx, R, RFut, E, P>(
     ctx: &Arc<Ctx>,
     reconcile: &R,
     error_policy: &P,
+    observer: Option<&Observer>,
 ) where
     K: Resource,
     R: Fn(Arc<K>, Arc<Ctx>) -> RFut,
@@ -240,7 +250,13 @@ async fn process<K, Ctx, R, RFut, E, P>(
         queue.forget(key);
         return;
     };
-    let (action, succeeded) = match reconcile(Arc::clone(&obj), Arc::clone(ctx)).await {
+    let start = Instant::now();
+    let result = reconcile(Arc::clone(&obj), Arc::clone(ctx)).await;
+    if let Some(observer) = observer {
+        let outcome = if result.is_ok() { ReconcileOutcome::Ok } else { ReconcileOutcome::Error };
+        observer.reconciled(start.elapsed(), outcome);
+    }
+    let (action, succeeded) = match result {
         Ok(action) => (action, true),
         Err(e) => {
             let action = error_policy(obj, &e, Arc::clone(ctx));

@@ -7,6 +7,9 @@
 //! - [`Controller`] joins the two: changes become keys, keys become calls of a reconcile function
 //!   that returns an [`Action`].
 //! - [`LeaderElector`] makes one of several replicas the leader through a `Lease` object.
+//! - [`ControllerMetrics`] receives what a controller measures: its reconciles and its queue.
+//! - [`ApiWriter`] is the seam through which a controller writes, so that its tests can observe
+//!   and fail those writes.
 //!
 //! The shapes follow kube-runtime and client-go; see `DESIGN.md` §5 for how controllers use them.
 //! A leader-elected controller, put together:
@@ -50,14 +53,18 @@ use stratus_api::Resource;
 pub mod controller;
 pub mod informer;
 pub mod leader;
+pub mod metrics;
 pub mod store;
 pub mod workqueue;
+pub mod writes;
 
 pub use controller::{Action, Controller};
 pub use informer::{Informer, InformerConfig};
 pub use leader::{LeaderElectionConfig, LeaderElector};
+pub use metrics::{ControllerMetrics, ReconcileOutcome};
 pub use store::{Change, ChangeKind, Store, Subscription, Writer};
 pub use workqueue::{RateLimit, WorkQueue};
+pub use writes::ApiWriter;
 
 /// Names one object of a known kind: its namespace (empty for cluster-scoped kinds) and name.
 ///

@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::backoff_delay;
+use super::metrics::Observer;
 
 /// How [`WorkQueue::requeue_rate_limited`] spaces the retries of one key: `base · 2^failures`,
 /// capped at `max`, minus up to `jitter` (a fraction) at random.
@@ -64,6 +65,9 @@ struct State<T> {
     next_seq: u64,
     failures: HashMap<T, u32>,
     shutting_down: bool,
+    /// Told of every change of `queue`'s length, every new add and every retry (a
+    /// controller's queue; a bare queue reports nothing).
+    observer: Option<Observer>,
 }
 
 impl<T> Clone for WorkQueue<T> {
@@ -81,6 +85,11 @@ impl<T: Clone + Eq + Hash> Default for WorkQueue<T> {
 impl<T: Clone + Eq + Hash> WorkQueue<T> {
     /// An empty queue whose rate-limited requeues follow `rate_limit`.
     pub fn new(rate_limit: RateLimit) -> WorkQueue<T> {
+        WorkQueue::with_observer(rate_limit, None)
+    }
+
+    /// [`WorkQueue::new`], reporting its depth, adds and retries to `observer`.
+    pub(crate) fn with_observer(rate_limit: RateLimit, observer: Option<Observer>) -> WorkQueue<T> {
         let state = State {
             queue: VecDeque::new(),
             dirty: HashSet::new(),
@@ -90,6 +99,7 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
             next_seq: 0,
             failures: HashMap::new(),
             shutting_down: false,
+            observer,
         };
         WorkQueue { shared: Arc::new(Shared { state: Mutex::new(state), changed: Notify::new(), rate_limit }) }
     }
@@ -138,6 +148,9 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
             let RateLimit { base, max, jitter } = self.shared.rate_limit;
             let delay = backoff_delay(base, max, jitter, *failures);
             *failures = failures.saturating_add(1);
+            if let Some(observer) = &state.observer {
+                observer.retried();
+            }
             delay
         };
         self.add_after(key, delay);
@@ -166,7 +179,7 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
             let next_timer = {
                 let mut state = self.lock();
                 state.fire_timers(Instant::now());
-                if let Some(key) = state.queue.pop_front() {
+                if let Some(key) = state.pop() {
                     state.dirty.remove(&key);
                     state.processing.insert(key.clone());
                     return Some(key);
@@ -193,7 +206,7 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
         let mut state = self.lock();
         state.processing.remove(key);
         if state.dirty.contains(key) {
-            state.queue.push_back(key.clone());
+            state.push(key.clone());
         }
         drop(state);
         self.shared.changed.notify_waiters();
@@ -245,17 +258,48 @@ impl<T: Clone + Eq + Hash> WorkQueue<T> {
     }
 }
 
+/// The keys still waiting when the last clone of a queue goes (a controller that stopped) leave
+/// with it: the observer's depth returns to what it was before the queue existed.
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(observer) = &state.observer {
+            observer.depth(-i64::try_from(state.queue.len()).unwrap_or(i64::MAX));
+        }
+    }
+}
+
 impl<T: Clone + Eq + Hash> State<T> {
     /// Queues `key` unless it is queued or processing already; true if it was queued now.
     fn add(&mut self, key: T) -> bool {
         if self.shutting_down || !self.dirty.insert(key.clone()) {
             return false;
         }
+        if let Some(observer) = &self.observer {
+            observer.added();
+        }
         if self.processing.contains(&key) {
             return false;
         }
-        self.queue.push_back(key);
+        self.push(key);
         true
+    }
+
+    /// Every key enters `queue` here, so that the observer sees each change of its length.
+    fn push(&mut self, key: T) {
+        self.queue.push_back(key);
+        if let Some(observer) = &self.observer {
+            observer.depth(1);
+        }
+    }
+
+    /// Every key leaves `queue` here (but for a dropped queue, see `Shared`'s `Drop`).
+    fn pop(&mut self) -> Option<T> {
+        let key = self.queue.pop_front()?;
+        if let Some(observer) = &self.observer {
+            observer.depth(-1);
+        }
+        Some(key)
     }
 
     /// Queues every delayed key that is due at `now`.
@@ -373,6 +417,63 @@ mod tests {
             assert!(waited <= full && waited >= full / 2, "attempt {attempt}: waited {waited:?}, full {full:?}");
             q.done(&"a");
         }
+    }
+
+    /// Sums what a queue reports, as a depth gauge and two counters would.
+    #[derive(Default)]
+    struct Counts {
+        depth: std::sync::atomic::AtomicI64,
+        adds: std::sync::atomic::AtomicU64,
+        retries: std::sync::atomic::AtomicU64,
+    }
+
+    impl crate::runtime::ControllerMetrics for Counts {
+        fn queue_depth(&self, controller: &str, delta: i64) {
+            assert_eq!(controller, "test");
+            self.depth.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn queue_added(&self, _: &str) {
+            self.adds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fn queue_retried(&self, _: &str) {
+            self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    impl Counts {
+        fn read(&self) -> (i64, u64, u64) {
+            use std::sync::atomic::Ordering::Relaxed;
+            (self.depth.load(Relaxed), self.adds.load(Relaxed), self.retries.load(Relaxed))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_follows_depth_adds_and_retries_and_sees_dropped_keys_leave() {
+        let counts = Arc::new(Counts::default());
+        let observer = Observer::new("test", counts.clone());
+        let q = WorkQueue::with_observer(RateLimit { jitter: 0.0, ..RateLimit::default() }, Some(observer));
+        q.add("a");
+        q.add("b");
+        q.add("a");
+        assert_eq!(counts.read(), (2, 2, 0), "a de-duplicated add is no add");
+        assert_eq!(q.get().await, Some("a"));
+        assert_eq!(counts.read(), (1, 2, 0));
+        q.add("a");
+        assert_eq!(counts.read(), (1, 3, 0), "added while processing: counted, not yet waiting");
+        q.done(&"a");
+        assert_eq!(counts.read(), (2, 3, 0), "waiting once done");
+        assert_eq!(q.get().await, Some("b"));
+        q.requeue_rate_limited("b");
+        q.done(&"b");
+        assert_eq!(counts.read(), (1, 3, 1), "a delayed key is not waiting yet");
+        assert_eq!(q.get().await, Some("a"));
+        assert_eq!(q.get().await, Some("b"), "due after its backoff");
+        assert_eq!(counts.read(), (0, 4, 1), "the timer's add counts");
+        q.add("c");
+        q.add("d");
+        assert_eq!(counts.read().0, 2);
+        drop(q);
+        assert_eq!(counts.read().0, 0, "the keys of a dropped queue leave the depth");
     }
 
     #[tokio::test(start_paused = true)]

@@ -75,6 +75,7 @@ pub use progress::{PIN_WAIT, PROGRESS_DEADLINE_EXCEEDED};
 /// The label every Instance carries: the name of its Revision.
 pub use stratus_api::wellknown::labels::REVISION as REVISION_LABEL;
 
+/// The controller's name in metrics and logs.
 const CONTROLLER: &str = "revisions";
 const WORKERS: usize = 4;
 /// Random names tried for one new instance before giving up until the next reconcile.
@@ -115,6 +116,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
     Controller::new(&ctx.revisions, ctx.clone())
         .owns(&ctx.instances)
+        .metrics(CONTROLLER, ctx.metrics.clone())
         .run(reconcile, error_policy, WORKERS, shutdown)
         .await;
 }
@@ -124,10 +126,7 @@ fn error_policy(_: Arc<Revision>, _: &Error, _: Arc<Context>) -> Action {
 }
 
 async fn reconcile(rev: Arc<Revision>, ctx: Arc<Context>) -> Result<Action> {
-    let start = std::time::Instant::now();
-    let result = reconcile_revision(&rev, &ctx).await;
-    ctx.metrics.observe(CONTROLLER, start, result.is_ok());
-    result
+    reconcile_revision(&rev, &ctx).await
 }
 
 /// One pass over a Revision: its instances, then its status. See the module documentation.

@@ -53,14 +53,16 @@
 //! # Layout
 //! `fit` holds the capacity model and where an Instance fits (no I/O), `cache` keeps it current
 //! from the informers, `reservations` reads and writes the Node annotation. This module is the
-//! controller: it decides from the cache, reserves, binds and reports.
+//! controller: it decides from the cache, reserves, binds and reports. Its writes (reservations,
+//! binds, status) go through [`Context::writer`], so that a test can fail them; it reads through
+//! the client.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use stratus_api::Resource;
@@ -201,7 +203,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
         .triggers(nodes_changed)
         .triggers(instances_freed)
         .rate_limit(RATE_LIMIT)
-        .observe_queue(ctx.metrics.queue_observer(NAME))
+        .metrics(NAME, ctx.metrics.clone())
         .run(reconcile, |_, _, _| Action::backoff(), WORKERS, shutdown);
     // The cache follows the informers for as long as the controller runs.
     tokio::select! {
@@ -211,10 +213,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
 }
 
 async fn reconcile(inst: Arc<Instance>, sched: Arc<Scheduler>) -> Result<Action, Error> {
-    let start = Instant::now();
-    let result = sched.schedule(&inst).await;
-    sched.ctx.metrics.observe(NAME, start, result.is_ok());
-    result
+    sched.schedule(&inst).await
 }
 
 /// The scheduler's state, shared by its workers.
@@ -268,7 +267,7 @@ impl Scheduler {
 
         let mut bound = Instance::clone(inst);
         bound.spec.get_or_insert_with(Default::default).node_name = node.clone();
-        match self.ctx.client.update(bound).await {
+        match self.ctx.writer.update(bound).await {
             Ok(_) => {
                 assumption.keep();
                 info!(instance = %key, %node, "bound");
@@ -351,7 +350,7 @@ impl Scheduler {
             requests: req,
         });
         node.meta_mut().annotations.insert(RESERVATIONS_ANNOTATION.to_string(), encode_reservations(&kept));
-        self.ctx.client.update(node).await.map_err(|source| Error::Reserve {
+        self.ctx.writer.update(node).await.map_err(|source| Error::Reserve {
             instance,
             node: node_name.to_string(),
             source,
@@ -392,7 +391,7 @@ impl Scheduler {
         let key = ObjectRef::from_obj(inst);
         let mut updated = inst.clone();
         updated.status = Some(status);
-        match self.ctx.client.update_status(updated).await {
+        match self.ctx.writer.update_status(updated).await {
             Ok(_) => {}
             Err(ApiError::NotFound(_)) => return Ok(()),
             Err(source) => return Err(Error::WriteStatus { instance: key, source }),
@@ -420,7 +419,7 @@ impl Scheduler {
         conditions::set(&mut status.conditions, &Cond::true_(SCHEDULED_CONDITION));
         let mut updated = inst.clone();
         updated.status = Some(status);
-        match self.ctx.client.update_status(updated).await {
+        match self.ctx.writer.update_status(updated).await {
             Ok(_) | Err(ApiError::NotFound(_)) => Ok(Action::await_change()),
             Err(source) => Err(Error::WriteStatus { instance: ObjectRef::from_obj(inst), source }),
         }

@@ -66,13 +66,18 @@ pub use digests::{CONTAINER_MISSING, IMAGE_NOT_FOUND, IMAGE_RESOLVED};
 pub use error::{Error, Result};
 pub use template::{GENERATION_ANNOTATION, SERVICE_LABEL};
 
+/// The controller's name in metrics and logs.
 const CONTROLLER: &str = "services";
 const WORKERS: usize = 2;
 
 /// Runs the services controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
     let shared = Arc::new(Shared::new(ctx.clone()));
-    Controller::new(&ctx.services, shared).owns(&ctx.revisions).run(reconcile, error_policy, WORKERS, shutdown).await;
+    Controller::new(&ctx.services, shared)
+        .owns(&ctx.revisions)
+        .metrics(CONTROLLER, ctx.metrics.clone())
+        .run(reconcile, error_policy, WORKERS, shutdown)
+        .await;
 }
 
 fn error_policy(_: Arc<Service>, _: &Error, _: Arc<Shared>) -> Action {
@@ -80,10 +85,7 @@ fn error_policy(_: Arc<Service>, _: &Error, _: Arc<Shared>) -> Action {
 }
 
 async fn reconcile(svc: Arc<Service>, shared: Arc<Shared>) -> Result<Action> {
-    let start = std::time::Instant::now();
-    let result = reconcile_service(&svc, &shared).await;
-    shared.ctx.metrics.observe(CONTROLLER, start, result.is_ok());
-    result
+    reconcile_service(&svc, &shared).await
 }
 
 /// One pass over a Service: its revision for the current template, its pending digests, its

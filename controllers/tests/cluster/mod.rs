@@ -13,6 +13,7 @@ use stratus_api::v1::{
 };
 use stratus_api::{Resource, Timestamp};
 use stratus_apiserver::testing::TestServer;
+use stratus_client::runtime::ApiWriter;
 use stratus_client::{Client, Error, ListParams};
 use stratus_controllers::context::NODE_LEASE_NAMESPACE;
 use stratus_controllers::{Config, Context, Metrics};
@@ -60,6 +61,18 @@ impl Cluster {
     pub fn context(&self, node_grace: Duration) -> Arc<Context> {
         let config = Config { node_grace, ..Default::default() };
         Context::new(self.client.clone(), config, Arc::new(Metrics::default()))
+    }
+
+    /// [`Cluster::context`] whose controllers write through `writer` (see `Context::writer`),
+    /// reporting to `metrics`.
+    pub fn context_writing_through(
+        &self,
+        node_grace: Duration,
+        metrics: Arc<Metrics>,
+        writer: Arc<dyn ApiWriter>,
+    ) -> Arc<Context> {
+        let config = Config { node_grace, ..Default::default() };
+        Context::builder(self.client.clone(), config, metrics).writer(writer).start()
     }
 
     /// Resolves when the cluster is dropped: the shutdown of the controllers a test runs.
@@ -172,7 +185,12 @@ where
 
 /// How many reconciles of `controller` succeeded, from its metrics.
 pub fn reconciles(metrics: &Metrics, controller: &str) -> u64 {
-    let prefix = format!("stratus_controllers_reconciles_total{{controller=\"{controller}\",result=\"ok\"}} ");
+    reconciles_with(metrics, controller, "ok")
+}
+
+/// How many reconciles of `controller` ended with `result` ("ok" or "error"), from its metrics.
+pub fn reconciles_with(metrics: &Metrics, controller: &str, result: &str) -> u64 {
+    let prefix = format!("stratus_controllers_reconciles_total{{controller=\"{controller}\",result=\"{result}\"}} ");
     metrics.encode().lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
 }
 
