@@ -36,5 +36,9 @@ for _ in $(seq 1 100); do
 done
 curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" || { cat "$dir/apiserver.log" >&2; echo "error: the API server did not start" >&2; exit 1; }
 
-"$venv/bin/st" run "http://127.0.0.1:$port/openapi.json" \
-  --checks all --max-examples "$examples" --workers 2 --seed 1 --no-color "$@"
+# From the temporary directory: Schemathesis keeps a cache of what failed in its working
+# directory, which does not belong in the repository.
+venv_st="$PWD/$venv/bin/st"
+cd "$dir"
+"$venv_st" run "http://127.0.0.1:$port/openapi.json" \
+  --checks all --max-examples "$examples" --workers 2 --seed 1 --no-color --request-timeout 10 "$@"

@@ -161,17 +161,51 @@ async fn resource(
 ) -> Response {
     let start = Instant::now();
     let caller = Caller::anonymous("http");
+    let mut allow = None;
     let (verb, res) = match parse_target(&group, &version, &rest) {
         Err(e) => ("unknown", Err(e)),
-        Ok(t) if t.log => ("logs", s.logs.http(&caller, &method, t.info, &t.namespace, &t.name, &query).await),
-        Ok(t) => handle(&s.registry, &caller, &method, t, &query, &headers, body).await,
+        Ok(t) => {
+            allow = Some(allowed_methods(&t));
+            if t.log {
+                ("logs", s.logs.http(&caller, &method, t.info, &t.namespace, &t.name, &query).await)
+            } else {
+                handle(&s.registry, &caller, &method, t, &query, &headers, body).await
+            }
+        }
     };
-    let response = match res {
+    let mut response = match res {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    // RFC 9110 §15.5.6: a 405 says which methods the target does support.
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allow) = allow
+    {
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    }
     s.registry.metrics().observe("http", verb, response.status().as_u16(), start.elapsed().as_secs_f64());
     response
+}
+
+/// The methods `t` answers, for the `Allow` header of a 405.
+fn allowed_methods(t: &Target) -> &'static str {
+    match (t.log, t.status, t.name.is_empty()) {
+        (true, _, _) => "GET",
+        (false, true, _) => "GET, PUT",
+        (false, false, true) => "GET, POST",
+        (false, false, false) => "GET, PUT, PATCH, DELETE",
+    }
+}
+
+/// A boolean query parameter as Kubernetes reads one (Go's `strconv.ParseBool`): absent is
+/// false; anything but `1 t T TRUE true True 0 f F FALSE false False` is refused, naming it.
+fn query_bool(query: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
+    match query.get(name).map(String::as_str) {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some(other) => Err(ApiError::new(Reason::BadRequest, format!("{name}: {other:?} is not true or false"))),
+    }
 }
 
 async fn handle(
@@ -192,9 +226,13 @@ async fn handle(
                 labels: query.get("labelSelector").cloned().unwrap_or_default(),
                 fields: query.get("fieldSelector").cloned().unwrap_or_default(),
             };
-            if matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
+            let flags = query_bool(query, "watch").and_then(|w| Ok((w, query_bool(query, "allowWatchBookmarks")?)));
+            let (watching, bookmarks) = match flags {
+                Ok(flags) => flags,
+                Err(e) => return ("list", Err(e)),
+            };
+            if watching {
                 let rv = query.get("resourceVersion").cloned().unwrap_or_default();
-                let bookmarks = matches!(query.get("allowWatchBookmarks").map(String::as_str), Some("true" | "1"));
                 return ("watch", watch(registry, caller, kind, &sel, &rv, bookmarks).await);
             }
             let limit = match query.get("limit").map(|l| l.parse::<usize>()) {

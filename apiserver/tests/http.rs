@@ -563,7 +563,22 @@ async fn merge_patches_methods_and_discovery() {
     assert!(r.body["metadata"].get("labels").is_none(), "{}", r.text);
     let r = request("PATCH", &url, Some(("application/strategic-merge-patch+json", b"{}".to_vec()))).await;
     assert_eq!(r.status, 415, "{}", r.text);
-    assert_eq!(send_json("POST", &url, &hello("p")).await.status, 405);
+    let r = send_json("POST", &url, &hello("p")).await;
+    assert_eq!(r.status, 405);
+    // RFC 9110: a 405 names the methods the target supports.
+    assert_eq!(r.headers.get("allow").and_then(|v| v.to_str().ok()), Some("GET, PUT, PATCH, DELETE"));
+    let r = request("DELETE", &format!("{base}{SVCS}"), None).await;
+    assert_eq!((r.status, r.headers.get("allow").and_then(|v| v.to_str().ok())), (405, Some("GET, POST")));
+    let r = send_json("POST", &format!("{url}/status"), &hello("p")).await;
+    assert_eq!((r.status, r.headers.get("allow").and_then(|v| v.to_str().ok())), (405, Some("GET, PUT")));
+    // Boolean parameters read as Kubernetes reads them, and nothing else.
+    for bad in ["null", "yes", "2"] {
+        let r = get(&format!("{base}{SVCS}?watch={bad}")).await;
+        assert_eq!(r.status, 400, "watch={bad}: {}", r.text);
+        assert!(r.text.contains("watch"), "{}", r.text);
+    }
+    assert_eq!(get(&format!("{base}{SVCS}?watch=false")).await.status, 200);
+    assert_eq!(get(&format!("{base}{SVCS}?allowWatchBookmarks=maybe")).await.status, 400);
     assert_eq!(get(&format!("{url}/status")).await.status, 200);
     let kn = get(&format!("{base}/apis/serving.knative.dev/v1")).await;
     assert_eq!(kn.status, 200);

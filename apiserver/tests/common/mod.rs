@@ -12,6 +12,7 @@ pub struct Reply {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    pub headers: hyper::HeaderMap,
 }
 
 pub async fn request(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
@@ -26,10 +27,11 @@ pub async fn request(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> 
     };
     let resp = client.request(req.body(Full::new(payload.into())).unwrap()).await.expect("request sent");
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.expect("body read").to_bytes();
     let text = String::from_utf8_lossy(&bytes).to_string();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Reply { status, body, text }
+    Reply { status, body, text, headers }
 }
 
 pub async fn get(url: &str) -> Reply {
