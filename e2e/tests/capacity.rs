@@ -271,3 +271,53 @@ async fn the_readmes_bench_line_is_served_and_scales_hello() {
     eprintln!("hello: at most {most_ready} ready instances under the load");
     assert!(most_ready > 2, "hello never had more than two ready instances: {most_ready}");
 }
+
+/// Twice what a revision can serve at once, in a closed loop: requests wait their turn in the
+/// gateway (latency grows) and none fails, where the old fixed queue of 100 answered the 150
+/// waiting beyond it 503 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_capacity_in_a_closed_loop_waits_and_never_fails() {
+    let c = std::sync::Arc::new(Cluster::start("twice", Duration::from_secs(15)).await);
+    // Three instances, fifty requests each at once: 150 in flight; 300 clients ask.
+    c.apply(&default_sized("busy").replace(
+        "scaling: {minInstances: 1}",
+        "containerConcurrency: 50\n      scaling: {minInstances: 3, maxInstances: 3}",
+    ))
+    .await;
+    let deadline = Instant::now() + PATIENCE;
+    while c.instances("stratus.dev/service=busy").await.iter().filter(|i| is_ready(i)).count() < 3 {
+        assert!(Instant::now() < deadline, "busy never had three ready instances");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        let c = c.clone();
+        clients.push(tokio::spawn(async move {
+            let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+            let mut waited = Duration::ZERO;
+            while Instant::now() < until {
+                let start = Instant::now();
+                *codes.entry(c.get(&host("busy"), "/?sleep_ms=100").await.0).or_default() += 1;
+                waited += start.elapsed();
+            }
+            (codes, waited)
+        }));
+    }
+    let mut codes = std::collections::BTreeMap::<u16, usize>::new();
+    let mut waited = Duration::ZERO;
+    for cl in clients {
+        let (mine, time) = cl.await.unwrap();
+        for (code, n) in mine {
+            *codes.entry(code).or_default() += n;
+        }
+        waited += time;
+    }
+    let answered: usize = codes.values().sum();
+    eprintln!(
+        "twice the capacity: {codes:?}, mean latency {:?} for a 100 ms request",
+        waited / u32::try_from(answered.max(1)).unwrap()
+    );
+    assert!(answered > 600, "{codes:?}");
+    assert_eq!(codes.keys().copied().collect::<Vec<_>>(), vec![200], "{codes:?}");
+}
