@@ -197,13 +197,14 @@ fn allowed_methods(t: &Target) -> &'static str {
     }
 }
 
-/// A boolean query parameter as Kubernetes reads one (Go's `strconv.ParseBool`): absent is
-/// false; anything but `1 t T TRUE true True 0 f F FALSE false False` is refused, naming it.
+/// A boolean query parameter as the OpenAPI document declares it: absent is false, `true` or
+/// `1` is true, `false` or `0` is false, and anything else is refused naming the parameter
+/// (it used to be read as false, so `?watch=True` listed instead of watching).
 fn query_bool(query: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
     match query.get(name).map(String::as_str) {
         None => Ok(false),
-        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
-        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
         Some(other) => Err(ApiError::new(Reason::BadRequest, format!("{name}: {other:?} is not true or false"))),
     }
 }

@@ -571,8 +571,8 @@ async fn merge_patches_methods_and_discovery() {
     assert_eq!((r.status, r.headers.get("allow").and_then(|v| v.to_str().ok())), (405, Some("GET, POST")));
     let r = send_json("POST", &format!("{url}/status"), &hello("p")).await;
     assert_eq!((r.status, r.headers.get("allow").and_then(|v| v.to_str().ok())), (405, Some("GET, PUT")));
-    // Boolean parameters read as Kubernetes reads them, and nothing else.
-    for bad in ["null", "yes", "2"] {
+    // Boolean parameters read as the OpenAPI document says, and nothing else.
+    for bad in ["null", "yes", "2", "True"] {
         let r = get(&format!("{base}{SVCS}?watch={bad}")).await;
         assert_eq!(r.status, 400, "watch={bad}: {}", r.text);
         assert!(r.text.contains("watch"), "{}", r.text);
