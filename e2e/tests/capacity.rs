@@ -20,20 +20,7 @@ use stratus_testkit::binary;
 /// A service as a user writes one: no resources (Cloud Run's defaults, 1 vCPU and 512Mi),
 /// always one instance.
 fn default_sized(name: &str) -> String {
-    format!(
-        r#"
-apiVersion: stratus.dev/v1
-kind: Service
-metadata:
-  name: {name}
-spec:
-  template:
-    spec:
-      containers:
-        - image: {IMAGE}
-      scaling: {{minInstances: 1}}
-"#
-    )
+    service(name, "", "      scaling: {minInstances: 1}")
 }
 
 fn example(file: &str) -> String {

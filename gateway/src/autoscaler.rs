@@ -210,20 +210,11 @@ mod tests {
 
     use super::*;
     use crate::poke::{POKE_INTERVAL, PokeFn, Poker};
-    use crate::pool::{Deadlines, OutlierDetection, PoolSettings, QueueLimits};
+    use crate::pool::testing::pool_poking;
+    use crate::pool::{Deadlines, PoolSettings, QueueLimits};
 
     fn pool(poker: Arc<Poker>) -> Arc<RevisionPool> {
-        let key = ObjectRef::new("default", "hello-00001");
-        let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
-        let queue_limits = QueueLimits { floor: 10, cap: 10 };
-        Arc::new(RevisionPool::new(
-            key,
-            queue_limits,
-            OutlierDetection::default(),
-            metrics,
-            poker,
-            Duration::from_secs(60),
-        ))
+        pool_poking(QueueLimits { floor: 10, cap: 10 }, poker, Duration::from_secs(60))
     }
 
     fn in_secs(secs: u64) -> Deadlines {

@@ -482,7 +482,7 @@ impl Drop for Lease {
 }
 
 #[cfg(test)]
-mod testing {
+pub(crate) mod testing {
     //! What the tests of every part of the pool build their pools from.
 
     use super::*;
@@ -493,17 +493,15 @@ mod testing {
     }
 
     pub(super) fn pool_with(queue_limits: QueueLimits) -> Arc<RevisionPool> {
+        pool_poking(queue_limits, Poker::disabled(), Duration::from_secs(10))
+    }
+
+    /// The pool of revision `default/hello-00001`, poking through `poker`, with requests timing
+    /// out after `timeout`.
+    pub(crate) fn pool_poking(queue_limits: QueueLimits, poker: Arc<Poker>, timeout: Duration) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
         let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
-        let poker = Poker::disabled();
-        Arc::new(RevisionPool::new(
-            key,
-            queue_limits,
-            OutlierDetection::default(),
-            metrics,
-            poker,
-            Duration::from_secs(10),
-        ))
+        Arc::new(RevisionPool::new(key, queue_limits, OutlierDetection::default(), metrics, poker, timeout))
     }
 
     pub(super) fn settings(concurrency: u32, addresses: &[&str]) -> PoolSettings {

@@ -221,7 +221,9 @@ pub fn dechunk(body: &str) -> String {
     }
 }
 
-pub fn hello(name: &str, target: &str, extra_spec: &str) -> String {
+/// A Service running the example image: `container` is added under its container, `spec`
+/// under the revision template's spec (both already indented, or empty).
+pub fn service(name: &str, container: &str, spec: &str) -> String {
     format!(
         r#"
 apiVersion: stratus.dev/v1
@@ -233,12 +235,15 @@ spec:
     spec:
       containers:
         - image: {IMAGE}
-          env:
-            - name: TARGET
-              value: {target}
-          resources:
-            limits: {{cpu: 250m, memory: 64Mi}}
-{extra_spec}
+{container}
+{spec}
 "#
     )
+}
+
+pub fn hello(name: &str, target: &str, extra_spec: &str) -> String {
+    let container = format!(
+        "          env:\n            - name: TARGET\n              value: {target}\n          resources:\n            limits: {{cpu: 250m, memory: 64Mi}}"
+    );
+    service(name, &container, extra_spec)
 }
