@@ -13,7 +13,7 @@
 //!
 //! The autoscaler's demand arrives over gRPC: serve a [`DemandStore`] with
 //! [`serve_autoscaler`] where the gateways reach it, and run the controllers with
-//! [`run_with_demand`] on the same store.
+//! [`run_with_demand`] on the same store; [`serve_metrics`] serves their [`Metrics`].
 
 use std::sync::Arc;
 
@@ -46,7 +46,7 @@ pub mod status;
 pub use autoscaler::{DemandService, DemandStore, serve_autoscaler};
 pub use config::Config;
 pub use context::Context;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, serve_metrics};
 
 /// The name of the leader-election Lease.
 pub const LEADER_LEASE: &str = "stratus-controllers";

@@ -4,8 +4,13 @@
 //! Every controller reports here through the runtime ([`ControllerMetrics`]): it is built with
 //! `Controller::metrics(NAME, ctx.metrics.clone())` and never times itself.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -96,6 +101,28 @@ impl ControllerMetrics for Metrics {
     fn queue_retried(&self, controller: &str) {
         self.queue_retries.get_or_create(&label(controller)).inc();
     }
+}
+
+/// Serves `/metrics` (`metrics`, OpenMetrics text) and `/healthz` (the process answers) on
+/// `listener` until `shutdown` completes; fails only when serving fails.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app =
+        Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let body = metrics.encode();
+                    async move {
+                        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok".into_response() }));
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 fn label(controller: &str) -> ControllerLabel {

@@ -26,7 +26,13 @@
 //!
 //! Every part stops when [`Platform::stop`] is called or the [`Platform`] is dropped; the agents'
 //! containers keep running (the next agent of the node adopts them).
+//!
+//! The standalone binaries (`src/bin/`: `stratus-apiserver`, `stratus-controllers`,
+//! `stratus-gateway`, `stratus-agent`) start their one part here too, with
+//! [`Builder::connect`] to the API of another process where they need it, and run it with
+//! [`Platform::run_until`].
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -37,7 +43,7 @@ use stratus_client::{Client, ErrorChain};
 use stratus_controllers::{Config as ControllersConfig, DemandStore, Metrics};
 use stratus_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 /// Why the platform could not start, or how one of its parts ended.
@@ -74,8 +80,10 @@ struct Agent {
 pub struct Builder {
     api: Api,
     gateway: Option<(TcpListener, GatewayConfig)>,
+    gateway_admin: Option<TcpListener>,
     controllers: Option<ControllersConfig>,
     autoscaler: Option<TcpListener>,
+    controllers_metrics: Option<TcpListener>,
     agents: Vec<Agent>,
 }
 
@@ -91,7 +99,15 @@ impl Builder {
     }
 
     fn with(api: Api) -> Builder {
-        Builder { api, gateway: None, controllers: None, autoscaler: None, agents: Vec::new() }
+        Builder {
+            api,
+            gateway: None,
+            gateway_admin: None,
+            controllers: None,
+            autoscaler: None,
+            controllers_metrics: None,
+            agents: Vec::new(),
+        }
     }
 
     /// A gateway on `listener`. With controllers in this process, it reports demand to their
@@ -99,6 +115,13 @@ impl Builder {
     /// its port.
     pub fn gateway(mut self, listener: TcpListener, config: GatewayConfig) -> Builder {
         self.gateway = Some((listener, config));
+        self
+    }
+
+    /// Where the gateway serves `/metrics`, `/healthz` and `/readyz`; not served when not given
+    /// (nor without a gateway).
+    pub fn gateway_admin(mut self, listener: TcpListener) -> Builder {
+        self.gateway_admin = Some(listener);
         self
     }
 
@@ -115,6 +138,13 @@ impl Builder {
         self
     }
 
+    /// Where the controllers serve `/metrics` and `/healthz`; not served when not given (nor
+    /// without controllers).
+    pub fn controllers_metrics(mut self, listener: TcpListener) -> Builder {
+        self.controllers_metrics = Some(listener);
+        self
+    }
+
     /// A node agent driving `runtime`; `listener`, when given, serves its metrics and logs.
     pub fn agent(mut self, config: AgentConfig, runtime: Arc<dyn Runtime>, listener: Option<TcpListener>) -> Builder {
         self.agents.push(Agent { config, runtime, listener });
@@ -128,18 +158,14 @@ impl Builder {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut parts: Vec<(&'static str, JoinHandle<Result<(), String>>)> = Vec::new();
+        let mut parts = Parts::default();
 
         let (endpoint, api) = match self.api {
             Api::Serve { store, listener } => {
                 let addr = listener.local_addr().map_err(Error::Listen)?;
                 let store = stratus_apiserver::open_store(&store).await.map_err(Error::Store)?;
                 let server = ApiServer::new(store).await.map_err(Error::ApiServer)?;
-                let serving = server.serve(listener, until(stopped.clone()));
-                parts.push((
-                    "API server",
-                    tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) }),
-                ));
+                parts.spawn("API server", server.serve(listener, until(stopped.clone())));
                 (endpoint_for(addr), Some(addr))
             }
             Api::Connect(endpoint) => (endpoint, None),
@@ -155,11 +181,10 @@ impl Builder {
                 None => TcpListener::bind("127.0.0.1:0").await.map_err(Error::Listen)?,
             };
             autoscaler = Some(format!("http://{}", listener.local_addr().map_err(Error::Listen)?));
-            let serving = stratus_controllers::serve_autoscaler(listener, demand.clone(), until(stopped.clone()));
-            parts.push((
+            parts.spawn(
                 "autoscaler",
-                tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) }),
-            ));
+                stratus_controllers::serve_autoscaler(listener, demand.clone(), until(stopped.clone())),
+            );
         }
 
         let mut gateway = None;
@@ -169,28 +194,26 @@ impl Builder {
             if config.autoscaler.is_none() {
                 config.autoscaler.clone_from(&autoscaler);
             }
-            let serving = Gateway::new(client.clone(), config).serve(listener, until(stopped.clone()));
-            parts.push(("gateway", tokio::spawn(async move { serving.await.map_err(|e| ErrorChain(&e).to_string()) })));
+            let serving = Gateway::new(client.clone(), config);
+            if let Some(admin) = self.gateway_admin {
+                parts.spawn("gateway's admin server", serving.clone().serve_admin(admin, until(stopped.clone())));
+            }
+            parts.spawn("gateway", serving.serve(listener, until(stopped.clone())));
         }
 
         if let Some(mut config) = self.controllers {
             if let Some(addr) = gateway {
                 config.gateway_port = addr.port();
             }
-            let running = stratus_controllers::run_with_demand(
-                client.clone(),
-                config,
-                Arc::new(Metrics::default()),
-                demand,
-                until(stopped.clone()),
-            );
-            parts.push((
-                "controllers",
-                tokio::spawn(async move {
-                    running.await;
-                    Ok(())
-                }),
-            ));
+            let metrics = Arc::new(Metrics::default());
+            if let Some(listener) = self.controllers_metrics {
+                parts.spawn(
+                    "controllers' metrics server",
+                    stratus_controllers::serve_metrics(listener, metrics.clone(), until(stopped.clone())),
+                );
+            }
+            let running = stratus_controllers::run_with_demand(client.clone(), config, metrics, demand, until(stopped));
+            parts.spawn("controllers", infallible(running));
         }
 
         let mut platform = Platform { endpoint, api, gateway, autoscaler, client, stop, parts };
@@ -214,7 +237,7 @@ pub struct Platform {
     /// A client of the API.
     pub client: Client,
     stop: watch::Sender<bool>,
-    parts: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    parts: Parts,
 }
 
 impl Platform {
@@ -233,12 +256,21 @@ impl Platform {
         let running = stratus_agent::agent::run(config, self.client.clone(), runtime, listener, async move {
             let _ = stopping.wait_for(|s| *s).await;
         });
-        let task = tokio::spawn(async move {
-            running.await;
-            Ok(())
-        });
-        self.parts.push(("node agent", task));
+        self.parts.spawn("node agent", infallible(running));
         Ok(())
+    }
+
+    /// Runs until `shutdown` completes or a part ends by itself (a server that failed, an agent
+    /// that gave up), then stops every part and waits for them as [`Platform::stopped`] does.
+    /// This is how a binary runs its part.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let ended = self.parts.ended.clone();
+        tokio::select! {
+            () = shutdown => {}
+            () = ended.notified() => {}
+        }
+        self.stop();
+        self.stopped().await
     }
 
     /// Tells every part to stop; [`Platform::stopped`] waits for them.
@@ -260,7 +292,7 @@ impl Platform {
     /// failed is the error, the others are logged.
     pub async fn stopped(mut self) -> Result<()> {
         let mut first = None;
-        for (part, task) in std::mem::take(&mut self.parts) {
+        for (part, task) in std::mem::take(&mut self.parts.running) {
             let outcome = match task.await {
                 Ok(Ok(())) => continue,
                 Ok(Err(message)) => Error::Part { part, message },
@@ -277,6 +309,44 @@ impl Drop for Platform {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
+}
+
+/// The running parts, by name, and a bell that rings when one of them ends.
+#[derive(Default)]
+struct Parts {
+    running: Vec<(&'static str, JoinHandle<Result<(), String>>)>,
+    ended: Arc<Notify>,
+}
+
+impl Parts {
+    /// Runs `part` in a task of its own; its error, when it fails, is kept as text with its
+    /// causes. `ended` is notified when it ends, however it ends (a panic too).
+    fn spawn<E>(&mut self, name: &'static str, part: impl Future<Output = Result<(), E>> + Send + 'static)
+    where
+        E: std::error::Error + 'static,
+    {
+        let ends = Ending(self.ended.clone());
+        let task = tokio::spawn(async move {
+            let _ends = ends;
+            part.await.map_err(|e| ErrorChain(&e).to_string())
+        });
+        self.running.push((name, task));
+    }
+}
+
+/// Notifies when dropped: when the task that holds it ends.
+struct Ending(Arc<Notify>);
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// A part that cannot fail.
+async fn infallible(part: impl Future<Output = ()>) -> Result<(), Infallible> {
+    part.await;
+    Ok(())
 }
 
 /// Stops a [`Platform`] from elsewhere.

@@ -1,16 +1,22 @@
-//! `stratus-gateway`: flags, tracing, then [`Gateway::serve`] and [`Gateway::serve_admin`].
+//! `stratus-gateway`: flags, tracing, then the gateway and its admin server through
+//! [`stratus_platform::Builder::connect`].
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use stratus_gateway::{Gateway, GatewayConfig};
+use stratus_gateway::GatewayConfig;
+use stratus_platform::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// The Stratus gateway: routes HTTP requests by host to the instances of a service's revisions.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "stratus-gateway",
+    version,
+    about = "The Stratus gateway: the HTTP data plane that routes requests by host to the ready instances of a service's revisions",
+    long_about = None
+)]
 struct Args {
     /// The API server.
     #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
@@ -64,7 +70,6 @@ async fn main() -> anyhow::Result<()> {
     let admin = TcpListener::bind(&args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-    let client = stratus_client::Client::new(&args.apiserver)?;
     let config = GatewayConfig {
         domain: args.domain,
         queue_floor: args.queue_floor,
@@ -85,19 +90,13 @@ async fn main() -> anyhow::Result<()> {
         name = config.name,
         "gateway starting"
     );
-    let gateway = Gateway::new(client, config);
-
-    let (stop, stopped) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let admin = tokio::spawn(gateway.clone().serve_admin(admin, wait(stopped.clone())));
-    let proxy = tokio::spawn(gateway.serve(listener, wait(stopped)));
-    stratus_support::shutdown_signal().await;
-    tracing::info!("shutting down");
-    stop.send_replace(true);
-    proxy.await.context("the proxy task failed")??;
-    admin.await.context("the admin task failed")??;
+    let platform = Builder::connect(args.apiserver).gateway(listener, config).gateway_admin(admin).start().await?;
+    platform
+        .run_until(async {
+            stratus_support::shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `stratus-agent`: flags, tracing, then [`stratus_agent::agent::run`].
+//! `stratus-agent`: flags, tracing, then the node agent through
+//! [`stratus_platform::Builder::connect`].
 
 use std::sync::Arc;
 
@@ -6,10 +7,16 @@ use anyhow::Context;
 use clap::Parser;
 use stratus_agent::AgentConfig;
 use stratus_agent::runtime::lazy::LazyDocker;
+use stratus_platform::Builder;
 
 /// The Stratus node agent: runs the Instances bound to this node as Docker containers.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "stratus-agent",
+    version,
+    about = "The Stratus node agent: runs the Instances bound to its node as Docker containers",
+    long_about = None
+)]
 struct Args {
     /// The API server.
     #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
@@ -53,10 +60,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    cfg.agent_endpoint = format!("http://{}", listener.local_addr()?);
     // The engine may come up after the agent: the node is NotReady until it answers.
     let runtime = LazyDocker::new(args.docker_host);
-    let client = stratus_client::Client::new(&args.apiserver)?;
-    stratus_agent::agent::run(cfg, client, Arc::new(runtime), Some(listener), stratus_support::shutdown_signal()).await;
+    // The agent advertises the listener's address as its endpoint.
+    let platform = Builder::connect(args.apiserver).agent(cfg, Arc::new(runtime), Some(listener)).start().await?;
+    platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,23 +1,24 @@
-//! `stratus-controllers`: flags, tracing, `/metrics` and `/healthz`, the autoscaler's gRPC
-//! service, then [`stratus_controllers::run_with_demand`] until SIGTERM or Ctrl-C.
+//! `stratus-controllers`: flags, tracing, then the controllers with the autoscaler's gRPC
+//! service and `/metrics` and `/healthz` through [`stratus_platform::Builder::connect`], until
+//! SIGTERM or Ctrl-C.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 use clap::Parser;
 use stratus_api::capacity::Overcommit;
-use stratus_controllers::{Config, DemandStore, Metrics};
-use tokio::sync::watch;
+use stratus_controllers::Config;
+use stratus_platform::Builder;
 
 /// The Stratus controllers: services, revisions, scheduler, endpoints, nodes and garbage
 /// collection, leader-elected so that several replicas can run.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "stratus-controllers",
+    version,
+    about = "The Stratus controllers: services, revisions, scheduler, endpoints, nodes, garbage collector, autoscaler",
+    long_about = None
+)]
 struct Args {
     /// The API server.
     #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
@@ -102,50 +103,19 @@ async fn main() -> anyhow::Result<()> {
         progress_deadline: args.progress_deadline,
         ..Config::default()
     };
-    let client = stratus_client::Client::new(&args.apiserver)?;
-    let metrics = Arc::new(Metrics::default());
-    let listener = tokio::net::TcpListener::bind(&args.metrics_listen)
+    let metrics = tokio::net::TcpListener::bind(&args.metrics_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.metrics_listen))?;
-    let autoscaler_listener = tokio::net::TcpListener::bind(&args.autoscaler_listen)
+    let autoscaler = tokio::net::TcpListener::bind(&args.autoscaler_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.autoscaler_listen))?;
-
-    let (stop_tx, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        stratus_support::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stopped| *stopped).await;
-    };
-
-    let served = metrics.clone();
-    let app =
-        Router::new()
-            .route(
-                "/metrics",
-                get(move || {
-                    let body = served.encode();
-                    async move {
-                        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
-                    }
-                }),
-            )
-            .route("/healthz", get(|| async { "ok".into_response() }));
-    let server =
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(until_stopped(stop.clone())).into_future());
-
-    let demand = DemandStore::new();
-    let autoscaler = tokio::spawn(stratus_controllers::serve_autoscaler(
-        autoscaler_listener,
-        demand.clone(),
-        until_stopped(stop.clone()),
-    ));
-
-    stratus_controllers::run_with_demand(client, config, metrics, demand, until_stopped(stop)).await;
-    server.await.context("the metrics server panicked")?.context("the metrics server failed")?;
-    autoscaler.await.context("the autoscaler server panicked")?.context("the autoscaler server failed")?;
+    let platform = Builder::connect(args.apiserver)
+        .controllers(config)
+        .autoscaler_listener(autoscaler)
+        .controllers_metrics(metrics)
+        .start()
+        .await?;
+    platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }
 

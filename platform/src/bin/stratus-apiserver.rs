@@ -1,10 +1,12 @@
-//! `stratus-apiserver`: flags, tracing, then [`stratus_apiserver::ApiServer::serve`].
+//! `stratus-apiserver`: flags, tracing, then the API server alone through
+//! [`stratus_platform::Builder::serve_api`].
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use stratus_apiserver::{ApiServer, StoreOptions};
+use stratus_apiserver::StoreOptions;
+use stratus_platform::Builder;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum StoreKind {
@@ -14,7 +16,12 @@ enum StoreKind {
 
 /// The Stratus API server: resources over gRPC and HTTP/JSON on one port.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(
+    name = "stratus-apiserver",
+    version,
+    about = "The Stratus API server: resources over gRPC and HTTP/JSON on one port, stored in etcd or the embedded store",
+    long_about = None
+)]
 struct Args {
     /// Address to serve gRPC and HTTP on.
     #[arg(long, env = "STRATUS_LISTEN", default_value = stratus_apiserver::DEFAULT_LISTEN)]
@@ -34,15 +41,14 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     stratus_support::init_tracing();
     let args = Args::parse();
-    let opts = match args.store {
+    let store = match args.store {
         StoreKind::Embedded => StoreOptions::Embedded { data_dir: args.data_dir },
         StoreKind::Etcd => StoreOptions::Etcd { endpoints: args.etcd_endpoints },
     };
-    let store = stratus_apiserver::open_store(&opts).await?;
-    let server = ApiServer::new(store).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    server.serve(listener, stratus_support::shutdown_signal()).await?;
+    let platform = Builder::serve_api(store, listener).start().await?;
+    platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }
