@@ -54,69 +54,44 @@ fn traffic(targets: &[stratus_api::v1::TrafficTarget]) -> String {
 
 /// The column titles of a table of `info`'s kind.
 pub fn header(info: &KindInfo, opts: TableOptions) -> Vec<String> {
-    let columns: &[&str] = match (info.kind, opts.wide) {
-        ("Service", false) => &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "TRAFFIC", "READY", "REASON", "AGE"],
-        ("Service", true) => &[
-            "NAME",
-            "URL",
-            "LATESTCREATED",
-            "LATESTREADY",
-            "TRAFFIC",
-            "READY",
-            "REASON",
-            "AGE",
-            "IMAGE",
-            "CONCURRENCY",
-            "SCALE",
-        ],
-        ("Revision", false) => &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE"],
-        ("Revision", true) => {
-            &["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE", "IMAGE", "REASON", "SCALE REASON"]
-        }
-        ("Instance", false) => &["NAME", "REVISION", "NODE", "PHASE", "READY", "RESTARTS", "ADDRESS", "AGE"],
-        ("Instance", true) => &[
-            "NAME",
-            "REVISION",
-            "NODE",
-            "PHASE",
-            "READY",
-            "RESTARTS",
-            "ADDRESS",
-            "AGE",
-            "SERVICE",
-            "CONTAINER",
-            "REASON",
-        ],
-        ("Node", false) => &["NAME", "STATUS", "CPU", "MEMORY", "INSTANCES", "AGE"],
-        ("Node", true) => &[
-            "NAME",
-            "STATUS",
-            "CPU",
-            "MEMORY",
-            "INSTANCES",
-            "AGE",
-            "INTERNAL-IP",
-            "AGENT-VERSION",
-            "OS",
-            "KERNEL-VERSION",
-            "CONTAINER-RUNTIME",
-        ],
-        ("Namespace", _) => &["NAME", "STATUS", "TENANT", "AGE"],
-        ("Tenant", false) => &["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE"],
-        ("Tenant", true) => &["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE", "USERS"],
-        ("Lease", false) => &["NAME", "HOLDER", "AGE"],
-        ("Lease", true) => &["NAME", "HOLDER", "AGE", "DURATION", "RENEWED", "TRANSITIONS"],
-        ("Endpoints", false) => &["NAME", "ENDPOINTS", "AGE"],
-        ("Endpoints", true) => &["NAME", "ENDPOINTS", "AGE", "REVISION"],
-        // Events are read by time, not by their generated names; kubectl leaves NAME out too.
-        ("Event", false) => &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+    let (narrow, extra) = columns(info.kind);
+    let columns: Vec<&str> = match (info.kind, opts.wide) {
+        // As kubectl: the source goes before the message, the rest of the wide columns after.
         ("Event", true) => {
-            &["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"]
+            vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "SOURCE", "MESSAGE", "FIRST SEEN", "COUNT", "NAME"]
         }
-        _ => &["NAME", "AGE"],
+        (_, true) => narrow.iter().chain(extra).copied().collect(),
+        (_, false) => narrow.to_vec(),
     };
     let namespace = (opts.namespace_column && info.namespaced).then(|| "NAMESPACE".to_string());
-    namespace.into_iter().chain(columns.iter().map(|c| c.to_string())).collect()
+    namespace.into_iter().chain(columns.into_iter().map(str::to_string)).collect()
+}
+
+/// A kind's columns: those of every table, and those `-o wide` adds after them.
+fn columns(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    match kind {
+        "Service" => (
+            &["NAME", "URL", "LATESTCREATED", "LATESTREADY", "TRAFFIC", "READY", "REASON", "AGE"],
+            &["IMAGE", "CONCURRENCY", "SCALE"],
+        ),
+        "Revision" => (&["NAME", "SERVICE", "READY", "DESIRED", "ACTUAL", "AGE"], &["IMAGE", "REASON", "SCALE REASON"]),
+        "Instance" => (
+            &["NAME", "REVISION", "NODE", "PHASE", "READY", "RESTARTS", "ADDRESS", "AGE"],
+            &["SERVICE", "CONTAINER", "REASON"],
+        ),
+        "Node" => (
+            &["NAME", "STATUS", "CPU", "MEMORY", "INSTANCES", "AGE"],
+            &["INTERNAL-IP", "AGENT-VERSION", "OS", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
+        ),
+        "Namespace" => (&["NAME", "STATUS", "TENANT", "AGE"], &[]),
+        "Tenant" => (&["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE"], &["USERS"]),
+        "Lease" => (&["NAME", "HOLDER", "AGE"], &["DURATION", "RENEWED", "TRANSITIONS"]),
+        "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &["REVISION"]),
+        // Events are read by time, not by their generated names; kubectl leaves NAME out too.
+        // Wide, they are laid out as kubectl's, not extended: see `header`.
+        "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
+        _ => (&["NAME", "AGE"], &[]),
+    }
 }
 
 /// The cells of one object's row, matching [`header`]; a Node's CPU, MEMORY and INSTANCES come

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub mod autoscaler;
+mod children;
 pub mod clock;
 pub mod config;
 pub mod context;

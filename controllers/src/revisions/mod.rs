@@ -52,10 +52,11 @@ use std::sync::Arc;
 
 use stratus_api::v1::{Instance, Revision, RevisionStatus};
 use stratus_api::{Resource, defaults};
+use stratus_client::Error as ClientError;
 use stratus_client::runtime::{Action, Controller, ObjectRef};
-use stratus_client::{Error as ClientError, ListParams};
 use tracing::info;
 
+use crate::children;
 use crate::context::Context;
 use crate::events::EventType;
 use crate::status::{self, FALSE, READY, TRUE};
@@ -206,29 +207,14 @@ pub fn desired_instances(rev: &Revision) -> i32 {
 
 /// The instances among `instances` that `rev` controls.
 fn owned(rev: &Revision, instances: Vec<Arc<Instance>>) -> Vec<Arc<Instance>> {
-    let (namespace, uid) = (&rev.meta().namespace, &rev.meta().uid);
-    instances
-        .into_iter()
-        .filter(|i| {
-            &i.meta().namespace == namespace
-                && i.meta().owner_references.iter().any(|o| o.controller && o.kind == "Revision" && &o.uid == uid)
-        })
-        .collect()
+    instances.into_iter().filter(|i| children::controls(rev, i.as_ref())).collect()
 }
 
 /// The revision's instances as the API server has them now.
 async fn listed_instances(ctx: &Context, rev: &Revision) -> Result<Vec<Arc<Instance>>> {
-    let params = ListParams {
-        namespace: rev.meta().namespace.clone(),
-        label_selector: format!("{REVISION_LABEL}={}", rev.meta().name),
-        ..Default::default()
-    };
-    let list = ctx
-        .client
-        .list_all::<Instance>(&params)
+    children::list_controlled(&ctx.client, rev, REVISION_LABEL)
         .await
-        .map_err(|source| Error::ListInstances { revision: ObjectRef::from_obj(rev), source })?;
-    Ok(owned(rev, list.items.into_iter().map(Arc::new).collect()))
+        .map_err(|source| Error::ListInstances { revision: ObjectRef::from_obj(rev), source })
 }
 
 /// Deletes an instance if it is still the one that was looked at; gone already is done.

@@ -43,10 +43,11 @@ use std::sync::Arc;
 
 use stratus_api::Resource;
 use stratus_api::v1::{Revision, Service, ServiceStatus};
+use stratus_client::Error as ClientError;
 use stratus_client::runtime::{Action, Controller, ObjectRef};
-use stratus_client::{Error as ClientError, ListParams};
 use tracing::info;
 
+use crate::children;
 use crate::context::Context;
 use crate::events::EventType;
 use crate::status::{self, FALSE};
@@ -136,29 +137,18 @@ async fn reconcile_service(svc: &Service, shared: &Shared) -> Result<Action> {
 
 /// The revisions among `revisions` that `svc` controls and that are not being deleted.
 fn owned(svc: &Service, revisions: Vec<Arc<Revision>>) -> Vec<Arc<Revision>> {
-    let uid = &svc.meta().uid;
     revisions
         .into_iter()
-        .filter(|r| {
-            r.meta().deletion_timestamp.is_none()
-                && r.meta().owner_references.iter().any(|o| o.controller && o.kind == "Service" && &o.uid == uid)
-        })
+        .filter(|r| r.meta().deletion_timestamp.is_none() && children::controls(svc, r.as_ref()))
         .collect()
 }
 
-/// The Service's revisions as the API server has them now.
+/// The Service's revisions, as [`owned`] takes them, as the API server has them now.
 async fn listed_revisions(ctx: &Context, svc: &Service) -> Result<Vec<Arc<Revision>>> {
-    let params = ListParams {
-        namespace: svc.meta().namespace.clone(),
-        label_selector: format!("{SERVICE_LABEL}={}", svc.meta().name),
-        ..Default::default()
-    };
-    let list = ctx
-        .client
-        .list_all::<Revision>(&params)
+    let listed = children::list_controlled(&ctx.client, svc, SERVICE_LABEL)
         .await
         .map_err(|source| Error::ListRevisions { service: ObjectRef::from_obj(svc), source })?;
-    Ok(owned(svc, list.items.into_iter().map(Arc::new).collect()))
+    Ok(owned(svc, listed))
 }
 
 /// Records events for conditions that just turned False.
