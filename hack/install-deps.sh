@@ -21,6 +21,8 @@ deps=(
   "etcd-server|cmd:etcd|the store conformance suite, the benchmark and the end-to-end tests start a real etcd"
   "docker-registry|cmd:docker-registry|hack/images.sh serves the example workload image from a local registry on 127.0.0.1:5000"
   "procps|cmd:kill|tests stop servers with kill -INT/-TERM to check graceful shutdown"
+  "python3|cmd:python3|hack/schemathesis.sh runs Schemathesis (from PyPI) against the API's OpenAPI document"
+  "python3-venv|file:/usr/lib/python3.11/ensurepip/__init__.py|hack/schemathesis.sh installs Schemathesis into a virtual environment of its own (python3 -m venv needs ensurepip)"
 )
 
 have() { # $1: "cmd:NAME" or "file:PATH"

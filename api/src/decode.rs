@@ -62,6 +62,7 @@ pub fn decode_manifest(text: &str) -> Vec<Result<(usize, AnyObject), DocumentErr
 /// Knative Service, and reports unknown fields and wrong types with their path. It neither
 /// defaults nor validates; see [`crate::prepare`].
 pub fn decode_value(mut value: Value) -> Result<AnyObject, ErrorList> {
+    normalize(&mut value);
     let Some(map) = value.as_object_mut() else {
         return Err(FieldError::new(
             "",
@@ -128,8 +129,10 @@ fn quantities_as_strings(value: &mut Value) {
                     && let Value::Object(q) = v
                 {
                     for qv in q.values_mut() {
-                        if let Value::Number(n) = qv {
-                            *qv = Value::String(n.to_string());
+                        if let Value::Number(n) = qv
+                            && let Some(text) = quantity_of_number(n)
+                        {
+                            *qv = Value::String(text);
                         }
                     }
                 }
@@ -139,6 +142,22 @@ fn quantities_as_strings(value: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(quantities_as_strings),
         _ => {}
     }
+}
+
+/// The largest quantity written as a bare number (fifteen digits); larger ones take a suffix
+/// (`2Pi`).
+pub const MAX_NUMERIC_QUANTITY: f64 = 999_999_999_999_999.0;
+
+/// A number in a resource map as quantity text: an integer as it is, a fraction rounded to the
+/// nano (Kubernetes keeps nine decimals too). `None` (so the number is refused as not a
+/// string) beyond ±[`MAX_NUMERIC_QUANTITY`].
+fn quantity_of_number(n: &serde_json::Number) -> Option<String> {
+    if let Some(i) = n.as_i64() {
+        return (i.unsigned_abs() as f64 <= MAX_NUMERIC_QUANTITY).then(|| i.to_string());
+    }
+    let f = n.as_f64().filter(|f| f.is_finite() && f.abs() <= MAX_NUMERIC_QUANTITY)?;
+    let text = format!("{f:.9}");
+    Some(text.trim_end_matches('0').trim_end_matches('.').to_string())
 }
 
 fn join(prefix: &str, path: &str) -> String {
@@ -159,5 +178,49 @@ fn type_name(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "an object",
+    }
+}
+
+/// Reads JSON as proto3 JSON and JSON Schema (so the OpenAPI document) mean it: a field that is
+/// `null` is a field left out, and a number with no fraction (`1.0`) is an integer, which the
+/// typed decoders would otherwise refuse in an integer field. Beyond 2^53 a float no longer
+/// says which integer was written, so it stays as it is (and is refused there).
+fn normalize(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() <= 2f64.powi(53)
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(normalize);
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Resource;
+
+    #[test]
+    fn null_is_left_out_and_a_whole_number_written_with_a_fraction_is_an_integer() {
+        let obj = decode_value(serde_json::json!({
+            "apiVersion": "stratus.dev/v1", "kind": "Tenant",
+            "metadata": {"name": "a", "generation": 3.0, "labels": null, "uid": null},
+            "spec": {"quota": {"maxInstances": 5.0}},
+        }))
+        .map_err(|e| e.to_string());
+        let Ok(AnyObject::Tenant(t)) = obj else { panic!("{obj:?}") };
+        assert_eq!(t.meta().generation, 3);
+        assert_eq!(t.spec.and_then(|s| s.quota).and_then(|q| q.max_instances), Some(5));
+        let half = serde_json::json!({"apiVersion": "stratus.dev/v1", "kind": "Tenant", "metadata": {"name": "a", "generation": 1.5}});
+        assert!(decode_value(half).is_err());
     }
 }

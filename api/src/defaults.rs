@@ -93,8 +93,16 @@ pub fn revision_spec(spec: &mut RevisionSpec) {
             }
         }
         let res = c.resources.get_or_insert_with(ResourceRequirements::default);
-        res.limits.entry("cpu".into()).or_insert_with(|| CPU_LIMIT.into());
-        res.limits.entry("memory".into()).or_insert_with(|| MEMORY_LIMIT.into());
+        for (resource, default) in [("cpu", CPU_LIMIT), ("memory", MEMORY_LIMIT)] {
+            // A request above the default limit raises the limit to it (a limit left out must
+            // not make a request invalid); a request that does not parse is validation's to report.
+            let requested = res.requests.get(resource).filter(|r| {
+                let (r, d) = (r.parse::<crate::quantity::Quantity>(), default.parse::<crate::quantity::Quantity>());
+                matches!((r, d), (Ok(r), Ok(d)) if r.nanos() > d.nanos())
+            });
+            let limit = requested.cloned().unwrap_or_else(|| default.to_string());
+            res.limits.entry(resource.into()).or_insert(limit);
+        }
     }
 }
 
@@ -134,5 +142,23 @@ mod tests {
         assert_eq!(spec.traffic.len(), 1);
         assert_eq!(spec.traffic[0].percent, Some(100));
         assert_eq!(spec.traffic[0].latest_revision, Some(true));
+    }
+
+    #[test]
+    fn a_request_above_the_default_limit_raises_the_limit() {
+        let container = |requests: &[(&str, &str)]| Container {
+            image: "hello".into(),
+            resources: Some(ResourceRequirements {
+                requests: requests.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut spec =
+            RevisionSpec { containers: vec![container(&[("cpu", "2"), ("memory", "100Mi")])], ..Default::default() };
+        revision_spec(&mut spec);
+        let limits = spec.containers[0].resources.clone().unwrap_or_default().limits;
+        assert_eq!(limits.get("cpu").map(String::as_str), Some("2"));
+        assert_eq!(limits.get("memory").map(String::as_str), Some(MEMORY_LIMIT));
     }
 }

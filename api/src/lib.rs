@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod duration;
 mod json_numbers;
 pub mod knative;
+pub mod patterns;
 pub mod quantity;
 pub mod resource;
 pub mod selector;

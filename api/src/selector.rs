@@ -30,6 +30,11 @@ pub struct LabelSelector(Vec<Requirement>);
 impl LabelSelector {
     pub fn parse(s: &str) -> Result<LabelSelector, Error> {
         let err = |reason: &str| Error { selector: s.to_string(), reason: reason.to_string() };
+        if !crate::patterns::is_label_selector(s) {
+            return Err(err(
+                "use key, !key, key=value, key!=value, key in (v1,v2) or key notin (v1,v2), joined by ','",
+            ));
+        }
         let mut reqs = Vec::new();
         for part in split_top_level(s).map_err(|r| err(&r))? {
             let part = part.trim();
@@ -145,6 +150,12 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     pub fn parse(s: &str) -> Result<FieldSelector, Error> {
+        if !crate::patterns::is_field_selector(s) {
+            return Err(Error {
+                selector: s.into(),
+                reason: "use field=value or field!=value, joined by ',', where a field is like spec.nodeName".into(),
+            });
+        }
         let mut terms = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (path, equal, value) = if let Some((p, v)) = part.split_once("!=") {

@@ -121,7 +121,7 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
 
 /// A label or annotation key: an optional DNS-subdomain prefix and '/', then a name of at most
 /// 63 characters of letters, digits, '-', '_' and '.', starting and ending alphanumeric.
-fn qualified_name(key: &str) -> Result<(), String> {
+pub(crate) fn qualified_name(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -143,7 +143,7 @@ fn qualified_name(key: &str) -> Result<(), String> {
     }
 }
 
-fn label_value(value: &str) -> Result<(), String> {
+pub(crate) fn label_value(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Ok(());
     }
@@ -160,6 +160,17 @@ fn label_value(value: &str) -> Result<(), String> {
     }
 }
 
+/// Whether names of `info`'s kind are DNS labels (they become hostnames or label values), not
+/// DNS subdomains.
+pub fn name_is_dns_label(info: &KindInfo) -> bool {
+    matches!(info.kind, "Namespace" | "Service" | "Tenant" | "Node")
+}
+
+/// Checks a name of `info`'s kind.
+pub fn validate_name(info: &KindInfo, name: &str) -> Result<(), String> {
+    if name_is_dns_label(info) { dns_label(name) } else { dns_subdomain(name) }
+}
+
 /// Total size allowed for all annotations of one object, as Kubernetes.
 const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
@@ -168,14 +179,14 @@ const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 pub fn validate_meta(meta: &ObjectMeta, info: &KindInfo, path: &str, errs: &mut ErrorList) {
     let template = path != "metadata";
     if !template || !meta.name.is_empty() {
-        let res = if matches!(info.kind, "Namespace" | "Service" | "Tenant" | "Node") {
-            dns_label(&meta.name)
-        } else {
-            dns_subdomain(&meta.name)
-        };
+        let res = validate_name(info, &meta.name);
         if let Err(e) = res {
             errs.push(format!("{path}.name"), e);
         }
+    }
+    let rv = &meta.resource_version;
+    if !rv.is_empty() && !crate::patterns::is_resource_version(rv) {
+        errs.push(format!("{path}.resourceVersion"), format!("{rv:?} is not a resource version"));
     }
     if !template {
         if info.namespaced {

@@ -11,7 +11,7 @@
 //! plus `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and discovery at `/apis`.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -25,7 +25,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use stratus_api::knative::KNATIVE_API_VERSION;
 use stratus_api::resource::KINDS;
-use stratus_api::{AnyObject, KindInfo};
+use stratus_api::{AnyObject, KindInfo, validation};
 
 use crate::admission::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
@@ -148,6 +148,14 @@ fn parse_target(group: &str, version: &str, rest: &str) -> ApiResult<Target> {
     if !info.namespaced && !namespace.is_empty() {
         return Err(nf());
     }
+    // The path's names keep the rules of the names they address (the document says so too).
+    let bad = |what: &str, e: String| ApiError::new(Reason::BadRequest, format!("{what} in the path: {e}"));
+    if !namespace.is_empty() {
+        validation::dns_label(namespace).map_err(|e| bad("namespace", e))?;
+    }
+    if !name.is_empty() {
+        validation::validate_name(info, name).map_err(|e| bad("name", e))?;
+    }
     Ok(Target { info, namespace: namespace.to_string(), name: name.to_string(), status, log })
 }
 
@@ -191,6 +199,8 @@ async fn resource(
 fn allowed_methods(t: &Target) -> &'static str {
     match (t.log, t.status, t.name.is_empty()) {
         (true, _, _) => "GET",
+        // Every namespace's objects: listed and watched here, created in a namespace.
+        (false, false, true) if t.info.namespaced && t.namespace.is_empty() => "GET",
         (false, true, _) => "GET, PUT",
         (false, false, true) => "GET, POST",
         (false, false, false) => "GET, PUT, PATCH, DELETE",
@@ -206,6 +216,57 @@ fn query_bool(query: &HashMap<String, String>, name: &str) -> ApiResult<bool> {
         Some("true" | "1") => Ok(true),
         Some("false" | "0") => Ok(false),
         Some(other) => Err(ApiError::new(Reason::BadRequest, format!("{name}: {other:?} is not true or false"))),
+    }
+}
+
+/// A whole number of seconds in a query parameter (`timeoutSeconds`), as the OpenAPI document
+/// declares it; absent is `None`.
+fn query_seconds(query: &HashMap<String, String>, name: &str) -> ApiResult<Option<Duration>> {
+    match query.get(name).map(|v| (v, v.parse::<u64>())) {
+        None => Ok(None),
+        // At most i64::MAX, the document's int64.
+        Some((_, Ok(secs))) if i64::try_from(secs).is_ok() => Ok(Some(Duration::from_secs(secs))),
+        Some((v, _)) => {
+            Err(ApiError::new(Reason::BadRequest, format!("{name}: {v:?} is not a whole number of seconds")))
+        }
+    }
+}
+
+/// The query of a list or watch, checked as the OpenAPI document declares it (every parameter,
+/// with or without `watch`).
+struct ListQuery {
+    watch: bool,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+    resource_version: String,
+    limit: usize,
+    continue_token: String,
+}
+
+impl ListQuery {
+    fn parse(query: &HashMap<String, String>) -> ApiResult<ListQuery> {
+        let bad = |message: String| ApiError::new(Reason::BadRequest, message);
+        let resource_version = query.get("resourceVersion").cloned().unwrap_or_default();
+        if !resource_version.is_empty() && !stratus_api::patterns::is_resource_version(&resource_version) {
+            return Err(bad(format!("resourceVersion: {resource_version:?} is not a resource version")));
+        }
+        let limit = match query.get("limit").map(|l| l.parse::<i64>().map(usize::try_from)) {
+            None => 0,
+            Some(Ok(Ok(l))) => l,
+            Some(_) => return Err(bad("limit: must be a non-negative number".into())),
+        };
+        let continue_token = query.get("continue").cloned().unwrap_or_default();
+        if !continue_token.is_empty() && !stratus_api::patterns::is_continue_token(&continue_token) {
+            return Err(bad(format!("continue: {continue_token:?} is not a token this server issued")));
+        }
+        Ok(ListQuery {
+            watch: query_bool(query, "watch")?,
+            bookmarks: query_bool(query, "allowWatchBookmarks")?,
+            timeout: query_seconds(query, "timeoutSeconds")?,
+            resource_version,
+            limit,
+            continue_token,
+        })
     }
 }
 
@@ -227,24 +288,17 @@ async fn handle(
                 labels: query.get("labelSelector").cloned().unwrap_or_default(),
                 fields: query.get("fieldSelector").cloned().unwrap_or_default(),
             };
-            let flags = query_bool(query, "watch").and_then(|w| Ok((w, query_bool(query, "allowWatchBookmarks")?)));
-            let (watching, bookmarks) = match flags {
-                Ok(flags) => flags,
+            let q = match ListQuery::parse(query) {
+                Ok(q) => q,
                 Err(e) => return ("list", Err(e)),
             };
-            if watching {
-                let rv = query.get("resourceVersion").cloned().unwrap_or_default();
-                return ("watch", watch(registry, caller, kind, &sel, &rv, bookmarks).await);
+            if q.watch {
+                return (
+                    "watch",
+                    watch(registry, caller, kind, &sel, &q.resource_version, q.bookmarks, q.timeout).await,
+                );
             }
-            let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
-                None => 0,
-                Some(Ok(l)) => l,
-                Some(Err(_)) => {
-                    return ("list", Err(ApiError::new(Reason::BadRequest, "limit: must be a non-negative number")));
-                }
-            };
-            let token = query.get("continue").cloned().unwrap_or_default();
-            let res = registry.list(caller, kind, &sel, limit, &token).await.map(|page| {
+            let res = registry.list(caller, kind, &sel, q.limit, &q.continue_token).await.map(|page| {
                 let items: Vec<Value> = page.items.iter().map(AnyObject::to_json).collect();
                 let list = json!({
                     "apiVersion": stratus_api::API_VERSION,
@@ -256,7 +310,7 @@ async fn handle(
             });
             ("list", res)
         }
-        ("POST", true, false) => {
+        ("POST", true, false) if !(t.info.namespaced && t.namespace.is_empty()) => {
             let res = async {
                 let obj = read_object(&t, headers, body).await?;
                 let created = registry.create(caller, obj).await?;
@@ -345,8 +399,17 @@ async fn watch(
     sel: &Selection,
     rv: &str,
     bookmarks: bool,
+    timeout: Option<Duration>,
 ) -> ApiResult<Response> {
     let events = registry.watch(caller, kind, sel, rv, bookmarks).await?;
+    // `timeoutSeconds`, as Kubernetes: the stream ends cleanly after it and the client watches
+    // again from the last version it saw.
+    let events = events.take_until(async move {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    });
     let lines = events.map(|ev| {
         let line = match ev {
             Ok(ev) => json!({"type": ev.kind, "object": ev.object.to_json()}),
@@ -356,7 +419,7 @@ async fn watch(
         bytes.push(b'\n');
         Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
     });
-    Ok(([(header::CONTENT_TYPE, "application/json;stream=watch")], Body::from_stream(lines)).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
 fn content_type(headers: &HeaderMap) -> &str {

@@ -398,7 +398,7 @@ async fn health_metrics_and_openapi() {
         m.text
     );
     let doc = get(&format!("{}/openapi.json", s.endpoint)).await;
-    assert_eq!(doc.body["openapi"], "3.0.3");
+    assert_eq!(doc.body["openapi"], "3.1.0");
     assert!(doc.body["paths"].as_object().unwrap().len() > 20);
     let d = get(&format!("{}/apis/stratus.dev/v1", s.endpoint)).await;
     assert!(d.body["resources"].as_array().unwrap().iter().any(|r| r["name"] == "services"));
@@ -518,7 +518,7 @@ async fn editing_a_terminating_namespace_keeps_it_until_empty() {
 #[tokio::test]
 async fn watch_from_a_future_version_is_rejected() {
     let s = TestServer::start().await;
-    let r = get(&format!("{}{SVCS}?watch=true&resourceVersion=9223372036854775807", s.endpoint)).await;
+    let r = get(&format!("{}{SVCS}?watch=true&resourceVersion=999999999999999999", s.endpoint)).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("newer than"), "{}", r.text);
 }

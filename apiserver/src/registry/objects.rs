@@ -48,7 +48,8 @@ pub(super) fn decode(info: &KindInfo, kv: &KeyValue) -> ApiResult<AnyObject> {
 }
 
 pub(super) fn parse_rv(rv: &str) -> ApiResult<i64> {
-    rv.parse::<i64>().ok().filter(|r| *r >= 0).ok_or_else(|| {
+    let digits = stratus_api::patterns::is_resource_version(rv);
+    rv.parse::<i64>().ok().filter(|_| digits).ok_or_else(|| {
         ApiError::new(Reason::BadRequest, format!("metadata.resourceVersion: {rv:?} is not a resource version"))
     })
 }

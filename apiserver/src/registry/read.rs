@@ -42,12 +42,9 @@ impl Registry {
 
         let (mut revision, mut start_after) = (None, None);
         if !token.is_empty() {
-            let (rev, key) = decode_token(token)?;
-            if !key.starts_with(&prefix) {
-                return Err(ApiError::new(Reason::BadRequest, "the continue token belongs to another list"));
-            }
+            let (rev, after) = decode_token(token)?;
             revision = Some(rev);
-            start_after = Some(key);
+            start_after = Some(format!("{prefix}{after}"));
         }
         let mut items = Vec::new();
         loop {
@@ -75,7 +72,7 @@ impl Registry {
                         return Ok(ListPage {
                             items,
                             resource_version: page.revision.to_string(),
-                            continue_token: encode_token(page.revision, &last),
+                            continue_token: encode_token(page.revision, last.strip_prefix(&prefix).unwrap_or(&last)),
                         });
                     }
                     items.push(obj);
@@ -223,24 +220,21 @@ fn bookmark_object(info: &KindInfo) -> AnyObject {
     obj
 }
 
-fn encode_token(revision: i64, last_key: &str) -> String {
-    let hex: String = last_key.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{revision}.{hex}")
+/// A continue token, as Kubernetes': the revision the list is read at and where it goes on,
+/// as the key of the last item relative to the list's prefix (`default/hello`), so that a
+/// token names a position in any list and never a key outside it. Keys are made of names, so
+/// the token is URL-safe as it is: `42.default/hello`.
+fn encode_token(revision: i64, after: &str) -> String {
+    format!("{revision}.{after}")
 }
 
 fn decode_token(token: &str) -> ApiResult<(i64, String)> {
     let bad = || ApiError::new(Reason::BadRequest, format!("continue token {token:?} is not one this server issued"));
-    let (rev, hex) = token.split_once('.').ok_or_else(bad)?;
-    let rev = rev.parse::<i64>().map_err(|_| bad())?;
-    if hex.len() % 2 != 0 {
+    if !stratus_api::patterns::is_continue_token(token) {
         return Err(bad());
     }
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)?;
-    Ok((rev, String::from_utf8(bytes).map_err(|_| bad())?))
+    let (rev, after) = token.split_once('.').ok_or_else(bad)?;
+    Ok((rev.parse::<i64>().map_err(|_| bad())?, after.to_string()))
 }
 
 #[cfg(test)]
@@ -249,9 +243,10 @@ mod tests {
 
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
-        let t = encode_token(42, "/registry/services/default/hello");
-        assert_eq!(decode_token(&t).ok(), Some((42, "/registry/services/default/hello".to_string())));
-        for bad in ["", "x", "12", "12.zz", "abc.00", "1.0"] {
+        let t = encode_token(42, "default/hello");
+        assert_eq!(t, "42.default/hello");
+        assert_eq!(decode_token(&t).ok(), Some((42, "default/hello".to_string())));
+        for bad in ["", "x", "12", "12.A", "abc.00", "-1.a", "1.a b", "1.a%00"] {
             assert!(decode_token(bad).is_err(), "{bad}");
         }
     }

@@ -5,7 +5,10 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 use serde_json::{Map, Value, json};
+use stratus_api::patterns::{CONTINUE_TOKEN, DNS_LABEL, FIELD_SELECTOR, LABEL_SELECTOR, RESOURCE_VERSION};
 use stratus_api::resource::KINDS;
+
+mod rules;
 
 const PACKAGE: &str = ".stratus.v1.";
 
@@ -28,38 +31,51 @@ pub fn document() -> Value {
             "items": {"type": "array", "items": schema}}});
         let obj_ok = json!({"description": "the object", "content": {"application/json": {"schema": schema}}});
         let errors = error_responses();
-        let body = json!({"required": true, "content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}}});
-        let name_param = json!({"name": "name", "in": "path", "required": true, "schema": {"type": "string"}});
-        let ns_param = json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string"}});
+        let body_of = |schema: &Value| json!({"required": true, "content": {"application/json": {"schema": schema}, "application/yaml": {"schema": schema}}});
+        let body = body_of(&schema);
+        // A create names its object in the body; elsewhere the path names it.
+        let create_body = body_of(&json!({"allOf": [schema, {"required": ["metadata"],
+            "properties": {"metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "minLength": 1}}}}}]}));
+        // A replace sends back the version it read.
+        let replace_body = body_of(&json!({"allOf": [schema, {"required": ["metadata"],
+            "properties": {"metadata": {"type": "object", "required": ["resourceVersion"], "properties": {"resourceVersion": {"type": "string", "minLength": 1}}}}}]}));
+        let name_param = json!({"name": "name", "in": "path", "required": true, "schema": rules::name_schema(k)});
+        let ns_param = json!({"name": "namespace", "in": "path", "required": true, "schema": {"type": "string", "pattern": DNS_LABEL}});
         let list_params = json!([
-            {"name": "labelSelector", "in": "query", "schema": {"type": "string"}, "description": "e.g. app=web,tier!=db"},
-            {"name": "fieldSelector", "in": "query", "schema": {"type": "string"}, "description": "e.g. spec.nodeName=node-1"},
-            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}},
-            {"name": "continue", "in": "query", "schema": {"type": "string"}},
-            {"name": "watch", "in": "query", "schema": {"type": "boolean"}, "description": "stream newline-delimited JSON events"},
-            {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}, "description": "with watch: the changes after this version"},
+            {"name": "labelSelector", "in": "query", "schema": {"type": "string", "pattern": *LABEL_SELECTOR}, "description": "e.g. app=web,tier!=db,env in (a,b),!canary"},
+            {"name": "fieldSelector", "in": "query", "schema": {"type": "string", "pattern": *FIELD_SELECTOR}, "description": "e.g. spec.nodeName=node-1"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 0}, "description": "at most this many items (0: the server's maximum)"},
+            {"name": "continue", "in": "query", "schema": {"type": "string", "pattern": rules::optional(CONTINUE_TOKEN)}, "description": "the metadata.continue of the previous page"},
+            {"name": "watch", "in": "query", "schema": {"type": "boolean"}, "description": "stream newline-delimited JSON events (application/x-ndjson)"},
+            {"name": "resourceVersion", "in": "query", "schema": {"type": "string", "pattern": rules::optional(RESOURCE_VERSION)}, "description": "with watch: the changes after this version"},
             {"name": "allowWatchBookmarks", "in": "query", "schema": {"type": "boolean"}},
+            {"name": "timeoutSeconds", "in": "query", "schema": {"type": "integer", "format": "int64", "minimum": 0},
+             "description": "with watch: end the stream after this many seconds"},
         ]);
+        let watch_events = json!({"type": "string", "description": format!(
+            "one WatchEvent (#/components/schemas/WatchEvent) of {} per line", k.plural)});
         let collection = json!({
             "get": {"operationId": format!("list{}", k.kind), "summary": format!("List or watch {}", k.plural),
                     "parameters": list_params,
-                    "responses": merge(json!({"200": {"description": "the list", "content": {"application/json": {"schema": list}}}}), &errors)},
-            "post": {"operationId": format!("create{}", k.kind), "summary": format!("Create a {}", k.singular), "requestBody": body,
+                    "responses": merge(json!({"200": {"description": "the list, or with watch the events",
+                        "content": {"application/json": {"schema": list}, "application/x-ndjson": {"schema": watch_events}}}}), &errors)},
+            "post": {"operationId": format!("create{}", k.kind), "summary": format!("Create a {}", k.singular), "requestBody": create_body,
                      "responses": merge(json!({"201": obj_ok}), &errors)},
         });
         let item = json!({
             "get": {"operationId": format!("read{}", k.kind), "responses": merge(json!({"200": obj_ok}), &errors)},
             "put": {"operationId": format!("replace{}", k.kind), "summary": "Replace metadata and spec; send the resourceVersion read",
-                    "requestBody": body, "responses": merge(json!({"200": obj_ok}), &errors)},
+                    "requestBody": replace_body, "responses": merge(json!({"200": obj_ok}), &errors)},
             "patch": {"operationId": format!("apply{}", k.kind), "summary": "Apply: create, or update metadata and spec",
                       "requestBody": body, "responses": merge(json!({"200": obj_ok, "201": obj_ok}), &errors)},
             "delete": {"operationId": format!("delete{}", k.kind),
-                       "parameters": [{"name": "resourceVersion", "in": "query", "schema": {"type": "string"}, "description": "delete only at this version"}],
+                       "parameters": [{"name": "resourceVersion", "in": "query", "schema": {"type": "string", "pattern": rules::optional(RESOURCE_VERSION)}, "description": "delete only at this version"}],
                        "responses": merge(json!({"200": obj_ok}), &errors)},
         });
         let status = json!({
-            "put": {"operationId": format!("replace{}Status", k.kind), "summary": "Replace the status",
-                    "requestBody": body, "responses": merge(json!({"200": obj_ok}), &errors)},
+            "get": {"operationId": format!("read{}Status", k.kind), "responses": merge(json!({"200": obj_ok}), &errors)},
+            "put": {"operationId": format!("replace{}Status", k.kind), "summary": "Replace the status; send the resourceVersion read",
+                    "requestBody": replace_body, "responses": merge(json!({"200": obj_ok}), &errors)},
         });
         let base = "/apis/stratus.dev/v1";
         let with_params = |mut v: Value, params: Value| {
@@ -106,6 +122,13 @@ pub fn document() -> Value {
             paths.insert(format!("{base}/{}/{{name}}/status", k.plural), with_params(status, json!([name_param])));
         }
     }
+    rules::apply(&mut schemas);
+    schemas.insert(
+        "WatchEvent".into(),
+        json!({"type": "object", "required": ["type", "object"], "properties": {
+            "type": {"type": "string", "enum": ["ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"]},
+            "object": {"type": "object", "description": "the object, or with ERROR a Status"}}}),
+    );
     schemas.insert(
         "Status".into(),
         json!({"type": "object", "description": "why a request failed", "properties": {
@@ -115,9 +138,13 @@ pub fn document() -> Value {
                 "field": {"type": "string"}, "message": {"type": "string"}, "reason": {"type": "string"}}}}}}}}),
     );
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "Stratus API", "version": "v1",
-                 "description": "Resources of the Stratus serverless container platform. The same API is served over gRPC (stratus.v1.ResourceService) on the same port."},
+                 "description": format!(
+                     "Resources of the Stratus serverless container platform. The same API is served over gRPC \
+                      (stratus.v1.ResourceService) on the same port.\n\nBeside what the schemas say, a request is \
+                      refused unless:\n{}",
+                     rules::CROSS_FIELD_RULES.iter().map(|r| format!("- {r}\n")).collect::<String>())},
         "paths": paths,
         "components": {"schemas": schemas},
     })
@@ -218,25 +245,45 @@ mod tests {
     #[test]
     fn document_describes_every_kind_with_its_fields() {
         let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        // A field that may be left out may be null (proto3 JSON); this is the field's own schema.
+        let field = |schema: &str, field: &str| {
+            let f = &schemas[schema]["properties"][field];
+            f.get("anyOf").and_then(|a| a.get(0)).cloned().unwrap_or_else(|| f.clone())
+        };
         for k in KINDS {
-            assert!(doc["components"]["schemas"][k.kind]["properties"]["metadata"].is_object(), "{}", k.kind);
+            assert!(schemas[k.kind]["properties"]["metadata"].is_object(), "{}", k.kind);
+            assert_eq!(field(k.kind, "kind")["const"], k.kind);
         }
-        let container = &doc["components"]["schemas"]["Container"]["properties"];
-        assert_eq!(container["image"]["type"], "string");
-        assert_eq!(container["ports"]["type"], "array");
-        let meta = &doc["components"]["schemas"]["ObjectMeta"]["properties"];
-        assert_eq!(meta["labels"]["type"], "object");
-        assert_eq!(meta["creationTimestamp"]["format"], "date-time");
+        assert_eq!(field("Container", "image")["type"], "string");
+        assert_eq!(field("Container", "ports")["type"], "array");
+        assert_eq!(field("ObjectMeta", "labels")["type"], "object");
+        assert_eq!(field("ObjectMeta", "creationTimestamp")["format"], "date-time");
         // 64-bit integers are numbers, as the server prints them (not proto3's strings).
         let int64 = json!({"type": "integer", "format": "int64"});
-        assert_eq!(meta["generation"], int64);
-        let schemas = &doc["components"]["schemas"];
-        assert_eq!(schemas["ServiceStatus"]["properties"]["observedGeneration"], int64);
-        assert_eq!(schemas["SecurityContext"]["properties"]["runAsUser"], int64);
-        assert_eq!(schemas["SecurityContext"]["properties"]["runAsGroup"], int64);
-        assert_eq!(schemas["ResourceUsage"]["properties"]["memoryBytes"], int64);
+        assert_eq!(field("ObjectMeta", "generation"), int64);
+        assert_eq!(field("ServiceStatus", "observedGeneration"), int64);
+        assert_eq!(field("SecurityContext", "runAsGroup"), int64);
+        assert_eq!(field("ResourceUsage", "memoryBytes"), int64);
+        assert_eq!(field("SecurityContext", "runAsUser")["minimum"], 0);
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services/{name}"]["put"].is_object());
-        assert!(doc["paths"]["/apis/stratus.dev/v1/nodes/{name}/status"]["put"].is_object());
+        assert!(doc["paths"]["/apis/stratus.dev/v1/nodes/{name}/status"]["get"].is_object());
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/instances/{name}/log"]["get"].is_object());
+    }
+
+    #[test]
+    fn the_rules_validation_checks_are_in_the_document() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let spec_traffic = &schemas["ServiceSpec"]["properties"]["traffic"]["anyOf"][0]["items"]["allOf"][1];
+        let percent = &spec_traffic["properties"]["percent"];
+        assert_eq!((percent["minimum"].as_i64(), percent["maximum"].as_i64()), (Some(0), Some(100)));
+        assert_eq!(schemas["Probe"]["oneOf"].as_array().map(Vec::len), Some(2));
+        assert_eq!(schemas["Service"]["required"], json!(["apiVersion", "kind", "spec"]));
+        let list = &doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services"]["get"]["parameters"];
+        let selector = list.as_array().and_then(|p| p.iter().find(|p| p["name"] == "labelSelector"));
+        assert_eq!(selector.map(|s| s["schema"]["pattern"].clone()), Some(json!(*LABEL_SELECTOR)));
+        let description = doc["info"]["description"].as_str().unwrap_or_default();
+        assert!(description.contains("traffic percentages add up to 100"), "{description}");
     }
 }

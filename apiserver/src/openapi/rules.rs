@@ -1,0 +1,281 @@
+//! What validation checks, stated in the document: the patterns, ranges, enumerations and
+//! required fields of [`stratus_api::validation`], laid over the schemas generated from the
+//! proto descriptors. A generated client (or Schemathesis) that keeps to the document is
+//! accepted, and what breaks it is refused.
+//!
+//! A few rules relate two fields and JSON Schema cannot state them; they are listed in
+//! [`CROSS_FIELD_RULES`], printed in the document's description, and kept by
+//! `hack/schemathesis/hooks.py` when it generates requests.
+
+use serde_json::{Map, Value, json};
+use stratus_api::KindInfo;
+use stratus_api::patterns::{DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, POSITIVE_QUANTITY, QUALIFIED_NAME, QUANTITY};
+use stratus_api::resource::KINDS;
+use stratus_api::validation::RESERVED_ENV;
+
+/// The rules between fields that the schemas cannot express.
+pub const CROSS_FIELD_RULES: &[&str] = &[
+    "metadata.namespace and metadata.name, when set, equal those of the path",
+    "spec.traffic percentages add up to 100, and its tags are unique",
+    "scaling.minInstances is at most scaling.maxInstances",
+    "a container's resource request is at most its limit",
+    "the containers of a revision have unique names, and with more than one exactly one declares a port",
+    "an update keeps a Service's bring-your-own revision name only with the same template",
+    "the annotations of one object take at most 256 KiB",
+];
+
+/// `pattern` or the empty string.
+pub fn optional(pattern: &str) -> String {
+    let inner = pattern.trim_start_matches('^').trim_end_matches('$');
+    format!("^({inner})?$")
+}
+
+fn string(pattern: &str) -> Value {
+    json!({"type": "string", "pattern": pattern})
+}
+
+/// A DNS label, or nothing.
+fn optional_label() -> Value {
+    string(&optional(DNS_LABEL))
+}
+
+/// A DNS subdomain, or nothing.
+fn optional_subdomain() -> Value {
+    json!({"type": "string", "pattern": optional(DNS_SUBDOMAIN), "maxLength": 253})
+}
+
+fn int(min: i64, max: i64) -> Value {
+    json!({"type": "integer", "format": "int32", "minimum": min, "maximum": max})
+}
+
+fn non_negative(format: &str) -> Value {
+    json!({"type": "integer", "format": format, "minimum": 0})
+}
+
+/// A name of `info`'s kind: a DNS label or subdomain as [`validate_meta`] checks it.
+///
+/// [`validate_meta`]: stratus_api::validation::validate_meta
+pub fn name_schema(info: &KindInfo) -> Value {
+    if stratus_api::validation::name_is_dns_label(info) {
+        string(DNS_LABEL)
+    } else {
+        json!({"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253})
+    }
+}
+
+/// Lays the rules over `schemas` (the generated components).
+pub fn apply(schemas: &mut Map<String, Value>) {
+    // A quantity is text, or (as Kubernetes reads `cpu: 1`) a number of up to fifteen digits.
+    let max = stratus_api::decode::MAX_NUMERIC_QUANTITY;
+    let positive = json!({"anyOf": [string(POSITIVE_QUANTITY), {"type": "number", "minimum": 1e-9, "maximum": max}]});
+    let any_quantity = json!({"anyOf": [string(QUANTITY), {"type": "number", "minimum": -max, "maximum": max}]});
+    let quantity_map =
+        json!({"type": "object", "propertyNames": {"enum": ["cpu", "memory"]}, "additionalProperties": positive});
+    let image = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$";
+    let port = "0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+    let properties: &[(&str, &str, Value)] = &[
+        ("ObjectMeta", "resourceVersion", string(&optional(stratus_api::patterns::RESOURCE_VERSION))),
+        (
+            "ObjectMeta",
+            "labels",
+            json!({"type": "object", "propertyNames": string(QUALIFIED_NAME), "additionalProperties": string(LABEL_VALUE)}),
+        ),
+        (
+            "ObjectMeta",
+            "annotations",
+            json!({"type": "object", "propertyNames": string(QUALIFIED_NAME), "additionalProperties": {"type": "string"}}),
+        ),
+        ("ObjectMeta", "finalizers", json!({"type": "array", "items": string(QUALIFIED_NAME)})),
+        ("OwnerReference", "apiVersion", json!({"type": "string", "minLength": 1})),
+        ("OwnerReference", "kind", json!({"type": "string", "minLength": 1})),
+        ("OwnerReference", "name", json!({"type": "string", "minLength": 1})),
+        ("OwnerReference", "uid", json!({"type": "string", "minLength": 1})),
+        ("ServiceSpec", "rateLimitRps", non_negative("int32")),
+        // What a Service asks for (its status reports both a revision and latestRevision): a URL
+        // is the platform's to set, and a target is `latestRevision: true` or a revision by name.
+        (
+            "ServiceSpec",
+            "traffic",
+            json!({"type": "array", "items": {"allOf": [
+                {"$ref": "#/components/schemas/TrafficTarget"},
+                {"properties": {"url": {"maxLength": 0}, "percent": int(0, 100), "tag": optional_label(),
+                                "revisionName": optional_subdomain()}, "oneOf": [
+                    {"required": ["latestRevision"], "properties": {"latestRevision": {"const": true}, "revisionName": {"maxLength": 0}}},
+                    {"required": ["revisionName"], "properties": {"latestRevision": {"const": false}, "revisionName": {"type": "string", "minLength": 1}}},
+                ]},
+            ]}}),
+        ),
+        (
+            "RevisionSpec",
+            "containers",
+            json!({"type": "array", "minItems": 1, "maxItems": 10, "items": {"$ref": "#/components/schemas/Container"}}),
+        ),
+        ("RevisionSpec", "containerConcurrency", int(0, 1000)),
+        ("RevisionSpec", "timeoutSeconds", int(1, 3600)),
+        ("RevisionSpec", "terminationGracePeriodSeconds", int(0, 3600)),
+        ("RevisionSpec", "serviceAccountName", optional_subdomain()),
+        ("Scaling", "minInstances", non_negative("int32")),
+        ("Scaling", "maxInstances", json!({"type": "integer", "format": "int32", "minimum": 1})),
+        ("Scaling", "metric", json!({"type": "string", "enum": ["", "concurrency", "rps", "cpu"]})),
+        ("Scaling", "target", json!({"type": "number", "exclusiveMinimum": 0})),
+        ("Scaling", "targetUtilizationPercentage", int(1, 100)),
+        ("Scaling", "initialScale", non_negative("int32")),
+        ("Container", "name", optional_label()),
+        ("Container", "image", string(image)),
+        ("Container", "imagePullPolicy", json!({"type": "string", "enum": ["", "IfNotPresent", "Always", "Never"]})),
+        (
+            "Container",
+            "ports",
+            json!({"type": "array", "maxItems": 1, "items": {"$ref": "#/components/schemas/ContainerPort"}}),
+        ),
+        // 0 (or none) is the default port, 8080.
+        ("ContainerPort", "containerPort", int(0, 65535)),
+        ("ContainerPort", "name", json!({"type": "string", "enum": ["", "http1", "h2c"]})),
+        ("ContainerPort", "protocol", json!({"type": "string", "enum": ["", "TCP"]})),
+        (
+            "EnvVar",
+            "name",
+            json!({"type": "string", "pattern": "^[^=\\x00-\\x1f\\x7f-\\x9f]+$", "not": {"enum": RESERVED_ENV}}),
+        ),
+        ("ResourceRequirements", "limits", quantity_map.clone()),
+        ("ResourceRequirements", "requests", quantity_map),
+        ("Probe", "initialDelaySeconds", non_negative("int32")),
+        ("Probe", "timeoutSeconds", non_negative("int32")),
+        ("Probe", "periodSeconds", non_negative("int32")),
+        ("Probe", "successThreshold", non_negative("int32")),
+        ("Probe", "failureThreshold", non_negative("int32")),
+        ("HttpGetAction", "port", int(0, 65535)),
+        ("HttpGetAction", "path", string("^(/[\\s\\S]*)?$")),
+        ("HttpGetAction", "scheme", json!({"type": "string", "enum": ["", "HTTP"]})),
+        ("TcpSocketAction", "port", int(0, 65535)),
+        ("SecurityContext", "runAsUser", non_negative("int64")),
+        ("SecurityContext", "allowPrivilegeEscalation", json!({"type": "boolean", "const": false})),
+        // An Instance's spec is complete (no defaults): every port is named by number.
+        (
+            "InstanceSpec",
+            "containers",
+            json!({"type": "array", "minItems": 1, "items": {"allOf": [
+                {"$ref": "#/components/schemas/Container"},
+                {"properties": {"ports": {"items": {"required": ["containerPort"], "properties": {"containerPort": {"type": "integer", "minimum": 1}}}}}},
+            ]}}),
+        ),
+        // A template's name is the revision's: a DNS label, or none.
+        (
+            "RevisionTemplate",
+            "metadata",
+            json!({"allOf": [{"$ref": "#/components/schemas/ObjectMeta"},
+            {"properties": {"name": {"pattern": optional(DNS_LABEL)}}}]}),
+        ),
+        ("InstanceSpec", "nodeName", optional_label()),
+        ("NamespaceSpec", "tenant", optional_label()),
+        ("TenantQuota", "maxCpu", string(&optional(POSITIVE_QUANTITY))),
+        ("TenantQuota", "maxMemory", string(&optional(POSITIVE_QUANTITY))),
+        ("TenantQuota", "maxInstances", non_negative("int32")),
+        ("NodeStatus", "capacity", json!({"type": "object", "additionalProperties": any_quantity})),
+        ("NodeStatus", "allocatable", json!({"type": "object", "additionalProperties": any_quantity})),
+        ("LeaseSpec", "leaseDurationSeconds", non_negative("int32")),
+        ("EndpointAddress", "address", string(&format!("^[\\s\\S]*:\\+?{port}$"))),
+        ("EventSpec", "reason", json!({"type": "string", "minLength": 1})),
+        ("EventSpec", "type", json!({"type": "string", "enum": ["", "Normal", "Warning"]})),
+    ];
+    for (schema, property, rule) in properties {
+        if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|p| p.as_object_mut())
+        {
+            let merged = merge(p.get(*property).cloned().unwrap_or(Value::Null), rule);
+            p.insert((*property).to_string(), merged);
+        }
+    }
+    let required: &[(&str, &[&str])] = &[
+        ("OwnerReference", &["apiVersion", "kind", "name", "uid"]),
+        ("Container", &["image"]),
+        ("EnvVar", &["name"]),
+        ("EndpointAddress", &["address"]),
+        ("Service", &["spec"]),
+        ("ServiceSpec", &["template"]),
+        ("RevisionTemplate", &["spec"]),
+        ("Revision", &["spec"]),
+        ("RevisionSpec", &["containers"]),
+        ("Instance", &["spec"]),
+        ("InstanceSpec", &["containers"]),
+        ("Event", &["spec"]),
+        ("EventSpec", &["reason"]),
+    ];
+    for (schema, fields) in required {
+        if let Some(s) = schemas.get_mut(*schema).and_then(Value::as_object_mut) {
+            s.insert("required".into(), json!(fields));
+        }
+    }
+    // A probe checks in exactly one way.
+    if let Some(s) = schemas.get_mut("Probe").and_then(Value::as_object_mut) {
+        let set = |field: &str| json!({"required": [field], "properties": {field: {"type": "object"}}});
+        s.insert("oneOf".into(), json!([set("httpGet"), set("tcpSocket")]));
+    }
+    for info in KINDS {
+        let Some(s) = schemas.get_mut(info.kind).and_then(Value::as_object_mut) else { continue };
+        let versions: Vec<&str> = if info.kind == "Service" {
+            vec![stratus_api::API_VERSION, stratus_api::knative::KNATIVE_API_VERSION]
+        } else {
+            vec![stratus_api::API_VERSION]
+        };
+        // No `type`: `null` is as good as leaving it out (ObjectMeta says which types).
+        let namespace = if info.namespaced { json!({"pattern": optional(DNS_LABEL)}) } else { json!({"maxLength": 0}) };
+        let mut name = name_schema(info);
+        if let Some(n) = name.as_object_mut() {
+            n.remove("type");
+            if let Some(p) = n.get_mut("pattern") {
+                *p = Value::String(optional(p.as_str().unwrap_or_default()));
+            }
+        }
+        let mut required = vec!["apiVersion", "kind"];
+        if let Some(Value::Array(more)) = s.get("required") {
+            required
+                .extend(more.iter().filter_map(Value::as_str).filter(|f| !required.contains(f)).collect::<Vec<_>>());
+        }
+        s.insert("required".into(), json!(required));
+        if let Some(p) = s.get_mut("properties").and_then(Value::as_object_mut) {
+            p.insert("apiVersion".into(), json!({"type": "string", "enum": versions}));
+            p.insert("kind".into(), json!({"type": "string", "const": info.kind}));
+            p.insert(
+                "metadata".into(),
+                json!({"allOf": [{"$ref": "#/components/schemas/ObjectMeta"},
+                                 {"properties": {"name": name, "namespace": namespace}}]}),
+            );
+        }
+    }
+    nullable(schemas);
+}
+
+/// Proto3 JSON reads `null` as a field left out (the server drops it, see
+/// `stratus_api::decode`), so every field that may be left out may be `null` too.
+fn nullable(schemas: &mut Map<String, Value>) {
+    for schema in schemas.values_mut() {
+        let required: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).map(String::from).collect())
+            .unwrap_or_default();
+        let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) else { continue };
+        for (name, prop) in props.iter_mut() {
+            // So may the values of a map (an object of one schema of values).
+            if let Some(values) = prop.get_mut("additionalProperties").filter(|v| v.is_object()) {
+                *values = json!({"anyOf": [values.take(), {"type": "null"}]});
+            }
+            if !required.contains(name) {
+                *prop = json!({"anyOf": [prop.take(), {"type": "null"}]});
+            }
+        }
+    }
+}
+
+/// `rule` over `base`: `rule`'s keys win.
+fn merge(base: Value, rule: &Value) -> Value {
+    match (base, rule) {
+        (Value::Object(mut b), Value::Object(r)) => {
+            for (k, v) in r {
+                b.insert(k.clone(), v.clone());
+            }
+            Value::Object(b)
+        }
+        (_, r) => r.clone(),
+    }
+}

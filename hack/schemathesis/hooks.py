@@ -1,0 +1,160 @@
+"""Schemathesis hooks for hack/schemathesis.sh.
+
+The document (GET /openapi.json) states every rule of a single field. What it cannot state is
+kept here, and only for requests Schemathesis means to be valid (its positive cases); the
+requests it means to be invalid go out as generated:
+
+- the rules between fields, which the document lists in its description: the namespace and name
+  of a body are those of the path, traffic adds up to 100 with unique tags, minInstances is at
+  most maxInstances, a request at most its limit, containers have unique names and with more than
+  one exactly one has a port, and the annotations of one object stay under 256 KiB;
+- the state of the server: a resource version or continue token names a version the store has
+  written (one from the future is refused, and the document cannot know which exist);
+- YAML is written as YAML 1.2 (see `yaml_as_json`);
+- a watch is a stream that never ends by itself, so every watch asks the server to end it after
+  a second through the API's own `timeoutSeconds`.
+
+The watch stream itself (application/x-ndjson) is read by the deserializer below: every line
+must be a WatchEvent.
+"""
+
+import json
+
+import schemathesis
+from schemathesis.transport.requests import REQUESTS_TRANSPORT
+
+QUANTITY_FACTORS = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}
+
+
+def _truthy(value):
+    # A repeated parameter comes as a list; the server refuses those, but it must not hang first.
+    values = value if isinstance(value, list) else [value]
+    return any(v is True or v in ("true", "1") for v in values)
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _quantity(text):
+    if not isinstance(text, str):
+        return float(text)
+    text = text.lstrip("+")
+    for suffix in sorted(QUANTITY_FACTORS, key=len, reverse=True):
+        if suffix and text.endswith(suffix):
+            return float(text[: -len(suffix)] or 0) * QUANTITY_FACTORS[suffix]
+    return float(text)
+
+
+def _revision_spec(spec):
+    """Keeps a revision spec's cross-field rules: fixes what generation broke."""
+    if not isinstance(spec, dict):
+        return
+    containers = [c for c in spec.get("containers") or [] if isinstance(c, dict)]
+    seen = set()
+    for i, c in enumerate(containers):
+        if c.get("name") and c["name"] in seen:
+            c["name"] = f"c{i}"
+        seen.add(c.get("name"))
+        resources = c.get("resources")
+        if isinstance(resources, dict):
+            limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+            for key in list(requests):
+                if requests[key] is None or limits.get(key) is None:
+                    continue
+                if _quantity(requests[key]) > _quantity(limits[key]):
+                    requests[key] = limits[key]
+    if len(containers) > 1:
+        with_port = [c for c in containers if c.get("ports")]
+        for c in with_port[1:]:
+            c["ports"] = []
+        if not with_port:
+            containers[0]["ports"] = [{"containerPort": 8080}]
+    scaling = spec.get("scaling")
+    if isinstance(scaling, dict) and _number(scaling.get("maxInstances")):
+        if _number(scaling.get("minInstances")) and scaling["minInstances"] > scaling["maxInstances"]:
+            scaling["minInstances"] = scaling["maxInstances"]
+
+
+def _service_spec(spec):
+    if not isinstance(spec, dict):
+        return
+    template = spec.get("template")
+    if isinstance(template, dict):
+        _revision_spec(template.get("spec"))
+    traffic = [t for t in spec.get("traffic") or [] if isinstance(t, dict)]
+    if traffic:
+        for t in traffic:
+            t["percent"] = 0
+        traffic[0]["percent"] = 100
+        tags = set()
+        for i, t in enumerate(traffic):
+            if t.get("tag"):
+                if t["tag"] in tags:
+                    t["tag"] = f"t{i}"
+                tags.add(t["tag"])
+
+
+def _body(case):
+    body = case.body
+    if not isinstance(body, dict):
+        return
+    meta = body.get("metadata")
+    if isinstance(meta, dict):
+        for field in ("namespace", "name"):
+            if case.path_parameters and field in case.path_parameters and meta.get(field):
+                meta[field] = case.path_parameters[field]
+        annotations = meta.get("annotations")
+        if isinstance(annotations, dict):
+            while annotations and sum(len(k) + len(v or "") for k, v in annotations.items()) > 256 * 1024:
+                annotations.pop(next(iter(annotations)))
+    kind = body.get("kind")
+    if kind == "Service":
+        _service_spec(body.get("spec"))
+    elif kind in ("Revision", "Instance"):
+        _revision_spec(body.get("spec"))
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    # The stateful phase generates valid requests only and may leave the mode out.
+    positive = case.meta is None or case.meta.generation.mode.is_positive
+    query = case.query
+    if query is not None and _truthy(query.get("watch")):
+        timeout = query.get("timeoutSeconds")
+        if isinstance(timeout, str) and timeout.isdigit():
+            timeout = int(timeout)
+        if timeout is None or (isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 1):
+            query["timeoutSeconds"] = 1
+    if not positive:
+        return
+    if query is not None:
+        # Versions that exist: 1 is the store's first write (the default namespace).
+        if isinstance(query.get("resourceVersion"), str):
+            query["resourceVersion"] = "1"
+        token = query.get("continue")
+        if isinstance(token, str) and "." in token:
+            query["continue"] = "1." + token.split(".", 1)[1]
+    _body(case)
+
+
+@REQUESTS_TRANSPORT.serializer("application/yaml")
+def yaml_as_json(ctx, value):
+    """A YAML body is sent as JSON text, which is a YAML 1.2 document. PyYAML writes YAML 1.1,
+    where a plain `1e+100` is a string; YAML 1.2 (which the server reads) makes it a number, so
+    a string field would receive a number the generator did not mean."""
+    return {"data": json.dumps(value).encode("utf-8")}
+
+
+@schemathesis.deserializer("application/x-ndjson")
+def watch_events(ctx, response):
+    for line in filter(None, response.content.decode("utf-8").split("\n")):
+        event = json.loads(line)
+        if not isinstance(event, dict) or event.get("type") not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR"):
+            raise ValueError(f"not a watch event: {line!r}")
+        if not isinstance(event.get("object"), dict):
+            raise ValueError(f"a watch event without an object: {line!r}")
+    return response.content.decode("utf-8")
