@@ -232,7 +232,8 @@ fn scalar(field: &prost_types::FieldDescriptorProto) -> Value {
         Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
             json!({"type": "integer", "format": "int64"})
         }
-        Type::Double | Type::Float => json!({"type": "number"}),
+        // What a 64-bit float holds (the JSON reader refuses a literal beyond it).
+        Type::Double | Type::Float => json!({"type": "number", "minimum": -f64::MAX, "maximum": f64::MAX}),
         Type::Bytes => json!({"type": "string", "format": "byte"}),
         _ => json!({"type": "string"}),
     }

@@ -117,7 +117,7 @@ pub fn apply(schemas: &mut Map<String, Value>) {
         ("Scaling", "minInstances", non_negative("int32")),
         ("Scaling", "maxInstances", json!({"type": "integer", "format": "int32", "minimum": 1})),
         ("Scaling", "metric", json!({"type": "string", "enum": ["", "concurrency", "rps", "cpu"]})),
-        ("Scaling", "target", json!({"type": "number", "exclusiveMinimum": 0})),
+        ("Scaling", "target", json!({"type": "number", "exclusiveMinimum": 0, "maximum": f64::MAX})),
         ("Scaling", "targetUtilizationPercentage", int(1, 100)),
         ("Scaling", "initialScale", non_negative("int32")),
         ("Container", "name", optional_label()),
