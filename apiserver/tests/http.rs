@@ -584,3 +584,24 @@ async fn merge_patches_methods_and_discovery() {
     assert_eq!(kn.status, 200);
     assert_eq!(kn.body["resources"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_path_and_the_query_keep_the_documented_grammar() {
+    let s = TestServer::start().await;
+    let base = format!("{}/apis/stratus.dev/v1", s.endpoint);
+    for (url, field) in [
+        (format!("{base}/namespaces/Not_A_Label/services"), "namespace in the path"),
+        (format!("{base}/namespaces/default/services/UPPER"), "name in the path"),
+        (format!("{base}/namespaces/default/services?resourceVersion=%2B5"), "resourceVersion"),
+        (format!("{base}/namespaces/default/services?watch=true&continue=x"), "continue"),
+        (format!("{base}/namespaces/default/services?labelSelector=a%3Db%3Dc"), "invalid selector"),
+    ] {
+        let r = get(&url).await;
+        assert_eq!(r.status, 400, "{url}: {}", r.text);
+        assert!(r.text.contains(field), "{url}: {}", r.text);
+    }
+    let r = send_json("POST", &format!("{base}/services"), &hello("x")).await;
+    assert_eq!(r.status, 405, "{}", r.text);
+    let r = get(&format!("{base}/namespaces/default/services?watch=true&timeoutSeconds=0")).await;
+    assert_eq!(r.status, 200, "a watch with timeoutSeconds ends: {}", r.text);
+}
