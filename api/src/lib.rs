@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod decode;
 pub mod defaults;
 pub mod duration;
+pub mod identity;
 mod json_numbers;
 pub mod knative;
 pub mod patterns;

@@ -204,6 +204,9 @@ kinds! {
     Lease => Lease { plural: "leases", singular: "lease", short: [], namespaced: true },
     Endpoints => Endpoints { plural: "endpoints", singular: "endpoints", short: ["ep"], namespaced: true },
     Event => Event { plural: "events", singular: "event", short: ["ev"], namespaced: true },
+    User => User { plural: "users", singular: "user", short: [], namespaced: false },
+    ServiceAccount => ServiceAccount { plural: "serviceaccounts", singular: "serviceaccount", short: ["sa"], namespaced: true },
+    RoleBinding => RoleBinding { plural: "rolebindings", singular: "rolebinding", short: ["rb"], namespaced: true },
 }
 
 /// The kind that `name` names (kind, plural, singular or short name, any case).

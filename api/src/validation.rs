@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::identity::{roles, subjects};
 use crate::quantity::Quantity;
 use crate::resource::{AnyObject, KindInfo};
 use crate::v1::{Container, ObjectMeta, Probe, RevisionSpec, ServiceSpec};
@@ -309,6 +310,9 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                 if q.max_instances.is_some_and(|m| m < 0) {
                     errs.push("spec.quota.maxInstances", "must not be negative");
                 }
+                if q.max_services.is_some_and(|m| m < 0) {
+                    errs.push("spec.quota.maxServices", "must not be negative");
+                }
             }
         }
         AnyObject::Node(n) => {
@@ -331,6 +335,66 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
             for (i, a) in e.spec.iter().flat_map(|s| s.addresses.iter()).enumerate() {
                 if a.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                     errs.push(format!("spec.addresses[{i}].address"), format!("{:?} is not host:port", a.address));
+                }
+            }
+        }
+        AnyObject::User(u) => {
+            let spec = u.spec.clone().unwrap_or_default();
+            match dns_label(&spec.tenant) {
+                Ok(()) => {}
+                Err(_) if spec.tenant.is_empty() => errs.push("spec.tenant", "is required"),
+                Err(e) => errs.push("spec.tenant", e),
+            }
+            one_of(&spec.cluster_role, roles::USER_CLUSTER, "spec.clusterRole", &mut errs);
+            if spec.password.chars().count() > MAX_PASSWORD {
+                errs.push("spec.password", format!("is longer than {MAX_PASSWORD} characters"));
+            }
+            if !spec.password.is_empty() && spec.password.chars().count() < MIN_PASSWORD {
+                errs.push("spec.password", format!("must have at least {MIN_PASSWORD} characters"));
+            }
+        }
+        AnyObject::ServiceAccount(sa) => {
+            let spec = sa.spec.clone().unwrap_or_default();
+            one_of(&spec.cluster_role, roles::ACCOUNT_CLUSTER, "spec.clusterRole", &mut errs);
+            match (spec.cluster_role == roles::SYSTEM_AGENT, spec.node_name.is_empty()) {
+                (true, true) => errs.push("spec.nodeName", "is required for the role system:agent"),
+                (true, false) => {
+                    if let Err(e) = dns_label(&spec.node_name) {
+                        errs.push("spec.nodeName", e);
+                    }
+                }
+                (false, false) => errs.push("spec.nodeName", "is only for the role system:agent"),
+                (false, true) => {}
+            }
+        }
+        AnyObject::RoleBinding(rb) => {
+            let spec = rb.spec.clone().unwrap_or_default();
+            if spec.role.is_empty() {
+                errs.push("spec.role", "is required");
+            } else {
+                one_of(&spec.role, roles::NAMESPACED, "spec.role", &mut errs);
+            }
+            if spec.subjects.is_empty() {
+                errs.push("spec.subjects", "at least one subject is required");
+            }
+            for (i, s) in spec.subjects.iter().enumerate() {
+                let p = format!("spec.subjects[{i}]");
+                if s.kind.is_empty() {
+                    errs.push(format!("{p}.kind"), "is required");
+                } else {
+                    one_of(&s.kind, subjects::ALL, &format!("{p}.kind"), &mut errs);
+                }
+                if let Err(e) = dns_label(&s.name) {
+                    errs.push(format!("{p}.name"), if s.name.is_empty() { "is required".to_string() } else { e });
+                }
+                match (s.kind == subjects::SERVICE_ACCOUNT, s.namespace.is_empty()) {
+                    (true, false) => {
+                        if let Err(e) = dns_label(&s.namespace) {
+                            errs.push(format!("{p}.namespace"), e);
+                        }
+                    }
+                    (false, false) => errs.push(format!("{p}.namespace"), "is only for a ServiceAccount"),
+                    _ => {}
                 }
             }
         }
@@ -585,6 +649,17 @@ fn validate_probe(pr: &Probe, p: &str, errs: &mut ErrorList) {
         if v < 0 {
             errs.push(format!("{p}.{field}"), "must not be negative");
         }
+    }
+}
+
+/// The shortest and longest password a User may be given.
+pub const MIN_PASSWORD: usize = 8;
+pub const MAX_PASSWORD: usize = 256;
+
+/// `value`, when not empty, must be one of `allowed`.
+fn one_of(value: &str, allowed: &[&str], path: &str, errs: &mut ErrorList) {
+    if !value.is_empty() && !allowed.contains(&value) {
+        errs.push(path, format!("{value:?} is not one of {}", allowed.join(", ")));
     }
 }
 

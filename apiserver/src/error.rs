@@ -21,6 +21,10 @@ pub enum Reason {
     /// immutable field).
     Unprocessable,
     Forbidden,
+    /// No credentials, or credentials that do not prove who the caller is.
+    Unauthorized,
+    /// Too many attempts (failed logins); the message says when to try again.
+    TooManyRequests,
     /// The method does not apply to the path (e.g. POST on an object).
     MethodNotAllowed,
     /// A body in a format this endpoint does not take (e.g. a JSON patch).
@@ -38,8 +42,10 @@ impl Reason {
         match self {
             // Kubernetes answers 400 for the logs of a pod whose container is not running yet.
             Reason::BadRequest | Reason::Invalid | Reason::FailedPrecondition => 400,
+            Reason::Unauthorized => 401,
             Reason::Forbidden => 403,
             Reason::NotFound => 404,
+            Reason::TooManyRequests => 429,
             Reason::AlreadyExists | Reason::Conflict => 409,
             Reason::Gone => 410,
             Reason::MethodNotAllowed => 405,
@@ -56,6 +62,8 @@ impl Reason {
         match self {
             Reason::BadRequest | Reason::Invalid | Reason::Unprocessable => Code::InvalidArgument,
             Reason::Forbidden => Code::PermissionDenied,
+            Reason::Unauthorized => Code::Unauthenticated,
+            Reason::TooManyRequests => Code::ResourceExhausted,
             Reason::NotFound => Code::NotFound,
             Reason::AlreadyExists => Code::AlreadyExists,
             Reason::Conflict => Code::Aborted,
@@ -81,6 +89,8 @@ impl Reason {
             Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
             Reason::Unprocessable => "Unprocessable",
             Reason::Forbidden => "Forbidden",
+            Reason::Unauthorized => "Unauthorized",
+            Reason::TooManyRequests => "TooManyRequests",
             Reason::ServiceUnavailable => "ServiceUnavailable",
             Reason::InternalError => "InternalError",
         }

@@ -12,7 +12,7 @@ use stratus_api::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::admission::Caller;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::logs::{LogOptions, Logs};
 use crate::registry::{Registry, Selection};
@@ -40,8 +40,9 @@ impl Grpc {
     }
 }
 
-fn caller<T>(_req: &Request<T>) -> Caller {
-    Caller::anonymous("grpc")
+/// The caller the authentication layer found.
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    crate::auth::authn::caller_of(req.extensions()).map_err(Status::from)
 }
 
 fn object(obj: Option<Object>) -> ApiResult<AnyObject> {
@@ -58,7 +59,7 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
 #[tonic::async_trait]
 impl ResourceService for Grpc {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<Object>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         self.call("create", async {
             Ok(self.registry.create(&who, object(req.into_inner().object)?).await?.into_object())
         })
@@ -66,7 +67,7 @@ impl ResourceService for Grpc {
     }
 
     async fn get(&self, req: Request<GetRequest>) -> Result<Response<Object>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         self.call("get", async {
             let k = key(req.into_inner().key)?;
             Ok(self.registry.get(&who, &k.kind, &k.namespace, &k.name).await?.into_object())
@@ -75,7 +76,7 @@ impl ResourceService for Grpc {
     }
 
     async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         let r = req.into_inner();
         self.call("list", async {
             let sel = Selection { namespace: r.namespace, labels: r.label_selector, fields: r.field_selector };
@@ -91,7 +92,7 @@ impl ResourceService for Grpc {
     }
 
     async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         self.call("update", async {
             Ok(self.registry.update(&who, object(req.into_inner().object)?).await?.into_object())
         })
@@ -99,7 +100,7 @@ impl ResourceService for Grpc {
     }
 
     async fn update_status(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         self.call("update_status", async {
             Ok(self.registry.update_status(&who, object(req.into_inner().object)?).await?.into_object())
         })
@@ -107,7 +108,7 @@ impl ResourceService for Grpc {
     }
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         let r = req.into_inner();
         self.call("delete", async {
             let k = key(r.key)?;
@@ -118,7 +119,7 @@ impl ResourceService for Grpc {
     }
 
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         self.call("apply", async {
             let (obj, applied) = self.registry.apply(&who, object(req.into_inner().object)?).await?;
             Ok(ApplyResponse { object: Some(obj.into_object()), result: applied.as_str().to_string() })
@@ -129,7 +130,7 @@ impl ResourceService for Grpc {
     type WatchStream = WatchStream;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<WatchStream>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         let r = req.into_inner();
         self.call("watch", async {
             let sel = Selection { namespace: r.namespace, labels: r.label_selector, fields: r.field_selector };
@@ -148,7 +149,7 @@ impl ResourceService for Grpc {
     type LogsStream = LogStream;
 
     async fn logs(&self, req: Request<LogsRequest>) -> Result<Response<LogStream>, Status> {
-        let who = caller(&req);
+        let who = caller(&req)?;
         let r = req.into_inner();
         self.call("logs", async {
             let k = key(r.key)?;

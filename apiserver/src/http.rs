@@ -27,7 +27,7 @@ use stratus_api::knative::KNATIVE_API_VERSION;
 use stratus_api::resource::KINDS;
 use stratus_api::{AnyObject, KindInfo, validation};
 
-use crate::admission::Caller;
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::logs::Logs;
 use crate::registry::{Applied, Registry, Selection};
@@ -164,11 +164,14 @@ async fn resource(
     method: Method,
     Path((group, version, rest)): Path<(String, String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    caller: Option<axum::Extension<Caller>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let start = Instant::now();
-    let caller = Caller::anonymous("http");
+    let Some(axum::Extension(caller)) = caller else {
+        return error_response(&ApiError::new(Reason::Unauthorized, "no credentials"));
+    };
     let mut allow = None;
     let (verb, res) = match parse_target(&group, &version, &rest) {
         Err(e) => ("unknown", Err(e)),
@@ -547,7 +550,7 @@ fn check_against_path(obj: &mut AnyObject, t: &Target) -> ApiResult<()> {
     Ok(())
 }
 
-fn error_response(e: &ApiError) -> Response {
+pub(crate) fn error_response(e: &ApiError) -> Response {
     let code = StatusCode::from_u16(e.reason.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(e.status_json())).into_response()
 }

@@ -4,16 +4,20 @@
 //! [`ApiServer::serve`] is the entry point; the binary only parses flags and calls it.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::Router;
+use stratus_api::Resource;
+use stratus_api::v1::auth_service_server::AuthServiceServer;
 use stratus_api::v1::resource_service_server::ResourceServiceServer;
+use stratus_api::v1::{User, UserSpec};
 use stratus_store::Store;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
-pub mod admission;
+pub mod auth;
 pub mod error;
 pub mod grpc;
 pub mod http;
@@ -49,6 +53,22 @@ pub enum Error {
     },
     #[error("creating the default namespace failed: {0}")]
     Bootstrap(#[source] error::ApiError),
+    #[error("loading the token signing keys failed: {0}")]
+    Keys(#[source] error::ApiError),
+    #[error("creating the first admin failed: {0}")]
+    BootstrapAdmin(#[source] error::ApiError),
+    #[error("writing the first admin's password to {path} failed: {source}")]
+    PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("making the identity of {name} failed: {source}")]
+    Component {
+        name: String,
+        #[source]
+        source: error::ApiError,
+    },
     #[error("setting up gRPC reflection failed: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("serving failed: {0}")]
@@ -82,27 +102,88 @@ pub async fn open_store(opts: &StoreOptions) -> Result<Arc<dyn Store>, Error> {
     }
 }
 
+/// How an API server is set up beyond its store.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub tokens: auth::tokens::TokenConfig,
+}
+
 /// An API server over one store.
 pub struct ApiServer {
     registry: Registry,
     /// Container logs, served beside the registry by both protocols.
     logs: logs::Logs,
+    tokens: Arc<auth::tokens::Tokens>,
+    identity: auth::service::Identity,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ApiServer {
-    /// Prepares a server over `store`, creating the `default` namespace if it is missing.
+    /// Prepares a server over `store` with the default configuration.
     pub async fn new(store: Arc<dyn Store>) -> Result<ApiServer, Error> {
+        ApiServer::with_config(store, Config::default()).await
+    }
+
+    /// Prepares a server over `store`: creates what the platform starts with (the `default`
+    /// tenant and namespace, the system namespaces) if missing, and loads (or makes) the
+    /// token signing keys.
+    pub async fn with_config(store: Arc<dyn Store>, config: Config) -> Result<ApiServer, Error> {
         let (closing, closed) = tokio::sync::watch::channel(false);
-        let registry =
-            Registry::new(store, Arc::new(admission::AllowAll), Arc::new(metrics::Metrics::default()), closed);
+        let registry = Registry::new(store.clone(), Arc::new(metrics::Metrics::default()), closed);
         registry.bootstrap().await.map_err(Error::Bootstrap)?;
+        let tokens = Arc::new(auth::tokens::Tokens::load(store, config.tokens).await.map_err(Error::Keys)?);
+        let identity = auth::service::Identity::new(tokens.clone(), registry.clone());
         let logs = logs::Logs::new(registry.clone());
-        Ok(ApiServer { registry, logs, closing })
+        Ok(ApiServer { registry, logs, tokens, identity, closing })
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn tokens(&self) -> &Arc<auth::tokens::Tokens> {
+        &self.tokens
+    }
+
+    pub fn identity(&self) -> &auth::service::Identity {
+        &self.identity
+    }
+
+    /// Creates the first admin, `admin` of tenant `default` with the cluster-admin role and a
+    /// random password, unless it exists. The password is written to `password_file` (mode
+    /// 0600, which must not exist yet) before the user is made, and returned; `None` when the
+    /// admin existed already.
+    pub async fn bootstrap_admin(&self, password_file: &Path) -> Result<Option<String>, Error> {
+        use stratus_api::identity::{BOOTSTRAP_ADMIN, DEFAULT_TENANT, roles};
+        let info = &User::INFO;
+        if self.registry.read_internal(info, "", BOOTSTRAP_ADMIN).await.map_err(Error::BootstrapAdmin)?.is_some() {
+            return Ok(None);
+        }
+        let password = stratus_auth::password::random_password(24);
+        write_secret(password_file, &password)
+            .map_err(|source| Error::PasswordFile { path: password_file.to_path_buf(), source })?;
+        let mut admin = User {
+            spec: Some(UserSpec {
+                tenant: DEFAULT_TENANT.into(),
+                display_name: "Administrator".into(),
+                password: password.clone(),
+                cluster_role: roles::CLUSTER_ADMIN.into(),
+                password_hash: String::new(),
+            }),
+            ..Default::default()
+        };
+        admin.meta_mut().name = BOOTSTRAP_ADMIN.into();
+        match self.registry.create(&auth::Caller::system(), admin.into_any()).await {
+            Ok(_) => Ok(Some(password)),
+            Err(e) => {
+                // Another server made it first, or the write failed: the file names no one.
+                let _ = std::fs::remove_file(password_file);
+                match e.reason {
+                    error::Reason::AlreadyExists => Ok(None),
+                    _ => Err(Error::BootstrapAdmin(e)),
+                }
+            }
+        }
     }
 
     /// The gRPC and HTTP routes on one router: gRPC requests are told apart by their paths
@@ -123,10 +204,16 @@ impl ApiServer {
         let grpc_path = format!("/{}/{{*rest}}", <ResourceServiceServer<grpc::Grpc> as NamedService>::NAME);
         let reflection_path = format!("/{}/{{*rest}}", <ReflectionServer as NamedService>::NAME);
         let reflection_alpha_path = format!("/{}/{{*rest}}", <ReflectionServerAlpha as NamedService>::NAME);
+        let auth_grpc = AuthServiceServer::new(auth::service::Grpc::new(self.identity.clone()));
+        let auth_path = format!("/{}/{{*rest}}", <AuthServiceServer<auth::service::Grpc> as NamedService>::NAME);
+        let authn = Arc::new(auth::authn::Authn::new(self.tokens.clone(), self.registry.clone()));
         Ok(http::router(self.registry.clone(), self.logs.clone())
+            .merge(auth::service::router(self.identity.clone()))
             .route_service(&grpc_path, as_axum(grpc))
+            .route_service(&auth_path, as_axum(auth_grpc))
             .route_service(&reflection_path, as_axum(reflection))
-            .route_service(&reflection_alpha_path, as_axum(reflection_alpha)))
+            .route_service(&reflection_alpha_path, as_axum(reflection_alpha))
+            .layer(axum::middleware::from_fn_with_state(authn, auth::authn::layer)))
     }
 
     /// Serves until `shutdown` completes, then closes open watches and drains connections.
@@ -138,7 +225,9 @@ impl ApiServer {
         let app = self.router()?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let sweeper = tokio::spawn(self.registry.clone().run_namespace_finalizer(stop_rx.clone()));
-        let compactor = tokio::spawn(compact_periodically(self.registry.store().clone(), COMPACTION_INTERVAL, stop_rx));
+        let compactor =
+            tokio::spawn(compact_periodically(self.registry.store().clone(), COMPACTION_INTERVAL, stop_rx.clone()));
+        let rotation = tokio::spawn(self.tokens.clone().run_rotation(stop_rx));
         let closing = self.closing.clone();
         let shutdown = async move {
             shutdown.await;
@@ -154,12 +243,33 @@ impl ApiServer {
                 tracing::debug!(error = %e, "setting TCP_NODELAY failed");
             }
         });
-        let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = compactor.await;
+        let _ = rotation.await;
         served.map_err(Error::Serve)
     }
+}
+
+/// Writes `secret` to a new file only its owner may read.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// How often history is compacted, and so how long a watcher may lag before it must relist.

@@ -25,7 +25,7 @@ use stratus_api::v1::{AgentLogsRequest, Instance, LogLine, Node, Service};
 use stratus_api::{AnyObject, KindInfo, Resource};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::admission::{Caller, Verb};
+use crate::auth::{Caller, Verb};
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::registry::{MAX_PAGE, Registry, Selection};
 
@@ -120,7 +120,7 @@ impl Logs {
             return Err(ApiError::new(Reason::BadRequest, format!("tailLines: {n} is negative; give 0 or more")));
         }
         let namespace = if namespace.is_empty() { stratus_api::DEFAULT_NAMESPACE } else { namespace };
-        self.registry.admission().admit(caller, Verb::Logs, info, namespace, name, None)?;
+        self.registry.authorize(caller, Verb::Logs, info, namespace, name, None).await?;
         let lines = if info == &Instance::INFO {
             let instance = read::<Instance>(&self.registry, namespace, name).await?;
             self.open(&instance, opts).await?

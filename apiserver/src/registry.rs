@@ -10,6 +10,7 @@
 //! read back. Besides the types here, `objects` is all the parts import; their methods call
 //! each other in one direction only: `namespaces` uses `write`, which uses `read`.
 
+mod access;
 mod namespaces;
 mod objects;
 mod read;
@@ -21,7 +22,6 @@ use stratus_api::AnyObject;
 use stratus_store::Store;
 use tokio::sync::Notify;
 
-use crate::admission::Admission;
 use crate::metrics::Metrics;
 
 /// The most items one list page returns; larger lists continue with a token.
@@ -73,7 +73,6 @@ impl Applied {
 #[derive(Clone)]
 pub struct Registry {
     store: Arc<dyn Store>,
-    admission: Arc<dyn Admission>,
     metrics: Arc<Metrics>,
     namespace_sweep: Arc<Notify>,
     /// Becomes true when the server shuts down; open watches end then.
@@ -81,13 +80,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn new(
-        store: Arc<dyn Store>,
-        admission: Arc<dyn Admission>,
-        metrics: Arc<Metrics>,
-        closing: tokio::sync::watch::Receiver<bool>,
-    ) -> Registry {
-        Registry { store, admission, metrics, namespace_sweep: Arc::new(Notify::new()), closing }
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, closing: tokio::sync::watch::Receiver<bool>) -> Registry {
+        Registry { store, metrics, namespace_sweep: Arc::new(Notify::new()), closing }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -98,9 +92,15 @@ impl Registry {
         &self.metrics
     }
 
-    /// The admission policy, for requests served outside the registry (logs).
-    pub(crate) fn admission(&self) -> &dyn Admission {
-        self.admission.as_ref()
+    /// Reads one object for the API server's own use (authentication), with no caller to
+    /// authorise and nothing redacted.
+    pub(crate) async fn read_internal(
+        &self,
+        info: &'static stratus_api::KindInfo,
+        namespace: &str,
+        name: &str,
+    ) -> crate::error::ApiResult<Option<AnyObject>> {
+        Ok(self.read(info, namespace, name).await?.map(|(o, _)| o))
     }
 
     /// Completes when the server starts shutting down: streams that never end by themselves
@@ -111,4 +111,15 @@ impl Registry {
             let _ = closing.wait_for(|c| *c).await;
         }
     }
+}
+
+/// What no caller is ever sent: a User's password hash.
+pub(crate) fn redact(mut obj: AnyObject) -> AnyObject {
+    if let AnyObject::User(u) = &mut obj
+        && let Some(spec) = u.spec.as_mut()
+    {
+        spec.password_hash.clear();
+        spec.password.clear();
+    }
+    obj
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use stratus_store::Store;
 
+use crate::auth::service::Identity;
+use crate::auth::tokens::Tokens;
 use crate::{ApiServer, StoreOptions};
 
 /// A running server; stops when dropped.
@@ -14,6 +16,13 @@ pub struct TestServer {
     pub endpoint: String,
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
+    /// A token of the cluster-admin service account `stratus-system/test-admin`, valid for an
+    /// hour: what tests present unless they test identity itself.
+    pub token: String,
+    /// Issues tokens for other identities (components' service accounts).
+    pub identity: Identity,
+    /// The signing keys, for tests of rotation.
+    pub tokens: Arc<Tokens>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -36,13 +45,29 @@ impl TestServer {
     #[allow(clippy::expect_used)]
     pub async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> TestServer {
         let server = ApiServer::new(store.clone()).await.expect("api server starts");
+        let identity = server.identity().clone();
+        let tokens = server.tokens().clone();
+        let admin = identity
+            .component_token("test-admin", stratus_api::identity::roles::CLUSTER_ADMIN, "")
+            .await
+            .expect("the test admin's service account");
+        let token = admin();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
-        TestServer { endpoint: format!("http://{addr}"), addr, store, stop: Some(stop), _dir: dir }
+        TestServer {
+            endpoint: format!("http://{addr}"),
+            addr,
+            store,
+            token,
+            identity,
+            tokens,
+            stop: Some(stop),
+            _dir: dir,
+        }
     }
 }
 

@@ -29,7 +29,7 @@ fn instance(name: &str, node: &str) -> Instance {
 #[tokio::test]
 async fn typed_crud_and_optimistic_concurrency() {
     let s = TestServer::start().await;
-    let c = Client::new(&s.endpoint).unwrap();
+    let c = Client::new(&s.endpoint).unwrap().with_token(&s.token);
     let created = c.create(service("a")).await.unwrap();
     assert_eq!(created.meta().namespace, "default");
     assert!(matches!(c.create(service("a")).await, Err(Error::AlreadyExists(_))));
@@ -65,7 +65,7 @@ async fn typed_crud_and_optimistic_concurrency() {
 #[tokio::test]
 async fn concurrent_updates_lose_nothing() {
     let s = TestServer::start().await;
-    let c = Client::new(&s.endpoint).unwrap();
+    let c = Client::new(&s.endpoint).unwrap().with_token(&s.token);
     c.create(service("counter")).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -94,7 +94,7 @@ async fn concurrent_updates_lose_nothing() {
 #[tokio::test]
 async fn field_selectors_pick_instances_of_a_node() {
     let s = TestServer::start().await;
-    let c = Client::new(&s.endpoint).unwrap();
+    let c = Client::new(&s.endpoint).unwrap().with_token(&s.token);
     for (name, node) in [("i1", "node-1"), ("i2", "node-2"), ("i3", "node-1")] {
         c.create(instance(name, node)).await.unwrap();
     }
@@ -118,7 +118,7 @@ async fn field_selectors_pick_instances_of_a_node() {
 #[tokio::test]
 async fn watch_sees_every_change_in_order_and_gone_after_compaction() {
     let s = TestServer::start().await;
-    let c = Client::new(&s.endpoint).unwrap();
+    let c = Client::new(&s.endpoint).unwrap().with_token(&s.token);
     let list = c.list::<Service>(&ListParams::default()).await.unwrap();
     let mut w = c.watch::<Service>(&ListParams::default(), &list.resource_version, false).await.unwrap();
     let writer = {
@@ -179,7 +179,11 @@ async fn reflection_lists_the_resource_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let s = TestServer::start().await;
     let channel = tonic::transport::Endpoint::from_shared(s.endpoint.clone()).unwrap().connect().await.unwrap();
-    let mut client = ServerReflectionClient::new(channel);
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", s.token).parse().unwrap();
+    let mut client = ServerReflectionClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    });
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -193,7 +197,7 @@ async fn reflection_lists_the_resource_service() {
 #[tokio::test]
 async fn idle_watches_get_bookmarks_when_asked() {
     let s = TestServer::start().await;
-    let c = Client::new(&s.endpoint).unwrap();
+    let c = Client::new(&s.endpoint).unwrap().with_token(&s.token);
     let list = c.list::<Service>(&ListParams::default()).await.unwrap();
     let mut w = c.watch::<Service>(&ListParams::default(), &list.resource_version, true).await.unwrap();
     // The embedded store reports progress on idle watches every second.

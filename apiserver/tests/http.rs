@@ -14,7 +14,7 @@ async fn count_services(base: &str) -> usize {
 
 #[tokio::test]
 async fn create_get_update_delete() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = &s.endpoint;
     let ns = get(&format!("{base}/apis/stratus.dev/v1/namespaces/default")).await;
     assert_eq!(ns.status, 200, "{}", ns.text);
@@ -73,7 +73,7 @@ async fn create_get_update_delete() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = &s.endpoint;
     let coll = format!("{base}{SVCS}");
     send_json("POST", &coll, &hello("keep")).await;
@@ -181,7 +181,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
 
 #[tokio::test]
 async fn knative_services_are_accepted_and_converted() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let yaml = r#"
 apiVersion: serving.knative.dev/v1
 kind: Service
@@ -275,7 +275,7 @@ struct KnativeTraffic {
 
 #[tokio::test]
 async fn a_client_with_knatives_go_types_reads_a_service_and_its_status() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let coll = format!("{}{SVCS}", s.endpoint);
     let mut svc = hello("kn");
     svc["spec"]["template"]["spec"]["containers"][0]["securityContext"] = json!({"runAsUser": 1000});
@@ -312,7 +312,7 @@ async fn a_client_with_knatives_go_types_reads_a_service_and_its_status() {
 
 #[tokio::test]
 async fn apply_creates_then_reports_unchanged_and_configured() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let url = format!("{}{SVCS}/ap", s.endpoint);
     let r = send_json("PATCH", &url, &hello("ap")).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -331,7 +331,7 @@ async fn apply_creates_then_reports_unchanged_and_configured() {
 
 #[tokio::test]
 async fn finalizers_hold_deletion_until_removed() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let mut svc = hello("fin");
     svc["metadata"]["finalizers"] = json!(["stratus.dev/test"]);
     let url = format!("{}{SVCS}/fin", s.endpoint);
@@ -349,7 +349,7 @@ async fn finalizers_hold_deletion_until_removed() {
 
 #[tokio::test]
 async fn lists_page_and_select() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let coll = format!("{}{SVCS}", s.endpoint);
     for i in 0..25 {
         let mut svc = hello(&format!("s{i:02}"));
@@ -387,7 +387,7 @@ async fn lists_page_and_select() {
 
 #[tokio::test]
 async fn health_metrics_and_openapi() {
-    let s = TestServer::start().await;
+    let s = start().await;
     assert_eq!(get(&format!("{}/healthz", s.endpoint)).await.text, "ok");
     assert_eq!(get(&format!("{}/readyz", s.endpoint)).await.status, 200);
     get(&format!("{}{SVCS}", s.endpoint)).await;
@@ -407,7 +407,7 @@ async fn health_metrics_and_openapi() {
 
 #[tokio::test]
 async fn http_watch_streams_events_in_order() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let coll = format!("{}{SVCS}", s.endpoint);
     let created = send_json("POST", &coll, &hello("w")).await.body;
     let rv0 = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
@@ -419,8 +419,11 @@ async fn http_watch_streams_events_in_order() {
     // From rv0: the update, then the delete. Read the streamed lines until both arrived.
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let uri: hyper::Uri = format!("{coll}?watch=true&resourceVersion={rv0}").parse().unwrap();
-    let resp = client.get(uri).await.unwrap();
+    let req = hyper::Request::get(format!("{coll}?watch=true&resourceVersion={rv0}"))
+        .header("authorization", format!("Bearer {}", s.token))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
     let mut buf = String::new();
@@ -453,7 +456,7 @@ async fn http_watch_streams_events_in_order() {
 
 #[tokio::test]
 async fn deleting_a_namespace_deletes_its_contents() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = &s.endpoint;
     let ns = json!({"apiVersion": "stratus.dev/v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
     assert_eq!(send_json("POST", &format!("{base}/apis/stratus.dev/v1/namespaces"), &ns).await.status, 201);
@@ -467,7 +470,7 @@ async fn deleting_a_namespace_deletes_its_contents() {
     assert!(refused.status == 403 || refused.status == 404, "{}", refused.text);
 
     // Wait (bounded) for the namespace to disappear, watching rather than polling.
-    let client = stratus_client::Client::new(base).unwrap();
+    let client = stratus_client::Client::new(base).unwrap().with_token(&s.token);
     let mut w = client
         .watch_any(
             "namespaces",
@@ -496,7 +499,7 @@ async fn deleting_a_namespace_deletes_its_contents() {
 
 #[tokio::test]
 async fn editing_a_terminating_namespace_keeps_it_until_empty() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = &s.endpoint;
     let ns = json!({"apiVersion": "stratus.dev/v1", "kind": "Namespace", "metadata": {"name": "team-b"}});
     send_json("POST", &format!("{base}/apis/stratus.dev/v1/namespaces"), &ns).await;
@@ -517,7 +520,7 @@ async fn editing_a_terminating_namespace_keeps_it_until_empty() {
 
 #[tokio::test]
 async fn watch_from_a_future_version_is_rejected() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let r = get(&format!("{}{SVCS}?watch=true&resourceVersion=999999999999999999", s.endpoint)).await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("newer than"), "{}", r.text);
@@ -525,7 +528,7 @@ async fn watch_from_a_future_version_is_rejected() {
 
 #[tokio::test]
 async fn knative_annotations_can_be_edited_on_an_exported_service() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let mut svc = hello("scaled");
     svc["spec"]["template"]["metadata"] = json!({"annotations": {"autoscaling.knative.dev/maxScale": "5"}});
     assert_eq!(send_json("POST", &format!("{}{SVCS}", s.endpoint), &svc).await.status, 201);
@@ -546,7 +549,7 @@ async fn knative_annotations_can_be_edited_on_an_exported_service() {
 
 #[tokio::test]
 async fn merge_patches_methods_and_discovery() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = &s.endpoint;
     send_json("POST", &format!("{base}{SVCS}"), &hello("p")).await;
     let url = format!("{base}{SVCS}/p");
@@ -587,7 +590,7 @@ async fn merge_patches_methods_and_discovery() {
 
 #[tokio::test]
 async fn the_path_and_the_query_keep_the_documented_grammar() {
-    let s = TestServer::start().await;
+    let s = start().await;
     let base = format!("{}/apis/stratus.dev/v1", s.endpoint);
     for (url, field) in [
         (format!("{base}/namespaces/Not_A_Label/services"), "namespace in the path"),

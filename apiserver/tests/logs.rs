@@ -32,7 +32,8 @@ async fn open(
 ) -> Result<Streaming<LogLine>, tonic::Status> {
     let mut grpc = ResourceServiceClient::connect(s.endpoint.clone()).await.unwrap();
     let key = ObjectKey { kind: kind.into(), namespace: String::new(), name: name.into() };
-    let req = LogsRequest { key: Some(key), follow, tail_lines: tail };
+    let mut req = tonic::Request::new(LogsRequest { key: Some(key), follow, tail_lines: tail });
+    req.metadata_mut().insert("authorization", format!("Bearer {}", s.token).parse().unwrap());
     Ok(grpc.logs(req).await?.into_inner())
 }
 
@@ -68,7 +69,8 @@ struct Cluster {
 /// A server with the Node `n1`, whose agent runs.
 async fn cluster() -> Cluster {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint).unwrap();
+    common::present(&server.token);
+    let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
     let agent = LogAgent::start("n1").await;
     register_node(&client, "n1", &agent.endpoint).await;
     Cluster { server, client, agent }
@@ -183,7 +185,8 @@ async fn what_cannot_be_read_is_refused_with_a_reason() {
 #[tokio::test]
 async fn an_agent_that_cannot_be_reached_is_named_with_its_endpoint() {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint).unwrap();
+    common::present(&server.token);
+    let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
@@ -230,8 +233,11 @@ async fn the_http_log_route_streams_plain_text() {
 
     // follow=true keeps the response open and sends lines as they come.
     let http = HttpClient::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let url = format!("{base}/instances/web-1/log?follow=true&tailLines=1").parse().unwrap();
-    let resp = tokio::time::timeout(STEP, http.get(url)).await.unwrap().unwrap();
+    let req = hyper::Request::get(format!("{base}/instances/web-1/log?follow=true&tailLines=1"))
+        .header("authorization", format!("Bearer {}", server.token))
+        .body(Empty::new())
+        .unwrap();
+    let resp = tokio::time::timeout(STEP, http.request(req)).await.unwrap().unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/plain; charset=utf-8");
     let mut body = resp.into_body();

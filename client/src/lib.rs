@@ -3,16 +3,20 @@
 //! [`Client`] speaks the generic resource API (`stratus.v1.ResourceService`) with typed methods
 //! for every [`Resource`] and dynamic ones for [`AnyObject`]s (the CLI's case).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use stratus_api::v1::auth_service_client::AuthServiceClient;
 use stratus_api::v1::resource_service_client::ResourceServiceClient;
 use stratus_api::v1::{
-    ApplyRequest, CreateRequest, DeleteRequest, GetRequest, ListRequest, LogLine, LogsRequest, Object, ObjectKey,
-    UpdateRequest, WatchRequest,
+    ApplyRequest, CanIRequest, CanIResponse, CreateRequest, CreateTokenRequest, DeleteRequest, GetRequest, ListRequest,
+    LogLine, LoginRequest, LogsRequest, Object, ObjectKey, TokenResponse, UpdateRequest, WatchRequest, WhoAmIRequest,
+    WhoAmIResponse,
 };
 use stratus_api::{AnyObject, Resource};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod runtime;
@@ -42,6 +46,9 @@ pub enum Error {
     TooLarge(String),
     #[error("{0}")]
     Forbidden(String),
+    /// The request carried no token, or one the server refused (expired, unknown, revoked).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The object is not in a state to serve the request yet (e.g. the logs of an Instance no
     /// node runs yet); the same request may succeed later.
     #[error("{0}")]
@@ -79,7 +86,8 @@ impl Error {
             Code::OutOfRange if msg.contains("message length too large") => Error::TooLarge(msg),
             Code::OutOfRange => Error::Gone(msg),
             Code::ResourceExhausted => Error::TooLarge(msg),
-            Code::PermissionDenied | Code::Unauthenticated => Error::Forbidden(msg),
+            Code::PermissionDenied => Error::Forbidden(msg),
+            Code::Unauthenticated => Error::Unauthenticated(msg),
             // tonic keeps the transport error as the source of a status it made itself; a
             // status without one is the server's own answer.
             Code::Unavailable if std::error::Error::source(&status).is_none() => Error::ServiceUnavailable(msg),
@@ -157,10 +165,56 @@ impl std::fmt::Display for ApplyResult {
     }
 }
 
+/// Where a client's bearer token comes from.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// No token: only the open calls (login) succeed.
+    #[default]
+    None,
+    /// The same token on every request.
+    Token(Arc<str>),
+    /// Asked before every request: for a holder that renews its token before it expires.
+    Source(Arc<dyn Fn() -> String + Send + Sync>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str(match self {
+            Credentials::None => "Credentials::None",
+            Credentials::Token(_) => "Credentials::Token(..)",
+            Credentials::Source(_) => "Credentials::Source(..)",
+        })
+    }
+}
+
+/// Adds `authorization: Bearer …` to every request.
+#[derive(Clone)]
+pub struct Bearer(Credentials);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let token = match &self.0 {
+            Credentials::None => return Ok(req),
+            Credentials::Token(t) => t.to_string(),
+            Credentials::Source(f) => f(),
+        };
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| tonic::Status::unauthenticated("the token holds characters a header cannot carry"))?;
+        req.metadata_mut().insert("authorization", value);
+        Ok(req)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
 /// A client of one API server. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
-    grpc: ResourceServiceClient<Channel>,
+    grpc: ResourceServiceClient<Authed>,
+    auth: AuthServiceClient<Authed>,
+    channel: Channel,
     endpoint: String,
 }
 
@@ -175,8 +229,56 @@ impl Client {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .connect_lazy();
-        let grpc = ResourceServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-        Ok(Client { grpc, endpoint })
+        Ok(Client::over(channel, endpoint, Credentials::None))
+    }
+
+    fn over(channel: Channel, endpoint: String, credentials: Credentials) -> Client {
+        let bearer = Bearer(credentials);
+        let grpc = ResourceServiceClient::with_interceptor(channel.clone(), bearer.clone())
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let auth = AuthServiceClient::with_interceptor(channel.clone(), bearer);
+        Client { grpc, auth, channel, endpoint }
+    }
+
+    /// The same client (sharing its connection) presenting `credentials` on every request.
+    pub fn with_credentials(&self, credentials: Credentials) -> Client {
+        Client::over(self.channel.clone(), self.endpoint.clone(), credentials)
+    }
+
+    /// The same client presenting `token` on every request.
+    pub fn with_token(&self, token: &str) -> Client {
+        self.with_credentials(Credentials::Token(token.into()))
+    }
+
+    // ------------------------------------------------------------ identity
+
+    /// Logs in with a user's name and password (the password grant).
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse> {
+        let req = LoginRequest { username: username.to_string(), password: password.to_string() };
+        Ok(self.auth.clone().login(req).await.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    /// A token for the ServiceAccount `namespace/name`, lasting `duration` (`None`: an hour).
+    pub async fn create_token(&self, namespace: &str, name: &str, duration: Option<Duration>) -> Result<TokenResponse> {
+        let duration_seconds = duration.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+        let req = CreateTokenRequest { namespace: namespace.to_string(), name: name.to_string(), duration_seconds };
+        Ok(self.auth.clone().create_token(req).await.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    /// Who the server says this client's token is.
+    pub async fn who_am_i(&self) -> Result<WhoAmIResponse> {
+        Ok(self.auth.clone().who_am_i(WhoAmIRequest {}).await.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    /// Whether this client's caller may do `verb` on `kind` in `namespace` ("*": every one).
+    pub async fn can_i(&self, verb: &str, kind: &str, namespace: &str, name: &str) -> Result<CanIResponse> {
+        let req = CanIRequest {
+            verb: verb.to_string(),
+            kind: kind.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        Ok(self.auth.clone().can_i(req).await.map_err(|s| self.err(s))?.into_inner())
     }
 
     pub fn endpoint(&self) -> &str {

@@ -30,7 +30,7 @@ const WAIT: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn informer_converges_under_concurrent_writes() -> Result<()> {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint)?;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
     for i in 0..20 {
         client.create(lease(&format!("pre-{i}"), "x")).await?;
     }
@@ -55,12 +55,16 @@ async fn informer_converges_under_concurrent_writes() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn informer_relists_after_gone_and_sees_deletions_made_meanwhile() -> Result<()> {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint)?;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
     let proxy = Proxy::start(server.addr).await?;
     for i in 0..10 {
         client.create(lease(&format!("l-{i}"), "x")).await?;
     }
-    let informer = Informer::<Lease>::spawn_with(Client::new(&proxy.endpoint())?, in_default(), fast_informer());
+    let informer = Informer::<Lease>::spawn_with(
+        Client::new(&proxy.endpoint())?.with_token(&server.token),
+        in_default(),
+        fast_informer(),
+    );
     let mirror = Mirror::follow(informer.subscribe());
     mirror.wait_for(|view| view.live.len() == 10).await.context("initial sync")?;
     let stale_rv = client.list::<Lease>(&in_default()).await?.resource_version;
@@ -90,7 +94,7 @@ async fn informer_relists_after_gone_and_sees_deletions_made_meanwhile() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn informer_honours_field_selectors() -> Result<()> {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint)?;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
     client.create(instance("a", "node-1", "web")).await?;
     client.create(instance("b", "node-2", "web")).await?;
     let unbound = client.create(instance("c", "", "db")).await?;
@@ -144,7 +148,7 @@ async fn reconcile(lease: Arc<Lease>, ctx: Arc<Ctx>) -> Result<Action, Injected>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_reconciles_changes_owned_objects_and_retries_failures() -> Result<()> {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint)?;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
     client.create(lease("parent", "x")).await?;
     let leases = Informer::<Lease>::spawn_with(client.clone(), in_default(), fast_informer());
     let endpoints = Informer::<Endpoints>::spawn_with(client.clone(), in_default(), fast_informer());
@@ -245,7 +249,7 @@ async fn gated_reconcile(lease: Arc<Lease>, ctx: Arc<(Mutex<u32>, watch::Receive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controller_reports_each_reconcile_and_its_queue_rising_and_falling() -> Result<()> {
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint)?;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
     for name in ["a", "b", "c", "flaky"] {
         client.create(lease(name, "x")).await?;
     }
@@ -372,7 +376,7 @@ async fn work_queue_never_hands_one_key_to_two_workers() -> Result<()> {
 async fn racing_candidates_never_both_lead_and_hand_over_on_release() -> Result<()> {
     let server = TestServer::start().await;
     let candidates: Vec<_> =
-        (0..4).map(|i| Candidate::start(&server.endpoint, &format!("c-{i}"))).collect::<Result<_>>()?;
+        (0..4).map(|i| Candidate::start(&server.endpoint, &server.token, &format!("c-{i}"))).collect::<Result<_>>()?;
     let leaders = Leaders::watch(candidates.iter().map(|c| c.leading.clone()).collect());
     let mut stopped = BTreeSet::new();
     for round in 0..3 {
@@ -385,7 +389,7 @@ async fn racing_candidates_never_both_lead_and_hand_over_on_release() -> Result<
         ensure!(started.elapsed() < lease_config("").lease_duration, "takeover by {next} took {:?}", started.elapsed());
     }
     ensure!(leaders.max_together() <= 1, "two candidates led at once");
-    let lease = Client::new(&server.endpoint)?.get::<Lease>("default", "test-lease").await?;
+    let lease = Client::new(&server.endpoint)?.with_token(&server.token).get::<Lease>("default", "test-lease").await?;
     ensure!(lease.spec.map(|s| s.lease_transitions) == Some(3), "three hand-overs are recorded");
     Ok(())
 }
@@ -394,10 +398,10 @@ async fn racing_candidates_never_both_lead_and_hand_over_on_release() -> Result<
 async fn a_cut_off_leader_steps_down_before_another_takes_over() -> Result<()> {
     let server = TestServer::start().await;
     let proxy = Proxy::start(server.addr).await?;
-    let first = Candidate::start(&proxy.endpoint(), "first")?;
+    let first = Candidate::start(&proxy.endpoint(), &server.token, "first")?;
     let leaders = Leaders::watch(vec![first.leading.clone()]);
     leaders.wait_for_leader_except(&BTreeSet::new()).await.context("first leads")?;
-    let second = Candidate::start(&server.endpoint, "second")?;
+    let second = Candidate::start(&server.endpoint, &server.token, "second")?;
     let leaders = Leaders::watch(vec![first.leading.clone(), second.leading.clone()]);
 
     let cut = Instant::now();
@@ -431,8 +435,8 @@ struct Candidate {
 }
 
 impl Candidate {
-    fn start(endpoint: &str, identity: &str) -> Result<Candidate> {
-        let elector = LeaderElector::new(Client::new(endpoint)?, lease_config(identity))?;
+    fn start(endpoint: &str, token: &str, identity: &str) -> Result<Candidate> {
+        let elector = LeaderElector::new(Client::new(endpoint)?.with_token(token), lease_config(identity))?;
         let leading = elector.subscribe();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(elector.run(async move {

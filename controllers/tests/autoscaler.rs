@@ -44,7 +44,7 @@ impl Drop for Harness {
 impl Harness {
     async fn start(config: Config) -> Harness {
         let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
+        let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
         let demand = DemandStore::new();
         let ctx = Context::with_demand(client.clone(), config, Arc::new(Metrics::default()), demand.clone());
         let (stop, stopped) = watch::channel(false);

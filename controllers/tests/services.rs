@@ -54,7 +54,7 @@ impl Harness {
             ..config
         };
         let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
+        let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
         let registry = start_registry().await;
         let ctx = Context::new(client.clone(), config, Arc::new(Metrics::default()));
         let (stop, stopped) = watch::channel(false);

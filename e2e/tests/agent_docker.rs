@@ -256,10 +256,14 @@ async fn the_lease_is_renewed_and_expires_when_the_agent_stops() {
     assert!(expiry <= wall, "the lease has not expired");
 }
 
-fn agent_process(server: &str, node: &str) -> Proc {
+/// `stratus-agent` for `node`, as the node's service account.
+async fn agent_process(server: &TestServer, node: &str) -> Proc {
+    let role = stratus_api::identity::roles::SYSTEM_AGENT;
+    let token = server.identity.component_token(&format!("node-{node}"), role, node).await.unwrap()();
     Proc(
         Command::new(binary("stratus-agent"))
-            .args(["--apiserver", server, "--node-name", node, "--listen", "127.0.0.1:0"])
+            .args(["--apiserver", &server.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
+            .env("STRATUS_TOKEN", token)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -271,10 +275,10 @@ fn agent_process(server: &str, node: &str) -> Proc {
 async fn a_sigkilled_agent_adopts_its_containers_and_removes_orphans() {
     require_image();
     let server = TestServer::start().await;
-    let client = Client::new(&server.endpoint).unwrap();
+    let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
     let node = format!("e2e-adopt-{}", free_port());
     let _cleanup = NodeCleanup(node.clone());
-    let mut agent = agent_process(&server.endpoint, &node);
+    let mut agent = agent_process(&server, &node).await;
 
     let mut inst = Instance::default();
     inst.meta_mut().name = "kept".into();
@@ -301,7 +305,7 @@ async fn a_sigkilled_agent_adopts_its_containers_and_removes_orphans() {
         IMAGE,
     ]);
     assert!(!orphan.is_empty());
-    let _agent = agent_process(&server.endpoint, &node);
+    let _agent = agent_process(&server, &node).await;
 
     let deadline = Instant::now() + PATIENCE;
     while !docker(&["ps", "-aq", "--filter", &format!("id={orphan}")]).is_empty() {

@@ -62,16 +62,24 @@ fn apiserver(args: &[&str]) -> Proc {
     )
 }
 
-/// Runs the CLI against `server` and returns its output.
-fn stratus(server: &str, args: &[&str]) -> Output {
+/// Runs the CLI against `server`, presenting `token`, and returns its output.
+fn stratus(server: &str, token: &str, args: &[&str]) -> Output {
     Command::new(binary("stratus"))
         .arg("--server")
         .arg(server)
         .args(args)
         .current_dir(repo_root())
         .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
+        .env("STRATUS_TOKEN", token)
         .output()
         .expect("run stratus")
+}
+
+/// Logs in as the first admin, whose password the server wrote to `password_file`.
+async fn admin_token(server: &str, password_file: &Path) -> String {
+    let password = std::fs::read_to_string(password_file).expect("the admin's password file");
+    let token = Client::new(server).unwrap().login("admin", password.trim()).await.expect("the admin logs in");
+    token.access_token
 }
 
 fn text(o: &Output) -> String {
@@ -105,10 +113,11 @@ async fn stratus_up_serves_the_examples() {
             .expect("start stratus up"),
     );
     wait_ready(&addr, &mut up).await;
+    let token = admin_token(&server, &dir.path().join("admin-password")).await;
     // The examples are applied right after the server answers; wait for them (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     let listing = loop {
-        let out = stratus(&server, &["get", "services"]);
+        let out = stratus(&server, &token, &["get", "services"]);
         let t = text(&out);
         if out.status.success() && t.contains("hello-knative") && t.lines().any(|l| l.starts_with("hello ")) {
             break t;
@@ -122,7 +131,7 @@ async fn stratus_up_serves_the_examples() {
     // Docker engine answering, becomes Ready.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = stratus(&server, &["get", "node", &node]);
+        let out = stratus(&server, &token, &["get", "node", &node]);
         let t = text(&out);
         if out.status.success() && t.lines().any(|l| l.starts_with(&node) && l.contains(" Ready")) {
             break;
@@ -137,6 +146,8 @@ async fn stratus_up_serves_the_examples() {
 #[tokio::test]
 async fn apiservers_on_one_etcd_share_state() {
     let etcd = EtcdServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("admin-password");
     let (a, b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let args = |listen: &str| {
         vec![
@@ -146,27 +157,32 @@ async fn apiservers_on_one_etcd_share_state() {
             etcd.endpoint.clone(),
             "--listen".into(),
             listen.to_string(),
+            "--bootstrap-admin".into(),
+            password_file.display().to_string(),
         ]
     };
     let a_args = args(&a);
     let mut pa = apiserver(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_ready(&a, &mut pa).await;
+    // One login serves both servers: they sign and verify with the keys kept in etcd.
+    let token = admin_token(&format!("http://{a}"), &password_file).await;
 
-    let out = stratus(&format!("http://{a}"), &["apply", "-f", "manifests/knative-hello.yaml"]);
+    let out = stratus(&format!("http://{a}"), &token, &["apply", "-f", "manifests/knative-hello.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("service/hello-knative created"), "{}", text(&out));
 
     let b_args = args(&b);
     let mut pb = apiserver(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
     wait_ready(&b, &mut pb).await;
-    let out = stratus(&format!("http://{b}"), &["get", "service", "hello-knative", "-o", "json"]);
+    let out = stratus(&format!("http://{b}"), &token, &["get", "service", "hello-knative", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let obj: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(obj["apiVersion"], "stratus.dev/v1");
     assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "TARGET");
 
     // A watch through B sees a write through A.
-    let (ca, cb) = (Client::new(&format!("http://{a}")).unwrap(), Client::new(&format!("http://{b}")).unwrap());
+    let client = |addr: &str| Client::new(&format!("http://{addr}")).unwrap().with_token(&token);
+    let (ca, cb) = (client(&a), client(&b));
     let list = cb.list::<Service>(&ListParams::default()).await.unwrap();
     let mut w = cb.watch::<Service>(&ListParams::default(), &list.resource_version, false).await.unwrap();
     ca.create(service("cross")).await.unwrap();
@@ -189,12 +205,26 @@ async fn embedded_apiserver_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let data = dir.path().join("data");
-    let args = ["--store", "embedded", "--data-dir", data.to_str().unwrap(), "--listen", &addr];
-    let client = Client::new(&format!("http://{addr}")).unwrap();
+    let password_file = dir.path().join("admin-password");
+    let args = [
+        "--store",
+        "embedded",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        &addr,
+        "--bootstrap-admin",
+        password_file.to_str().unwrap(),
+    ];
+    let mut client = Client::new(&format!("http://{addr}")).unwrap();
     let mut acked = Vec::new();
     for round in 0..3 {
         let mut p = apiserver(&args);
         wait_ready(&addr, &mut p).await;
+        if round == 0 {
+            // The token outlives the restarts: the signing keys are in the store.
+            client = client.with_token(&admin_token(&format!("http://{addr}"), &password_file).await);
+        }
         // Several concurrent writers; kill the server while they are writing.
         let mut tasks = Vec::new();
         for w in 0..4 {
@@ -244,10 +274,38 @@ async fn embedded_apiserver_survives_kill_9() {
 #[tokio::test]
 async fn cli_reports_an_unreachable_server_clearly() {
     let server = format!("http://127.0.0.1:{}", free_port());
-    let out = stratus(&server, &["get", "services"]);
+    let out = stratus(&server, "", &["get", "services"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot reach the Stratus API at"), "{err}");
     assert!(err.contains("stratus up"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// A cluster started without bootstrap credentials has no user: every request but the open
+/// probes and discovery is refused, whatever token it carries.
+#[tokio::test]
+async fn a_cluster_without_bootstrap_credentials_refuses_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().join("data");
+    let mut p = apiserver(&["--store", "embedded", "--data-dir", data.to_str().unwrap(), "--listen", &addr]);
+    wait_ready(&addr, &mut p).await;
+    let server = format!("http://{addr}");
+    for token in ["", "garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."] {
+        let out = stratus(&server, token, &["get", "services"]);
+        assert!(!out.status.success(), "{token:?}: {}", text(&out));
+        assert!(text(&out).contains("stratus login"), "{token:?}: {}", text(&out));
+    }
+    for path in ["/apis/stratus.dev/v1/namespaces/default/services", "/metrics", "/openapi.json", "/apis"] {
+        let reply = http_get(&addr, path).await.unwrap();
+        assert!(reply.lines().next().is_some_and(|l| l.contains(" 401 ")), "{path}: {reply}");
+        assert!(reply.to_ascii_lowercase().contains("www-authenticate: bearer"), "{path}: {reply}");
+    }
+    for path in ["/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/openid-configuration"] {
+        let reply = http_get(&addr, path).await.unwrap();
+        assert!(reply.lines().next().is_some_and(|l| l.contains(" 200 ")), "{path}: {reply}");
+    }
+    let refused = Client::new(&server).unwrap().login("admin", "anything").await;
+    assert!(matches!(refused, Err(stratus_client::Error::Unauthenticated(_))), "{refused:?}");
 }

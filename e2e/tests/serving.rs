@@ -231,9 +231,9 @@ async fn failing_revisions_say_why() {
 async fn instances_spread_over_two_nodes_and_move_when_one_is_lost() {
     // Two nodes, each a `stratus-agent` process of its own.
     let mut c = Cluster::control_plane("nodes", Duration::from_secs(3)).await;
-    let _agent_a = c.agent_process(&format!("e2e-nodes-a-{}", free_port()));
+    let _agent_a = c.agent_process(&format!("e2e-nodes-a-{}", free_port())).await;
     let lost = format!("e2e-nodes-b-{}", free_port());
-    let mut agent_b = c.agent_process(&lost);
+    let mut agent_b = c.agent_process(&lost).await;
     c.apply(&hello("spread", "x", "      scaling: {minInstances: 4}")).await;
     let deadline = Instant::now() + PATIENCE;
     let per_node = loop {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use stratus_api::quantity::{Format, Quantity};
-use stratus_api::v1::{Condition, Lease, LeaseSpec, Namespace, Node, NodeAddress, NodeInfo};
+use stratus_api::v1::{Condition, Lease, LeaseSpec, Node, NodeAddress, NodeInfo};
 use stratus_api::{Resource, Timestamp};
 use stratus_client::{Client, Error as ApiError};
 use tokio::sync::watch;
@@ -188,15 +188,8 @@ async fn renew(client: &Client, cfg: &AgentConfig) -> Result<(), ApiError> {
             lease.spec = Some(LeaseSpec { acquire_time, ..spec });
             client.update(lease).await.map(|_| ())
         }
-        Err(ApiError::NotFound(msg)) => {
-            if msg.contains("namespace") {
-                let mut ns = Namespace::default();
-                ns.meta_mut().name = NODE_LEASE_NAMESPACE.to_string();
-                match client.create(ns).await {
-                    Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+        // The lease namespace is the API server's to make (it does at its first start).
+        Err(ApiError::NotFound(_)) => {
             let mut lease = Lease::default();
             lease.meta_mut().name = cfg.node_name.clone();
             lease.meta_mut().namespace = NODE_LEASE_NAMESPACE.to_string();

@@ -32,14 +32,18 @@
 //! [`Builder::connect`] to the API of another process where they need it, and run it with
 //! [`Platform::run_until`].
 
+pub mod connect;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use stratus_agent::AgentConfig;
 use stratus_agent::runtime::Runtime;
+use stratus_api::identity::roles;
+use stratus_apiserver::auth::service::{ComponentToken, Identity};
 use stratus_apiserver::{ApiServer, StoreOptions};
-use stratus_client::{Client, ErrorChain};
+use stratus_client::{Client, Credentials, ErrorChain};
 use stratus_controllers::{Config as ControllersConfig, DemandStore, Metrics};
 use stratus_gateway::{Gateway, GatewayConfig};
 use tokio::net::TcpListener;
@@ -57,6 +61,8 @@ pub enum Error {
     Listen(#[source] std::io::Error),
     #[error("the API endpoint {0} is not usable")]
     Client(String, #[source] stratus_client::Error),
+    #[error("making the identities of the platform's parts failed")]
+    Identity(#[source] stratus_apiserver::Error),
     #[error("the {part} failed: {message}")]
     Part { part: &'static str, message: String },
 }
@@ -79,6 +85,9 @@ struct Agent {
 /// What to run; see the module documentation.
 pub struct Builder {
     api: Api,
+    api_config: stratus_apiserver::Config,
+    bootstrap_admin: Option<std::path::PathBuf>,
+    credentials: Credentials,
     gateway: Option<(TcpListener, GatewayConfig)>,
     gateway_admin: Option<TcpListener>,
     controllers: Option<ControllersConfig>,
@@ -101,6 +110,9 @@ impl Builder {
     fn with(api: Api) -> Builder {
         Builder {
             api,
+            api_config: stratus_apiserver::Config::default(),
+            bootstrap_admin: None,
+            credentials: Credentials::None,
             gateway: None,
             gateway_admin: None,
             controllers: None,
@@ -108,6 +120,27 @@ impl Builder {
             controllers_metrics: None,
             agents: Vec::new(),
         }
+    }
+
+    /// How the API server served here is set up (tokens: issuer, lifetimes, key rotation).
+    pub fn api_config(mut self, config: stratus_apiserver::Config) -> Builder {
+        self.api_config = config;
+        self
+    }
+
+    /// Creates the first admin (`admin`, cluster-admin, of tenant `default`) on first start,
+    /// its random password written to `password_file` (mode 0600) and kept in
+    /// [`Platform::admin_password`]. Only with an API server served here.
+    pub fn bootstrap_admin(mut self, password_file: impl Into<std::path::PathBuf>) -> Builder {
+        self.bootstrap_admin = Some(password_file.into());
+        self
+    }
+
+    /// The credentials the parts present to the API of another process ([`Builder::connect`]).
+    /// With an API served here, each part gets a service account of its own instead.
+    pub fn credentials(mut self, credentials: Credentials) -> Builder {
+        self.credentials = credentials;
+        self
     }
 
     /// A gateway on `listener`. With controllers in this process, it reports demand to their
@@ -160,17 +193,31 @@ impl Builder {
         };
         let mut parts = Parts::default();
 
-        let (endpoint, api) = match self.api {
+        let (endpoint, api, identity, admin_password) = match self.api {
             Api::Serve { store, listener } => {
                 let addr = listener.local_addr().map_err(Error::Listen)?;
                 let store = stratus_apiserver::open_store(&store).await.map_err(Error::Store)?;
-                let server = ApiServer::new(store).await.map_err(Error::ApiServer)?;
+                let server = ApiServer::with_config(store, self.api_config).await.map_err(Error::ApiServer)?;
+                let admin_password = match &self.bootstrap_admin {
+                    Some(file) => server.bootstrap_admin(file).await.map_err(Error::ApiServer)?,
+                    None => None,
+                };
+                let identity = server.identity().clone();
                 parts.spawn("API server", server.serve(listener, until(stopped.clone())));
-                (endpoint_for(addr), Some(addr))
+                (endpoint_for(addr), Some(addr), Some(identity), admin_password)
             }
-            Api::Connect(endpoint) => (endpoint, None),
+            Api::Connect(endpoint) => (endpoint, None, None, None),
         };
-        let client = Client::new(&endpoint).map_err(|e| Error::Client(endpoint.clone(), e))?;
+        let connected = Client::new(&endpoint).map_err(|e| Error::Client(endpoint.clone(), e))?;
+        // Each part as itself: a service account of its own when the API is served here.
+        let as_part = async |name: &str, role: &str| -> Result<Client> {
+            Ok(match &identity {
+                Some(id) => connected
+                    .with_credentials(source(id.component_token(name, role, "").await.map_err(Error::Identity)?)),
+                None => connected.with_credentials(self.credentials.clone()),
+            })
+        };
+        let client = as_part("platform", roles::CLUSTER_ADMIN).await?;
 
         // The autoscaler's demand service, which the gateway reports to and pokes.
         let mut autoscaler = None;
@@ -194,7 +241,7 @@ impl Builder {
             if config.autoscaler.is_none() {
                 config.autoscaler.clone_from(&autoscaler);
             }
-            let serving = Gateway::new(client.clone(), config);
+            let serving = Gateway::new(as_part("gateway", roles::SYSTEM_GATEWAY).await?, config);
             if let Some(admin) = self.gateway_admin {
                 parts.spawn("gateway's admin server", serving.clone().serve_admin(admin, until(stopped.clone())));
             }
@@ -212,13 +259,16 @@ impl Builder {
                     stratus_controllers::serve_metrics(listener, metrics.clone(), until(stopped.clone())),
                 );
             }
-            let running = stratus_controllers::run_with_demand(client.clone(), config, metrics, demand, until(stopped));
+            let controllers = as_part("controllers", roles::SYSTEM_CONTROLLERS).await?;
+            let running = stratus_controllers::run_with_demand(controllers, config, metrics, demand, until(stopped));
             parts.spawn("controllers", infallible(running));
         }
 
-        let mut platform = Platform { endpoint, api, gateway, autoscaler, client, stop, parts };
+        let credentials = self.credentials;
+        let mut platform =
+            Platform { endpoint, api, gateway, autoscaler, client, admin_password, identity, credentials, stop, parts };
         for Agent { config, runtime, listener } in self.agents {
-            platform.add_agent(config, runtime, listener)?;
+            platform.add_agent(config, runtime, listener).await?;
         }
         Ok(platform)
     }
@@ -234,8 +284,14 @@ pub struct Platform {
     pub gateway: Option<SocketAddr>,
     /// The autoscaler's demand service, when the controllers run here.
     pub autoscaler: Option<String>,
-    /// A client of the API.
+    /// A client of the API: a cluster admin when the API is served here (the service account
+    /// `stratus-system/platform`), else with the builder's credentials.
     pub client: Client,
+    /// The first admin's password, when this start created the admin.
+    pub admin_password: Option<String>,
+    /// Issues the parts' identities, when the API is served here.
+    identity: Option<Identity>,
+    credentials: Credentials,
     stop: watch::Sender<bool>,
     parts: Parts,
 }
@@ -243,7 +299,7 @@ pub struct Platform {
 impl Platform {
     /// Starts another node agent, talking to this platform's API and stopping with it;
     /// `listener`, when given, serves its metrics and logs.
-    pub fn add_agent(
+    pub async fn add_agent(
         &mut self,
         mut config: AgentConfig,
         runtime: Arc<dyn Runtime>,
@@ -252,8 +308,16 @@ impl Platform {
         if let Some(l) = &listener {
             config.agent_endpoint = endpoint_for(l.local_addr().map_err(Error::Listen)?);
         }
+        let client = match &self.identity {
+            Some(id) => {
+                let account = format!("node-{}", config.node_name);
+                let token = id.component_token(&account, roles::SYSTEM_AGENT, &config.node_name).await;
+                self.client.with_credentials(source(token.map_err(Error::Identity)?))
+            }
+            None => self.client.with_credentials(self.credentials.clone()),
+        };
         let mut stopping = self.stop.subscribe();
-        let running = stratus_agent::agent::run(config, self.client.clone(), runtime, listener, async move {
+        let running = stratus_agent::agent::run(config, client, runtime, listener, async move {
             let _ = stopping.wait_for(|s| *s).await;
         });
         self.parts.spawn("node agent", infallible(running));
@@ -276,6 +340,12 @@ impl Platform {
     /// Tells every part to stop; [`Platform::stopped`] waits for them.
     pub fn stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// Issues the identities of this platform's parts (and of agents run elsewhere), when the
+    /// API is served here.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
     }
 
     /// Turns true once the platform is told to stop (`wait_for(|s| *s)` to wait for it).
@@ -341,6 +411,11 @@ impl Drop for Ending {
     fn drop(&mut self) {
         self.0.notify_one();
     }
+}
+
+/// Credentials that ask a component's token source before every request.
+fn source(token: ComponentToken) -> Credentials {
+    Credentials::Source(token)
 }
 
 /// A part that cannot fail.

@@ -33,6 +33,8 @@ pub struct AgentHarness<R: Runtime> {
     _server: TestServer,
     /// A client of the harness's API server.
     pub client: Client,
+    /// What the agent runs as: the service account of its node.
+    agent_client: Client,
     /// The runtime the agent runs on, for the test to drive and inspect.
     pub runtime: Arc<R>,
     /// What [`AgentHarness::run_agent`] starts the agent with.
@@ -47,10 +49,19 @@ impl<R: Runtime> AgentHarness<R> {
     /// Starts an in-process API server and the agent on `runtime`.
     pub async fn start(runtime: R, config: HarnessConfig) -> AgentHarness<R> {
         let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).expect("a client of the test server");
+        let client = Client::new(&server.endpoint).expect("a client of the test server").with_token(&server.token);
+        // The agent is itself: a service account confined to its node, as in a real cluster.
+        let node = config.agent.node_name.clone();
+        let agent_token = server
+            .identity
+            .component_token(&format!("node-{node}"), stratus_api::identity::roles::SYSTEM_AGENT, &node)
+            .await
+            .expect("the agent's service account");
+        let agent_client = client.with_credentials(stratus_client::Credentials::Source(agent_token));
         let mut h = AgentHarness {
             _server: server,
             client,
+            agent_client,
             runtime: Arc::new(runtime),
             cfg: config.agent,
             patience: config.patience,
@@ -73,7 +84,7 @@ impl<R: Runtime> AgentHarness<R> {
         let runtime: Arc<dyn Runtime> = self.runtime.clone();
         self.agent = Some(tokio::spawn(stratus_agent::agent::run(
             self.cfg.clone(),
-            self.client.clone(),
+            self.agent_client.clone(),
             runtime,
             None,
             async move {

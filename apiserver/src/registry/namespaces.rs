@@ -5,24 +5,45 @@
 use std::time::Duration;
 
 use stratus_api::Resource;
+use stratus_api::identity::DEFAULT_TENANT;
 use stratus_api::resource::KINDS;
-use stratus_api::v1::Namespace;
+use stratus_api::v1::{Namespace, NamespaceSpec, Tenant};
+use stratus_api::{AnyObject, wellknown};
 use stratus_store::ListOptions;
 
 use super::Registry;
 use super::objects::{decode, prefix_of};
-use crate::admission::Caller;
+use crate::auth::Caller;
 use crate::error::{ApiResult, Reason};
 
 /// How long a namespace's contents wait between sweeps while it terminates.
 const NAMESPACE_SWEEP: Duration = Duration::from_secs(2);
 
 impl Registry {
-    /// Makes sure the `default` namespace exists.
+    /// Makes sure what the platform starts with exists: the tenant `default`, its namespace
+    /// `default`, and the namespaces of the platform's own objects (owned by no tenant, so that
+    /// only the components and cluster admins reach them).
     pub async fn bootstrap(&self) -> ApiResult<()> {
-        let mut ns = Namespace::default();
-        ns.meta_mut().name = stratus_api::DEFAULT_NAMESPACE.to_string();
-        match self.create(&Caller::system(), ns.into_any()).await {
+        let mut tenant = Tenant::default();
+        tenant.meta_mut().name = DEFAULT_TENANT.to_string();
+        self.create_missing(tenant.into_any()).await?;
+        let namespaces = [
+            (stratus_api::DEFAULT_NAMESPACE, DEFAULT_TENANT),
+            (wellknown::namespaces::SYSTEM, ""),
+            (wellknown::namespaces::NODE_LEASE, ""),
+        ];
+        for (name, tenant) in namespaces {
+            let mut ns = Namespace::default();
+            ns.meta_mut().name = name.to_string();
+            ns.spec = Some(NamespaceSpec { tenant: tenant.to_string() });
+            self.create_missing(ns.into_any()).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates `obj` as the API server unless an object of its name exists.
+    pub(crate) async fn create_missing(&self, obj: AnyObject) -> ApiResult<()> {
+        match self.create(&Caller::system(), obj).await {
             Ok(_) => Ok(()),
             Err(e) if e.reason == Reason::AlreadyExists => Ok(()),
             Err(e) => Err(e),

@@ -8,9 +8,11 @@ use stratus_api::v1::Namespace;
 use stratus_api::{AnyObject, KindInfo, Resource};
 use stratus_store::ListOptions;
 
+use super::access::Memo;
 use super::objects::{decode, key_of, kind_info, not_found, parse_rv, prefix_of, scoped_namespace};
+use super::redact;
 use super::{ListPage, MAX_PAGE, Registry, Selection, WatchEvent};
-use crate::admission::{Caller, Verb};
+use crate::auth::{Caller, Verb};
 use crate::error::{ApiError, ApiResult, Reason};
 
 /// How many keys a filtered list reads from the store at a time.
@@ -20,8 +22,11 @@ impl Registry {
     pub async fn get(&self, caller: &Caller, kind: &str, namespace: &str, name: &str) -> ApiResult<AnyObject> {
         let info = kind_info(kind)?;
         let namespace = scoped_namespace(info, namespace);
-        self.admission.admit(caller, Verb::Get, info, &namespace, name, None)?;
-        self.read(info, &namespace, name).await?.map(|(o, _)| o).ok_or_else(|| not_found(info, &namespace, name))
+        self.authorize(caller, Verb::Get, info, &namespace, name, None).await?;
+        self.read(info, &namespace, name)
+            .await?
+            .map(|(o, _)| redact(o))
+            .ok_or_else(|| not_found(info, &namespace, name))
     }
 
     pub async fn list(
@@ -34,7 +39,8 @@ impl Registry {
     ) -> ApiResult<ListPage> {
         let info = kind_info(kind)?;
         let namespace = if info.namespaced { sel.namespace.clone() } else { String::new() };
-        self.admission.admit(caller, Verb::List, info, &namespace, "", None)?;
+        self.authorize_reads(caller, Verb::List, info, &namespace).await?;
+        let mut memo = Memo::default();
         let labels = LabelSelector::parse(&sel.labels).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
         let fields = FieldSelector::parse(&sel.fields).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
         let limit = if limit == 0 || limit > MAX_PAGE { MAX_PAGE } else { limit };
@@ -65,7 +71,10 @@ impl Registry {
             let exhausted = !page.more;
             for kv in page.items {
                 let obj = decode(info, &kv)?;
-                if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
+                if labels.matches(&obj.meta().labels)
+                    && fields.matches(&obj)
+                    && self.visible(caller, &obj, &mut memo).await?
+                {
                     if items.len() == limit {
                         // One more match exists: the page is full and continues after the last item.
                         let last = start_after.unwrap_or_default();
@@ -75,7 +84,7 @@ impl Registry {
                             continue_token: encode_token(page.revision, last.strip_prefix(&prefix).unwrap_or(&last)),
                         });
                     }
-                    items.push(obj);
+                    items.push(redact(obj));
                 }
                 start_after = Some(kv.key);
             }
@@ -103,7 +112,8 @@ impl Registry {
     ) -> ApiResult<BoxStream<'static, ApiResult<WatchEvent>>> {
         let info = kind_info(kind)?;
         let namespace = if info.namespaced { sel.namespace.clone() } else { String::new() };
-        self.admission.admit(caller, Verb::Watch, info, &namespace, "", None)?;
+        self.authorize_reads(caller, Verb::Watch, info, &namespace).await?;
+        let mut memo = Memo::default();
         let labels = LabelSelector::parse(&sel.labels).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
         let fields = FieldSelector::parse(&sel.fields).map_err(|e| ApiError::new(Reason::BadRequest, e.to_string()))?;
         let prefix = prefix_of(info, &namespace);
@@ -120,8 +130,11 @@ impl Registry {
                     at = Some(page.revision);
                     for kv in &page.items {
                         let obj = decode(info, kv)?;
-                        if labels.matches(&obj.meta().labels) && fields.matches(&obj) {
-                            initial.push(Ok(WatchEvent { kind: "ADDED", object: obj }));
+                        if labels.matches(&obj.meta().labels)
+                            && fields.matches(&obj)
+                            && self.visible(caller, &obj, &mut memo).await?
+                        {
+                            initial.push(Ok(WatchEvent { kind: "ADDED", object: redact(obj) }));
                         }
                     }
                     if !page.more {
@@ -143,51 +156,79 @@ impl Registry {
             }
         };
         let stream = self.store.watch(&prefix, after).await?;
-        let matches = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
+        let selected = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
         let gauge = self.metrics.watch_started();
+        let (registry, caller) = (self.clone(), caller.clone());
         let events = stream.filter_map(move |ev| {
             let _gauge = &gauge;
-            let out = match ev {
-                Err(e) => Some(Err(ApiError::from(e))),
-                Ok(stratus_store::WatchEvent::Put { kv, prev }) => {
-                    let classify = || -> ApiResult<Option<WatchEvent>> {
-                        let obj = decode(info, &kv)?;
-                        let was = match &prev {
-                            Some(p) => matches(&decode(info, p)?),
-                            None => false,
+            let (registry, caller, selected) = (registry.clone(), caller.clone(), selected.clone());
+            async move {
+                // Whether the caller may read the object is asked again for every event: a
+                // binding removed since the watch began hides what follows.
+                let matches = async |o: &AnyObject| -> ApiResult<bool> {
+                    Ok(selected(o) && registry.visible(&caller, o, &mut Memo::default()).await?)
+                };
+                match ev {
+                    Err(e) => Some(Err(ApiError::from(e))),
+                    Ok(stratus_store::WatchEvent::Put { kv, prev }) => {
+                        let classify = async || -> ApiResult<Option<WatchEvent>> {
+                            let obj = decode(info, &kv)?;
+                            let was = match &prev {
+                                Some(p) => matches(&decode(info, p)?).await?,
+                                None => false,
+                            };
+                            let kind = match (was, matches(&obj).await?) {
+                                (false, true) => "ADDED",
+                                (true, true) => "MODIFIED",
+                                (true, false) => "DELETED",
+                                (false, false) => return Ok(None),
+                            };
+                            Ok(Some(WatchEvent { kind, object: redact(obj) }))
                         };
-                        let kind = match (was, matches(&obj)) {
-                            (false, true) => "ADDED",
-                            (true, true) => "MODIFIED",
-                            (true, false) => "DELETED",
-                            (false, false) => return Ok(None),
-                        };
-                        Ok(Some(WatchEvent { kind, object: obj }))
-                    };
-                    classify().transpose()
-                }
-                Ok(stratus_store::WatchEvent::Delete { prev, revision }) => match decode(info, &prev) {
-                    Ok(mut obj) if matches(&obj) => {
-                        obj.meta_mut().resource_version = revision.to_string();
-                        Some(Ok(WatchEvent { kind: "DELETED", object: obj }))
+                        classify().await.transpose()
                     }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                },
-                Ok(stratus_store::WatchEvent::Progress { revision }) if bookmarks => {
-                    let mut obj = bookmark_object(info);
-                    obj.meta_mut().resource_version = revision.to_string();
-                    Some(Ok(WatchEvent { kind: "BOOKMARK", object: obj }))
+                    Ok(stratus_store::WatchEvent::Delete { prev, revision }) => match decode(info, &prev) {
+                        Ok(mut obj) => match matches(&obj).await {
+                            Ok(true) => {
+                                obj.meta_mut().resource_version = revision.to_string();
+                                Some(Ok(WatchEvent { kind: "DELETED", object: redact(obj) }))
+                            }
+                            Ok(false) => None,
+                            Err(e) => Some(Err(e)),
+                        },
+                        Err(e) => Some(Err(e)),
+                    },
+                    Ok(stratus_store::WatchEvent::Progress { revision }) if bookmarks => {
+                        let mut obj = bookmark_object(info);
+                        obj.meta_mut().resource_version = revision.to_string();
+                        Some(Ok(WatchEvent { kind: "BOOKMARK", object: obj }))
+                    }
+                    Ok(stratus_store::WatchEvent::Progress { .. }) => None,
                 }
-                Ok(stratus_store::WatchEvent::Progress { .. }) => None,
-            };
-            futures::future::ready(out)
+            }
         });
         let mut closing = self.closing.clone();
         let closed = async move {
             let _ = closing.wait_for(|c| *c).await;
         };
         Ok(futures::stream::iter(initial).chain(events).take_until(closed).boxed())
+    }
+
+    /// Refuses a list or watch the caller may not make: in one namespace, as the namespace's
+    /// roles say; across namespaces or of a cluster-scoped kind, only when no object of the
+    /// kind could be the caller's (the items are then filtered one by one).
+    async fn authorize_reads(
+        &self,
+        caller: &Caller,
+        verb: Verb,
+        info: &'static KindInfo,
+        namespace: &str,
+    ) -> ApiResult<()> {
+        if info.namespaced && !namespace.is_empty() {
+            self.authorize(caller, verb, info, namespace, "", None).await
+        } else {
+            self.authorize_collection(caller, verb, info)
+        }
     }
 
     pub(super) async fn read(

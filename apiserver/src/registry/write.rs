@@ -11,16 +11,26 @@ use stratus_api::v1::{Namespace, NamespaceStatus};
 use stratus_api::{AnyObject, KindInfo, Resource, Timestamp};
 
 use super::objects::{conflict, key_of, kind_info, not_found, parse_rv, scoped_namespace};
+use super::redact;
 use super::{Applied, Registry};
-use crate::admission::{Caller, Verb};
+use crate::auth::{Caller, Verb};
 use crate::error::{ApiError, ApiResult, Reason};
 
 impl Registry {
-    pub async fn create(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
-        prepare(&mut obj)?;
+    pub async fn create(&self, caller: &Caller, obj: AnyObject) -> ApiResult<AnyObject> {
+        self.create_prepared(caller, obj).await.map(redact)
+    }
+
+    async fn create_prepared(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+        default_tenant(&mut obj, caller);
+        // Authorised before it is validated: a caller who may not create here learns nothing of
+        // the rules.
         let info = obj.info();
+        let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
+        self.authorize(caller, Verb::Create, info, &namespace, &name, Some(&obj)).await?;
+        prepare(&mut obj)?;
+        secure_password(&mut obj, None).await?;
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
-        self.admission.admit(caller, Verb::Create, info, &namespace, &name, Some(&obj))?;
         if info.namespaced {
             self.check_namespace_open(&namespace).await?;
         }
@@ -63,20 +73,22 @@ impl Registry {
         let name = obj.meta().name.clone();
         let stored = self.read(info, &namespace, &name).await?;
         if let Some((current, _)) = &stored {
+            self.authorize(caller, Verb::Update, info, &namespace, &name, Some(current)).await?;
             stratus_api::knative::release_changed_annotations(&mut obj, current);
         }
         prepare(&mut obj)?;
         if let Some((current, _)) = &stored {
             validate_update(&obj, current)?;
         }
-        self.admission.admit(caller, Verb::Update, info, &namespace, &name, Some(&obj))?;
+        self.authorize(caller, Verb::Update, info, &namespace, &name, Some(&obj)).await?;
+        secure_password(&mut obj, stored.as_ref().map(|(c, _)| c)).await?;
         let expected = required_rv(&obj)?;
         let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
         if rev != expected {
             return Err(conflict(info, &name));
         }
         let next = merge_update(&current, &obj)?;
-        self.write_merged(info, &current, next, rev).await
+        self.write_merged(info, &current, next, rev).await.map(redact)
     }
 
     /// Replaces the status only. The object must carry the resourceVersion it was read at.
@@ -85,10 +97,10 @@ impl Registry {
         let info = obj.info();
         let namespace = scoped_namespace(info, &obj.meta().namespace);
         let name = obj.meta().name.clone();
-        self.admission.admit(caller, Verb::UpdateStatus, info, &namespace, &name, Some(&obj))?;
+        let stored = self.read(info, &namespace, &name).await?;
+        self.authorize(caller, Verb::UpdateStatus, info, &namespace, &name, stored.as_ref().map(|(c, _)| c)).await?;
         let expected = required_rv(&obj)?;
-        let (current, rev) =
-            self.read(info, &namespace, &name).await?.ok_or_else(|| not_found(info, &namespace, &name))?;
+        let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
         if rev != expected {
             return Err(conflict(info, &name));
         }
@@ -96,9 +108,9 @@ impl Registry {
         next.copy_status_from(&obj);
         stratus_api::validation::validate(&next).map_err(|e| ApiError::invalid(info.kind, &name, e))?;
         if next.status_eq(&current) {
-            return Ok(current);
+            return Ok(redact(current));
         }
-        self.put(info, next, rev).await
+        self.put(info, next, rev).await.map(redact)
     }
 
     /// Deletes an object, or, while it has finalizers, marks it with a deletionTimestamp.
@@ -113,7 +125,11 @@ impl Registry {
     ) -> ApiResult<AnyObject> {
         let info = kind_info(kind)?;
         let namespace = scoped_namespace(info, namespace);
-        self.admission.admit(caller, Verb::Delete, info, &namespace, name, None)?;
+        let stored = match name.is_empty() {
+            true => None,
+            false => self.read(info, &namespace, name).await?.map(|(o, _)| o),
+        };
+        self.authorize(caller, Verb::Delete, info, &namespace, name, stored.as_ref()).await?;
         let precondition = precondition.filter(|p| !p.is_empty());
         // Without a precondition a delete means "whatever it is now": a concurrent write
         // (a status update, a lease renewal) is no reason to fail, so read again and retry.
@@ -122,7 +138,7 @@ impl Registry {
             attempts += 1;
             match self.delete_once(info, &namespace, name, precondition).await {
                 Err(e) if e.reason == Reason::Conflict && precondition.is_none() && attempts < 8 => continue,
-                other => return other,
+                other => return other.map(redact),
             }
         }
     }
@@ -179,15 +195,22 @@ impl Registry {
     /// Creates the object, or brings an existing one's labels, annotations and spec to what is
     /// given (keeping status, and finalizers and owners unless given). Retries on conflicts
     /// with concurrent writers, since apply carries no resourceVersion of its own.
-    pub async fn apply(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
+    pub async fn apply(&self, caller: &Caller, obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
+        let (obj, applied) = self.apply_prepared(caller, obj).await?;
+        Ok((redact(obj), applied))
+    }
+
+    async fn apply_prepared(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
+        default_tenant(&mut obj, caller);
         let raw = obj.clone();
-        prepare(&mut obj)?;
         let info = obj.info();
+        let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
+        self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&obj)).await?;
+        prepare(&mut obj)?;
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
-        self.admission.admit(caller, Verb::Apply, info, &namespace, &name, Some(&obj))?;
         for _ in 0..8 {
             let Some((current, rev)) = self.read(info, &namespace, &name).await? else {
-                match self.create(caller, obj.clone()).await {
+                match self.create_prepared(caller, raw.clone()).await {
                     Ok(created) => return Ok((created, Applied::Created)),
                     Err(e) if e.reason == Reason::AlreadyExists => continue,
                     Err(e) => return Err(e),
@@ -199,10 +222,12 @@ impl Registry {
                     format!("{} {name:?} is being deleted; apply again once it is gone", info.singular),
                 ));
             }
+            self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&current)).await?;
             let mut desired = raw.clone();
             stratus_api::knative::release_changed_annotations(&mut desired, &current);
             prepare(&mut desired)?;
             validate_update(&desired, &current)?;
+            secure_password(&mut desired, Some(&current)).await?;
             let (given, have) = (desired.meta_mut(), current.meta());
             if given.finalizers.is_empty() {
                 given.finalizers = have.finalizers.clone();
@@ -331,6 +356,50 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
         return Ok(current.clone());
     }
     Ok(next)
+}
+
+/// A Namespace or User created without a tenant belongs to its creator's tenant.
+fn default_tenant(obj: &mut AnyObject, caller: &Caller) {
+    if caller.tenant.is_empty() {
+        return;
+    }
+    let tenant = match obj {
+        AnyObject::Namespace(ns) => &mut ns.spec.get_or_insert_default().tenant,
+        AnyObject::User(u) => &mut u.spec.get_or_insert_default().tenant,
+        _ => return,
+    };
+    if tenant.is_empty() {
+        tenant.clone_from(&caller.tenant);
+    }
+}
+
+/// A User's password becomes an argon2id hash before anything is stored; without a new
+/// password the stored hash stays. The hash is the server's to write: a client that sends one
+/// is refused.
+async fn secure_password(obj: &mut AnyObject, current: Option<&AnyObject>) -> ApiResult<()> {
+    let AnyObject::User(user) = obj else { return Ok(()) };
+    let name = user.meta().name.clone();
+    let spec = user.spec.get_or_insert_default();
+    if !spec.password_hash.is_empty() {
+        let err = stratus_api::validation::FieldError::new(
+            "spec.passwordHash",
+            "is set by the server from spec.password and cannot be given",
+        );
+        return Err(ApiError::invalid("User", &name, err.into()));
+    }
+    if spec.password.is_empty() {
+        if let Some(AnyObject::User(stored)) = current {
+            spec.password_hash = stored.spec.as_ref().map(|s| s.password_hash.clone()).unwrap_or_default();
+        }
+        return Ok(());
+    }
+    let password = std::mem::take(&mut spec.password);
+    let hashed = tokio::task::spawn_blocking(move || stratus_auth::password::hash(&password))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    spec.password_hash = hashed;
+    Ok(())
 }
 
 fn required_rv(obj: &AnyObject) -> ApiResult<i64> {

@@ -15,9 +15,30 @@ pub struct Reply {
     pub headers: hyper::HeaderMap,
 }
 
+thread_local! {
+    /// The token requests of this test carry (each `#[tokio::test]` runs on a thread of its own).
+    static TOKEN: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Makes the requests of this test present `token` (empty: none).
+pub fn present(token: &str) {
+    TOKEN.with(|t| *t.borrow_mut() = token.to_string());
+}
+
+/// Starts a server and makes the test's requests present its cluster-admin token.
+pub async fn start() -> TestServer {
+    let s = TestServer::start().await;
+    present(&s.token);
+    s
+}
+
 pub async fn request(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let mut req = hyper::Request::builder().method(method).uri(url);
+    let token = TOKEN.with(|t| t.borrow().clone());
+    if !token.is_empty() {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
     let payload = match body {
         Some((content_type, bytes)) => {
             req = req.header("content-type", content_type);

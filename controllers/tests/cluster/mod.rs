@@ -52,7 +52,7 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start() -> Cluster {
         let server = TestServer::start().await;
-        let client = Client::new(&server.endpoint).unwrap();
+        let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
         let (stop, _) = watch::channel(false);
         Cluster { _server: server, client, stop }
     }

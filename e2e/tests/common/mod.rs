@@ -62,7 +62,7 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(test: &str, node_grace: Duration) -> Cluster {
         let mut c = Cluster::control_plane(test, node_grace).await;
-        c.add_agent(&format!("e2e-{test}-{}", free_port()));
+        c.add_agent(&format!("e2e-{test}-{}", free_port())).await;
         c
     }
 
@@ -70,7 +70,7 @@ impl Cluster {
     /// 500 ms tick), so that scaling tests take seconds.
     pub async fn autoscaling(test: &str) -> Cluster {
         let mut c = Cluster::build(test, Duration::from_secs(15), true).await;
-        c.add_agent(&format!("e2e-{test}-{}", free_port()));
+        c.add_agent(&format!("e2e-{test}-{}", free_port())).await;
         c
     }
 
@@ -110,22 +110,31 @@ impl Cluster {
     }
 
     /// Runs a node agent in this process.
-    pub fn add_agent(&mut self, node: &str) {
+    pub async fn add_agent(&mut self, node: &str) {
         let mut cfg = AgentConfig::new(node);
         cfg.sync_interval = Duration::from_millis(250);
         cfg.lease_renew_interval = Duration::from_millis(500);
         cfg.drain_delay = Duration::from_millis(500);
         let runtime = Arc::new(DockerRuntime::connect(None).expect("docker"));
-        self.platform.add_agent(cfg, runtime, None).unwrap();
+        self.platform.add_agent(cfg, runtime, None).await.unwrap();
         self.nodes.push(NodeCleanup(node.to_string()));
     }
 
-    /// Runs a node agent as a `stratus-agent` process.
-    pub fn agent_process(&mut self, node: &str) -> Proc {
+    /// A token of the service account `node` runs as (role system:agent, confined to `node`).
+    pub async fn agent_token(&self, node: &str) -> String {
+        let identity = self.platform.identity().expect("the API is served in this process");
+        let role = stratus_api::identity::roles::SYSTEM_AGENT;
+        identity.component_token(&format!("node-{node}"), role, node).await.unwrap()()
+    }
+
+    /// Runs a node agent as a `stratus-agent` process, as its node's service account.
+    pub async fn agent_process(&mut self, node: &str) -> Proc {
         self.nodes.push(NodeCleanup(node.to_string()));
+        let token = self.agent_token(node).await;
         Proc(
             Command::new(binary("stratus-agent"))
                 .args(["--apiserver", &self.platform.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
+                .env("STRATUS_TOKEN", token)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

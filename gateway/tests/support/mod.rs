@@ -63,7 +63,7 @@ impl Harness {
     /// Starts everything and waits until the gateway has loaded its (empty) routes.
     pub async fn start_with(config: GatewayConfig) -> Result<Harness> {
         let server = TestServer::start().await;
-        let api = Client::new(&server.endpoint)?;
+        let api = Client::new(&server.endpoint)?.with_token(&server.token);
         let gateway = Gateway::new(api.clone(), config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let admin_listener = TcpListener::bind("127.0.0.1:0").await?;

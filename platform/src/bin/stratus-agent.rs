@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::Parser;
 use stratus_agent::AgentConfig;
 use stratus_agent::runtime::lazy::LazyDocker;
-use stratus_platform::Builder;
 
 /// The Stratus node agent: runs the Instances bound to this node as Docker containers.
 #[derive(Parser, Debug)]
@@ -18,9 +17,8 @@ use stratus_platform::Builder;
     long_about = None
 )]
 struct Args {
-    /// The API server.
-    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
-    apiserver: String,
+    #[command(flatten)]
+    api: stratus_platform::connect::ApiFlags,
     /// This node's name (default: the hostname).
     #[arg(long, env = "STRATUS_NODE_NAME")]
     node_name: Option<String>,
@@ -63,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
     // The engine may come up after the agent: the node is NotReady until it answers.
     let runtime = LazyDocker::new(args.docker_host);
     // The agent advertises the listener's address as its endpoint.
-    let platform = Builder::connect(args.apiserver).agent(cfg, Arc::new(runtime), Some(listener)).start().await?;
+    let platform = args.api.builder()?.agent(cfg, Arc::new(runtime), Some(listener)).start().await?;
     platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! [`stratus_platform::Builder::serve_api`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -35,6 +36,29 @@ struct Args {
     /// etcd client URLs, comma-separated (with --store etcd).
     #[arg(long, env = "STRATUS_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
+    /// On first start, create the cluster admin `admin` (tenant `default`) with a random
+    /// password written to this file (mode 0600; it must not exist yet). Without it, a new
+    /// cluster has no user and refuses every request.
+    #[arg(long, env = "STRATUS_BOOTSTRAP_ADMIN", value_name = "PASSWORD_FILE")]
+    bootstrap_admin: Option<PathBuf>,
+    /// The issuer (`iss`) of the tokens this server signs: the URL clients reach the API at.
+    #[arg(long, env = "STRATUS_ISSUER", default_value = "https://stratus.local")]
+    issuer: String,
+    /// How long a token from `stratus login` lasts, e.g. 12h.
+    #[arg(long, default_value = "12h", value_parser = duration)]
+    login_token_ttl: Duration,
+    /// The longest any token may last; a retired signing key verifies this long after its
+    /// retirement.
+    #[arg(long, default_value = "720h", value_parser = duration)]
+    max_token_ttl: Duration,
+    /// How often a new signing key is made.
+    #[arg(long, default_value = "24h", value_parser = duration)]
+    signing_key_rotation: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = stratus_api::duration::parse(s).map_err(|e| e.to_string())?;
+    if d.is_zero() { Err("must be longer than zero".into()) } else { Ok(d) }
 }
 
 #[tokio::main]
@@ -48,7 +72,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let platform = Builder::serve_api(store, listener).start().await?;
+    let tokens = stratus_apiserver::auth::tokens::TokenConfig {
+        issuer: args.issuer,
+        login_ttl: args.login_token_ttl,
+        max_ttl: args.max_token_ttl,
+        rotation: args.signing_key_rotation,
+        ..Default::default()
+    };
+    let mut builder = Builder::serve_api(store, listener).api_config(stratus_apiserver::Config { tokens });
+    if let Some(file) = &args.bootstrap_admin {
+        builder = builder.bootstrap_admin(file);
+    }
+    let platform = builder.start().await?;
+    if let (Some(file), Some(_)) = (&args.bootstrap_admin, &platform.admin_password) {
+        tracing::info!(file = %file.display(), "created the cluster admin \"admin\"; its password is in the file");
+    }
     platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use clap::Parser;
 use stratus_api::capacity::Overcommit;
 use stratus_controllers::Config;
-use stratus_platform::Builder;
 
 /// The Stratus controllers: services, revisions, scheduler, endpoints, nodes and garbage
 /// collection, leader-elected so that several replicas can run.
@@ -20,9 +19,8 @@ use stratus_platform::Builder;
     long_about = None
 )]
 struct Args {
-    /// The API server.
-    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
-    apiserver: String,
+    #[command(flatten)]
+    api: stratus_platform::connect::ApiFlags,
     /// The domain services are reached under: http://{service}.{namespace}.{domain}.
     #[arg(long, env = "STRATUS_DOMAIN", default_value = "localhost")]
     domain: String,
@@ -109,7 +107,9 @@ async fn main() -> anyhow::Result<()> {
     let autoscaler = tokio::net::TcpListener::bind(&args.autoscaler_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.autoscaler_listen))?;
-    let platform = Builder::connect(args.apiserver)
+    let platform = args
+        .api
+        .builder()?
         .controllers(config)
         .autoscaler_listener(autoscaler)
         .controllers_metrics(metrics)

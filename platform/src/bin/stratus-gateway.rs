@@ -6,7 +6,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use stratus_gateway::GatewayConfig;
-use stratus_platform::Builder;
 use tokio::net::TcpListener;
 
 /// The Stratus gateway: routes HTTP requests by host to the instances of a service's revisions.
@@ -18,9 +17,8 @@ use tokio::net::TcpListener;
     long_about = None
 )]
 struct Args {
-    /// The API server.
-    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
-    apiserver: String,
+    #[command(flatten)]
+    api: stratus_platform::connect::ApiFlags,
     /// Where requests are served.
     #[arg(long, env = "STRATUS_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     listen: String,
@@ -90,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         name = config.name,
         "gateway starting"
     );
-    let platform = Builder::connect(args.apiserver).gateway(listener, config).gateway_admin(admin).start().await?;
+    let platform = args.api.builder()?.gateway(listener, config).gateway_admin(admin).start().await?;
     platform
         .run_until(async {
             stratus_support::shutdown_signal().await;

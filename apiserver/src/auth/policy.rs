@@ -1,0 +1,331 @@
+//! Who may do what: the roles of Stratus as one pure function, [`decide`], from a caller, a
+//! verb, a kind and the facts the registry gathered about the target. Nothing here reads the
+//! store, so every rule is tested on its own.
+//!
+//! The answer is one of three: allowed; forbidden (403: the caller may see the target but not
+//! do this to it); or hidden (404: the caller may not even know the target exists, so the
+//! answer is the same as for a missing one). A tenant's objects are hidden from every other
+//! tenant; system kinds (Node, Lease) are merely forbidden, since their existence says nothing
+//! about anyone.
+
+use stratus_api::identity::roles;
+use stratus_api::wellknown::namespaces::NODE_LEASE;
+use stratus_api::{AnyObject, KindInfo};
+
+use super::{Caller, Verb};
+
+/// Who owns the target of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A tenant: the tenant of a namespaced object's namespace, a Namespace's `spec.tenant`, a
+    /// User's `spec.tenant`, or a Tenant itself.
+    Tenant(String),
+    /// The target exists but belongs to no tenant (a system namespace, a Node).
+    Nobody,
+    /// The target (or its namespace) does not exist.
+    Missing,
+}
+
+/// What the registry found out about the target before asking.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    pub owner: Owner,
+    /// The roles the caller holds in the target's namespace through RoleBindings.
+    pub roles: &'a [String],
+    /// The object as stored (or, for a create, as it will be), when the rule needs it.
+    pub object: Option<&'a AnyObject>,
+}
+
+/// The answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// 403, with the reason.
+    Forbidden(String),
+    /// 404, as if the target did not exist.
+    Hidden,
+}
+
+impl Decision {
+    pub fn allowed(&self) -> bool {
+        *self == Decision::Allow
+    }
+}
+
+/// Whether `caller` may do `verb` on the object `name` of `kind` in `namespace` (`name` empty
+/// for list, watch and create).
+pub fn decide(caller: &Caller, verb: Verb, kind: &KindInfo, namespace: &str, name: &str, facts: &Facts) -> Decision {
+    let forbidden = || {
+        let what = if name.is_empty() { kind.plural.to_string() } else { format!("{} {name:?}", kind.plural) };
+        let scope = if namespace.is_empty() { String::new() } else { format!(" in namespace {namespace:?}") };
+        Decision::Forbidden(format!("{} may not {} {what}{scope}", caller.user, verb.as_str()))
+    };
+    let allow_if = |ok: bool| if ok { Decision::Allow } else { forbidden() };
+    match caller.cluster_role.as_str() {
+        roles::CLUSTER_ADMIN => return Decision::Allow,
+        roles::SYSTEM_CONTROLLERS => return allow_if(controllers_may(verb, kind)),
+        roles::SYSTEM_GATEWAY => return allow_if(gateway_may(verb, kind)),
+        roles::SYSTEM_AGENT => return allow_if(agent_may(caller, verb, kind, namespace, name, facts.object)),
+        _ => {}
+    }
+    let own = matches!(&facts.owner, Owner::Tenant(t) if !caller.tenant.is_empty() && *t == caller.tenant);
+    let tenant_admin = caller.cluster_role == roles::TENANT_ADMIN && own;
+    match kind.kind {
+        "Node" | "Lease" => forbidden(),
+        "Tenant" if own => allow_if(matches!(verb, Verb::Get | Verb::List | Verb::Watch)),
+        "Tenant" => Decision::Hidden,
+        "User" => {
+            let own_user = caller.kind == super::SubjectKind::User && name == caller.user;
+            if tenant_admin {
+                let role = match facts.object {
+                    Some(AnyObject::User(u)) => u.spec.as_ref().map(|s| s.cluster_role.as_str()).unwrap_or(""),
+                    _ => "",
+                };
+                allow_if(role != roles::CLUSTER_ADMIN || verb.is_read())
+            } else if own && own_user {
+                allow_if(verb == Verb::Get)
+            } else if own && verb.is_read() && name.is_empty() {
+                // Listing users answers with the caller's own entry only (the filter hides the rest).
+                Decision::Allow
+            } else {
+                Decision::Hidden
+            }
+        }
+        "Namespace" if tenant_admin => allow_if(verb != Verb::UpdateStatus && verb != Verb::Logs),
+        "Namespace" if own && !facts.roles.is_empty() => allow_if(matches!(verb, Verb::Get | Verb::List | Verb::Watch)),
+        "Namespace" if own && verb == Verb::Create => forbidden(),
+        "Namespace" => Decision::Hidden,
+        _ if !own => Decision::Hidden,
+        _ if tenant_admin => allow_if(namespace_role_may(roles::ADMIN, verb, kind, facts.object)),
+        _ if facts.roles.is_empty() => Decision::Hidden,
+        _ => allow_if(facts.roles.iter().any(|r| namespace_role_may(r, verb, kind, facts.object))),
+    }
+}
+
+/// What a role granted in one namespace allows there.
+fn namespace_role_may(role: &str, verb: Verb, kind: &KindInfo, object: Option<&AnyObject>) -> bool {
+    let workload = matches!(kind.kind, "Service" | "Revision" | "Instance" | "Endpoints" | "Event");
+    let identity = matches!(kind.kind, "ServiceAccount" | "RoleBinding");
+    let read = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
+    let write = matches!(verb, Verb::Create | Verb::Update | Verb::Apply | Verb::Delete);
+    match role {
+        roles::VIEWER => workload && (read || verb == Verb::Logs),
+        roles::DEVELOPER => {
+            namespace_role_may(roles::VIEWER, verb, kind, object)
+                || (kind.kind == "Service" && (write || verb == Verb::Invoke))
+                || (kind.kind == "Revision" && verb == Verb::Delete)
+        }
+        roles::ADMIN => {
+            // An admin's service accounts are the tenant's: no system or cluster-wide role.
+            let grants_cluster_role = matches!(object, Some(AnyObject::ServiceAccount(sa))
+                if sa.spec.as_ref().is_some_and(|s| !s.cluster_role.is_empty() && s.cluster_role != roles::TENANT_ADMIN));
+            namespace_role_may(roles::DEVELOPER, verb, kind, object)
+                || (identity && (read || (write && !grants_cluster_role)))
+                || (kind.kind == "ServiceAccount" && verb == Verb::CreateToken)
+        }
+        roles::INVOKER => kind.kind == "Service" && verb == Verb::Invoke,
+        _ => false,
+    }
+}
+
+/// The controllers manage the platform's kinds everywhere and read namespaces and tenants;
+/// identities are not theirs.
+fn controllers_may(verb: Verb, kind: &KindInfo) -> bool {
+    match kind.kind {
+        "Service" | "Revision" | "Instance" | "Endpoints" | "Event" | "Lease" | "Node" => {
+            !matches!(verb, Verb::Logs | Verb::Invoke | Verb::CreateToken)
+        }
+        "Namespace" | "Tenant" => matches!(verb, Verb::Get | Verb::List | Verb::Watch),
+        _ => false,
+    }
+}
+
+/// A gateway reads what it routes by and writes nothing.
+fn gateway_may(verb: Verb, kind: &KindInfo) -> bool {
+    matches!(kind.kind, "Service" | "Revision" | "Endpoints" | "Instance" | "Namespace")
+        && matches!(verb, Verb::Get | Verb::List | Verb::Watch)
+}
+
+/// An agent is one node: it writes its own Node and Lease and the Instances bound to it, reads
+/// Instances and Nodes, and reports Events.
+fn agent_may(
+    caller: &Caller,
+    verb: Verb,
+    kind: &KindInfo,
+    namespace: &str,
+    name: &str,
+    object: Option<&AnyObject>,
+) -> bool {
+    let read = matches!(verb, Verb::Get | Verb::List | Verb::Watch);
+    let own_node = !caller.node.is_empty() && name == caller.node;
+    match kind.kind {
+        "Node" => read || (own_node && matches!(verb, Verb::Create | Verb::Update | Verb::UpdateStatus | Verb::Apply)),
+        "Lease" => {
+            namespace == NODE_LEASE && own_node && matches!(verb, Verb::Get | Verb::Create | Verb::Update | Verb::Apply)
+        }
+        "Instance" => {
+            let bound_here = matches!(object, Some(AnyObject::Instance(i))
+                if i.spec.as_ref().is_some_and(|s| !caller.node.is_empty() && s.node_name == caller.node));
+            read || (bound_here && matches!(verb, Verb::Update | Verb::UpdateStatus))
+        }
+        "Event" => read || matches!(verb, Verb::Create | Verb::Update),
+        "Namespace" => verb == Verb::Get,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stratus_api::Resource;
+    use stratus_api::v1::{Instance, InstanceSpec, Lease, Namespace, Node, RoleBinding, Service, ServiceAccount, User};
+
+    use super::*;
+    use crate::auth::SubjectKind;
+
+    fn user(name: &str, tenant: &str, cluster_role: &str) -> Caller {
+        Caller {
+            user: name.into(),
+            kind: SubjectKind::User,
+            tenant: tenant.into(),
+            cluster_role: cluster_role.into(),
+            node: String::new(),
+            expires: 0,
+            protocol: "test",
+        }
+    }
+
+    fn account(role: &str, node: &str) -> Caller {
+        Caller {
+            user: format!("system:serviceaccount:stratus-system:{role}"),
+            kind: SubjectKind::ServiceAccount,
+            tenant: String::new(),
+            cluster_role: role.into(),
+            node: node.into(),
+            expires: 0,
+            protocol: "test",
+        }
+    }
+
+    fn facts<'a>(tenant: &str, roles: &'a [String]) -> Facts<'a> {
+        Facts { owner: Owner::Tenant(tenant.into()), roles, object: None }
+    }
+
+    const ALL_VERBS: [Verb; 11] = [
+        Verb::Get,
+        Verb::List,
+        Verb::Watch,
+        Verb::Create,
+        Verb::Update,
+        Verb::UpdateStatus,
+        Verb::Delete,
+        Verb::Apply,
+        Verb::Logs,
+        Verb::Invoke,
+        Verb::CreateToken,
+    ];
+
+    #[test]
+    fn another_tenants_objects_are_hidden_whatever_the_role() {
+        for role in ["", roles::TENANT_ADMIN] {
+            let alice = user("alice", "a", role);
+            let bound = vec![roles::ADMIN.to_string()];
+            for kind in [Service::INFO, ServiceAccount::INFO, RoleBinding::INFO, Namespace::INFO, User::INFO] {
+                for verb in ALL_VERBS {
+                    let d = decide(&alice, verb, &kind, "b-ns", "x", &facts("b", &bound));
+                    assert_eq!(d, Decision::Hidden, "{role:?} {verb:?} {}", kind.kind);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_roles_of_a_namespace_grant_what_they_say() {
+        let bob = user("bob", "a", "");
+        let svc = Service::INFO;
+        let may = |role: &str, verb: Verb, kind: &KindInfo| {
+            decide(&bob, verb, kind, "ns", "x", &facts("a", &[role.to_string()])).allowed()
+        };
+        for verb in [Verb::Get, Verb::List, Verb::Watch, Verb::Logs] {
+            assert!(may(roles::VIEWER, verb, &svc), "viewer {verb:?}");
+        }
+        for verb in [Verb::Create, Verb::Update, Verb::Apply, Verb::Delete, Verb::Invoke, Verb::UpdateStatus] {
+            assert!(!may(roles::VIEWER, verb, &svc), "viewer {verb:?}");
+        }
+        for verb in [Verb::Create, Verb::Update, Verb::Apply, Verb::Delete, Verb::Invoke] {
+            assert!(may(roles::DEVELOPER, verb, &svc), "developer {verb:?}");
+        }
+        assert!(!may(roles::DEVELOPER, Verb::UpdateStatus, &svc));
+        assert!(!may(roles::DEVELOPER, Verb::Create, &RoleBinding::INFO));
+        assert!(!may(roles::DEVELOPER, Verb::Create, &Instance::INFO));
+        assert!(may(roles::ADMIN, Verb::Create, &RoleBinding::INFO));
+        assert!(may(roles::ADMIN, Verb::CreateToken, &ServiceAccount::INFO));
+        assert!(!may(roles::DEVELOPER, Verb::CreateToken, &ServiceAccount::INFO));
+        assert!(may(roles::INVOKER, Verb::Invoke, &svc));
+        assert!(!may(roles::INVOKER, Verb::Get, &svc));
+        // No binding in the namespace: the namespace's objects are not there for bob.
+        assert_eq!(decide(&bob, Verb::Get, &svc, "ns", "x", &facts("a", &[])), Decision::Hidden);
+        // A viewer is told "forbidden" for what it sees but may not do.
+        let d = decide(&bob, Verb::Delete, &svc, "ns", "x", &facts("a", &[roles::VIEWER.to_string()]));
+        assert!(matches!(d, Decision::Forbidden(m) if m.contains("bob may not delete services \"x\"")));
+    }
+
+    #[test]
+    fn a_tenant_admin_runs_its_tenant_and_no_more() {
+        let carol = user("carol", "a", roles::TENANT_ADMIN);
+        for verb in [Verb::Create, Verb::Delete, Verb::Get] {
+            assert!(decide(&carol, verb, &Namespace::INFO, "", "n", &facts("a", &[])).allowed(), "{verb:?}");
+            assert!(decide(&carol, verb, &RoleBinding::INFO, "n", "x", &facts("a", &[])).allowed(), "{verb:?}");
+        }
+        let mut admin = User::default();
+        admin.spec.get_or_insert_default().cluster_role = roles::CLUSTER_ADMIN.into();
+        let admin = admin.into_any();
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &[], object: Some(&admin) };
+        assert!(matches!(decide(&carol, Verb::Create, &User::INFO, "", "root", &f), Decision::Forbidden(_)));
+        assert!(matches!(decide(&carol, Verb::Get, &Node::INFO, "", "n1", &facts("a", &[])), Decision::Forbidden(_)));
+        let mut system = ServiceAccount::default();
+        system.spec.get_or_insert_default().cluster_role = roles::SYSTEM_AGENT.into();
+        let system = system.into_any();
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &[], object: Some(&system) };
+        assert!(matches!(decide(&carol, Verb::Create, &ServiceAccount::INFO, "n", "x", &f), Decision::Forbidden(_)));
+    }
+
+    #[test]
+    fn users_see_themselves_and_their_tenant() {
+        let bob = user("bob", "a", "");
+        assert!(decide(&bob, Verb::Get, &User::INFO, "", "bob", &facts("a", &[])).allowed());
+        assert_eq!(decide(&bob, Verb::Get, &User::INFO, "", "eve", &facts("a", &[])), Decision::Hidden);
+        assert!(matches!(decide(&bob, Verb::Update, &User::INFO, "", "bob", &facts("a", &[])), Decision::Forbidden(_)));
+        let tenant = stratus_api::v1::Tenant::INFO;
+        assert!(decide(&bob, Verb::Get, &tenant, "", "a", &facts("a", &[])).allowed());
+        assert_eq!(decide(&bob, Verb::Get, &tenant, "", "b", &facts("b", &[])), Decision::Hidden);
+    }
+
+    #[test]
+    fn components_get_narrow_roles() {
+        let agent = account(roles::SYSTEM_AGENT, "n1");
+        let none = Facts { owner: Owner::Nobody, roles: &[], object: None };
+        assert!(!decide(&agent, Verb::Create, &Service::INFO, "default", "", &none).allowed());
+        assert!(decide(&agent, Verb::Update, &Lease::INFO, NODE_LEASE, "n1", &none).allowed());
+        assert!(!decide(&agent, Verb::Update, &Lease::INFO, NODE_LEASE, "n2", &none).allowed());
+        assert!(decide(&agent, Verb::UpdateStatus, &Node::INFO, "", "n1", &none).allowed());
+        assert!(!decide(&agent, Verb::UpdateStatus, &Node::INFO, "", "n2", &none).allowed());
+        let bound = |node: &str| {
+            Instance { spec: Some(InstanceSpec { node_name: node.into(), ..Default::default() }), ..Default::default() }
+                .into_any()
+        };
+        let (here, there) = (bound("n1"), bound("n2"));
+        let on = |o| Facts { owner: Owner::Nobody, roles: &[], object: Some(o) };
+        assert!(decide(&agent, Verb::UpdateStatus, &Instance::INFO, "default", "i", &on(&here)).allowed());
+        assert!(!decide(&agent, Verb::UpdateStatus, &Instance::INFO, "default", "i", &on(&there)).allowed());
+
+        let gateway = account(roles::SYSTEM_GATEWAY, "");
+        for verb in ALL_VERBS {
+            let d = decide(&gateway, verb, &Service::INFO, "default", "x", &none);
+            assert_eq!(d.allowed(), matches!(verb, Verb::Get | Verb::List | Verb::Watch), "{verb:?}");
+        }
+        let controllers = account(roles::SYSTEM_CONTROLLERS, "");
+        assert!(decide(&controllers, Verb::Create, &Instance::INFO, "default", "", &none).allowed());
+        assert!(!decide(&controllers, Verb::Create, &RoleBinding::INFO, "default", "", &none).allowed());
+        assert!(!decide(&controllers, Verb::Get, &User::INFO, "", "admin", &none).allowed());
+    }
+}

@@ -1,0 +1,241 @@
+//! The API server's tokens: Ed25519-signed JWTs (`alg: EdDSA`), the keys that sign them, and
+//! their rotation.
+//!
+//! The key set lives in the store under a key outside `/registry/` (no API request reaches it),
+//! so that every API server of a cluster signs and verifies with the same keys. One key signs;
+//! after a rotation the previous one only verifies, until every token it signed must have
+//! expired (the longest a token may last), and is then dropped. Servers re-read the set when it
+//! changes in the store and when a token names a key they do not know yet.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use stratus_auth::{Claims, Expect, KeySet, TokenError};
+use stratus_store::Store;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Where the key set is stored.
+const KEYS_KEY: &str = "/stratus/signing-keys";
+
+/// Clock skew tolerated between the servers that issue and check a token.
+const LEEWAY_SECS: i64 = 30;
+
+/// How tokens are issued.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// The `iss` claim, and the issuer in the discovery document: the API's URL.
+    pub issuer: String,
+    /// The `aud` claim every token carries and every check requires.
+    pub audience: String,
+    /// How long a token from a login lasts.
+    pub login_ttl: Duration,
+    /// The longest a token may last (and so how long a retired key keeps verifying).
+    pub max_ttl: Duration,
+    /// How often a new signing key is made.
+    pub rotation: Duration,
+}
+
+impl Default for TokenConfig {
+    fn default() -> TokenConfig {
+        TokenConfig {
+            issuer: "https://stratus.local".into(),
+            audience: "stratus".into(),
+            login_ttl: Duration::from_secs(12 * 3600),
+            max_ttl: Duration::from_secs(30 * 24 * 3600),
+            rotation: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A token just issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub token: String,
+    /// Seconds since the epoch.
+    pub expires: i64,
+    pub ttl: Duration,
+}
+
+/// The key set and the rules tokens are issued and checked by. Cheap to share behind an `Arc`.
+pub struct Tokens {
+    config: TokenConfig,
+    store: Arc<dyn Store>,
+    /// The key set and the store revision it was read at.
+    keys: RwLock<Arc<(KeySet, i64)>>,
+}
+
+pub fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn key_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("the signing keys: {e}"))
+}
+
+impl Tokens {
+    /// Reads the key set from the store, making the first key when there is none.
+    pub async fn load(store: Arc<dyn Store>, config: TokenConfig) -> ApiResult<Tokens> {
+        let set = match read(&store).await? {
+            Some(found) => found,
+            None => {
+                let set = KeySet::generate(now_secs()).map_err(key_error)?;
+                match store.create(KEYS_KEY, set.to_json().into(), 0).await {
+                    Ok(rev) => (set, rev),
+                    // Another API server made the first key at the same time: use its.
+                    Err(stratus_store::Error::AlreadyExists { .. }) => {
+                        read(&store).await?.ok_or_else(|| key_error("vanished while being made"))?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        Ok(Tokens { config, store, keys: RwLock::new(Arc::new(set)) })
+    }
+
+    pub fn config(&self) -> &TokenConfig {
+        &self.config
+    }
+
+    fn current(&self) -> Arc<(KeySet, i64)> {
+        match self.keys.read() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, next: (KeySet, i64)) {
+        let mut slot = match self.keys.write() {
+            Ok(k) => k,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if next.1 > slot.1 {
+            *slot = Arc::new(next);
+        }
+    }
+
+    /// Signs a token for `sub` lasting `ttl` (at most the configured maximum).
+    pub fn issue(&self, sub: &str, tenant: &str, uid: &str, ttl: Duration) -> Issued {
+        let ttl = ttl.min(self.config.max_ttl);
+        let now = now_secs();
+        let expires = now.saturating_add(secs(ttl));
+        let claims = Claims {
+            iss: self.config.issuer.clone(),
+            aud: self.config.audience.clone(),
+            sub: sub.to_string(),
+            exp: expires,
+            nbf: now,
+            iat: now,
+            jti: stratus_auth::random_id(),
+            tenant: tenant.to_string(),
+            uid: uid.to_string(),
+        };
+        let token = stratus_auth::sign(&self.current().0, &claims);
+        Issued { token, expires, ttl }
+    }
+
+    /// Checks a token's signature and claims. A key this server does not know may be one
+    /// another API server just made: the set is read again once before the token is refused.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        match self.verify_now(token) {
+            Err(TokenError::UnknownKey(kid)) => {
+                if let Err(e) = self.refresh().await {
+                    tracing::warn!(error = %e, "re-reading the signing keys failed");
+                }
+                match self.verify_now(token) {
+                    Err(TokenError::UnknownKey(_)) => Err(TokenError::UnknownKey(kid)),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Claims, TokenError> {
+        let expect = Expect {
+            issuer: &self.config.issuer,
+            audience: &self.config.audience,
+            now: now_secs(),
+            leeway: LEEWAY_SECS,
+        };
+        stratus_auth::verify(token, &self.current().0, &expect)
+    }
+
+    /// The public keys, as `/.well-known/jwks.json` serves them.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.current().0.jwks()
+    }
+
+    /// Re-reads the key set from the store.
+    pub async fn refresh(&self) -> ApiResult<()> {
+        if let Some(found) = read(&self.store).await? {
+            self.replace(found);
+        }
+        Ok(())
+    }
+
+    /// Makes a new signing key now; the previous one keeps verifying for the longest a token
+    /// lasts.
+    pub async fn rotate(&self) -> ApiResult<()> {
+        self.change(|set, now| set.rotate(now, secs(self.config.max_ttl)).map(|()| true).map_err(key_error)).await
+    }
+
+    /// Rotates when the signing key is older than the rotation period, and drops retired keys
+    /// past their time; writes only when something changed.
+    pub async fn rotate_if_due(&self) -> ApiResult<()> {
+        let period = secs(self.config.rotation);
+        self.change(|set, now| {
+            if now.saturating_sub(set.active_since()) >= period {
+                set.rotate(now, secs(self.config.max_ttl)).map_err(key_error)?;
+                return Ok(true);
+            }
+            Ok(set.prune(now))
+        })
+        .await
+    }
+
+    /// Applies `f` to the stored set and writes it back if it says it changed, retrying when
+    /// another server wrote meanwhile.
+    async fn change(&self, f: impl Fn(&mut KeySet, i64) -> ApiResult<bool>) -> ApiResult<()> {
+        for _ in 0..8 {
+            let (mut set, rev) = read(&self.store).await?.ok_or_else(|| key_error("missing from the store"))?;
+            if !f(&mut set, now_secs())? {
+                self.replace((set, rev));
+                return Ok(());
+            }
+            match self.store.update(KEYS_KEY, set.to_json().into(), rev).await {
+                Ok(new_rev) => {
+                    self.replace((set, new_rev));
+                    return Ok(());
+                }
+                Err(stratus_store::Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(key_error("kept changing under this server; try again"))
+    }
+
+    /// Rotates on schedule and picks up other servers' rotations, until `stop`.
+    pub async fn run_rotation(self: Arc<Tokens>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let every = (self.config.rotation / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.rotate_if_due().await {
+                tracing::warn!(error = %e, "rotating the signing keys failed");
+            }
+        }
+    }
+}
+
+async fn read(store: &Arc<dyn Store>) -> ApiResult<Option<(KeySet, i64)>> {
+    let Some(kv) = store.get(KEYS_KEY).await? else { return Ok(None) };
+    let set = KeySet::from_json(&kv.value).map_err(key_error)?;
+    Ok(Some((set, kv.mod_revision)))
+}

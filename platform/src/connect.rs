@@ -1,0 +1,70 @@
+//! The flags of every standalone part that talks to an API server of another process: where
+//! the server is, and the token the part presents (its service account's, made with
+//! `stratus create serviceaccount … --cluster-role system:…` and `stratus create token`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use stratus_client::Credentials;
+
+use crate::Builder;
+
+/// How often a token file is read again, so that a renewed token is picked up.
+const REREAD: Duration = Duration::from_secs(30);
+
+/// `--apiserver`, `--token-file`, `--token`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiFlags {
+    /// The API server.
+    #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
+    pub apiserver: String,
+    /// A file holding this part's token (read again every 30 s, so it can be renewed in place).
+    #[arg(long, env = "STRATUS_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+    /// This part's token (prefer --token-file: a flag shows in the process list).
+    #[arg(long, env = "STRATUS_TOKEN", hide_env_values = true, value_name = "TOKEN", conflicts_with = "token_file")]
+    pub token: Option<String>,
+}
+
+/// Why the token could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the token file {path} failed: {source}")]
+pub struct TokenFileError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+impl ApiFlags {
+    /// A builder connecting to the API with these credentials. The token file must be readable
+    /// now; later read errors keep the last token.
+    pub fn builder(&self) -> Result<Builder, TokenFileError> {
+        let credentials = match (&self.token_file, &self.token) {
+            (Some(path), _) => file_credentials(path.clone())?,
+            (None, Some(token)) => Credentials::Token(token.trim().into()),
+            (None, None) => Credentials::None,
+        };
+        Ok(Builder::connect(self.apiserver.clone()).credentials(credentials))
+    }
+}
+
+fn read_token(path: &PathBuf) -> Result<String, TokenFileError> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|source| TokenFileError { path: path.clone(), source })
+}
+
+fn file_credentials(path: PathBuf) -> Result<Credentials, TokenFileError> {
+    let held = Mutex::new((read_token(&path)?, Instant::now()));
+    Ok(Credentials::Source(Arc::new(move || {
+        let mut held = held.lock().unwrap_or_else(PoisonError::into_inner);
+        if held.1.elapsed() >= REREAD {
+            match read_token(&path) {
+                Ok(token) => *held = (token, Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "keeping the last token"),
+            }
+        }
+        held.0.clone()
+    })))
+}
