@@ -17,9 +17,11 @@ use stratus_store::Store;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod logs;
 pub mod metrics;
@@ -59,6 +61,12 @@ pub enum Error {
     BootstrapAdmin(#[source] error::ApiError),
     #[error("writing the first admin's password to {path} failed: {source}")]
     PasswordFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the audit log {path} failed: {source}")]
+    Audit {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -106,6 +114,12 @@ pub async fn open_store(opts: &StoreOptions) -> Result<Arc<dyn Store>, Error> {
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub tokens: auth::tokens::TokenConfig,
+    /// The hosts and origins the API answers (DNS rebinding, cross-origin requests).
+    pub guard: guard::GuardConfig,
+    /// Where the audit log is written; none when not given.
+    pub audit: Option<audit::AuditConfig>,
+    /// The largest minInstances, maxInstances and initialScale a revision may ask for.
+    pub bounds: registry::ScalingBounds,
 }
 
 /// An API server over one store.
@@ -115,6 +129,7 @@ pub struct ApiServer {
     logs: logs::Logs,
     tokens: Arc<auth::tokens::Tokens>,
     identity: auth::service::Identity,
+    guard: Arc<guard::GuardConfig>,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -129,12 +144,25 @@ impl ApiServer {
     /// token signing keys.
     pub async fn with_config(store: Arc<dyn Store>, config: Config) -> Result<ApiServer, Error> {
         let (closing, closed) = tokio::sync::watch::channel(false);
-        let registry = Registry::new(store.clone(), Arc::new(metrics::Metrics::default()), closed);
+        let audit = match &config.audit {
+            Some(c) => Some(Arc::new(
+                audit::Audit::open(c.clone()).map_err(|source| Error::Audit { path: c.path.clone(), source })?,
+            )),
+            None => None,
+        };
+        let registry = Registry::new(store.clone(), Arc::new(metrics::Metrics::default()), closed)
+            .with_audit(audit)
+            .with_bounds(config.bounds);
         registry.bootstrap().await.map_err(Error::Bootstrap)?;
+        let mut guard = config.guard;
+        // The issuer's host is where clients reach the API.
+        if let Some(host) = config.tokens.issuer.split("://").nth(1).and_then(|r| r.split(['/', ':']).next()) {
+            guard.hosts.push(host.to_string());
+        }
         let tokens = Arc::new(auth::tokens::Tokens::load(store, config.tokens).await.map_err(Error::Keys)?);
         let identity = auth::service::Identity::new(tokens.clone(), registry.clone());
         let logs = logs::Logs::new(registry.clone());
-        Ok(ApiServer { registry, logs, tokens, identity, closing })
+        Ok(ApiServer { registry, logs, tokens, identity, guard: Arc::new(guard), closing })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -213,7 +241,8 @@ impl ApiServer {
             .route_service(&auth_path, as_axum(auth_grpc))
             .route_service(&reflection_path, as_axum(reflection))
             .route_service(&reflection_alpha_path, as_axum(reflection_alpha))
-            .layer(axum::middleware::from_fn_with_state(authn, auth::authn::layer)))
+            .layer(axum::middleware::from_fn_with_state(authn, auth::authn::layer))
+            .layer(axum::middleware::from_fn_with_state(self.guard.clone(), guard::layer)))
     }
 
     /// Serves until `shutdown` completes, then closes open watches and drains connections.

@@ -13,6 +13,7 @@
 mod access;
 mod namespaces;
 mod objects;
+mod quota;
 mod read;
 mod write;
 
@@ -23,6 +24,7 @@ use stratus_store::Store;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+pub use quota::ScalingBounds;
 
 /// The most items one list page returns; larger lists continue with a token.
 pub const MAX_PAGE: usize = 1000;
@@ -74,6 +76,8 @@ impl Applied {
 pub struct Registry {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    audit: Option<Arc<crate::audit::Audit>>,
+    bounds: ScalingBounds,
     namespace_sweep: Arc<Notify>,
     /// Becomes true when the server shuts down; open watches end then.
     closing: tokio::sync::watch::Receiver<bool>,
@@ -81,7 +85,41 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, closing: tokio::sync::watch::Receiver<bool>) -> Registry {
-        Registry { store, metrics, namespace_sweep: Arc::new(Notify::new()), closing }
+        Registry {
+            store,
+            metrics,
+            audit: None,
+            bounds: ScalingBounds::default(),
+            namespace_sweep: Arc::new(Notify::new()),
+            closing,
+        }
+    }
+
+    /// The same registry, writing the audit log `audit`.
+    pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>) -> Registry {
+        self.audit = audit;
+        self
+    }
+
+    /// The same registry, holding revisions to `bounds`.
+    pub fn with_bounds(mut self, bounds: ScalingBounds) -> Registry {
+        self.bounds = bounds;
+        self
+    }
+
+    /// Records one request in the audit log, when there is one.
+    pub(crate) fn audit_request(
+        &self,
+        caller: &crate::auth::Caller,
+        verb: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        code: u16,
+    ) {
+        if let Some(audit) = &self.audit {
+            audit.record(&crate::audit::Entry { caller, verb, kind, namespace, name, code });
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

@@ -8,7 +8,7 @@ use stratus_store::Store;
 
 use crate::auth::service::Identity;
 use crate::auth::tokens::Tokens;
-use crate::{ApiServer, StoreOptions};
+use crate::{ApiServer, Config, StoreOptions};
 
 /// A running server; stops when dropped.
 pub struct TestServer {
@@ -34,17 +34,28 @@ impl TestServer {
     /// When the server cannot be set up: this is test scaffolding.
     #[allow(clippy::expect_used)]
     pub async fn start() -> TestServer {
+        TestServer::start_config(Config::default()).await
+    }
+
+    /// Starts a server set up by `config` over a new embedded store.
+    #[allow(clippy::expect_used)]
+    pub async fn start_config(config: Config) -> TestServer {
         let dir = tempfile::tempdir().expect("temporary directory");
         let store = crate::open_store(&StoreOptions::Embedded { data_dir: dir.path().join("data") })
             .await
             .expect("embedded store opens");
-        TestServer::start_with(store, dir).await
+        TestServer::serve(store, config, dir).await
     }
 
     /// Starts a server over `store`; `dir` is kept until the server is dropped.
     #[allow(clippy::expect_used)]
     pub async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> TestServer {
-        let server = ApiServer::new(store.clone()).await.expect("api server starts");
+        TestServer::serve(store, Config::default(), dir).await
+    }
+
+    #[allow(clippy::expect_used)]
+    async fn serve(store: Arc<dyn Store>, config: Config, dir: tempfile::TempDir) -> TestServer {
+        let server = ApiServer::with_config(store.clone(), config).await.expect("api server starts");
         let identity = server.identity().clone();
         let tokens = server.tokens().clone();
         let admin = identity

@@ -491,3 +491,98 @@ async fn a_deleted_user_s_token_stops_working() {
     create_user(&admin, "erin", "default", "").await;
     assert!(matches!(erin.who_am_i().await, Err(Error::Unauthenticated(_))));
 }
+
+#[tokio::test]
+async fn a_browser_cannot_be_turned_against_the_api() {
+    let s = start().await;
+    let url = format!("{}{API}/namespaces/default/services", s.endpoint);
+    let body = serde_json::to_vec(&hello("from-a-page")).unwrap();
+    // A cross-site "simple" request: text/plain needs no preflight, so it must fail on its own.
+    let r = request_with("POST", &url, &[], Some(("text/plain", body.clone()))).await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    let r = request_with("POST", &url, &[("origin", "https://evil.example")], Some(("application/json", body.clone())))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    // DNS rebinding: the page's own name, resolved to loopback.
+    let r = request_with("GET", &url, &[("host", "evil.example:7070")], None).await;
+    assert_eq!(r.status, 421, "{}", r.text);
+    // None of it was stored.
+    assert!(!get(&url).await.text.contains("from-a-page"));
+    // The API's own origin (its console) is answered, with CORS headers.
+    let own = s.endpoint.clone();
+    let r = request_with("OPTIONS", &url, &[("origin", &own), ("access-control-request-method", "POST")], None).await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.headers["access-control-allow-origin"], own.as_str());
+    let r = request_with("POST", &url, &[("origin", &own)], Some(("application/json", body))).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+#[tokio::test]
+async fn every_write_and_every_refusal_is_audited_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let config = stratus_apiserver::Config {
+        audit: Some(stratus_apiserver::audit::AuditConfig::new(&log)),
+        ..Default::default()
+    };
+    let s = TestServer::start_config(config).await;
+    let admin = Client::new(&s.endpoint).unwrap().with_token(&s.token);
+    // A scripted sequence: make a tenant's user, who logs in, deploys, changes and deletes.
+    let _ = two_tenants(&s).await;
+    create_user(&admin, "fay", "a", "").await;
+    bind(&admin, "a-ns", roles::DEVELOPER, "fay").await;
+    let (fay, _) = user_client(&s, "fay").await;
+    let mut svc = Service::with_image("web", "img");
+    svc.meta_mut().namespace = "a-ns".into();
+    fay.create(svc.clone()).await.unwrap();
+    fay.apply(svc).await.unwrap();
+    fay.delete::<Service>("a-ns", "web").await.unwrap();
+    let _ = fay.get::<Service>("b-ns", "anything").await;
+    let _ = Client::new(&s.endpoint).unwrap().with_token("garbage").list::<Service>(&ListParams::default()).await;
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let has = |user: &str, verb: &str, kind: &str, name: &str, code: u64| {
+        lines.iter().any(|l| {
+            l["user"] == user && l["verb"] == verb && l["kind"] == kind && l["name"] == name && l["code"] == code
+        })
+    };
+    let admin_user = "system:serviceaccount:stratus-system:test-admin";
+    assert!(has(admin_user, "create", "tenants", "a", 201), "{text}");
+    assert!(has(admin_user, "create", "namespaces", "a-ns", 201), "{text}");
+    assert!(has(admin_user, "create", "users", "fay", 201), "{text}");
+    assert!(has(admin_user, "create", "rolebindings", "fay-developer", 201), "{text}");
+    assert!(has("fay", "create", "services", "web", 201), "{text}");
+    assert!(has("fay", "patch", "services", "web", 200), "{text}");
+    assert!(has("fay", "delete", "services", "web", 200), "{text}");
+    assert!(has("fay", "get", "services", "anything", 404), "{text}");
+    assert!(lines.iter().any(|l| l["user"] == "system:anonymous" && l["code"] == 401), "{text}");
+    for l in &lines {
+        for key in ["time", "requestId", "client"] {
+            assert!(l[key].as_str().is_some_and(|v| !v.is_empty()) || l["protocol"] == "internal", "{key}: {l}");
+        }
+    }
+    assert!(!text.contains("fay-password") && !text.contains("argon2") && !text.contains("garbage"), "{text}");
+}
+
+#[tokio::test]
+async fn scaling_past_the_clusters_bounds_is_refused_naming_the_field() {
+    let s = start().await;
+    let url = format!("{}{API}/namespaces/default/services", s.endpoint);
+    let mut svc = hello("greedy");
+    svc["spec"]["template"]["spec"]["scaling"] = json!({"minInstances": 1000, "maxInstances": 5000});
+    let r = send_json("POST", &url, &svc).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let fields: Vec<_> = r.body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].clone()).collect();
+    assert_eq!(
+        fields,
+        [json!("spec.template.spec.scaling.minInstances"), json!("spec.template.spec.scaling.maxInstances")]
+    );
+    assert!(!get(&url).await.text.contains("greedy"));
+    // Knative's annotations are held to the same bounds.
+    let mut knative = hello("greedy-too");
+    knative["spec"]["template"]["metadata"] = json!({"annotations": {"autoscaling.knative.dev/max-scale": "5000"}});
+    let r = send_json("POST", &url, &knative).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+}

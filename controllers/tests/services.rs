@@ -584,3 +584,71 @@ async fn deleting_a_service_deletes_its_revisions_instances_and_endpoints() {
     .await;
     assert!(h.client.get::<Instance>(NS, "unowned").await.is_ok());
 }
+
+/// Creates tenant `name` with `quota`, and its namespace `{name}-ns`.
+async fn tenant_with_namespace(client: &Client, name: &str, quota: Option<stratus_api::v1::TenantQuota>) {
+    let mut tenant = stratus_api::v1::Tenant {
+        spec: Some(stratus_api::v1::TenantSpec { quota, ..Default::default() }),
+        ..Default::default()
+    };
+    tenant.meta_mut().name = name.into();
+    client.create(tenant).await.unwrap();
+    let mut ns = stratus_api::v1::Namespace {
+        spec: Some(stratus_api::v1::NamespaceSpec { tenant: name.into() }),
+        ..Default::default()
+    };
+    ns.meta_mut().name = format!("{name}-ns");
+    client.create(ns).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tenants_quota_stops_its_revisions_at_the_quota_and_no_one_elses() {
+    let h = Harness::start(Config::default()).await;
+    let quota = stratus_api::v1::TenantQuota { max_instances: Some(3), ..Default::default() };
+    tenant_with_namespace(&h.client, "small", Some(quota)).await;
+    tenant_with_namespace(&h.client, "big", None).await;
+    let wants_two = |name: &str, namespace: &str| {
+        let mut svc = h.service(name, "hello:v1", "hi");
+        svc.meta_mut().namespace = namespace.into();
+        template_spec(&mut svc).scaling = Some(Scaling { min_instances: Some(2), ..Default::default() });
+        svc
+    };
+    h.apply(wants_two("first", "small-ns")).await;
+    h.instances_of("first-00001", 2).await;
+    h.apply(wants_two("second", "small-ns")).await;
+    h.apply(wants_two("other", "big-ns")).await;
+    // The tenant holds 3 instances: the second service gets the one left, and says why not more.
+    h.instances_of("second-00001", 1).await;
+    let rev = eventually("the revision to say it is over quota", || async {
+        let rev: Revision = h.client.get("small-ns", "second-00001").await.map_err(|e| e.to_string())?;
+        let cond = rev.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.r#type == "WithinQuota").cloned());
+        match cond {
+            Some(c) if c.status == "False" => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(rev.reason, "QuotaExceeded");
+    assert!(rev.message.contains("exceeded quota of tenant \"small\": at most 3 instances"), "{}", rev.message);
+    let events = h
+        .client
+        .list::<stratus_api::v1::Event>(&ListParams { namespace: "small-ns".into(), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(
+        events.items.iter().any(|e| e
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.reason == "QuotaExceeded" && s.message.contains("at most 3 instances"))),
+        "{:?}",
+        events.items
+    );
+    // Another tenant is not held back, and the quota holds: still exactly 1.
+    h.instances_of("other-00001", 2).await;
+    assert_eq!(h.instances("second-00001").await.len(), 1);
+    // A service whose minimum alone passes the quota is refused at once.
+    let mut too_big = wants_two("huge", "small-ns");
+    template_spec(&mut too_big).scaling = Some(Scaling { min_instances: Some(4), ..Default::default() });
+    let refused = h.client.apply(too_big).await.unwrap_err();
+    assert!(matches!(&refused, stratus_client::Error::Forbidden(m) if m.contains("minInstances 4")), "{refused}");
+}

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -108,6 +110,8 @@ impl Authn {
                 node: spec.node_name,
                 expires: claims.exp,
                 protocol,
+                client: None,
+                request_id: String::new(),
             });
         }
         let Some(AnyObject::User(user)) = self.registry.read_internal(&User::INFO, "", &claims.sub).await? else {
@@ -125,6 +129,8 @@ impl Authn {
             node: String::new(),
             expires: claims.exp,
             protocol,
+            client: None,
+            request_id: String::new(),
         })
     }
 }
@@ -135,12 +141,30 @@ pub async fn layer(State(authn): State<Arc<Authn>>, mut req: Request, next: Next
         return next.run(req).await;
     }
     let grpc = is_grpc(req.headers());
-    match authn.authenticate(req.headers(), if grpc { "grpc" } else { "http" }).await {
-        Ok(caller) => {
+    let protocol = if grpc { "grpc" } else { "http" };
+    let client = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    match authn.authenticate(req.headers(), protocol).await {
+        Ok(mut caller) => {
+            caller.client = client;
+            caller.request_id = request_id;
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(e) => refusal(&e, grpc),
+        Err(e) => {
+            if e.reason == Reason::Unauthorized {
+                let caller = Caller { client, request_id, ..Caller::anonymous(protocol) };
+                let (method, path) = (req.method().as_str().to_ascii_lowercase(), req.uri().path().to_string());
+                authn.registry.audit_request(&caller, &method, &path, "", "", e.reason.http_status());
+            }
+            refusal(&e, grpc)
+        }
     }
 }
 

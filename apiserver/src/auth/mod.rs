@@ -34,6 +34,10 @@ pub struct Caller {
     pub expires: i64,
     /// "grpc", "http" or "internal".
     pub protocol: &'static str,
+    /// Where the request came from (for the audit log and login limits).
+    pub client: Option<std::net::IpAddr>,
+    /// The request's `X-Request-Id`, or one made for it.
+    pub request_id: String,
 }
 
 /// What kind of subject a caller is.
@@ -66,6 +70,19 @@ impl Caller {
             node: String::new(),
             expires: 0,
             protocol: "internal",
+            client: None,
+            request_id: String::new(),
+        }
+    }
+
+    /// Whoever sent a request that proved no identity (for the audit log).
+    pub fn anonymous(protocol: &'static str) -> Caller {
+        Caller {
+            user: "system:anonymous".into(),
+            kind: SubjectKind::User,
+            cluster_role: String::new(),
+            protocol,
+            ..Caller::system()
         }
     }
 

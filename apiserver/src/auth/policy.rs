@@ -191,6 +191,8 @@ mod tests {
             node: String::new(),
             expires: 0,
             protocol: "test",
+            client: None,
+            request_id: String::new(),
         }
     }
 
@@ -203,6 +205,8 @@ mod tests {
             node: node.into(),
             expires: 0,
             protocol: "test",
+            client: None,
+            request_id: String::new(),
         }
     }
 

@@ -44,7 +44,15 @@ impl Registry {
         name: &str,
         object: Option<&AnyObject>,
     ) -> ApiResult<()> {
-        match self.decision(caller, verb, info, namespace, name, object, &mut Memo::default()).await? {
+        let decision = self.decision(caller, verb, info, namespace, name, object, &mut Memo::default()).await?;
+        // Refused writes are recorded with their outcome by the write itself.
+        if !decision.allowed()
+            && !matches!(verb, Verb::Create | Verb::Update | Verb::UpdateStatus | Verb::Delete | Verb::Apply)
+        {
+            let code = if matches!(decision, Decision::Hidden) { 404 } else { 403 };
+            self.audit_request(caller, verb.as_str(), info.plural, namespace, name, code);
+        }
+        match decision {
             Decision::Allow => Ok(()),
             Decision::Forbidden(why) => Err(ApiError::new(Reason::Forbidden, why)),
             Decision::Hidden if info.namespaced && name.is_empty() => {

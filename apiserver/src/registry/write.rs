@@ -18,7 +18,19 @@ use crate::error::{ApiError, ApiResult, Reason};
 
 impl Registry {
     pub async fn create(&self, caller: &Caller, obj: AnyObject) -> ApiResult<AnyObject> {
-        self.create_prepared(caller, obj).await.map(redact)
+        let target = Target::of(&obj);
+        let res = self.create_prepared(caller, obj).await.map(redact);
+        self.audited(caller, Verb::Create, &target, 201, res)
+    }
+
+    /// Records a write's outcome in the audit log and hands it back.
+    fn audited<T>(&self, caller: &Caller, verb: Verb, t: &Target, ok: u16, res: ApiResult<T>) -> ApiResult<T> {
+        let code = match &res {
+            Ok(_) => ok,
+            Err(e) => e.reason.http_status(),
+        };
+        self.audit_request(caller, verb.as_str(), t.kind, &t.namespace, &t.name, code);
+        res
     }
 
     async fn create_prepared(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
@@ -29,6 +41,8 @@ impl Registry {
         let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
         self.authorize(caller, Verb::Create, info, &namespace, &name, Some(&obj)).await?;
         prepare(&mut obj)?;
+        self.check_bounds(&obj)?;
+        self.check_quota(&obj, true).await?;
         secure_password(&mut obj, None).await?;
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
         if info.namespaced {
@@ -67,7 +81,13 @@ impl Registry {
 
     /// Replaces labels, annotations, finalizers, owner references and spec. The object must
     /// carry the resourceVersion it was read at.
-    pub async fn update(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+    pub async fn update(&self, caller: &Caller, obj: AnyObject) -> ApiResult<AnyObject> {
+        let target = Target::of(&obj);
+        let res = self.update_checked(caller, obj).await;
+        self.audited(caller, Verb::Update, &target, 200, res)
+    }
+
+    async fn update_checked(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
         let info = obj.info();
         let namespace = scoped_namespace(info, &obj.meta().namespace);
         let name = obj.meta().name.clone();
@@ -81,6 +101,8 @@ impl Registry {
             validate_update(&obj, current)?;
         }
         self.authorize(caller, Verb::Update, info, &namespace, &name, Some(&obj)).await?;
+        self.check_bounds(&obj)?;
+        self.check_quota(&obj, false).await?;
         secure_password(&mut obj, stored.as_ref().map(|(c, _)| c)).await?;
         let expected = required_rv(&obj)?;
         let (current, rev) = stored.ok_or_else(|| not_found(info, &namespace, &name))?;
@@ -92,7 +114,13 @@ impl Registry {
     }
 
     /// Replaces the status only. The object must carry the resourceVersion it was read at.
-    pub async fn update_status(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
+    pub async fn update_status(&self, caller: &Caller, obj: AnyObject) -> ApiResult<AnyObject> {
+        let target = Target::of(&obj);
+        let res = self.update_status_checked(caller, obj).await;
+        self.audited(caller, Verb::UpdateStatus, &target, 200, res)
+    }
+
+    async fn update_status_checked(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<AnyObject> {
         obj.set_type_meta();
         let info = obj.info();
         let namespace = scoped_namespace(info, &obj.meta().namespace);
@@ -116,6 +144,20 @@ impl Registry {
     /// Deletes an object, or, while it has finalizers, marks it with a deletionTimestamp.
     /// Deleting a namespace terminates it: everything in it is deleted, then the namespace.
     pub async fn delete(
+        &self,
+        caller: &Caller,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        precondition: Option<&str>,
+    ) -> ApiResult<AnyObject> {
+        let res = self.delete_checked(caller, kind, namespace, name, precondition).await;
+        let kind = kind_info(kind).map(|i| i.plural).unwrap_or("unknown");
+        let target = Target { kind, namespace: namespace.to_string(), name: name.to_string() };
+        self.audited(caller, Verb::Delete, &target, 200, res)
+    }
+
+    async fn delete_checked(
         &self,
         caller: &Caller,
         kind: &str,
@@ -196,8 +238,9 @@ impl Registry {
     /// given (keeping status, and finalizers and owners unless given). Retries on conflicts
     /// with concurrent writers, since apply carries no resourceVersion of its own.
     pub async fn apply(&self, caller: &Caller, obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
-        let (obj, applied) = self.apply_prepared(caller, obj).await?;
-        Ok((redact(obj), applied))
+        let target = Target::of(&obj);
+        let res = self.apply_prepared(caller, obj).await.map(|(obj, applied)| (redact(obj), applied));
+        self.audited(caller, Verb::Apply, &target, 200, res)
     }
 
     async fn apply_prepared(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
@@ -227,6 +270,8 @@ impl Registry {
             stratus_api::knative::release_changed_annotations(&mut desired, &current);
             prepare(&mut desired)?;
             validate_update(&desired, &current)?;
+            self.check_bounds(&desired)?;
+            self.check_quota(&desired, false).await?;
             secure_password(&mut desired, Some(&current)).await?;
             let (given, have) = (desired.meta_mut(), current.meta());
             if given.finalizers.is_empty() {
@@ -356,6 +401,24 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
         return Ok(current.clone());
     }
     Ok(next)
+}
+
+/// What a write names, for the audit log.
+struct Target {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+}
+
+impl Target {
+    fn of(obj: &AnyObject) -> Target {
+        let info = obj.info();
+        Target {
+            kind: info.plural,
+            namespace: scoped_namespace(info, &obj.meta().namespace),
+            name: obj.meta().name.clone(),
+        }
+    }
 }
 
 /// A Namespace or User created without a tenant belongs to its creator's tenant.

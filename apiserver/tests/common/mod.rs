@@ -33,8 +33,16 @@ pub async fn start() -> TestServer {
 }
 
 pub async fn request(method: &str, url: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
+    request_with(method, url, &[], body).await
+}
+
+/// A request with extra headers (`Host`, `Origin`, …).
+pub async fn request_with(method: &str, url: &str, headers: &[(&str, &str)], body: Option<(&str, Vec<u8>)>) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let mut req = hyper::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     let token = TOKEN.with(|t| t.borrow().clone());
     if !token.is_empty() {
         req = req.header("authorization", format!("Bearer {token}"));

@@ -59,7 +59,7 @@ use tracing::info;
 use crate::children;
 use crate::context::Context;
 use crate::events::EventType;
-use crate::status::{self, FALSE, READY, TRUE};
+use crate::status::{self, Cond, FALSE, READY, TRUE};
 
 #[cfg(test)]
 mod fixtures;
@@ -81,6 +81,13 @@ const CONTROLLER: &str = "revisions";
 const WORKERS: usize = 4;
 /// Random names tried for one new instance before giving up until the next reconcile.
 const NAME_ATTEMPTS: usize = 3;
+
+/// The condition that says whether the tenant's quota left room for every instance wanted.
+pub const WITHIN_QUOTA: &str = "WithinQuota";
+
+/// How soon a revision held back by its tenant's quota looks again (room may have been made in
+/// another of the tenant's namespaces, which this revision would not hear of).
+const QUOTA_RETRY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What failed, naming the step and the object.
 #[derive(Debug, thiserror::Error)]
@@ -160,15 +167,39 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
         delete_instance(ctx, rev, inst, why).await?;
     }
     let mut now_active: Vec<Arc<Instance>> = plan.keep.clone();
+    // The tenant's quota stops the count where admission would refuse the next instance.
+    let mut over_quota = None;
     if pin_wait.is_none() {
         for _ in 0..plan.create {
-            now_active.push(Arc::new(create_instance(ctx, rev).await?));
+            match create_instance(ctx, rev).await {
+                Ok(created) => now_active.push(Arc::new(created)),
+                Err(Error::CreateInstance { source: ClientError::Forbidden(msg), .. })
+                    if msg.contains("exceeded quota") =>
+                {
+                    over_quota = Some(msg);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
     let mut next = desired_status(rev, &previous, desired, &now_active);
     if let Progress::Failed(failure) = &progress {
         status::set(&mut next.conditions, failure);
+    }
+    match &over_quota {
+        Some(msg) => {
+            let was = status::get(&previous.conditions, WITHIN_QUOTA);
+            if !was.is_some_and(|c| c.status == FALSE && c.message == *msg) {
+                ctx.events.record(rev, EventType::Warning, "QuotaExceeded", msg).await;
+            }
+            status::set(&mut next.conditions, &Cond::new(WITHIN_QUOTA, FALSE, "QuotaExceeded", msg.clone()));
+        }
+        None if status::get(&previous.conditions, WITHIN_QUOTA).is_some() && plan.create > 0 => {
+            status::set(&mut next.conditions, &Cond::true_(WITHIN_QUOTA));
+        }
+        None => {}
     }
     if next != previous {
         let mut updated = rev.clone();
@@ -184,7 +215,8 @@ async fn reconcile_revision(rev: &Revision, ctx: &Context) -> Result<Action> {
         Progress::Within(left) => Some(left),
         _ => None,
     };
-    Ok(match pin_wait.into_iter().chain(deadline_wait).min() {
+    let quota_wait = over_quota.map(|_| QUOTA_RETRY);
+    Ok(match pin_wait.into_iter().chain(deadline_wait).chain(quota_wait).min() {
         Some(wait) => Action::requeue(wait),
         None => Action::await_change(),
     })

@@ -54,6 +54,28 @@ struct Args {
     /// How often a new signing key is made.
     #[arg(long, default_value = "24h", value_parser = duration)]
     signing_key_rotation: Duration,
+    /// Write the audit log (a JSON line per write and per refused request) to this file.
+    #[arg(long, env = "STRATUS_AUDIT_LOG", value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Rotate the audit log past this many megabytes (five old files are kept).
+    #[arg(long, default_value_t = 100)]
+    audit_log_max_mb: u64,
+    /// A host name the API is reached by, besides IP addresses and localhost (repeat; `*.example.com`
+    /// for every subdomain). Requests naming another Host are refused (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+    /// The largest minInstances a revision may ask for.
+    #[arg(long, default_value_t = 100)]
+    max_min_instances: i32,
+    /// The largest maxInstances a revision may ask for.
+    #[arg(long, default_value_t = 1000)]
+    max_max_instances: i32,
+    /// The largest initialScale a revision may ask for.
+    #[arg(long, default_value_t = 100)]
+    max_initial_scale: i32,
+    /// An origin whose web pages may call the API, e.g. https://console.example.com (repeat).
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -79,7 +101,18 @@ async fn main() -> anyhow::Result<()> {
         rotation: args.signing_key_rotation,
         ..Default::default()
     };
-    let mut builder = Builder::serve_api(store, listener).api_config(stratus_apiserver::Config { tokens });
+    let audit = args.audit_log.map(|path| stratus_apiserver::audit::AuditConfig {
+        max_bytes: args.audit_log_max_mb.saturating_mul(1024 * 1024),
+        ..stratus_apiserver::audit::AuditConfig::new(path)
+    });
+    let guard = stratus_apiserver::guard::GuardConfig { hosts: args.allowed_hosts, origins: args.allowed_origins };
+    let bounds = stratus_apiserver::registry::ScalingBounds {
+        max_min_instances: args.max_min_instances,
+        max_max_instances: args.max_max_instances,
+        max_initial_scale: args.max_initial_scale,
+    };
+    let config = stratus_apiserver::Config { tokens, guard, audit, bounds };
+    let mut builder = Builder::serve_api(store, listener).api_config(config);
     if let Some(file) = &args.bootstrap_admin {
         builder = builder.bootstrap_admin(file);
     }
