@@ -26,7 +26,8 @@ fi
 cargo build --quiet -p stratus-platform --bin stratus-apiserver
 dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-target/debug/stratus-apiserver --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/apiserver.log" 2>&1 &
+target/debug/stratus-apiserver --listen "127.0.0.1:$port" --data-dir "$dir/data" \
+  --bootstrap-admin "$dir/admin-password" >"$dir/apiserver.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 trap 'exit 130' INT TERM
@@ -36,6 +37,14 @@ for _ in $(seq 1 100); do
 done
 curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" || { cat "$dir/apiserver.log" >&2; echo "error: the API server did not start" >&2; exit 1; }
 
+# Every request is authenticated: log in as the first admin (the OAuth password grant), and
+# fetch the document with the token (Schemathesis then reads it from the file).
+token="$(curl -fsS "http://127.0.0.1:$port/auth/token" \
+  --data-urlencode grant_type=password --data-urlencode username=admin \
+  --data-urlencode "password=$(cat "$dir/admin-password")" \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
+curl -fsS -H "Authorization: Bearer $token" -o "$dir/openapi.json" "http://127.0.0.1:$port/openapi.json"
+
 # From the temporary directory: Schemathesis keeps a cache of what failed in its working
 # directory, which does not belong in the repository.
 venv_st="$PWD/$venv/bin/st"
@@ -44,5 +53,6 @@ config="$PWD/hack/schemathesis/schemathesis.toml"
 # state (versions that exist), and end every watch after a second; see the file.
 export PYTHONPATH="$PWD/hack/schemathesis" SCHEMATHESIS_HOOKS=hooks
 cd "$dir"
-"$venv_st" --config-file "$config" run "http://127.0.0.1:$port/openapi.json" \
+"$venv_st" --config-file "$config" run "$dir/openapi.json" --url "http://127.0.0.1:$port" \
+  --header "Authorization: Bearer $token" \
   --checks all --max-examples "$examples" --workers 2 --seed 1 --no-color --request-timeout 10 "$@"

@@ -28,11 +28,14 @@ pub mod roles {
     pub const SYSTEM_GATEWAY: &str = "system:gateway";
     /// A node's agent: its own Node and Lease, and the Instances bound to it.
     pub const SYSTEM_AGENT: &str = "system:agent";
+    /// The API server calling the agents (for logs). Grants nothing at the API: a token of it
+    /// that an agent kept is worth nothing there.
+    pub const SYSTEM_APISERVER: &str = "system:apiserver";
     /// The cluster-wide roles a User may hold.
     pub const USER_CLUSTER: &[&str] = &[TENANT_ADMIN, CLUSTER_ADMIN];
     /// The cluster-wide roles a ServiceAccount may hold.
     pub const ACCOUNT_CLUSTER: &[&str] =
-        &[TENANT_ADMIN, CLUSTER_ADMIN, SYSTEM_CONTROLLERS, SYSTEM_GATEWAY, SYSTEM_AGENT];
+        &[TENANT_ADMIN, CLUSTER_ADMIN, SYSTEM_CONTROLLERS, SYSTEM_GATEWAY, SYSTEM_AGENT, SYSTEM_APISERVER];
 }
 
 /// The kinds of subject a RoleBinding binds.
@@ -49,6 +52,20 @@ pub const DEFAULT_TENANT: &str = "default";
 
 /// The user that `stratus up` and `stratus-apiserver --bootstrap-admin` create.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// On a Service: `authenticated` makes it private (Cloud Run's "require authentication"): the
+/// gateway serves it only to callers whose token holds the `invoker` role on it.
+pub const INVOKER_ANNOTATION: &str = "stratus.dev/invoker";
+
+/// Cloud Run's way to say a service is public: `"true"` turns the invoker check off, `"false"`
+/// keeps it on.
+pub const CLOUD_RUN_INVOKER_IAM_DISABLED: &str = "run.googleapis.com/invoker-iam-disabled";
+
+/// Whether a Service with these annotations is private.
+pub fn requires_authentication(annotations: &std::collections::BTreeMap<String, String>) -> bool {
+    annotations.get(INVOKER_ANNOTATION).is_some_and(|v| v.eq_ignore_ascii_case("authenticated"))
+        || annotations.get(CLOUD_RUN_INVOKER_IAM_DISABLED).is_some_and(|v| v.eq_ignore_ascii_case("false"))
+}
 
 /// The prefix of a service account's user name.
 const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";

@@ -113,8 +113,11 @@ pub async fn layer(State(config): State<Arc<GuardConfig>>, req: Request, next: N
             return cors(Response::new(Body::empty()), origin, true);
         }
     }
+    // A write that carries a body must say what it is; one without (a POST on a path that takes
+    // none) is answered by its handler.
     let write = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
-    if write && !grpc {
+    let has_body = axum::body::HttpBody::size_hint(req.body()).exact() != Some(0);
+    if write && has_body && !grpc {
         let form_ok = req.uri().path() == "/auth/token";
         let ok = match media_type(req.headers()) {
             Some(t) => WRITE_TYPES.contains(&t.as_str()) || (form_ok && t == "application/x-www-form-urlencoded"),

@@ -44,7 +44,7 @@ struct Http {
 
 /// The HTTP routes, to be merged with the gRPC ones on one port.
 pub fn router(registry: Registry, logs: Logs) -> Router {
-    let openapi = std::sync::Arc::new(crate::openapi::document());
+    let openapi = std::sync::Arc::new(crate::openapi::document(registry.bounds()));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/livez", get(|| async { "ok" }))

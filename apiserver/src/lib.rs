@@ -161,7 +161,9 @@ impl ApiServer {
         }
         let tokens = Arc::new(auth::tokens::Tokens::load(store, config.tokens).await.map_err(Error::Keys)?);
         let identity = auth::service::Identity::new(tokens.clone(), registry.clone());
-        let logs = logs::Logs::new(registry.clone());
+        let agent_token =
+            identity.component_token("apiserver", stratus_api::identity::roles::SYSTEM_APISERVER, "").await?;
+        let logs = logs::Logs::new(registry.clone()).with_token(agent_token);
         Ok(ApiServer { registry, logs, tokens, identity, guard: Arc::new(guard), closing })
     }
 

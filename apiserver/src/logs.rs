@@ -65,6 +65,8 @@ pub type LogLines = BoxStream<'static, ApiResult<LogLine>>;
 pub struct Logs {
     registry: Registry,
     agents: Arc<AgentChannels>,
+    /// The API server's own token, presented to the agents (who answer nobody else).
+    token: Option<crate::auth::service::ComponentToken>,
 }
 
 /// gRPC channels to node agents, one per endpoint. A channel connects lazily and reconnects by
@@ -77,7 +79,13 @@ pub struct AgentChannels {
 impl Logs {
     /// Logs read through `registry`, with no agent connected yet.
     pub fn new(registry: Registry) -> Logs {
-        Logs { registry, agents: Arc::default() }
+        Logs { registry, agents: Arc::default(), token: None }
+    }
+
+    /// The same, presenting `token` to the agents.
+    pub fn with_token(mut self, token: crate::auth::service::ComponentToken) -> Logs {
+        self.token = Some(token);
+        self
     }
 
     /// The container output of the Instance `namespace/name`, or of every Instance of the Service
@@ -263,7 +271,21 @@ impl Logs {
             follow: opts.follow,
             tail_lines: opts.tail_lines,
         };
-        let lines = NodeAgentClient::new(channel).logs(request).await.map_err(|s| agent.error(&s, false))?.into_inner();
+        let token = self.token.clone();
+        let bearer = move |mut req: tonic::Request<()>| {
+            if let Some(token) = &token {
+                let value = format!("Bearer {}", token())
+                    .parse()
+                    .map_err(|_| tonic::Status::internal("the API server's token is not a header value"))?;
+                req.metadata_mut().insert("authorization", value);
+            }
+            Ok(req)
+        };
+        let lines = NodeAgentClient::with_interceptor(channel, bearer)
+            .logs(request)
+            .await
+            .map_err(|s| agent.error(&s, false))?
+            .into_inner();
         Ok(lines.map(move |item| item.map_err(|s| agent.error(&s, true))).boxed())
     }
 }

@@ -101,6 +101,11 @@ impl Registry {
         self
     }
 
+    /// The bounds revisions are held to.
+    pub fn bounds(&self) -> ScalingBounds {
+        self.bounds
+    }
+
     /// The same registry, holding revisions to `bounds`.
     pub fn with_bounds(mut self, bounds: ScalingBounds) -> Registry {
         self.bounds = bounds;

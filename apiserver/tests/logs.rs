@@ -71,7 +71,7 @@ async fn cluster() -> Cluster {
     let server = TestServer::start().await;
     common::present(&server.token);
     let client = Client::new(&server.endpoint).unwrap().with_token(&server.token);
-    let agent = LogAgent::start("n1").await;
+    let agent = LogAgent::start_reviewed("n1", &client).await;
     register_node(&client, "n1", &agent.endpoint).await;
     Cluster { server, client, agent }
 }
@@ -114,7 +114,7 @@ async fn a_followed_instance_delivers_lines_written_after_the_call() {
 #[tokio::test]
 async fn a_services_logs_merge_its_instances_on_several_nodes() {
     let Cluster { server, client, agent } = cluster().await;
-    let other = LogAgent::start("n2").await;
+    let other = LogAgent::start_reviewed("n2", &client).await;
     register_node(&client, "n2", &other.endpoint).await;
     client.create(Service::with_image("web", "img")).await.unwrap();
     let (w1, w2) =
@@ -306,4 +306,36 @@ async fn an_agent_failing_is_named_whether_it_answers_or_goes_away() {
         "{}",
         status.message()
     );
+}
+
+/// The agents answer the API server only: a direct call without a token, or with a token of
+/// any other account, is refused, while the API's relay (above) goes through.
+#[tokio::test]
+async fn agents_answer_only_the_api_server() {
+    let Cluster { server, client, agent } = cluster().await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    agent.run(&inst, &["secret"]);
+    let direct = |token: Option<String>| {
+        let endpoint = agent.endpoint.clone();
+        async move {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint).unwrap().connect().await.unwrap();
+            let mut c = stratus_api::v1::node_agent_client::NodeAgentClient::new(channel);
+            let mut req = tonic::Request::new(stratus_api::v1::AgentLogsRequest {
+                namespace: "default".into(),
+                instance: "web-1".into(),
+                ..Default::default()
+            });
+            if let Some(t) = token {
+                req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+            }
+            c.logs(req).await.map(|_| ())
+        }
+    };
+    assert_eq!(direct(None).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(direct(Some("garbage".into())).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let gateway = server.identity.component_token("gateway", "system:gateway", "").await.unwrap()();
+    assert_eq!(direct(Some(gateway)).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(direct(Some(server.token.clone())).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+    let relayed = read_all(&server, "Instance", "web-1", None).await.unwrap();
+    assert_eq!(relayed, pairs(&[("web-1", "secret")]));
 }

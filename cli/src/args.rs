@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
+use stratus_api::identity::roles;
 
 use crate::bench::plan::{Load, MAX_CONCURRENCY, Stage, parse_load, parse_stage};
 use crate::format::parse_duration;
@@ -13,8 +14,11 @@ scales them with traffic, and shows what runs.";
 
 const EXAMPLES: &str = "\
 Examples:
-  # Start a local control plane on this machine
+  # Start a local control plane on this machine (it logs this CLI in as admin)
   stratus up
+
+  # Or log in to a remote one
+  stratus login --server https://stratus.example.com:7070 --username alice
 
   # Deploy a service and wait until it serves
   stratus apply -f manifests/hello.yaml
@@ -27,7 +31,8 @@ Examples:
   stratus logs service/hello -f
 
 Where requests go: --server, else $STRATUS_SERVER, else the current context of ~/.stratus/config
-($STRATUS_CONFIG), else http://127.0.0.1:7070.";
+($STRATUS_CONFIG), else http://127.0.0.1:7070. The token presented is $STRATUS_TOKEN, else the
+current context's (from `stratus login`), which only goes to that context's server.";
 
 #[derive(Debug, Parser)]
 #[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100, arg_required_else_help = true)]
@@ -89,6 +94,26 @@ pub enum Command {
     #[command(after_help = DOWN_EXAMPLES)]
     Down(DownArgs),
 
+    /// Create a tenant, namespace, user, service account, role binding or token
+    #[command(subcommand, after_help = CREATE_EXAMPLES)]
+    Create(CreateCommand),
+
+    /// Log in with a user name and password, and keep the token in the current context
+    #[command(after_help = LOGIN_EXAMPLES, override_usage = "stratus login [--server URL] [--username NAME] [--password-stdin]")]
+    Login(LoginArgs),
+
+    /// Forget the token of the current context
+    #[command(after_help = LOGOUT_EXAMPLES)]
+    Logout,
+
+    /// Show who the server takes you for: user, tenant, cluster role, when the token expires
+    #[command(after_help = WHOAMI_EXAMPLES)]
+    Whoami(WhoamiArgs),
+
+    /// Ask what you may do, or print your token
+    #[command(subcommand, after_help = AUTH_EXAMPLES)]
+    Auth(AuthCommand),
+
     /// Show or change the contexts of the config file
     #[command(subcommand, after_help = CONFIG_EXAMPLES)]
     Config(ConfigCommand),
@@ -126,7 +151,8 @@ pub struct ApplyArgs {
 
 const GET_EXAMPLES: &str = "\
 Kinds: services (svc, ksvc), revisions (rev), instances (inst), endpoints (ep), events (ev), leases,
-nodes (no), namespaces (ns), tenants. See `stratus api-resources`.
+nodes (no), namespaces (ns), tenants, users, serviceaccounts (sa), rolebindings (rb). See
+`stratus api-resources`.
 
 Examples:
   # List the services of the current namespace
@@ -515,6 +541,347 @@ pub struct UpArgs {
     pub docker_host: Option<String>,
 }
 
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  # A tenant with a quota, a namespace of it, and its first admin (the password is asked for)
+  stratus create tenant acme --display-name \"Acme Corp\" --max-cpu 8 --max-memory 16Gi
+  stratus create namespace acme-prod --tenant acme
+  stratus create user alice --tenant acme --cluster-role tenant-admin
+
+  # Let bob deploy in acme-prod, and every user of acme read it
+  stratus create rolebinding deployers -n acme-prod --role developer --user bob
+  stratus create rolebinding readers -n acme-prod --role viewer --tenant acme
+
+  # A service account for CI, allowed to deploy, and a token for it
+  stratus create serviceaccount ci -n acme-prod
+  stratus create rolebinding ci -n acme-prod --role developer --serviceaccount ci
+  stratus create token serviceaccount/ci -n acme-prod --duration 24h";
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a tenant: a set of namespaces and users, with a quota
+    #[command(after_help = CREATE_TENANT_EXAMPLES)]
+    Tenant(CreateTenantArgs),
+    /// Create a namespace, in your tenant or another
+    #[command(visible_alias = "ns", after_help = CREATE_NAMESPACE_EXAMPLES)]
+    Namespace(CreateNamespaceArgs),
+    /// Create a user who logs in with a password
+    #[command(after_help = CREATE_USER_EXAMPLES)]
+    User(CreateUserArgs),
+    /// Create a service account: an identity for automation, which logs in with tokens
+    #[command(name = "serviceaccount", visible_alias = "sa", after_help = CREATE_SERVICEACCOUNT_EXAMPLES)]
+    ServiceAccount(CreateServiceAccountArgs),
+    /// Grant a role in a namespace to users, service accounts or every user of a tenant
+    #[command(
+        name = "rolebinding",
+        visible_alias = "rb",
+        after_help = CREATE_ROLEBINDING_EXAMPLES,
+        override_usage = "stratus create rolebinding NAME --role ROLE (--user NAME | --serviceaccount [NAMESPACE:]NAME | --tenant NAME)... [-n NAMESPACE]"
+    )]
+    RoleBinding(CreateRoleBindingArgs),
+    /// Print a new token for a service account
+    #[command(after_help = CREATE_TOKEN_EXAMPLES, override_usage = "stratus create token [serviceaccount/]NAME [-n NAMESPACE] [--duration DURATION]")]
+    Token(CreateTokenArgs),
+}
+
+const CREATE_TENANT_EXAMPLES: &str = "\
+Quotas are for all the tenant's namespaces together; a quota not given is unlimited.
+
+Examples:
+  stratus create tenant acme
+  stratus create tenant acme --display-name \"Acme Corp\" --max-cpu 8 --max-memory 16Gi --max-instances 50";
+
+#[derive(Debug, Args)]
+pub struct CreateTenantArgs {
+    /// The tenant's name
+    pub name: String,
+
+    /// A name for people, e.g. \"Acme Corp\"
+    #[arg(long, value_name = "TEXT")]
+    pub display_name: Option<String>,
+
+    /// The most CPU the tenant's instances may request, e.g. 8 or 500m
+    #[arg(long, value_name = "QUANTITY", value_parser = parse_quantity)]
+    pub max_cpu: Option<String>,
+
+    /// The most memory the tenant's instances may request, e.g. 16Gi
+    #[arg(long, value_name = "QUANTITY", value_parser = parse_quantity)]
+    pub max_memory: Option<String>,
+
+    /// The most instances the tenant may run
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+    pub max_instances: Option<i32>,
+
+    /// The most services the tenant may have
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..))]
+    pub max_services: Option<i32>,
+}
+
+const CREATE_NAMESPACE_EXAMPLES: &str = "\
+Examples:
+  # A namespace of your own tenant
+  stratus create namespace team-a
+
+  # A namespace of the tenant acme (a cluster admin's doing)
+  stratus create namespace acme-prod --tenant acme";
+
+#[derive(Debug, Args)]
+pub struct CreateNamespaceArgs {
+    /// The namespace's name
+    pub name: String,
+
+    /// The tenant it belongs to [default: yours]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+}
+
+const CREATE_USER_EXAMPLES: &str = "\
+The password is asked for twice at the terminal, or read from the first line of stdin with
+--password-stdin; it must have at least 8 characters. The user logs in with `stratus login`.
+Roles in a namespace are granted with `stratus create rolebinding`.
+
+Examples:
+  # A user of your own tenant
+  stratus create user bob
+
+  # The admin of the tenant acme, the password taken from a file
+  stratus create user alice --tenant acme --cluster-role tenant-admin --password-stdin < alice.pw";
+
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    /// The user's name, which they log in with
+    pub name: String,
+
+    /// The tenant the user belongs to [default: yours]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// A role over more than one namespace: tenant-admin (every namespace of the tenant) or
+    /// cluster-admin (everything) [default: none]
+    #[arg(long, value_name = "ROLE", value_parser = clap::builder::PossibleValuesParser::new(roles::USER_CLUSTER))]
+    pub cluster_role: Option<String>,
+
+    /// A name for people, e.g. \"Alice Martin\"
+    #[arg(long, value_name = "TEXT")]
+    pub display_name: Option<String>,
+
+    /// Read the password from the first line of stdin instead of asking
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+const CREATE_SERVICEACCOUNT_EXAMPLES: &str = "\
+Examples:
+  # A service account for CI in the namespace acme-prod; grant it a role with a rolebinding
+  stratus create serviceaccount ci -n acme-prod
+
+  # One that administers every namespace of its namespace's tenant
+  stratus create serviceaccount provisioner -n acme-ops --cluster-role tenant-admin";
+
+#[derive(Debug, Args)]
+pub struct CreateServiceAccountArgs {
+    /// The service account's name
+    pub name: String,
+
+    /// A role over more than one namespace: tenant-admin, cluster-admin, or a component's
+    /// (system:controllers, system:gateway, system:agent) [default: none]
+    #[arg(long, value_name = "ROLE", value_parser = clap::builder::PossibleValuesParser::new(roles::ACCOUNT_CLUSTER))]
+    pub cluster_role: Option<String>,
+
+    /// For system:agent: the node the agent is
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+}
+
+const CREATE_ROLEBINDING_EXAMPLES: &str = "\
+Roles: viewer (read workloads and their logs), developer (a viewer who also deploys services),
+admin (a developer who also manages role bindings and service accounts), invoker (calls private
+services through the gateway). Subjects may be repeated and mixed.
+
+Examples:
+  # bob and carol deploy in acme-prod
+  stratus create rolebinding deployers -n acme-prod --role developer --user bob --user carol
+
+  # Every user of the tenant acme reads acme-prod
+  stratus create rolebinding readers -n acme-prod --role viewer --tenant acme
+
+  # The service account ci of the namespace acme-ci deploys in acme-prod
+  stratus create rolebinding ci -n acme-prod --role developer --serviceaccount acme-ci:ci";
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("subjects").required(true).multiple(true))]
+pub struct CreateRoleBindingArgs {
+    /// The role binding's name
+    pub name: String,
+
+    /// The role granted in the namespace
+    #[arg(long, value_name = "ROLE", value_parser = clap::builder::PossibleValuesParser::new(roles::NAMESPACED))]
+    pub role: String,
+
+    /// A user to grant the role to (repeatable)
+    #[arg(long = "user", value_name = "NAME", group = "subjects")]
+    pub users: Vec<String>,
+
+    /// A service account to grant the role to, NAME of the binding's namespace or
+    /// NAMESPACE:NAME (repeatable)
+    #[arg(long = "serviceaccount", value_name = "[NAMESPACE:]NAME", group = "subjects", value_parser = parse_service_account)]
+    pub service_accounts: Vec<(Option<String>, String)>,
+
+    /// A tenant whose every user gets the role (repeatable)
+    #[arg(long = "tenant", value_name = "NAME", group = "subjects")]
+    pub tenants: Vec<String>,
+}
+
+const CREATE_TOKEN_EXAMPLES: &str = "\
+Prints only the token, for scripts: present it with STRATUS_TOKEN, or as `Authorization: Bearer`.
+Needs the admin role in the service account's namespace.
+
+Examples:
+  # A token for the service account ci, valid for an hour
+  stratus create token serviceaccount/ci -n acme-prod
+
+  # ... for a day, used by the next command
+  STRATUS_TOKEN=$(stratus create token sa/ci -n acme-prod --duration 24h) stratus get svc -n acme-prod";
+
+#[derive(Debug, Args)]
+pub struct CreateTokenArgs {
+    /// The service account: NAME, or serviceaccount/NAME
+    #[arg(value_name = "[serviceaccount/]NAME")]
+    pub service_account: String,
+
+    /// How long the token lasts, e.g. 30m, 24h [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// `--serviceaccount`: `NAME` (of the binding's namespace) or `NAMESPACE:NAME`.
+fn parse_service_account(s: &str) -> Result<(Option<String>, String), String> {
+    let (namespace, name) = match s.split_once(':') {
+        Some((ns, name)) => (Some(ns.to_string()), name),
+        None => (None, s),
+    };
+    if name.is_empty() || name.contains(':') || namespace.as_deref() == Some("") {
+        return Err(format!("{s:?} is not NAME or NAMESPACE:NAME"));
+    }
+    Ok((namespace, name.to_string()))
+}
+
+/// A quantity such as `500m`, `8` or `16Gi`, checked here so that a typo is told before the
+/// server is asked.
+fn parse_quantity(s: &str) -> Result<String, String> {
+    match s.parse::<stratus_api::quantity::Quantity>() {
+        Ok(q) if q.is_negative() || q.is_zero() => Err(format!("{s:?} must be greater than zero")),
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(format!("{s:?} is not a quantity such as 500m, 8 or 16Gi: {e}")),
+    }
+}
+
+const LOGIN_EXAMPLES: &str = "\
+The password is asked for at the terminal, or read from the first line of stdin with
+--password-stdin. The token is kept in the current context of the config file if it is for that
+server, else in a context named after the server, which becomes the current one. Tokens of users
+last 12 hours. `stratus up` logs in as admin by itself.
+
+Examples:
+  # Log in to the local control plane
+  stratus login --username admin
+
+  # Log in to a remote one, the password from a file
+  stratus login --server https://stratus.example.com:7070 -u alice --password-stdin < alice.pw";
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The user to log in as [default: the current context's user]
+    #[arg(short = 'u', long, value_name = "NAME")]
+    pub username: Option<String>,
+
+    /// Read the password from the first line of stdin instead of asking
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+const LOGOUT_EXAMPLES: &str = "\
+The token is deleted from the config file; a copy kept elsewhere stays valid until it expires.
+
+Examples:
+  stratus logout";
+
+const WHOAMI_EXAMPLES: &str = "\
+Examples:
+  stratus whoami
+  stratus whoami -o json";
+
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Print as JSON or YAML instead of a table
+    #[arg(short = 'o', long, value_name = "FORMAT")]
+    pub output: Option<DataFormat>,
+}
+
+/// `-o` of commands that print one record rather than objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataFormat {
+    Json,
+    Yaml,
+}
+
+const AUTH_EXAMPLES: &str = "\
+Examples:
+  # May I deploy services in acme-prod?
+  stratus auth can-i create services -n acme-prod
+
+  # The token this CLI presents, for curl
+  curl -H \"Authorization: Bearer $(stratus auth print-access-token)\" \\
+      http://127.0.0.1:7070/apis/stratus.dev/v1/namespaces/default/services";
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Ask whether you may do VERB on a kind of object (or one object): prints yes or no, and
+    /// exits 0 or 1
+    #[command(after_help = CAN_I_EXAMPLES, override_usage = "stratus auth can-i VERB KIND[/NAME] [-n NAMESPACE | -A] [-q]")]
+    CanI(CanIArgs),
+    /// Print the token this CLI presents: $STRATUS_TOKEN, else the current context's
+    #[command(after_help = PRINT_ACCESS_TOKEN_EXAMPLES)]
+    PrintAccessToken,
+}
+
+const CAN_I_EXAMPLES: &str = "\
+Verbs: get, list, watch, create, update, patch, delete, logs, invoke, create-token. When the
+answer is no, the reason is printed on stderr.
+
+Examples:
+  # May I create services in the current namespace?
+  stratus auth can-i create services
+
+  # May I delete the service hello in team-a?
+  stratus auth can-i delete service/hello -n team-a
+
+  # May I list services in every namespace? (in a script: only the exit code)
+  stratus auth can-i list services -A -q && echo yes";
+
+#[derive(Debug, Args)]
+pub struct CanIArgs {
+    /// get, list, watch, create, update, patch, delete, logs, invoke, create-token
+    pub verb: String,
+
+    /// KIND, or KIND/NAME for one object
+    #[arg(value_name = "KIND[/NAME]")]
+    pub resource: String,
+
+    /// Ask about every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Print nothing; answer with the exit code only
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+const PRINT_ACCESS_TOKEN_EXAMPLES: &str = "\
+Examples:
+  stratus auth print-access-token
+  export STRATUS_TOKEN=$(stratus auth print-access-token)";
+
 const CONFIG_EXAMPLES: &str = "\
 The config file is ~/.stratus/config, or $STRATUS_CONFIG.
 
@@ -556,9 +923,13 @@ pub enum ConfigCommand {
         /// The context's name
         name: String,
     },
-    /// Print the config file
-    #[command(after_help = "Examples:\n  stratus config view")]
-    View,
+    /// Print the config file, tokens replaced by REDACTED unless --raw
+    #[command(after_help = "Examples:\n  stratus config view\n  stratus config view --raw")]
+    View {
+        /// Print the tokens too
+        #[arg(long)]
+        raw: bool,
+    },
 }
 
 const API_RESOURCES_EXAMPLES: &str = "\
@@ -626,6 +997,108 @@ mod tests {
         let Command::Wait(w) = cli.command else { panic!("not wait") };
         assert_eq!(w.timeout, Duration::from_secs(5400));
         assert!(Cli::try_parse_from(["stratus", "wait", "svc", "a", "--for=delete", "--timeout=soon"]).is_err());
+    }
+
+    #[test]
+    fn login_takes_the_server_and_user_and_where_the_password_comes_from() {
+        let cli =
+            Cli::try_parse_from(["stratus", "login", "--server", "http://s:1", "-u", "alice", "--password-stdin"])
+                .unwrap();
+        assert_eq!(cli.server.as_deref(), Some("http://s:1"));
+        let Command::Login(args) = cli.command else { panic!("not login") };
+        assert_eq!((args.username.as_deref(), args.password_stdin), (Some("alice"), true));
+        let Command::Login(args) = Cli::try_parse_from(["stratus", "login"]).unwrap().command else { panic!() };
+        assert_eq!((args.username, args.password_stdin), (None, false));
+    }
+
+    #[test]
+    fn a_role_binding_takes_subjects_of_every_kind_and_needs_one() {
+        let argv = [
+            "stratus",
+            "create",
+            "rolebinding",
+            "rb",
+            "-n",
+            "team",
+            "--role",
+            "developer",
+            "--user",
+            "alice",
+            "--serviceaccount",
+            "ops:ci",
+            "--serviceaccount",
+            "deployer",
+            "--tenant",
+            "acme",
+            "--user",
+            "bob",
+        ];
+        let cli = Cli::try_parse_from(argv).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("team"));
+        let Command::Create(CreateCommand::RoleBinding(rb)) = cli.command else { panic!("not a rolebinding") };
+        assert_eq!(rb.role, "developer");
+        assert_eq!(rb.users, ["alice", "bob"]);
+        assert_eq!(rb.service_accounts, [(Some("ops".to_string()), "ci".to_string()), (None, "deployer".to_string())]);
+        assert_eq!(rb.tenants, ["acme"]);
+        // `rb` is the short name, as for `get`.
+        assert!(Cli::try_parse_from(["stratus", "create", "rb", "x", "--role", "viewer", "--tenant", "t"]).is_ok());
+        for bad in [
+            &["stratus", "create", "rolebinding", "rb", "--role", "viewer"][..],
+            &["stratus", "create", "rolebinding", "rb", "--role", "owner", "--user", "a"],
+            &["stratus", "create", "rolebinding", "rb", "--user", "a"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn service_accounts_are_name_or_namespace_colon_name() {
+        assert_eq!(parse_service_account("ci").unwrap(), (None, "ci".into()));
+        assert_eq!(parse_service_account("ops:ci").unwrap(), (Some("ops".into()), "ci".into()));
+        for bad in ["", ":ci", "ops:", "a:b:c"] {
+            assert!(parse_service_account(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn create_flags_are_checked_before_anything_is_sent() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["stratus", "create"][..], args].concat());
+        let cli = parse(&["token", "sa/ci", "--duration", "1h30m"]).unwrap();
+        let Command::Create(CreateCommand::Token(t)) = cli.command else { panic!("not a token") };
+        assert_eq!(t.duration, Some(Duration::from_secs(5400)));
+        assert!(parse(&["token", "sa/ci", "--duration", "0"]).is_err());
+        let cli =
+            parse(&["tenant", "acme", "--max-cpu", "500m", "--max-memory", "16Gi", "--max-instances", "0"]).unwrap();
+        let Command::Create(CreateCommand::Tenant(t)) = cli.command else { panic!("not a tenant") };
+        assert_eq!(
+            (t.max_cpu.as_deref(), t.max_memory.as_deref(), t.max_instances),
+            (Some("500m"), Some("16Gi"), Some(0))
+        );
+        for bad in [
+            &["tenant", "t", "--max-cpu", "lots"][..],
+            &["tenant", "t", "--max-memory", "0"],
+            &["tenant", "t", "--max-services", "-1"],
+            &["user", "u", "--cluster-role", "system:agent"],
+            &["serviceaccount", "sa", "--cluster-role", "root"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["sa", "agent", "--cluster-role", "system:agent", "--node", "n1"]).is_ok());
+        assert!(parse(&["ns", "team", "--tenant", "acme"]).is_ok());
+    }
+
+    #[test]
+    fn can_i_takes_a_verb_and_a_kind_or_object() {
+        let cli = Cli::try_parse_from(["stratus", "auth", "can-i", "delete", "svc/hello", "-n", "team", "-q"]).unwrap();
+        assert_eq!(cli.namespace.as_deref(), Some("team"));
+        let Command::Auth(AuthCommand::CanI(c)) = cli.command else { panic!("not can-i") };
+        assert_eq!(
+            (c.verb.as_str(), c.resource.as_str(), c.all_namespaces, c.quiet),
+            ("delete", "svc/hello", false, true)
+        );
+        assert!(Cli::try_parse_from(["stratus", "auth", "can-i", "list"]).is_err());
+        let cli = Cli::try_parse_from(["stratus", "whoami", "-o", "yaml"]).unwrap();
+        assert!(matches!(cli.command, Command::Whoami(WhoamiArgs { output: Some(DataFormat::Yaml) })));
     }
 
     #[test]

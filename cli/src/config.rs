@@ -1,13 +1,18 @@
-//! The config file (`~/.stratus/config`, or `STRATUS_CONFIG`) and how the server and namespace
-//! of a command are chosen.
+//! The config file (`~/.stratus/config`, or `STRATUS_CONFIG`) and how the server, namespace
+//! and token of a command are chosen.
 //!
 //! ```yaml
-//! current-context: local
+//! current-context: 127.0.0.1:7070
 //! contexts:
-//! - name: local
+//! - name: 127.0.0.1:7070
 //!   server: http://127.0.0.1:7070
 //!   namespace: default
+//!   user: admin
+//!   token: eyJhbGciOiJFZERTQSIs…
 //! ```
+//!
+//! A token is as good as a password until it expires, so the file is written readable by its
+//! owner only (mode 0600).
 
 use std::io::Write;
 use std::path::Path;
@@ -26,7 +31,7 @@ pub struct Config {
     pub contexts: Vec<Context>,
 }
 
-/// A named server and the namespace to use there by default.
+/// A named server, the namespace to use there by default, and who is logged in to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     pub name: String,
@@ -34,6 +39,12 @@ pub struct Context {
     pub server: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub namespace: String,
+    /// The user who logged in last (the default of `stratus login --username`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// The bearer token `stratus login` got; presented only to this context's server.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 /// The namespace a command works in, and whether the user named it (`-n`): an object in a
@@ -44,11 +55,34 @@ pub struct Namespace {
     pub explicit: bool,
 }
 
-/// Where a command sends its requests, and in which namespace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a command sends its requests, in which namespace, and with which token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Connection {
     pub server: String,
     pub namespace: Namespace,
+    /// `None`: no one is logged in; only `login` will be answered.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself: a Debug line may end up in a log or a bug report.
+        f.debug_struct("Connection")
+            .field("server", &self.server)
+            .field("namespace", &self.namespace)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// What the environment adds to the flags when choosing a [`Connection`]: `STRATUS_SERVER`
+/// and `STRATUS_TOKEN`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides<'a> {
+    pub flag_server: Option<&'a str>,
+    pub env_server: Option<&'a str>,
+    pub flag_namespace: Option<&'a str>,
+    pub env_token: Option<&'a str>,
 }
 
 impl Config {
@@ -67,7 +101,8 @@ impl Config {
     }
 
     /// Writes the config file atomically (a crash leaves the old file or the new one, never half
-    /// of one), creating its directory if needed.
+    /// of one), creating its directory if needed. The file is its owner's only (0600), whatever
+    /// it was before: it may hold tokens.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = yaml_serde::to_string(self).map_err(|e| config_error(path, format!("cannot encode: {e}")))?;
         let dir = match path.parent() {
@@ -78,6 +113,14 @@ impl Config {
             .map_err(|e| config_error(path, format!("cannot create {}: {e}", dir.display())))?;
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| config_error(path, format!("cannot write: {e}")))?;
+        // Before the first byte is written, so that no one else can ever read the token.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| config_error(path, format!("cannot restrict who may read it: {e}")))?;
+        }
         tmp.write_all(text.as_bytes()).map_err(|e| config_error(path, format!("cannot write: {e}")))?;
         tmp.persist(path).map_err(|e| config_error(path, format!("cannot write: {}", e.error)))?;
         Ok(())
@@ -85,6 +128,38 @@ impl Config {
 
     pub fn context(&self, name: &str) -> Option<&Context> {
         self.contexts.iter().find(|c| c.name == name)
+    }
+
+    pub fn context_mut(&mut self, name: &str) -> Option<&mut Context> {
+        self.contexts.iter_mut().find(|c| c.name == name)
+    }
+
+    /// The context a login to `server` is kept in, made current: the current context if it is
+    /// for that server (or for none yet), else another one for that server, else a new one
+    /// named after the server (`127.0.0.1:7070`). Its server is set to `server`.
+    pub fn login_context(&mut self, server: &str) -> &mut Context {
+        let for_server = |c: &Context| c.server.is_empty() || same_server(&c.server, server);
+        let current = self.context(&self.current_context).filter(|c| for_server(c)).map(|c| c.name.clone());
+        let name = current
+            .or_else(|| self.contexts.iter().find(|c| same_server(&c.server, server)).map(|c| c.name.clone()))
+            .unwrap_or_else(|| {
+                let name = self.free_name(&context_name(server));
+                self.contexts.push(Context { name: name.clone(), ..Default::default() });
+                name
+            });
+        self.current_context.clone_from(&name);
+        let index = self.contexts.iter().position(|c| c.name == name).unwrap_or_default();
+        let context = &mut self.contexts[index];
+        context.server = server.to_string();
+        context
+    }
+
+    /// `base`, or `base-2`, `base-3`… when a context already has that name.
+    fn free_name(&self, base: &str) -> String {
+        (1..)
+            .map(|n| if n == 1 { base.to_string() } else { format!("{base}-{n}") })
+            .find(|name| self.context(name).is_none())
+            .unwrap_or_else(|| base.to_string())
     }
 
     /// The current context; `None` when none is set. A current-context that names no context
@@ -106,27 +181,31 @@ impl Config {
     }
 }
 
-/// Chooses the server and namespace of a command. The server is the first of: `--server`,
-/// `STRATUS_SERVER`, the current context's server, [`stratus_client::DEFAULT_SERVER`]. The
-/// namespace is the first of: `-n`, the current context's namespace, `default`.
-pub fn resolve(
-    flag_server: Option<&str>,
-    env_server: Option<&str>,
-    flag_namespace: Option<&str>,
-    config: &Config,
-    config_path: Option<&Path>,
-) -> Result<Connection> {
+/// Chooses the server, namespace and token of a command. The server is the first of:
+/// `--server`, `STRATUS_SERVER`, the current context's server,
+/// [`stratus_client::DEFAULT_SERVER`]. The namespace is the first of: `-n`, the current
+/// context's namespace, `default`. The token is `STRATUS_TOKEN`, else the current context's
+/// when the server is that context's: a token is not handed to whatever `--server` names.
+pub fn resolve(given: Overrides<'_>, config: &Config, config_path: Option<&Path>) -> Result<Connection> {
     let non_empty = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_string);
-    let server = non_empty(flag_server).or_else(|| non_empty(env_server));
-    let namespace = non_empty(flag_namespace);
+    let server = non_empty(given.flag_server).or_else(|| non_empty(given.env_server));
+    let namespace = non_empty(given.flag_namespace);
+    let token = non_empty(given.env_token);
     // The context is consulted only when something is left to take from it, so that a broken
-    // config file does not get in the way of a fully specified command line.
-    let context = if server.is_none() || namespace.is_none() { config.current(config_path)? } else { None };
+    // config file does not get in the way of a fully specified command line; for the token
+    // alone, a current context that is not there is no token (the server then says so).
+    let context = match (server.is_none() || namespace.is_none(), token.is_none()) {
+        (true, _) => config.current(config_path)?,
+        (false, true) => config.current(config_path).ok().flatten(),
+        (false, false) => None,
+    };
     let from_context = |field: fn(&Context) -> &str| context.map(field).filter(|s| !s.is_empty()).map(str::to_string);
+    let server =
+        server.or_else(|| from_context(|c| &c.server)).unwrap_or_else(|| stratus_client::DEFAULT_SERVER.to_string());
+    let context_is_for_server = context.is_some_and(|c| c.server.is_empty() || same_server(&c.server, &server));
     Ok(Connection {
-        server: server
-            .or_else(|| from_context(|c| &c.server))
-            .unwrap_or_else(|| stratus_client::DEFAULT_SERVER.to_string()),
+        token: token.or_else(|| if context_is_for_server { from_context(|c| &c.token) } else { None }),
+        server,
         namespace: match namespace {
             Some(name) => Namespace { name, explicit: true },
             None => Namespace {
@@ -134,6 +213,26 @@ pub fn resolve(
                 explicit: false,
             },
         },
+    })
+}
+
+/// Whether two server URLs name the same server (`http://h:1/` is `http://H:1`).
+pub fn same_server(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+/// The name of a context made for `server`: its host and port, `127.0.0.1:7070`.
+fn context_name(server: &str) -> String {
+    let bare = server.split_once("://").map_or(server, |(_, rest)| rest).trim_end_matches('/');
+    let name = bare.replace('/', "-");
+    if name.is_empty() { "default".to_string() } else { name }
+}
+
+/// The config file to write; without a home directory or `STRATUS_CONFIG` there is none.
+pub fn writable(path: Option<&Path>) -> Result<&Path> {
+    path.ok_or_else(|| Error::Config {
+        path: "~/.stratus/config".into(),
+        reason: "there is no home directory to keep the config in; set STRATUS_CONFIG to a file path".into(),
     })
 }
 
@@ -151,45 +250,116 @@ mod tests {
         Config {
             current_context: "dev".into(),
             contexts: vec![
-                Context { name: "dev".into(), server: "http://dev:7070".into(), namespace: "team".into() },
-                Context { name: "bare".into(), server: String::new(), namespace: String::new() },
+                Context {
+                    name: "dev".into(),
+                    server: "http://dev:7070".into(),
+                    namespace: "team".into(),
+                    user: "alice".into(),
+                    token: "dev-token".into(),
+                },
+                Context { name: "bare".into(), ..Default::default() },
             ],
         }
+    }
+
+    fn resolve_with(server: Option<&str>, env: Option<&str>, namespace: Option<&str>, c: &Config) -> Connection {
+        let given = Overrides { flag_server: server, env_server: env, flag_namespace: namespace, env_token: None };
+        resolve(given, c, None).unwrap()
     }
 
     #[test]
     fn the_flag_wins_then_the_environment_then_the_context_then_the_default() {
         let c = config();
-        assert_eq!(resolve(Some("http://flag"), Some("http://env"), None, &c, None).unwrap().server, "http://flag");
-        assert_eq!(resolve(None, Some("http://env"), None, &c, None).unwrap().server, "http://env");
-        assert_eq!(resolve(None, None, None, &c, None).unwrap().server, "http://dev:7070");
-        assert_eq!(resolve(None, None, None, &Config::default(), None).unwrap().server, "http://127.0.0.1:7070");
+        assert_eq!(resolve_with(Some("http://flag"), Some("http://env"), None, &c).server, "http://flag");
+        assert_eq!(resolve_with(None, Some("http://env"), None, &c).server, "http://env");
+        assert_eq!(resolve_with(None, None, None, &c).server, "http://dev:7070");
+        assert_eq!(resolve_with(None, None, None, &Config::default()).server, "http://127.0.0.1:7070");
         // An empty value is no value.
-        assert_eq!(resolve(Some(""), Some(""), None, &c, None).unwrap().server, "http://dev:7070");
+        assert_eq!(resolve_with(Some(""), Some(""), None, &c).server, "http://dev:7070");
     }
 
     #[test]
     fn the_namespace_comes_from_the_flag_then_the_context_then_default() {
         let c = config();
-        let ns = resolve(None, None, Some("mine"), &c, None).unwrap().namespace;
+        let ns = resolve_with(None, None, Some("mine"), &c).namespace;
         assert_eq!(ns, Namespace { name: "mine".into(), explicit: true });
-        let ns = resolve(None, None, None, &c, None).unwrap().namespace;
+        let ns = resolve_with(None, None, None, &c).namespace;
         assert_eq!(ns, Namespace { name: "team".into(), explicit: false });
         let bare = Config { current_context: "bare".into(), ..config() };
-        let conn = resolve(None, None, None, &bare, None).unwrap();
+        let conn = resolve_with(None, None, None, &bare);
         assert_eq!(conn.namespace, Namespace { name: "default".into(), explicit: false });
         assert_eq!(conn.server, "http://127.0.0.1:7070");
     }
 
     #[test]
+    fn the_token_is_the_environments_else_the_contexts_for_its_own_server_only() {
+        let c = config();
+        assert_eq!(resolve_with(None, None, None, &c).token.as_deref(), Some("dev-token"));
+        // The same server written another way still gets it.
+        assert_eq!(resolve_with(Some("http://DEV:7070/"), None, None, &c).token.as_deref(), Some("dev-token"));
+        // Another server does not get the context's token.
+        assert_eq!(resolve_with(Some("http://elsewhere:7070"), None, None, &c).token, None);
+        assert_eq!(resolve_with(None, Some("http://elsewhere:7070"), Some("ns"), &c).token, None);
+        // STRATUS_TOKEN goes wherever the command goes.
+        let given =
+            Overrides { flag_server: Some("http://elsewhere"), env_token: Some("env-token"), ..Default::default() };
+        assert_eq!(resolve(given, &c, None).unwrap().token.as_deref(), Some("env-token"));
+        let given = Overrides { env_token: Some(""), ..Default::default() };
+        assert_eq!(resolve(given, &c, None).unwrap().token.as_deref(), Some("dev-token"));
+        assert_eq!(resolve_with(None, None, None, &Config::default()).token, None);
+        // Debug output never shows it.
+        assert!(!format!("{:?}", resolve_with(None, None, None, &c)).contains("dev-token"));
+    }
+
+    #[test]
     fn a_dangling_current_context_is_an_error_unless_unused() {
         let c = Config { current_context: "gone".into(), ..config() };
-        let err = resolve(None, None, None, &c, Some(Path::new("/x/config"))).unwrap_err();
+        let given = Overrides::default();
+        let err = resolve(given, &c, Some(Path::new("/x/config"))).unwrap_err();
         assert_eq!(
             err.to_string(),
             r#"/x/config: the current context "gone" does not exist; see `stratus config get-contexts`"#
         );
-        assert!(resolve(Some("http://s"), None, Some("ns"), &c, None).is_ok());
+        let conn = resolve_with(Some("http://s"), None, Some("ns"), &c);
+        assert_eq!(conn.token, None);
+    }
+
+    #[test]
+    fn a_login_goes_to_the_current_context_of_its_server_or_a_new_one() {
+        // The current context is for this server: the login is kept there.
+        let mut c = config();
+        c.login_context("http://dev:7070/").token = "new".into();
+        assert_eq!(c.current_context, "dev");
+        assert_eq!(c.context("dev").unwrap().token, "new");
+        assert_eq!(c.contexts.len(), 2);
+
+        // Another server: a new context named after it, made current; the old one is untouched.
+        let mut c = config();
+        let made = c.login_context("https://stratus.example.com:7070");
+        assert_eq!(made.name, "stratus.example.com:7070");
+        made.token = "remote".into();
+        assert_eq!(c.current_context, "stratus.example.com:7070");
+        assert_eq!(c.context("dev").unwrap().token, "dev-token");
+
+        // A context of that server that is not current is reused and made current.
+        let mut c = config();
+        c.current_context = "bare".into();
+        c.contexts[1].server = "http://other:1".into();
+        assert_eq!(c.login_context("http://dev:7070").name, "dev");
+        assert_eq!(c.current_context, "dev");
+
+        // A current context with no server yet takes the server.
+        let mut c = Config { current_context: "bare".into(), ..config() };
+        assert_eq!(c.login_context("http://127.0.0.1:7070").server, "http://127.0.0.1:7070");
+        assert_eq!(c.current_context, "bare");
+
+        // The name a new context would get is taken by another server's context.
+        let mut c = Config {
+            current_context: String::new(),
+            contexts: vec![Context { name: "h:1".into(), server: "http://elsewhere".into(), ..Default::default() }],
+        };
+        assert_eq!(c.login_context("http://h:1").name, "h:1-2");
+        assert_eq!(c.context("h:1").unwrap().server, "http://elsewhere");
     }
 
     #[test]
@@ -200,7 +370,24 @@ mod tests {
         config().save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("current-context: dev"), "{text}");
+        assert!(text.contains("  token: dev-token\n") && text.contains("  user: alice\n"), "{text}");
+        // Empty fields are left out.
+        assert!(!text.contains("token: ''") && !text.contains("token: \"\""), "{text}");
         assert_eq!(Config::load(Some(&path)).unwrap(), config());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        // A file from before tokens were kept, readable by all: saving makes it private.
+        std::fs::write(&path, "contexts: []\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        config().save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
     }
 
     #[test]

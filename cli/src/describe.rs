@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde_json::Value;
+use stratus_api::identity::subjects;
 use stratus_api::v1::{
-    Condition, Container, Instance, Node, ObjectMeta, Probe, Revision, RevisionSpec, Service, TrafficTarget,
+    Condition, Container, Instance, Node, ObjectMeta, Probe, Revision, RevisionSpec, RoleBinding, Service,
+    TrafficTarget,
 };
 use stratus_api::{AnyObject, Resource};
 
@@ -46,12 +48,15 @@ pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, 
         AnyObject::Revision(r) => revision(&mut doc, r),
         AnyObject::Instance(i) => instance(&mut doc, i, now),
         AnyObject::Node(n) => node(&mut doc, n),
+        AnyObject::RoleBinding(rb) => role_binding(&mut doc, rb),
         // The other kinds are small: their fields, as they are, read well enough.
         AnyObject::Namespace(_)
         | AnyObject::Tenant(_)
         | AnyObject::Lease(_)
         | AnyObject::Endpoints(_)
-        | AnyObject::Event(_) => spec_and_status(&mut doc, obj),
+        | AnyObject::Event(_)
+        | AnyObject::User(_)
+        | AnyObject::ServiceAccount(_) => spec_and_status(&mut doc, obj),
     }
     match (obj, related) {
         (AnyObject::Service(svc), Some(Related::Service { revisions, instances })) => {
@@ -308,6 +313,30 @@ fn node(doc: &mut Doc, n: &Node) {
         doc.opt(1, "Kernel Version", &info.kernel_version);
     }
     doc.opt(0, "Agent Endpoint", &status.agent_endpoint);
+}
+
+/// kubectl's description of a RoleBinding: the role, then its subjects as a table.
+fn role_binding(doc: &mut Doc, rb: &RoleBinding) {
+    let spec = rb.spec.clone().unwrap_or_default();
+    doc.field(0, "Role", or_none(&spec.role));
+    if spec.subjects.is_empty() {
+        doc.field(0, "Subjects", "<none>");
+        return;
+    }
+    doc.header(0, "Subjects");
+    let rows = spec
+        .subjects
+        .iter()
+        .map(|s| {
+            // A service account named without a namespace is the binding's own namespace's.
+            let namespace = match (s.kind == subjects::SERVICE_ACCOUNT, s.namespace.as_str()) {
+                (true, "") => rb.meta().namespace.clone(),
+                (_, ns) => ns.to_string(),
+            };
+            vec![s.kind.clone(), s.name.clone(), or_none(&namespace)]
+        })
+        .collect();
+    doc.table(1, &["Kind", "Name", "Namespace"], rows);
 }
 
 /// Spec and status as they are, fields titled, for kinds without a describer of their own.

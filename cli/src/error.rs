@@ -13,6 +13,16 @@ pub enum Error {
     /// what to do about it.
     #[error("cannot reach the Stratus API at {endpoint} — is it running? start it with `stratus up`")]
     Unreachable { endpoint: String },
+    /// The server refused the token, or there was none: the other thing every user hits, said
+    /// with what to do. Holds the server's reason, without its own advice.
+    #[error("not logged in or the token has expired ({}): run `stratus login`", without_advice(.0))]
+    Unauthenticated(String),
+    /// `stratus login` was refused: wrong name or password.
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// There is no token to show or to present: nobody logged in to this context.
+    #[error("not logged in to {server}: run `stratus login --server {server}`, or set STRATUS_TOKEN")]
+    NoToken { server: String },
     #[error("the server doesn't have a resource type {0:?}")]
     UnknownKind(String),
     #[error("{}", not_found(plural, name, namespace.as_deref()))]
@@ -52,6 +62,10 @@ pub enum Error {
     Write { path: String, source: std::io::Error },
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
+    /// A failure the command has already told in its own words (`auth can-i` saying `no`):
+    /// nothing more is reported, the exit code is 1.
+    #[error("")]
+    Silent,
     /// Several failures, each reported on its own line.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Many(Vec<Error>),
@@ -63,6 +77,7 @@ impl Error {
     pub fn object(object: impl Into<String>, err: ClientError) -> Error {
         match err {
             ClientError::Unavailable { endpoint, .. } => Error::Unreachable { endpoint },
+            ClientError::Unauthenticated(reason) => Error::Unauthenticated(reason),
             source => Error::Object { object: object.into(), source },
         }
     }
@@ -76,15 +91,17 @@ impl Error {
         }
     }
 
-    /// Whether this failure makes every further request pointless (the server is gone).
+    /// Whether this failure makes every further request pointless (the server is gone, or
+    /// will not take the token).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Unreachable { .. })
+        matches!(self, Error::Unreachable { .. } | Error::Unauthenticated(_))
     }
 
     /// Writes the failure as `error: ` lines.
     pub fn report(&self, w: &mut dyn Write) {
         match self {
             Error::Many(errors) => errors.iter().for_each(|e| e.report(w)),
+            Error::Silent => {}
             // The reader went away (`stratus get svc | head -1`): nobody is left to tell.
             Error::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
             other => {
@@ -101,6 +118,7 @@ impl From<ClientError> for Error {
     fn from(err: ClientError) -> Error {
         match err {
             ClientError::Unavailable { endpoint, .. } => Error::Unreachable { endpoint },
+            ClientError::Unauthenticated(reason) => Error::Unauthenticated(reason),
             other => Error::Api(other),
         }
     }
@@ -115,6 +133,15 @@ fn not_found(plural: &str, name: &str, namespace: Option<&str>) -> String {
     match namespace {
         Some(ns) => format!("{plural} {name:?} not found in namespace {ns:?}"),
         None => format!("{plural} {name:?} not found"),
+    }
+}
+
+/// The server's reason for refusing a token, without the advice it may end with (`…: run
+/// \`stratus login\` to get a new one`), which the CLI gives in its own words.
+fn without_advice(reason: &str) -> &str {
+    match reason.find("stratus login") {
+        Some(at) => reason[..at].rsplit_once(": ").map_or(reason, |(before, _)| before).trim(),
+        None => reason.trim(),
     }
 }
 
@@ -152,6 +179,35 @@ mod tests {
             reported(&e),
             "error: cannot reach the Stratus API at http://127.0.0.1:7070 — is it running? start it with `stratus up`\n"
         );
+    }
+
+    #[test]
+    fn a_refused_token_is_one_line_that_says_to_log_in() {
+        let e = Error::from(ClientError::Unauthenticated(
+            "the token has expired: run `stratus login` to get a new one".into(),
+        ));
+        assert_eq!(
+            reported(&e),
+            "error: not logged in or the token has expired (the token has expired): run `stratus login`\n"
+        );
+        assert!(e.is_fatal());
+        let e = Error::object(
+            "service/hello",
+            ClientError::Unauthenticated("the token's signature does not verify".into()),
+        );
+        assert_eq!(
+            e.to_string(),
+            "not logged in or the token has expired (the token's signature does not verify): run `stratus login`"
+        );
+        let e = Error::Unauthenticated(
+            "no credentials: log in with `stratus login` and send `Authorization: Bearer TOKEN`".into(),
+        );
+        assert_eq!(e.to_string(), "not logged in or the token has expired (no credentials): run `stratus login`");
+    }
+
+    #[test]
+    fn a_silent_failure_reports_nothing() {
+        assert_eq!(reported(&Error::Silent), "");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! It behaves the way kubectl, `kn` and `gcloud run` users expect: `apply -f`, `get`, `describe`,
 //! `delete`, `wait`, with the same flags, output shapes and error wording where they make sense.
-//! `stratus up` runs the API server in this process for local development.
+//! `stratus up` runs the API server in this process for local development. `stratus login`
+//! keeps a token in the config file, which every other command presents (or `STRATUS_TOKEN`).
 //!
 //! The binary is a thin shell over [`parse`] and [`run`]: everything is reachable from tests,
 //! with the process's standard streams and environment replaced by [`Io`] and [`Environment`].
@@ -24,6 +25,7 @@ pub mod error;
 pub mod format;
 pub mod manifest;
 mod output;
+pub mod prompt;
 mod table;
 pub mod target;
 pub mod up;
@@ -39,23 +41,27 @@ pub struct Io {
     pub err: Box<dyn Write + Send>,
     /// Whether `err` is a terminal, where progress can be redrawn in place.
     pub err_is_terminal: bool,
+    /// Where a password is asked for without being shown: the controlling terminal in the
+    /// binary; `None` where there is no one to ask (then `--password-stdin` is the way).
+    pub prompt: Option<Box<dyn prompt::SecretPrompt>>,
 }
 
 impl Io {
-    /// The process's stdin, stdout and stderr.
+    /// The process's stdin, stdout and stderr, and its controlling terminal for passwords.
     pub fn process() -> Io {
         Io {
             stdin: Box::new(std::io::stdin()),
             out: Box::new(std::io::stdout()),
             err: Box::new(std::io::stderr()),
             err_is_terminal: std::io::stderr().is_terminal(),
+            prompt: Some(Box::new(prompt::Tty)),
         }
     }
 }
 
 /// What the CLI takes from the process environment, gathered once so that tests can supply
 /// their own without touching the real environment.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Environment {
     /// `STRATUS_SERVER`: the API server when `--server` is not given.
     pub server: Option<String>,
@@ -64,11 +70,27 @@ pub struct Environment {
     /// Where `stratus up` keeps its data without `--data-dir`: `STRATUS_DATA_DIR` (as for
     /// `stratus-apiserver`), else `~/.stratus/data`.
     pub data_dir: Option<PathBuf>,
+    /// `STRATUS_TOKEN`: the bearer token to present, instead of the current context's (for
+    /// scripts and CI, with a token from `stratus create token`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("Environment")
+            .field("server", &self.server)
+            .field("config_path", &self.config_path)
+            .field("data_dir", &self.data_dir)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl Environment {
-    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG`, `STRATUS_DATA_DIR` and `HOME`. Empty values
-    /// count as unset, as a shell user who writes `STRATUS_SERVER= stratus get svc` means.
+    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG`, `STRATUS_DATA_DIR`, `STRATUS_TOKEN` and `HOME`.
+    /// Empty values count as unset, as a shell user who writes `STRATUS_SERVER= stratus get svc`
+    /// means.
     pub fn from_process() -> Environment {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let home = var("HOME").map(PathBuf::from);
@@ -79,6 +101,7 @@ impl Environment {
                 .map(PathBuf::from)
                 .or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
             data_dir: var("STRATUS_DATA_DIR").map(PathBuf::from).or_else(|| stratus_dir.map(|d| d.join("data"))),
+            token: var("STRATUS_TOKEN").and_then(|v| v.into_string().ok()),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Value, json};
-use stratus_api::v1::{Condition, Container, ObjectMeta, RevisionSpec};
+use stratus_api::v1::{Condition, Container, ObjectMeta, RevisionSpec, Subject};
 use stratus_api::{AnyObject, KindInfo, Timestamp};
 
 use crate::allocation::{self, Allocatable, Held};
@@ -84,9 +84,12 @@ fn columns(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
             &["INTERNAL-IP", "AGENT-VERSION", "OS", "KERNEL-VERSION", "CONTAINER-RUNTIME"],
         ),
         "Namespace" => (&["NAME", "STATUS", "TENANT", "AGE"], &[]),
-        "Tenant" => (&["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE"], &["USERS"]),
+        "Tenant" => (&["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE"], &["MAX-SERVICES"]),
         "Lease" => (&["NAME", "HOLDER", "AGE"], &["DURATION", "RENEWED", "TRANSITIONS"]),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &["REVISION"]),
+        "User" => (&["NAME", "TENANT", "CLUSTER-ROLE", "AGE"], &["DISPLAY-NAME"]),
+        "ServiceAccount" => (&["NAME", "CLUSTER-ROLE", "AGE"], &["NODE"]),
+        "RoleBinding" => (&["NAME", "ROLE", "SUBJECTS", "AGE"], &[]),
         // Events are read by time, not by their generated names; kubectl leaves NAME out too.
         // Wide, they are laid out as kubectl's, not extended: see `header`.
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
@@ -189,16 +192,17 @@ pub fn row(obj: &AnyObject, opts: TableOptions, allocations: &NodeAllocations, n
             let spec = t.spec.clone().unwrap_or_default();
             let quota = spec.quota.clone().unwrap_or_default();
             let unlimited = |s: &str| if s.is_empty() { "unlimited".to_string() } else { s.to_string() };
+            let unlimited_count = |n: Option<i32>| n.map_or_else(|| "unlimited".to_string(), |n| n.to_string());
             let mut cells = vec![
                 name,
                 or_none(&spec.display_name),
                 unlimited(&quota.max_cpu),
                 unlimited(&quota.max_memory),
-                quota.max_instances.map_or_else(|| "unlimited".to_string(), |n| n.to_string()),
+                unlimited_count(quota.max_instances),
                 created,
             ];
             if wide {
-                cells.push(or_none(&spec.users.join(",")));
+                cells.push(unlimited_count(quota.max_services));
             }
             cells
         }
@@ -222,6 +226,26 @@ pub fn row(obj: &AnyObject, opts: TableOptions, allocations: &NodeAllocations, n
                 cells.push(or_none(&spec.revision_name));
             }
             cells
+        }
+        AnyObject::User(u) => {
+            let spec = u.spec.clone().unwrap_or_default();
+            let mut cells = vec![name, or_none(&spec.tenant), or_none(&spec.cluster_role), created];
+            if wide {
+                cells.push(or_none(&spec.display_name));
+            }
+            cells
+        }
+        AnyObject::ServiceAccount(sa) => {
+            let spec = sa.spec.clone().unwrap_or_default();
+            let mut cells = vec![name, or_none(&spec.cluster_role), created];
+            if wide {
+                cells.push(or_none(&spec.node_name));
+            }
+            cells
+        }
+        AnyObject::RoleBinding(rb) => {
+            let spec = rb.spec.clone().unwrap_or_default();
+            vec![name, or_none(&spec.role), or_none(&subject_list(&spec.subjects)), created]
         }
         AnyObject::Event(e) => {
             let spec = e.spec.clone().unwrap_or_default();
@@ -305,7 +329,13 @@ pub fn conditions(obj: &AnyObject) -> &[Condition] {
         AnyObject::Instance(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
         AnyObject::Node(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
         AnyObject::Tenant(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
-        AnyObject::Namespace(_) | AnyObject::Lease(_) | AnyObject::Endpoints(_) | AnyObject::Event(_) => None,
+        AnyObject::User(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
+        AnyObject::Namespace(_)
+        | AnyObject::Lease(_)
+        | AnyObject::Endpoints(_)
+        | AnyObject::Event(_)
+        | AnyObject::ServiceAccount(_)
+        | AnyObject::RoleBinding(_) => None,
     }
     .unwrap_or_default()
 }
@@ -318,7 +348,13 @@ pub fn observed_generation(obj: &AnyObject) -> i64 {
         AnyObject::Instance(o) => o.status.as_ref().map(|s| s.observed_generation),
         AnyObject::Node(o) => o.status.as_ref().map(|s| s.observed_generation),
         AnyObject::Tenant(o) => o.status.as_ref().map(|s| s.observed_generation),
-        AnyObject::Namespace(_) | AnyObject::Lease(_) | AnyObject::Endpoints(_) | AnyObject::Event(_) => None,
+        AnyObject::Namespace(_)
+        | AnyObject::Lease(_)
+        | AnyObject::Endpoints(_)
+        | AnyObject::Event(_)
+        | AnyObject::User(_)
+        | AnyObject::ServiceAccount(_)
+        | AnyObject::RoleBinding(_) => None,
     }
     .unwrap_or_default()
 }
@@ -429,6 +465,16 @@ fn scale_range(spec: Option<&RevisionSpec>) -> String {
         Some(s) => format!("{}-{}", bound(s.min_instances), bound(s.max_instances)),
         None => "<none>".to_string(),
     }
+}
+
+/// A RoleBinding's SUBJECTS cell: `User/alice,ServiceAccount/ops:ci,Tenant/acme`, a service
+/// account's namespace written only when the binding names one.
+pub fn subject_list(subjects: &[Subject]) -> String {
+    let subject = |s: &Subject| match s.namespace.as_str() {
+        "" => format!("{}/{}", s.kind, s.name),
+        ns => format!("{}/{ns}:{}", s.kind, s.name),
+    };
+    subjects.iter().map(subject).collect::<Vec<_>>().join(",")
 }
 
 /// kubectl's ENDPOINTS cell: the first three addresses, then how many more.

@@ -1,16 +1,20 @@
 //! `stratus up`: the whole platform for one machine in this process: the API server on the
 //! embedded store, the controllers, the gateway and a node agent. Stopping it leaves workloads
 //! running; the next `stratus up` adopts them (`stratus down` removes them).
+//!
+//! The first start makes the user `admin` (cluster-admin) with a random password, kept in
+//! `DATA_DIR/admin-password`; every start logs this CLI in as admin, in the config context of
+//! the server (made current), so that `stratus apply` and `stratus get` work right away.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use stratus_api::Resource;
 use stratus_apiserver::StoreOptions;
 use stratus_client::{Client, ErrorChain};
 
 use crate::args::UpArgs;
-use crate::config::Namespace;
+use crate::config::{self, Config, Namespace};
 use crate::error::{Error, Result};
 use crate::{Environment, Io, commands, manifest};
 
@@ -44,8 +48,10 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
             args.gateway_listen
         ))
     })?;
+    let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
     let mut platform =
         stratus_platform::Builder::serve_api(StoreOptions::Embedded { data_dir: data_dir.clone() }, api_listener)
+            .bootstrap_admin(&password_file)
             .gateway(
                 gateway_listener,
                 stratus_gateway::GatewayConfig { domain: args.domain.clone(), ..Default::default() },
@@ -59,7 +65,8 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
         let (config, runtime, listener) = agent(&args).await?;
         platform = platform.agent(config, runtime, Some(listener));
     }
-    let platform = platform.start().await.map_err(|e| Error::Up(ErrorChain(&e).to_string()))?;
+    let mut platform = platform.start().await.map_err(|e| Error::Up(ErrorChain(&e).to_string()))?;
+    let admin_password = platform.admin_password.take();
     // One signal stops everything; the agent's containers keep running, to be adopted by the
     // next `stratus up`.
     let stopper = platform.stopper();
@@ -69,12 +76,15 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     });
     let endpoint = &platform.endpoint;
     let client = platform.client.clone();
+    let login = log_in(endpoint, admin_password, &password_file, env).await;
+    let (Ok(said) | Err(said)) = &login;
     let mut banner = format!(
-        "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n\n\
+        "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n{said}\n\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
         data_dir.display()
     );
-    if endpoint != stratus_client::DEFAULT_SERVER {
+    // Logged in, the current context is this server's; otherwise other terminals need telling.
+    if login.is_err() && endpoint != stratus_client::DEFAULT_SERVER {
         banner.push_str(&format!("\nOther terminals reach it with:\n  export STRATUS_SERVER={endpoint}\n"));
     }
     banner.push_str("\nPress Ctrl-C to stop.\n");
@@ -103,6 +113,66 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     }
     writeln!(io.out, "Stratus API stopped.")?;
     Ok(())
+}
+
+/// Where the first admin's password is kept, in the data directory.
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// Logs this CLI in as admin, with the password this start made or the one in
+/// `password_file`, and keeps the token in the context of `endpoint`, made current. Says what
+/// to tell the user: where the password is, or (as an error) why the CLI is not logged in and
+/// what to do. An error does not stop `up`: the server is worth running anyway.
+async fn log_in(
+    endpoint: &str,
+    made: Option<String>,
+    password_file: &Path,
+    env: &Environment,
+) -> std::result::Result<String, String> {
+    use stratus_api::identity::BOOTSTRAP_ADMIN as ADMIN;
+    let file = password_file.display();
+    let password = match made {
+        Some(p) => p,
+        None => std::fs::read_to_string(password_file).map_err(|e| {
+            format!(
+                "The admin's password file {file} cannot be read ({e}): log in with \
+                 `stratus login --server {endpoint} --username {ADMIN}` if you know the password, or as another user"
+            )
+        })?,
+    };
+    let password = password.trim_end_matches(['\n', '\r']);
+    let issued = match Client::new(endpoint) {
+        Ok(client) => client.login(ADMIN, password).await,
+        Err(e) => Err(e),
+    };
+    let token = issued
+        .map_err(|e| {
+            format!(
+                "This CLI could not log in as {ADMIN} with the password in {file} ({e}): log in with \
+                 `stratus login --server {endpoint}`"
+            )
+        })?
+        .access_token;
+    match save_login(endpoint, ADMIN, &token, env.config_path.as_deref()) {
+        Ok(context) => Ok(format!(
+            "This CLI is logged in as {ADMIN} (cluster-admin), in the context {context:?}; the admin's password \
+             is in {file}"
+        )),
+        Err(e) => Err(format!(
+            "The token of {ADMIN} cannot be kept ({e}): log in with `stratus login --server {endpoint} --username \
+             {ADMIN}`; the password is in {file}"
+        )),
+    }
+}
+
+/// Keeps `token` of `user` in the context of `server`, made current; returns its name.
+fn save_login(server: &str, user: &str, token: &str, path: Option<&Path>) -> Result<String> {
+    let mut config = Config::load(path)?;
+    let context = config.login_context(server);
+    context.user = user.to_string();
+    context.token = token.to_string();
+    let name = context.name.clone();
+    config.save(config::writable(path)?)?;
+    Ok(name)
 }
 
 /// Waits (showing progress) until an applied service is Ready, then prints its URL and a

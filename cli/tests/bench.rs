@@ -21,7 +21,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use stratus_api::Resource;
 use stratus_api::v1::{Container, Revision, RevisionSpec, RevisionStatus, Service, ServiceStatus};
-use stratus_client::Client;
 
 /// What the test server saw.
 #[derive(Default)]
@@ -233,8 +232,8 @@ async fn requests_beyond_max_in_flight_are_dropped() {
 async fn a_service_is_reached_through_its_url_and_its_instances_are_sampled() {
     let (addr, seen) = http_server().await;
     let server = TestServer::start().await;
-    let cli = Stratus::new(&server.endpoint);
-    let client = Client::new(&server.endpoint).unwrap();
+    let cli = Stratus::admin(&server);
+    let client = common::admin_client(&server);
     let manifest = common::service("web", "example/web:v1");
     cli.run_with_stdin(&["apply", "-f", "-"], &manifest).await.ok();
 

@@ -18,6 +18,7 @@ fn stratus(home: &Path, args: &[&str]) -> Command {
         .env("HOME", home)
         .env("STRATUS_CONFIG", home.join("config"))
         .env_remove("STRATUS_SERVER")
+        .env_remove("STRATUS_TOKEN")
         .env_remove("STRATUS_DATA_DIR")
         .env_remove("RUST_LOG");
     cmd
@@ -97,12 +98,31 @@ fn up_serves_applies_its_manifests_keeps_its_data_and_stops_on_sigterm() {
     let data = home.path().join("data");
     let mut server = up(home.path(), &data, &["-f", &example("hello.yaml")]);
     read_line_with(&mut server.out, &mut server.seen, "service/hello created");
-    assert!(server.seen.contains(&format!("export STRATUS_SERVER={}", server.endpoint)), "{}", server.seen);
+    let password_file = data.join("admin-password");
+    assert!(
+        server.seen.contains(&format!(
+            "This CLI is logged in as admin (cluster-admin), in the context \"{}\"; the admin's password is in {}\n",
+            server.endpoint.trim_start_matches("http://"),
+            password_file.display()
+        )),
+        "{}",
+        server.seen
+    );
+    // Logged in, the current context is the server's: no STRATUS_SERVER needed.
+    assert!(!server.seen.contains("export STRATUS_SERVER="), "{}", server.seen);
+    let token = |home: &Path| {
+        let config = stratus_cli::config::Config::load(Some(&home.join("config"))).unwrap();
+        config.current(None).unwrap().map(|c| c.token.clone()).unwrap_or_default()
+    };
+    let first_token = token(home.path());
+    assert!(!first_token.is_empty());
 
-    // Another process reaches it, through the environment variable the banner suggests.
-    let got = stratus(home.path(), &["get", "services"]).env("STRATUS_SERVER", &server.endpoint).output().unwrap();
+    // Another process reaches it with the context `up` wrote, as admin.
+    let got = stratus(home.path(), &["get", "services"]).output().unwrap();
     assert!(got.status.success(), "{}", text(&got.stderr));
     assert!(text(&got.stdout).contains("\nhello "), "{}", text(&got.stdout));
+    let got = stratus(home.path(), &["whoami", "-o", "json"]).output().unwrap();
+    assert!(text(&got.stdout).contains("\"username\": \"admin\""), "{}", text(&got.stdout));
 
     // stdin is read for `-f -`.
     let mut apply = stratus(home.path(), &["--server", &server.endpoint, "apply", "-f", "-"])
@@ -119,10 +139,24 @@ fn up_serves_applies_its_manifests_keeps_its_data_and_stops_on_sigterm() {
     assert!(status.success(), "stratus up exited with {status}");
     assert!(rest.ends_with("Stratus API stopped.\n"), "{rest}");
 
-    // The data outlives the process.
+    // The data outlives the process, the admin too: the next start logs in with the password
+    // kept in the data directory.
     let server = up(home.path(), &data, &[]);
+    assert_ne!(token(home.path()), first_token);
     let got = stratus(home.path(), &["--server", &server.endpoint, "get", "svc", "-o", "name"]).output().unwrap();
     assert_eq!(text(&got.stdout), "service/hello\nservice/hello-knative\n");
+    let (status, _) = terminate(server);
+    assert!(status.success());
+
+    // Without the password file, `up` still serves, and says how to log in.
+    std::fs::remove_file(&password_file).unwrap();
+    let mut server = up(home.path(), &data, &[]);
+    let line = read_line_with(&mut server.out, &mut server.seen, "password");
+    assert!(
+        line.starts_with(&format!("The admin's password file {} cannot be read (", password_file.display())),
+        "{line}"
+    );
+    assert!(line.contains("log in with `stratus login --server "), "{line}");
     let (status, _) = terminate(server);
     assert!(status.success());
 }

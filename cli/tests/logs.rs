@@ -28,8 +28,8 @@ async fn start_agent(client: &Client, node: &str) -> LogAgent {
 /// A server, a CLI pointed at it, and the node `n1` with its agent.
 async fn setup() -> (TestServer, Stratus, Client, LogAgent) {
     let server = TestServer::start().await;
-    let cli = Stratus::new(&server.endpoint);
-    let client = Client::new(&server.endpoint).unwrap();
+    let cli = Stratus::admin(&server);
+    let client = common::admin_client(&server);
     let agent = start_agent(&client, "n1").await;
     (server, cli, client, agent)
 }
@@ -99,6 +99,7 @@ async fn follow_prints_new_lines_until_the_stream_ends() {
         out: Box::new(Channel(tx)),
         err: Box::new(err.clone()),
         err_is_terminal: false,
+        prompt: None,
     };
     let argv = ["stratus", "--server", cli.server.as_str(), "logs", "-f", "web-1"];
     let follow = stratus_cli::run_args(argv, &cli.env, &mut io);
@@ -159,6 +160,7 @@ async fn ctrl_c_ends_a_follow_cleanly() {
         .args(["--server", &server.endpoint, "logs", "-f", "web-1"])
         .env("HOME", home.path())
         .env("STRATUS_CONFIG", home.path().join("config"))
+        .env("STRATUS_TOKEN", &server.token)
         .env_remove("STRATUS_SERVER")
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())

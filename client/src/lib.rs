@@ -19,6 +19,7 @@ use stratus_api::{AnyObject, Resource};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod review;
 pub mod runtime;
 
 pub use runtime::ErrorChain;
@@ -192,6 +193,13 @@ impl std::fmt::Debug for Credentials {
 #[derive(Clone)]
 pub struct Bearer(Credentials);
 
+impl Bearer {
+    /// An interceptor presenting `credentials`, for other gRPC clients of the platform.
+    pub fn new(credentials: Credentials) -> Bearer {
+        Bearer(credentials)
+    }
+}
+
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         let token = match &self.0 {
@@ -215,6 +223,7 @@ pub struct Client {
     grpc: ResourceServiceClient<Authed>,
     auth: AuthServiceClient<Authed>,
     channel: Channel,
+    credentials: Credentials,
     endpoint: String,
 }
 
@@ -236,13 +245,18 @@ impl Client {
         let bearer = Bearer(credentials);
         let grpc = ResourceServiceClient::with_interceptor(channel.clone(), bearer.clone())
             .max_decoding_message_size(64 * 1024 * 1024);
-        let auth = AuthServiceClient::with_interceptor(channel.clone(), bearer);
-        Client { grpc, auth, channel, endpoint }
+        let auth = AuthServiceClient::with_interceptor(channel.clone(), bearer.clone());
+        Client { grpc, auth, channel, credentials: bearer.0, endpoint }
     }
 
     /// The same client (sharing its connection) presenting `credentials` on every request.
     pub fn with_credentials(&self, credentials: Credentials) -> Client {
         Client::over(self.channel.clone(), self.endpoint.clone(), credentials)
+    }
+
+    /// The credentials this client presents.
+    pub fn credentials(&self) -> Credentials {
+        self.credentials.clone()
     }
 
     /// The same client presenting `token` on every request.

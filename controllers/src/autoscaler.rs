@@ -28,6 +28,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use stratus_api::identity::roles;
+use stratus_client::review::TokenReview;
 
 use stratus_api::Resource;
 use stratus_api::v1::autoscaler_server::{Autoscaler, AutoscalerServer};
@@ -73,11 +75,29 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct DemandService {
     store: DemandStore,
+    /// Who may report and poke: gateways (and cluster admins), when set.
+    review: Option<Arc<TokenReview>>,
 }
+
+/// The cluster roles whose tokens the demand service takes.
+pub const REPORTERS: &[&str] = &[roles::SYSTEM_GATEWAY, roles::CLUSTER_ADMIN];
 
 impl DemandService {
     pub fn new(store: DemandStore) -> DemandService {
-        DemandService { store }
+        DemandService { store, review: None }
+    }
+
+    /// Takes calls only from callers `review` lets in.
+    pub fn with_review(mut self, review: Arc<TokenReview>) -> DemandService {
+        self.review = Some(review);
+        self
+    }
+
+    async fn admit<T>(&self, request: &Request<T>) -> std::result::Result<(), Status> {
+        match &self.review {
+            Some(review) => review.check(request.metadata()).await.map(drop),
+            None => Ok(()),
+        }
     }
 
     /// The service, ready for `tonic::transport::Server::builder().add_service(…)`.
@@ -94,6 +114,7 @@ impl Autoscaler for DemandService {
         &self,
         request: Request<Streaming<DemandReport>>,
     ) -> std::result::Result<Response<DemandAck>, Status> {
+        self.admit(&request).await?;
         let mut reports = request.into_inner();
         while let Some(report) = reports.message().await? {
             if report.gateway.is_empty() {
@@ -106,6 +127,7 @@ impl Autoscaler for DemandService {
 
     /// Records the poke and returns at once; the scale-up happens in the controller.
     async fn poke(&self, request: Request<PokeRequest>) -> std::result::Result<Response<PokeResponse>, Status> {
+        self.admit(&request).await?;
         let poke = request.into_inner();
         if poke.namespace.is_empty() || poke.revision.is_empty() {
             return Err(Status::invalid_argument("a poke needs the namespace and the name of a revision"));
@@ -116,15 +138,17 @@ impl Autoscaler for DemandService {
 }
 
 /// Serves the `stratus.v1.Autoscaler` gRPC service over `demand` on `listener` (plain HTTP/2)
-/// until `shutdown`, then lets open streams finish.
+/// until `shutdown`, then lets open streams finish. Only gateways (and cluster admins) are
+/// answered: `review` checks their tokens with the API server.
 pub async fn serve_autoscaler(
     listener: tokio::net::TcpListener,
     demand: DemandStore,
+    review: Arc<TokenReview>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let addr = listener.local_addr().map_or_else(|_| "a listener".to_string(), |a: SocketAddr| a.to_string());
     tonic::transport::Server::builder()
-        .add_service(DemandService::new(demand).into_server())
+        .add_service(DemandService::new(demand).with_review(review).into_server())
         .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
         .await
         .map_err(|source| Error::Serve { addr, source })

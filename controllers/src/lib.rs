@@ -63,7 +63,9 @@ pub const LEADER_LEASE: &str = "stratus-controllers";
 ///
 /// let demand = DemandStore::new();
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:7073").await?;
-/// tokio::spawn(stratus_controllers::serve_autoscaler(listener, demand.clone(), shutdown.clone()));
+/// // Gateways' tokens are checked with the API server, through `client`.
+/// let review = Arc::new(stratus_client::review::TokenReview::new(client.clone(), stratus_controllers::autoscaler::REPORTERS));
+/// tokio::spawn(stratus_controllers::serve_autoscaler(listener, demand.clone(), review, shutdown.clone()));
 /// let metrics = Arc::new(Metrics::default());
 /// stratus_controllers::run_with_demand(client, Config::default(), metrics, demand, shutdown).await;
 /// # Ok(())

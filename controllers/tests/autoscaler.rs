@@ -17,11 +17,13 @@ use stratus_api::v1::{
     DemandReport, Instance, InstanceStatus, PokeRequest, Revision, RevisionDemand, Scaling, Service,
 };
 use stratus_apiserver::testing::TestServer;
-use stratus_client::{Client, ListParams};
+use stratus_client::review::TokenReview;
+use stratus_client::{Bearer, Client, Credentials, ListParams};
 use stratus_controllers::revisions::REVISION_LABEL;
 use stratus_controllers::{Config, Context, DemandStore, Metrics, autoscaler, revisions, serve_autoscaler, services};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 const NS: &str = "default";
@@ -30,7 +32,7 @@ const NS: &str = "default";
 /// service; all stop when dropped.
 struct Harness {
     client: Client,
-    autoscaler: AutoscalerClient<Channel>,
+    autoscaler: AutoscalerClient<InterceptedService<Channel, Bearer>>,
     stop: watch::Sender<bool>,
     _server: TestServer,
 }
@@ -53,11 +55,16 @@ impl Harness {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve_autoscaler(listener, demand, until(stopped.clone())));
+        let review = Arc::new(TokenReview::new(client.clone(), autoscaler::REPORTERS));
+        tokio::spawn(serve_autoscaler(listener, demand, review, until(stopped.clone())));
         tokio::spawn(services::run(ctx.clone(), until(stopped.clone())));
         tokio::spawn(revisions::run(ctx.clone(), until(stopped.clone())));
         tokio::spawn(autoscaler::run(ctx, until(stopped)));
-        let autoscaler = AutoscalerClient::connect(format!("http://{addr}")).await.unwrap();
+        // The test reports as a gateway does: with the token of the gateway's account.
+        let role = stratus_api::identity::roles::SYSTEM_GATEWAY;
+        let token = server.identity.component_token("gateway", role, "").await.unwrap()();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let autoscaler = AutoscalerClient::with_interceptor(channel, Bearer::new(Credentials::Token(token.into())));
         Harness { client, autoscaler, stop, _server: server }
     }
 

@@ -18,7 +18,9 @@ use rand::Rng;
 use stratus_api::v1 as api;
 use stratus_api::v1::autoscaler_client::AutoscalerClient;
 use stratus_client::runtime::ObjectRef;
+use stratus_client::{Bearer, Credentials};
 use tokio::time::{Instant, MissedTickBehavior};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
@@ -36,7 +38,11 @@ const STABLE: Duration = Duration::from_secs(10);
 /// use and reconnected by tonic whenever needed. Fails only when `endpoint` is not a URI.
 ///
 /// Must be called within a tokio runtime.
-pub(crate) fn connect(endpoint: &str) -> Result<AutoscalerClient<Channel>, tonic::transport::Error> {
+/// The autoscaler's client, presenting the gateway's token (the autoscaler takes reports from
+/// gateways only).
+pub(crate) type Autoscaler = AutoscalerClient<InterceptedService<Channel, Bearer>>;
+
+pub(crate) fn connect(endpoint: &str, credentials: Credentials) -> Result<Autoscaler, tonic::transport::Error> {
     let channel = Endpoint::from_shared(endpoint.to_string())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
@@ -45,7 +51,7 @@ pub(crate) fn connect(endpoint: &str) -> Result<AutoscalerClient<Channel>, tonic
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
         .connect_lazy();
-    Ok(AutoscalerClient::new(channel))
+    Ok(AutoscalerClient::with_interceptor(channel, Bearer::new(credentials)))
 }
 
 /// Turns the pools' cumulative [`Load`]s into per-period demand: each report covers the time
@@ -117,7 +123,7 @@ struct Stream {
 /// next one covers only its own period.
 pub(crate) async fn report_demand(
     pools: impl Fn() -> Option<Vec<Arc<RevisionPool>>>,
-    client: AutoscalerClient<Channel>,
+    client: Autoscaler,
     gateway: String,
     period: Duration,
 ) {
@@ -172,7 +178,7 @@ pub(crate) async fn report_demand(
 }
 
 /// Opens a report stream: the call runs while the returned future is polled.
-fn open(mut client: AutoscalerClient<Channel>) -> Stream {
+fn open(mut client: Autoscaler) -> Stream {
     let (reports, rx) = mpsc::channel(1);
     let call: Call = Box::pin(async move { client.report_demand(tonic::Request::new(rx)).await });
     Stream { reports, call, opened: Instant::now() }

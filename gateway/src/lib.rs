@@ -61,6 +61,7 @@ use tracing::{debug, error};
 
 mod autoscaler;
 mod headers;
+mod invoker;
 mod metrics;
 mod poke;
 mod pool;
@@ -131,6 +132,9 @@ pub struct GatewayConfig {
     /// The gateway's identity in demand reports: each report replaces the previous one of the
     /// same name, so it must be unique among the gateways. Default `{hostname}-{pid}`.
     pub name: String,
+    /// The audience (`aud`) the tokens of callers of private services must carry: the API
+    /// server's. Default `stratus`.
+    pub token_audience: String,
 }
 
 impl Default for GatewayConfig {
@@ -148,6 +152,7 @@ impl Default for GatewayConfig {
             autoscaler: None,
             report_period: Duration::from_secs(1),
             name: autoscaler::default_name(),
+            token_audience: "stratus".into(),
         }
     }
 }
@@ -171,6 +176,8 @@ pub(crate) struct Shared {
     sources: Sources,
     /// Set once the caches were complete and a table was built from them.
     ready: AtomicBool,
+    /// Admits the callers of private services.
+    invokers: invoker::Invokers,
     _informers: (Informer<Service>, Informer<Revision>, Informer<Endpoints>),
 }
 
@@ -183,7 +190,7 @@ impl Gateway {
     /// Must be called within a tokio runtime. The watches and reports stop when the last clone
     /// is dropped.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint) {
+        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint, client.credentials()) {
             Ok(client) => Some(client),
             Err(e) => {
                 error!(endpoint, error = %ErrorChain(&e), "the autoscaler endpoint is not valid; not reporting demand");
@@ -194,7 +201,8 @@ impl Gateway {
         let all = ListParams::default();
         let services = Informer::<Service>::spawn(client.clone(), all.clone());
         let revisions = Informer::<Revision>::spawn(client.clone(), all.clone());
-        let endpoints = Informer::<Endpoints>::spawn(client, all);
+        let endpoints = Informer::<Endpoints>::spawn(client.clone(), all);
+        let invokers = invoker::Invokers::new(client, config.token_audience.clone());
         let mut changes: SelectAll<BoxStream<'static, ()>> = SelectAll::new();
         changes.push(services.subscribe().map(drop).boxed());
         changes.push(revisions.subscribe().map(drop).boxed());
@@ -212,6 +220,7 @@ impl Gateway {
             registry: Mutex::new(registry),
             sources,
             ready: AtomicBool::new(false),
+            invokers,
             _informers: (services, revisions, endpoints),
         });
         tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));

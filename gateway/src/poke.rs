@@ -13,10 +13,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use stratus_api::v1 as api;
-use stratus_api::v1::autoscaler_client::AutoscalerClient;
 use stratus_client::runtime::ObjectRef;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tracing::debug;
 
 /// Pokes for one revision are at least this far apart.
@@ -56,7 +54,7 @@ impl Poker {
 
     /// A poker that calls `Autoscaler.Poke` through `client`, each call bounded by
     /// [`POKE_TIMEOUT`].
-    pub(crate) fn grpc(client: AutoscalerClient<Channel>) -> Arc<Poker> {
+    pub(crate) fn grpc(client: crate::autoscaler::Autoscaler) -> Arc<Poker> {
         let send: PokeFn = Arc::new(move |revision: ObjectRef| {
             let mut client = client.clone();
             async move {

@@ -22,6 +22,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
 use crate::headers::{self, X_REQUEST_ID};
+use crate::invoker::Refusal;
 use crate::pool::{AcquireError, Deadlines, Lease, Outcome, Protocol, RevisionPool};
 use crate::ratelimit::retry_after_secs;
 use stratus_client::ErrorChain;
@@ -41,6 +42,9 @@ type UpstreamClient = Client<HttpConnector, RequestBody>;
 pub(crate) enum ProxyError {
     #[error("no service answers to host {0:?}")]
     UnknownHost(String),
+    /// A private service's caller is not admitted.
+    #[error("{0}")]
+    Refused(#[from] crate::invoker::Refusal),
     #[error("service {0} has no revision to send requests to yet")]
     NoTraffic(ObjectRef),
     #[error("the gateway is still loading its routes")]
@@ -127,9 +131,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer
             (None, Err(e))
         }
         Ok((service, pool)) => {
+            let admitted = match service.private {
+                true => shared.invokers.admit(req.headers_mut(), &service.key).await.map_err(ProxyError::Refused),
+                false => Ok(()),
+            };
             let limited = service.rate_limit.as_ref().map(|bucket| bucket.try_acquire(Instant::now()));
-            let result = match limited {
-                Some(Err(wait)) => {
+            let result = match (admitted, limited) {
+                (Err(refused), _) => Err(refused),
+                (Ok(()), Some(Err(wait))) => {
                     Err(ProxyError::RateLimited { service: service.key.clone(), retry_after: retry_after_secs(wait) })
                 }
                 _ => {
@@ -333,6 +342,9 @@ fn upstream_uri(address: &str, path: &str) -> Result<Uri, http::Error> {
 fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     let status = match error {
         ProxyError::UnknownHost(_) => StatusCode::NOT_FOUND,
+        ProxyError::Refused(Refusal::Unauthenticated(_)) => StatusCode::UNAUTHORIZED,
+        ProxyError::Refused(Refusal::Forbidden(_)) => StatusCode::FORBIDDEN,
+        ProxyError::Refused(Refusal::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
         // What cannot be served now but may be soon: the client should back off and retry.
         ProxyError::RateLimited { .. } | ProxyError::AtCapacity(_) | ProxyError::QueueFull { .. } => {
             StatusCode::TOO_MANY_REQUESTS
@@ -352,6 +364,11 @@ fn error_response(error: &ProxyError) -> Response<ProxyBody> {
     match error {
         ProxyError::RateLimited { retry_after, .. } => {
             response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        ProxyError::Refused(Refusal::Unauthenticated(_)) => {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"stratus\""));
         }
         // The queue moves as instances free up or are added, so a second is a fair wait.
         ProxyError::AtCapacity(_) | ProxyError::QueueFull { .. } => {

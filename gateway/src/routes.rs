@@ -39,6 +39,8 @@ pub(crate) struct ServiceRoute {
     /// tag → revision, for `{tag}-{service}` hosts.
     tags: HashMap<String, Arc<RevisionPool>>,
     pub rate_limit: Option<Arc<TokenBucket>>,
+    /// Served only to callers with the invoker role (`stratus.dev/invoker: authenticated`).
+    pub private: bool,
 }
 
 /// A resolved host: a Service, and the revision a tag pins, if any.
@@ -169,7 +171,9 @@ impl Registry {
                 bucket
             });
             let total = targets.iter().map(|(w, _)| w).sum();
-            let route = ServiceRoute { key: key.clone(), targets, total, tags, rate_limit };
+            let private =
+                stratus_api::identity::requires_authentication(&stratus_api::Resource::meta(svc.as_ref()).annotations);
+            let route = ServiceRoute { key: key.clone(), targets, total, tags, rate_limit, private };
             table.services.entry(key.namespace).or_default().insert(key.name, Arc::new(route));
         }
         for gone in self.pools.keys().filter(|k| !pools.contains_key(*k)) {

@@ -640,3 +640,73 @@ async fn an_upgraded_connection_carries_bytes_both_ways() -> Result<()> {
     }
     Ok(())
 }
+
+/// A user of tenant `default` with a password, and their token.
+async fn user_token(h: &Harness, name: &str) -> Result<String> {
+    let mut user = stratus_api::v1::User {
+        spec: Some(stratus_api::v1::UserSpec {
+            tenant: "default".into(),
+            password: format!("{name}-password"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    stratus_api::Resource::meta_mut(&mut user).name = name.into();
+    h.api.create(user).await?;
+    Ok(h.api.login(name, &format!("{name}-password")).await?.access_token)
+}
+
+#[tokio::test]
+async fn private_services_serve_only_their_invokers() -> Result<()> {
+    let h = Harness::start().await?;
+    // The backend echoes the Authorization header it was given.
+    let backend = Backend::start(|req| async move {
+        let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("none").to_string();
+        text(StatusCode::OK, auth)
+    })
+    .await?;
+    h.revision("private-1", 10, 30).await?;
+    h.service("private", None, &[("private-1", 100, "")]).await?;
+    let mut svc = h.api.get::<stratus_api::v1::Service>(NS, "private").await?;
+    stratus_api::Resource::meta_mut(&mut svc)
+        .annotations
+        .insert(stratus_api::identity::INVOKER_ANNOTATION.into(), "authenticated".into());
+    h.api.update(svc).await?;
+    h.endpoints("private-1", &[backend.endpoint("http1")]).await?;
+    h.wait_endpoints("private-1", 1).await?;
+    let host = "private.default.localhost";
+
+    let (status, headers, _) = h.get(host, "/").await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "no token: {status}");
+    ensure!(headers.get("www-authenticate").is_some(), "no challenge: {headers:?}");
+    let with = |token: String| Request::get("/").header(HOST, host).header("authorization", format!("Bearer {token}"));
+    let (status, _, _) = read(h.send(with("garbage".into()).body(empty())?).await?).await?;
+    ensure!(status == StatusCode::UNAUTHORIZED, "garbage: {status}");
+
+    let ivan = user_token(&h, "ivan").await?;
+    let nora = user_token(&h, "nora").await?;
+    let mut binding = stratus_api::v1::RoleBinding {
+        spec: Some(stratus_api::v1::RoleBindingSpec {
+            role: "invoker".into(),
+            subjects: vec![stratus_api::v1::Subject {
+                kind: "User".into(),
+                name: "ivan".into(),
+                namespace: String::new(),
+            }],
+        }),
+        ..Default::default()
+    };
+    let meta = stratus_api::Resource::meta_mut(&mut binding);
+    (meta.name, meta.namespace) = ("invokers".into(), NS.into());
+    h.api.create(binding).await?;
+
+    let (status, _, body) = read(h.send(with(nora).body(empty())?).await?).await?;
+    ensure!(status == StatusCode::FORBIDDEN, "nora: {status} {body}");
+    ensure!(backend.hits.load(Ordering::SeqCst) == 0, "a refused request reached the backend");
+    let (status, _, body) = read(h.send(with(ivan.clone()).body(empty())?).await?).await?;
+    ensure!(status == StatusCode::OK, "ivan: {status} {body}");
+    // The container sees who called, without the signature that would make it a credential.
+    let (signed, _) = ivan.rsplit_once('.').context("a JWT")?;
+    ensure!(body == format!("Bearer {signed}."), "forwarded: {body}");
+    Ok(())
+}

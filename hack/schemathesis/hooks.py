@@ -111,10 +111,21 @@ def _body(case):
             while annotations and sum(len(k) + len(v or "") for k, v in annotations.items()) > 256 * 1024:
                 annotations.pop(next(iter(annotations)))
     kind = body.get("kind")
+    spec = body.get("spec")
     if kind == "Service":
-        _service_spec(body.get("spec"))
+        _service_spec(spec)
     elif kind in ("Revision", "Instance"):
-        _revision_spec(body.get("spec"))
+        _revision_spec(spec)
+    elif kind == "ServiceAccount" and isinstance(spec, dict):
+        if spec.get("clusterRole") == "system:agent":
+            if not spec.get("nodeName"):
+                spec["nodeName"] = "n1"
+        else:
+            spec.pop("nodeName", None)
+    elif kind == "RoleBinding" and isinstance(spec, dict):
+        for subject in spec.get("subjects") or []:
+            if isinstance(subject, dict) and subject.get("kind") != "ServiceAccount":
+                subject.pop("namespace", None)
 
 
 @schemathesis.hook

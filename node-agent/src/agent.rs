@@ -46,7 +46,12 @@ pub async fn run(
     tasks.spawn(sample_usage(informer.clone(), ctx.clone(), metrics.clone(), stop.clone()));
     tasks.spawn(collect_garbage(informer.clone(), runtime.clone(), cfg.clone(), stop.clone()));
     if let Some(listener) = listener {
-        let router = crate::server::router(metrics.clone(), runtime.clone(), cfg.node_name.clone(), stop.clone());
+        let review = Arc::new(stratus_client::review::TokenReview::new(
+            client.clone(),
+            &[stratus_api::identity::roles::SYSTEM_APISERVER],
+        ));
+        let router =
+            crate::server::router(metrics.clone(), runtime.clone(), cfg.node_name.clone(), stop.clone(), review);
         let mut stop = stop.clone();
         tasks.spawn(async move {
             let served = axum::serve(listener, router)

@@ -28,13 +28,21 @@ pub struct LogService {
     node_name: String,
     /// Turns true when the agent shuts down; every stream ends then.
     shutdown: Option<watch::Receiver<bool>>,
+    /// Who may call: the API server only, when set.
+    review: Option<Arc<stratus_client::review::TokenReview>>,
 }
 
 impl LogService {
     /// Serves the logs of the containers `runtime` runs for the node `node_name`: only
     /// containers labelled with this node are ever read.
     pub fn new(runtime: Arc<dyn Runtime>, node_name: String) -> LogService {
-        LogService { runtime, node_name, shutdown: None }
+        LogService { runtime, node_name, shutdown: None, review: None }
+    }
+
+    /// Answers only callers `review` lets in (the API server's account).
+    pub fn with_review(mut self, review: Arc<stratus_client::review::TokenReview>) -> LogService {
+        self.review = Some(review);
+        self
     }
 
     /// Ends every stream, followed ones included, once `shutdown` holds true: a followed
@@ -89,6 +97,9 @@ impl NodeAgent for LogService {
     /// Streams the output of the Instance's container: the last `tail_lines` lines (all when
     /// unset), then, with `follow`, new lines until the container stops or the caller hangs up.
     async fn logs(&self, req: Request<AgentLogsRequest>) -> Result<Response<LogLines>, Status> {
+        if let Some(review) = &self.review {
+            review.check(req.metadata()).await?;
+        }
         let AgentLogsRequest { namespace, instance, instance_uid, follow, tail_lines } = req.into_inner();
         if namespace.is_empty() || instance.is_empty() {
             return Err(Status::invalid_argument("namespace and instance: both are required"));

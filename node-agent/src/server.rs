@@ -15,8 +15,15 @@ use crate::runtime::Runtime;
 
 /// The routes. Followed log streams end when `stop` becomes true, so a graceful shutdown of
 /// the server does not wait on them.
-pub fn router(metrics: Arc<Metrics>, runtime: Arc<dyn Runtime>, node: String, stop: watch::Receiver<bool>) -> Router {
-    let grpc = LogService::new(runtime, node).with_shutdown(stop).into_server();
+/// The logs service answers only the API server, whose token `review` checks.
+pub fn router(
+    metrics: Arc<Metrics>,
+    runtime: Arc<dyn Runtime>,
+    node: String,
+    stop: watch::Receiver<bool>,
+    review: Arc<stratus_client::review::TokenReview>,
+) -> Router {
+    let grpc = LogService::new(runtime, node).with_shutdown(stop).with_review(review).into_server();
     let path = format!(
         "/{}/{{*rest}}",
         <stratus_api::v1::node_agent_server::NodeAgentServer<LogService> as NamedService>::NAME

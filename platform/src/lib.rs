@@ -43,6 +43,7 @@ use stratus_agent::runtime::Runtime;
 use stratus_api::identity::roles;
 use stratus_apiserver::auth::service::{ComponentToken, Identity};
 use stratus_apiserver::{ApiServer, StoreOptions};
+use stratus_client::review::TokenReview;
 use stratus_client::{Client, Credentials, ErrorChain};
 use stratus_controllers::{Config as ControllersConfig, DemandStore, Metrics};
 use stratus_gateway::{Gateway, GatewayConfig};
@@ -228,9 +229,12 @@ impl Builder {
                 None => TcpListener::bind("127.0.0.1:0").await.map_err(Error::Listen)?,
             };
             autoscaler = Some(format!("http://{}", listener.local_addr().map_err(Error::Listen)?));
+            // Gateways' tokens are checked with the API, as the controllers' account asks.
+            let reviewer = as_part("controllers", roles::SYSTEM_CONTROLLERS).await?;
+            let review = Arc::new(TokenReview::new(reviewer, stratus_controllers::autoscaler::REPORTERS));
             parts.spawn(
                 "autoscaler",
-                stratus_controllers::serve_autoscaler(listener, demand.clone(), until(stopped.clone())),
+                stratus_controllers::serve_autoscaler(listener, demand.clone(), review, until(stopped.clone())),
             );
         }
 

@@ -25,13 +25,28 @@ pub struct LogAgent {
 }
 
 impl LogAgent {
-    /// Starts the log service of `node` over an empty fake runtime.
+    /// Starts the log service of `node` over an empty fake runtime, answering anyone.
     pub async fn start(node: &str) -> LogAgent {
+        LogAgent::serve(node, None).await
+    }
+
+    /// Starts the log service of `node` answering only the API server, as a real agent does:
+    /// tokens are reviewed with the API through `client`.
+    pub async fn start_reviewed(node: &str, client: &Client) -> LogAgent {
+        let roles = &[stratus_api::identity::roles::SYSTEM_APISERVER];
+        LogAgent::serve(node, Some(Arc::new(stratus_client::review::TokenReview::new(client.clone(), roles)))).await
+    }
+
+    async fn serve(node: &str, review: Option<Arc<stratus_client::review::TokenReview>>) -> LogAgent {
         let fake = FakeRuntime::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = LogService::new(Arc::new(fake.clone()), node.to_string()).into_server();
+        let mut service = LogService::new(Arc::new(fake.clone()), node.to_string());
+        if let Some(review) = review {
+            service = service.with_review(review);
+        }
+        let service = service.into_server();
         tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             async {

@@ -13,7 +13,7 @@ mod rules;
 const PACKAGE: &str = ".stratus.v1.";
 
 /// Builds the document. Every message of `stratus.v1` becomes a schema in `components`.
-pub fn document() -> Value {
+pub fn document(bounds: crate::registry::ScalingBounds) -> Value {
     let mut schemas = Map::new();
     if let Ok(set) = FileDescriptorSet::decode(stratus_api::FILE_DESCRIPTOR_SET) {
         for file in set.file.iter().filter(|f| f.package() == "stratus.v1") {
@@ -122,7 +122,7 @@ pub fn document() -> Value {
             paths.insert(format!("{base}/{}/{{name}}/status", k.plural), with_params(status, json!([name_param])));
         }
     }
-    rules::apply(&mut schemas);
+    rules::apply(&mut schemas, bounds);
     schemas.insert(
         "WatchEvent".into(),
         json!({"type": "object", "required": ["type", "object"], "properties": {
@@ -146,7 +146,15 @@ pub fn document() -> Value {
                       refused unless:\n{}",
                      rules::CROSS_FIELD_RULES.iter().map(|r| format!("- {r}\n")).collect::<String>())},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "An access token from POST /auth/token (the OAuth 2.0 password grant), \
+                                `stratus login` or `stratus create token`",
+            }},
+        },
+        "security": [{"bearer": []}],
     })
 }
 
@@ -155,12 +163,14 @@ fn error_responses() -> Value {
     let mut out = Map::new();
     for (code, what) in [
         ("400", "invalid: the message and details.causes name the fields"),
-        ("403", "forbidden"),
-        ("404", "not found"),
+        ("401", "no token, or one that is expired, malformed or not this cluster's (WWW-Authenticate: Bearer)"),
+        ("403", "forbidden: the caller may see the object but not do this, or over the tenant's quota"),
+        ("404", "not found, or the caller may not know it exists (another tenant's)"),
         ("409", "already exists, or a stale resourceVersion"),
         ("410", "resourceVersion too old: list again"),
         ("413", "request body too large"),
-        ("422", "the change cannot be made to this object"),
+        ("415", "a write whose Content-Type is not JSON, YAML or a merge patch"),
+        ("422", "the change cannot be made to this object, or passes the cluster's bounds"),
     ] {
         let mut v = status.clone();
         if let Some(m) = v.as_object_mut() {
@@ -245,7 +255,7 @@ mod tests {
 
     #[test]
     fn document_describes_every_kind_with_its_fields() {
-        let doc = document();
+        let doc = document(crate::registry::ScalingBounds::default());
         let schemas = &doc["components"]["schemas"];
         // A field that may be left out may be null (proto3 JSON); this is the field's own schema.
         let field = |schema: &str, field: &str| {
@@ -274,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_rules_validation_checks_are_in_the_document() {
-        let doc = document();
+        let doc = document(crate::registry::ScalingBounds::default());
         let schemas = &doc["components"]["schemas"];
         let spec_traffic = &schemas["ServiceSpec"]["properties"]["traffic"]["anyOf"][0]["items"]["allOf"][1];
         let percent = &spec_traffic["properties"]["percent"];

@@ -22,6 +22,9 @@ pub const CROSS_FIELD_RULES: &[&str] = &[
     "the containers of a revision have unique names, and with more than one exactly one declares a port",
     "an update keeps a Service's bring-your-own revision name only with the same template",
     "the annotations of one object take at most 256 KiB",
+    "a ServiceAccount's spec.nodeName is set exactly when its clusterRole is system:agent",
+    "a RoleBinding subject's namespace is set only for a ServiceAccount",
+    "a User or Namespace created without spec.tenant belongs to its creator's tenant",
 ];
 
 /// `pattern` or the empty string.
@@ -63,8 +66,14 @@ pub fn name_schema(info: &KindInfo) -> Value {
     }
 }
 
-/// Lays the rules over `schemas` (the generated components).
-pub fn apply(schemas: &mut Map<String, Value>) {
+/// Lays the rules over `schemas` (the generated components); `bounds` are the server's.
+pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingBounds) {
+    use stratus_api::identity::{roles, subjects};
+    let enum_or_empty = |values: &[&str]| {
+        let mut all = vec![""];
+        all.extend_from_slice(values);
+        json!({"type": "string", "enum": all})
+    };
     // A quantity is text, or (as Kubernetes reads `cpu: 1`) a number of up to fifteen digits.
     let max = stratus_api::decode::MAX_NUMERIC_QUANTITY;
     let positive = json!({"anyOf": [string(POSITIVE_QUANTITY), {"type": "number", "minimum": 1e-9, "maximum": max}]});
@@ -114,12 +123,12 @@ pub fn apply(schemas: &mut Map<String, Value>) {
         ("RevisionSpec", "timeoutSeconds", int(1, 3600)),
         ("RevisionSpec", "terminationGracePeriodSeconds", int(0, 3600)),
         ("RevisionSpec", "serviceAccountName", optional_subdomain()),
-        ("Scaling", "minInstances", non_negative("int32")),
-        ("Scaling", "maxInstances", json!({"type": "integer", "format": "int32", "minimum": 1})),
+        ("Scaling", "minInstances", int(0, i64::from(bounds.max_min_instances))),
+        ("Scaling", "maxInstances", int(1, i64::from(bounds.max_max_instances))),
         ("Scaling", "metric", json!({"type": "string", "enum": ["", "concurrency", "rps", "cpu"]})),
         ("Scaling", "target", json!({"type": "number", "exclusiveMinimum": 0, "maximum": f64::MAX})),
         ("Scaling", "targetUtilizationPercentage", int(1, 100)),
-        ("Scaling", "initialScale", non_negative("int32")),
+        ("Scaling", "initialScale", int(0, i64::from(bounds.max_initial_scale))),
         ("Container", "name", optional_label()),
         ("Container", "image", string(image)),
         ("Container", "imagePullPolicy", json!({"type": "string", "enum": ["", "IfNotPresent", "Always", "Never"]})),
@@ -171,6 +180,24 @@ pub fn apply(schemas: &mut Map<String, Value>) {
         ("TenantQuota", "maxCpu", string(&optional(POSITIVE_QUANTITY))),
         ("TenantQuota", "maxMemory", string(&optional(POSITIVE_QUANTITY))),
         ("TenantQuota", "maxInstances", non_negative("int32")),
+        ("TenantQuota", "maxServices", non_negative("int32")),
+        ("UserSpec", "tenant", optional_label()),
+        ("UserSpec", "clusterRole", enum_or_empty(roles::USER_CLUSTER)),
+        (
+            "UserSpec",
+            "password",
+            json!({"type": "string", "maxLength": stratus_api::validation::MAX_PASSWORD,
+                   "pattern": format!("^([\\s\\S]{{{},}})?$", stratus_api::validation::MIN_PASSWORD),
+                   "writeOnly": true}),
+        ),
+        ("UserSpec", "passwordHash", json!({"type": "string", "maxLength": 0, "readOnly": true})),
+        ("ServiceAccountSpec", "clusterRole", enum_or_empty(roles::ACCOUNT_CLUSTER)),
+        ("ServiceAccountSpec", "nodeName", optional_label()),
+        ("RoleBindingSpec", "role", json!({"type": "string", "enum": roles::NAMESPACED})),
+        ("RoleBindingSpec", "subjects", json!({"type": "array", "minItems": 1})),
+        ("Subject", "kind", json!({"type": "string", "enum": subjects::ALL})),
+        ("Subject", "name", string(DNS_LABEL)),
+        ("Subject", "namespace", optional_label()),
         ("NodeStatus", "capacity", json!({"type": "object", "additionalProperties": any_quantity})),
         ("NodeStatus", "allocatable", json!({"type": "object", "additionalProperties": any_quantity})),
         ("LeaseSpec", "leaseDurationSeconds", non_negative("int32")),
@@ -199,6 +226,9 @@ pub fn apply(schemas: &mut Map<String, Value>) {
         ("InstanceSpec", &["containers"]),
         ("Event", &["spec"]),
         ("EventSpec", &["reason"]),
+        ("RoleBinding", &["spec"]),
+        ("RoleBindingSpec", &["role", "subjects"]),
+        ("Subject", &["kind", "name"]),
     ];
     for (schema, fields) in required {
         if let Some(s) = schemas.get_mut(*schema).and_then(Value::as_object_mut) {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::args::ConfigCommand;
-use crate::config::{Config, Context};
+use crate::config::{Config, Context, writable};
 use crate::error::{Error, Result};
 use crate::{Environment, Io, table};
 
@@ -19,7 +19,7 @@ pub(crate) fn run(
     let out = io.out.as_mut();
     match cmd {
         ConfigCommand::GetContexts => {
-            let header: Vec<String> = ["CURRENT", "NAME", "SERVER", "NAMESPACE"].map(String::from).into();
+            let header: Vec<String> = ["CURRENT", "NAME", "SERVER", "NAMESPACE", "USER"].map(String::from).into();
             let rows: Vec<Vec<String>> = config
                 .contexts
                 .iter()
@@ -29,6 +29,8 @@ pub(crate) fn run(
                         c.name.clone(),
                         c.server.clone(),
                         c.namespace.clone(),
+                        // Who is logged in; the last user once logged out.
+                        c.user.clone(),
                     ]
                 })
                 .collect();
@@ -79,21 +81,17 @@ pub(crate) fn run(
             config.save(path)?;
             writeln!(out, "Deleted context {name:?} from {}.", path.display())?;
         }
-        ConfigCommand::View => {
+        ConfigCommand::View { raw } => {
+            if !raw {
+                // As kubectl: a file shown on screen or pasted in a bug report gives no token away.
+                config.contexts.iter_mut().filter(|c| !c.token.is_empty()).for_each(|c| c.token = "REDACTED".into());
+            }
             let text = yaml_serde::to_string(&config).map_err(|e| Error::Output(std::io::Error::other(e)))?;
             out.write_all(text.as_bytes())?;
         }
     }
     out.flush()?;
     Ok(())
-}
-
-/// The config file to write; without a home directory or `STRATUS_CONFIG` there is none.
-fn writable(path: Option<&Path>) -> Result<&Path> {
-    path.ok_or_else(|| Error::Config {
-        path: "~/.stratus/config".into(),
-        reason: "there is no home directory to keep the config in; set STRATUS_CONFIG to a file path".into(),
-    })
 }
 
 fn config_error(path: Option<&Path>, reason: String) -> Error {

@@ -6,15 +6,17 @@ use clap::CommandFactory;
 use stratus_api::KindInfo;
 use stratus_client::{Client, ListParams};
 
-use crate::args::{Cli, Command};
-use crate::config::{self, Config, Namespace};
+use crate::args::{AuthCommand, Cli, Command};
+use crate::config::{self, Config, Namespace, Overrides};
 use crate::error::{Error, Result};
 use crate::target::Group;
 use crate::{Environment, Io, table};
 
 mod apply;
+mod auth;
 mod bench;
 mod config_cmd;
+mod create;
 mod delete;
 mod describe;
 mod get;
@@ -23,8 +25,12 @@ mod wait;
 
 /// What a command that talks to the API server works with.
 pub(crate) struct Ctx {
+    /// Presents [`Ctx::token`] on every request.
     pub client: Client,
     pub namespace: Namespace,
+    pub server: String,
+    /// `STRATUS_TOKEN`, or the current context's; `None` when no one is logged in.
+    pub token: Option<String>,
 }
 
 impl Ctx {
@@ -88,6 +94,12 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Wait(args) => wait::run(&connect()?, args, io).await,
         Command::Logs(args) => logs::run(&connect()?, args, io).await,
         Command::Bench(args) => bench::run(args, connect, io).await,
+        Command::Create(cmd) => create::run(&connect()?, cmd, io).await,
+        Command::Login(args) => auth::login(args, server.as_deref(), env, io).await,
+        Command::Logout => auth::logout(server.as_deref(), env, io),
+        Command::Whoami(args) => auth::whoami(&connect()?, args, io).await,
+        Command::Auth(AuthCommand::CanI(args)) => auth::can_i(&connect()?, args, io).await,
+        Command::Auth(AuthCommand::PrintAccessToken) => auth::print_access_token(&connect()?, io),
         Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
         Command::Down(args) => crate::down::run(args, env, io).await,
         Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),
@@ -99,13 +111,24 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
     }
 }
 
-/// The client and namespace of a command, from the flags, the environment and the config file.
+/// The client, namespace and token of a command, from the flags, the environment and the
+/// config file. Without a token the client still connects: the server's refusal says to log in.
 fn connect(server: Option<&str>, namespace: Option<&str>, env: &Environment) -> Result<Ctx> {
     let path = env.config_path.as_deref();
     let config = Config::load(path)?;
-    let conn = config::resolve(server, env.server.as_deref(), namespace, &config, path)?;
+    let given = Overrides {
+        flag_server: server,
+        env_server: env.server.as_deref(),
+        flag_namespace: namespace,
+        env_token: env.token.as_deref(),
+    };
+    let conn = config::resolve(given, &config, path)?;
     let client = Client::new(&conn.server)?;
-    Ok(Ctx { client, namespace: conn.namespace })
+    let client = match &conn.token {
+        Some(token) => client.with_token(token),
+        None => client,
+    };
+    Ok(Ctx { client, namespace: conn.namespace, server: conn.server, token: conn.token })
 }
 
 pub(crate) use apply::apply_items;

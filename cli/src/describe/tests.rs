@@ -356,3 +356,38 @@ fn a_service_says_when_wanted_instances_wait_for_room() {
     let text = render_with(&service(), Some(&related), &Events::List(vec![]), now());
     assert!(!text.contains("Capacity:"), "{text}");
 }
+
+#[test]
+fn a_role_binding_lists_its_subjects_with_their_namespaces() {
+    use stratus_api::v1::{RoleBindingSpec, Subject};
+    let subject = |kind: &str, name: &str, namespace: &str| Subject {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: namespace.into(),
+    };
+    let binding = RoleBinding {
+        metadata: Some(ObjectMeta { name: "devs".into(), namespace: "team".into(), ..Default::default() }),
+        spec: Some(RoleBindingSpec {
+            role: "developer".into(),
+            subjects: vec![
+                subject("User", "alice", ""),
+                subject("ServiceAccount", "ci", "ops"),
+                subject("ServiceAccount", "deployer", ""),
+            ],
+        }),
+        ..Default::default()
+    }
+    .into_any();
+    let text = render_with(&binding, None, &Events::List(vec![]), now());
+    assert!(text.contains("\nRole:                developer\n"), "{text}");
+    // A service account named without a namespace is of the binding's namespace.
+    let subjects = text.split("Subjects:\n").nth(1).unwrap();
+    let rows: Vec<Vec<&str>> = subjects.lines().take(5).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["Kind", "Name", "Namespace"]);
+    assert_eq!(rows[2], ["User", "alice", "<none>"]);
+    assert_eq!(rows[3], ["ServiceAccount", "ci", "ops"]);
+    assert_eq!(rows[4], ["ServiceAccount", "deployer", "team"]);
+
+    let empty = RoleBinding { spec: Some(RoleBindingSpec::default()), ..Default::default() }.into_any();
+    assert!(render_with(&empty, None, &Events::List(vec![]), now()).contains("\nSubjects:"), "no subjects line");
+}

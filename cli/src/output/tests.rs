@@ -280,3 +280,81 @@ fn lists_have_kubectls_shape() {
 fn names_are_singular_kind_slash_name() {
     assert_eq!(qualified_name(&service()), "service/hello");
 }
+
+#[test]
+fn identities_show_their_roles_and_subjects() {
+    use stratus_api::v1::{RoleBinding, RoleBindingSpec, ServiceAccountSpec, User, UserSpec};
+    let opts = TableOptions::default();
+    let wide = TableOptions { wide: true, ..Default::default() };
+    let user = User {
+        metadata: Some(meta("alice", "", 60)),
+        spec: Some(UserSpec {
+            tenant: "acme".into(),
+            display_name: "Alice Martin".into(),
+            cluster_role: "tenant-admin".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into_any();
+    assert_eq!(header(user.info(), opts), ["NAME", "TENANT", "CLUSTER-ROLE", "AGE"]);
+    assert_eq!(row(&user, opts, &NodeAllocations::Unknown, now()), ["alice", "acme", "tenant-admin", "60s"]);
+    assert_eq!(row(&user, wide, &NodeAllocations::Unknown, now())[4], "Alice Martin");
+
+    let account = stratus_api::v1::ServiceAccount {
+        metadata: Some(meta("ci", "team", 5)),
+        spec: Some(ServiceAccountSpec::default()),
+        ..Default::default()
+    }
+    .into_any();
+    assert_eq!(header(account.info(), opts), ["NAME", "CLUSTER-ROLE", "AGE"]);
+    assert_eq!(row(&account, opts, &NodeAllocations::Unknown, now()), ["ci", "<none>", "5s"]);
+
+    let subject = |kind: &str, name: &str, namespace: &str| Subject {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: namespace.into(),
+    };
+    let binding = RoleBinding {
+        metadata: Some(meta("devs", "team", 5)),
+        spec: Some(RoleBindingSpec {
+            role: "developer".into(),
+            subjects: vec![
+                subject("User", "alice", ""),
+                subject("ServiceAccount", "ci", "ops"),
+                subject("ServiceAccount", "deployer", ""),
+                subject("Tenant", "acme", ""),
+            ],
+        }),
+        ..Default::default()
+    }
+    .into_any();
+    assert_eq!(header(binding.info(), opts), ["NAME", "ROLE", "SUBJECTS", "AGE"]);
+    assert_eq!(
+        row(&binding, opts, &NodeAllocations::Unknown, now()),
+        ["devs", "developer", "User/alice,ServiceAccount/ops:ci,ServiceAccount/deployer,Tenant/acme", "5s"]
+    );
+}
+
+#[test]
+fn a_tenant_shows_its_quota_and_unlimited_where_there_is_none() {
+    use stratus_api::v1::{Tenant, TenantQuota, TenantSpec};
+    let tenant = Tenant {
+        metadata: Some(meta("acme", "", 5)),
+        spec: Some(TenantSpec {
+            quota: Some(TenantQuota { max_cpu: "4".into(), max_services: Some(5), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into_any();
+    let wide = TableOptions { wide: true, ..Default::default() };
+    assert_eq!(
+        header(tenant.info(), wide),
+        ["NAME", "DISPLAY-NAME", "MAX-CPU", "MAX-MEMORY", "MAX-INSTANCES", "AGE", "MAX-SERVICES"]
+    );
+    assert_eq!(
+        row(&tenant, wide, &NodeAllocations::Unknown, now()),
+        ["acme", "<none>", "4", "unlimited", "unlimited", "5s", "5"]
+    );
+}

@@ -5,7 +5,9 @@ use std::io::{Cursor, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use stratus_cli::prompt::SecretPrompt;
 use stratus_cli::{Environment, Io};
+use stratus_client::Client;
 
 pub use stratus_apiserver::testing::TestServer;
 
@@ -62,10 +64,39 @@ pub struct Stratus {
 }
 
 impl Stratus {
+    /// A CLI no one is logged in to: it has no token.
     pub fn new(server: &str) -> Stratus {
         let dir = tempfile::tempdir().unwrap();
-        let env = Environment { server: None, config_path: Some(dir.path().join("config")), data_dir: None };
+        let env =
+            Environment { server: None, config_path: Some(dir.path().join("config")), data_dir: None, token: None };
         Stratus { server: server.to_string(), env, dir }
+    }
+
+    /// A CLI presenting, as `STRATUS_TOKEN`, the token of the server's cluster-admin service
+    /// account `stratus-system/test-admin`: what tests use unless they test identity itself.
+    pub fn admin(server: &TestServer) -> Stratus {
+        let mut cli = Stratus::new(&server.endpoint);
+        cli.env.token = Some(server.token.clone());
+        cli
+    }
+
+    /// The same CLI presenting `token` as `STRATUS_TOKEN` (`None`: not set).
+    pub fn with_token(mut self, token: Option<&str>) -> Stratus {
+        self.env.token = token.map(str::to_string);
+        self
+    }
+
+    /// The config file, once a command has written it.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    /// `stratus --server SERVER ARGS...`, with `answers` typed at the terminal, one per prompt.
+    pub async fn run_answering(&self, args: &[&str], answers: &[&str]) -> Output {
+        let mut argv = vec!["stratus", "--server", self.server.as_str()];
+        argv.extend_from_slice(args);
+        let prompt = Scripted(answers.iter().map(|a| a.to_string()).collect(), Arc::default());
+        self.run_io(&argv, "", Some(Box::new(prompt))).await
     }
 
     /// `stratus --server SERVER ARGS...`
@@ -86,14 +117,19 @@ impl Stratus {
         self.run_exactly(&argv, "").await
     }
 
-    /// The command line as given: no `--server` added.
+    /// The command line as given: no `--server` added. There is no terminal to ask at.
     pub async fn run_exactly(&self, argv: &[&str], stdin: &str) -> Output {
+        self.run_io(argv, stdin, None).await
+    }
+
+    async fn run_io(&self, argv: &[&str], stdin: &str, prompt: Option<Box<dyn SecretPrompt>>) -> Output {
         let (out, err) = (Buf::default(), Buf::default());
         let mut io = Io {
             stdin: Box::new(Cursor::new(stdin.as_bytes().to_vec())),
             out: Box::new(out.clone()),
             err: Box::new(err.clone()),
             err_is_terminal: false,
+            prompt,
         };
         let code = stratus_cli::run_args(argv, &self.env, &mut io).await;
         Output { code, out: out.text(), err: err.text() }
@@ -105,6 +141,24 @@ impl Stratus {
         std::fs::write(&path, text).unwrap();
         path.display().to_string()
     }
+}
+
+/// A terminal where someone types `answers`, one per prompt; the prompts shown are kept.
+pub struct Scripted(pub Vec<String>, pub Arc<Mutex<Vec<String>>>);
+
+impl SecretPrompt for Scripted {
+    fn read_secret(&mut self, prompt: &str) -> std::io::Result<String> {
+        self.1.lock().unwrap().push(prompt.to_string());
+        if self.0.is_empty() {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no more answers"));
+        }
+        Ok(self.0.remove(0))
+    }
+}
+
+/// A client of the server as its cluster-admin service account.
+pub fn admin_client(server: &TestServer) -> Client {
+    Client::new(&server.endpoint).unwrap().with_token(&server.token)
 }
 
 /// An example manifest of the repository, `manifests/NAME`.

@@ -52,7 +52,7 @@ pub struct Harness {
     pub admin: SocketAddr,
     http: HttpClient<HttpConnector, TestBody>,
     _stop: watch::Sender<bool>,
-    _server: TestServer,
+    pub server: TestServer,
 }
 
 impl Harness {
@@ -75,7 +75,7 @@ impl Harness {
         tokio::spawn(gateway.clone().serve(listener, until_stopped(stopped.clone())));
         tokio::spawn(gateway.clone().serve_admin(admin_listener, until_stopped(stopped)));
         let http = HttpClient::builder(TokioExecutor::new()).build_http();
-        let harness = Harness { api, gateway, addr, admin, http, _stop: stop, _server: server };
+        let harness = Harness { api, gateway, addr, admin, http, _stop: stop, server };
         eventually("the gateway to load its routes", || std::future::ready(harness.gateway.is_ready())).await?;
         Ok(harness)
     }

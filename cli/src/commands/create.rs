@@ -1,0 +1,205 @@
+//! `stratus create`: the objects of identity and tenancy from flags (tenants, namespaces, users,
+//! service accounts, role bindings), and tokens for service accounts.
+
+use std::io::Write;
+
+use stratus_api::identity::{DEFAULT_TENANT, subjects};
+use stratus_api::resource::lookup_kind;
+use stratus_api::v1::{
+    Namespace, NamespaceSpec, RoleBinding, RoleBindingSpec, ServiceAccount, ServiceAccountSpec, Subject, Tenant,
+    TenantQuota, TenantSpec, User, UserSpec,
+};
+use stratus_api::{AnyObject, Resource};
+
+use super::Ctx;
+use crate::Io;
+use crate::args::{
+    CreateCommand, CreateNamespaceArgs, CreateRoleBindingArgs, CreateServiceAccountArgs, CreateTenantArgs,
+    CreateTokenArgs, CreateUserArgs,
+};
+use crate::error::{Error, Result};
+use crate::output::qualified_name;
+use crate::prompt;
+
+pub(crate) async fn run(ctx: &Ctx, cmd: CreateCommand, io: &mut Io) -> Result<()> {
+    let object = match cmd {
+        CreateCommand::Tenant(args) => tenant(args),
+        CreateCommand::Namespace(args) => namespace(args),
+        CreateCommand::User(args) => user(args, io)?,
+        CreateCommand::ServiceAccount(args) => service_account(ctx, args),
+        CreateCommand::RoleBinding(args) => role_binding(ctx, args),
+        CreateCommand::Token(args) => return token(ctx, args, io).await,
+    };
+    create(ctx, object, io).await
+}
+
+/// Checks `object` as the server will, then creates it and says so as kubectl does
+/// (`tenant/acme created`).
+async fn create(ctx: &Ctx, object: AnyObject, io: &mut Io) -> Result<()> {
+    let name = qualified_name(&object);
+    let mut checked = object.clone();
+    // The server gives a user or namespace without a tenant its creator's; any will do here.
+    match &mut checked {
+        AnyObject::User(u) => set_if_empty(&mut u.spec.get_or_insert_default().tenant, DEFAULT_TENANT),
+        AnyObject::Namespace(ns) => set_if_empty(&mut ns.spec.get_or_insert_default().tenant, DEFAULT_TENANT),
+        _ => {}
+    }
+    if let Err(list) = stratus_api::prepare(&mut checked) {
+        return Error::from_many(list.0.iter().map(|e| Error::Usage(format!("{name}: {e}"))).collect());
+    }
+    ctx.client.create_any(object).await.map_err(|e| Error::object(&name, e))?;
+    writeln!(io.out, "{name} created")?;
+    Ok(())
+}
+
+fn set_if_empty(field: &mut String, value: &str) {
+    if field.is_empty() {
+        *field = value.to_string();
+    }
+}
+
+fn named<K: Resource>(mut object: K, namespace: Option<&str>, name: String) -> AnyObject {
+    object.meta_mut().name = name;
+    if let Some(ns) = namespace {
+        object.meta_mut().namespace = ns.to_string();
+    }
+    object.into_any()
+}
+
+fn tenant(args: CreateTenantArgs) -> AnyObject {
+    let quota = TenantQuota {
+        max_cpu: args.max_cpu.unwrap_or_default(),
+        max_memory: args.max_memory.unwrap_or_default(),
+        max_instances: args.max_instances,
+        max_services: args.max_services,
+    };
+    let spec = TenantSpec {
+        display_name: args.display_name.unwrap_or_default(),
+        quota: (quota != TenantQuota::default()).then_some(quota),
+        ..Default::default()
+    };
+    named(Tenant { spec: Some(spec), ..Default::default() }, None, args.name)
+}
+
+fn namespace(args: CreateNamespaceArgs) -> AnyObject {
+    let spec = NamespaceSpec { tenant: args.tenant.unwrap_or_default() };
+    named(Namespace { spec: Some(spec), ..Default::default() }, None, args.name)
+}
+
+/// A user with the password from stdin, or asked for twice at the terminal.
+fn user(args: CreateUserArgs, io: &mut Io) -> Result<AnyObject> {
+    let password = if args.password_stdin {
+        prompt::read_stdin_secret(&mut io.stdin)?
+    } else {
+        let first = prompt::ask(io.prompt.as_mut(), &format!("Password for {}: ", args.name))?;
+        let again = prompt::ask(io.prompt.as_mut(), "Type it again: ")?;
+        if first != again {
+            return Err(Error::Usage("the two passwords differ; nothing was created".into()));
+        }
+        first
+    };
+    let spec = UserSpec {
+        tenant: args.tenant.unwrap_or_default(),
+        display_name: args.display_name.unwrap_or_default(),
+        password,
+        cluster_role: args.cluster_role.unwrap_or_default(),
+        password_hash: String::new(),
+    };
+    Ok(named(User { spec: Some(spec), ..Default::default() }, None, args.name))
+}
+
+fn service_account(ctx: &Ctx, args: CreateServiceAccountArgs) -> AnyObject {
+    let spec = ServiceAccountSpec {
+        cluster_role: args.cluster_role.unwrap_or_default(),
+        node_name: args.node.unwrap_or_default(),
+    };
+    named(ServiceAccount { spec: Some(spec), ..Default::default() }, Some(&ctx.namespace.name), args.name)
+}
+
+fn role_binding(ctx: &Ctx, args: CreateRoleBindingArgs) -> AnyObject {
+    let subject = |kind: &str, name: String, namespace: Option<String>| Subject {
+        kind: kind.to_string(),
+        name,
+        namespace: namespace.unwrap_or_default(),
+    };
+    let subjects = (args.users.into_iter().map(|u| subject(subjects::USER, u, None)))
+        .chain(args.service_accounts.into_iter().map(|(ns, name)| subject(subjects::SERVICE_ACCOUNT, name, ns)))
+        .chain(args.tenants.into_iter().map(|t| subject(subjects::TENANT, t, None)))
+        .collect();
+    let spec = RoleBindingSpec { role: args.role, subjects };
+    named(RoleBinding { spec: Some(spec), ..Default::default() }, Some(&ctx.namespace.name), args.name)
+}
+
+/// `stratus create token serviceaccount/NAME`: prints the token alone, for `$(…)`.
+async fn token(ctx: &Ctx, args: CreateTokenArgs, io: &mut Io) -> Result<()> {
+    let name = service_account_name(&args.service_account)?;
+    let namespace = &ctx.namespace.name;
+    let issued = ctx.client.create_token(namespace, name, args.duration).await.map_err(|e| match e {
+        stratus_client::Error::NotFound(_) => ctx.not_found(&ServiceAccount::INFO, name),
+        other => Error::object(format!("serviceaccount/{name}"), other),
+    })?;
+    writeln!(io.out, "{}", issued.access_token)?;
+    Ok(())
+}
+
+/// The name in `NAME` or `serviceaccount/NAME` (any name of the kind: `sa/NAME`).
+fn service_account_name(arg: &str) -> Result<&str> {
+    let name = match arg.split_once('/') {
+        None => arg,
+        Some((kind, name)) => {
+            if lookup_kind(kind).is_none_or(|k| k.kind != ServiceAccount::INFO.kind) {
+                return Err(Error::Usage(format!(
+                    "tokens are made for service accounts only: give serviceaccount/NAME, not {arg:?}"
+                )));
+            }
+            name
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::Usage(format!("{arg:?} is not NAME or serviceaccount/NAME")));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_token_is_for_a_service_account_named_either_way() {
+        assert_eq!(service_account_name("ci").unwrap(), "ci");
+        assert_eq!(service_account_name("serviceaccount/ci").unwrap(), "ci");
+        assert_eq!(service_account_name("sa/ci").unwrap(), "ci");
+        let err = service_account_name("user/alice").unwrap_err().to_string();
+        assert!(err.starts_with("tokens are made for service accounts only"), "{err}");
+        assert!(service_account_name("sa/").is_err());
+        assert!(service_account_name("sa/a/b").is_err());
+    }
+
+    #[test]
+    fn a_tenant_without_quota_flags_has_no_quota() {
+        let args = CreateTenantArgs {
+            name: "acme".into(),
+            display_name: None,
+            max_cpu: None,
+            max_memory: None,
+            max_instances: None,
+            max_services: None,
+        };
+        let AnyObject::Tenant(t) = tenant(args) else { panic!("not a tenant") };
+        assert_eq!(t.spec.unwrap().quota, None);
+        let args = CreateTenantArgs {
+            name: "acme".into(),
+            display_name: Some("Acme".into()),
+            max_cpu: Some("8".into()),
+            max_memory: None,
+            max_instances: None,
+            max_services: Some(3),
+        };
+        let AnyObject::Tenant(t) = tenant(args) else { panic!("not a tenant") };
+        let quota = t.spec.unwrap().quota.unwrap();
+        assert_eq!((quota.max_cpu.as_str(), quota.max_services), ("8", Some(3)));
+    }
+}
