@@ -83,14 +83,23 @@ pub async fn run_with_demand(
 ) {
     let (stop_tx, stop) = watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown.map(|_| ()));
-    // The Lease's namespace must exist before anyone can hold the Lease.
+    // The Lease's namespace must exist before anyone can hold the Lease. The API server makes
+    // `stratus-system` at its first start; another is made here when the account may.
     let mut ns = Namespace::default();
     ns.meta_mut().name = config.system_namespace.clone();
     loop {
-        match client.create(ns.clone()).await {
-            Ok(_) | Err(stratus_client::Error::AlreadyExists(_)) => break,
+        let made = match client.get::<Namespace>("", &config.system_namespace).await {
+            Ok(_) => Ok(()),
+            Err(stratus_client::Error::NotFound(_)) => match client.create(ns.clone()).await {
+                Ok(_) | Err(stratus_client::Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(()) => break,
             Err(e) => {
-                warn!(error = %e, "cannot create the {} namespace yet; retrying", config.system_namespace);
+                warn!(error = %e, "the {} namespace is not there yet; retrying", config.system_namespace);
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                     _ = &mut shutdown => return,

@@ -168,6 +168,7 @@ async fn a_sudden_burst_engages_panic_mode_visible_in_describe() {
     eprintln!("panic: {}", r.status.clone().unwrap().scale_reason);
     let out = Command::new(binary("stratus"))
         .args(["--server", c.endpoint(), "describe", "revision", "burst-00001"])
+        .env("STRATUS_TOKEN", &c.token)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -92,6 +92,11 @@ impl Registry {
         let namespace = scoped_namespace(info, &obj.meta().namespace);
         let name = obj.meta().name.clone();
         let stored = self.read(info, &namespace, &name).await?;
+        // Left out, the tenant stays what it was (or, for nothing stored, the caller's).
+        match &stored {
+            Some((current, _)) => default_tenant_to(&mut obj, tenant_of(current)),
+            None => default_tenant(&mut obj, caller),
+        }
         if let Some((current, _)) = &stored {
             self.authorize(caller, Verb::Update, info, &namespace, &name, Some(current)).await?;
             stratus_api::knative::release_changed_annotations(&mut obj, current);
@@ -244,8 +249,8 @@ impl Registry {
     }
 
     async fn apply_prepared(&self, caller: &Caller, mut obj: AnyObject) -> ApiResult<(AnyObject, Applied)> {
-        default_tenant(&mut obj, caller);
         let raw = obj.clone();
+        default_tenant(&mut obj, caller);
         let info = obj.info();
         let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
         self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&obj)).await?;
@@ -267,6 +272,7 @@ impl Registry {
             }
             self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&current)).await?;
             let mut desired = raw.clone();
+            default_tenant_to(&mut desired, tenant_of(&current));
             stratus_api::knative::release_changed_annotations(&mut desired, &current);
             prepare(&mut desired)?;
             validate_update(&desired, &current)?;
@@ -423,7 +429,12 @@ impl Target {
 
 /// A Namespace or User created without a tenant belongs to its creator's tenant.
 fn default_tenant(obj: &mut AnyObject, caller: &Caller) {
-    if caller.tenant.is_empty() {
+    default_tenant_to(obj, &caller.tenant);
+}
+
+/// A Namespace or User written without a tenant keeps `tenant`.
+fn default_tenant_to(obj: &mut AnyObject, default: &str) {
+    if default.is_empty() {
         return;
     }
     let tenant = match obj {
@@ -432,7 +443,16 @@ fn default_tenant(obj: &mut AnyObject, caller: &Caller) {
         _ => return,
     };
     if tenant.is_empty() {
-        tenant.clone_from(&caller.tenant);
+        *tenant = default.to_string();
+    }
+}
+
+/// The tenant of a stored Namespace or User.
+fn tenant_of(obj: &AnyObject) -> &str {
+    match obj {
+        AnyObject::Namespace(ns) => ns.spec.as_ref().map(|s| s.tenant.as_str()).unwrap_or(""),
+        AnyObject::User(u) => u.spec.as_ref().map(|s| s.tenant.as_str()).unwrap_or(""),
+        _ => "",
     }
 }
 

@@ -54,6 +54,8 @@ impl Drop for Proc {
 pub struct Cluster {
     pub platform: Platform,
     pub client: Client,
+    /// A cluster admin's token (the service account `stratus-system/e2e-admin`), for the CLI.
+    pub token: String,
     pub gateway: SocketAddr,
     pub nodes: Vec<NodeCleanup>,
     _dir: tempfile::TempDir,
@@ -101,7 +103,10 @@ impl Cluster {
             .unwrap();
         let client = platform.client.clone();
         let gateway = platform.gateway.unwrap();
-        Cluster { platform, client, gateway, nodes: Vec::new(), _dir: dir }
+        let identity = platform.identity().expect("the API is served in this process");
+        let admin = stratus_api::identity::roles::CLUSTER_ADMIN;
+        let token = identity.component_token("e2e-admin", admin, "").await.unwrap()();
+        Cluster { platform, client, token, gateway, nodes: Vec::new(), _dir: dir }
     }
 
     /// `http://127.0.0.1:PORT` of the API.

@@ -94,7 +94,7 @@ pub async fn run(args: Args) -> Result<()> {
     let store = stratus_store::embedded::EmbeddedStore::open(store_dir.path().join("data")).await?;
     let server = stratus_apiserver::ApiServer::new(store).await?;
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let client = Client::new(&format!("http://{}", api.local_addr()?))?;
+    let client = crate::admin_client(&server, &format!("http://{}", api.local_addr()?)).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -43,3 +43,11 @@ async fn main() -> Result<()> {
         Bench::Autoscale(args) => serving::autoscale(args).await,
     }
 }
+
+/// A client of `server` at `endpoint` as a cluster admin (the service account
+/// `stratus-system/bench-admin`): every request is authenticated and authorised as a user's is.
+async fn admin_client(server: &stratus_apiserver::ApiServer, endpoint: &str) -> Result<stratus_client::Client> {
+    let role = stratus_api::identity::roles::CLUSTER_ADMIN;
+    let token = server.identity().component_token("bench-admin", role, "").await?;
+    Ok(stratus_client::Client::new(endpoint)?.with_credentials(stratus_client::Credentials::Source(token)))
+}

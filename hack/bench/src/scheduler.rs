@@ -30,7 +30,7 @@ pub async fn run(args: Args) -> Result<()> {
     let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await?;
     let server = stratus_apiserver::ApiServer::new(store).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let client = Client::new(&format!("http://{}", listener.local_addr()?))?;
+    let client = crate::admin_client(&server, &format!("http://{}", listener.local_addr()?)).await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(listener, async move {
         let _ = stopped.await;

@@ -60,22 +60,25 @@ pub async fn run(args: Args) -> Result<()> {
         let server = stratus_apiserver::ApiServer::new(store.clone()).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
+        let (client, developer) = clients(&server, &endpoint).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve(listener, async move {
             let _ = stopped.await;
         }));
-        let client = Client::new(&endpoint)?;
-        // Warm the connection up so the first measurement does not pay for it.
+        // Warm the connections up so the first measurement does not pay for them.
         client.list::<Service>(&ListParams::default()).await.context("API server answers")?;
+        developer.list::<Service>(&ListParams::default()).await.context("API server answers the developer")?;
 
         for op in [Op::Create, Op::Update] {
             for &n in &args.clients {
                 let tag = format!("{name}-{}-{n}", if op == Op::Create { "c" } else { "u" });
-                let api = through_api(&client, op, n, window, &tag).await?;
+                let api = through_api(&client, op, n, window, &format!("{tag}-a")).await?;
+                let as_developer = through_api(&developer, op, n, window, &format!("{tag}-d")).await?;
                 let direct = direct(&store, op, n, window, &tag).await?;
                 let row = json!({
                     "backend": name, "op": if op == Op::Create { "create" } else { "update" }, "clients": n,
-                    "api_per_sec": api, "store_per_sec": direct, "api_over_store": api / direct,
+                    "api_per_sec": api, "api_developer_per_sec": as_developer, "store_per_sec": direct,
+                    "api_over_store": api / direct,
                 });
                 eprintln!("{row}");
                 rows.push(row);
@@ -92,15 +95,18 @@ pub async fn run(args: Args) -> Result<()> {
         "\nWrites per second ({}s each; API = gRPC through stratus-apiserver, store = the Store trait directly)\n",
         args.seconds
     );
-    println!("| backend | op | clients | API writes/s | store writes/s | API / store |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| backend | op | clients | API writes/s (cluster admin) | API writes/s (developer) | store writes/s | API / store |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} |",
             r["backend"].as_str().unwrap_or_default(),
             r["op"].as_str().unwrap_or_default(),
             r["clients"],
             r["api_per_sec"].as_f64().unwrap_or_default(),
+            r["api_developer_per_sec"].as_f64().unwrap_or_default(),
             r["store_per_sec"].as_f64().unwrap_or_default(),
             r["api_over_store"].as_f64().unwrap_or_default()
         );
@@ -122,6 +128,34 @@ pub async fn run(args: Args) -> Result<()> {
     std::fs::write(&args.out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", args.out))?;
     println!("\nwritten to {}", args.out);
     Ok(())
+}
+
+/// A cluster admin, and a developer of the `default` namespace (a service account bound there):
+/// every write of the developer's also reads the namespace's tenant and its role bindings.
+async fn clients(server: &stratus_apiserver::ApiServer, endpoint: &str) -> Result<(Client, Client)> {
+    let admin = crate::admin_client(server, endpoint).await?;
+    let registry = server.registry();
+    let system = stratus_apiserver::auth::Caller::system();
+    let mut sa = stratus_api::v1::ServiceAccount::default();
+    sa.meta_mut().name = "bench-dev".into();
+    sa.meta_mut().namespace = "default".into();
+    registry.create(&system, sa.into_any()).await?;
+    let mut rb = stratus_api::v1::RoleBinding {
+        spec: Some(stratus_api::v1::RoleBindingSpec {
+            role: stratus_api::identity::roles::DEVELOPER.into(),
+            subjects: vec![stratus_api::v1::Subject {
+                kind: "ServiceAccount".into(),
+                name: "bench-dev".into(),
+                namespace: String::new(),
+            }],
+        }),
+        ..Default::default()
+    };
+    rb.meta_mut().name = "bench-dev".into();
+    rb.meta_mut().namespace = "default".into();
+    registry.create(&system, rb.into_any()).await?;
+    let token = server.identity().issue_for_service_account("default", "bench-dev", Duration::from_secs(3600)).await?;
+    Ok((admin, Client::new(endpoint)?.with_token(&token.token)))
 }
 
 fn service(name: &str) -> Service {
