@@ -232,3 +232,78 @@ async fn overload_at_zero_is_held_then_served() {
     eprintln!("overload at zero: {codes:?} in {:?}", start.elapsed());
     assert_eq!(codes.get(&200), Some(&100), "{codes:?}");
 }
+
+/// Load that would scale a service past its tenant's quota stops at the quota, and says so on
+/// the Revision (condition and Event); another tenant's service under the same load scales on.
+#[tokio::test]
+async fn load_past_the_tenants_quota_stops_at_the_quota() {
+    use stratus_api::v1::{Event, Namespace, NamespaceSpec, Tenant, TenantQuota};
+    let c = Arc::new(Cluster::autoscaling("quota").await);
+    let mut tenant: Tenant = c.client.get("", "default").await.unwrap();
+    tenant.spec.get_or_insert_default().quota = Some(TenantQuota { max_instances: Some(2), ..Default::default() });
+    c.client.update(tenant).await.unwrap();
+    let mut roomy = Tenant::default();
+    roomy.metadata.get_or_insert_default().name = "roomy".into();
+    c.client.create(roomy).await.unwrap();
+    let mut ns = Namespace { spec: Some(NamespaceSpec { tenant: "roomy".into() }), ..Default::default() };
+    ns.metadata.get_or_insert_default().name = "roomy-ns".into();
+    c.client.create(ns).await.unwrap();
+
+    let spec = "      containerConcurrency: 1\n      scaling: {maxInstances: 10}";
+    c.apply(&hello("busy", "x", spec)).await;
+    for doc in stratus_api::decode::decode_manifest(&hello("free", "x", spec)) {
+        let (_, mut obj) = doc.unwrap();
+        obj.meta_mut().namespace = "roomy-ns".into();
+        c.client.apply_any(obj).await.unwrap();
+    }
+    c.wait_ready("busy").await;
+
+    // Six requests at a time on each, every one holding its instance for 3 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for host in [host("busy"), "free.roomy-ns.localhost".to_string()] {
+        for _ in 0..6 {
+            let (c, stop, host) = (c.clone(), stop.clone(), host.clone());
+            load.push(tokio::spawn(async move {
+                let mut codes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    codes.push(c.get(&host, "/?sleep_ms=3000").await.0);
+                }
+                codes
+            }));
+        }
+    }
+    let rev = wait_revision(&c, "busy-00001", "WithinQuota=False", |r| {
+        r.status.as_ref().is_some_and(|s| s.conditions.iter().any(|c| c.r#type == "WithinQuota" && c.status == "False"))
+    })
+    .await;
+    eprintln!("busy: {:?}", rev.status.as_ref().map(|s| (s.desired_instances, s.actual_instances)));
+    let deadline = Instant::now() + PATIENCE;
+    let free_scaled = loop {
+        let free: Revision = c.client.get("roomy-ns", "free-00001").await.unwrap();
+        let actual = free.status.as_ref().map(|s| s.actual_instances).unwrap_or(0);
+        if actual > 2 {
+            break actual;
+        }
+        assert!(Instant::now() < deadline, "the other tenant's service never scaled past 2: {:?}", free.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let busy = c.instances("stratus.dev/revision=busy-00001").await;
+    let live = busy.iter().filter(|i| i.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_none())).count();
+    stop.store(true, Ordering::Relaxed);
+    assert!(live <= 2, "the quota allows 2 instances, and {live} run");
+    eprintln!("the other tenant's service runs {free_scaled} instances");
+    let in_default = stratus_client::ListParams { namespace: "default".into(), ..Default::default() };
+    let events = c.client.list::<Event>(&in_default).await.unwrap().items;
+    assert!(
+        events.iter().any(|e| e
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.reason == "QuotaExceeded" && s.message.contains("at most 2 instances"))),
+        "no QuotaExceeded event: {events:?}"
+    );
+    for l in load {
+        let codes = l.await.unwrap();
+        assert!(codes.iter().all(|c| *c < 500), "{codes:?}");
+    }
+}
