@@ -129,6 +129,7 @@ pub struct ApiServer {
     logs: logs::Logs,
     tokens: Arc<auth::tokens::Tokens>,
     identity: auth::service::Identity,
+    authn: Arc<auth::authn::Authn>,
     guard: Arc<guard::GuardConfig>,
     closing: tokio::sync::watch::Sender<bool>,
 }
@@ -164,7 +165,8 @@ impl ApiServer {
         let agent_token =
             identity.component_token("apiserver", stratus_api::identity::roles::SYSTEM_APISERVER, "").await?;
         let logs = logs::Logs::new(registry.clone()).with_token(agent_token);
-        Ok(ApiServer { registry, logs, tokens, identity, guard: Arc::new(guard), closing })
+        let authn = Arc::new(auth::authn::Authn::new(tokens.clone(), registry.clone()));
+        Ok(ApiServer { registry, logs, tokens, identity, authn, guard: Arc::new(guard), closing })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -236,7 +238,7 @@ impl ApiServer {
         let reflection_alpha_path = format!("/{}/{{*rest}}", <ReflectionServerAlpha as NamedService>::NAME);
         let auth_grpc = AuthServiceServer::new(auth::service::Grpc::new(self.identity.clone()));
         let auth_path = format!("/{}/{{*rest}}", <AuthServiceServer<auth::service::Grpc> as NamedService>::NAME);
-        let authn = Arc::new(auth::authn::Authn::new(self.tokens.clone(), self.registry.clone()));
+        let authn = self.authn.clone();
         Ok(http::router(self.registry.clone(), self.logs.clone())
             .merge(auth::service::router(self.identity.clone()))
             .route_service(&grpc_path, as_axum(grpc))
@@ -258,7 +260,8 @@ impl ApiServer {
         let sweeper = tokio::spawn(self.registry.clone().run_namespace_finalizer(stop_rx.clone()));
         let compactor =
             tokio::spawn(compact_periodically(self.registry.store().clone(), COMPACTION_INTERVAL, stop_rx.clone()));
-        let rotation = tokio::spawn(self.tokens.clone().run_rotation(stop_rx));
+        let rotation = tokio::spawn(self.tokens.clone().run_rotation(stop_rx.clone()));
+        let subjects = tokio::spawn(self.authn.clone().run_invalidation(stop_rx));
         let closing = self.closing.clone();
         let shutdown = async move {
             shutdown.await;
@@ -281,6 +284,7 @@ impl ApiServer {
         let _ = sweeper.await;
         let _ = compactor.await;
         let _ = rotation.await;
+        let _ = subjects.await;
         served.map_err(Error::Serve)
     }
 }

@@ -78,6 +78,8 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     audit: Option<Arc<crate::audit::Audit>>,
     bounds: ScalingBounds,
+    /// Who tokens speak for, as authentication last read them; writes here drop what they change.
+    subjects: Arc<crate::auth::authn::Subjects>,
     namespace_sweep: Arc<Notify>,
     /// Becomes true when the server shuts down; open watches end then.
     closing: tokio::sync::watch::Receiver<bool>,
@@ -90,6 +92,7 @@ impl Registry {
             metrics,
             audit: None,
             bounds: ScalingBounds::default(),
+            subjects: Arc::default(),
             namespace_sweep: Arc::new(Notify::new()),
             closing,
         }
@@ -99,6 +102,10 @@ impl Registry {
     pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>) -> Registry {
         self.audit = audit;
         self
+    }
+
+    pub(crate) fn subjects(&self) -> &Arc<crate::auth::authn::Subjects> {
+        &self.subjects
     }
 
     /// The bounds revisions are held to.
@@ -133,6 +140,23 @@ impl Registry {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// A Namespace or Tenant as [`Registry::read_internal`] reads it, from the cache the
+    /// subjects' watch keeps current when it is there.
+    pub(crate) async fn read_cached(
+        &self,
+        info: &'static stratus_api::KindInfo,
+        name: &str,
+    ) -> crate::error::ApiResult<Option<AnyObject>> {
+        let key = objects::key_of(info, "", name);
+        if let Some(found) = self.subjects.object(&key) {
+            return Ok(found);
+        }
+        let generation = self.subjects.generation();
+        let found = self.read(info, "", name).await?.map(|(o, _)| o);
+        self.subjects.put_object(&key, found.clone(), generation);
+        Ok(found)
     }
 
     /// Reads one object for the API server's own use (authentication), with no caller to

@@ -42,6 +42,121 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 pub struct Authn {
     tokens: Arc<Tokens>,
     registry: Registry,
+    subjects: Arc<Subjects>,
+}
+
+/// What a token's subject resolved to: its object's uid, tenant, role and node.
+#[derive(Clone)]
+struct Resolved {
+    uid: String,
+    kind: SubjectKind,
+    tenant: String,
+    cluster_role: String,
+    node: String,
+}
+
+/// Resolved subjects by name, so that a request costs no store read to say who its caller is.
+/// A watch of Users, ServiceAccounts and Namespaces drops an entry as soon as its object (or, for
+/// an account, its namespace) changes; while the watch is not running nothing is cached.
+#[derive(Default)]
+pub(crate) struct Subjects {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Resolved>>,
+    /// Namespaces and Tenants by store key (`None`: known not to exist), read on every request
+    /// that needs a tenant's facts or quota.
+    objects: std::sync::Mutex<std::collections::HashMap<String, Option<stratus_api::AnyObject>>>,
+    /// Bumped by every change seen: a lookup that started before one does not cache its answer.
+    generation: std::sync::atomic::AtomicU64,
+    watching: std::sync::atomic::AtomicBool,
+}
+
+/// The most subjects remembered; past it the cache starts afresh.
+const MAX_SUBJECTS: usize = 100_000;
+
+impl Subjects {
+    fn get(&self, sub: &str) -> Option<Resolved> {
+        if !self.watching.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.entries.lock().ok()?.get(sub).cloned()
+    }
+
+    fn put(&self, sub: &str, resolved: Resolved, generation: u64) {
+        use std::sync::atomic::Ordering;
+        if !self.watching.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut entries) = self.entries.lock()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if entries.len() >= MAX_SUBJECTS {
+                entries.clear();
+            }
+            entries.insert(sub.to_string(), resolved);
+        }
+    }
+
+    /// The cached object at `key`, if it is cached: `Some(None)` when known to be absent.
+    pub(crate) fn object(&self, key: &str) -> Option<Option<stratus_api::AnyObject>> {
+        if !self.watching.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.objects.lock().ok()?.get(key).cloned()
+    }
+
+    /// The current generation, to pass to [`Subjects::put_object`] after a read.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Caches what was read at `key`, unless something changed since `generation`.
+    pub(crate) fn put_object(&self, key: &str, obj: Option<stratus_api::AnyObject>, generation: u64) {
+        use std::sync::atomic::Ordering;
+        if !self.watching.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut objects) = self.objects.lock()
+            && self.generation.load(Ordering::Acquire) == generation
+        {
+            if objects.len() >= MAX_SUBJECTS {
+                objects.clear();
+            }
+            objects.insert(key.to_string(), obj);
+        }
+    }
+
+    /// Forgets what a change to the object at `key` may have changed. Writes through this server
+    /// call it at once; the watch brings other servers' writes.
+    pub(crate) fn forget(&self, key: &str) {
+        use std::sync::atomic::Ordering;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.remove(key);
+        }
+        let Ok(mut entries) = self.entries.lock() else { return };
+        let rest = |prefix: &str| key.strip_prefix(prefix).map(str::to_string);
+        if let Some(name) = rest("/registry/users/") {
+            entries.remove(&name);
+        } else if let Some(path) = rest("/registry/serviceaccounts/") {
+            if let Some((ns, name)) = path.split_once('/') {
+                entries.remove(&stratus_api::identity::service_account_user(ns, name));
+            }
+        } else if let Some(ns) = rest("/registry/namespaces/") {
+            let prefix = stratus_api::identity::service_account_user(&ns, "");
+            entries.retain(|sub, _| !sub.starts_with(&prefix));
+        }
+    }
+
+    fn stop(&self) {
+        use std::sync::atomic::Ordering;
+        self.watching.store(false, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.clear();
+        }
+    }
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -64,7 +179,58 @@ fn describe(e: &TokenError) -> String {
 
 impl Authn {
     pub fn new(tokens: Arc<Tokens>, registry: Registry) -> Authn {
-        Authn { tokens, registry }
+        let subjects = registry.subjects().clone();
+        Authn { tokens, registry, subjects }
+    }
+
+    /// Keeps the cache of resolved subjects current until `stop`: watches Users,
+    /// ServiceAccounts and Namespaces from now on and drops what each change touches; a broken
+    /// watch empties the cache (requests then read the store) until it is watching again.
+    pub async fn run_invalidation(self: Arc<Authn>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use futures::StreamExt;
+        use std::sync::atomic::Ordering;
+        loop {
+            let store = self.registry.store().clone();
+            let opened = async {
+                let at = store.current_revision().await?;
+                let mut streams = Vec::new();
+                for prefix in
+                    ["/registry/users/", "/registry/serviceaccounts/", "/registry/namespaces/", "/registry/tenants/"]
+                {
+                    streams.push(store.watch(prefix, at).await?);
+                }
+                Ok::<_, stratus_store::Error>(futures::stream::select_all(streams))
+            };
+            match opened.await {
+                Ok(mut changes) => {
+                    self.subjects.watching.store(true, Ordering::Release);
+                    loop {
+                        tokio::select! {
+                            change = changes.next() => match change {
+                                Some(Ok(stratus_store::WatchEvent::Put { kv, .. })) => self.subjects.forget(&kv.key),
+                                Some(Ok(stratus_store::WatchEvent::Delete { prev, .. })) => self.subjects.forget(&prev.key),
+                                Some(Ok(stratus_store::WatchEvent::Progress { .. })) => {}
+                                Some(Err(e)) => {
+                                    tracing::warn!(error = %e, "the watch behind the subject cache broke; re-opening it");
+                                    break;
+                                }
+                                None => break,
+                            },
+                            _ = stop.changed() => {
+                                self.subjects.stop();
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch users and accounts for the subject cache"),
+            }
+            self.subjects.stop();
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     pub fn tokens(&self) -> &Arc<Tokens> {
@@ -88,50 +254,65 @@ impl Authn {
     pub async fn caller_for(&self, token: &str, protocol: &'static str) -> ApiResult<Caller> {
         let claims = self.tokens.verify(token).await.map_err(|e| unauthorized(describe(&e)))?;
         let gone = || unauthorized(format!("{} no longer exists: log in again", claims.sub));
-        if let Some((namespace, name)) = parse_service_account_user(&claims.sub) {
-            let Some(AnyObject::ServiceAccount(sa)) =
-                self.registry.read_internal(&ServiceAccount::INFO, namespace, name).await?
-            else {
-                return Err(gone());
-            };
-            if sa.meta().uid != claims.uid {
-                return Err(gone());
+        let resolved = match self.subjects.get(&claims.sub) {
+            Some(r) => Some(r),
+            None => {
+                let generation = self.subjects.generation.load(std::sync::atomic::Ordering::Acquire);
+                let found = self.resolve(&claims.sub).await?;
+                if let Some(r) = &found {
+                    self.subjects.put(&claims.sub, r.clone(), generation);
+                }
+                found
             }
-            let tenant = match self.registry.read_internal(&Namespace::INFO, "", namespace).await? {
-                Some(AnyObject::Namespace(ns)) => ns.spec.map(|s| s.tenant).unwrap_or_default(),
-                _ => return Err(gone()),
-            };
-            let spec = sa.spec.unwrap_or_default();
-            return Ok(Caller {
-                user: claims.sub.clone(),
-                kind: SubjectKind::ServiceAccount,
-                tenant,
-                cluster_role: spec.cluster_role,
-                node: spec.node_name,
-                expires: claims.exp,
-                protocol,
-                client: None,
-                request_id: String::new(),
-            });
-        }
-        let Some(AnyObject::User(user)) = self.registry.read_internal(&User::INFO, "", &claims.sub).await? else {
-            return Err(gone());
         };
-        if user.meta().uid != claims.uid {
-            return Err(gone());
-        }
-        let spec = user.spec.unwrap_or_default();
+        let Some(r) = resolved.filter(|r| r.uid == claims.uid) else { return Err(gone()) };
         Ok(Caller {
             user: claims.sub.clone(),
-            kind: SubjectKind::User,
-            tenant: spec.tenant,
-            cluster_role: spec.cluster_role,
-            node: String::new(),
+            kind: r.kind,
+            tenant: r.tenant,
+            cluster_role: r.cluster_role,
+            node: r.node,
             expires: claims.exp,
             protocol,
             client: None,
             request_id: String::new(),
         })
+    }
+
+    /// Reads who `sub` is from the store; `None` when it does not exist.
+    async fn resolve(&self, sub: &str) -> ApiResult<Option<Resolved>> {
+        if let Some((namespace, name)) = parse_service_account_user(sub) {
+            let Some(AnyObject::ServiceAccount(sa)) =
+                self.registry.read_internal(&ServiceAccount::INFO, namespace, name).await?
+            else {
+                return Ok(None);
+            };
+            let tenant = match self.registry.read_cached(&Namespace::INFO, namespace).await? {
+                Some(AnyObject::Namespace(ns)) => ns.spec.map(|s| s.tenant).unwrap_or_default(),
+                _ => return Ok(None),
+            };
+            let uid = sa.meta().uid.clone();
+            let spec = sa.spec.unwrap_or_default();
+            return Ok(Some(Resolved {
+                uid,
+                kind: SubjectKind::ServiceAccount,
+                tenant,
+                cluster_role: spec.cluster_role,
+                node: spec.node_name,
+            }));
+        }
+        let Some(AnyObject::User(user)) = self.registry.read_internal(&User::INFO, "", sub).await? else {
+            return Ok(None);
+        };
+        let uid = user.meta().uid.clone();
+        let spec = user.spec.unwrap_or_default();
+        Ok(Some(Resolved {
+            uid,
+            kind: SubjectKind::User,
+            tenant: spec.tenant,
+            cluster_role: spec.cluster_role,
+            node: String::new(),
+        }))
     }
 }
 

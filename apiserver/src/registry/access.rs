@@ -144,8 +144,8 @@ impl Registry {
         if let Some(found) = memo.0.get(namespace) {
             return Ok(found.clone());
         }
-        let owner = match self.read(&Namespace::INFO, "", namespace).await? {
-            Some((AnyObject::Namespace(ns), _)) => owner_of(&ns),
+        let owner = match self.read_cached(&Namespace::INFO, namespace).await? {
+            Some(AnyObject::Namespace(ns)) => owner_of(&ns),
             _ => Owner::Missing,
         };
         let roles = match owner {

@@ -169,15 +169,15 @@ impl Registry {
 
     /// The tenant owning `namespace` and its quota, when it has one that limits anything.
     async fn quota_of(&self, namespace: &str) -> ApiResult<Option<(String, TenantQuota)>> {
-        let tenant = match self.read(&Namespace::INFO, "", namespace).await? {
-            Some((AnyObject::Namespace(ns), _)) => ns.spec.map(|s| s.tenant).unwrap_or_default(),
+        let tenant = match self.read_cached(&Namespace::INFO, namespace).await? {
+            Some(AnyObject::Namespace(ns)) => ns.spec.map(|s| s.tenant).unwrap_or_default(),
             _ => return Ok(None),
         };
         if tenant.is_empty() {
             return Ok(None);
         }
-        let quota = match self.read(&Tenant::INFO, "", &tenant).await? {
-            Some((AnyObject::Tenant(t), _)) => t.spec.and_then(|s| s.quota).unwrap_or_default(),
+        let quota = match self.read_cached(&Tenant::INFO, &tenant).await? {
+            Some(AnyObject::Tenant(t)) => t.spec.and_then(|s| s.quota).unwrap_or_default(),
             _ => return Ok(None),
         };
         let limits = !quota.max_cpu.is_empty()

@@ -68,6 +68,7 @@ impl Registry {
             other => other.into(),
         })?;
         obj.meta_mut().resource_version = rev.to_string();
+        self.subjects.forget(&key);
         if info.namespaced {
             // The namespace may have started terminating, and its sweeper may have found it
             // empty, between the check above and this write: undo rather than orphan.
@@ -229,7 +230,10 @@ impl Registry {
             return self.put(info, next, rev).await;
         }
         let key = key_of(info, &namespace, name);
-        let (_, deleted_at) = self.store.delete(&key, Some(rev)).await.map_err(|e| match e {
+        self.subjects.forget(&key);
+        let deleted = self.store.delete(&key, Some(rev)).await;
+        self.subjects.forget(&key);
+        let (_, deleted_at) = deleted.map_err(|e| match e {
             stratus_store::Error::Conflict { .. } => conflict(info, name),
             stratus_store::Error::NotFound { .. } => not_found(info, &namespace, name),
             other => other.into(),
@@ -331,7 +335,10 @@ impl Registry {
         if next.meta().deletion_timestamp.is_some() && next.meta().finalizers.is_empty() && !is_namespace {
             let (namespace, name) = (next.meta().namespace.clone(), next.meta().name.clone());
             let key = key_of(info, &namespace, &name);
-            let (_, deleted_at) = self.store.delete(&key, Some(rev)).await.map_err(|e| match e {
+            self.subjects.forget(&key);
+            let deleted = self.store.delete(&key, Some(rev)).await;
+            self.subjects.forget(&key);
+            let (_, deleted_at) = deleted.map_err(|e| match e {
                 stratus_store::Error::Conflict { .. } => conflict(info, &name),
                 stratus_store::Error::NotFound { .. } => not_found(info, &namespace, &name),
                 other => other.into(),
@@ -347,7 +354,10 @@ impl Registry {
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
         obj.meta_mut().resource_version.clear();
         let key = key_of(info, &namespace, &name);
-        let new_rev = self.store.update(&key, obj.encode_to_vec().into(), rev).await.map_err(|e| match e {
+        self.subjects.forget(&key);
+        let updated = self.store.update(&key, obj.encode_to_vec().into(), rev).await;
+        self.subjects.forget(&key);
+        let new_rev = updated.map_err(|e| match e {
             stratus_store::Error::Conflict { .. } => conflict(info, &name),
             stratus_store::Error::NotFound { .. } => not_found(info, &namespace, &name),
             other => other.into(),
