@@ -238,6 +238,19 @@ pub fn validate_meta(meta: &ObjectMeta, info: &KindInfo, path: &str, errs: &mut 
 /// is refused, naming the field, as Knative's webhook refuses it.
 pub fn validate_update(new: &AnyObject, stored: &AnyObject) -> Result<(), ErrorList> {
     let mut errs = ErrorList::default();
+    // What owns an object does not change: a namespace moved to another tenant would take its
+    // accounts' rights (and its bill) along.
+    let tenant = |o: &AnyObject| match o {
+        AnyObject::Namespace(ns) => Some(ns.spec.as_ref().map(|s| s.tenant.clone()).unwrap_or_default()),
+        AnyObject::User(u) => Some(u.spec.as_ref().map(|s| s.tenant.clone()).unwrap_or_default()),
+        _ => None,
+    };
+    if let (Some(new_tenant), Some(old_tenant)) = (tenant(new), tenant(stored))
+        && new_tenant != old_tenant
+        && !old_tenant.is_empty()
+    {
+        errs.push("spec.tenant", format!("is immutable: it is {old_tenant:?}"));
+    }
     if let (AnyObject::Service(new), AnyObject::Service(old)) = (new, stored) {
         let template = |s: &crate::v1::Service| s.spec.as_ref().and_then(|s| s.template.clone()).unwrap_or_default();
         let (new_t, old_t) = (template(new), template(old));

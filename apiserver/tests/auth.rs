@@ -586,3 +586,63 @@ async fn scaling_past_the_clusters_bounds_is_refused_naming_the_field() {
     let r = send_json("POST", &url, &knative).await;
     assert_eq!(r.status, 422, "{}", r.text);
 }
+
+#[tokio::test]
+async fn no_one_grows_past_their_tenant_or_their_namespace() {
+    let s = TestServer::start().await;
+    let admin = two_tenants(&s).await;
+    create_user(&admin, "tess", "a", roles::TENANT_ADMIN).await;
+    create_user(&admin, "ada", "a", "").await;
+    bind(&admin, "a-ns", roles::ADMIN, "ada").await;
+    let (tess, _) = user_client(&s, "tess").await;
+    let (ada, _) = user_client(&s, "ada").await;
+    let account = |role: &str| {
+        let mut sa = ServiceAccount {
+            spec: Some(stratus_api::v1::ServiceAccountSpec { cluster_role: role.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        sa.meta_mut().name = format!("sa-{}", role.replace(':', "-"));
+        sa.meta_mut().namespace = "a-ns".into();
+        sa
+    };
+    // A namespace admin makes no account with a role beyond the namespace, nor takes its token.
+    let refused = ada.create(account(roles::TENANT_ADMIN)).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    tess.create(account(roles::TENANT_ADMIN)).await.unwrap();
+    let refused = ada.create_token("a-ns", "sa-tenant-admin", None).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    // A tenant admin makes tenant admins, never more.
+    let refused = tess.create(account(roles::CLUSTER_ADMIN)).await;
+    assert!(matches!(refused, Err(Error::Forbidden(_))), "{refused:?}");
+    let token = tess.create_token("a-ns", "sa-tenant-admin", None).await.unwrap().access_token;
+    // A namespace stays in its tenant: moving it would hand its accounts the other tenant.
+    let mut ns = tess.get::<Namespace>("", "a-ns").await.unwrap();
+    ns.spec = Some(NamespaceSpec { tenant: "b".into() });
+    let refused = tess.update(ns).await;
+    assert!(matches!(&refused, Err(Error::Invalid(m)) if m.contains("spec.tenant")), "{refused:?}");
+    let sa = Client::new(&s.endpoint).unwrap().with_token(&token);
+    assert_eq!(sa.who_am_i().await.unwrap().tenant, "a");
+    assert!(matches!(sa.get::<Namespace>("", "b-ns").await, Err(Error::NotFound(_))));
+}
+
+#[tokio::test]
+async fn continue_tokens_name_only_what_the_caller_was_shown() {
+    let s = TestServer::start().await;
+    let admin = two_tenants(&s).await;
+    create_user(&admin, "alice", "a", "").await;
+    bind(&admin, "a-ns", roles::VIEWER, "alice").await;
+    for (ns, name) in [("a-ns", "a1"), ("b-ns", "payroll"), ("a-ns", "z9")] {
+        let mut svc = Service::with_image(name, "img");
+        svc.meta_mut().namespace = ns.into();
+        admin.create(svc).await.unwrap();
+    }
+    let (_, token) = user_client(&s, "alice").await;
+    present(&token);
+    let page = get(&format!("{}{API}/services?limit=1", s.endpoint)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let next = page.body["metadata"]["continue"].as_str().unwrap_or_default().to_string();
+    assert!(!next.is_empty() && !next.contains("payroll") && !next.contains("b-ns"), "{next}");
+    let rest = get(&format!("{}{API}/services?limit=1&continue={next}", s.endpoint)).await;
+    let names: Vec<_> = rest.body["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].clone()).collect();
+    assert_eq!(names, [json!("z9")], "{}", rest.text);
+}

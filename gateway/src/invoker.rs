@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use stratus_auth::{Expect, Jwks, TokenError};
+use stratus_auth::{Expect, Jwks, PublicKeys, TokenError};
 use stratus_client::Client;
 use stratus_client::runtime::ObjectRef;
 use tracing::warn;
@@ -103,12 +103,31 @@ impl Invokers {
             return Err(Refusal::Forbidden(format!("{} may not invoke service {service}", claims.sub)));
         }
         // The container learns who called, not a credential it could replay.
-        if let Some((signed, _)) = token.rsplit_once('.')
-            && let Ok(v) = format!("Bearer {signed}.").parse()
-        {
-            headers.insert(AUTHORIZATION, v);
-        }
+        strip_signature(headers, &token);
         Ok(())
+    }
+
+    /// Takes the signature off a bearer token of this cluster (signed with one of the API's keys)
+    /// sent to a public service: the container must not receive a credential it could replay
+    /// against the API. Other Authorization headers pass untouched.
+    pub(crate) async fn neuter(&self, headers: &mut HeaderMap) {
+        let Some(token) = bearer(headers).map(str::to_string) else { return };
+        let Some(kid) = eddsa_kid(&token) else { return };
+        let ours = {
+            let mut keys = self.keys.lock().await;
+            let known = |k: &Option<Keys>| k.as_ref().is_some_and(|k| k.jwks.public_key(&kid).is_some());
+            if !known(&keys) && keys.as_ref().is_none_or(|k| k.fetched.elapsed() >= REFETCH_AFTER) {
+                match self.fetch().await {
+                    Ok(fresh) => *keys = Some(fresh),
+                    // Unable to tell: an EdDSA token with a key id is treated as ours.
+                    Err(_) => return strip_signature(headers, &token),
+                }
+            }
+            known(&keys)
+        };
+        if ours {
+            strip_signature(headers, &token);
+        }
     }
 
     async fn verify(&self, token: &str) -> Result<stratus_auth::Claims, Refusal> {
@@ -150,6 +169,24 @@ impl Invokers {
             .map_err(|e| Refusal::Unavailable(format!("the API's keys do not read: {e}")))?;
         Ok(Keys { jwks, issuer, fetched: Instant::now() })
     }
+}
+
+/// Replaces `Bearer HEADER.PAYLOAD.SIGNATURE` with `Bearer HEADER.PAYLOAD.`.
+fn strip_signature(headers: &mut HeaderMap, token: &str) {
+    if let Some((signed, _)) = token.rsplit_once('.')
+        && let Ok(v) = format!("Bearer {signed}.").parse()
+    {
+        headers.insert(AUTHORIZATION, v);
+    }
+}
+
+/// The `kid` of a JWS signed with EdDSA, as the API server signs its tokens.
+fn eddsa_kid(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    (header.get("alg")?.as_str()? == "EdDSA").then(|| header.get("kid")?.as_str().map(str::to_string))?
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

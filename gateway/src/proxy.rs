@@ -133,7 +133,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer
         Ok((service, pool)) => {
             let admitted = match service.private {
                 true => shared.invokers.admit(req.headers_mut(), &service.key).await.map_err(ProxyError::Refused),
-                false => Ok(()),
+                false => {
+                    shared.invokers.neuter(req.headers_mut()).await;
+                    Ok(())
+                }
             };
             let limited = service.rate_limit.as_ref().map(|bucket| bucket.try_acquire(Instant::now()));
             let result = match (admitted, limited) {

@@ -708,5 +708,19 @@ async fn private_services_serve_only_their_invokers() -> Result<()> {
     // The container sees who called, without the signature that would make it a credential.
     let (signed, _) = ivan.rsplit_once('.').context("a JWT")?;
     ensure!(body == format!("Bearer {signed}."), "forwarded: {body}");
+
+    // Made public again, it still never receives a token of this cluster that it could replay.
+    let mut svc = h.api.get::<stratus_api::v1::Service>(NS, "private").await?;
+    stratus_api::Resource::meta_mut(&mut svc).annotations.clear();
+    h.api.update(svc).await?;
+    eventually("the service to be public", || async {
+        h.get(host, "/").await.map(|(status, _, _)| status == StatusCode::OK).unwrap_or(false)
+    })
+    .await?;
+    let (status, _, body) = read(h.send(with(ivan.clone()).body(empty())?).await?).await?;
+    ensure!(status == StatusCode::OK && body == format!("Bearer {signed}."), "public: {status} {body}");
+    let other = Request::get("/").header(HOST, host).header("authorization", "Bearer not-ours");
+    let (_, _, body) = read(h.send(other.body(empty())?).await?).await?;
+    ensure!(body == "Bearer not-ours", "another scheme's token is the service's business: {body}");
     Ok(())
 }

@@ -203,6 +203,9 @@ impl Authn {
             };
             match opened.await {
                 Ok(mut changes) => {
+                    // What was read before the watch began may miss a change made before it (on
+                    // another server): nothing read until now is kept.
+                    self.subjects.generation.fetch_add(1, Ordering::AcqRel);
                     self.subjects.watching.store(true, Ordering::Release);
                     loop {
                         tokio::select! {

@@ -81,7 +81,7 @@ pub fn decide(caller: &Caller, verb: Verb, kind: &KindInfo, namespace: &str, nam
                     Some(AnyObject::User(u)) => u.spec.as_ref().map(|s| s.cluster_role.as_str()).unwrap_or(""),
                     _ => "",
                 };
-                allow_if(role != roles::CLUSTER_ADMIN || verb.is_read())
+                allow_if((role != roles::CLUSTER_ADMIN || verb.is_read()) && verb != Verb::UpdateStatus)
             } else if own && own_user {
                 allow_if(verb == Verb::Get)
             } else if own && verb.is_read() && name.is_empty() {
@@ -96,6 +96,20 @@ pub fn decide(caller: &Caller, verb: Verb, kind: &KindInfo, namespace: &str, nam
         "Namespace" if own && verb == Verb::Create => forbidden(),
         "Namespace" => Decision::Hidden,
         _ if !own => Decision::Hidden,
+        // A tenant admin's accounts may be tenant admins too, never more.
+        "ServiceAccount" if tenant_admin && account_role(facts.object) == Some(roles::TENANT_ADMIN) => {
+            allow_if(matches!(
+                verb,
+                Verb::Get
+                    | Verb::List
+                    | Verb::Watch
+                    | Verb::Create
+                    | Verb::Update
+                    | Verb::Apply
+                    | Verb::Delete
+                    | Verb::CreateToken
+            ))
+        }
         _ if tenant_admin => allow_if(namespace_role_may(roles::ADMIN, verb, kind, facts.object)),
         _ if facts.roles.is_empty() => Decision::Hidden,
         _ => allow_if(facts.roles.iter().any(|r| namespace_role_may(r, verb, kind, facts.object))),
@@ -116,15 +130,23 @@ fn namespace_role_may(role: &str, verb: Verb, kind: &KindInfo, object: Option<&A
                 || (kind.kind == "Revision" && verb == Verb::Delete)
         }
         roles::ADMIN => {
-            // An admin's service accounts are the tenant's: no system or cluster-wide role.
-            let grants_cluster_role = matches!(object, Some(AnyObject::ServiceAccount(sa))
-                if sa.spec.as_ref().is_some_and(|s| !s.cluster_role.is_empty() && s.cluster_role != roles::TENANT_ADMIN));
+            // A namespace's admin holds no role beyond it: it may neither make an account with a
+            // cluster-wide role nor take a token of one.
+            let beyond = account_role(object).is_some_and(|r| !r.is_empty());
             namespace_role_may(roles::DEVELOPER, verb, kind, object)
-                || (identity && (read || (write && !grants_cluster_role)))
-                || (kind.kind == "ServiceAccount" && verb == Verb::CreateToken)
+                || (identity && (read || (write && !beyond)))
+                || (kind.kind == "ServiceAccount" && verb == Verb::CreateToken && !beyond)
         }
         roles::INVOKER => kind.kind == "Service" && verb == Verb::Invoke,
         _ => false,
+    }
+}
+
+/// The cluster-wide role of a ServiceAccount `object`.
+fn account_role(object: Option<&AnyObject>) -> Option<&str> {
+    match object {
+        Some(AnyObject::ServiceAccount(sa)) => Some(sa.spec.as_ref().map(|s| s.cluster_role.as_str()).unwrap_or("")),
+        _ => None,
     }
 }
 
@@ -291,6 +313,35 @@ mod tests {
         let system = system.into_any();
         let f = Facts { owner: Owner::Tenant("a".into()), roles: &[], object: Some(&system) };
         assert!(matches!(decide(&carol, Verb::Create, &ServiceAccount::INFO, "n", "x", &f), Decision::Forbidden(_)));
+        assert!(matches!(
+            decide(&carol, Verb::CreateToken, &ServiceAccount::INFO, "n", "x", &f),
+            Decision::Forbidden(_)
+        ));
+        let mut peer = ServiceAccount::default();
+        peer.spec.get_or_insert_default().cluster_role = roles::TENANT_ADMIN.into();
+        let peer = peer.into_any();
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &[], object: Some(&peer) };
+        assert!(decide(&carol, Verb::Create, &ServiceAccount::INFO, "n", "x", &f).allowed());
+        assert!(decide(&carol, Verb::CreateToken, &ServiceAccount::INFO, "n", "x", &f).allowed());
+        // A namespace's admin can make neither such an account nor a token of one.
+        let ada = user("ada", "a", "");
+        let admin_role = [roles::ADMIN.to_string()];
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &admin_role, object: Some(&peer) };
+        for verb in [Verb::Create, Verb::Update, Verb::Apply, Verb::CreateToken] {
+            assert!(
+                matches!(decide(&ada, verb, &ServiceAccount::INFO, "n", "x", &f), Decision::Forbidden(_)),
+                "{verb:?}"
+            );
+        }
+        let plain = ServiceAccount::default().into_any();
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &admin_role, object: Some(&plain) };
+        assert!(decide(&ada, Verb::CreateToken, &ServiceAccount::INFO, "n", "x", &f).allowed());
+        // Status is the components'.
+        let mut u = User::default();
+        u.spec.get_or_insert_default().tenant = "a".into();
+        let u = u.into_any();
+        let f = Facts { owner: Owner::Tenant("a".into()), roles: &[], object: Some(&u) };
+        assert!(matches!(decide(&carol, Verb::UpdateStatus, &User::INFO, "", "bob", &f), Decision::Forbidden(_)));
     }
 
     #[test]

@@ -63,6 +63,19 @@ impl Identity {
     /// The password grant. Unknown users and wrong passwords get the same answer in about
     /// the same time; too many failures for a user or from an address get 429.
     pub async fn login(&self, username: &str, password: &str, from: IpAddr) -> ApiResult<Issued> {
+        let result = self.try_login(username, password, from).await;
+        let code = result.as_ref().map_or_else(|e| e.reason.http_status(), |_| 200);
+        let who = Caller {
+            user: username.to_string(),
+            client: Some(from),
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..Caller::anonymous("login")
+        };
+        self.registry.audit_request(&who, "login", "users", "", username, code);
+        result
+    }
+
+    async fn try_login(&self, username: &str, password: &str, from: IpAddr) -> ApiResult<Issued> {
         if let Err(wait) = self.limiter.check(username, from, Instant::now()) {
             return Err(too_many(wait));
         }
@@ -121,8 +134,16 @@ impl Identity {
             ));
         }
         let info = &ServiceAccount::INFO;
-        self.registry.authorize(caller, Verb::CreateToken, info, namespace, name, None).await?;
-        self.issue_for_service_account(namespace, name, ttl).await
+        // The account as stored: its role decides who may take a token of it.
+        let stored = match stratus_api::validation::validate_name(info, name) {
+            Ok(()) => self.registry.read_internal(info, namespace, name).await?,
+            Err(_) => None,
+        };
+        self.registry.authorize(caller, Verb::CreateToken, info, namespace, name, stored.as_ref()).await?;
+        let issued = self.issue_for_service_account(namespace, name, ttl).await;
+        let code = issued.as_ref().map_or_else(|e| e.reason.http_status(), |_| 201);
+        self.registry.audit_request(caller, Verb::CreateToken.as_str(), info.plural, namespace, name, code);
+        issued
     }
 
     /// A token for a service account, with no caller to authorise: for the API server's own

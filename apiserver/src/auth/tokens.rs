@@ -63,6 +63,9 @@ pub struct Tokens {
     store: Arc<dyn Store>,
     /// The key set and the store revision it was read at.
     keys: RwLock<Arc<(KeySet, i64)>>,
+    /// When a token naming an unknown key last made this server read the set again: at most once
+    /// a second, so that forged `kid`s cannot turn requests into store reads.
+    refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 pub fn now_secs() -> i64 {
@@ -94,7 +97,7 @@ impl Tokens {
                 }
             }
         };
-        Ok(Tokens { config, store, keys: RwLock::new(Arc::new(set)) })
+        Ok(Tokens { config, store, keys: RwLock::new(Arc::new(set)), refreshed: std::sync::Mutex::new(None) })
     }
 
     pub fn config(&self) -> &TokenConfig {
@@ -143,6 +146,16 @@ impl Tokens {
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         match self.verify_now(token) {
             Err(TokenError::UnknownKey(kid)) => {
+                let due = match self.refreshed.lock() {
+                    Ok(mut last) if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) => {
+                        *last = Some(std::time::Instant::now());
+                        true
+                    }
+                    _ => false,
+                };
+                if !due {
+                    return Err(TokenError::UnknownKey(kid));
+                }
                 if let Err(e) = self.refresh().await {
                     tracing::warn!(error = %e, "re-reading the signing keys failed");
                 }

@@ -53,6 +53,9 @@ impl Registry {
             start_after = Some(format!("{prefix}{after}"));
         }
         let mut items = Vec::new();
+        // The token continues after the last item returned, never after a key the caller may
+        // not see (its name would be in the token).
+        let mut last_returned = start_after.clone();
         loop {
             let page = self
                 .store
@@ -77,7 +80,7 @@ impl Registry {
                 {
                     if items.len() == limit {
                         // One more match exists: the page is full and continues after the last item.
-                        let last = start_after.unwrap_or_default();
+                        let last = last_returned.unwrap_or_default();
                         return Ok(ListPage {
                             items,
                             resource_version: page.revision.to_string(),
@@ -85,6 +88,7 @@ impl Registry {
                         });
                     }
                     items.push(redact(obj));
+                    last_returned = Some(kv.key.clone());
                 }
                 start_after = Some(kv.key);
             }

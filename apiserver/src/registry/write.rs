@@ -102,11 +102,12 @@ impl Registry {
             self.authorize(caller, Verb::Update, info, &namespace, &name, Some(current)).await?;
             stratus_api::knative::release_changed_annotations(&mut obj, current);
         }
+        // Authorised before it is validated: a caller learns nothing of what it may not see.
+        self.authorize(caller, Verb::Update, info, &namespace, &name, Some(&obj)).await?;
         prepare(&mut obj)?;
         if let Some((current, _)) = &stored {
             validate_update(&obj, current)?;
         }
-        self.authorize(caller, Verb::Update, info, &namespace, &name, Some(&obj)).await?;
         self.check_bounds(&obj)?;
         self.check_quota(&obj, false).await?;
         secure_password(&mut obj, stored.as_ref().map(|(c, _)| c)).await?;
