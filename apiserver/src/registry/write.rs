@@ -369,9 +369,13 @@ impl Registry {
 }
 
 /// Defaults and validates a client's object, with errors naming the fields.
+/// The rules of a change to what is stored: breaking one is 422, as for any change that cannot
+/// be made to this object (the fields named).
 fn validate_update(obj: &AnyObject, stored: &AnyObject) -> ApiResult<()> {
-    stratus_api::validation::validate_update(obj, stored)
-        .map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
+    stratus_api::validation::validate_update(obj, stored).map_err(|e| {
+        let invalid = ApiError::invalid(obj.info().kind, &obj.meta().name, e);
+        ApiError { reason: Reason::Unprocessable, ..invalid }
+    })
 }
 
 fn prepare(obj: &mut AnyObject) -> ApiResult<()> {
