@@ -15,6 +15,7 @@ pub mod patterns;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
+pub mod time;
 pub mod validation;
 pub mod wellknown;
 

@@ -1,7 +1,7 @@
 //! Times and durations as kubectl prints and parses them: ages (`5s`, `3m`, `2h`, `4d`),
 //! timestamps, and `--timeout` values (`60s`, `2m`, `1h30m`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use stratus_api::Timestamp;
 
@@ -57,36 +57,11 @@ fn with_remainder(major: i64, major_unit: &str, minor: i64, minor_unit: &str) ->
     if minor == 0 { format!("{major}{major_unit}") } else { format!("{major}{major_unit}{minor}{minor_unit}") }
 }
 
-/// Seconds since the Unix epoch (negative before it, which no clock here should say).
-pub fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
+pub use stratus_api::time::unix_seconds;
 
 /// `2025-01-02T15:04:05Z`: RFC 3339 in UTC, to the second.
 pub fn rfc3339(ts: &Timestamp) -> String {
-    let days = ts.seconds.div_euclid(86_400);
-    let secs = ts.seconds.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
-}
-
-/// The proleptic Gregorian date of a day number counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, exact over the whole range of `i64` days that a timestamp can hold).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    // d is 1..=31 and m 1..=12 by construction.
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    stratus_api::time::rfc3339(ts.seconds)
 }
 
 /// Go-style durations (`30s`, `2m`, `1h30m`), as kubectl reads them.
@@ -96,7 +71,7 @@ pub use stratus_api::duration::parse as parse_duration;
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
 

@@ -15,17 +15,28 @@ use common::*;
 use stratus_api::v1::Revision;
 use stratus_testkit::binary;
 
-fn revision(c: &Cluster, name: &str) -> impl Future<Output = Revision> {
+fn revision(c: &Cluster, namespace: &str, name: &str) -> impl Future<Output = Revision> {
     let client = c.client.clone();
-    let name = name.to_string();
-    async move { client.get("default", &name).await.unwrap() }
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    async move { client.get(&namespace, &name).await.unwrap() }
 }
 
-/// Waits until the revision's status satisfies `f`.
+/// Waits until the revision `default/name`'s status satisfies `f`.
 async fn wait_revision(c: &Cluster, name: &str, what: &str, f: impl Fn(&Revision) -> bool) -> Revision {
+    wait_revision_in(c, "default", name, what, f).await
+}
+
+/// Waits until the revision `namespace/name`'s status satisfies `f`.
+async fn wait_revision_in(
+    c: &Cluster,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    f: impl Fn(&Revision) -> bool,
+) -> Revision {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let r = revision(c, name).await;
+        let r = revision(c, namespace, name).await;
         if f(&r) {
             return r;
         }
@@ -128,7 +139,7 @@ async fn step_load_scales_to_the_kpa_value_and_back_without_errors() {
     let mut trickle: HashMap<u16, usize> = HashMap::new();
     loop {
         *trickle.entry(c.get(&host("step"), "/").await.0).or_default() += 1;
-        let r = revision(&c, "step-00001").await;
+        let r = revision(&c, "default", "step-00001").await;
         if desired(&r) <= 1 && ready_instances(&r) <= 1 {
             break;
         }
@@ -278,16 +289,9 @@ async fn load_past_the_tenants_quota_stops_at_the_quota() {
     })
     .await;
     eprintln!("busy: {:?}", rev.status.as_ref().map(|s| (s.desired_instances, s.actual_instances)));
-    let deadline = Instant::now() + PATIENCE;
-    let free_scaled = loop {
-        let free: Revision = c.client.get("roomy-ns", "free-00001").await.unwrap();
-        let actual = free.status.as_ref().map(|s| s.actual_instances).unwrap_or(0);
-        if actual > 2 {
-            break actual;
-        }
-        assert!(Instant::now() < deadline, "the other tenant's service never scaled past 2: {:?}", free.status);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let actual = |r: &Revision| r.status.as_ref().map(|s| s.actual_instances).unwrap_or(0);
+    let free = wait_revision_in(&c, "roomy-ns", "free-00001", "more than 2 instances", |r| actual(r) > 2).await;
+    let free_scaled = actual(&free);
     let busy = c.instances("stratus.dev/revision=busy-00001").await;
     let live = busy.iter().filter(|i| i.metadata.as_ref().is_some_and(|m| m.deletion_timestamp.is_none())).count();
     stop.store(true, Ordering::Relaxed);

@@ -139,7 +139,12 @@ impl Invokers {
                 *keys = Some(self.fetch().await?);
             }
             let Some(k) = keys.as_ref() else { return Err(Refusal::Unavailable("no keys".into())) };
-            let expect = Expect { issuer: &k.issuer, audience: &self.audience, now: now_secs(), leeway: LEEWAY_SECS };
+            let expect = Expect {
+                issuer: &k.issuer,
+                audience: &self.audience,
+                now: stratus_api::time::now_seconds(),
+                leeway: LEEWAY_SECS,
+            };
             match stratus_auth::verify(token, &k.jwks, &expect) {
                 Ok(claims) => return Ok(claims),
                 // A key made since the last fetch: fetch once more (at most every few seconds).
@@ -193,11 +198,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
-}
-
-fn now_secs() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// A plain GET over HTTP/1.1, the body as text.

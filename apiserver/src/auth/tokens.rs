@@ -8,7 +8,7 @@
 //! changes in the store and when a token names a key they do not know yet.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use stratus_auth::{Claims, Expect, KeySet, TokenError};
 use stratus_store::Store;
@@ -68,9 +68,7 @@ pub struct Tokens {
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
-pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0)
-}
+pub use stratus_api::time::now_seconds as now_secs;
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
