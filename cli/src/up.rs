@@ -70,8 +70,10 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     // One signal stops everything; the agent's containers keep running, to be adopted by the
     // next `stratus up`.
     let stopper = platform.stopper();
+    // The handler is installed here, before the banner says the platform is up.
+    let signal = stratus_support::shutdown_signal();
     tokio::spawn(async move {
-        stratus_support::shutdown_signal().await;
+        signal.await;
         stopper.stop();
     });
     let endpoint = &platform.endpoint;

@@ -10,18 +10,24 @@ pub fn init_tracing() {
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT), the two ways a service is asked to stop.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // SIGTERM's handler is installed now, not when the future is first polled: a signal that
+    // comes right after (a supervisor stopping a process that just started) is not the
+    // default action's, which would kill the process without a clean stop.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match term {
+            Some(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        // Without a SIGTERM handler, Ctrl-C still works.
-        Err(_) => {
-            let _ = ctrl_c.await;
+            // Without a SIGTERM handler, Ctrl-C still works.
+            None => {
+                let _ = ctrl_c.await;
+            }
         }
     }
 }
