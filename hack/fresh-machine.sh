@@ -141,6 +141,12 @@ mount_into tmpfs /tmp -t tmpfs
 mount_ro "$sysroot" /opt/rust
 mount_ro "$nextest" /opt/tools/cargo-nextest
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# debootstrap writes no /etc/hosts; every installed Debian has one naming localhost, and
+# chromedriver reaches the browser it starts at "localhost" (without it: "unable to connect to
+# renderer"). Write what the installer writes.
+if [ ! -e "$root/etc/hosts" ]; then
+  printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+fi
 # The site's own certificate authorities (an HTTPS proxy's, say) belong to the machine, not to
 # the project: a fresh machine here has them in its trust store.
 if [ -d /usr/local/share/ca-certificates ]; then
@@ -160,7 +166,7 @@ took
 
 inside() { # runs a command in the root, as root, with a clean environment
   chroot "$root" /usr/bin/env -i \
-    HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CARGO_TERM_COLOR=never \
+    HOME=/root USER=root LANG=C.UTF-8 TERM=dumb CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0 \
     PATH=/opt/rust/bin:/opt/tools:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     CARGO_HOME=/root/.cargo \
     /bin/bash -c "cd /src/stratus && $1"

@@ -6,6 +6,9 @@
 # command that is actually used, not the package's name (issue 8: `protoc` was there, but the
 # well-known `.proto` files it imports come from another package, and the build failed).
 #
+# `hack/install-deps.sh --bench` also installs what the benchmarks (hack/bench) run beside
+# Stratus: wrk and nginx.
+#
 # Idempotent: does nothing when everything is there. Fails with the name of the package that
 # could not be installed. Rust (cargo, rustc) is not installed here: install it with rustup.
 set -euo pipefail
@@ -23,7 +26,16 @@ deps=(
   "procps|cmd:kill|tests stop servers with kill -INT/-TERM to check graceful shutdown"
   "python3|cmd:python3|hack/schemathesis.sh runs Schemathesis (from PyPI) against the API's OpenAPI document"
   "python3-venv|file:/usr/lib/python3.11/ensurepip/__init__.py|hack/schemathesis.sh installs Schemathesis into a virtual environment of its own (python3 -m venv needs ensurepip)"
+  "chromium|cmd:chromium|the web console's tests (apiserver/tests/console.rs) drive a real headless Chromium"
+  "chromium-driver|file:/usr/bin/chromedriver|the console's tests talk WebDriver to Chromium through chromedriver"
 )
+
+if [ "${1:-}" = "--bench" ]; then
+  deps+=(
+    "wrk|cmd:wrk|stratus-bench gateway loads the gateway, nginx and the workload with wrk"
+    "nginx|cmd:nginx|stratus-bench gateway compares the gateway with nginx as a reverse proxy"
+  )
+fi
 
 have() { # $1: "cmd:NAME" or "file:PATH"
   case "$1" in

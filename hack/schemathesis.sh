@@ -31,19 +31,22 @@ target/debug/stratus-apiserver --listen "127.0.0.1:$port" --data-dir "$dir/data"
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 trap 'exit 130' INT TERM
+# The server speaks only HTTPS, with a certificate of the cluster CA it makes on first start.
+ca="$dir/data/pki/ca.crt"
+api="https://127.0.0.1:$port"
 for _ in $(seq 1 100); do
-  curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" && break
+  [ -f "$ca" ] && curl -fs --cacert "$ca" -o /dev/null "$api/readyz" && break
   sleep 0.1
 done
-curl -fs -o /dev/null "http://127.0.0.1:$port/readyz" || { cat "$dir/apiserver.log" >&2; echo "error: the API server did not start" >&2; exit 1; }
+curl -fs --cacert "$ca" -o /dev/null "$api/readyz" || { cat "$dir/apiserver.log" >&2; echo "error: the API server did not start" >&2; exit 1; }
 
 # Every request is authenticated: log in as the first admin (the OAuth password grant), and
 # fetch the document with the token (Schemathesis then reads it from the file).
-token="$(curl -fsS "http://127.0.0.1:$port/auth/token" \
+token="$(curl -fsS --cacert "$ca" "$api/auth/token" \
   --data-urlencode grant_type=password --data-urlencode username=admin \
   --data-urlencode "password=$(cat "$dir/admin-password")" \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
-curl -fsS -H "Authorization: Bearer $token" -o "$dir/openapi.json" "http://127.0.0.1:$port/openapi.json"
+curl -fsS --cacert "$ca" -H "Authorization: Bearer $token" -o "$dir/openapi.json" "$api/openapi.json"
 
 # From the temporary directory: Schemathesis keeps a cache of what failed in its working
 # directory, which does not belong in the repository.
@@ -56,6 +59,6 @@ cd "$dir"
 # One worker: with two threads, Hypothesis's lambda introspection can trip CPython 3.11's
 # non-thread-safe AST recursion counter ("AST constructor recursion depth mismatch"), a crash of
 # the tool that is no finding about the API.
-"$venv_st" --config-file "$config" run "$dir/openapi.json" --url "http://127.0.0.1:$port" \
+"$venv_st" --config-file "$config" run "$dir/openapi.json" --url "$api" --tls-verify "$ca" \
   --header "Authorization: Bearer $token" \
   --checks all --max-examples "$examples" --workers 1 --seed 1 --no-color --request-timeout 10 "$@"

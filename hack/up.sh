@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs Stratus on this machine: installs what is missing, builds the example
 # workload image into a local registry and the `stratus` CLI, and runs `stratus up` in the
-# foreground with the example services of manifests/ applied. Stop it with Ctrl-C (workloads
+# foreground with the example services of manifests/ applied. `stratus up` prints the web
+# console's URL (https://127.0.0.1:7070/ui) and how to log in as admin. Stop it with Ctrl-C (workloads
 # keep running; `stratus down` removes them). Data lives in ~/.stratus/data (override:
 # STRATUS_DATA_DIR).
 set -euo pipefail

@@ -35,6 +35,7 @@ pub fn apply(obj: &mut AnyObject) {
                 spec.count = 1;
             }
         }
+        AnyObject::Secret(secret) if secret.r#type.is_empty() => secret.r#type = "Opaque".into(),
         _ => {}
     }
 }
@@ -74,6 +75,9 @@ pub fn revision_spec(spec: &mut RevisionSpec) {
     for (i, c) in spec.containers.iter_mut().enumerate() {
         if c.name.is_empty() {
             c.name = if i == 0 { CONTAINER_NAME.to_string() } else { format!("container-{i}") };
+        }
+        if let Some(sc) = &mut c.security_context {
+            crate::pod_security::normalize(sc);
         }
         if c.image_pull_policy.is_empty() {
             c.image_pull_policy = "IfNotPresent".into();

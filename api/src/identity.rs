@@ -81,9 +81,113 @@ pub fn parse_service_account_user(user: &str) -> Option<(&str, &str)> {
     user.strip_prefix(SERVICE_ACCOUNT_PREFIX)?.split_once(':').filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
 }
 
+/// The prefix of a node's user name in its client certificate's common name.
+const NODE_PREFIX: &str = "system:node:";
+
+/// The group (the certificate's organisation) every node's certificate names.
+pub const NODES_GROUP: &str = "system:nodes";
+
+/// The user name of node `name`, as Kubernetes writes it: `system:node:NAME`; the common
+/// name of the node's client certificate.
+pub fn node_user(name: &str) -> String {
+    format!("{NODE_PREFIX}{name}")
+}
+
+/// The node a user name `system:node:NAME` names, when NAME is a valid Node name.
+pub fn parse_node_user(user: &str) -> Option<&str> {
+    user.strip_prefix(NODE_PREFIX).filter(|name| crate::validation::dns_subdomain(name).is_ok())
+}
+
+/// The common name of the API server's client certificate, which it presents to node agents
+/// (who answer no one else).
+pub const APISERVER_USER: &str = "system:apiserver";
+
+/// The group of the API server's client certificate.
+pub const APISERVERS_GROUP: &str = "system:apiservers";
+
+const GATEWAY_PREFIX: &str = "system:gateway:";
+
+/// The group (the certificate's organisation) of every gateway's client certificate.
+pub const GATEWAYS_GROUP: &str = "system:gateways";
+
+/// The common name of gateway `name`'s client certificate, which it presents to the
+/// autoscaler's demand service: `system:gateway:NAME`.
+pub fn gateway_user(name: &str) -> String {
+    format!("{GATEWAY_PREFIX}{name}")
+}
+
+/// The gateway a common name `system:gateway:NAME` names, when NAME is not empty.
+pub fn parse_gateway_user(user: &str) -> Option<&str> {
+    user.strip_prefix(GATEWAY_PREFIX).filter(|name| !name.is_empty())
+}
+
+/// What nodes and the API server exchange when a node joins (the JSON bodies of
+/// `POST /auth/bootstrap-tokens` and `POST /auth/node-certificate`; see docs/api.md).
+pub mod join {
+    use serde::{Deserialize, Serialize};
+
+    /// Where the cluster CA's certificate is served, to anyone.
+    pub const CA_PATH: &str = "/.well-known/stratus-ca.crt";
+    /// Where a node asks for its client certificate (with a bootstrap token, or its current
+    /// certificate).
+    pub const NODE_CERTIFICATE_PATH: &str = "/auth/node-certificate";
+    /// Where an admin makes bootstrap tokens.
+    pub const BOOTSTRAP_TOKENS_PATH: &str = "/auth/bootstrap-tokens";
+
+    /// What an admin asks of a bootstrap token.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", default)]
+    pub struct BootstrapTokenRequest {
+        /// 0: an hour.
+        pub ttl_seconds: u64,
+        /// How many nodes may join with it; 0: one.
+        pub uses: u32,
+        pub description: String,
+    }
+
+    /// A new bootstrap token, as its maker sees it once.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct BootstrapToken {
+        /// `ID.SECRET`.
+        pub token: String,
+        /// Seconds since the epoch.
+        pub expires: i64,
+        pub uses: u32,
+    }
+
+    /// What a node sends to be given a certificate.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct NodeCertificateRequest {
+        pub node_name: String,
+        /// A PEM PKCS#10 request for `CN=system:node:NODE_NAME`.
+        pub csr: String,
+    }
+
+    /// What a node is given: its certificate and the CA that signed it (and the API's).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct NodeCertificate {
+        pub certificate: String,
+        pub ca: String,
+        /// Seconds since the epoch.
+        pub expires: i64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_names_round_trip() {
+        assert_eq!(node_user("n1"), "system:node:n1");
+        assert_eq!(parse_node_user(&node_user("worker-1.example")), Some("worker-1.example"));
+        for other in ["n1", "system:node:", "system:node:Bad_Name", "system:serviceaccount:a:b", "system:node:a/b"] {
+            assert_eq!(parse_node_user(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn service_account_names_round_trip() {

@@ -4,6 +4,7 @@
 //! shape everywhere: protobuf over gRPC and in the store, proto3 JSON (camelCase, the Kubernetes
 //! layout of apiVersion/kind/metadata/spec/status) over HTTP and in YAML manifests.
 
+pub mod billing;
 pub mod capacity;
 pub mod decode;
 pub mod defaults;
@@ -11,7 +12,9 @@ pub mod duration;
 pub mod identity;
 mod json_numbers;
 pub mod knative;
+pub mod node;
 pub mod patterns;
+pub mod pod_security;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
@@ -49,6 +52,17 @@ pub fn serving_container(containers: &[Container]) -> Option<&Container> {
 /// Everything done to an object before it is stored: Knative/Cloud Run annotations become spec
 /// fields, defaults are filled, and the result is validated.
 pub fn prepare(obj: &mut AnyObject) -> Result<(), validation::ErrorList> {
+    prepare_with(obj, None)
+}
+
+/// [`prepare`] for an object that replaces `stored` (an update or an apply): validated with
+/// [`validation::validate_replacing`], so that a container whose `securityContext` is unchanged
+/// is not held to Pod Security rules made after it was stored.
+pub fn prepare_replacing(obj: &mut AnyObject, stored: &AnyObject) -> Result<(), validation::ErrorList> {
+    prepare_with(obj, Some(stored))
+}
+
+fn prepare_with(obj: &mut AnyObject, stored: Option<&AnyObject>) -> Result<(), validation::ErrorList> {
     if let AnyObject::Service(svc) = obj
         && let Some(template) = svc.spec.as_mut().and_then(|s| s.template.as_mut())
     {
@@ -57,5 +71,8 @@ pub fn prepare(obj: &mut AnyObject) -> Result<(), validation::ErrorList> {
         knative::apply_annotations(spec, &annotations, "spec.template.metadata.annotations")?;
     }
     defaults::apply(obj);
-    validation::validate(obj)
+    match stored {
+        Some(stored) => validation::validate_replacing(obj, stored),
+        None => validation::validate(obj),
+    }
 }

@@ -49,9 +49,14 @@ pub trait Resource:
 
 static EMPTY_META: LazyLock<ObjectMeta> = LazyLock::new(ObjectMeta::default);
 
+/// Implements [`Resource`] and the methods of [`AnyObject`] for every kind. A kind's `spec`
+/// fields are what its writers ask for (compared and copied by updates; a change bumps the
+/// generation), its `status` fields what controllers report: for most kinds the one field of
+/// each name, for a Secret (shaped as Kubernetes') `data` and `type` and no status.
 macro_rules! kinds {
     ($( $variant:ident => $ty:ident { plural: $plural:literal, singular: $singular:literal,
-        short: [$($short:literal),*], namespaced: $ns:literal } ),+ $(,)?) => {
+        short: [$($short:literal),*], namespaced: $ns:literal,
+        spec: [$($spec:ident),+], status: [$($status:ident),*] } ),+ $(,)?) => {
         $(
             impl Resource for v1::$ty {
                 const INFO: KindInfo = KindInfo {
@@ -158,7 +163,7 @@ macro_rules! kinds {
             /// Whether the specs of two objects of the same kind are equal.
             pub fn spec_eq(&self, other: &AnyObject) -> bool {
                 match (self, other) {
-                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.spec == b.spec,)+
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => true $(&& a.$spec == b.$spec)+,)+
                     _ => false,
                 }
             }
@@ -166,7 +171,7 @@ macro_rules! kinds {
             /// Whether the statuses of two objects of the same kind are equal.
             pub fn status_eq(&self, other: &AnyObject) -> bool {
                 match (self, other) {
-                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.status == b.status,)+
+                    $((AnyObject::$variant(_a), AnyObject::$variant(_b)) => true $(&& _a.$status == _b.$status)*,)+
                     _ => false,
                 }
             }
@@ -174,7 +179,7 @@ macro_rules! kinds {
             /// Replaces this object's status with `other`'s (same kind; otherwise nothing).
             pub fn copy_status_from(&mut self, other: &AnyObject) {
                 match (self, other) {
-                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.status = b.status.clone(),)+
+                    $((AnyObject::$variant(_a), AnyObject::$variant(_b)) => { $(_a.$status = _b.$status.clone();)* })+
                     _ => {}
                 }
             }
@@ -182,31 +187,37 @@ macro_rules! kinds {
             /// Replaces this object's spec with `other`'s (same kind; otherwise nothing).
             pub fn copy_spec_from(&mut self, other: &AnyObject) {
                 match (self, other) {
-                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => a.spec = b.spec.clone(),)+
+                    $((AnyObject::$variant(a), AnyObject::$variant(b)) => { $(a.$spec = b.$spec.clone();)+ })+
                     _ => {}
                 }
             }
 
             pub fn clear_status(&mut self) {
-                match self { $(AnyObject::$variant(o) => o.status = None),+ }
+                match self { $(AnyObject::$variant(_o) => { $(_o.$status = Default::default();)* })+ }
             }
         }
     };
 }
 
 kinds! {
-    Namespace => Namespace { plural: "namespaces", singular: "namespace", short: ["ns"], namespaced: false },
-    Tenant => Tenant { plural: "tenants", singular: "tenant", short: [], namespaced: false },
-    Service => Service { plural: "services", singular: "service", short: ["svc", "ksvc"], namespaced: true },
-    Revision => Revision { plural: "revisions", singular: "revision", short: ["rev"], namespaced: true },
-    Instance => Instance { plural: "instances", singular: "instance", short: ["inst"], namespaced: true },
-    Node => Node { plural: "nodes", singular: "node", short: ["no"], namespaced: false },
-    Lease => Lease { plural: "leases", singular: "lease", short: [], namespaced: true },
-    Endpoints => Endpoints { plural: "endpoints", singular: "endpoints", short: ["ep"], namespaced: true },
-    Event => Event { plural: "events", singular: "event", short: ["ev"], namespaced: true },
-    User => User { plural: "users", singular: "user", short: [], namespaced: false },
-    ServiceAccount => ServiceAccount { plural: "serviceaccounts", singular: "serviceaccount", short: ["sa"], namespaced: true },
-    RoleBinding => RoleBinding { plural: "rolebindings", singular: "rolebinding", short: ["rb"], namespaced: true },
+    Namespace => Namespace { plural: "namespaces", singular: "namespace", short: ["ns"], namespaced: false, spec: [spec], status: [status] },
+    Tenant => Tenant { plural: "tenants", singular: "tenant", short: [], namespaced: false, spec: [spec], status: [status] },
+    Service => Service { plural: "services", singular: "service", short: ["svc", "ksvc"], namespaced: true, spec: [spec], status: [status] },
+    Revision => Revision { plural: "revisions", singular: "revision", short: ["rev"], namespaced: true, spec: [spec], status: [status] },
+    Instance => Instance { plural: "instances", singular: "instance", short: ["inst"], namespaced: true, spec: [spec], status: [status] },
+    Node => Node { plural: "nodes", singular: "node", short: ["no"], namespaced: false, spec: [spec], status: [status] },
+    Lease => Lease { plural: "leases", singular: "lease", short: [], namespaced: true, spec: [spec], status: [status] },
+    Endpoints => Endpoints { plural: "endpoints", singular: "endpoints", short: ["ep"], namespaced: true, spec: [spec], status: [status] },
+    Event => Event { plural: "events", singular: "event", short: ["ev"], namespaced: true, spec: [spec], status: [status] },
+    User => User { plural: "users", singular: "user", short: [], namespaced: false, spec: [spec], status: [status] },
+    ServiceAccount => ServiceAccount { plural: "serviceaccounts", singular: "serviceaccount", short: ["sa"], namespaced: true, spec: [spec], status: [status] },
+    RoleBinding => RoleBinding { plural: "rolebindings", singular: "rolebinding", short: ["rb"], namespaced: true, spec: [spec], status: [status] },
+    Secret => Secret { plural: "secrets", singular: "secret", short: [], namespaced: true, spec: [data, r#type], status: [] },
+    PriceList => PriceList { plural: "pricelists", singular: "pricelist", short: [], namespaced: false, spec: [spec], status: [status] },
+    UsageReport => UsageReport { plural: "usagereports", singular: "usagereport", short: [], namespaced: false, spec: [spec], status: [status] },
+    LedgerEntry => LedgerEntry { plural: "ledgerentries", singular: "ledgerentry", short: [], namespaced: false, spec: [spec], status: [status] },
+    Invoice => Invoice { plural: "invoices", singular: "invoice", short: [], namespaced: false, spec: [spec], status: [status] },
+    Budget => Budget { plural: "budgets", singular: "budget", short: [], namespaced: false, spec: [spec], status: [status] },
 }
 
 /// The kind that `name` names (kind, plural, singular or short name, any case).

@@ -35,9 +35,21 @@ fn date_of(seconds: i64) -> (String, i64) {
     (format!("{y:04}-{m:02}-{d:02}"), seconds.rem_euclid(86_400))
 }
 
+/// The day number, counted from 1970-01-01, of a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`, the inverse of [`civil_from_days`]). `m` is 1..=12.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let (m, d) = (i64::from(m), i64::from(d));
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// The proleptic Gregorian date of a day number counted from 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, exact over the whole range of `i64` days that a timestamp can hold).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -60,6 +72,10 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(20_791), (2026, 12, 4));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        for days in [-800_000, -1, 0, 59, 11_016, 20_791, 2_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
         assert_eq!(rfc3339(86_399), "1970-01-01T23:59:59Z");
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_500);
         assert_eq!(rfc3339_millis(t), "1970-01-01T00:00:01.500Z");

@@ -274,6 +274,22 @@ pub fn validate_update(new: &AnyObject, stored: &AnyObject) -> Result<(), ErrorL
     errs.into_result()
 }
 
+/// The tenant a billing object belongs to: required, a DNS label.
+fn tenant_of(tenant: &str, errs: &mut ErrorList) {
+    match dns_label(tenant) {
+        Ok(()) => {}
+        Err(_) if tenant.is_empty() => errs.push("spec.tenant", "is required"),
+        Err(e) => errs.push("spec.tenant", e),
+    }
+}
+
+/// An exact decimal, as invoices write their sums (which can have more than 9 places).
+fn exact_decimal(v: &str) -> bool {
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, "0"));
+    !int.is_empty() && !frac.is_empty() && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+}
+
 /// Validates a whole object: metadata and the kind's own rules.
 pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
     let mut errs = ErrorList::default();
@@ -337,6 +353,81 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                         }
                     }
                 }
+            }
+        }
+        AnyObject::PriceList(p) => match &p.spec {
+            Some(spec) => {
+                crate::billing::Prices::parse(spec, "spec", &mut errs);
+            }
+            None => errs.push("spec", "is required"),
+        },
+        AnyObject::UsageReport(r) => match &r.spec {
+            Some(spec) => {
+                let now = crate::time::now_seconds().saturating_mul(1000);
+                crate::billing::validate_report(&obj.meta().name, spec, now, &mut errs);
+            }
+            None => errs.push("spec", "is required"),
+        },
+        AnyObject::LedgerEntry(l) => {
+            let spec = l.spec.clone().unwrap_or_default();
+            tenant_of(&spec.tenant, &mut errs);
+            for (field, v) in [
+                ("cpuMillicoreMillis", &spec.cpu_millicore_millis),
+                ("memoryKibMillis", &spec.memory_kib_millis),
+                ("adjustmentCpuMillicoreMillis", &spec.adjustment_cpu_millicore_millis),
+                ("adjustmentMemoryKibMillis", &spec.adjustment_memory_kib_millis),
+            ] {
+                if !v.is_empty() && v.parse::<u128>().is_err() {
+                    errs.push(format!("spec.{field}"), format!("{v:?} is not a whole number"));
+                }
+            }
+        }
+        AnyObject::Invoice(i) => {
+            let spec = i.spec.clone().unwrap_or_default();
+            tenant_of(&spec.tenant, &mut errs);
+            for (field, v) in [("subtotal", &spec.subtotal), ("freeTier", &spec.free_tier), ("total", &spec.total)] {
+                if !v.is_empty() && v.parse::<crate::billing::Amount>().is_err() && !exact_decimal(v) {
+                    errs.push(format!("spec.{field}"), format!("{v:?} is not a decimal amount"));
+                }
+            }
+        }
+        AnyObject::Budget(b) => {
+            let spec = b.spec.clone().unwrap_or_default();
+            tenant_of(&spec.tenant, &mut errs);
+            match spec.amount.parse::<crate::billing::Amount>() {
+                Ok(a) if a.0 > 0 => {}
+                Ok(_) => errs.push("spec.amount", "must be more than zero"),
+                Err(e) => errs.push("spec.amount", e),
+            }
+            if spec.thresholds.is_empty() {
+                errs.push("spec.thresholds", "name at least one percentage, e.g. [50, 90, 100]");
+            }
+            if spec.thresholds.iter().any(|t| !(1..=1000).contains(t)) {
+                errs.push("spec.thresholds", "each is a percentage of the amount, 1..1000");
+            }
+            if spec.thresholds.windows(2).any(|w| w[0] >= w[1]) {
+                errs.push("spec.thresholds", "must be in increasing order, each once");
+            }
+            let webhook = !spec.webhook_url.is_empty();
+            if webhook && !(spec.webhook_url.starts_with("https://") || spec.webhook_url.starts_with("http://")) {
+                errs.push("spec.webhookUrl", "must be an http:// or https:// URL");
+            }
+            match (&spec.webhook_secret_ref, webhook) {
+                (None, true) => {
+                    errs.push("spec.webhookSecretRef", "is required with a webhook: calls are signed with its key")
+                }
+                (Some(_), false) => errs.push("spec.webhookSecretRef", "is only for a webhook"),
+                (Some(r), true) => {
+                    for (field, v) in [("namespace", &r.namespace), ("name", &r.name)] {
+                        if let Err(e) = dns_subdomain(v) {
+                            errs.push(format!("spec.webhookSecretRef.{field}"), e);
+                        }
+                    }
+                    if let Err(e) = secret_key(&r.key) {
+                        errs.push("spec.webhookSecretRef.key", e);
+                    }
+                }
+                (None, false) => {}
             }
         }
         AnyObject::Lease(l) => {
@@ -411,6 +502,7 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                 }
             }
         }
+        AnyObject::Secret(secret) => validate_secret_data(&secret.data, &mut errs),
         AnyObject::Event(ev) => {
             let spec = ev.spec.clone().unwrap_or_default();
             if spec.reason.is_empty() {
@@ -422,6 +514,57 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
         }
     }
     errs.into_result()
+}
+
+/// [`validate`] for an object that replaces `stored` (an update, an apply, a status write, a
+/// finalizer removed): the same rules, except the Pod Security rules ([`crate::pod_security`])
+/// for a container whose `securityContext` is the one `stored` has at the same place (capability
+/// names compared in their canonical form).
+///
+/// An object stored before those rules existed, or before they were tightened, would otherwise
+/// fail every later write, its status and its finalizers included, and its deletion would never
+/// finish. What is new must still follow the rules: a changed `securityContext`, a container
+/// added or moved, and every object created (a Revision made from such a Service's template
+/// is refused).
+pub fn validate_replacing(obj: &AnyObject, stored: &AnyObject) -> Result<(), ErrorList> {
+    let Err(errs) = validate(obj) else { return Ok(()) };
+    let kept = unchanged_security_contexts(obj, stored);
+    let under = |path: &str, prefix: &str| {
+        path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+    };
+    let errs = errs.0.into_iter().filter(|e| !kept.iter().any(|p| under(&e.path, p))).collect();
+    ErrorList(errs).into_result()
+}
+
+/// The paths (`spec.containers[0].securityContext`) of the containers of `obj` whose
+/// `securityContext` is set and equal to that of `stored`'s container at the same index.
+fn unchanged_security_contexts(obj: &AnyObject, stored: &AnyObject) -> Vec<String> {
+    let (Some((path, new)), Some((_, old))) = (containers_of(obj), containers_of(stored)) else { return Vec::new() };
+    let canonical = |c: &Container| {
+        c.security_context.clone().map(|mut sc| {
+            crate::pod_security::normalize(&mut sc);
+            sc
+        })
+    };
+    new.iter()
+        .zip(old)
+        .enumerate()
+        .filter(|(_, (n, o))| n.security_context.is_some() && canonical(n) == canonical(o))
+        .map(|(i, _)| format!("{path}[{i}].securityContext"))
+        .collect()
+}
+
+/// The containers of `obj` and the path of their list, for the kinds that have containers.
+fn containers_of(obj: &AnyObject) -> Option<(&'static str, &[Container])> {
+    match obj {
+        AnyObject::Service(s) => {
+            let spec = s.spec.as_ref()?.template.as_ref()?.spec.as_ref()?;
+            Some(("spec.template.spec.containers", spec.containers.as_slice()))
+        }
+        AnyObject::Revision(r) => Some(("spec.containers", r.spec.as_ref()?.containers.as_slice())),
+        AnyObject::Instance(i) => Some(("spec.containers", i.spec.as_ref()?.containers.as_slice())),
+        _ => None,
+    }
 }
 
 fn validate_service_spec(spec: &ServiceSpec, errs: &mut ErrorList) {
@@ -590,6 +733,9 @@ fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
                 format!("{} is set by the platform and cannot be set here", e.name),
             );
         }
+        if let Some(from) = &e.value_from {
+            validate_env_source(from, !e.value.is_empty(), &format!("{p}.env[{i}]"), errs);
+        }
     }
     if let Some(r) = &c.resources {
         for (field, map) in [("limits", &r.limits), ("requests", &r.requests)] {
@@ -621,12 +767,58 @@ fn validate_container(c: &Container, p: &str, errs: &mut ErrorList) {
         }
     }
     if let Some(sc) = &c.security_context {
-        if sc.run_as_user.is_some_and(|u| u < 0) {
-            errs.push(format!("{p}.securityContext.runAsUser"), "must not be negative");
+        crate::pod_security::validate(sc, &format!("{p}.securityContext"), errs);
+    }
+}
+
+/// The most bytes a Secret's keys and values take together, as Kubernetes.
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// Checks a Secret key as Kubernetes does: letters, digits, '-', '_' and '.', at most 253
+/// characters, and neither "." nor "..".
+pub fn secret_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("a key must not be empty".into());
+    }
+    if key.len() > 253 {
+        return Err(format!("{key:?} is longer than 253 characters"));
+    }
+    let chars = key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !chars || key == "." || key == ".." {
+        return Err(format!(
+            "{key:?} is not a valid key: use letters, digits, '-', '_' and '.' (and not \".\" or \"..\")"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_secret_data(data: &std::collections::BTreeMap<String, String>, errs: &mut ErrorList) {
+    for key in data.keys() {
+        if let Err(e) = secret_key(key) {
+            errs.push(format!("data[{key:?}]"), e);
         }
-        if sc.allow_privilege_escalation == Some(true) {
-            errs.push(format!("{p}.securityContext.allowPrivilegeEscalation"), "privilege escalation is not allowed");
-        }
+    }
+    let size: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > MAX_SECRET_BYTES {
+        errs.push("data", format!("takes {size} bytes, more than the {MAX_SECRET_BYTES} a Secret may hold"));
+    }
+}
+
+/// `valueFrom` of the variable at `p`; `has_value` when it has a `value` too.
+fn validate_env_source(from: &crate::v1::EnvVarSource, has_value: bool, p: &str, errs: &mut ErrorList) {
+    if has_value {
+        errs.push(format!("{p}.valueFrom"), "may not be given together with value: give one or the other");
+    }
+    let Some(secret) = &from.secret_key_ref else {
+        errs.push(format!("{p}.valueFrom.secretKeyRef"), "is required (the only source of a value)");
+        return;
+    };
+    if let Err(e) = dns_subdomain(&secret.name) {
+        errs.push(format!("{p}.valueFrom.secretKeyRef.name"), e);
+    }
+    if let Err(e) = secret_key(&secret.key) {
+        let e = if secret.key.is_empty() { "is required".to_string() } else { e };
+        errs.push(format!("{p}.valueFrom.secretKeyRef.key"), e);
     }
 }
 

@@ -233,3 +233,89 @@ spec:
     let errs = validate_update(&with("hello-blue", "two"), &stored).unwrap_err().to_string();
     assert!(errs.starts_with("spec.template.metadata.name: revision \"hello-blue\" already names"), "{errs}");
 }
+
+/// Env from a Secret, as Knative and Cloud Run write it (Cloud Run's `key: latest` included).
+const KNATIVE_SECRET_ENV: &str = r#"
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: app
+spec:
+  template:
+    spec:
+      containers:
+        - image: example.com/app
+          env:
+            - name: DB_PASSWORD
+              valueFrom:
+                secretKeyRef:
+                  name: db
+                  key: password
+            - name: API_KEY
+              valueFrom:
+                secretKeyRef: {name: api, key: latest, optional: true}
+            - name: PLAIN
+              value: x
+"#;
+
+#[test]
+fn env_from_secrets_decodes_in_knative_and_native_manifests() {
+    for manifest in
+        [KNATIVE_SECRET_ENV.to_string(), KNATIVE_SECRET_ENV.replace("serving.knative.dev/v1", "stratus.dev/v1")]
+    {
+        let Ok(AnyObject::Service(svc)) = one(&manifest) else { panic!("{manifest} is refused") };
+        let env = &svc.spec.unwrap().template.unwrap().spec.unwrap().containers[0].env;
+        let secret = |i: usize| env[i].value_from.as_ref().and_then(|f| f.secret_key_ref.clone()).unwrap();
+        assert_eq!((secret(0).name.as_str(), secret(0).key.as_str(), secret(0).optional), ("db", "password", None));
+        assert_eq!(
+            (secret(1).name.as_str(), secret(1).key.as_str(), secret(1).optional),
+            ("api", "latest", Some(true))
+        );
+        assert!(env[0].value.is_empty());
+        assert_eq!((env[2].value.as_str(), env[2].value_from.is_none()), ("x", true));
+    }
+}
+
+#[test]
+fn env_takes_a_value_or_a_secret_reference_not_both() {
+    let env = |item: &str| {
+        format!(
+            "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {{name: app}}\n\
+             spec: {{template: {{spec: {{containers: [{{image: x, env: [{item}]}}]}}}}}}\n"
+        )
+    };
+    let both = err(&env("{name: A, value: v, valueFrom: {secretKeyRef: {name: s, key: k}}}"));
+    assert!(
+        both.contains("spec.template.spec.containers[0].env[0].valueFrom: may not be given together with value"),
+        "{both}"
+    );
+    let no_source = err(&env("{name: A, valueFrom: {}}"));
+    assert!(no_source.contains("env[0].valueFrom.secretKeyRef: is required"), "{no_source}");
+    let bad_ref = err(&env("{name: A, valueFrom: {secretKeyRef: {name: Not_A_Name, key: 'a/b'}}}"));
+    assert!(bad_ref.contains("env[0].valueFrom.secretKeyRef.name: \"Not_A_Name\" is not a DNS subdomain"), "{bad_ref}");
+    assert!(bad_ref.contains("env[0].valueFrom.secretKeyRef.key: \"a/b\" is not a valid key"), "{bad_ref}");
+    let no_key = err(&env("{name: A, valueFrom: {secretKeyRef: {name: s}}}"));
+    assert!(no_key.contains("env[0].valueFrom.secretKeyRef.key: is required"), "{no_key}");
+}
+
+#[test]
+fn secrets_take_kubernetes_keys_and_at_most_a_mebibyte() {
+    let secret =
+        |data: &str| format!("apiVersion: stratus.dev/v1\nkind: Secret\nmetadata: {{name: db}}\ndata: {data}\n");
+    let Ok(AnyObject::Secret(s)) = one(&secret("{password: hunter2, .env: 'A=1', tls.crt: x, a-b_c: y}")) else {
+        panic!("a good secret is refused")
+    };
+    assert_eq!(s.data["password"], "hunter2");
+    assert_eq!(s.r#type, "Opaque");
+    assert_eq!(s.metadata.as_ref().unwrap().namespace, "default");
+    for (key, why) in [("a/b", "is not a valid key"), ("..", "is not a valid key"), ("'sp ace'", "is not a valid key")]
+    {
+        let e = err(&secret(&format!("{{{key}: v}}")));
+        assert!(e.contains("data[") && e.contains(why), "{key}: {e}");
+    }
+    let long = "k".repeat(254);
+    assert!(err(&secret(&format!("{{{long}: v}}"))).contains("is longer than 253 characters"));
+    let big = "v".repeat(stratus_api::validation::MAX_SECRET_BYTES);
+    let e = err(&secret(&format!("{{k: {big}}}")));
+    assert!(e.contains("data: takes 1048577 bytes, more than the 1048576 a Secret may hold"), "{e}");
+}

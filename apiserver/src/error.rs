@@ -41,7 +41,7 @@ impl Reason {
     pub fn http_status(self) -> u16 {
         match self {
             // Kubernetes answers 400 for the logs of a pod whose container is not running yet.
-            Reason::BadRequest | Reason::Invalid | Reason::FailedPrecondition => 400,
+            Reason::BadRequest | Reason::FailedPrecondition => 400,
             Reason::Unauthorized => 401,
             Reason::Forbidden => 403,
             Reason::NotFound => 404,
@@ -51,7 +51,8 @@ impl Reason {
             Reason::MethodNotAllowed => 405,
             Reason::UnsupportedMediaType => 415,
             Reason::RequestEntityTooLarge => 413,
-            Reason::Unprocessable => 422,
+            // As Kubernetes: a well-formed object that breaks a rule is 422 (reason Invalid).
+            Reason::Invalid | Reason::Unprocessable => 422,
             Reason::ServiceUnavailable => 503,
             Reason::InternalError => 500,
         }

@@ -9,7 +9,7 @@
 //!   listed origins are answered with the CORS headers, anything else gets 403.
 //! - **"Simple" requests.** A cross-site form or `fetch` can POST `text/plain` without a
 //!   preflight. Writes (POST, PUT, PATCH) must say their body is JSON, YAML or a merge patch (the
-//!   token endpoint: a form; gRPC: gRPC), else 415.
+//!   token endpoint: a form; an image upload: a tar; gRPC: gRPC), else 415.
 
 use std::sync::Arc;
 
@@ -119,8 +119,13 @@ pub async fn layer(State(config): State<Arc<GuardConfig>>, req: Request, next: N
     let has_body = axum::body::HttpBody::size_hint(req.body()).exact() != Some(0);
     if write && has_body && !grpc {
         let form_ok = req.uri().path() == "/auth/token";
+        let tar_ok = req.method() == Method::POST && crate::images::is_upload_path(req.uri().path());
         let ok = match media_type(req.headers()) {
-            Some(t) => WRITE_TYPES.contains(&t.as_str()) || (form_ok && t == "application/x-www-form-urlencoded"),
+            Some(t) => {
+                WRITE_TYPES.contains(&t.as_str())
+                    || (form_ok && t == "application/x-www-form-urlencoded")
+                    || (tar_ok && t == crate::images::ARCHIVE_TYPE)
+            }
             None => false,
         };
         if !ok {

@@ -57,9 +57,17 @@ pub fn router(registry: Registry, logs: Logs) -> Router {
         .with_state(Http { registry, logs, openapi })
 }
 
+/// 200 while the store answers and can take writes; 503 naming the reason when it cannot (a
+/// full disk under the embedded store, an etcd alarm), so that a load balancer stops sending
+/// writes here until it recovers.
 async fn readyz(State(s): State<Http>) -> Response {
-    match s.registry.store().current_revision().await {
-        Ok(_) => "ok".into_response(),
+    let store = s.registry.store();
+    let health = match store.current_revision().await {
+        Ok(_) => store.health().await,
+        Err(e) => Err(e),
+    };
+    match health {
+        Ok(()) => "ok".into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("storage not ready: {e}\n")).into_response(),
     }
 }

@@ -12,6 +12,7 @@ use axum::Router;
 use stratus_api::Resource;
 use stratus_api::v1::auth_service_server::AuthServiceServer;
 use stratus_api::v1::resource_service_server::ResourceServiceServer;
+use stratus_api::v1::traffic_metrics_server::TrafficMetricsServer;
 use stratus_api::v1::{User, UserSpec};
 use stratus_store::Store;
 use tonic::server::NamedService;
@@ -19,16 +20,20 @@ use tower::ServiceExt;
 
 pub mod audit;
 pub mod auth;
+pub mod console;
+pub mod encryption;
 pub mod error;
 pub mod grpc;
 pub mod guard;
 pub mod http;
+pub mod images;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod traffic;
 
 pub use registry::Registry;
 
@@ -53,8 +58,18 @@ pub enum Error {
         #[source]
         source: stratus_store::Error,
     },
+    #[error("reading {path} for TLS to etcd failed: {source}")]
+    EtcdTlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating the default namespace failed: {0}")]
     Bootstrap(#[source] error::ApiError),
+    #[error("re-encrypting secrets with the primary encryption key failed: {0}")]
+    Reencrypt(#[source] error::ApiError),
+    #[error("loading the encryption keys failed: {0}")]
+    EncryptionKeys(#[source] encryption::Error),
     #[error("loading the token signing keys failed: {0}")]
     Keys(#[source] error::ApiError),
     #[error("creating the first admin failed: {0}")]
@@ -79,6 +94,14 @@ pub enum Error {
     },
     #[error("setting up gRPC reflection failed: {0}")]
     Reflection(#[source] tonic_reflection::server::Error),
+    #[error("reading {path}, of the client certificate for agents, failed: {source}")]
+    AgentTlsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the client certificate for agents: {0}")]
+    AgentTls(String),
     #[error("serving failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -88,8 +111,19 @@ pub enum Error {
 pub enum StoreOptions {
     /// A crash-safe store in a local directory: the default, for one machine.
     Embedded { data_dir: PathBuf },
-    /// An etcd v3 cluster, for several API servers and high availability.
-    Etcd { endpoints: Vec<String> },
+    /// An etcd v3 cluster, for several API servers and high availability; over TLS when `tls`
+    /// is given (then the endpoints are `https://`).
+    Etcd { endpoints: Vec<String>, tls: Option<EtcdTlsFiles> },
+}
+
+/// The PEM files of TLS to etcd, as kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and
+/// `--etcd-keyfile`. They are read when the store is opened.
+#[derive(Debug, Clone)]
+pub struct EtcdTlsFiles {
+    /// The CA bundle etcd's serving certificate must chain to.
+    pub ca_cert: PathBuf,
+    /// The client certificate and its key, for an etcd started with `--client-cert-auth`.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// Opens the configured store.
@@ -101,13 +135,24 @@ pub async fn open_store(opts: &StoreOptions) -> Result<Arc<dyn Store>, Error> {
                 .map_err(|source| Error::OpenEmbedded { dir: data_dir.clone(), source })?;
             Ok(store)
         }
-        StoreOptions::Etcd { endpoints } => {
-            let store = stratus_store::etcd::EtcdStore::connect(endpoints)
+        StoreOptions::Etcd { endpoints, tls } => {
+            let tls = tls.as_ref().map(read_etcd_tls).transpose()?;
+            let store = stratus_store::etcd::EtcdStore::connect_with(endpoints, tls.as_ref())
                 .await
                 .map_err(|source| Error::ConnectEtcd { endpoints: endpoints.join(","), source })?;
             Ok(store)
         }
     }
+}
+
+/// Reads the files of TLS to etcd.
+fn read_etcd_tls(files: &EtcdTlsFiles) -> Result<stratus_store::etcd::EtcdTls, Error> {
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|source| Error::EtcdTlsFile { path: path.clone(), source });
+    let identity = match &files.client {
+        Some((cert, key)) => Some((read(cert)?, read(key)?)),
+        None => None,
+    };
+    Ok(stratus_store::etcd::EtcdTls { ca_pem: read(&files.ca_cert)?, identity })
 }
 
 /// How an API server is set up beyond its store.
@@ -120,6 +165,39 @@ pub struct Config {
     pub audit: Option<audit::AuditConfig>,
     /// The largest minInstances, maxInstances and initialScale a revision may ask for.
     pub bounds: registry::ScalingBounds,
+    /// HTTPS (and gRPC over TLS) on the API port; plain HTTP when none, which only tests and
+    /// benchmarks in one process use: every binary serves TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Timeouts and the connection limit of the API port.
+    pub limits: stratus_support::server::Limits,
+    /// The keys Secrets are encrypted with at rest (see [`encryption`]). Without them the
+    /// server refuses to store or read Secrets.
+    pub encryption: Option<Arc<encryption::Keys>>,
+    /// The cluster CA, when this server holds its key: it signs nodes' client certificates
+    /// (see [`auth::nodes`]) and is served at `/.well-known/stratus-ca.crt`. The TLS
+    /// configuration (`tls`) should then ask clients for certificates it signed
+    /// (`Certificates::server_config_asking_clients`), or nodes cannot use theirs.
+    pub cluster_ca: Option<Arc<stratus_auth::pki::Ca>>,
+    /// How long the node certificates this server signs are valid (0: 30 days).
+    pub node_certificate_validity: std::time::Duration,
+    /// The client certificate presented to node agents, and the CA that verifies them, when
+    /// given: agents are then dialled over TLS only (see [`logs`]). Without it, a server
+    /// holding the cluster CA (`cluster_ca`) issues itself one; without either, agents are
+    /// dialled in plain HTTP with the server's token.
+    pub agent_tls: Option<AgentClientFiles>,
+    /// The cluster's image registry that uploaded images are stored in (see [`images`]);
+    /// without it the upload endpoints answer 503.
+    pub images: Option<images::ImagesConfig>,
+}
+
+/// The PEM files of the API server's client certificate for agents (common name
+/// `system:apiserver`, from the cluster CA) and of the CA that verifies agents. Read when the
+/// server is made.
+#[derive(Debug, Clone)]
+pub struct AgentClientFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// An API server over one store.
@@ -127,11 +205,17 @@ pub struct ApiServer {
     registry: Registry,
     /// Container logs, served beside the registry by both protocols.
     logs: logs::Logs,
+    /// The gateways' reports of recent traffic, read per Service.
+    traffic: traffic::TrafficHistory,
     tokens: Arc<auth::tokens::Tokens>,
     identity: auth::service::Identity,
     authn: Arc<auth::authn::Authn>,
+    nodes: auth::nodes::Nodes,
     guard: Arc<guard::GuardConfig>,
     closing: tokio::sync::watch::Sender<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    limits: stratus_support::server::Limits,
+    images: Option<images::ImagesConfig>,
 }
 
 impl ApiServer {
@@ -141,8 +225,8 @@ impl ApiServer {
     }
 
     /// Prepares a server over `store`: creates what the platform starts with (the `default`
-    /// tenant and namespace, the system namespaces) if missing, and loads (or makes) the
-    /// token signing keys.
+    /// tenant and namespace, the system namespaces) if missing, re-encrypts the Secrets sealed
+    /// with an older key than the primary, and loads (or makes) the token signing keys.
     pub async fn with_config(store: Arc<dyn Store>, config: Config) -> Result<ApiServer, Error> {
         let (closing, closed) = tokio::sync::watch::channel(false);
         let audit = match &config.audit {
@@ -153,8 +237,16 @@ impl ApiServer {
         };
         let registry = Registry::new(store.clone(), Arc::new(metrics::Metrics::default()), closed)
             .with_audit(audit)
-            .with_bounds(config.bounds);
+            .with_bounds(config.bounds)
+            .with_encryption(config.encryption.clone());
         registry.bootstrap().await.map_err(Error::Bootstrap)?;
+        if let Some(keys) = &config.encryption {
+            // Secrets still under an older key move to the primary, so that old keys can go.
+            let rewritten = registry.reencrypt_secrets().await.map_err(Error::Reencrypt)?;
+            if rewritten > 0 {
+                tracing::info!(rewritten, key = keys.primary(), "re-encrypted secrets with the primary key");
+            }
+        }
         let mut guard = config.guard;
         // The issuer's host is where clients reach the API.
         if let Some(host) = config.tokens.issuer.split("://").nth(1).and_then(|r| r.split(['/', ':']).next()) {
@@ -164,9 +256,43 @@ impl ApiServer {
         let identity = auth::service::Identity::new(tokens.clone(), registry.clone());
         let agent_token =
             identity.component_token("apiserver", stratus_api::identity::roles::SYSTEM_APISERVER, "").await?;
-        let logs = logs::Logs::new(registry.clone()).with_token(agent_token);
+        let mut logs = logs::Logs::new(registry.clone()).with_token(agent_token);
+        match (&config.agent_tls, &config.cluster_ca) {
+            (Some(files), _) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| Error::AgentTlsFile { path: path.clone(), source })
+                };
+                let (cert, key, ca) = (read(&files.cert)?, read(&files.key)?, read(&files.ca)?);
+                let identity = stratus_support::tls::ClientIdentity::new(&cert, &key)
+                    .map_err(|e| Error::AgentTls(e.to_string()))?;
+                stratus_support::tls::roots(&ca, &files.ca.display().to_string())
+                    .map_err(|e| Error::AgentTls(e.to_string()))?;
+                let ca = String::from_utf8(ca)
+                    .map_err(|_| Error::AgentTls(format!("{}: not PEM text", files.ca.display())))?;
+                logs = logs.with_tls(logs::AgentTls::supplied(ca, identity));
+            }
+            (None, Some(ca)) => logs = logs.with_tls(logs::AgentTls::issued(ca.clone()).map_err(Error::AgentTls)?),
+            (None, None) => {}
+        }
         let authn = Arc::new(auth::authn::Authn::new(tokens.clone(), registry.clone()));
-        Ok(ApiServer { registry, logs, tokens, identity, authn, guard: Arc::new(guard), closing })
+        let mut nodes = auth::nodes::Nodes::new(registry.clone(), config.cluster_ca.clone());
+        if !config.node_certificate_validity.is_zero() {
+            nodes = nodes.with_validity(config.node_certificate_validity);
+        }
+        Ok(ApiServer {
+            registry,
+            logs,
+            traffic: traffic::TrafficHistory::new(),
+            tokens,
+            identity,
+            authn,
+            nodes,
+            guard: Arc::new(guard),
+            closing,
+            tls: config.tls,
+            limits: config.limits,
+            images: config.images,
+        })
     }
 
     pub fn registry(&self) -> &Registry {
@@ -238,11 +364,18 @@ impl ApiServer {
         let reflection_alpha_path = format!("/{}/{{*rest}}", <ReflectionServerAlpha as NamedService>::NAME);
         let auth_grpc = AuthServiceServer::new(auth::service::Grpc::new(self.identity.clone()));
         let auth_path = format!("/{}/{{*rest}}", <AuthServiceServer<auth::service::Grpc> as NamedService>::NAME);
+        let traffic_grpc = TrafficMetricsServer::new(traffic::Reports::new(self.traffic.clone()));
+        let traffic_path = format!("/{}/{{*rest}}", <TrafficMetricsServer<traffic::Reports> as NamedService>::NAME);
         let authn = self.authn.clone();
         Ok(http::router(self.registry.clone(), self.logs.clone())
+            .merge(traffic::router(self.registry.clone(), self.traffic.clone()))
             .merge(auth::service::router(self.identity.clone()))
+            .merge(auth::nodes::router(self.nodes.clone()))
+            .merge(console::router(self.identity.clone(), self.authn.clone(), self.registry.clone()))
+            .merge(images::router(self.registry.clone(), self.images.clone()))
             .route_service(&grpc_path, as_axum(grpc))
             .route_service(&auth_path, as_axum(auth_grpc))
+            .route_service(&traffic_path, as_axum(traffic_grpc))
             .route_service(&reflection_path, as_axum(reflection))
             .route_service(&reflection_alpha_path, as_axum(reflection_alpha))
             .layer(axum::middleware::from_fn_with_state(authn, auth::authn::layer))
@@ -269,17 +402,17 @@ impl ApiServer {
             let _ = closing.send(true);
         };
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving the Stratus API (gRPC and HTTP)");
+            stratus_support::server::log_listening("the Stratus API (gRPC and HTTP)", addr, self.tls.is_some());
         }
-        // Without TCP_NODELAY small gRPC frames wait for the peer's delayed ACK (~40 ms a request).
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "setting TCP_NODELAY failed");
-            }
-        });
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = stratus_support::server::serve(listener, self.tls, self.limits, shutdown, move |peer| {
+            let app = app.clone();
+            hyper::service::service_fn(move |mut req: ::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo::<SocketAddr>(peer.addr));
+                req.extensions_mut().insert(peer.clone());
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            })
+        })
+        .await;
         let _ = stop_tx.send(true);
         let _ = sweeper.await;
         let _ = compactor.await;

@@ -17,17 +17,27 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub field: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerbLabels {
     pub protocol: String,
     pub verb: String,
 }
 
-/// Request counts and latencies by protocol and verb, and open watches.
+/// Request counts and latencies by protocol and verb, open watches, and the usage reports
+/// refused as impossible (by the field at fault: a reporter whose reports are refused is losing
+/// a tenant's usage, and its operator must see why).
 pub struct Metrics {
     registry: Registry,
+    /// Billing's metrics, named `stratus_…` as the gateway's and controllers' are.
+    billing: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<VerbLabels, Histogram>,
     watches: Gauge,
+    reports_refused: Family<FieldLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -41,7 +51,14 @@ impl Default for Metrics {
         registry.register("requests", "API requests by protocol, verb and HTTP status code", requests.clone());
         registry.register("request_duration_seconds", "API request latency", latency.clone());
         registry.register("watches", "Watch streams open now", watches.clone());
-        Metrics { registry, requests, latency, watches }
+        let mut billing = Registry::with_prefix("stratus");
+        let reports_refused = Family::<FieldLabels, Counter>::default();
+        billing.register(
+            "usage_reports_refused",
+            "UsageReports refused as invalid, by the field at fault",
+            reports_refused.clone(),
+        );
+        Metrics { registry, billing, requests, latency, watches, reports_refused }
     }
 }
 
@@ -49,6 +66,19 @@ impl Metrics {
     pub fn observe(&self, protocol: &str, verb: &str, code: u16, seconds: f64) {
         self.requests.get_or_create(&RequestLabels { protocol: protocol.into(), verb: verb.into(), code }).inc();
         self.latency.get_or_create(&VerbLabels { protocol: protocol.into(), verb: verb.into() }).observe(seconds);
+    }
+
+    /// Counts one refused UsageReport under each field at fault (a period's index left out, so
+    /// that the labels stay few).
+    pub fn usage_report_refused<'a>(&self, fields: impl IntoIterator<Item = &'a str>) {
+        let mut seen: Vec<&str> = Vec::new();
+        for field in fields {
+            let field = field.split_once('[').map_or(field, |(head, _)| head);
+            if !seen.contains(&field) {
+                seen.push(field);
+                self.reports_refused.get_or_create(&FieldLabels { field: field.to_string() }).inc();
+            }
+        }
     }
 
     /// Counts a watch as open until the returned guard drops.
@@ -61,7 +91,9 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.billing);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
     }
 }

@@ -15,6 +15,7 @@ mod namespaces;
 mod objects;
 mod quota;
 mod read;
+mod reencrypt;
 mod write;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub struct Registry {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     audit: Option<Arc<crate::audit::Audit>>,
+    /// The keys Secrets are sealed with; without them Secrets are refused (503).
+    encryption: Option<Arc<crate::encryption::Keys>>,
     bounds: ScalingBounds,
     /// Who tokens speak for, as authentication last read them; writes here drop what they change.
     subjects: Arc<crate::auth::authn::Subjects>,
@@ -91,6 +94,7 @@ impl Registry {
             store,
             metrics,
             audit: None,
+            encryption: None,
             bounds: ScalingBounds::default(),
             subjects: Arc::default(),
             namespace_sweep: Arc::new(Notify::new()),
@@ -101,6 +105,12 @@ impl Registry {
     /// The same registry, writing the audit log `audit`.
     pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>) -> Registry {
         self.audit = audit;
+        self
+    }
+
+    /// The same registry, sealing Secrets with `keys`.
+    pub fn with_encryption(mut self, keys: Option<Arc<crate::encryption::Keys>>) -> Registry {
+        self.encryption = keys;
         self
     }
 

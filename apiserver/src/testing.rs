@@ -23,6 +23,12 @@ pub struct TestServer {
     pub identity: Identity,
     /// The signing keys, for tests of rotation.
     pub tokens: Arc<Tokens>,
+    /// For a server started with [`TestServer::start_tls`]: the cluster CA, which signed the
+    /// serving certificate (for `127.0.0.1`) and signs nodes' certificates.
+    pub ca: Option<Arc<stratus_auth::pki::Ca>>,
+    /// The temporary directory the server keeps its files in (the embedded store's under
+    /// `data/`, as the encryption key); removed when the server is dropped.
+    pub dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -47,14 +53,43 @@ impl TestServer {
         TestServer::serve(store, config, dir).await
     }
 
+    /// Starts a server over HTTPS (`https://127.0.0.1:PORT`) with a new cluster CA that it
+    /// also asks clients' certificates of, as the binaries serve, set up otherwise by `config`.
+    #[allow(clippy::expect_used)]
+    pub async fn start_tls(mut config: Config) -> TestServer {
+        let ca = Arc::new(stratus_auth::pki::Ca::generate().expect("a CA"));
+        let issued = ca
+            .issue(stratus_auth::pki::Usage::Server, &["127.0.0.1".into()], std::time::Duration::from_secs(3600))
+            .expect("a serving certificate");
+        let certificates = stratus_support::tls::Certificates::new();
+        certificates.set_default(
+            stratus_support::tls::certified_key(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes(), "test")
+                .expect("the serving certificate"),
+        );
+        config.tls =
+            Some(certificates.server_config_asking_clients(ca.cert_pem().as_bytes()).expect("the TLS configuration"));
+        config.cluster_ca = Some(ca.clone());
+        let mut server = TestServer::start_config(config).await;
+        server.endpoint = format!("https://{}", server.addr);
+        server.ca = Some(ca);
+        server
+    }
+
     /// Starts a server over `store`; `dir` is kept until the server is dropped.
     #[allow(clippy::expect_used)]
     pub async fn start_with(store: Arc<dyn Store>, dir: tempfile::TempDir) -> TestServer {
         TestServer::serve(store, Config::default(), dir).await
     }
 
+    /// Serves over `store` with `config`; without encryption keys in it, with a key file made in
+    /// `dir/data/encryption-key`, as a data directory's.
     #[allow(clippy::expect_used)]
-    async fn serve(store: Arc<dyn Store>, config: Config, dir: tempfile::TempDir) -> TestServer {
+    async fn serve(store: Arc<dyn Store>, mut config: Config, dir: tempfile::TempDir) -> TestServer {
+        if config.encryption.is_none() {
+            let keys = crate::encryption::Keys::load_or_create(&dir.path().join("data").join("encryption-key"))
+                .expect("the test's encryption key");
+            config.encryption = Some(Arc::new(keys));
+        }
         let server = ApiServer::with_config(store.clone(), config).await.expect("api server starts");
         let identity = server.identity().clone();
         let tokens = server.tokens().clone();
@@ -76,6 +111,8 @@ impl TestServer {
             token,
             identity,
             tokens,
+            ca: None,
+            dir: dir.path().to_path_buf(),
             stop: Some(stop),
             _dir: dir,
         }

@@ -107,22 +107,22 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
         (
             "application/json",
             serde_json::to_vec(&bad_quantity).unwrap(),
-            400,
+            422,
             "spec.template.spec.containers[0].resources.limits.memory: \"12XB\"",
         ),
         (
             "application/json",
             serde_json::to_vec(&bad_name).unwrap(),
-            400,
+            422,
             "metadata.name: \"Not_A_DNS_Label\" is not a DNS label",
         ),
         (
             "application/json",
             serde_json::to_vec(&no_image).unwrap(),
-            400,
+            422,
             "spec.template.spec.containers[0].image: is required",
         ),
-        ("application/json", serde_json::to_vec(&bad_traffic).unwrap(), 400, "spec.traffic: percentages add up to 60"),
+        ("application/json", serde_json::to_vec(&bad_traffic).unwrap(), 422, "spec.traffic: percentages add up to 60"),
         ("application/json", serde_json::to_vec(&wrong_kind).unwrap(), 400, "the body is a Node"),
         ("application/json", serde_json::to_vec(&other_ns).unwrap(), 400, "does not match the namespace"),
         ("application/json", serde_json::to_vec(&hello("keep")).unwrap(), 409, "already exists"),
@@ -150,7 +150,7 @@ async fn bad_input_gets_a_clear_4xx_and_stores_nothing() {
 
     // Updates without a version, and with an immutable change.
     let r = send_json("PUT", &format!("{coll}/keep"), &hello("keep")).await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(r.text.contains("metadata.resourceVersion"), "{}", r.text);
     let mut wrong_name = get(&format!("{coll}/keep")).await.body;
     wrong_name["metadata"]["name"] = json!("other");
@@ -383,6 +383,40 @@ async fn lists_page_and_select() {
     assert_eq!(paged_even.body["items"].as_array().unwrap().len(), 5);
     assert!(!paged_even.body["metadata"]["continue"].as_str().unwrap_or_default().is_empty());
     assert_eq!(paged_even.body["kind"], "ServiceList");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_naming_the_reason_while_the_store_cannot_write() {
+    use stratus_store::Store as _;
+
+    let Ok(disk) = stratus_testkit::tmpfs::Tmpfs::mount("2m").map_err(|why| {
+        eprintln!("SKIPPED readyz_fails_naming_the_reason_while_the_store_cannot_write: {why}");
+    }) else {
+        return;
+    };
+    let ballast = disk.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 256 * 1024]).unwrap();
+    let store = stratus_store::embedded::EmbeddedStore::open(disk.path().join("data")).await.unwrap();
+    let s = stratus_apiserver::testing::TestServer::start_with(store.clone(), tempfile::tempdir().unwrap()).await;
+    let readyz = format!("{}/readyz", s.endpoint);
+    assert_eq!(get(&readyz).await.status, 200);
+
+    // Fill the disk through the store the server writes to.
+    let filler = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+    let mut i = 0;
+    while store.create(&format!("/filler/{i}"), filler.clone(), 0).await.is_ok() {
+        i += 1;
+        assert!(i < 100, "a 2 MiB disk took 6 MB");
+    }
+    let reply = get(&readyz).await;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(reply.text.contains("No space left"), "{}", reply.text);
+
+    std::fs::remove_file(&ballast).unwrap();
+    store.create("/filler/after", filler, 0).await.expect("a write once there is room");
+    assert_eq!(get(&readyz).await.status, 200, "ready again without a restart");
+    drop(s);
+    store.close().await.unwrap();
 }
 
 #[tokio::test]

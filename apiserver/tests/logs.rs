@@ -339,3 +339,217 @@ async fn agents_answer_only_the_api_server() {
     let relayed = read_all(&server, "Instance", "web-1", None).await.unwrap();
     assert_eq!(relayed, pairs(&[("web-1", "secret")]));
 }
+
+/// Rewrites the status of Node `name` with `change`, as a (misbehaving) agent could.
+async fn set_node_status(client: &Client, name: &str, change: impl FnOnce(&mut stratus_api::v1::NodeStatus)) {
+    let mut node = client.get::<stratus_api::v1::Node>("", name).await.unwrap();
+    change(node.status.get_or_insert_with(Default::default));
+    client.update_status(node).await.unwrap();
+}
+
+/// A listener that must never be connected to: the server refuses before it dials, so nothing
+/// may be in its accept queue (a dial would have completed the handshake before the answer).
+struct Decoy(std::net::TcpListener);
+
+impl Decoy {
+    fn bind(ip: &str) -> Decoy {
+        let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Decoy(listener)
+    }
+
+    fn port(&self) -> u16 {
+        self.0.local_addr().unwrap().port()
+    }
+
+    fn assert_untouched(&self) {
+        let accepted = self.0.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the server dialled the decoy: {accepted:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_dials_only_a_ready_nodes_agent_at_one_of_its_addresses() {
+    let Cluster { server, client, agent } = cluster().await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    agent.run(&inst, &["hello"]);
+    assert_eq!(read_all(&server, "Instance", "web-1", None).await.unwrap(), pairs(&[("web-1", "hello")]));
+
+    // Another loopback address (all of 127/8 is local on Linux) that the node did not publish.
+    let elsewhere = Decoy::bind("127.0.0.2");
+    let here = Decoy::bind("127.0.0.1");
+    let refusals = [
+        (
+            format!("http://127.0.0.2:{}", elsewhere.port()),
+            "its host 127.0.0.2 is not one of the node's addresses (127.0.0.1, n1)".to_string(),
+        ),
+        (
+            format!("http://127.0.0.1:{}/v2/keys", here.port()),
+            "an agent endpoint has no path, query or fragment".into(),
+        ),
+        (format!("http://127.0.0.1:{}?x=1", here.port()), "an agent endpoint has no path, query or fragment".into()),
+        (format!("http://admin:pw@127.0.0.1:{}", here.port()), "it carries user information".into()),
+    ];
+    for (endpoint, why) in refusals {
+        set_node_status(&client, "n1", |s| s.agent_endpoint = endpoint.clone()).await;
+        let status = open(&server, "instance", "web-1", false, None).await.expect_err("refused");
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                tonic::Code::FailedPrecondition,
+                format!("node n1's agent endpoint {endpoint:?} is refused: {why}").as_str()
+            ),
+        );
+    }
+    // A Service's logs fail the same way, naming the instance, rather than leave it out.
+    client.create(Service::with_image("web", "img")).await.unwrap();
+    let status = open(&server, "svc", "web", false, None).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    assert!(status.message().starts_with("instance web-1: node n1's agent endpoint"), "{}", status.message());
+    elsewhere.assert_untouched();
+    here.assert_untouched();
+
+    // A node that is not Ready is not dialled, even at an endpoint that would be accepted.
+    let endpoint = agent.endpoint.clone();
+    set_node_status(&client, "n1", |s| {
+        s.agent_endpoint = format!("http://127.0.0.1:{}", here.port());
+        s.conditions[0].status = "False".into();
+        s.conditions[0].reason = "RuntimeUnavailable".into();
+        s.conditions[0].message = "docker is down".into();
+    })
+    .await;
+    let status = open(&server, "instance", "web-1", false, None).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            tonic::Code::FailedPrecondition,
+            "instance default/web-1 is on node n1, which is not Ready: its Ready condition is False \
+             (RuntimeUnavailable: docker is down)"
+        )
+    );
+    let reply =
+        common::get(&format!("{}/apis/stratus.dev/v1/namespaces/default/instances/web-1/log", server.endpoint)).await;
+    assert_eq!(reply.status, 400, "{}", reply.text);
+    // A Service's instances on such a node have no logs now, like those not scheduled yet.
+    let status = open(&server, "svc", "web", false, None).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::FailedPrecondition, "no instance of service default/web has a container on a node yet")
+    );
+    here.assert_untouched();
+
+    // Ready again at its own endpoint: served.
+    set_node_status(&client, "n1", |s| *s = stratus_testkit::log_agent::node_status("n1", &endpoint)).await;
+    assert_eq!(read_all(&server, "Instance", "web-1", None).await.unwrap(), pairs(&[("web-1", "hello")]));
+}
+
+/// A server over TLS holding the cluster CA, its client (trusting the CA), and the CA.
+async fn tls_cluster() -> (TestServer, Client, std::sync::Arc<stratus_auth::pki::Ca>) {
+    let server = TestServer::start_tls(stratus_apiserver::Config::default()).await;
+    let ca = server.ca.clone().expect("a server over TLS holds the CA");
+    let client = Client::with_ca(&server.endpoint, Some(ca.cert_pem().as_bytes())).unwrap().with_token(&server.token);
+    (server, client, ca)
+}
+
+/// A channel to the agent at `endpoint` trusting `ca`, verifying the agent as node `node`, and
+/// presenting `identity`.
+fn agent_channel(
+    endpoint: &str,
+    ca: &stratus_auth::pki::Ca,
+    node: &str,
+    identity: &stratus_client::tls::ClientIdentity,
+) -> tonic::transport::Channel {
+    stratus_client::tls::channel(endpoint, ca.cert_pem().as_bytes(), identity, Some(node), |e| e).unwrap()
+}
+
+/// Asks the agent directly for the logs of `instance`, as whoever `identity` is.
+async fn ask_agent(
+    channel: tonic::transport::Channel,
+    instance: &stratus_api::v1::Instance,
+) -> Result<Vec<String>, tonic::Status> {
+    use stratus_api::Resource;
+    let meta = instance.meta();
+    let req = stratus_api::v1::AgentLogsRequest {
+        namespace: meta.namespace.clone(),
+        instance: meta.name.clone(),
+        instance_uid: meta.uid.clone(),
+        follow: false,
+        tail_lines: None,
+    };
+    let mut client = stratus_api::v1::node_agent_client::NodeAgentClient::new(channel);
+    let mut stream = tokio::time::timeout(STEP, client.logs(req)).await.expect("the agent answers")?.into_inner();
+    let mut lines = Vec::new();
+    while let Some(l) = tokio::time::timeout(STEP, stream.message()).await.expect("the stream ends")? {
+        lines.push(l.line);
+    }
+    Ok(lines)
+}
+
+#[tokio::test]
+async fn over_tls_an_agent_answers_only_the_api_servers_certificate() {
+    use stratus_api::identity::{APISERVER_USER, APISERVERS_GROUP, NODES_GROUP, node_user};
+    use stratus_auth::pki::Usage;
+    use stratus_client::tls::ClientIdentity;
+    let (_server, client, ca) = tls_cluster().await;
+    let agent = LogAgent::start_tls("n1", "n1", &ca).await;
+    assert!(agent.endpoint.starts_with("https://"), "{}", agent.endpoint);
+    register_node(&client, "n1", &agent.endpoint).await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    agent.run(&inst, &["one", "two"]);
+
+    // Through the API server, which dials the agent with its own certificate.
+    use futures::StreamExt;
+    let stream = client.logs("Instance", "default", "web-1", false, None).await.unwrap();
+    let lines: Vec<String> = stream.map(|l| l.unwrap().line).collect().await;
+    assert_eq!(lines, ["one", "two"]);
+
+    let hour = Duration::from_secs(3600);
+    // No client certificate: the handshake passes (metrics need none) but the call is refused.
+    let none = ClientIdentity::default();
+    let err = ask_agent(agent_channel(&agent.endpoint, &ca, "n1", &none), &inst).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    assert!(err.message().contains("no client certificate"), "{err:?}");
+    // A node's certificate from the cluster CA: not the API server's.
+    let node = ca.issue_client_and_server(&node_user("n2"), NODES_GROUP, &["n2".into()], hour).unwrap();
+    let node = ClientIdentity::new(node.cert_pem.as_bytes(), node.key_pem.as_bytes()).unwrap();
+    let err = ask_agent(agent_channel(&agent.endpoint, &ca, "n1", &node), &inst).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("system:node:n2") && err.message().contains(APISERVER_USER), "{err:?}");
+    // The API server's name from another CA: the handshake fails.
+    let stranger = stratus_auth::pki::Ca::generate().unwrap();
+    let names = [APISERVER_USER.to_string(), APISERVERS_GROUP.to_string()];
+    let forged = stranger.issue(Usage::Client, &names, hour).unwrap();
+    let forged = ClientIdentity::new(forged.cert_pem.as_bytes(), forged.key_pem.as_bytes()).unwrap();
+    assert!(ask_agent(agent_channel(&agent.endpoint, &ca, "n1", &forged), &inst).await.is_err());
+    // The API server's certificate from the cluster CA is answered.
+    let apiserver = ca.issue(Usage::Client, &names, hour).unwrap();
+    let apiserver = ClientIdentity::new(apiserver.cert_pem.as_bytes(), apiserver.key_pem.as_bytes()).unwrap();
+    let lines = ask_agent(agent_channel(&agent.endpoint, &ca, "n1", &apiserver), &inst).await.unwrap();
+    assert_eq!(lines, ["one", "two"]);
+}
+
+#[tokio::test]
+async fn over_tls_the_api_server_refuses_an_agent_with_another_nodes_certificate() {
+    let (_server, client, ca) = tls_cluster().await;
+    // The agent at n1's endpoint shows node n2's certificate.
+    let impostor = LogAgent::start_tls("n1", "n2", &ca).await;
+    register_node(&client, "n1", &impostor.endpoint).await;
+    let inst = create_instance(&client, "web-1", "web", "n1").await;
+    impostor.run(&inst, &["secret"]);
+    let err = client.logs("Instance", "default", "web-1", false, None).await.err().expect("refused");
+    let message = err.to_string();
+    assert!(matches!(err, stratus_client::Error::ServiceUnavailable(_)), "{err:?}");
+    assert!(message.contains("node n1") && message.contains("not node n1's"), "{message}");
+    assert!(message.contains("system:node:n2"), "{message}");
+
+    // Nor is a plain-HTTP agent dialled by a server that speaks TLS to agents.
+    let plain = LogAgent::start("n3").await;
+    register_node(&client, "n3", &plain.endpoint).await;
+    create_instance(&client, "web-3", "web", "n3").await;
+    let err = client.logs("Instance", "default", "web-3", false, None).await.err().expect("refused");
+    assert!(matches!(err, stratus_client::Error::FailedPrecondition(_)), "{err:?}");
+    assert!(err.to_string().contains("only over https"), "{err}");
+}

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod keys;
 pub mod limiter;
 pub mod password;
+pub mod pki;
 
 pub use jwt::{Claims, Expect, TokenError, sign, verify};
 pub use keys::{Jwks, KeyError, KeySet, PublicKeys};

@@ -37,9 +37,13 @@ current context's (from `stratus login`), which only goes to that context's serv
 #[derive(Debug, Parser)]
 #[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100, arg_required_else_help = true)]
 pub struct Cli {
-    /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or http://127.0.0.1:7070]
+    /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or https://127.0.0.1:7070]
     #[arg(long, global = true, value_name = "URL", help_heading = "Global Options")]
     pub server: Option<String>,
+
+    /// The CA bundle (PEM) that verifies the server's certificate [default: $STRATUS_CERTIFICATE_AUTHORITY, or the context's]
+    #[arg(long, global = true, value_name = "PATH", help_heading = "Global Options")]
+    pub certificate_authority: Option<std::path::PathBuf>,
 
     /// The namespace to work in [default: the current context's namespace, or default]
     #[arg(short = 'n', long, global = true, value_name = "NAMESPACE", help_heading = "Global Options")]
@@ -117,6 +121,14 @@ pub enum Command {
     /// Show or change the contexts of the config file
     #[command(subcommand, after_help = CONFIG_EXAMPLES)]
     Config(ConfigCommand),
+
+    /// Show what your tenant used and owes: usage, invoices, budgets; recount an invoice
+    #[command(subcommand, after_help = BILLING_EXAMPLES)]
+    Billing(BillingCommand),
+
+    /// Upload an image (a `docker save` archive) to the cluster's registry, or list the namespace's
+    #[command(subcommand, after_help = IMAGE_EXAMPLES)]
+    Image(ImageCommand),
 
     /// List the kinds of objects Stratus knows, with their short names
     #[command(after_help = API_RESOURCES_EXAMPLES)]
@@ -200,6 +212,10 @@ pub struct GetArgs {
     /// Print tables without their header
     #[arg(long)]
     pub no_headers: bool,
+
+    /// With -o yaml or json, print Secrets' values (otherwise each shows as `<hidden: N bytes>`)
+    #[arg(long)]
+    pub show_values: bool,
 }
 
 /// `-o`: how `get` prints objects.
@@ -524,6 +540,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     pub gateway_listen: String,
 
+    /// Where the gateway serves the services' traffic over HTTPS, with certificates of the
+    /// cluster CA (DATA_DIR/pki/ca.crt) for every host under the domain
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8443")]
+    pub gateway_https_listen: String,
+
     /// The domain services are reached under: http://SERVICE.NAMESPACE.DOMAIN
     #[arg(long, value_name = "DOMAIN", env = "STRATUS_DOMAIN", default_value = "localhost")]
     pub domain: String,
@@ -539,6 +560,14 @@ pub struct UpArgs {
     /// The Docker engine the agent drives [default: $DOCKER_HOST, or the local socket]
     #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+
+    /// Run every container as a non-root user, as if each said runAsNonRoot: true
+    #[arg(long, env = "STRATUS_REQUIRE_NON_ROOT")]
+    pub require_non_root: bool,
+
+    /// The image registry (HOST:PORT, plain HTTP) uploaded images are stored in (`stratus image push`)
+    #[arg(long, value_name = "HOST:PORT", env = "STRATUS_REGISTRY", default_value = "127.0.0.1:5000")]
+    pub registry: String,
 }
 
 const CREATE_EXAMPLES: &str = "\
@@ -579,9 +608,42 @@ pub enum CreateCommand {
         override_usage = "stratus create rolebinding NAME --role ROLE (--user NAME | --serviceaccount [NAMESPACE:]NAME | --tenant NAME)... [-n NAMESPACE]"
     )]
     RoleBinding(CreateRoleBindingArgs),
+    /// Create a Secret from literal values (`generic`, as kubectl)
+    #[command(subcommand, after_help = CREATE_SECRET_EXAMPLES)]
+    Secret(CreateSecretCommand),
     /// Print a new token for a service account
     #[command(after_help = CREATE_TOKEN_EXAMPLES, override_usage = "stratus create token [serviceaccount/]NAME [-n NAMESPACE] [--duration DURATION]")]
     Token(CreateTokenArgs),
+}
+
+/// `stratus create secret`: the kinds of Secret made from flags.
+#[derive(Debug, Subcommand)]
+pub enum CreateSecretCommand {
+    /// A Secret of literal values
+    #[command(after_help = CREATE_SECRET_EXAMPLES)]
+    Generic(CreateSecretArgs),
+}
+
+const CREATE_SECRET_EXAMPLES: &str = "\
+Containers take a value with env: [{name: DB_PASSWORD, valueFrom: {secretKeyRef: {name: db, key: password}}}].
+The values are encrypted at rest; `stratus get secret NAME -o yaml --show-values` prints them.
+
+Examples:
+  # A Secret db with two keys in the current namespace
+  stratus create secret generic db --from-literal=user=app --from-literal=password=s3cr3t";
+
+#[derive(Debug, Args)]
+pub struct CreateSecretArgs {
+    /// The Secret's name
+    pub name: String,
+
+    /// A key and its value, KEY=VALUE (repeat)
+    #[arg(long = "from-literal", value_name = "KEY=VALUE", required = true)]
+    pub from_literal: Vec<String>,
+
+    /// The Secret's type [default: Opaque]
+    #[arg(long = "type", value_name = "TYPE")]
+    pub secret_type: Option<String>,
 }
 
 const CREATE_TENANT_EXAMPLES: &str = "\
@@ -741,17 +803,34 @@ Examples:
   stratus create token serviceaccount/ci -n acme-prod
 
   # ... for a day, used by the next command
-  STRATUS_TOKEN=$(stratus create token sa/ci -n acme-prod --duration 24h) stratus get svc -n acme-prod";
+  STRATUS_TOKEN=$(stratus create token sa/ci -n acme-prod --duration 24h) stratus get svc -n acme-prod
+
+  # A bootstrap token for joining three nodes within the next two hours
+  stratus create token --bootstrap --ttl 2h --uses 3";
 
 #[derive(Debug, Args)]
 pub struct CreateTokenArgs {
     /// The service account: NAME, or serviceaccount/NAME
-    #[arg(value_name = "[serviceaccount/]NAME")]
-    pub service_account: String,
+    #[arg(value_name = "[serviceaccount/]NAME", required_unless_present = "bootstrap", conflicts_with = "bootstrap")]
+    pub service_account: Option<String>,
 
     /// How long the token lasts, e.g. 30m, 24h [default: 1h]
-    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    #[arg(long, visible_alias = "ttl", value_name = "DURATION", value_parser = parse_positive_duration)]
     pub duration: Option<Duration>,
+
+    /// A bootstrap token instead, for joining nodes (`stratus-agent --join … --token …`);
+    /// cluster admins only. It is good only for getting a node's certificate.
+    #[arg(long)]
+    pub bootstrap: bool,
+
+    /// With --bootstrap: how many nodes may join with it [default: 1]
+    #[arg(long, value_name = "N", requires = "bootstrap")]
+    pub uses: Option<u32>,
+
+    /// With --bootstrap: print the whole `stratus-agent --join …` command, with the CA's pin
+    /// (--ca-cert-hash, from the context's certificate authority), instead of the token alone
+    #[arg(long, requires = "bootstrap")]
+    pub print_join_command: bool,
 }
 
 /// `--serviceaccount`: `NAME` (of the binding's namespace) or `NAMESPACE:NAME`.
@@ -816,6 +895,173 @@ pub struct WhoamiArgs {
     /// Print as JSON or YAML instead of a table
     #[arg(short = 'o', long, value_name = "FORMAT")]
     pub output: Option<DataFormat>,
+}
+
+const BILLING_EXAMPLES: &str = "\
+Usage is billed as Cloud Run bills it: vCPU-seconds and GiB-seconds rounded up to 100 ms, and
+requests (request-based billing, the default), or the instance's whole life with no request fee
+(instance-based: cpuThrottling false); a free tier per tenant and period. Amounts are printed
+exactly as the invoice holds them. Without --tenant, your own tenant's (see `stratus whoami`).
+
+Examples:
+  # What your services used in the last day, hour by hour
+  stratus billing usage --since 24h
+
+  # The running period's invoice, line by line, and as CSV for a spreadsheet
+  stratus billing invoice --current
+  stratus billing invoice --current -o csv > invoice.csv
+
+  # Every invoice of tenant acme (cluster admins)
+  stratus billing invoices --tenant acme
+
+  # How much of each budget is spent
+  stratus billing budgets
+
+  # Recompute acme's December invoice from the raw usage reports (cluster admins)
+  stratus billing recount --period 2026-12 --tenant acme";
+
+const BILLING_USAGE_EXAMPLES: &str = "\
+Each row is one ledger entry: one service's usage in one billing mode during one hour (late reports
+of closed hours are folded into a later hour as adjustments). The last row sums them.
+
+Examples:
+  # The last day
+  stratus billing usage --since 24h
+
+  # Since the start of December, as JSON
+  stratus billing usage --since 2026-12-01T00:00:00Z -o json";
+
+const BILLING_INVOICES_EXAMPLES: &str = "\
+Examples:
+  # Your tenant's invoices, newest period first
+  stratus billing invoices
+
+  # Tenant acme's (cluster admins)
+  stratus billing invoices --tenant acme -o json";
+
+const BILLING_INVOICE_EXAMPLES: &str = "\
+The running period's invoice is preliminary (phase Open) and rewritten as usage arrives; it
+becomes Final once the period is over. Amounts are exact; only the total is rounded.
+
+Examples:
+  # This period's invoice so far
+  stratus billing invoice --current
+
+  # A past invoice, for a spreadsheet
+  stratus billing invoice acme.2026-11 -o csv > acme-2026-11.csv";
+
+const BILLING_BUDGETS_EXAMPLES: &str = "\
+Budgets are made with `stratus apply` (kind Budget: spec.amount, spec.thresholds in percent, an
+optional signed webhook); crossing a threshold emits one Event.
+
+Examples:
+  # How much of each budget is spent in this period
+  stratus billing budgets";
+
+const BILLING_RECOUNT_EXAMPLES: &str = "\
+Sums every UsageReport of the period (reports folded into a later hour count in that hour's
+period) per service and mode, prices them with the PriceList \"default\" and compares the result
+with the invoice, line by line. Exits 1 when anything differs.
+
+Examples:
+  # Check acme's December invoice
+  stratus billing recount --period 2026-12 --tenant acme
+
+  # Check every tenant's
+  stratus billing recount --period 2026-12";
+
+/// `stratus billing`: usage, invoices and budgets of a tenant.
+#[derive(Debug, Subcommand)]
+pub enum BillingCommand {
+    /// The metered usage (ledger entries) per service, billing mode and hour, newest first, with totals
+    #[command(
+        after_help = BILLING_USAGE_EXAMPLES,
+        override_usage = "stratus billing usage [--tenant TENANT] [--since DURATION|RFC3339] [-o table|json]"
+    )]
+    Usage(BillingUsageArgs),
+    /// The invoices of a tenant: period, phase (Open or Final), total and currency
+    #[command(after_help = BILLING_INVOICES_EXAMPLES, override_usage = "stratus billing invoices [--tenant TENANT] [-o table|json]")]
+    Invoices(BillingListArgs),
+    /// One invoice's lines (service, mode, item, quantity, unit, unit price, amount), subtotal,
+    /// free tier and total
+    #[command(
+        after_help = BILLING_INVOICE_EXAMPLES,
+        override_usage = "stratus billing invoice (NAME | --current) [--tenant TENANT] [-o table|json|csv]"
+    )]
+    Invoice(BillingInvoiceArgs),
+    /// Each budget with its amount, what is spent, the percentage used and the thresholds crossed
+    #[command(after_help = BILLING_BUDGETS_EXAMPLES, override_usage = "stratus billing budgets [--tenant TENANT] [-o table|json]")]
+    Budgets(BillingListArgs),
+    /// Recompute a period's invoices from the usage reports and compare them (cluster admins);
+    /// exits 1 when they differ
+    #[command(after_help = BILLING_RECOUNT_EXAMPLES, override_usage = "stratus billing recount --period PERIOD [--tenant TENANT]")]
+    Recount(BillingRecountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BillingUsageArgs {
+    /// The tenant [default: yours]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Only hours from this long ago (e.g. 24h, 90m) or since this time (RFC 3339, e.g. 2026-12-01T00:00:00Z)
+    #[arg(long, value_name = "DURATION|RFC3339")]
+    pub since: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT", default_value = "table")]
+    pub output: BillingFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct BillingListArgs {
+    /// The tenant [default: yours]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT", default_value = "table")]
+    pub output: BillingFormat,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["name", "current"]))]
+pub struct BillingInvoiceArgs {
+    /// The invoice, named TENANT.PERIOD (e.g. acme.2026-12)
+    #[arg(value_name = "NAME")]
+    pub name: Option<String>,
+    /// The invoice of the running period (preliminary until the period ends)
+    #[arg(long)]
+    pub current: bool,
+    /// The tenant, with --current [default: yours]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT", default_value = "table")]
+    pub output: InvoiceFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct BillingRecountArgs {
+    /// The period, as in invoice names: 2026-12 for a calendar month
+    #[arg(long, value_name = "PERIOD")]
+    pub period: String,
+    /// Only this tenant [default: every tenant with usage or an invoice in the period]
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+}
+
+/// `-o` of the billing commands that print tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BillingFormat {
+    Table,
+    Json,
+}
+
+/// `-o` of `stratus billing invoice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InvoiceFormat {
+    Table,
+    Json,
+    /// One line per invoice line, then the subtotal, free tier and total
+    Csv,
 }
 
 /// `-o` of commands that print one record rather than objects.
@@ -1113,4 +1359,76 @@ mod tests {
             assert!(help.contains("  stratus "), "{} has no examples", sub.get_name());
         }
     }
+}
+
+const IMAGE_EXAMPLES: &str = "\
+An uploaded image is stored in the cluster's registry as REGISTRY/NAMESPACE/NAME:TAG; deploy it
+by that name. No registry of your own is needed.
+
+Examples:
+  # Upload an image of the local Docker engine (runs `docker save` and streams its output)
+  stratus image push my-app:v1
+
+  # Upload an archive made earlier, under another name and tag, into namespace team-a
+  docker save -o app.tar my-app:v1
+  stratus image push app.tar --name web --tag 2024-06 -n team-a
+
+  # The namespace's images, and deploying one
+  stratus image list
+  stratus apply -f - <<EOF
+  apiVersion: stratus.dev/v1
+  kind: Service
+  metadata: {name: web}
+  spec: {template: {spec: {containers: [{image: 127.0.0.1:5000/default/web:2024-06}]}}}
+  EOF";
+
+/// `stratus image`: uploaded images.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Upload a `docker save` archive (a FILE), or an IMAGE of the local Docker engine, to the
+    /// cluster's registry under the namespace; progress goes to stderr
+    #[command(
+        after_help = IMAGE_PUSH_EXAMPLES,
+        override_usage = "stratus image push (FILE | IMAGE) [--name NAME] [--tag TAG] [-n NAMESPACE]"
+    )]
+    Push(ImagePushArgs),
+    /// The images uploaded to the namespace: name, tag, image reference and digest
+    #[command(after_help = IMAGE_LIST_EXAMPLES, override_usage = "stratus image list [-n NAMESPACE] [-o table|json]")]
+    List(ImageListArgs),
+}
+
+const IMAGE_PUSH_EXAMPLES: &str = "\
+FILE is a tar archive as `docker save` writes it (either layout: the classic one or the OCI one
+of Docker 25 and later); anything that is not an existing file is taken for an IMAGE of the local
+engine, sent through `docker save IMAGE` without a file in between. NAME and TAG default to the
+archive's own (its first RepoTags entry: 127.0.0.1:5000/hello:v1 is stored as hello:v1).
+
+Examples:
+  stratus image push hello.tar
+  stratus image push 127.0.0.1:5000/hello:v1 --name hello --tag v1 -n team-a";
+
+const IMAGE_LIST_EXAMPLES: &str = "\
+Examples:
+  # The images uploaded to the current namespace, and to team-a as JSON
+  stratus image list
+  stratus image list -n team-a -o json";
+
+#[derive(Debug, Args)]
+pub struct ImagePushArgs {
+    /// A `docker save` archive, or an image of the local Docker engine
+    #[arg(value_name = "FILE|IMAGE")]
+    pub source: String,
+    /// The name to store the image under [default: the archive's]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The tag to store the image under [default: the archive's, or latest]
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageListArgs {
+    /// Output format
+    #[arg(short = 'o', long, value_name = "FORMAT", default_value = "table", value_parser = ["table", "json"])]
+    pub output: String,
 }

@@ -5,7 +5,8 @@
 //! current-context: 127.0.0.1:7070
 //! contexts:
 //! - name: 127.0.0.1:7070
-//!   server: http://127.0.0.1:7070
+//!   server: https://127.0.0.1:7070
+//!   certificate-authority-data: LS0tLS1CRUdJTi…
 //!   namespace: default
 //!   user: admin
 //!   token: eyJhbGciOiJFZERTQSIs…
@@ -45,6 +46,18 @@ pub struct Context {
     /// The bearer token `stratus login` got; presented only to this context's server.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub token: String,
+    /// The CA bundle that verifies this context's server, PEM in base64 (kubeconfig's
+    /// `certificate-authority-data`).
+    #[serde(default, rename = "certificate-authority-data", skip_serializing_if = "String::is_empty")]
+    pub certificate_authority_data: String,
+}
+
+impl Context {
+    /// Keeps `ca_pem` as this context's CA.
+    pub fn set_certificate_authority(&mut self, ca_pem: &[u8]) {
+        use base64::Engine;
+        self.certificate_authority_data = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    }
 }
 
 /// The namespace a command works in, and whether the user named it (`-n`): an object in a
@@ -62,6 +75,8 @@ pub struct Connection {
     pub namespace: Namespace,
     /// `None`: no one is logged in; only `login` will be answered.
     pub token: Option<String>,
+    /// The CA bundle (PEM) that verifies an `https://` server.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -83,6 +98,8 @@ pub struct Overrides<'a> {
     pub env_server: Option<&'a str>,
     pub flag_namespace: Option<&'a str>,
     pub env_token: Option<&'a str>,
+    /// `--certificate-authority` or `STRATUS_CERTIFICATE_AUTHORITY`.
+    pub ca_file: Option<&'a Path>,
 }
 
 impl Config {
@@ -203,7 +220,19 @@ pub fn resolve(given: Overrides<'_>, config: &Config, config_path: Option<&Path>
     let server =
         server.or_else(|| from_context(|c| &c.server)).unwrap_or_else(|| stratus_client::DEFAULT_SERVER.to_string());
     let context_is_for_server = context.is_some_and(|c| c.server.is_empty() || same_server(&c.server, &server));
+    let ca_pem = match given.ca_file {
+        Some(file) => Some(
+            std::fs::read(file)
+                .map_err(|e| Error::Usage(format!("cannot read the certificate authority {}: {e}", file.display())))?,
+        ),
+        None if context_is_for_server => match from_context(|c| &c.certificate_authority_data) {
+            Some(data) => Some(decode_ca(&data, config_path)?),
+            None => None,
+        },
+        None => None,
+    };
     Ok(Connection {
+        ca_pem,
         token: token.or_else(|| if context_is_for_server { from_context(|c| &c.token) } else { None }),
         server,
         namespace: match namespace {
@@ -213,6 +242,15 @@ pub fn resolve(given: Overrides<'_>, config: &Config, config_path: Option<&Path>
                 explicit: false,
             },
         },
+    })
+}
+
+/// A context's `certificate-authority-data`: base64 of PEM.
+fn decode_ca(data: &str, config_path: Option<&Path>) -> Result<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(data.trim()).map_err(|e| match config_path {
+        Some(path) => config_error(path, format!("certificate-authority-data is not base64: {e}")),
+        None => Error::Usage(format!("certificate-authority-data is not base64: {e}")),
     })
 }
 
@@ -256,6 +294,7 @@ mod tests {
                     namespace: "team".into(),
                     user: "alice".into(),
                     token: "dev-token".into(),
+                    ..Default::default()
                 },
                 Context { name: "bare".into(), ..Default::default() },
             ],
@@ -263,7 +302,7 @@ mod tests {
     }
 
     fn resolve_with(server: Option<&str>, env: Option<&str>, namespace: Option<&str>, c: &Config) -> Connection {
-        let given = Overrides { flag_server: server, env_server: env, flag_namespace: namespace, env_token: None };
+        let given = Overrides { flag_server: server, env_server: env, flag_namespace: namespace, ..Default::default() };
         resolve(given, c, None).unwrap()
     }
 
@@ -273,7 +312,7 @@ mod tests {
         assert_eq!(resolve_with(Some("http://flag"), Some("http://env"), None, &c).server, "http://flag");
         assert_eq!(resolve_with(None, Some("http://env"), None, &c).server, "http://env");
         assert_eq!(resolve_with(None, None, None, &c).server, "http://dev:7070");
-        assert_eq!(resolve_with(None, None, None, &Config::default()).server, "http://127.0.0.1:7070");
+        assert_eq!(resolve_with(None, None, None, &Config::default()).server, "https://127.0.0.1:7070");
         // An empty value is no value.
         assert_eq!(resolve_with(Some(""), Some(""), None, &c).server, "http://dev:7070");
     }
@@ -288,7 +327,7 @@ mod tests {
         let bare = Config { current_context: "bare".into(), ..config() };
         let conn = resolve_with(None, None, None, &bare);
         assert_eq!(conn.namespace, Namespace { name: "default".into(), explicit: false });
-        assert_eq!(conn.server, "http://127.0.0.1:7070");
+        assert_eq!(conn.server, "https://127.0.0.1:7070");
     }
 
     #[test]

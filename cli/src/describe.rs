@@ -49,6 +49,7 @@ pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, 
         AnyObject::Instance(i) => instance(&mut doc, i, now),
         AnyObject::Node(n) => node(&mut doc, n),
         AnyObject::RoleBinding(rb) => role_binding(&mut doc, rb),
+        AnyObject::Secret(secret) => secret_data(&mut doc, secret),
         // The other kinds are small: their fields, as they are, read well enough.
         AnyObject::Namespace(_)
         | AnyObject::Tenant(_)
@@ -56,7 +57,12 @@ pub fn render_with(obj: &AnyObject, related: Option<&Related>, events: &Events, 
         | AnyObject::Endpoints(_)
         | AnyObject::Event(_)
         | AnyObject::User(_)
-        | AnyObject::ServiceAccount(_) => spec_and_status(&mut doc, obj),
+        | AnyObject::ServiceAccount(_)
+        | AnyObject::PriceList(_)
+        | AnyObject::UsageReport(_)
+        | AnyObject::LedgerEntry(_)
+        | AnyObject::Invoice(_)
+        | AnyObject::Budget(_) => spec_and_status(&mut doc, obj),
     }
     match (obj, related) {
         (AnyObject::Service(svc), Some(Related::Service { revisions, instances })) => {
@@ -340,6 +346,19 @@ fn role_binding(doc: &mut Doc, rb: &RoleBinding) {
 }
 
 /// Spec and status as they are, fields titled, for kinds without a describer of their own.
+/// A Secret's type, and its keys with the size of each value, as `kubectl describe secret`:
+/// never a value.
+fn secret_data(doc: &mut Doc, secret: &stratus_api::v1::Secret) {
+    doc.field(0, "Type", &secret.r#type);
+    doc.header(0, "Data");
+    if secret.data.is_empty() {
+        doc.text(1, "<none>".to_string());
+    }
+    for (key, value) in &secret.data {
+        doc.field(1, key, format!("{} bytes", value.len()));
+    }
+}
+
 fn spec_and_status(doc: &mut Doc, obj: &AnyObject) {
     let json = obj.to_json();
     for section in ["spec", "status"] {
@@ -461,8 +480,19 @@ fn containers(doc: &mut Doc, indent: usize, containers: &[Container]) {
             doc.field(at, "Environment", "<none>");
         } else {
             doc.header(at, "Environment");
+            // A variable from a Secret shows where it comes from, as kubectl: never its value.
             for e in &c.env {
-                doc.field(at + 1, &e.name, &e.value);
+                match e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()) {
+                    Some(r) => {
+                        let optional = if r.optional == Some(true) { ", optional" } else { "" };
+                        doc.field(
+                            at + 1,
+                            &e.name,
+                            format!("<set to the key '{}' in secret '{}'{optional}>", r.key, r.name),
+                        );
+                    }
+                    None => doc.field(at + 1, &e.name, &e.value),
+                }
             }
         }
     }

@@ -177,7 +177,7 @@ mod tests {
         });
         assert_eq!(
             reported(&e),
-            "error: cannot reach the Stratus API at http://127.0.0.1:7070 — is it running? start it with `stratus up`\n"
+            "error: cannot reach the Stratus API at https://127.0.0.1:7070 — is it running? start it with `stratus up`\n"
         );
     }
 

@@ -73,6 +73,9 @@ pub struct Environment {
     /// `STRATUS_TOKEN`: the bearer token to present, instead of the current context's (for
     /// scripts and CI, with a token from `stratus create token`).
     pub token: Option<String>,
+    /// `STRATUS_CERTIFICATE_AUTHORITY` (or `--certificate-authority`): the CA bundle that
+    /// verifies an `https://` server, instead of the context's `certificate-authority-data`.
+    pub certificate_authority: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Environment {
@@ -83,12 +86,14 @@ impl std::fmt::Debug for Environment {
             .field("config_path", &self.config_path)
             .field("data_dir", &self.data_dir)
             .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("certificate_authority", &self.certificate_authority)
             .finish()
     }
 }
 
 impl Environment {
-    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG`, `STRATUS_DATA_DIR`, `STRATUS_TOKEN` and `HOME`.
+    /// Reads `STRATUS_SERVER`, `STRATUS_CONFIG`, `STRATUS_DATA_DIR`, `STRATUS_TOKEN`,
+    /// `STRATUS_CERTIFICATE_AUTHORITY` and `HOME`.
     /// Empty values count as unset, as a shell user who writes `STRATUS_SERVER= stratus get svc`
     /// means.
     pub fn from_process() -> Environment {
@@ -102,6 +107,7 @@ impl Environment {
                 .or_else(|| stratus_dir.as_ref().map(|d| d.join("config"))),
             data_dir: var("STRATUS_DATA_DIR").map(PathBuf::from).or_else(|| stratus_dir.map(|d| d.join("data"))),
             token: var("STRATUS_TOKEN").and_then(|v| v.into_string().ok()),
+            certificate_authority: var("STRATUS_CERTIFICATE_AUTHORITY").map(PathBuf::from),
         }
     }
 }

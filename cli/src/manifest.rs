@@ -119,6 +119,16 @@ pub fn load(sources: &[Source], namespace: &Namespace, validate: bool) -> Result
                     continue;
                 }
             };
+            if let AnyObject::Secret(secret) = &object
+                && let Some(key) = secret.data.iter().find(|(_, v)| crate::output::is_hidden_value(v)).map(|(k, _)| k)
+            {
+                let reason = format!(
+                    "data[{key:?}] is the placeholder `stratus get` prints without --show-values, not a value; \
+                     get the Secret again with --show-values"
+                );
+                errors.push(Error::Document { file: source.name.clone(), document: index + 1, reason });
+                continue;
+            }
             if let Err(reason) = set_namespace(&mut object, namespace) {
                 errors.push(Error::Document { file: source.name.clone(), document: index + 1, reason });
                 continue;

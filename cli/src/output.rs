@@ -90,6 +90,12 @@ fn columns(kind: &str) -> (&'static [&'static str], &'static [&'static str]) {
         "User" => (&["NAME", "TENANT", "CLUSTER-ROLE", "AGE"], &["DISPLAY-NAME"]),
         "ServiceAccount" => (&["NAME", "CLUSTER-ROLE", "AGE"], &["NODE"]),
         "RoleBinding" => (&["NAME", "ROLE", "SUBJECTS", "AGE"], &[]),
+        "Secret" => (&["NAME", "TYPE", "DATA", "AGE"], &[]),
+        "PriceList" => (&["NAME", "CURRENCY", "PERIOD", "AGE"], &[]),
+        "UsageReport" => (&["NAME", "TENANT", "SERVICE", "INSTANCE", "MODE", "REQUESTS", "AGE"], &["SOURCE", "LEDGER"]),
+        "LedgerEntry" => (&["NAME", "TENANT", "SERVICE", "MODE", "START", "REQUESTS", "CLOSED", "AGE"], &["REPORTS"]),
+        "Invoice" => (&["NAME", "TENANT", "PERIOD", "TOTAL", "PHASE", "AGE"], &["SUBTOTAL", "FREE-TIER"]),
+        "Budget" => (&["NAME", "TENANT", "AMOUNT", "SPENT", "CROSSED", "AGE"], &["THRESHOLDS"]),
         // Events are read by time, not by their generated names; kubectl leaves NAME out too.
         // Wide, they are laid out as kubectl's, not extended: see `header`.
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
@@ -247,6 +253,79 @@ pub fn row(obj: &AnyObject, opts: TableOptions, allocations: &NodeAllocations, n
             let spec = rb.spec.clone().unwrap_or_default();
             vec![name, or_none(&spec.role), or_none(&subject_list(&spec.subjects)), created]
         }
+        // The number of keys, as kubectl: never a value.
+        AnyObject::Secret(secret) => vec![name, or_none(&secret.r#type), secret.data.len().to_string(), created],
+        AnyObject::PriceList(p) => {
+            let spec = p.spec.clone().unwrap_or_default();
+            let period = if spec.period.is_empty() { "monthly" } else { spec.period.as_str() };
+            vec![name, or_none(&spec.currency), period.to_string(), created]
+        }
+        AnyObject::UsageReport(r) => {
+            let spec = r.spec.clone().unwrap_or_default();
+            let mut cells = vec![
+                name,
+                or_none(&spec.tenant),
+                or_none(&spec.service),
+                or_none(&spec.instance),
+                or_none(&spec.billing_mode),
+                spec.requests.to_string(),
+                created,
+            ];
+            if wide {
+                let ledger = r.status.as_ref().map(|s| s.ledger_entry.clone()).unwrap_or_default();
+                cells.extend([format!("{}/{}", spec.source_kind, spec.source), or_none(&ledger)]);
+            }
+            cells
+        }
+        AnyObject::LedgerEntry(l) => {
+            let spec = l.spec.clone().unwrap_or_default();
+            let closed = l.status.as_ref().is_some_and(|s| s.closed);
+            let start = stratus_api::billing::millis(spec.start.as_ref())
+                .map(|ms| stratus_api::time::rfc3339(ms.div_euclid(1000)))
+                .unwrap_or_default();
+            let mut cells = vec![
+                name,
+                or_none(&spec.tenant),
+                or_none(&spec.service),
+                or_none(&spec.billing_mode),
+                or_none(&start),
+                spec.requests.to_string(),
+                if closed { "True" } else { "False" }.to_string(),
+                created,
+            ];
+            if wide {
+                cells.push(spec.reports.to_string());
+            }
+            cells
+        }
+        AnyObject::Invoice(i) => {
+            let spec = i.spec.clone().unwrap_or_default();
+            let phase = i.status.as_ref().map(|s| s.phase.clone()).unwrap_or_default();
+            let total = join_non_empty(&[&spec.total, &spec.currency], " ");
+            let mut cells =
+                vec![name, or_none(&spec.tenant), or_none(&spec.period), or_none(&total), or_none(&phase), created];
+            if wide {
+                cells.extend([or_none(&spec.subtotal), or_none(&spec.free_tier)]);
+            }
+            cells
+        }
+        AnyObject::Budget(b) => {
+            let spec = b.spec.clone().unwrap_or_default();
+            let status = b.status.clone().unwrap_or_default();
+            let percents = |p: &[i32]| p.iter().map(|t| format!("{t}%")).collect::<Vec<_>>().join(",");
+            let mut cells = vec![
+                name,
+                or_none(&spec.tenant),
+                or_none(&spec.amount),
+                or_none(&status.spent),
+                or_none(&percents(&status.crossed)),
+                created,
+            ];
+            if wide {
+                cells.push(percents(&spec.thresholds));
+            }
+            cells
+        }
         AnyObject::Event(e) => {
             let spec = e.spec.clone().unwrap_or_default();
             let object = spec.involved_object.as_ref().map(reference_name).unwrap_or_default();
@@ -330,12 +409,18 @@ pub fn conditions(obj: &AnyObject) -> &[Condition] {
         AnyObject::Node(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
         AnyObject::Tenant(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
         AnyObject::User(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
-        AnyObject::Namespace(_)
+        AnyObject::PriceList(o) => o.status.as_ref().map(|s| s.conditions.as_slice()),
+        AnyObject::UsageReport(_)
+        | AnyObject::LedgerEntry(_)
+        | AnyObject::Invoice(_)
+        | AnyObject::Budget(_)
+        | AnyObject::Namespace(_)
         | AnyObject::Lease(_)
         | AnyObject::Endpoints(_)
         | AnyObject::Event(_)
         | AnyObject::ServiceAccount(_)
-        | AnyObject::RoleBinding(_) => None,
+        | AnyObject::RoleBinding(_)
+        | AnyObject::Secret(_) => None,
     }
     .unwrap_or_default()
 }
@@ -348,15 +433,47 @@ pub fn observed_generation(obj: &AnyObject) -> i64 {
         AnyObject::Instance(o) => o.status.as_ref().map(|s| s.observed_generation),
         AnyObject::Node(o) => o.status.as_ref().map(|s| s.observed_generation),
         AnyObject::Tenant(o) => o.status.as_ref().map(|s| s.observed_generation),
-        AnyObject::Namespace(_)
+        AnyObject::PriceList(_)
+        | AnyObject::UsageReport(_)
+        | AnyObject::LedgerEntry(_)
+        | AnyObject::Invoice(_)
+        | AnyObject::Budget(_)
+        | AnyObject::Namespace(_)
         | AnyObject::Lease(_)
         | AnyObject::Endpoints(_)
         | AnyObject::Event(_)
         | AnyObject::User(_)
         | AnyObject::ServiceAccount(_)
-        | AnyObject::RoleBinding(_) => None,
+        | AnyObject::RoleBinding(_)
+        | AnyObject::Secret(_) => None,
     }
     .unwrap_or_default()
+}
+
+/// What `get -o yaml|json` prints of a Secret's values without `--show-values`: the size only.
+/// `stratus apply` refuses a Secret holding such a placeholder (see [`is_hidden_value`]), so a
+/// printed Secret applied back cannot replace the values with it.
+pub fn hidden_value(value: &str) -> String {
+    format!("<hidden: {} bytes>", value.len())
+}
+
+/// Whether `value` is what [`hidden_value`] prints.
+pub fn is_hidden_value(value: &str) -> bool {
+    value
+        .strip_prefix("<hidden: ")
+        .and_then(|r| r.strip_suffix(" bytes>"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `obj` with a Secret's values replaced by [`hidden_value`]; any other object as it is.
+pub fn hide_values(obj: &AnyObject) -> AnyObject {
+    let mut obj = obj.clone();
+    if let AnyObject::Secret(s) = &mut obj {
+        for v in s.data.values_mut() {
+            *v = hidden_value(v);
+        }
+    }
+    obj
 }
 
 /// Orders events oldest first, as `kubectl describe` lists them; events of no

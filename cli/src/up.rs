@@ -32,6 +32,8 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let sources = manifest::read(&args.filenames, &mut io.stdin)?;
     let items = manifest::load(&sources, &namespace, true)?;
 
+    // Every component of the platform shares this process's descriptors.
+    stratus_support::raise_open_file_limit();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| Error::Up(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
     let api_listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| {
@@ -48,13 +50,46 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
             args.gateway_listen
         ))
     })?;
+    let gateway_https_listener = tokio::net::TcpListener::bind(&args.gateway_https_listen).await.map_err(|e| {
+        Error::Up(format!(
+            "the gateway cannot serve HTTPS on {}: {e}; pick another address with --gateway-https-listen",
+            args.gateway_https_listen
+        ))
+    })?;
     let password_file = data_dir.join(ADMIN_PASSWORD_FILE);
+    // The gateway's usage reports wait here until the API has them (see stratus_client::usage).
+    let usage_dir = data_dir.join("usage").join("gateway");
+    let spool = stratus_client::usage::Spool::open(
+        &usage_dir,
+        stratus_client::usage::Spool::DEFAULT_MAX_FILES,
+        stratus_client::usage::SpoolMetrics::default(),
+    )
+    .map_err(|e| Error::Up(format!("cannot open the usage spool {}: {e}", usage_dir.display())))?;
+    let metering = stratus_gateway::Metering { spool, window: stratus_gateway::Metering::DEFAULT_WINDOW };
+    let api_addr = api_listener.local_addr().map_err(|e| Error::Up(format!("the API listener has no address: {e}")))?;
     let mut platform =
         stratus_platform::Builder::serve_api(StoreOptions::Embedded { data_dir: data_dir.clone() }, api_listener)
+            .api_config(stratus_apiserver::Config {
+                images: Some(stratus_apiserver::images::ImagesConfig::new(&args.registry, data_dir.join("uploads"))),
+                ..Default::default()
+            })
+            .api_tls(stratus_platform::tls::ServingTls::Issued {
+                pki_dir: data_dir.join("pki"),
+                names: stratus_platform::tls::ServingTls::default_names(api_addr, &[]),
+                validity: stratus_auth::pki::SERVING_VALIDITY,
+            })
             .bootstrap_admin(&password_file)
             .gateway(
                 gateway_listener,
-                stratus_gateway::GatewayConfig { domain: args.domain.clone(), ..Default::default() },
+                stratus_gateway::GatewayConfig {
+                    domain: args.domain.clone(),
+                    metering: Some(metering),
+                    ..Default::default()
+                },
+            )
+            .gateway_tls(
+                gateway_https_listener,
+                stratus_platform::tls::GatewayTls { issue_with_cluster_ca: true, ..Default::default() },
             )
             .controllers(stratus_controllers::Config {
                 domain: args.domain.clone(),
@@ -62,7 +97,7 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
                 ..Default::default()
             });
     if !args.no_agent {
-        let (config, runtime, listener) = agent(&args).await?;
+        let (config, runtime, listener) = agent(&args, &data_dir).await?;
         platform = platform.agent(config, runtime, Some(listener));
     }
     let mut platform = platform.start().await.map_err(|e| Error::Up(ErrorChain(&e).to_string()))?;
@@ -78,16 +113,22 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     });
     let endpoint = &platform.endpoint;
     let client = platform.client.clone();
-    let login = log_in(endpoint, admin_password, &password_file, env).await;
+    let login = log_in(endpoint, platform.ca_pem.as_deref(), admin_password, &password_file, env).await;
     let (Ok(said) | Err(said)) = &login;
+    let ca = data_dir.join("pki").join(stratus_auth::pki::CA_CERT_FILE);
     let mut banner = format!(
-        "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n{said}\n\n\
+        "Stratus API listening on {endpoint} (gRPC and HTTP), data in {}\n{said}\n\n{}\n\
          Try:\n  stratus apply -f manifests/hello.yaml\n  stratus get services\n",
-        data_dir.display()
+        data_dir.display(),
+        console_banner(endpoint, &password_file, &ca)
     );
     // Logged in, the current context is this server's; otherwise other terminals need telling.
     if login.is_err() && endpoint != stratus_client::DEFAULT_SERVER {
-        banner.push_str(&format!("\nOther terminals reach it with:\n  export STRATUS_SERVER={endpoint}\n"));
+        banner.push_str(&format!(
+            "\nOther terminals reach it with:\n  export STRATUS_SERVER={endpoint}\n  \
+             export STRATUS_CERTIFICATE_AUTHORITY={}\n",
+            ca.display()
+        ));
     }
     banner.push_str("\nPress Ctrl-C to stop.\n");
     io.out.write_all(banner.as_bytes())?;
@@ -105,8 +146,11 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
         if let Err(e) = commands::apply_items(&client, items, io.out.as_mut()).await {
             e.report(&mut io.err);
         }
+        let https = platform
+            .gateway_https
+            .map(|addr| Https { port: addr.port(), ca: data_dir.join("pki").join(stratus_auth::pki::CA_CERT_FILE) });
         for (namespace, name) in services {
-            announce(&client, &namespace, &name, &mut platform.stopping(), io).await?;
+            announce(&client, &namespace, &name, https.as_ref(), &mut platform.stopping(), io).await?;
         }
     }
     let _ = platform.stopping().wait_for(|s| *s).await;
@@ -120,12 +164,28 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
 /// Where the first admin's password is kept, in the data directory.
 const ADMIN_PASSWORD_FILE: &str = "admin-password";
 
+/// Where the web console is and how to log in to it: as `admin` with the password `stratus up`
+/// made (the file), or as any user made with `stratus create user`. The browser does not know
+/// the cluster CA that signed the server's certificate, so it warns until the CA is trusted.
+fn console_banner(endpoint: &str, password_file: &Path, ca: &Path) -> String {
+    use stratus_api::identity::BOOTSTRAP_ADMIN as ADMIN;
+    format!(
+        "Web console: {}/ui\n  \
+         log in as {ADMIN} with the password in {} (or as a user made with `stratus create user`);\n  \
+         the browser warns about the certificate until it trusts the cluster CA {}\n",
+        endpoint.trim_end_matches('/'),
+        password_file.display(),
+        ca.display()
+    )
+}
+
 /// Logs this CLI in as admin, with the password this start made or the one in
 /// `password_file`, and keeps the token in the context of `endpoint`, made current. Says what
 /// to tell the user: where the password is, or (as an error) why the CLI is not logged in and
 /// what to do. An error does not stop `up`: the server is worth running anyway.
 async fn log_in(
     endpoint: &str,
+    ca_pem: Option<&str>,
     made: Option<String>,
     password_file: &Path,
     env: &Environment,
@@ -142,7 +202,7 @@ async fn log_in(
         })?,
     };
     let password = password.trim_end_matches(['\n', '\r']);
-    let issued = match Client::new(endpoint) {
+    let issued = match Client::with_ca(endpoint, ca_pem.map(str::as_bytes)) {
         Ok(client) => client.login(ADMIN, password).await,
         Err(e) => Err(e),
     };
@@ -154,7 +214,7 @@ async fn log_in(
             )
         })?
         .access_token;
-    match save_login(endpoint, ADMIN, &token, env.config_path.as_deref()) {
+    match save_login(endpoint, ca_pem, ADMIN, &token, env.config_path.as_deref()) {
         Ok(context) => Ok(format!(
             "This CLI is logged in as {ADMIN} (cluster-admin), in the context {context:?}; the admin's password \
              is in {file}"
@@ -167,14 +227,34 @@ async fn log_in(
 }
 
 /// Keeps `token` of `user` in the context of `server`, made current; returns its name.
-fn save_login(server: &str, user: &str, token: &str, path: Option<&Path>) -> Result<String> {
+fn save_login(server: &str, ca_pem: Option<&str>, user: &str, token: &str, path: Option<&Path>) -> Result<String> {
     let mut config = Config::load(path)?;
     let context = config.login_context(server);
     context.user = user.to_string();
     context.token = token.to_string();
+    if let Some(ca) = ca_pem {
+        context.set_certificate_authority(ca.as_bytes());
+    }
     let name = context.name.clone();
     config.save(config::writable(path)?)?;
     Ok(name)
+}
+
+/// Where the gateway serves HTTPS, and the CA that verifies it.
+struct Https {
+    port: u16,
+    ca: PathBuf,
+}
+
+impl Https {
+    /// The HTTPS URL of a service whose URL is `http://HOST[:PORT]`.
+    fn url(&self, http_url: &str) -> Option<String> {
+        let rest = http_url.strip_prefix("http://")?;
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let port = if self.port == 443 { String::new() } else { format!(":{}", self.port) };
+        Some(format!("https://{host}{port}/{path}").trim_end_matches('/').to_string())
+    }
 }
 
 /// Waits (showing progress) until an applied service is Ready, then prints its URL and a
@@ -183,6 +263,7 @@ async fn announce(
     client: &Client,
     namespace: &str,
     name: &str,
+    https: Option<&Https>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     io: &mut Io,
 ) -> Result<()> {
@@ -200,6 +281,9 @@ async fn announce(
                 started.elapsed().as_secs_f64(),
                 url = status.url
             )?;
+            if let Some(https) = https.and_then(|h| h.url(&status.url).map(|url| (h, url))) {
+                writeln!(io.out, "  curl --cacert {} {}", https.0.ca.display(), https.1)?;
+            }
             return Ok(());
         }
         let line = if ready.status == "False" {
@@ -224,9 +308,11 @@ async fn announce(
 }
 
 /// The node agent for this machine: its configuration, the Docker engine (which need not be up:
-/// the node is NotReady until it answers) and where it serves its metrics and logs.
+/// the node is NotReady until it answers) and where it serves its metrics and logs. It meters
+/// its instances, spooling the reports under `data_dir`/usage/agent-NODE.
 async fn agent(
     args: &UpArgs,
+    data_dir: &std::path::Path,
 ) -> Result<(stratus_agent::AgentConfig, std::sync::Arc<dyn stratus_agent::runtime::Runtime>, tokio::net::TcpListener)>
 {
     let node_name = match &args.node_name {
@@ -241,5 +327,32 @@ async fn agent(
         ))
     })?;
     let runtime = std::sync::Arc::new(stratus_agent::runtime::lazy::LazyDocker::new(args.docker_host.clone()));
-    Ok((stratus_agent::AgentConfig::new(node_name), runtime, listener))
+    // The agent's usage reports, and its record of the last window reported, stay here until
+    // the API has them (see stratus_agent::metering).
+    let usage_dir = data_dir.join("usage").join(format!("agent-{}", stratus_client::usage::source_label(&node_name)));
+    let spool = stratus_client::usage::Spool::open(
+        &usage_dir,
+        stratus_client::usage::Spool::DEFAULT_MAX_FILES,
+        stratus_client::usage::SpoolMetrics::default(),
+    )
+    .map_err(|e| Error::Up(format!("cannot open the agent's usage spool {}: {e}", usage_dir.display())))?;
+    let mut config = stratus_agent::AgentConfig::new(node_name);
+    config.require_non_root = args.require_non_root;
+    config.metering =
+        Some(stratus_agent::metering::Metering { spool, window: stratus_agent::metering::Metering::DEFAULT_WINDOW });
+    Ok((config, runtime, listener))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_says_where_the_console_is_and_who_logs_in() {
+        let text =
+            console_banner("https://127.0.0.1:7070/", Path::new("/d/admin-password"), Path::new("/d/pki/ca.crt"));
+        assert!(text.starts_with("Web console: https://127.0.0.1:7070/ui\n"), "{text}");
+        assert!(text.contains("log in as admin with the password in /d/admin-password"), "{text}");
+        assert!(text.contains("/d/pki/ca.crt"), "{text}");
+    }
 }

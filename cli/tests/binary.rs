@@ -88,7 +88,7 @@ fn up(home: &Path, data: &Path, extra: &[&str]) -> Up {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     let line = read_line_with(&mut out, &mut seen, "listening on ");
-    let endpoint = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let endpoint = line.split_whitespace().find(|w| w.starts_with("https://")).unwrap().to_string();
     Up { child, out, seen, endpoint }
 }
 
@@ -102,7 +102,7 @@ fn up_serves_applies_its_manifests_keeps_its_data_and_stops_on_sigterm() {
     assert!(
         server.seen.contains(&format!(
             "This CLI is logged in as admin (cluster-admin), in the context \"{}\"; the admin's password is in {}\n",
-            server.endpoint.trim_start_matches("http://"),
+            server.endpoint.trim_start_matches("https://"),
             password_file.display()
         )),
         "{}",

@@ -331,3 +331,49 @@ async fn create_refuses_what_it_can_before_asking_the_server() {
     let err = out.failed();
     assert!(err.starts_with("error: serviceaccount/ci: ") && err.contains("nowhere"), "{err}");
 }
+
+/// Against an HTTPS server: without the CA the CLI refuses it; `login --certificate-authority`
+/// keeps the CA in the context, so later commands verify the server with no flag; and the join
+/// command of a bootstrap token carries the CA's pin.
+#[tokio::test]
+async fn an_https_server_is_verified_with_the_ca_the_context_keeps() {
+    let server = TestServer::start_tls(Default::default()).await;
+    let admin = Stratus::admin(&server);
+    make_user(&admin_with_ca(&admin, &server), "carol", "default", "a long enough password").await;
+
+    let cli = Stratus::new(&server.endpoint);
+    let out = cli.run_with_stdin(&["login", "-u", "carol", "--password-stdin"], "a long enough password").await;
+    assert!(out.failed().contains("no certificate authority was given"), "{}", out.err);
+
+    let ca = cli.dir.path().join("ca.crt");
+    std::fs::write(&ca, server.ca.as_ref().unwrap().cert_pem()).unwrap();
+    let ca_arg = ca.display().to_string();
+    let login = ["--certificate-authority", ca_arg.as_str(), "login", "-u", "carol", "--password-stdin"];
+    cli.run_with_stdin(&login, "a long enough password").await.ok();
+    let config = Config::load(Some(&cli.config_path())).unwrap();
+    assert!(!config.contexts[0].certificate_authority_data.is_empty());
+    // No flag now: the context's CA verifies the server.
+    assert!(cli.run(&["whoami"]).await.ok().contains("carol"));
+
+    // A client trusting another CA is refused, with what to check.
+    let stranger = cli.dir.path().join("stranger.crt");
+    std::fs::write(&stranger, stratus_auth::pki::Ca::generate().unwrap().cert_pem()).unwrap();
+    let out = cli.run(&["--certificate-authority", stranger.to_str().unwrap(), "whoami"]).await;
+    assert!(out.failed().contains("cannot verify the Stratus API"), "{}", out.err);
+
+    // The join command names the server, the token and the pin of the CA.
+    let out = admin_with_ca(&admin, &server).run(&["create", "token", "--bootstrap", "--print-join-command"]).await;
+    let line = out.ok();
+    let pin = stratus_auth::pki::ca_cert_hash(server.ca.as_ref().unwrap().cert_pem()).unwrap();
+    assert!(line.starts_with(&format!("stratus-agent --join {} --token ", server.endpoint)), "{line}");
+    assert!(line.contains(&format!("--ca-cert-hash {pin} ")), "{line}");
+}
+
+/// `admin` verifying `server` with its CA.
+fn admin_with_ca(admin: &Stratus, server: &TestServer) -> Stratus {
+    let path = admin.dir.path().join("ca.crt");
+    std::fs::write(&path, server.ca.as_ref().unwrap().cert_pem()).unwrap();
+    let mut cli = Stratus::new(&server.endpoint);
+    cli.env = stratus_cli::Environment { certificate_authority: Some(path), ..admin.env.clone() };
+    cli
+}

@@ -19,13 +19,16 @@ use stratus_api::{AnyObject, Resource};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod join;
 pub mod review;
 pub mod runtime;
+pub mod tls;
+pub mod usage;
 
 pub use runtime::ErrorChain;
 
 /// The address the API server listens on when nothing else is configured.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:7070";
 
 /// What can go wrong talking to the API server. Each maps one status of the API.
 #[derive(Debug, thiserror::Error)]
@@ -61,8 +64,11 @@ pub enum Error {
     /// or the agent of the node whose logs were asked for. The message names what.
     #[error("{0}")]
     ServiceUnavailable(String),
-    #[error("invalid server address {0:?}: expected a URL such as http://127.0.0.1:7070")]
+    #[error("invalid server address {0:?}: expected a URL such as https://127.0.0.1:7070")]
     BadEndpoint(String),
+    /// The server is HTTPS but no CA to verify it was given, or the CA is unusable.
+    #[error("{0}")]
+    Tls(String),
     #[error("the server answered with a {got} where a {want} was expected")]
     UnexpectedKind { want: &'static str, got: &'static str },
     #[error("the server's answer was missing {0}")]
@@ -93,7 +99,15 @@ impl Error {
             // status without one is the server's own answer.
             Code::Unavailable if std::error::Error::source(&status).is_none() => Error::ServiceUnavailable(msg),
             Code::Unavailable => {
-                Error::Unavailable { endpoint: endpoint.to_string(), message: unavailable_reason(&status) }
+                let reason = unavailable_reason(&status);
+                if is_tls_failure(&reason) {
+                    Error::Tls(format!(
+                        "cannot verify the Stratus API at {endpoint}: {reason} (is the certificate authority the \
+                         cluster's, DATA_DIR/pki/ca.crt, and the server's address one its certificate names?)"
+                    ))
+                } else {
+                    Error::Unavailable { endpoint: endpoint.to_string(), message: reason }
+                }
             }
             _ => Error::Server(msg),
         }
@@ -103,6 +117,14 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::ServiceUnavailable(_) | Error::Server(_))
     }
+}
+
+/// Whether a transport failure is TLS refusing the peer (rustls' wording), not a peer that is
+/// away: an unknown issuer, a name the certificate does not hold, a plain-HTTP server.
+fn is_tls_failure(reason: &str) -> bool {
+    ["invalid peer certificate", "certificate", "InvalidContentType", "corrupt message", "peer is incompatible"]
+        .iter()
+        .any(|needle| reason.contains(needle))
 }
 
 fn unavailable_reason(status: &tonic::Status) -> String {
@@ -228,16 +250,47 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `endpoint` (e.g. `http://127.0.0.1:7070`). Connects lazily:
-    /// an unreachable server shows as [`Error::Unavailable`] on the first request.
+    /// A client of the plain-HTTP server at `endpoint` (e.g. `http://127.0.0.1:7070`): for
+    /// servers in the same process. An `https://` endpoint needs [`Client::with_ca`].
     pub fn new(endpoint: &str) -> Result<Client> {
-        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("http://{endpoint}") };
-        let channel = Endpoint::from_shared(endpoint.clone())
+        Client::with_ca(endpoint, None)
+    }
+
+    /// A client of the server at `endpoint` that trusts only `ca_pem` (the cluster CA, PEM)
+    /// to sign its certificate when the endpoint is `https://`. A bare `host:port` is HTTPS.
+    /// Connects lazily: an unreachable server shows as [`Error::Unavailable`] on the first
+    /// request.
+    pub fn with_ca(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<Client> {
+        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") };
+        let mut builder = Endpoint::from_shared(endpoint.clone())
             .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .connect_lazy();
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        if endpoint.starts_with("https://") {
+            let ca = ca_pem.ok_or_else(|| {
+                Error::Tls(format!(
+                    "{endpoint} is HTTPS but no certificate authority was given to verify it \
+                     (--certificate-authority, or the context's certificate-authority-data)"
+                ))
+            })?;
+            let tls =
+                tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::Tls(format!("the certificate authority for {endpoint} is unusable: {e}")))?;
+        }
+        Ok(Client::over(builder.connect_lazy(), endpoint, Credentials::None))
+    }
+
+    /// A client of the HTTPS server at `endpoint` that trusts only `ca_pem` and proves who it
+    /// is with `identity`'s certificate (a node's), presenting its current certificate on each
+    /// new connection. Connects lazily.
+    pub fn with_identity(endpoint: &str, ca_pem: &[u8], identity: &tls::ClientIdentity) -> Result<Client> {
+        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") };
+        let channel = tls::channel(&endpoint, ca_pem, identity, None, |e| {
+            e.connect_timeout(Duration::from_secs(3)).http2_keep_alive_interval(Duration::from_secs(30))
+        })?;
         Ok(Client::over(channel, endpoint, Credentials::None))
     }
 
@@ -257,6 +310,15 @@ impl Client {
     /// The credentials this client presents.
     pub fn credentials(&self) -> Credentials {
         self.credentials.clone()
+    }
+
+    /// The API server's `TrafficMetrics` service (gateways report their demand to it), over
+    /// this client's connection, presenting its credentials.
+    pub fn traffic_metrics(&self) -> stratus_api::v1::traffic_metrics_client::TrafficMetricsClient<Authed> {
+        stratus_api::v1::traffic_metrics_client::TrafficMetricsClient::with_interceptor(
+            self.channel.clone(),
+            Bearer(self.credentials.clone()),
+        )
     }
 
     /// The same client presenting `token` on every request.

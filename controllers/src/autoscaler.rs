@@ -65,7 +65,7 @@ pub enum Error {
     Serve {
         addr: String,
         #[source]
-        source: tonic::transport::Error,
+        source: std::io::Error,
     },
 }
 
@@ -75,8 +75,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone)]
 pub struct DemandService {
     store: DemandStore,
-    /// Who may report and poke: gateways (and cluster admins), when set.
-    review: Option<Arc<TokenReview>>,
+    /// Who may report and poke: gateways, when set.
+    callers: Option<Callers>,
+}
+
+/// How the demand service knows a gateway.
+#[derive(Debug, Clone)]
+enum Callers {
+    /// By its token, reviewed with the API (plain HTTP/2; cluster admins pass too).
+    Review(Arc<TokenReview>),
+    /// By its client certificate from the cluster CA (`system:gateway:NAME`), over TLS.
+    GatewayCertificate,
 }
 
 /// The cluster roles whose tokens the demand service takes.
@@ -84,19 +93,41 @@ pub const REPORTERS: &[&str] = &[roles::SYSTEM_GATEWAY, roles::CLUSTER_ADMIN];
 
 impl DemandService {
     pub fn new(store: DemandStore) -> DemandService {
-        DemandService { store, review: None }
+        DemandService { store, callers: None }
     }
 
     /// Takes calls only from callers `review` lets in.
     pub fn with_review(mut self, review: Arc<TokenReview>) -> DemandService {
-        self.review = Some(review);
+        self.callers = Some(Callers::Review(review));
         self
     }
 
-    async fn admit<T>(&self, request: &Request<T>) -> std::result::Result<(), Status> {
-        match &self.review {
-            Some(review) => review.check(request.metadata()).await.map(drop),
-            None => Ok(()),
+    /// Takes calls only from callers that presented a gateway's client certificate
+    /// (`system:gateway:NAME`), which the server's TLS configuration verified against the
+    /// cluster CA; the server must put the connection's `Peer` in the requests
+    /// (`stratus_support::server::serve_tower_with_peer`). A gateway reports only as itself.
+    pub fn with_gateway_certificates(mut self) -> DemandService {
+        self.callers = Some(Callers::GatewayCertificate);
+        self
+    }
+
+    /// Admits the caller; returns the gateway it proved to be, when it proved it by
+    /// certificate.
+    async fn admit<T>(&self, request: &Request<T>) -> std::result::Result<Option<String>, Status> {
+        match &self.callers {
+            None => Ok(None),
+            Some(Callers::Review(review)) => review.check(request.metadata()).await.map(|_| None),
+            Some(Callers::GatewayCertificate) => {
+                let subject = stratus_client::tls::caller_subject(request)?;
+                match stratus_api::identity::parse_gateway_user(&subject.common_name) {
+                    Some(gateway) => Ok(Some(gateway.to_string())),
+                    None => Err(Status::permission_denied(format!(
+                        "the autoscaler takes demand only from gateways (a certificate for {}), not from {:?}",
+                        stratus_api::identity::gateway_user("NAME"),
+                        subject.common_name
+                    ))),
+                }
+            }
         }
     }
 
@@ -114,11 +145,17 @@ impl Autoscaler for DemandService {
         &self,
         request: Request<Streaming<DemandReport>>,
     ) -> std::result::Result<Response<DemandAck>, Status> {
-        self.admit(&request).await?;
+        let proven = self.admit(&request).await?;
         let mut reports = request.into_inner();
         while let Some(report) = reports.message().await? {
             if report.gateway.is_empty() {
                 return Err(Status::invalid_argument("a demand report needs the name of its gateway"));
+            }
+            if let Some(gateway) = proven.as_ref().filter(|g| **g != report.gateway) {
+                return Err(Status::permission_denied(format!(
+                    "gateway {gateway} may report only its own demand, not that of gateway {:?}",
+                    report.gateway
+                )));
             }
             self.store.report(&report, Instant::now());
         }
@@ -147,9 +184,27 @@ pub async fn serve_autoscaler(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let addr = listener.local_addr().map_or_else(|_| "a listener".to_string(), |a: SocketAddr| a.to_string());
-    tonic::transport::Server::builder()
-        .add_service(DemandService::new(demand).with_review(review).into_server())
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+    let routes = tonic::service::Routes::new(DemandService::new(demand).with_review(review).into_server()).prepare();
+    stratus_support::server::serve_tower(listener, None, stratus_support::server::Limits::default(), shutdown, routes)
+        .await
+        .map_err(|source| Error::Serve { addr, source })
+}
+
+/// [`serve_autoscaler`] over TLS with `tls` (which should require client certificates from
+/// the cluster CA: `Certificates::server_config_requiring_clients`): only callers that present
+/// a gateway's certificate (`system:gateway:NAME`) are answered, and each reports only as
+/// itself.
+pub async fn serve_autoscaler_tls(
+    listener: tokio::net::TcpListener,
+    demand: DemandStore,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let addr = listener.local_addr().map_or_else(|_| "a listener".to_string(), |a: SocketAddr| a.to_string());
+    let routes =
+        tonic::service::Routes::new(DemandService::new(demand).with_gateway_certificates().into_server()).prepare();
+    let limits = stratus_support::server::Limits::default();
+    stratus_support::server::serve_tower_with_peer(listener, Some(tls), limits, shutdown, routes)
         .await
         .map_err(|source| Error::Serve { addr, source })
 }

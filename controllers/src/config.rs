@@ -22,6 +22,9 @@ pub struct Config {
     /// Registries that are reached over plain HTTP when resolving image digests (loopback
     /// registries always are).
     pub insecure_registries: Vec<String>,
+    /// Hosts besides a registry's own whose token services (a challenge's `realm`) may be asked
+    /// when resolving image digests; Docker Hub's `auth.docker.io` always may for Docker Hub.
+    pub registry_auth_hosts: Vec<String>,
     /// How often the autoscaler evaluates every revision (Knative's tick-interval).
     pub autoscale_tick: Duration,
     /// The window demand is averaged over in normal operation; the annotation
@@ -40,6 +43,15 @@ pub struct Config {
     /// removed, unless its annotation `serving.knative.dev/progress-deadline` says otherwise.
     /// Default 600 s, as Knative.
     pub progress_deadline: Duration,
+    /// Billing: how late usage reports may be expected (the time after a ledger bucket ends
+    /// until its reports are normally in) and the grace after that during which a late report
+    /// still lands in its own bucket. A bucket closes at `end + watermark + grace`; reports
+    /// arriving later are folded into the open bucket as adjustments. Default 1 min and 5 min.
+    pub billing_watermark: Duration,
+    pub billing_grace: Duration,
+    /// How often the billing controller folds new reports, closes buckets, rewrites invoices
+    /// and follows budgets. Default 10 s.
+    pub billing_interval: Duration,
 }
 
 impl Default for Config {
@@ -52,6 +64,7 @@ impl Default for Config {
             system_namespace: stratus_api::wellknown::namespaces::SYSTEM.into(),
             identity: format!("stratus-controllers-{}", std::process::id()),
             insecure_registries: Vec::new(),
+            registry_auth_hosts: Vec::new(),
             autoscale_tick: Duration::from_secs(2),
             stable_window: Duration::from_secs(60),
             scale_to_zero_grace: Duration::from_secs(30),
@@ -59,6 +72,9 @@ impl Default for Config {
             panic_threshold: 200.0,
             overcommit: Overcommit::default(),
             progress_deadline: Duration::from_secs(600),
+            billing_watermark: Duration::from_secs(60),
+            billing_grace: Duration::from_secs(300),
+            billing_interval: Duration::from_secs(10),
         }
     }
 }

@@ -168,6 +168,7 @@ mod tests {
                 requests,
                 queued: 0,
                 period_ms: 1000,
+                latency_buckets: Vec::new(),
             }],
         }
     }

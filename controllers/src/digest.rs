@@ -68,6 +68,13 @@ pub enum Error {
     Registry { image: String, registry: String, status: StatusCode, message: String },
     #[error("{image}: the registry {registry} sent no valid Docker-Content-Digest header")]
     NoDigest { image: String, registry: String },
+    /// The registry's challenge sent the token request elsewhere than to itself or to an
+    /// allowed token host: following it would let a registry make the controllers call any URL.
+    #[error(
+        "{image}: the registry {registry} sends for a token to {realm}, which is neither on the registry's host nor an \
+         allowed token host (--registry-auth-host)"
+    )]
+    RealmNotAllowed { image: String, registry: String, realm: String },
     #[error("{image}: cannot speak HTTPS to the registry {registry}: {reason}")]
     Tls { image: String, registry: String, reason: String },
     #[error("{image}: cannot build a request to the registry {registry}")]
@@ -172,8 +179,13 @@ pub struct Resolver {
     https: Option<HttpClient<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
     tls_unavailable: String,
     insecure: Vec<String>,
+    /// Hosts (besides the registry's own) whose token services may be asked.
+    auth_hosts: Vec<String>,
     timeout: Duration,
 }
+
+/// The token service of Docker Hub, on a host of its own.
+const DOCKER_HUB_AUTH: &str = "auth.docker.io";
 
 /// One registry conversation, for error messages.
 struct Target<'a> {
@@ -209,8 +221,36 @@ impl Resolver {
             https,
             tls_unavailable,
             insecure: insecure_registries,
+            auth_hosts: Vec::new(),
             timeout,
         }
+    }
+
+    /// The same resolver, also following token challenges (`realm`) to `hosts` (host names
+    /// or addresses, any port and scheme). Without them it asks only token services on the
+    /// registry's own host, and Docker Hub's (`auth.docker.io`) for Docker Hub.
+    pub fn with_auth_hosts(mut self, hosts: Vec<String>) -> Resolver {
+        self.auth_hosts = hosts;
+        self
+    }
+
+    /// Whether the token service at `realm` may be asked for a token to `registry`: on the
+    /// registry's host (any port or scheme), on an allowed host, or Docker Hub's own.
+    fn realm_allowed(&self, registry: &str, realm: &str) -> bool {
+        let Some(host) = realm.parse::<hyper::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase)) else {
+            return false;
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let registry_host = registry.parse::<hyper::http::uri::Authority>().map_or_else(
+            |_| registry.to_ascii_lowercase(),
+            |a| a.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+        );
+        host == registry_host
+            || (registry == DOCKER_HUB_API && host == DOCKER_HUB_AUTH)
+            || self
+                .auth_hosts
+                .iter()
+                .any(|allowed| allowed.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(host))
     }
 
     /// The pinned reference (`name@sha256:…`) of what `image` names now. An image pinned
@@ -279,6 +319,13 @@ impl Resolver {
 
     /// An anonymous pull token from the token service a Bearer challenge names.
     async fn token(&self, target: &Target<'_>, challenge: &Challenge, repository: &str) -> Result<String> {
+        if !self.realm_allowed(target.registry, &challenge.realm) {
+            return Err(Error::RealmNotAllowed {
+                image: target.image.into(),
+                registry: target.registry.into(),
+                realm: challenge.realm.clone(),
+            });
+        }
         let scope = challenge.scope.clone().unwrap_or_else(|| format!("repository:{repository}:pull"));
         let separator = if challenge.realm.contains('?') { '&' } else { '?' };
         let mut url = format!("{}{separator}scope={}", challenge.realm, query_escape(&scope));
@@ -544,10 +591,27 @@ mod tests {
     /// A registry on loopback: `open:v1` for anyone, `private:v1` for holders of a token its
     /// token service hands out, `nodigest:v1` without a digest header.
     async fn registry() -> String {
-        use hyper::service::service_fn;
+        registry_with_realm_host("127.0.0.1").await
+    }
+
+    /// The same, its challenges naming its token service on `realm_host` (a loopback address,
+    /// so that no name has to resolve) at the same port, where the same server also answers.
+    async fn registry_with_realm_host(realm_host: &str) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address").to_string();
-        let realm = format!("http://{addr}/token");
+        let port = listener.local_addr().expect("address").port();
+        let realm = format!("http://{realm_host}:{port}/token");
+        if realm_host != "127.0.0.1" {
+            let other = tokio::net::TcpListener::bind((realm_host, port)).await.expect("bind the token host");
+            serve_registry(other, realm.clone());
+        }
+        serve_registry(listener, realm);
+        addr
+    }
+
+    /// Serves the fake registry on `listener`, its challenges naming `realm`.
+    fn serve_registry(listener: tokio::net::TcpListener, realm: String) {
+        use hyper::service::service_fn;
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let realm = realm.clone();
@@ -587,7 +651,6 @@ mod tests {
                 tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
             }
         });
-        addr
     }
 
     #[tokio::test]
@@ -609,6 +672,30 @@ mod tests {
         // Pinned already: nobody is asked.
         let pinned = format!("127.0.0.1:1/x@{digest}");
         assert_eq!(resolver.resolve(&pinned).await.expect("as is"), pinned);
+    }
+
+    #[tokio::test]
+    async fn token_services_are_asked_only_on_the_registry_s_host_or_an_allowed_one() {
+        // The same server, but its challenge names it as 127.0.0.2: another host.
+        let addr = registry_with_realm_host("127.0.0.2").await;
+        let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or_default();
+        let resolver = Resolver::new(Vec::new(), DEFAULT_TIMEOUT);
+        let refused = resolver.resolve(&format!("{addr}/private:v1")).await.expect_err("realm elsewhere");
+        assert!(matches!(refused, Error::RealmNotAllowed { .. }), "{refused}");
+        let message = refused.to_string();
+        assert!(message.contains(&format!("http://127.0.0.2:{port}/token")), "names the realm: {message}");
+
+        let allowed = Resolver::new(Vec::new(), DEFAULT_TIMEOUT).with_auth_hosts(vec!["127.0.0.2".into()]);
+        let pinned = allowed.resolve(&format!("{addr}/private:v1")).await.expect("an allowed token host");
+        assert!(pinned.starts_with(&format!("{addr}/private@sha256:")), "{pinned}");
+
+        let r = Resolver::new(Vec::new(), DEFAULT_TIMEOUT);
+        assert!(r.realm_allowed("registry.lan:5000", "https://registry.lan/token"), "same host, any port and scheme");
+        assert!(r.realm_allowed(DOCKER_HUB_API, "https://auth.docker.io/token"));
+        assert!(!r.realm_allowed("registry.lan", "https://auth.docker.io/token"));
+        assert!(!r.realm_allowed("registry.lan", "http://169.254.169.254/latest/meta-data"));
+        assert!(!r.realm_allowed("registry.lan", "http://registry.lan.evil.example/token"));
+        assert!(r.realm_allowed("[::1]:5000", "http://[::1]:9/token"));
     }
 
     #[test]

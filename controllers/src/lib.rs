@@ -10,6 +10,7 @@
 //! | nodes | [`nodes`] | Nodes whose Lease expired → NotReady, their Instances failed |
 //! | garbage collector | [`gc`] | objects whose owner is gone → deleted |
 //! | autoscaler | [`autoscaler`], [`kpa`] | gateways' demand → a Revision's `desiredInstances` |
+//! | billing | [`billing`] | UsageReports → LedgerEntries → Invoices; Budgets' thresholds |
 //!
 //! The autoscaler's demand arrives over gRPC: serve a [`DemandStore`] with
 //! [`serve_autoscaler`] where the gateways reach it, and run the controllers with
@@ -26,6 +27,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub mod autoscaler;
+pub mod billing;
 mod children;
 pub mod clock;
 pub mod config;
@@ -44,7 +46,7 @@ pub mod scheduler;
 pub mod services;
 pub mod status;
 
-pub use autoscaler::{DemandService, DemandStore, serve_autoscaler};
+pub use autoscaler::{DemandService, DemandStore, serve_autoscaler, serve_autoscaler_tls};
 pub use config::Config;
 pub use context::Context;
 pub use metrics::{Metrics, serve_metrics};
@@ -170,5 +172,6 @@ async fn run_controllers(ctx: Arc<Context>, stop: watch::Receiver<bool>) {
         nodes::run(ctx.clone(), until(stop.clone())),
         gc::run(ctx.clone(), until(stop.clone())),
         autoscaler::run(ctx.clone(), until(stop.clone())),
+        billing::run(ctx.clone(), until(stop.clone())),
     );
 }

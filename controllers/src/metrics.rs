@@ -38,6 +38,19 @@ pub struct Metrics {
     queue_adds: Family<ControllerLabel, Counter>,
     queue_retries: Family<ControllerLabel, Counter>,
     pub leader: Gauge,
+    /// Billing: usage reports folded into the ledger, of which adjustments (late reports
+    /// folded into a later bucket), invoices written, budget thresholds crossed and budget
+    /// webhook calls by result ("ok", "error").
+    pub billing_reports_folded: Counter,
+    pub billing_adjustments: Counter,
+    pub billing_invoices_written: Counter,
+    pub billing_budget_crossings: Counter,
+    pub billing_webhook_calls: Family<WebhookResult, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookResult {
+    pub result: String,
 }
 
 impl Default for Metrics {
@@ -57,7 +70,50 @@ impl Default for Metrics {
         registry.register("reconciles", "Reconciles by controller and result (ok, error)", reconciles.clone());
         registry.register("reconcile_duration_seconds", "How long reconciles take", durations.clone());
         registry.register("leader", "1 while this replica leads and runs the controllers", leader.clone());
-        Metrics { registry, reconciles, durations, queue_depth, queue_adds, queue_retries, leader }
+        let billing_reports_folded = Counter::default();
+        let billing_adjustments = Counter::default();
+        let billing_invoices_written = Counter::default();
+        let billing_budget_crossings = Counter::default();
+        let billing_webhook_calls = Family::<WebhookResult, Counter>::default();
+        registry.register(
+            "billing_reports_folded",
+            "Usage reports folded into the ledger",
+            billing_reports_folded.clone(),
+        );
+        registry.register(
+            "billing_adjustments",
+            "Usage reports that arrived after their bucket closed, folded into an open one",
+            billing_adjustments.clone(),
+        );
+        registry.register(
+            "billing_invoices_written",
+            "Invoices created or rewritten",
+            billing_invoices_written.clone(),
+        );
+        registry.register(
+            "billing_budget_crossings",
+            "Budget thresholds crossed (one Event each)",
+            billing_budget_crossings.clone(),
+        );
+        registry.register(
+            "billing_webhook_calls",
+            "Budget webhook calls by result (ok, error)",
+            billing_webhook_calls.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            durations,
+            queue_depth,
+            queue_adds,
+            queue_retries,
+            leader,
+            billing_reports_folded,
+            billing_adjustments,
+            billing_invoices_written,
+            billing_budget_crossings,
+            billing_webhook_calls,
+        }
     }
 }
 
@@ -122,7 +178,8 @@ pub async fn serve_metrics(
                 }),
             )
             .route("/healthz", get(|| async { "ok".into_response() }));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    stratus_support::server::serve_tower(listener, None, stratus_support::server::Limits::default(), shutdown, app)
+        .await
 }
 
 fn label(controller: &str) -> ControllerLabel {

@@ -136,6 +136,7 @@ impl Harness {
                     requests: 10,
                     queued: 0,
                     period_ms: 100,
+                    latency_buckets: Vec::new(),
                 })
                 .collect(),
         };
@@ -230,4 +231,64 @@ async fn a_poke_at_zero_wants_an_instance_before_the_next_tick() {
     // A poke must name a revision.
     let empty = h.autoscaler.poke(PokeRequest::default()).await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+}
+
+/// The demand service over TLS from a new cluster CA, requiring client certificates from it;
+/// returns its endpoint and the CA.
+async fn demand_over_tls(demand: DemandStore) -> (String, stratus_auth::pki::Ca, watch::Sender<bool>) {
+    use stratus_auth::pki::{Ca, Usage};
+    let ca = Ca::generate().unwrap();
+    let serving = ca.issue(Usage::Server, &["127.0.0.1".into()], Duration::from_secs(3600)).unwrap();
+    let certificates = stratus_support::tls::Certificates::new();
+    let key =
+        stratus_support::tls::certified_key(serving.cert_pem.as_bytes(), serving.key_pem.as_bytes(), "test").unwrap();
+    certificates.set_default(key);
+    let tls = certificates.server_config_requiring_clients(ca.cert_pem().as_bytes()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("https://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = watch::channel(false);
+    let mut stopped = stopped;
+    let until = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    tokio::spawn(stratus_controllers::serve_autoscaler_tls(listener, demand, tls, until));
+    (endpoint, ca, stop)
+}
+
+/// A client of the demand service at `endpoint` presenting a certificate `ca` issued for
+/// `common_name` (none when `None`).
+fn demand_client(endpoint: &str, ca: &stratus_auth::pki::Ca, common_name: Option<&str>) -> AutoscalerClient<Channel> {
+    use stratus_client::tls::ClientIdentity;
+    let identity = match common_name {
+        Some(cn) => {
+            let issued = ca.issue(stratus_auth::pki::Usage::Client, &[cn.into()], Duration::from_secs(3600)).unwrap();
+            ClientIdentity::new(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes()).unwrap()
+        }
+        None => ClientIdentity::default(),
+    };
+    let channel = stratus_client::tls::channel(endpoint, ca.cert_pem().as_bytes(), &identity, None, |e| e).unwrap();
+    AutoscalerClient::new(channel)
+}
+
+#[tokio::test]
+async fn over_tls_the_demand_service_takes_only_gateways_certificates() {
+    let demand = DemandStore::new();
+    let (endpoint, ca, _stop) = demand_over_tls(demand.clone()).await;
+    let poke = || PokeRequest { namespace: NS.into(), revision: "web-00001".into() };
+
+    // No certificate: the handshake itself is refused.
+    assert!(demand_client(&endpoint, &ca, None).poke(poke()).await.is_err());
+    // A node's certificate from the cluster CA is not a gateway's.
+    let err = demand_client(&endpoint, &ca, Some("system:node:n1")).poke(poke()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("only from gateways") && err.message().contains("system:node:n1"), "{err:?}");
+    // A gateway's is answered.
+    let mut gateway = demand_client(&endpoint, &ca, Some(&stratus_api::identity::gateway_user("g1")));
+    gateway.poke(poke()).await.unwrap();
+    // It reports as itself only.
+    let report = |name: &str| DemandReport { gateway: name.into(), revisions: Vec::new() };
+    let err = gateway.report_demand(futures::stream::iter([report("g2")])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("gateway g1 may report only its own demand"), "{err:?}");
+    gateway.report_demand(futures::stream::iter([report("g1")])).await.unwrap();
 }

@@ -80,7 +80,7 @@ impl Harness {
         let spec = template_spec(&mut svc);
         spec.scaling = Some(Scaling { min_instances: Some(1), ..Default::default() });
         let containers = &mut spec.containers;
-        containers[0].env = vec![EnvVar { name: "GREETING".into(), value: greeting.into() }];
+        containers[0].env = vec![EnvVar { name: "GREETING".into(), value: greeting.into(), value_from: None }];
         svc
     }
 
@@ -275,6 +275,7 @@ async fn a_service_gets_pinned_revisions_instances_and_a_status() {
         (80, 300, 10)
     );
     assert!(spec.node_name.is_empty(), "the scheduler binds");
+    assert_eq!(spec.cpu_throttling, Some(true), "the revision's billing mode (request-based by default) is copied");
 
     // Ready instance → ready revision → ready service, with its URL and traffic.
     h.mark_ready(&instances).await;

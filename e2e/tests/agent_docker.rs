@@ -186,7 +186,7 @@ async fn deleting_an_instance_sends_sigterm_and_removes_its_container() {
     let i = h.wait_for("bye", "Ready", |i| status(i).ready).await;
     let id = status(&i).container_id;
     let runtime = DockerRuntime::connect(None).unwrap();
-    let mut logs = runtime.logs(&id, LogOptions { follow: true, tail: None }).await.unwrap();
+    let mut logs = runtime.logs(&id, LogOptions { follow: true, tail: None, ..Default::default() }).await.unwrap();
     // Read the container's output while it is deleted (the stream is read as it is polled).
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let collector = tokio::spawn(async move {
@@ -332,4 +332,53 @@ async fn stratus_down_removes_the_containers_of_a_node() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("1 Stratus container(s) removed"), "{text}");
     assert!(docker(&["ps", "-aq", "--filter", &format!("id={id}")]).is_empty(), "the container is still there");
+}
+
+/// A `stratus-agent` process joins a TLS API with a bootstrap token and the CA's pin alone: its
+/// Node becomes Ready under its certificate's identity, its key and certificate are kept
+/// private in its data directory, and the token cannot join another node.
+#[tokio::test]
+async fn an_agent_joins_with_a_bootstrap_token_and_its_node_becomes_ready() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start_tls(Default::default()).await;
+    let ca_pem = server.ca.as_ref().unwrap().cert_pem().to_string();
+    let admin = Client::with_ca(&server.endpoint, Some(ca_pem.as_bytes())).unwrap().with_token(&server.token);
+    let token = admin.create_bootstrap_token(None, 1, "e2e").await.unwrap().token;
+    let hash = stratus_auth::pki::ca_cert_hash(&ca_pem).unwrap();
+    let node = format!("e2e-join-{}", free_port());
+    let _cleanup = NodeCleanup(node.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let _agent = Proc(
+        Command::new(binary("stratus-agent"))
+            .args(["--join", &server.endpoint, "--ca-cert-hash", &hash, "--node-name", &node])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("STRATUS_TOKEN", &token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stratus-agent"),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let ready = match admin.get::<stratus_api::v1::Node>("", &node).await {
+            Ok(n) => n.status.unwrap_or_default().conditions.iter().any(|c| c.r#type == "Ready" && c.status == "True"),
+            Err(stratus_client::Error::NotFound(_)) => false,
+            Err(e) => panic!("reading node {node}: {e}"),
+        };
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node {node} did not become Ready within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for file in ["node.key", "node.crt", "ca.crt"] {
+        let mode = std::fs::metadata(dir.path().join("pki").join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    // The token was used up by the join.
+    let (_, csr) = stratus_auth::pki::client_request("system:node:another", "system:nodes").unwrap();
+    let anonymous = Client::with_ca(&server.endpoint, Some(ca_pem.as_bytes())).unwrap();
+    let refused = anonymous.node_certificate("another", &csr, Some(&token)).await;
+    assert!(matches!(refused, Err(stratus_client::Error::Unauthenticated(_))), "{refused:?}");
 }

@@ -178,7 +178,7 @@ async fn a_sudden_burst_engages_panic_mode_visible_in_describe() {
     }
     eprintln!("panic: {}", r.status.clone().unwrap().scale_reason);
     let out = Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "describe", "revision", "burst-00001"])
+        .args(["--server", c.endpoint(), "--certificate-authority", c.ca(), "describe", "revision", "burst-00001"])
         .env("STRATUS_TOKEN", &c.token)
         .output()
         .unwrap();

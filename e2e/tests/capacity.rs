@@ -111,7 +111,7 @@ async fn twenty_default_sized_services_run_beside_the_examples() {
 
     // `stratus get nodes` says where the capacity went.
     let out = Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "get", "nodes"])
+        .args(["--server", c.endpoint(), "--certificate-authority", c.ca(), "get", "nodes"])
         .env("STRATUS_TOKEN", &c.token)
         .output()
         .expect("run stratus get nodes");
@@ -234,7 +234,7 @@ async fn the_readmes_bench_line_is_served_and_scales_hello() {
     let dir = tempfile::tempdir().unwrap();
     let timeline = dir.path().join("timeline.json");
     let out = tokio::process::Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "bench", "hello"])
+        .args(["--server", c.endpoint(), "--certificate-authority", c.ca(), "bench", "hello"])
         .env("STRATUS_TOKEN", &c.token)
         .args(["--stage", "10s:10rps", "--stage", "30s:200c", "--path", "/?sleep_ms=100"])
         .arg("--out-json")

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use stratus_api::Resource;
 use stratus_api::v1::Service;
 use stratus_client::{Client, ListParams, WatchEvent};
-use stratus_testkit::{EtcdServer, binary, free_port, http_get};
+use stratus_testkit::{EtcdServer, binary, free_port, http_get, https_get};
 
 /// Removes every container of a node when dropped (also when the test panicked).
 struct RemoveContainers(String);
@@ -35,14 +35,18 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repository root").to_path_buf()
 }
 
-/// Waits until the API server at `addr` answers /readyz.
-async fn wait_ready(addr: &str, proc: &mut Proc) {
+/// Waits until the API server at `addr` answers /readyz over TLS, verified with the cluster CA
+/// it makes at `ca` on first start.
+async fn wait_ready(addr: &str, ca: &Path, proc: &mut Proc) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(status)) = proc.0.try_wait() {
             panic!("the server exited before it was ready: {status}");
         }
-        if http_get(addr, "/readyz").await.is_ok_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
+        if let Ok(ca) = std::fs::read(ca)
+            && https_get(addr, "/readyz", &ca)
+                .await
+                .is_ok_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
         {
             return;
         }
@@ -62,11 +66,14 @@ fn apiserver(args: &[&str]) -> Proc {
     )
 }
 
-/// Runs the CLI against `server`, presenting `token`, and returns its output.
-fn stratus(server: &str, token: &str, args: &[&str]) -> Output {
+/// Runs the CLI against `server` (verified with `ca`), presenting `token`, and returns its
+/// output.
+fn stratus(server: &str, ca: &Path, token: &str, args: &[&str]) -> Output {
     Command::new(binary("stratus"))
         .arg("--server")
         .arg(server)
+        .arg("--certificate-authority")
+        .arg(ca)
         .args(args)
         .current_dir(repo_root())
         .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
@@ -75,10 +82,16 @@ fn stratus(server: &str, token: &str, args: &[&str]) -> Output {
         .expect("run stratus")
 }
 
+/// A client of `server` that trusts the cluster CA at `ca`.
+fn client_of(server: &str, ca: &Path) -> Client {
+    let ca = std::fs::read(ca).expect("the cluster CA");
+    Client::with_ca(server, Some(&ca)).unwrap()
+}
+
 /// Logs in as the first admin, whose password the server wrote to `password_file`.
-async fn admin_token(server: &str, password_file: &Path) -> String {
+async fn admin_token(server: &str, ca: &Path, password_file: &Path) -> String {
     let password = std::fs::read_to_string(password_file).expect("the admin's password file");
-    let token = Client::new(server).unwrap().login("admin", password.trim()).await.expect("the admin logs in");
+    let token = client_of(server, ca).login("admin", password.trim()).await.expect("the admin logs in");
     token.access_token
 }
 
@@ -96,7 +109,8 @@ fn service(name: &str) -> Service {
 async fn stratus_up_serves_the_examples() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let server = format!("http://{addr}");
+    let server = format!("https://{addr}");
+    let ca = dir.path().join("pki").join("ca.crt");
     let node = format!("e2e-up-{}", free_port());
     // `stratus up` leaves its workloads running when it stops; remove them when the test ends.
     let _cleanup = RemoveContainers(node.clone());
@@ -112,12 +126,12 @@ async fn stratus_up_serves_the_examples() {
             .spawn()
             .expect("start stratus up"),
     );
-    wait_ready(&addr, &mut up).await;
-    let token = admin_token(&server, &dir.path().join("admin-password")).await;
+    wait_ready(&addr, &ca, &mut up).await;
+    let token = admin_token(&server, &ca, &dir.path().join("admin-password")).await;
     // The examples are applied right after the server answers; wait for them (bounded).
     let deadline = Instant::now() + Duration::from_secs(30);
     let listing = loop {
-        let out = stratus(&server, &token, &["get", "services"]);
+        let out = stratus(&server, &ca, &token, &["get", "services"]);
         let t = text(&out);
         if out.status.success() && t.contains("hello-knative") && t.lines().any(|l| l.starts_with("hello ")) {
             break t;
@@ -131,7 +145,7 @@ async fn stratus_up_serves_the_examples() {
     // Docker engine answering, becomes Ready.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = stratus(&server, &token, &["get", "node", &node]);
+        let out = stratus(&server, &ca, &token, &["get", "node", &node]);
         let t = text(&out);
         if out.status.success() && t.lines().any(|l| l.starts_with(&node) && l.contains(" Ready")) {
             break;
@@ -148,10 +162,15 @@ async fn apiservers_on_one_etcd_share_state() {
     let etcd = EtcdServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("admin-password");
+    // Both servers share one cluster CA (as the servers of one cluster must).
+    let pki = dir.path().join("pki");
+    let ca = pki.join("ca.crt");
     let (a, b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let args = |listen: &str| {
         vec![
-            "--store".to_string(),
+            "--pki-dir".to_string(),
+            pki.display().to_string(),
+            "--store".into(),
             "etcd".into(),
             "--etcd-endpoints".into(),
             etcd.endpoint.clone(),
@@ -163,29 +182,29 @@ async fn apiservers_on_one_etcd_share_state() {
     };
     let a_args = args(&a);
     let mut pa = apiserver(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_ready(&a, &mut pa).await;
+    wait_ready(&a, &ca, &mut pa).await;
     // One login serves both servers: they sign and verify with the keys kept in etcd.
-    let token = admin_token(&format!("http://{a}"), &password_file).await;
+    let token = admin_token(&format!("https://{a}"), &ca, &password_file).await;
 
-    let out = stratus(&format!("http://{a}"), &token, &["apply", "-f", "manifests/knative-hello.yaml"]);
+    let out = stratus(&format!("https://{a}"), &ca, &token, &["apply", "-f", "manifests/knative-hello.yaml"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("service/hello-knative created"), "{}", text(&out));
 
     let b_args = args(&b);
     let mut pb = apiserver(&b_args.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_ready(&b, &mut pb).await;
-    let out = stratus(&format!("http://{b}"), &token, &["get", "service", "hello-knative", "-o", "json"]);
+    wait_ready(&b, &ca, &mut pb).await;
+    let out = stratus(&format!("https://{b}"), &ca, &token, &["get", "service", "hello-knative", "-o", "json"]);
     assert!(out.status.success(), "{}", text(&out));
     let obj: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(obj["apiVersion"], "stratus.dev/v1");
     assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"], "TARGET");
 
     // A watch through B sees a write through A.
-    let client = |addr: &str| Client::new(&format!("http://{addr}")).unwrap().with_token(&token);
-    let (ca, cb) = (client(&a), client(&b));
+    let client = |addr: &str| client_of(&format!("https://{addr}"), &ca).with_token(&token);
+    let (client_a, cb) = (client(&a), client(&b));
     let list = cb.list::<Service>(&ListParams::default()).await.unwrap();
     let mut w = cb.watch::<Service>(&ListParams::default(), &list.resource_version, false).await.unwrap();
-    ca.create(service("cross")).await.unwrap();
+    client_a.create(service("cross")).await.unwrap();
     let ev = tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("event in time").unwrap().unwrap();
     assert!(matches!(ev, WatchEvent::Added(ref s) if s.meta().name == "cross"), "{ev:?}");
 
@@ -193,9 +212,15 @@ async fn apiservers_on_one_etcd_share_state() {
     drop(pa);
     drop(pb);
     let mut pc = apiserver(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_ready(&a, &mut pc).await;
-    let names: Vec<_> =
-        ca.list::<Service>(&ListParams::default()).await.unwrap().items.iter().map(|s| s.meta().name.clone()).collect();
+    wait_ready(&a, &ca, &mut pc).await;
+    let names: Vec<_> = client_a
+        .list::<Service>(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|s| s.meta().name.clone())
+        .collect();
     assert_eq!(names, ["cross", "hello-knative"]);
 }
 
@@ -216,15 +241,20 @@ async fn embedded_apiserver_survives_kill_9() {
         "--bootstrap-admin",
         password_file.to_str().unwrap(),
     ];
-    let mut client = Client::new(&format!("http://{addr}")).unwrap();
+    let ca = data.join("pki").join("ca.crt");
+    let server = format!("https://{addr}");
+    let mut client = None;
     let mut acked = Vec::new();
     for round in 0..3 {
         let mut p = apiserver(&args);
-        wait_ready(&addr, &mut p).await;
+        wait_ready(&addr, &ca, &mut p).await;
         if round == 0 {
-            // The token outlives the restarts: the signing keys are in the store.
-            client = client.with_token(&admin_token(&format!("http://{addr}"), &password_file).await);
+            // The token (and the CA) outlive the restarts: the signing keys are in the store,
+            // the CA in the data directory.
+            let token = admin_token(&server, &ca, &password_file).await;
+            client = Some(client_of(&server, &ca).with_token(&token));
         }
+        let client = client.clone().expect("logged in in the first round");
         // Several concurrent writers; kill the server while they are writing.
         let mut tasks = Vec::new();
         for w in 0..4 {
@@ -256,8 +286,9 @@ async fn embedded_apiserver_survives_kill_9() {
         }
     }
     let mut p = apiserver(&args);
-    wait_ready(&addr, &mut p).await;
+    wait_ready(&addr, &ca, &mut p).await;
     let stored: std::collections::HashSet<_> = client
+        .expect("logged in")
         .list_all::<Service>(&ListParams::default())
         .await
         .unwrap()
@@ -274,7 +305,11 @@ async fn embedded_apiserver_survives_kill_9() {
 #[tokio::test]
 async fn cli_reports_an_unreachable_server_clearly() {
     let server = format!("http://127.0.0.1:{}", free_port());
-    let out = stratus(&server, "", &["get", "services"]);
+    let out = Command::new(binary("stratus"))
+        .args(["--server", &server, "get", "services"])
+        .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
+        .output()
+        .expect("run stratus");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("error: cannot reach the Stratus API at"), "{err}");
@@ -290,22 +325,37 @@ async fn a_cluster_without_bootstrap_credentials_refuses_every_request() {
     let addr = format!("127.0.0.1:{}", free_port());
     let data = dir.path().join("data");
     let mut p = apiserver(&["--store", "embedded", "--data-dir", data.to_str().unwrap(), "--listen", &addr]);
-    wait_ready(&addr, &mut p).await;
-    let server = format!("http://{addr}");
+    let ca_path = data.join("pki").join("ca.crt");
+    wait_ready(&addr, &ca_path, &mut p).await;
+    let ca = std::fs::read(&ca_path).unwrap();
+    let server = format!("https://{addr}");
     for token in ["", "garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."] {
-        let out = stratus(&server, token, &["get", "services"]);
+        let out = stratus(&server, &ca_path, token, &["get", "services"]);
         assert!(!out.status.success(), "{token:?}: {}", text(&out));
         assert!(text(&out).contains("stratus login"), "{token:?}: {}", text(&out));
     }
     for path in ["/apis/stratus.dev/v1/namespaces/default/services", "/metrics", "/openapi.json", "/apis"] {
-        let reply = http_get(&addr, path).await.unwrap();
+        let reply = https_get(&addr, path, &ca).await.unwrap();
         assert!(reply.lines().next().is_some_and(|l| l.contains(" 401 ")), "{path}: {reply}");
         assert!(reply.to_ascii_lowercase().contains("www-authenticate: bearer"), "{path}: {reply}");
     }
     for path in ["/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/openid-configuration"] {
-        let reply = http_get(&addr, path).await.unwrap();
+        let reply = https_get(&addr, path, &ca).await.unwrap();
         assert!(reply.lines().next().is_some_and(|l| l.contains(" 200 ")), "{path}: {reply}");
     }
-    let refused = Client::new(&server).unwrap().login("admin", "anything").await;
+    let refused = client_of(&server, &ca_path).login("admin", "anything").await;
     assert!(matches!(refused, Err(stratus_client::Error::Unauthenticated(_))), "{refused:?}");
+
+    // The port speaks only TLS: plain HTTP is told so, and nothing else is answered.
+    let plain = http_get(&addr, "/healthz").await.unwrap();
+    assert!(plain.starts_with("HTTP/1.1 400"), "{plain}");
+    assert!(plain.contains("HTTP request to an HTTPS server"), "{plain}");
+    // A client that trusts another CA refuses the server.
+    let stranger = stratus_auth::pki::Ca::generate().unwrap();
+    let distrusting = Client::with_ca(&server, Some(stranger.cert_pem().as_bytes())).unwrap();
+    let refused = distrusting.login("admin", "anything").await;
+    assert!(matches!(refused, Err(stratus_client::Error::Tls(_))), "{refused:?}");
+    // A plain-HTTP client gets no API either.
+    let plain_client = Client::new(&format!("http://{addr}")).unwrap().login("admin", "anything").await;
+    assert!(plain_client.is_err(), "{plain_client:?}");
 }

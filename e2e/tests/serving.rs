@@ -394,7 +394,7 @@ async fn the_gateway_limits_rates_and_times_out() {
 
     // `stratus describe service` shows the revision and its instance with node and address.
     let out = Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "describe", "service", "slow"])
+        .args(["--server", c.endpoint(), "--certificate-authority", c.ca(), "describe", "service", "slow"])
         .env("STRATUS_TOKEN", &c.token)
         .output()
         .expect("run stratus describe");

@@ -42,15 +42,29 @@ const STABLE: Duration = Duration::from_secs(10);
 /// gateways only).
 pub(crate) type Autoscaler = AutoscalerClient<InterceptedService<Channel, Bearer>>;
 
-pub(crate) fn connect(endpoint: &str, credentials: Credentials) -> Result<Autoscaler, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(endpoint.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        // The report stream stays open for hours: find out when the peer is gone.
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_lazy();
+/// With `tls`, over TLS: the autoscaler verified with the cluster CA, the gateway's client
+/// certificate presented (and its token, which such an autoscaler does not need).
+pub(crate) fn connect(
+    endpoint: &str,
+    tls: Option<&crate::AutoscalerTls>,
+    credentials: Credentials,
+) -> Result<Autoscaler, stratus_client::Error> {
+    let configure = |e: Endpoint| {
+        e.connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            // The report stream stays open for hours: find out when the peer is gone.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+    };
+    let channel = match tls {
+        Some(tls) => stratus_client::tls::channel(endpoint, tls.ca_pem.as_bytes(), &tls.identity, None, configure)?,
+        None => configure(
+            Endpoint::from_shared(endpoint.to_string())
+                .map_err(|_| stratus_client::Error::BadEndpoint(endpoint.to_string()))?,
+        )
+        .connect_lazy(),
+    };
     Ok(AutoscalerClient::with_interceptor(channel, Bearer::new(credentials)))
 }
 
@@ -96,6 +110,12 @@ impl Meter {
                 requests: i64::try_from(load.requests.saturating_sub(before.requests)).unwrap_or(i64::MAX),
                 queued: i64::try_from(load.queued).unwrap_or(i64::MAX),
                 period_ms: i64::try_from(period.as_millis()).unwrap_or(i64::MAX),
+                latency_buckets: load
+                    .latency
+                    .iter()
+                    .zip(before.latency)
+                    .map(|(now, then)| i64::try_from(now.saturating_sub(then)).unwrap_or(i64::MAX))
+                    .collect(),
             });
             last.insert(pool.key().clone(), (Arc::downgrade(pool), load));
         }
@@ -127,6 +147,42 @@ pub(crate) async fn report_demand(
     gateway: String,
     period: Duration,
 ) {
+    let open = move |reports| -> Call {
+        let mut client = client.clone();
+        Box::pin(async move { client.report_demand(tonic::Request::new(reports)).await })
+    };
+    report(pools, open, "the autoscaler", gateway, period).await;
+}
+
+/// The API server's traffic metrics service (`TrafficMetrics`), presenting the gateway's
+/// token as every call to the API does.
+pub(crate) type TrafficMetrics = api::traffic_metrics_client::TrafficMetricsClient<InterceptedService<Channel, Bearer>>;
+
+/// Sends the same reports as [`report_demand`] to the API server, which keeps a few minutes of
+/// them for users to read (a Service's requests per second and latency), with the same
+/// period, reopening and dropping rules.
+pub(crate) async fn report_traffic(
+    pools: impl Fn() -> Option<Vec<Arc<RevisionPool>>>,
+    client: TrafficMetrics,
+    gateway: String,
+    period: Duration,
+) {
+    let open = move |reports| -> Call {
+        let mut client = client.clone();
+        Box::pin(async move { client.report(tonic::Request::new(reports)).await })
+    };
+    report(pools, open, "the API server", gateway, period).await;
+}
+
+/// The report loop of [`report_demand`] and [`report_traffic`]: `open` starts a call that
+/// streams the reports it is given to `peer`.
+async fn report(
+    pools: impl Fn() -> Option<Vec<Arc<RevisionPool>>>,
+    open: impl Fn(mpsc::Receiver<api::DemandReport>) -> Call,
+    peer: &'static str,
+    gateway: String,
+    period: Duration,
+) {
     // A zero period would make the ticker panic.
     let period = period.max(Duration::from_millis(10));
     let mut meter = Meter::new();
@@ -141,13 +197,14 @@ pub(crate) async fn report_demand(
                 let Some(pools) = pools() else { return };
                 let report = api::DemandReport { gateway: gateway.clone(), revisions: meter.report(&pools) };
                 if stream.is_none() && Instant::now() >= retry_at {
-                    stream = Some(open(client.clone()));
+                    let (reports, rx) = mpsc::channel(1);
+                    stream = Some(Stream { reports, call: open(rx), opened: Instant::now() });
                 }
                 let Some(open) = &mut stream else { continue };
                 match open.reports.try_send(report) {
                     Ok(()) => None,
                     Err(e) if e.is_full() => {
-                        debug!("the autoscaler has not taken the previous demand report yet; dropping this one");
+                        debug!(peer, "the previous demand report was not taken yet; dropping this one");
                         None
                     }
                     // The call ended and dropped the stream's receiver; its result says why.
@@ -164,24 +221,18 @@ pub(crate) async fn report_demand(
         let jitter = rand::rng().random_range(0.8..1.2);
         let wait = backoff.mul_f64(jitter);
         match result {
-            Ok(()) => info!(retry_in = ?wait, "the autoscaler closed the demand report stream"),
+            Ok(()) => info!(peer, retry_in = ?wait, "the demand report stream was closed"),
             Err(status) => warn!(
+                peer,
                 retry_in = ?wait,
                 code = ?status.code(),
                 error = status.message(),
-                "reporting demand to the autoscaler failed"
+                "reporting demand failed"
             ),
         }
         retry_at = Instant::now() + wait;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-}
-
-/// Opens a report stream: the call runs while the returned future is polled.
-fn open(mut client: Autoscaler) -> Stream {
-    let (reports, rx) = mpsc::channel(1);
-    let call: Call = Box::pin(async move { client.report_demand(tonic::Request::new(rx)).await });
-    Stream { reports, call, opened: Instant::now() }
 }
 
 /// Completes when the open stream's call ends; never when none is open.
@@ -290,6 +341,7 @@ mod tests {
             max_instances: 1,
             failure: Some(Arc::clone(&failure)),
             endpoints: Vec::new(),
+            billing: None,
         };
         pool.configure(settings);
         let started = Instant::now();

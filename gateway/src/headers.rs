@@ -11,6 +11,7 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub(crate) const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub(crate) const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -46,11 +47,33 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::PROXY_AUTHORIZATION);
 }
 
+/// Who sent a request, as the gateway saw the connection it came on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Peer<'a> {
+    /// The address the connection came from.
+    pub(crate) ip: IpAddr,
+    /// The host the request asked for.
+    pub(crate) host: &'a str,
+    /// The scheme of the listener it came to: `http` or `https`.
+    pub(crate) scheme: &'static str,
+    /// Whether the peer is a proxy the gateway trusts with forwarding headers.
+    pub(crate) trusted: bool,
+}
+
+/// The forwarding headers a client may set; only a trusted proxy's are believed.
+const FORWARDING: [HeaderName; 5] =
+    [header::FORWARDED, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_REAL_IP];
+
 /// Makes a client's request headers the upstream's: hop-by-hop headers removed (but `TE:
-/// trailers`, which gRPC needs, and the upgrade being asked for are kept), the client appended
-/// to `Forwarded` and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` set unless
-/// a proxy in front set them, and a `traceparent` started unless a valid one came in.
-pub(crate) fn prepare_request(headers: &mut HeaderMap, client: IpAddr, host: &str, upgrade: Option<&HeaderValue>) {
+/// trailers`, which gRPC needs, and the upgrade being asked for are kept), forwarding headers
+/// written, and a `traceparent` started unless a valid one came in.
+///
+/// From a trusted proxy the forwarding headers are kept: the peer is appended to `Forwarded`
+/// and `X-Forwarded-For`, and `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP` are set
+/// only when the proxy did not set them. From anyone else they are what the gateway saw, and
+/// only that: whatever the client sent in `Forwarded`, `X-Forwarded-*` and `X-Real-IP` is
+/// dropped, so a workload can believe them.
+pub(crate) fn prepare_request(headers: &mut HeaderMap, peer: Peer<'_>, upgrade: Option<&HeaderValue>) {
     let trailers = headers.get_all(TE).iter().any(|v| has_token(v, "trailers"));
     strip_hop_by_hop(headers);
     if trailers {
@@ -60,12 +83,20 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, client: IpAddr, host: &st
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(UPGRADE, protocol.clone());
     }
-    let client = client.to_canonical();
-    append(headers, header::FORWARDED, &forwarded_element(client, host, "http"));
+    if !peer.trusted {
+        for name in &FORWARDING {
+            headers.remove(name);
+        }
+    }
+    let client = peer.ip.to_canonical();
+    append(headers, header::FORWARDED, &forwarded_element(client, peer.host, peer.scheme));
     append(headers, X_FORWARDED_FOR, &client.to_string());
-    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static("http"));
-    if let Ok(host) = HeaderValue::from_str(host) {
+    headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static(peer.scheme));
+    if let Ok(host) = HeaderValue::from_str(peer.host) {
         headers.entry(X_FORWARDED_HOST).or_insert(host);
+    }
+    if let Ok(ip) = HeaderValue::from_str(&client.to_string()) {
+        headers.entry(X_REAL_IP).or_insert(ip);
     }
     if !headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(valid_traceparent) {
         // A new trace: the old state belongs to a trace that is not continued (W3C §3.3).
@@ -180,6 +211,16 @@ mod tests {
         h.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// A trusted proxy at `ip` on a plain HTTP listener, forwarding a request for `host`.
+    fn proxy<'a>(ip: &str, host: &'a str) -> Peer<'a> {
+        Peer { ip: ip.parse().unwrap(), host, scheme: "http", trusted: true }
+    }
+
+    /// An untrusted client at `ip` on a listener of `scheme`, asking for `host`.
+    fn client<'a>(ip: &str, host: &'a str, scheme: &'static str) -> Peer<'a> {
+        Peer { ip: ip.parse().unwrap(), host, scheme, trusted: false }
+    }
+
     #[test]
     fn hop_by_hop_headers_go_and_the_rest_stays() {
         let mut h = map(&[
@@ -194,7 +235,7 @@ mod tests {
             ("x-custom", "b"),
             ("cookie", "c=1"),
         ]);
-        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "hello.default.localhost", None);
+        prepare_request(&mut h, client("10.0.0.1", "hello.default.localhost", "http"), None);
         for gone in ["connection", "keep-alive", "x-secret", "transfer-encoding", "proxy-authorization", "upgrade"] {
             assert!(h.get(gone).is_none(), "{gone}");
         }
@@ -205,10 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_are_appended() {
-        let mut h =
-            map(&[("x-forwarded-for", "1.1.1.1"), ("forwarded", "for=1.1.1.1"), ("x-forwarded-proto", "https")]);
-        prepare_request(&mut h, "::ffff:10.0.0.2".parse().unwrap(), "hello.default.localhost:8080", None);
+    fn a_trusted_proxy_s_forwarding_headers_are_appended_to() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-real-ip", "1.1.1.1"),
+        ]);
+        prepare_request(&mut h, proxy("::ffff:10.0.0.2", "hello.default.localhost:8080"), None);
         assert_eq!(get(&h, "x-forwarded-for"), Some("1.1.1.1, 10.0.0.2"));
         assert_eq!(
             get(&h, "forwarded"),
@@ -216,25 +261,52 @@ mod tests {
         );
         assert_eq!(get(&h, "x-forwarded-proto"), Some("https"), "a proxy in front knows better");
         assert_eq!(get(&h, "x-forwarded-host"), Some("hello.default.localhost:8080"));
+        assert_eq!(get(&h, "x-real-ip"), Some("1.1.1.1"));
 
         let mut h = HeaderMap::new();
-        prepare_request(&mut h, "2001:db8::1".parse().unwrap(), "a.b.localhost", None);
+        prepare_request(&mut h, proxy("2001:db8::1", "a.b.localhost"), None);
         assert_eq!(get(&h, "forwarded"), Some(r#"for="[2001:db8::1]";proto=http;host=a.b.localhost"#));
         assert_eq!(get(&h, "x-forwarded-for"), Some("2001:db8::1"));
         assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&h, "x-real-ip"), Some("2001:db8::1"));
+    }
+
+    #[test]
+    fn an_untrusted_client_s_forwarding_headers_are_replaced_by_what_the_gateway_saw() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("forwarded", "for=1.1.1.1;proto=https"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "bank.example"),
+            ("x-real-ip", "1.1.1.1"),
+        ]);
+        prepare_request(&mut h, client("10.0.0.2", "hello.default.localhost", "http"), None);
+        assert_eq!(get(&h, "x-forwarded-for"), Some("10.0.0.2"));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(get(&h, "forwarded"), Some("for=10.0.0.2;proto=http;host=hello.default.localhost"));
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("http"));
+        assert_eq!(get(&h, "x-forwarded-host"), Some("hello.default.localhost"));
+        assert_eq!(get(&h, "x-real-ip"), Some("10.0.0.2"));
+
+        // The listener's scheme, not the client's word, names the protocol.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        prepare_request(&mut h, client("10.0.0.2", "h", "https"), None);
+        assert_eq!(get(&h, "x-forwarded-proto"), Some("https"));
+        assert_eq!(get(&h, "forwarded"), Some("for=10.0.0.2;proto=https;host=h"));
     }
 
     #[test]
     fn a_valid_traceparent_is_kept_and_an_invalid_one_replaced() {
         let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut h = map(&[("traceparent", valid), ("tracestate", "a=b")]);
-        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "h", None);
+        prepare_request(&mut h, client("10.0.0.1", "h", "http"), None);
         assert_eq!(get(&h, "traceparent"), Some(valid));
         assert_eq!(get(&h, "tracestate"), Some("a=b"));
 
         let mut h =
             map(&[("traceparent", "00-00000000000000000000000000000000-00f067aa0ba902b7-01"), ("tracestate", "a=b")]);
-        prepare_request(&mut h, "10.0.0.1".parse().unwrap(), "h", None);
+        prepare_request(&mut h, client("10.0.0.1", "h", "http"), None);
         let new = get(&h, "traceparent").unwrap_or_default();
         assert!(valid_traceparent(new), "{new}");
         assert!(h.get("tracestate").is_none());
@@ -253,7 +325,7 @@ mod tests {
         let protocol = upgrade_protocol(&h);
         assert_eq!(protocol.as_ref().and_then(|v| v.to_str().ok()), Some("websocket"));
         let mut forwarded = h.clone();
-        prepare_request(&mut forwarded, "10.0.0.1".parse().unwrap(), "h", protocol.as_ref());
+        prepare_request(&mut forwarded, client("10.0.0.1", "h", "http"), protocol.as_ref());
         assert_eq!(get(&forwarded, "connection"), Some("upgrade"));
         assert_eq!(get(&forwarded, "upgrade"), Some("websocket"));
         assert_eq!(upgrade_protocol(&map(&[("upgrade", "websocket")])), None);

@@ -1,6 +1,6 @@
 //! The Stratus gateway: the HTTP data plane (DESIGN §7).
 //!
-//! [`Gateway`] watches Services, Revisions and Endpoints and routes each request by its host:
+//! [`Gateway`] watches Services, Revisions, Endpoints and Nodes and routes each request by its host:
 //! `{service}.{namespace}.{domain}` to the Service's traffic split (`status.traffic`, weighted
 //! random per request), `{tag}-{service}.{namespace}.{domain}` to the tagged revision. Within a
 //! revision it sends each request to the endpoint with the fewest requests in flight, at most
@@ -9,6 +9,11 @@
 //! failures are retried on another endpoint, failing endpoints are ejected for a while, services
 //! are rate limited (`spec.rateLimitRps`), and every request is bounded by its revision's
 //! `timeoutSeconds`.
+//!
+//! An Endpoints address is used only when its host is one of the addresses its node's agent
+//! published (`Node.status.addresses`) and that node is Ready: the gateway connects only where
+//! an agent put an instance, whatever else an Endpoints object may name (see `routes`). This is
+//! decided when the caches change, not per request.
 //!
 //! Overload is backpressure, not a wall of errors: while a revision scales up, the demand beyond
 //! the instances placed so far waits for the ones being added. Each revision's queue is bounded
@@ -27,6 +32,10 @@
 //! reason as soon as the gateway sees that status; requests for a revision at its
 //! `maxInstances` with every instance at its `containerConcurrency` wait at most
 //! [`GatewayConfig::at_capacity_timeout`] and then get 429 with `Retry-After`.
+//!
+//! With [`GatewayConfig::metering`] the gateway meters each instance for billing: the periods
+//! it had a request in flight and the requests sent to it, reported per clock-aligned window as
+//! UsageReports through an on-disk spool (see `stratus_client::usage`).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -53,13 +62,14 @@ use futures::{FutureExt, StreamExt};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use stratus_api::v1::{Endpoints, Revision, Service};
+use stratus_api::v1::{Endpoints, Node, Revision, Service};
 use stratus_client::runtime::Informer;
 use stratus_client::{Client, ErrorChain, ListParams};
 use tokio::net::TcpListener;
 use tracing::{debug, error};
 
 mod autoscaler;
+mod cidr;
 mod headers;
 mod invoker;
 mod metrics;
@@ -68,8 +78,9 @@ mod pool;
 mod proxy;
 mod ratelimit;
 mod routes;
-mod server;
+pub mod tls;
 
+pub use cidr::{Cidr, CidrError};
 pub use pool::{OutlierDetection, RevisionDemand};
 
 use metrics::Metrics;
@@ -127,6 +138,11 @@ pub struct GatewayConfig {
     /// endpoint that is not a URI is logged as an error when the gateway starts, and disables
     /// both. Default none.
     pub autoscaler: Option<String>,
+    /// With an `https://` autoscaler: the cluster CA that verifies it and the gateway's client
+    /// certificate (`system:gateway:NAME`, NAME being [`GatewayConfig::name`]), which the
+    /// autoscaler's demand service requires. Default none (an `http://` autoscaler, which
+    /// checks the gateway's token instead).
+    pub autoscaler_tls: Option<AutoscalerTls>,
     /// How often demand is reported to the autoscaler (at least every 10 ms). Default 1 s.
     pub report_period: Duration,
     /// The gateway's identity in demand reports: each report replaces the previous one of the
@@ -135,6 +151,44 @@ pub struct GatewayConfig {
     /// The audience (`aud`) the tokens of callers of private services must carry: the API
     /// server's. Default `stratus`.
     pub token_audience: String,
+    /// The networks of the proxies in front of the gateway (load balancers, TLS terminators)
+    /// whose forwarding headers are believed. A request from one of them keeps its
+    /// `Forwarded`, `X-Forwarded-For` (the proxy is appended to both), `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host` and `X-Real-IP`; from any other peer those are dropped and written
+    /// afresh from the connection. Default none: every client is told apart by its own address.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Answer plain-HTTP requests with a redirect (308) to HTTPS on this port instead of
+    /// proxying them. Default none.
+    pub https_redirect: Option<u16>,
+    /// Timeouts and the connection limit of the proxy's listeners (the drain is
+    /// `drain_timeout`).
+    pub limits: stratus_support::server::Limits,
+    /// Usage metering for billing. Default none (the binaries turn it on).
+    pub metering: Option<Metering>,
+}
+
+/// How the gateway meters usage: each instance's busy periods and requests, reported for every
+/// window of `window` (aligned to whole multiples of it on the clock, except the first, which
+/// starts with the gateway, and the last, cut when the gateway is dropped) as a UsageReport of
+/// source `gateway`/[`GatewayConfig::name`] (made a DNS label), through `spool`.
+#[derive(Clone, Debug)]
+pub struct Metering {
+    pub spool: Arc<stratus_client::usage::Spool>,
+    /// Default 10 s.
+    pub window: Duration,
+}
+
+impl Metering {
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+}
+
+/// How the gateway reaches the autoscaler over TLS.
+#[derive(Clone, Debug)]
+pub struct AutoscalerTls {
+    /// The cluster CA (PEM), the only root the autoscaler's certificate may chain to.
+    pub ca_pem: String,
+    /// The gateway's client certificate, presented as it is renewed.
+    pub identity: stratus_client::tls::ClientIdentity,
 }
 
 impl Default for GatewayConfig {
@@ -150,9 +204,14 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(30),
             at_capacity_timeout: Duration::from_secs(10),
             autoscaler: None,
+            autoscaler_tls: None,
             report_period: Duration::from_secs(1),
             name: autoscaler::default_name(),
             token_audience: "stratus".into(),
+            trusted_proxies: Vec::new(),
+            https_redirect: None,
+            limits: stratus_support::server::Limits::default(),
+            metering: None,
         }
     }
 }
@@ -178,19 +237,25 @@ pub(crate) struct Shared {
     ready: AtomicBool,
     /// Admits the callers of private services.
     invokers: invoker::Invokers,
-    _informers: (Informer<Service>, Informer<Revision>, Informer<Endpoints>),
+    /// Dropped with the gateway, which stops the usage spool's sender.
+    _metering: Option<tokio::sync::oneshot::Sender<()>>,
+    /// With metering: the start of the usage not yet spooled (the clock when the gateway
+    /// started, then the end of each window as its reports are written). What lies after it
+    /// is spooled when the gateway is dropped ([`Shared`]'s `Drop`).
+    metered_from: Mutex<i64>,
+    _informers: (Informer<Service>, Informer<Revision>, Informer<Endpoints>, Informer<Node>),
 }
 
 impl Gateway {
-    /// Starts watching Services, Revisions and Endpoints of every namespace through `client`;
-    /// routes follow every change from then on. Until the first complete list of all three is
-    /// in, requests are answered 503 (and `/readyz` says not ready). With an autoscaler
+    /// Starts watching Services, Revisions and Endpoints of every namespace, and Nodes, through
+    /// `client`; routes follow every change from then on. Until the first complete list of all
+    /// four is in, requests are answered 503 (and `/readyz` says not ready). With an autoscaler
     /// configured, starts reporting demand to it.
     ///
     /// Must be called within a tokio runtime. The watches and reports stop when the last clone
     /// is dropped.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint, client.credentials()) {
+        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint, config.autoscaler_tls.as_ref(), client.credentials()) {
             Ok(client) => Some(client),
             Err(e) => {
                 error!(endpoint, error = %ErrorChain(&e), "the autoscaler endpoint is not valid; not reporting demand");
@@ -201,17 +266,31 @@ impl Gateway {
         let all = ListParams::default();
         let services = Informer::<Service>::spawn(client.clone(), all.clone());
         let revisions = Informer::<Revision>::spawn(client.clone(), all.clone());
-        let endpoints = Informer::<Endpoints>::spawn(client.clone(), all);
-        let invokers = invoker::Invokers::new(client, config.token_audience.clone());
+        let endpoints = Informer::<Endpoints>::spawn(client.clone(), all.clone());
+        let nodes = Informer::<Node>::spawn(client.clone(), all);
+        let invokers = invoker::Invokers::new(client.clone(), config.token_audience.clone());
         let mut changes: SelectAll<BoxStream<'static, ()>> = SelectAll::new();
         changes.push(services.subscribe().map(drop).boxed());
         changes.push(revisions.subscribe().map(drop).boxed());
         changes.push(endpoints.subscribe().map(drop).boxed());
-        let sources =
-            Sources { services: services.store(), revisions: revisions.store(), endpoints: endpoints.store() };
-        let metrics = Metrics::default();
+        changes.push(nodes.subscribe().map(drop).boxed());
+        let sources = Sources {
+            services: services.store(),
+            revisions: revisions.store(),
+            endpoints: endpoints.store(),
+            nodes: nodes.store(),
+        };
+        let metrics = Metrics::new(config.metering.as_ref().map(|m| m.spool.metrics()));
         let queue_limits = QueueLimits { floor: config.queue_floor, cap: config.queue_cap };
-        let registry = Registry::new(queue_limits, config.outliers.clone(), metrics.clone(), poker);
+        let metering = config.metering.clone();
+        let registry = Registry::new(queue_limits, config.outliers.clone(), metrics.clone(), poker, metering.is_some());
+        let metering_stop = metering.as_ref().map(|m| {
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(Arc::clone(&m.spool).run(client.clone(), async move {
+                let _ = stopped.await;
+            }));
+            stop
+        });
         let shared = Arc::new(Shared {
             upstreams: Upstreams::new(config.connect_timeout),
             config,
@@ -221,8 +300,14 @@ impl Gateway {
             sources,
             ready: AtomicBool::new(false),
             invokers,
-            _informers: (services, revisions, endpoints),
+            _metering: metering_stop,
+            metered_from: Mutex::new(stratus_client::usage::now_millis()),
+            _informers: (services, revisions, endpoints, nodes),
         });
+        if let Some(metering) = metering {
+            let source = stratus_client::usage::source_label(&shared.config.name);
+            tokio::spawn(meter_usage(Arc::downgrade(&shared), metering, source));
+        }
         tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));
         if let Some(client) = autoscaler {
             let (name, period) = (shared.config.name.clone(), shared.config.report_period);
@@ -230,32 +315,75 @@ impl Gateway {
             let pools = move || gateway.upgrade().map(|shared| shared.pools());
             tokio::spawn(autoscaler::report_demand(pools, client, name, period));
         }
+        // The API server keeps a few minutes of the same reports for users to read.
+        let (name, period) = (shared.config.name.clone(), shared.config.report_period);
+        let gateway = Arc::downgrade(&shared);
+        let pools = move || gateway.upgrade().map(|shared| shared.pools());
+        tokio::spawn(autoscaler::report_traffic(pools, client.traffic_metrics(), name, period));
         Gateway { shared }
     }
 
     /// Proxies the connections of `listener` (HTTP/1.1 and h2c, upgrades included) until
-    /// `shutdown` completes, then drains open exchanges for up to `drain_timeout`.
+    /// `shutdown` completes, then drains open exchanges for up to `drain_timeout`. With
+    /// [`GatewayConfig::https_redirect`], requests are redirected to HTTPS instead.
     ///
     /// Fails only when accepting fails for good (see [`Error::Accept`]).
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// [`Gateway::serve`] over TLS (`tls` from [`tls::GatewayCertificates::server_config`]):
+    /// HTTP/2 or HTTP/1.1 by ALPN, and `X-Forwarded-Proto: https` to the workloads.
+    pub async fn serve_tls(
+        self,
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        self.serve_with(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        self,
+        listener: TcpListener,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         let shared = self.shared;
-        let drain = shared.config.drain_timeout;
-        server::serve(listener, shutdown, drain, move |peer| {
+        let limits =
+            stratus_support::server::Limits { drain: shared.config.drain_timeout, ..shared.config.limits.clone() };
+        let redirect = if tls.is_none() { shared.config.https_redirect } else { None };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Ok(addr) = listener.local_addr() {
+            stratus_support::server::log_listening("the gateway", addr, tls.is_some());
+        }
+        stratus_support::server::serve(listener, tls, limits, shutdown, move |peer| {
             let shared = Arc::clone(&shared);
-            service_fn(move |req| proxy::handle(Arc::clone(&shared), req, peer).map(Ok::<_, Infallible>))
+            service_fn(move |req: Request<Incoming>| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    Ok::<_, Infallible>(match redirect {
+                        Some(port) => proxy::redirect_to_https(&req, port),
+                        None => proxy::handle(shared, req, peer.addr, scheme).await,
+                    })
+                }
+            })
         })
         .await
+        .map_err(Error::Accept)
     }
 
     /// Serves `/metrics` (Prometheus, OpenMetrics text), `/healthz` (the process answers) and
     /// `/readyz` (routes are loaded) on `listener` until `shutdown` completes.
     pub async fn serve_admin(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
         let shared = self.shared;
-        server::serve(listener, shutdown, Duration::from_secs(1), move |_| {
+        let limits = stratus_support::server::Limits { drain: Duration::from_secs(1), ..Default::default() };
+        stratus_support::server::serve(listener, None, limits, shutdown, move |_| {
             let shared = Arc::clone(&shared);
             service_fn(move |req| std::future::ready(Ok::<_, Infallible>(admin(&shared, &req))))
         })
         .await
+        .map_err(Error::Accept)
     }
 
     /// Each routed revision's demand now: requests in flight and queued, requests so far, and
@@ -294,6 +422,10 @@ impl Shared {
     }
 
     /// The balancers of every routed revision now.
+    fn metered_from(&self) -> MutexGuard<'_, i64> {
+        self.metered_from.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn pools(&self) -> Vec<Arc<RevisionPool>> {
         self.registry().pools().cloned().collect()
     }
@@ -313,6 +445,7 @@ async fn follow_changes(shared: Weak<Shared>, mut changes: SelectAll<BoxStream<'
         sources.services.wait_synced().await;
         sources.revisions.wait_synced().await;
         sources.endpoints.wait_synced().await;
+        sources.nodes.wait_synced().await;
     };
     tokio::pin!(synced);
     loop {
@@ -332,6 +465,73 @@ async fn follow_changes(shared: Weak<Shared>, mut changes: SelectAll<BoxStream<'
         drop(shared);
         if changes.next().await.is_none() {
             return;
+        }
+    }
+}
+
+/// At the end of every metering window, spools one UsageReport per instance that had requests
+/// or busy time in it. Ends when the gateway is dropped (which spools the window in progress).
+/// A revision no Service routes to any more keeps its pool until its last requests ended and
+/// their usage is spooled.
+///
+/// Windows are aligned to whole multiples of `metering.window` on the clock, except the first,
+/// which starts when the gateway did: a gateway restarted under the same name within the
+/// window its predecessor spooled at shutdown must not reuse that report's name (the API would
+/// answer AlreadyExists, and the spool would drop the new report as already stored).
+async fn meter_usage(shared: Weak<Shared>, metering: Metering, source: String) {
+    use stratus_client::usage::{now_millis, until_millis, window_start};
+    let window = i64::try_from(metering.window.as_millis()).unwrap_or(i64::MAX).max(1);
+    loop {
+        let Some(start) = shared.upgrade().map(|s| *s.metered_from()) else { return };
+        let end = window_start(start, window).saturating_add(window);
+        // The timer runs on the monotonic clock and reports are named by the wall clock: sleep
+        // again if it woke before the wall clock reached the window's end.
+        while now_millis() < end {
+            tokio::time::sleep(until_millis(end)).await;
+        }
+        let Some(shared) = shared.upgrade() else { return };
+        let mut from = shared.metered_from();
+        spool_usage(&shared, &metering, &source, (*from, end));
+        *from = end;
+    }
+}
+
+/// Spools one UsageReport per instance that had requests or busy time in `[start, end)` (and
+/// per window of usage kept while its revision's billing was unknown). An instance's usage
+/// from two pools of its revision (one no longer routed, one routed again since) is one report.
+fn spool_usage(shared: &Shared, metering: &Metering, source: &str, (start, end): (i64, i64)) {
+    let mut reports: std::collections::BTreeMap<(String, i64), pool::Usage> = std::collections::BTreeMap::new();
+    for pool in shared.pools() {
+        for (subject, window, taken) in pool.take_usage(start, end) {
+            match reports.entry((subject.instance.clone(), window.0)) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().2.merge(taken),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert((subject, window, taken));
+                }
+            }
+        }
+    }
+    for (subject, window, taken) in reports.into_values() {
+        let report =
+            stratus_client::usage::report(stratus_api::billing::SOURCE_GATEWAY, source, &subject, window, &taken);
+        if let Err(e) = metering.spool.write(&report) {
+            error!(instance = subject.instance, error = %ErrorChain(&e), "a usage report could not be spooled");
+        }
+    }
+    shared.registry().forget_settled();
+}
+
+impl Drop for Shared {
+    /// A gateway that stops (SIGTERM, a rolling update), once its last exchanges are drained,
+    /// spools the usage of the window in progress cut at now, instead of losing it: the next
+    /// process started on the same spool sends it. Only `kill -9` loses that window.
+    fn drop(&mut self) {
+        let Some(metering) = self.config.metering.clone() else { return };
+        let source = stratus_client::usage::source_label(&self.config.name);
+        let from = *self.metered_from();
+        let end = stratus_client::usage::now_millis();
+        if end > from {
+            spool_usage(self, &metering, &source, (from, end));
         }
     }
 }

@@ -59,7 +59,17 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        Metrics::new(None)
+    }
+}
+
+impl Metrics {
+    /// The gateway's series, and the usage spool's when it meters.
+    pub(crate) fn new(usage: Option<&stratus_client::usage::SpoolMetrics>) -> Metrics {
         let mut registry = Registry::with_prefix("stratus_gateway");
+        if let Some(usage) = usage {
+            usage.register(&mut registry);
+        }
         let requests = Family::default();
         // 1 ms to about 33 s; longer requests land in +Inf.
         let duration: HistogramFamily =

@@ -27,12 +27,15 @@
 //! types and imports nothing from its siblings: `endpoints` picks the endpoint for a request and
 //! keeps the endpoints in step with the settings, `queue` hands freed capacity to the waiting
 //! requests and bounds their number, `outliers` ejects failing endpoints and re-admits them, and
-//! `load` keeps the gauges and the load the autoscaler is told.
+//! `load` keeps the gauges and the load the autoscaler is told, and `usage` meters each
+//! endpoint's busy periods and requests for billing.
 
 mod endpoints;
 mod load;
 mod outliers;
 mod queue;
+mod usage;
+pub(crate) use usage::Usage;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +103,19 @@ pub(crate) struct EndpointSpec {
     /// `host:port`, already checked to be a valid URI authority.
     pub address: Arc<str>,
     pub protocol: Protocol,
+    /// The Instance behind the address, which its usage is reported as.
+    pub instance: Arc<str>,
+}
+
+/// What a revision's usage reports say of it besides the instance (see `usage`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Billing {
+    pub service: String,
+    /// `billing::MODE_REQUEST` or `billing::MODE_INSTANCE`.
+    pub mode: &'static str,
+    /// The serving container's limits.
+    pub cpu_millis: i64,
+    pub memory_bytes: i64,
 }
 
 /// What a revision's pool needs to know of it; replaced whenever its objects change.
@@ -116,6 +132,9 @@ pub(crate) struct PoolSettings {
     /// fail with while it has no endpoint.
     pub failure: Option<Arc<str>>,
     pub endpoints: Vec<EndpointSpec>,
+    /// How the revision's usage is billed; `None` while it is unknown (the Revision is not
+    /// cached, or its limits do not parse: see `routes`).
+    pub billing: Option<Arc<Billing>>,
 }
 
 /// How long a request may wait for an endpoint.
@@ -189,7 +208,25 @@ pub(crate) struct RevisionPool {
     metrics: PoolMetrics,
     poker: Arc<Poker>,
     requests: AtomicU64,
+    /// Answered requests by latency, cumulative (see [`LATENCY_BUCKETS`]).
+    latency: [AtomicU64; LATENCY_BUCKETS],
     state: Mutex<PoolState>,
+}
+
+/// How many latency buckets demand reports carry: bucket `i < 16` counts requests answered in
+/// at most 2^i ms, the last one those that took longer (`RevisionDemand.latency_buckets`).
+pub(crate) const LATENCY_BUCKETS: usize = 17;
+
+/// The latency bucket of a request that took `elapsed`.
+fn latency_bucket(elapsed: Duration) -> usize {
+    let mut bound = Duration::from_millis(1);
+    for i in 0..LATENCY_BUCKETS - 1 {
+        if elapsed <= bound {
+            return i;
+        }
+        bound *= 2;
+    }
+    LATENCY_BUCKETS - 1
 }
 
 /// A pool's cumulative load since it was created, for demand reports: the difference of two
@@ -202,6 +239,8 @@ pub(crate) struct Load {
     pub requests: u64,
     /// Requests waiting now.
     pub queued: u64,
+    /// Requests answered, by latency bucket (see [`LATENCY_BUCKETS`]).
+    pub latency: [u64; LATENCY_BUCKETS],
 }
 
 /// The right to send one request to one endpoint. Dropping it frees the slot, which goes to the
@@ -234,6 +273,15 @@ struct PoolState {
     level: u64,
     level_since: Instant,
     busy_ns: u128,
+    /// Whether endpoints' busy periods and requests are metered (see `usage`).
+    metering: bool,
+    billing: Option<Arc<Billing>>,
+    /// Endpoints removed by a new configuration whose usage is not reported yet (or that still
+    /// have requests in flight): their leases still release here.
+    retired: Vec<Endpoint>,
+    /// Usage taken while the revision's billing mode and limits were unknown, reported with its
+    /// own window once they are known (see `usage`).
+    unbilled: Vec<usage::Unbilled>,
 }
 
 /// One endpoint of the revision, with the requests in flight to it and its ejection state.
@@ -247,6 +295,10 @@ struct Endpoint {
     /// Ejections in a row without a success between them; > 0 means "on probation".
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// The Instance behind the address.
+    instance: Arc<str>,
+    /// Its busy periods and requests not yet reported (only while metering).
+    meter: stratus_client::usage::Meter,
 }
 
 /// A request waiting in the queue.
@@ -264,7 +316,8 @@ struct Waiter {
 impl RevisionPool {
     /// An empty pool: requests wait until [`RevisionPool::configure`] gives it endpoints, and
     /// poke the autoscaler through `poker` meanwhile. Until then the revision's capacity is
-    /// unknown, and up to `queue_limits.cap` requests may wait.
+    /// unknown, and up to `queue_limits.cap` requests may wait. With `metering`, each
+    /// endpoint's busy periods and requests are kept for [`RevisionPool::take_usage`].
     pub(crate) fn new(
         key: ObjectRef,
         queue_limits: QueueLimits,
@@ -272,6 +325,7 @@ impl RevisionPool {
         metrics: PoolMetrics,
         poker: Arc<Poker>,
         timeout: Duration,
+        metering: bool,
     ) -> RevisionPool {
         let state = PoolState {
             concurrency: 0,
@@ -286,6 +340,10 @@ impl RevisionPool {
             level: 0,
             level_since: Instant::now(),
             busy_ns: 0,
+            metering,
+            billing: None,
+            retired: Vec::new(),
+            unbilled: Vec::new(),
         };
         RevisionPool {
             key,
@@ -294,6 +352,7 @@ impl RevisionPool {
             metrics,
             poker,
             requests: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
             state: Mutex::new(state),
         }
     }
@@ -316,6 +375,7 @@ impl RevisionPool {
     /// Counts one answered request in the revision's metrics.
     pub(crate) fn observe(&self, status: http::StatusCode, elapsed: Duration) {
         self.metrics.record(status, elapsed);
+        self.latency[latency_bucket(elapsed)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Applies new settings. Endpoints that stay (same address) keep their in-flight count and
@@ -332,6 +392,10 @@ impl RevisionPool {
         state.max_instances = settings.max_instances.max(1);
         state.queue_bound = self.queue_limits.bound(state.concurrency, state.max_instances);
         state.failure = settings.failure;
+        // Unknown for a moment (the Revision left the cache and comes back) keeps what was known.
+        if settings.billing.is_some() {
+            state.billing = settings.billing;
+        }
         state.replace_endpoints(settings.endpoints);
         self.dispatch(&mut state);
         let stranded = state.endpoints.is_empty() && !state.waiters.is_empty();
@@ -467,6 +531,12 @@ impl Lease {
         self.protocol
     }
 
+    /// The request could not be sent here (its connection failed) and goes to another
+    /// endpoint: it is not counted as this endpoint's. The lease stays held.
+    pub(crate) fn not_served(&self) {
+        self.pool.not_served(self.endpoint);
+    }
+
     /// Reports how the request went, for outlier detection. The lease stays held.
     pub(crate) fn record(&self, outcome: Outcome) {
         self.pool.record(self.endpoint, outcome);
@@ -501,13 +571,34 @@ pub(crate) mod testing {
     pub(crate) fn pool_poking(queue_limits: QueueLimits, poker: Arc<Poker>, timeout: Duration) -> Arc<RevisionPool> {
         let key = ObjectRef::new("default", "hello-00001");
         let metrics = crate::metrics::Metrics::default().pool_metrics(&key);
-        Arc::new(RevisionPool::new(key, queue_limits, OutlierDetection::default(), metrics, poker, timeout))
+        Arc::new(RevisionPool::new(key, queue_limits, OutlierDetection::default(), metrics, poker, timeout, true))
     }
 
+    /// Settings with an endpoint at each of `addresses`, the instance behind `x:1` being
+    /// `hello-00001-x`.
     pub(super) fn settings(concurrency: u32, addresses: &[&str]) -> PoolSettings {
-        let endpoints =
-            addresses.iter().map(|a| EndpointSpec { address: Arc::from(*a), protocol: Protocol::Http1 }).collect();
-        PoolSettings { concurrency, timeout: Duration::from_secs(10), max_instances: 100, failure: None, endpoints }
+        let endpoints = addresses
+            .iter()
+            .map(|a| EndpointSpec {
+                address: Arc::from(*a),
+                protocol: Protocol::Http1,
+                instance: Arc::from(format!("hello-00001-{}", a.split(':').next().unwrap_or_default())),
+            })
+            .collect();
+        let billing = Some(Arc::new(Billing {
+            service: "hello".into(),
+            mode: stratus_api::billing::MODE_REQUEST,
+            cpu_millis: 1000,
+            memory_bytes: 512 << 20,
+        }));
+        PoolSettings {
+            concurrency,
+            timeout: Duration::from_secs(10),
+            max_instances: 100,
+            failure: None,
+            endpoints,
+            billing,
+        }
     }
 
     pub(super) fn soon() -> Deadlines {

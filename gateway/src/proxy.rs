@@ -119,9 +119,15 @@ impl Upstreams {
     }
 }
 
-/// Answers one request: the endpoint's response, or the gateway's own when it cannot be had.
-/// Never fails: every error becomes a response.
-pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+/// Answers one request that came from `peer` to a listener of `scheme` (`http` or `https`): the
+/// endpoint's response, or the gateway's own when it cannot be had. Never fails: every error
+/// becomes a response.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
     let started = Instant::now();
     let request_id = headers::ensure_request_id(req.headers_mut());
     let host = request_host(&req);
@@ -147,7 +153,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>, peer
                 _ => {
                     // Only admitted requests are demand the autoscaler should meet.
                     pool.count_request();
-                    forward(&shared, &pool, req, peer, &host, started).await
+                    forward(&shared, &pool, req, peer, scheme, &host, started).await
                 }
             };
             (Some(pool), result)
@@ -179,6 +185,7 @@ async fn forward(
     pool: &Arc<RevisionPool>,
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    scheme: &'static str,
     host: &str,
     started: Instant,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -195,7 +202,9 @@ async fn forward(
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
-    headers::prepare_request(&mut headers, peer.ip(), host, upgrade.as_ref());
+    let trusted = shared.config.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
+    let peer = headers::Peer { ip: peer.ip(), host, scheme, trusted };
+    headers::prepare_request(&mut headers, peer, upgrade.as_ref());
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let slot = BodySlot::new(body);
     let mut tried = Vec::new();
@@ -255,6 +264,7 @@ async fn forward(
                 lease.record(Outcome::Failure);
                 debug!(%revision, endpoint = lease.address(), error = %ErrorChain(&e), "connect failed");
                 if slot.untouched() && tried.len() < shared.config.max_retries as usize {
+                    lease.not_served();
                     tried.push(lease.endpoint_id());
                     last_connect_error = Some(e);
                     continue;
@@ -339,6 +349,31 @@ fn request_host<B>(req: &Request<B>) -> String {
 
 fn upstream_uri(address: &str, path: &str) -> Result<Uri, http::Error> {
     Uri::builder().scheme("http").authority(address).path_and_query(path).build()
+}
+
+/// A permanent redirect (308, which keeps the method and body) to the same host and path over
+/// HTTPS on `port`.
+pub(crate) fn redirect_to_https<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
+    let host = request_host(req);
+    // The host without its port; brackets of an IPv6 literal stay.
+    let bare = match host.rsplit_once(':') {
+        Some((name, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host.as_str(),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let authority = if port == 443 { bare.to_string() } else { format!("{bare}:{port}") };
+    let location = Uri::builder().scheme("https").authority(authority.as_str()).path_and_query(path).build();
+    match location.ok().and_then(|l| HeaderValue::from_str(&l.to_string()).ok()) {
+        Some(location) => {
+            let mut response = text_response(
+                StatusCode::PERMANENT_REDIRECT,
+                format!("use HTTPS: {}\n", location.to_str().unwrap_or_default()),
+            );
+            response.headers_mut().insert(http::header::LOCATION, location);
+            response
+        }
+        None => text_response(StatusCode::BAD_REQUEST, format!("the host {host:?} cannot be redirected to HTTPS\n")),
+    }
 }
 
 /// The gateway's own answer for `error`: plain text naming the problem.

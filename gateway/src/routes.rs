@@ -1,25 +1,32 @@
 //! The routing table: which host goes to which revisions, built from the informer caches.
 //!
-//! A [`Table`] is immutable. Every change of a Service, Revision or Endpoints builds a new one,
+//! A [`Table`] is immutable. Every change of a Service, Revision, Endpoints or Node builds a new one,
 //! which replaces the old one for the requests that start after it; requests already routed keep
 //! theirs. What must outlive a table (each revision's balancer state, each service's token
 //! bucket) lives in the [`Registry`] and is shared by the tables that name it.
+//!
+//! An Endpoints address becomes an endpoint only when its node vouches for it: the Node its
+//! `nodeName` names is Ready and its host is one of the addresses the node's agent published
+//! (`status.addresses`; the agent publishes instances on its advertise address, which is the
+//! node's InternalIP). Anything else (an address of another host, a node that is unknown, gone
+//! or not Ready) is left out, logged once for as long as it stays left out. A Node's change
+//! builds a new table like any other, so requests pay nothing for the check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Authority;
 use rand::Rng;
 use stratus_api::defaults;
-use stratus_api::v1::{Endpoints, Revision, Service};
+use stratus_api::v1::{EndpointAddress, Endpoints, Node, Revision, Service};
 use stratus_client::runtime::{ObjectRef, Store};
 use tokio::time::Instant;
 use tracing::warn;
 
 use crate::metrics::Metrics;
 use crate::poke::Poker;
-use crate::pool::{EndpointSpec, OutlierDetection, PoolSettings, Protocol, QueueLimits, RevisionPool};
+use crate::pool::{Billing, EndpointSpec, OutlierDetection, PoolSettings, Protocol, QueueLimits, RevisionPool};
 use crate::ratelimit::TokenBucket;
 
 /// Where a host's requests go.
@@ -57,7 +64,19 @@ pub(crate) struct Registry {
     poker: Arc<Poker>,
     pools: HashMap<ObjectRef, Arc<RevisionPool>>,
     limits: HashMap<ObjectRef, Arc<TokenBucket>>,
+    /// Whether pools meter usage for billing.
+    metering: bool,
+    /// While metering, the pools of revisions no route names any more, kept until their usage
+    /// is reported and nothing holds them (see [`Registry::forget_settled`]). A revision routed
+    /// again meanwhile gets a new pool; the usage of both is reported together.
+    retired: Vec<Arc<RevisionPool>>,
+    /// The Endpoints addresses the last table left out because their node did not vouch for
+    /// them, so that each is logged once, not on every build.
+    refused: HashSet<Refused>,
 }
+
+/// An Endpoints address left out of a table: the revision's Endpoints, and the address.
+type Refused = (ObjectRef, String);
 
 /// The caches a table is built from.
 #[derive(Clone)]
@@ -65,6 +84,8 @@ pub(crate) struct Sources {
     pub services: Store<Service>,
     pub revisions: Store<Revision>,
     pub endpoints: Store<Endpoints>,
+    /// The Nodes, which vouch for the addresses of Endpoints.
+    pub nodes: Store<Node>,
 }
 
 impl Table {
@@ -114,13 +135,30 @@ impl Registry {
         outliers: OutlierDetection,
         metrics: Metrics,
         poker: Arc<Poker>,
+        metering: bool,
     ) -> Registry {
-        Registry { queue_limits, outliers, metrics, poker, pools: HashMap::new(), limits: HashMap::new() }
+        Registry {
+            metering,
+            queue_limits,
+            outliers,
+            metrics,
+            poker,
+            pools: HashMap::new(),
+            limits: HashMap::new(),
+            refused: HashSet::new(),
+            retired: Vec::new(),
+        }
     }
 
-    /// The balancers of every routed revision.
+    /// The balancers of every routed revision, and of those routed before whose usage may not
+    /// be reported yet.
     pub(crate) fn pools(&self) -> impl Iterator<Item = &Arc<RevisionPool>> {
-        self.pools.values()
+        self.pools.values().chain(self.retired.iter())
+    }
+
+    /// Forgets the retired pools whose usage is all reported and that no request holds.
+    pub(crate) fn forget_settled(&mut self) {
+        self.retired.retain(|p| Arc::strong_count(p) > 1 || !p.usage_is_settled());
     }
 
     /// Builds the table of the caches' current contents, updating the balancers and buckets it
@@ -130,6 +168,7 @@ impl Registry {
         let mut table = Table::default();
         let mut pools = HashMap::new();
         let mut limits = HashMap::new();
+        let mut refused = HashSet::new();
         for svc in sources.services.list() {
             let key = ObjectRef::from_obj(svc.as_ref());
             let status = svc.status.clone().unwrap_or_default();
@@ -148,7 +187,7 @@ impl Registry {
                 let pool = match pools.get(&revision) {
                     Some(pool) => Arc::clone(pool),
                     None => {
-                        let pool = self.pool(&revision, sources);
+                        let pool = self.pool(&revision, &key.name, sources, &mut refused);
                         pools.insert(revision, Arc::clone(&pool));
                         pool
                     }
@@ -179,14 +218,27 @@ impl Registry {
         for gone in self.pools.keys().filter(|k| !pools.contains_key(*k)) {
             self.metrics.forget_revision(gone);
         }
-        self.pools = pools;
+        let old = std::mem::replace(&mut self.pools, pools);
+        if self.metering {
+            // Its requests in flight still end, and what they used is still reported.
+            self.retired.extend(old.into_iter().filter(|(k, _)| !self.pools.contains_key(k)).map(|(_, p)| p));
+        }
         self.limits = limits;
+        self.refused = refused;
         table
     }
 
-    /// The balancer of `revision`, created if new, with its settings brought up to date.
-    fn pool(&mut self, revision: &ObjectRef, sources: &Sources) -> Arc<RevisionPool> {
-        let settings = pool_settings(revision, sources);
+    /// The balancer of `revision`, created if new, with its settings brought up to date. The
+    /// addresses its Endpoints names that are left out go into `refused`; those the last build
+    /// did not leave out already are logged.
+    fn pool(
+        &mut self,
+        revision: &ObjectRef,
+        service: &str,
+        sources: &Sources,
+        refused: &mut HashSet<Refused>,
+    ) -> Arc<RevisionPool> {
+        let settings = pool_settings(revision, service, sources, &self.refused, refused);
         let pool = match self.pools.get(revision) {
             Some(pool) => Arc::clone(pool),
             None => Arc::new(RevisionPool::new(
@@ -196,6 +248,7 @@ impl Registry {
                 self.metrics.pool_metrics(revision),
                 Arc::clone(&self.poker),
                 settings.timeout,
+                self.metering,
             )),
         };
         pool.configure(settings);
@@ -203,8 +256,17 @@ impl Registry {
     }
 }
 
-/// A revision's balancer settings from its Revision (defaults until it is cached) and Endpoints.
-fn pool_settings(revision: &ObjectRef, sources: &Sources) -> PoolSettings {
+/// A revision's balancer settings from its Revision (defaults until it is cached) and Endpoints,
+/// with only the addresses their nodes vouch for (see [`unvouched`]). Those left out are added
+/// to `refused`, and logged unless they are in `known` (left out by the last build). `service`
+/// is the Service that routes to it.
+fn pool_settings(
+    revision: &ObjectRef,
+    service: &str,
+    sources: &Sources,
+    known: &HashSet<Refused>,
+    refused: &mut HashSet<Refused>,
+) -> PoolSettings {
     let rev = sources.revisions.get(&revision.namespace, &revision.name);
     let failure = rev.as_deref().and_then(cannot_start);
     let spec = rev.as_ref().and_then(|r| r.spec.clone()).unwrap_or_default();
@@ -219,8 +281,16 @@ fn pool_settings(revision: &ObjectRef, sources: &Sources) -> PoolSettings {
     let mut endpoints = Vec::new();
     if let Some(eps) = sources.endpoints.get(&revision.namespace, &revision.name) {
         for a in eps.spec.iter().flat_map(|s| &s.addresses) {
-            if a.address.parse::<Authority>().is_err() {
+            let Ok(authority) = a.address.parse::<Authority>() else {
                 warn!(endpoints = %ObjectRef::from_obj(eps.as_ref()), address = a.address, "skipping a malformed address");
+                continue;
+            };
+            if let Some(why) = unvouched(a, authority.host(), &sources.nodes) {
+                let key = (ObjectRef::from_obj(eps.as_ref()), a.address.clone());
+                if !known.contains(&key) {
+                    warn!(endpoints = %key.0, address = a.address, node = a.node_name, "not proxying to an address: {why}");
+                }
+                refused.insert(key);
                 continue;
             }
             let protocol = match a.protocol.as_str() {
@@ -228,16 +298,63 @@ fn pool_settings(revision: &ObjectRef, sources: &Sources) -> PoolSettings {
                 "" => declared,
                 _ => Protocol::Http1,
             };
-            endpoints.push(EndpointSpec { address: Arc::from(a.address.as_str()), protocol });
+            let instance = Arc::from(a.instance_name.as_str());
+            endpoints.push(EndpointSpec { address: Arc::from(a.address.as_str()), protocol, instance });
         }
     }
+    let billing = rev.as_deref().and_then(|r| billing(r, &spec, service));
     PoolSettings {
+        billing,
         concurrency: u32::try_from(concurrency).unwrap_or(0),
         timeout: Duration::from_secs(u64::try_from(timeout).unwrap_or(1).max(1)),
         max_instances: u32::try_from(max_instances).unwrap_or(1).max(1),
         failure,
         endpoints,
     }
+}
+
+/// What usage reports of `rev` (whose spec is `spec`) say of it: its Service (the label the
+/// Service controller puts on it, else `routed_by`), billing mode and serving container's
+/// limits. `None`, logged,
+/// when its limits do not parse (the API server fills and checks them, so only a Revision
+/// written around it lacks them).
+fn billing(rev: &Revision, spec: &stratus_api::v1::RevisionSpec, routed_by: &str) -> Option<Arc<Billing>> {
+    let meta = stratus_api::Resource::meta(rev);
+    let service = meta
+        .labels
+        .get(stratus_api::wellknown::labels::SERVICE)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| routed_by.to_string(), Clone::clone);
+    match stratus_client::usage::billed_limits(&spec.containers) {
+        Ok((cpu_millis, memory_bytes)) => Some(Arc::new(Billing {
+            service,
+            mode: stratus_api::billing::billing_mode(spec.cpu_throttling.unwrap_or(true)),
+            cpu_millis,
+            memory_bytes,
+        })),
+        Err(e) => {
+            warn!(revision = %ObjectRef::from_obj(rev), "its usage cannot be reported: {e}");
+            None
+        }
+    }
+}
+
+/// Why the node of Endpoints address `a` (whose host is `host`) does not vouch for it, or `None`
+/// when it does: the node is cached, Ready, and `host` is one of its published addresses.
+fn unvouched(a: &EndpointAddress, host: &str, nodes: &Store<Node>) -> Option<String> {
+    if a.node_name.is_empty() {
+        return Some("it names no node".into());
+    }
+    let Some(node) = nodes.get("", &a.node_name) else {
+        return Some(format!("node {} is not registered", a.node_name));
+    };
+    if let Some(why) = stratus_api::node::not_ready_reason(&node) {
+        return Some(format!("node {} is not Ready: {why}", a.node_name));
+    }
+    if !stratus_api::node::has_address(&node, host) {
+        return Some(format!("{host} is not an address of node {}", a.node_name));
+    }
+    None
 }
 
 /// Reasons of a False `Ready` that only mean "not yet": the revision is still starting.
@@ -349,6 +466,7 @@ mod tests {
         services: Writer<Service>,
         revisions: Writer<Revision>,
         endpoints: Writer<Endpoints>,
+        nodes: Writer<Node>,
         registry: Registry,
     }
 
@@ -356,8 +474,10 @@ mod tests {
         fn new() -> Fixture {
             let queue_limits = QueueLimits { floor: 10, cap: 10 };
             let registry =
-                Registry::new(queue_limits, OutlierDetection::default(), Metrics::default(), Poker::disabled());
-            Fixture { services: Writer::new(), revisions: Writer::new(), endpoints: Writer::new(), registry }
+                Registry::new(queue_limits, OutlierDetection::default(), Metrics::default(), Poker::disabled(), true);
+            let nodes = Writer::new();
+            nodes.upsert(node("node-1", "True", &["127.0.0.1", "node-1"], "1"));
+            Fixture { services: Writer::new(), revisions: Writer::new(), endpoints: Writer::new(), nodes, registry }
         }
 
         fn service(&self, name: &str, rps: Option<i32>, traffic: Vec<TrafficTarget>, rv: &str) {
@@ -374,9 +494,27 @@ mod tests {
                 services: self.services.store(),
                 revisions: self.revisions.store(),
                 endpoints: self.endpoints.store(),
+                nodes: self.nodes.store(),
             };
             self.registry.build(&sources)
         }
+    }
+
+    /// A Node whose Ready condition is `ready`, at `addresses`.
+    fn node(name: &str, ready: &str, addresses: &[&str], rv: &str) -> Node {
+        use stratus_api::v1::{Condition, NodeAddress, NodeStatus};
+        let addresses =
+            addresses.iter().map(|a| NodeAddress { r#type: "InternalIP".into(), address: a.to_string() }).collect();
+        let conditions = vec![Condition { r#type: "Ready".into(), status: ready.into(), ..Default::default() }];
+        Node {
+            metadata: meta("", name, rv),
+            status: Some(NodeStatus { addresses, conditions, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn address(address: &str, node: &str) -> EndpointAddress {
+        EndpointAddress { address: address.into(), node_name: node.into(), ..Default::default() }
     }
 
     fn routed(table: &Table, host: &str) -> Option<(String, Option<String>)> {
@@ -412,8 +550,7 @@ mod tests {
             spec: Some(RevisionSpec { container_concurrency: Some(3), timeout_seconds: Some(7), ..Default::default() }),
             ..Default::default()
         });
-        let address =
-            |a: &str, p: &str| EndpointAddress { address: a.into(), protocol: p.into(), ..Default::default() };
+        let address = |a: &str, p: &str| EndpointAddress { protocol: p.into(), ..address(a, "node-1") };
         f.endpoints.upsert(Endpoints {
             metadata: meta("default", "hello-1", "3"),
             spec: Some(EndpointsSpec {
@@ -440,7 +577,56 @@ mod tests {
         let third = f.build();
         assert!(bucket(&third).is_none());
         assert_eq!(pool(&third).map(|p| p.key().name.clone()), Some("hello-2".into()));
+        // Metering keeps hello-1's pool until its usage is reported and nothing holds it.
+        assert_eq!(f.registry.pools().count(), 2, "hello-1 is kept while metering");
+        f.registry.forget_settled();
+        assert_eq!(f.registry.pools().count(), 2, "the old tables still hold hello-1");
+        drop((first, second));
+        f.registry.forget_settled();
         assert_eq!(f.registry.pools().count(), 1, "hello-1 is forgotten");
+    }
+
+    #[test]
+    fn only_addresses_their_ready_node_published_become_endpoints() {
+        let mut f = Fixture::new();
+        f.service("hello", None, vec![target("hello-1", 100, "")], "1");
+        f.nodes.upsert(node("node-2", "True", &["10.0.0.2"], "2"));
+        f.nodes.upsert(node("sick", "False", &["10.0.0.3"], "3"));
+        f.endpoints.upsert(Endpoints {
+            metadata: meta("default", "hello-1", "4"),
+            spec: Some(EndpointsSpec {
+                revision_name: "hello-1".into(),
+                addresses: vec![
+                    address("127.0.0.1:1", "node-1"),
+                    address("10.0.0.2:2", "node-2"),
+                    // Another host's port, under the name of a node that did not publish it.
+                    address("10.9.9.9:2379", "node-1"),
+                    address("127.0.0.1:3", "node-2"),
+                    address("10.0.0.3:4", "sick"),
+                    address("10.0.0.4:5", "gone"),
+                    address("127.0.0.1:6", ""),
+                ],
+            }),
+            ..Default::default()
+        });
+        let endpoints = |t: &Table| {
+            let pool = t.route("hello.default.localhost", "localhost").and_then(|r| r.revision());
+            pool.map_or(0, |p| p.demand().endpoints)
+        };
+        let refused = |f: &Fixture| {
+            let mut r: Vec<String> = f.registry.refused.iter().map(|(_, a)| a.clone()).collect();
+            r.sort();
+            r
+        };
+        assert_eq!(endpoints(&f.build()), 2);
+        assert_eq!(refused(&f), ["10.0.0.3:4", "10.0.0.4:5", "10.9.9.9:2379", "127.0.0.1:3", "127.0.0.1:6"]);
+
+        // The check follows the nodes: one that becomes Ready vouches for its address, one that
+        // stops being Ready no longer does.
+        f.nodes.upsert(node("sick", "True", &["10.0.0.3"], "5"));
+        f.nodes.upsert(node("node-2", "Unknown", &["10.0.0.2"], "6"));
+        assert_eq!(endpoints(&f.build()), 2);
+        assert_eq!(refused(&f), ["10.0.0.2:2", "10.0.0.4:5", "10.9.9.9:2379", "127.0.0.1:3", "127.0.0.1:6"]);
     }
 
     #[test]

@@ -410,25 +410,79 @@ async fn requests_for_a_revision_without_instances_are_held() -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- where the gateway connects
+
+/// An Endpoints object is only a list of addresses; the gateway connects only to those whose
+/// node is Ready and published their host, so an Endpoints naming another host's port (here a
+/// backend on 127.0.0.2, under a node at 127.0.0.1) is not proxied to until its node publishes
+/// that host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_address_its_node_did_not_publish_is_not_proxied_to() -> Result<()> {
+    let h = Harness::start().await?;
+    let elsewhere = Backend::start_on("127.0.0.2", |_| async { text(StatusCode::OK, "elsewhere") }).await?;
+    let own = Backend::named("own").await?;
+    h.revision("mixed-1", 0, 30).await?;
+    h.endpoints("mixed-1", &[elsewhere.endpoint("http1"), own.endpoint("http1")]).await?;
+    h.service("mixed", None, &[("mixed-1", 100, "")]).await?;
+    h.revision("stray-1", 0, 1).await?;
+    h.endpoints("stray-1", &[elsewhere.endpoint("http1")]).await?;
+    h.service("stray", None, &[("stray-1", 100, "")]).await?;
+    h.wait_endpoints("mixed-1", 1).await?;
+    h.wait_endpoints("stray-1", 0).await?;
+
+    for _ in 0..10 {
+        let (status, _, body) = h.get(&host("mixed"), "/").await?;
+        ensure!(status == StatusCode::OK && body == "own", "{status} {body}");
+    }
+    // Only the foreign address: nothing to send to, so the request waits out the timeout.
+    let (status, _, body) = h.get(&host("stray"), "/").await?;
+    ensure!(status == StatusCode::SERVICE_UNAVAILABLE, "{status} {body}");
+    ensure!(elsewhere.hits() == 0, "the gateway connected to an address its node did not publish");
+
+    // The node publishes the address (its agent moved to it): the address is used.
+    register_node(&h.api, NODE, &["127.0.0.1", "127.0.0.2"]).await?;
+    h.wait_endpoints("stray-1", 1).await?;
+    let (status, _, body) = h.get(&host("stray"), "/").await?;
+    ensure!(status == StatusCode::OK && body == "elsewhere", "{status} {body}");
+
+    // A node that is not Ready vouches for nothing.
+    let mut node = h.api.get::<stratus_api::v1::Node>("", NODE).await?;
+    if let Some(ready) = node.status.as_mut().and_then(|s| s.conditions.first_mut()) {
+        ready.status = "Unknown".into();
+        ready.reason = "NodeLost".into();
+    }
+    h.api.update_status(node).await?;
+    h.wait_endpoints("mixed-1", 0).await?;
+    h.wait_endpoints("stray-1", 0).await?;
+    Ok(())
+}
+
 // ---------------------------------------------------------------- headers
+
+/// The value of header `name` in what [`mirror`] answered ("" when absent).
+fn seen_header(seen: &str, name: &str) -> String {
+    seen.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map(str::to_string).unwrap_or_default()
+}
+
+/// A request through the gateway to [`mirror`] carrying forged forwarding headers.
+fn spoofed() -> Result<Request<TestBody>> {
+    Ok(Request::get("/")
+        .header(HOST, host("mirror"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "bank.example")
+        .header("x-real-ip", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .body(empty())?)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_and_tracing_headers_are_added_and_hop_by_hop_ones_removed() -> Result<()> {
     let h = Harness::start().await?;
-    let mirror = Backend::start(|req: Request<Incoming>| async move {
-        let lines: Vec<String> =
-            req.headers().iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("<binary>"))).collect();
-        text(StatusCode::OK, lines.join("\n"))
-    })
-    .await?;
-    h.revision("mirror-1", 0, 30).await?;
-    h.endpoints("mirror-1", &[mirror.endpoint("http1")]).await?;
-    h.service("mirror", None, &[("mirror-1", 100, "")]).await?;
-    h.wait_endpoints("mirror-1", 1).await?;
+    let _mirror = mirror(&h).await?;
 
     let req = Request::get("/")
         .header(HOST, host("mirror"))
-        .header("x-forwarded-for", "203.0.113.9")
         .header(CONNECTION, "x-hop")
         .header("x-hop", "secret")
         .header("x-custom", "kept")
@@ -436,13 +490,13 @@ async fn forwarding_and_tracing_headers_are_added_and_hop_by_hop_ones_removed() 
     let response = h.send(req).await?;
     let id = response.headers().get("x-request-id").cloned().context("the response carries the request id")?;
     let (_, _, seen) = read(response).await?;
-    let header = |name: &str| {
-        seen.lines().find_map(|l| l.strip_prefix(&format!("{name}: "))).map(str::to_string).unwrap_or_default()
-    };
+    let header = |name: &str| seen_header(&seen, name);
     ensure!(header("host") == host("mirror"), "{seen}");
     ensure!(header("forwarded") == format!("for=127.0.0.1;proto=http;host={}", host("mirror")), "{seen}");
-    ensure!(header("x-forwarded-for") == "203.0.113.9, 127.0.0.1", "{seen}");
+    ensure!(header("x-forwarded-for") == "127.0.0.1", "{seen}");
     ensure!(header("x-forwarded-proto") == "http", "{seen}");
+    ensure!(header("x-forwarded-host") == host("mirror"), "{seen}");
+    ensure!(header("x-real-ip") == "127.0.0.1", "{seen}");
     ensure!(header("x-custom") == "kept", "{seen}");
     ensure!(header("x-hop").is_empty(), "headers named by Connection are hop-by-hop: {seen}");
     ensure!(header("x-request-id") == id.to_str()?, "{seen}");
@@ -461,6 +515,41 @@ async fn forwarding_and_tracing_headers_are_added_and_hop_by_hop_ones_removed() 
     ensure!(response.headers().get("x-request-id") == Some(&HeaderValue::from_static("req-42")));
     let (_, _, seen) = read(response).await?;
     ensure!(seen.contains(&format!("traceparent: {trace}")) && seen.contains("x-request-id: req-42"), "{seen}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_client_cannot_forge_forwarding_headers() -> Result<()> {
+    // Trusting another network is not trusting this one.
+    let config = GatewayConfig { trusted_proxies: vec!["10.0.0.0/8".parse()?], ..GatewayConfig::default() };
+    let h = Harness::start_with(config).await?;
+    let _mirror = mirror(&h).await?;
+    let (_, _, seen) = read(h.send(spoofed()?).await?).await?;
+    let header = |name: &str| seen_header(&seen, name);
+    ensure!(!seen.contains("203.0.113.9") && !seen.contains("bank.example") && !seen.contains("https"), "{seen}");
+    ensure!(header("x-forwarded-for") == "127.0.0.1", "{seen}");
+    ensure!(header("x-forwarded-proto") == "http", "{seen}");
+    ensure!(header("x-forwarded-host") == host("mirror"), "{seen}");
+    ensure!(header("x-real-ip") == "127.0.0.1", "{seen}");
+    ensure!(header("forwarded") == format!("for=127.0.0.1;proto=http;host={}", host("mirror")), "{seen}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_s_forwarding_headers_are_kept() -> Result<()> {
+    let config = GatewayConfig { trusted_proxies: vec!["127.0.0.0/8".parse()?], ..GatewayConfig::default() };
+    let h = Harness::start_with(config).await?;
+    let _mirror = mirror(&h).await?;
+    let (_, _, seen) = read(h.send(spoofed()?).await?).await?;
+    let header = |name: &str| seen_header(&seen, name);
+    ensure!(header("x-forwarded-for") == "203.0.113.9, 127.0.0.1", "{seen}");
+    ensure!(header("x-forwarded-proto") == "https", "{seen}");
+    ensure!(header("x-forwarded-host") == "bank.example", "{seen}");
+    ensure!(header("x-real-ip") == "203.0.113.9", "{seen}");
+    ensure!(
+        header("forwarded") == format!("for=203.0.113.9;proto=https, for=127.0.0.1;proto=http;host={}", host("mirror")),
+        "{seen}"
+    );
     Ok(())
 }
 
@@ -722,5 +811,25 @@ async fn private_services_serve_only_their_invokers() -> Result<()> {
     let other = Request::get("/").header(HOST, host).header("authorization", "Bearer not-ours");
     let (_, _, body) = read(h.send(other.body(empty())?).await?).await?;
     ensure!(body == "Bearer not-ours", "another scheme's token is the service's business: {body}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- slow and idle clients
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_clients_do_not_keep_a_normal_one_waiting_and_are_closed() -> Result<()> {
+    let limits = stratus_support::server::Limits {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let h = Harness::start_with(GatewayConfig { limits, ..GatewayConfig::default() }).await?;
+    let _mirror = mirror(&h).await?;
+    let mut held = stratus_testkit::flood::idle_and_slow(&h.addr.to_string(), 1000, 100).await?;
+    let answered = tokio::time::timeout(Duration::from_secs(1), h.get(&host("mirror"), "/")).await;
+    ensure!(matches!(answered, Ok(Ok((StatusCode::OK, _, _)))), "not served within a second: {answered:?}");
+    for s in &mut held {
+        ensure!(stratus_testkit::flood::closed_within(s, Duration::from_secs(10)).await, "a connection stayed open");
+    }
     Ok(())
 }

@@ -7,10 +7,15 @@ requests it means to be invalid go out as generated:
 - the rules between fields, which the document lists in its description: the namespace and name
   of a body are those of the path, traffic adds up to 100 with unique tags, minInstances is at
   most maxInstances, a request at most its limit, containers have unique names and with more than
-  one exactly one has a port, and the annotations of one object stay under 256 KiB;
+  one exactly one has a port, runAsNonRoot comes with a runAsUser other than 0, and the
+  annotations of one object stay under 256 KiB;
 - the state of the server: a resource version or continue token names a version the store has
   written (one from the future is refused, and the document cannot know which exist);
 - bodies go as JSON, never as PyYAML's YAML 1.1 (see `before_call`);
+- billing's rules between fields: a UsageReport's name is made of its source, namespace, instance
+  and window start, its namespace exists and its window is recent; a Budget's amount is more
+  than zero, its thresholds increase and its webhook comes with a key from a namespace of its
+  own tenant;
 - a watch is a stream that never ends by itself, so every watch asks the server to end it after
   a second through the API's own `timeoutSeconds`.
 
@@ -19,8 +24,12 @@ must be a WatchEvent.
 """
 
 import json
+import re
+import time
 
 import schemathesis
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 QUANTITY_FACTORS = {
     "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
@@ -58,6 +67,9 @@ def _revision_spec(spec):
         if c.get("name") and c["name"] in seen:
             c["name"] = f"c{i}"
         seen.add(c.get("name"))
+        security = c.get("securityContext")
+        if isinstance(security, dict) and security.get("runAsNonRoot") is True and security.get("runAsUser") == 0:
+            security["runAsUser"] = 1000
         resources = c.get("resources")
         if isinstance(resources, dict):
             limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
@@ -97,6 +109,61 @@ def _service_spec(spec):
                 tags.add(t["tag"])
 
 
+def _label(value, fallback):
+    return value if isinstance(value, str) and DNS_LABEL.match(value) else fallback
+
+
+def _usage_report(case, body, spec):
+    """A report of the last minute about an instance in the default namespace, named as the
+    server names it (the path's name too: a replace names the object in its path)."""
+    if not isinstance(spec, dict):
+        return
+    window_start = (int(time.time()) // 10 * 10 - 60) * 1000
+    spec["namespace"] = "default"
+    for field in ("source", "service", "revision", "instance"):
+        spec[field] = _label(spec.get(field), "x")
+    if spec.get("sourceKind") not in ("gateway", "agent"):
+        spec["sourceKind"] = "gateway"
+    if spec["sourceKind"] == "agent":
+        spec["requests"] = 0
+    spec["windowStart"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window_start // 1000))
+    spec["windowEnd"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(window_start // 1000 + 10))
+    if isinstance(spec.get("periods"), list):
+        spec["periods"] = [{"start": spec["windowStart"], "end": spec["windowEnd"]} for _ in spec["periods"][:3]]
+    name = f"{spec['sourceKind']}.{spec['source']}.default.{spec['instance']}.{window_start}"
+    if not isinstance(body.get("metadata"), dict):
+        body["metadata"] = {}
+    body["metadata"]["name"] = name
+    if case.path_parameters and "name" in case.path_parameters:
+        case.path_parameters["name"] = name
+
+
+def _budget(spec):
+    if not isinstance(spec, dict):
+        return
+    amount = spec.get("amount")
+    if isinstance(amount, str) and not any(c in "123456789" for c in amount):
+        spec["amount"] = "1"
+    thresholds = spec.get("thresholds")
+    if isinstance(thresholds, list) and all(_number(t) for t in thresholds):
+        spec["thresholds"] = sorted(set(thresholds))
+    url, ref = spec.get("webhookUrl"), spec.get("webhookSecretRef")
+    if url:
+        # The key comes from a namespace of the budget's own tenant: "default" is tenant
+        # "default"'s.
+        if not isinstance(ref, dict):
+            ref = spec["webhookSecretRef"] = {"name": "hook", "key": "key"}
+        ref["namespace"] = "default"
+        spec["tenant"] = "default"
+    elif ref:
+        spec.pop("webhookSecretRef", None)
+
+
+def _billing_tenant(spec):
+    if isinstance(spec, dict) and "tenant" in spec:
+        spec["tenant"] = _label(spec.get("tenant"), "acme")
+
+
 def _body(case):
     body = case.body
     if not isinstance(body, dict):
@@ -116,6 +183,13 @@ def _body(case):
         _service_spec(spec)
     elif kind in ("Revision", "Instance"):
         _revision_spec(spec)
+    elif kind == "UsageReport":
+        _usage_report(case, body, spec)
+    elif kind == "Budget":
+        _billing_tenant(spec)
+        _budget(spec)
+    elif kind in ("Invoice", "LedgerEntry"):
+        _billing_tenant(spec)
     elif kind == "ServiceAccount" and isinstance(spec, dict):
         if spec.get("clusterRole") == "system:agent":
             if not spec.get("nodeName"):

@@ -35,7 +35,35 @@ pub struct AgentConfig {
     /// How long a deleted instance that was serving stays up after leaving Endpoints, so that
     /// gateways stop sending to it before it is asked to stop (SIGTERM).
     pub drain_delay: Duration,
+    /// The engine network instances' containers join: made if missing, as a bridge on which
+    /// they cannot reach one another (see the runtime's `ContainerConfig::network`).
+    pub instance_network: String,
+    /// Every container must run as a non-root user, as if each said `runAsNonRoot: true`.
+    pub require_non_root: bool,
+    /// What the agent relays of a container's output (`stratus logs`): lines cut at this many
+    /// bytes, and at most this many lines a second per instance; see [`crate::logs`].
+    pub log_limits: crate::logs::LogLimits,
+    /// The node's certificate and the cluster CA: with them the agent's server speaks TLS only
+    /// and its logs service answers only the API server's certificate (see [`crate::server`]).
+    /// Without them it is plain HTTP and the API server's token is checked instead.
+    pub tls: Option<AgentTls>,
+    /// Metering for billing (see [`crate::metering`]): the instances' lives and start-ups and
+    /// shut-downs, reported per window through a spool. `None`: off.
+    pub metering: Option<crate::metering::Metering>,
 }
+
+/// What the agent serves TLS with.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// The cluster CA (PEM): callers' client certificates must chain to it.
+    pub ca_pem: String,
+    /// The node's certificate (`system:node:NAME`, the node's name as its DNS name, for clients
+    /// and servers), served as it is renewed.
+    pub identity: stratus_client::tls::ClientIdentity,
+}
+
+/// The network instances join unless the agent is told otherwise.
+pub const DEFAULT_INSTANCE_NETWORK: &str = "stratus-instances";
 
 /// The namespace that holds the Nodes' heartbeat Leases.
 pub use stratus_api::wellknown::namespaces::NODE_LEASE as NODE_LEASE_NAMESPACE;
@@ -62,6 +90,11 @@ impl AgentConfig {
             pull_backoff: (Duration::from_secs(5), Duration::from_secs(300)),
             pids_limit: 1024,
             drain_delay: Duration::from_secs(2),
+            instance_network: DEFAULT_INSTANCE_NETWORK.into(),
+            require_non_root: false,
+            log_limits: crate::logs::LogLimits::default(),
+            tls: None,
+            metering: None,
         }
     }
 }

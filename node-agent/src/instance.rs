@@ -15,17 +15,21 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use stratus_api::quantity::Quantity;
-use stratus_api::v1::{Container, Instance, InstanceStatus, ResourceUsage};
+use stratus_api::v1::{Container, Instance, InstanceStatus, ResourceUsage, Secret};
 use stratus_api::{Resource, defaults, serving_container};
 use stratus_client::Client;
 use stratus_client::runtime::{Action, ObjectRef};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use stratus_client::usage::now_millis;
+
 use crate::config::{AgentConfig, FINALIZER};
+use crate::metering::{self, Meters, millis_of};
 use crate::node::{now, set_condition, to_timestamp};
 use crate::probe::{ProbeSpec, Prober};
 use crate::runtime::{ContainerConfig, ContainerStatus, LogOptions, Runtime, Usage, labels};
+use crate::security;
 
 /// Why a reconcile failed; it is retried with backoff.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,8 @@ pub struct Context {
     usage: Mutex<HashMap<String, (Usage, SystemTime)>>,
     /// When each serving instance being deleted left Endpoints (see `drain_delay`).
     draining: Mutex<HashMap<String, Instant>>,
+    /// Each instance's billable time (see [`crate::metering`]).
+    pub meters: Meters,
     trigger: mpsc::UnboundedSender<ObjectRef>,
 }
 
@@ -64,6 +70,14 @@ impl Context {
         cfg: AgentConfig,
     ) -> (Arc<Context>, mpsc::UnboundedReceiver<ObjectRef>) {
         let (trigger, keys) = mpsc::unbounded_channel();
+        let meters = match &cfg.metering {
+            Some(m) => Meters::new(metering::first_window_start(
+                metering::reported_until(m.spool.dir()),
+                m.window_millis(),
+                now_millis(),
+            )),
+            None => Meters::off(),
+        };
         let ctx = Context {
             client,
             runtime,
@@ -72,6 +86,7 @@ impl Context {
             backoff: Mutex::default(),
             usage: Mutex::default(),
             draining: Mutex::default(),
+            meters,
             trigger,
         };
         (Arc::new(ctx), keys)
@@ -135,6 +150,7 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
         debug!(container = %extra.id, "removing a leftover container of the instance");
         ctx.runtime.remove(&extra.id).await?;
         ctx.forget_container(&extra.id);
+        ctx.meters.ended(&inst, &extra.id, now_millis());
     }
     match current {
         Some(c) if c.running => running(&inst, status, c, &ctx).await,
@@ -144,6 +160,7 @@ pub async fn reconcile(inst: Arc<Instance>, ctx: Arc<Context>) -> Result<Action,
             if !status.container_id.is_empty() {
                 // Our container vanished (removed from outside): that is a restart too.
                 ctx.forget_container(&status.container_id);
+                ctx.meters.ended(&inst, &status.container_id, now_millis());
                 status.restart_count += 1;
                 status.container_id.clear();
                 status.reason = "ContainerMissing".into();
@@ -198,7 +215,21 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
         }
     };
 
-    let config = container_config(inst, container, &ctx.cfg, status.restart_count);
+    // Variables from Secrets are read now, as the container starts, and go nowhere but into it.
+    let secrets = match secret_env(&ctx.client, &inst.meta().namespace, container).await? {
+        Ok(values) => values,
+        Err(message) => return failed_to_run(ctx, inst, status, "CreateContainerConfigError", message).await,
+    };
+    let mut config = container_config(inst, container, &ctx.cfg, status.restart_count, &secrets);
+    let sc = container.security_context.as_ref();
+    match security::identity(ctx.runtime.as_ref(), &image, sc, ctx.cfg.require_non_root).await {
+        Ok(identity) => (config.user, config.cap_add) = (identity.user, identity.cap_add),
+        Err(security::Error::Refused(message)) => {
+            return failed_to_run(ctx, inst, status, security::REFUSED_REASON, message).await;
+        }
+        Err(security::Error::Runtime(e)) => return Err(e.into()),
+    }
+    let created_at = now_millis();
     let id = match ctx.runtime.create(&config).await {
         Ok(id) => id,
         Err(e) => return failed_to_run(ctx, inst, status, "CreateContainerError", e.to_string()).await,
@@ -209,6 +240,7 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
     }
     let state = ctx.runtime.inspect(&id).await?.unwrap_or_default();
     info!(container = %id, image = %image, "started the container");
+    ctx.meters.started(inst, &id, created_at, state.started_at.map_or_else(now_millis, millis_of));
     status.phase = "Running".into();
     status.ready = false;
     status.container_id = id;
@@ -239,6 +271,7 @@ async fn failed_to_run(
     status.ready = false;
     status.reason = reason.to_string();
     status.message = format!("{message} (retrying in {})", human(delay));
+    set_condition(&mut status.conditions, "Ready", "False", reason, &message);
     write_status(ctx, inst, status).await?;
     Ok(Action::requeue(delay))
 }
@@ -249,12 +282,16 @@ async fn running(
     c: ContainerStatus,
     ctx: &Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.meters.adopt(inst, &c, status.ready);
     let probe = ensure_prober(ctx, inst, &c);
     if probe.failed {
         // A liveness (or startup) failure: restart, as Kubernetes does.
         info!(container = %c.id, reason = %probe.message, "restarting the container");
         let grace = grace_period(inst);
+        let stopping = now_millis();
+        ctx.meters.stopping(inst, &c.id, stopping);
         ctx.runtime.stop(&c.id, grace).await?;
+        ctx.meters.ended(inst, &c.id, exited_at(ctx, &c.id, stopping).await?);
         let delay = bump(ctx, &inst.meta().uid, ctx.cfg.crash_backoff);
         status.restart_count += 1;
         status.container_id.clear();
@@ -285,6 +322,7 @@ async fn running(
     }
     status.exit_code = None;
     if ready {
+        ctx.meters.ready(inst, now_millis());
         status.reason.clear();
         status.message.clear();
         set_condition(&mut status.conditions, "Ready", "True", "", "");
@@ -312,6 +350,7 @@ async fn exited(
     ctx: &Arc<Context>,
 ) -> Result<Action, Error> {
     ctx.forget_container(&c.id);
+    ctx.meters.ended(inst, &c.id, c.finished_at.map_or_else(now_millis, millis_of));
     if status.container_id != c.id {
         // Counted already (or never ours to count): only clean up.
         ctx.runtime.remove(&c.id).await?;
@@ -370,10 +409,17 @@ async fn terminate(inst: &Instance, containers: Vec<ContainerStatus>, ctx: &Arc<
     }
     let grace = grace_period(inst);
     let mut exit_code = status.exit_code;
+    let was_ready = inst.status.as_ref().is_some_and(|s| s.ready);
     for c in &containers {
+        let mut ended = None;
         if c.running {
+            // One the agent found running only now (it was deleted while no agent ran).
+            ctx.meters.adopt(inst, c, was_ready);
             info!(container = %c.id, ?grace, "stopping the container");
+            let stopping = now_millis();
+            ctx.meters.stopping(inst, &c.id, stopping);
             ctx.runtime.stop(&c.id, grace).await?;
+            ended = Some(exited_at(ctx, &c.id, stopping).await?);
         }
         if c.id == status.container_id {
             exit_code =
@@ -381,6 +427,7 @@ async fn terminate(inst: &Instance, containers: Vec<ContainerStatus>, ctx: &Arc<
         }
         ctx.runtime.remove(&c.id).await?;
         ctx.forget_container(&c.id);
+        ctx.meters.ended(inst, &c.id, ended.unwrap_or_else(now_millis));
     }
     lock(&ctx.backoff).remove(&uid);
     lock(&ctx.draining).remove(&uid);
@@ -402,6 +449,7 @@ async fn terminate(inst: &Instance, containers: Vec<ContainerStatus>, ctx: &Arc<
         }
         info!("the instance's container is gone; released the instance");
     }
+    ctx.meters.removed(&uid);
     Ok(Action::await_change())
 }
 
@@ -467,7 +515,8 @@ fn bump(ctx: &Context, uid: &str, (base, max): (Duration, Duration)) -> Duration
 
 async fn last_log_line(ctx: &Context, id: &str) -> Option<String> {
     use futures::StreamExt;
-    let mut stream = ctx.runtime.logs(id, LogOptions { follow: false, tail: Some(1) }).await.ok()?;
+    let mut stream =
+        ctx.runtime.logs(id, LogOptions { follow: false, tail: Some(1), ..Default::default() }).await.ok()?;
     let mut last = None;
     while let Some(Ok(line)) = stream.next().await {
         if !line.line.trim().is_empty() {
@@ -503,8 +552,60 @@ fn memory_limit(inst: &Instance) -> Option<Quantity> {
     c.resources.as_ref()?.limits.get("memory")?.parse().ok()
 }
 
+/// The values of `c`'s variables taken from Secrets (`valueFrom.secretKeyRef`), by variable
+/// name, read through the API. The inner error says which Secret or key is missing when one a
+/// variable needs is (an optional reference that is missing leaves its variable out); the
+/// outer one is a failure to reach the API, retried.
+async fn secret_env(
+    client: &Client,
+    namespace: &str,
+    c: &Container,
+) -> Result<Result<HashMap<String, String>, String>, Error> {
+    let mut values = HashMap::new();
+    let mut read: HashMap<String, Option<Secret>> = HashMap::new();
+    for var in &c.env {
+        let Some(r) = var.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()) else { continue };
+        if !read.contains_key(&r.name) {
+            let secret = match client.get::<Secret>(namespace, &r.name).await {
+                Ok(s) => Some(s),
+                Err(stratus_client::Error::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            read.insert(r.name.clone(), secret);
+        }
+        let optional = r.optional.unwrap_or(false);
+        match read.get(&r.name).and_then(Option::as_ref).map(|s| s.data.get(&r.key)) {
+            Some(Some(value)) => {
+                values.insert(var.name.clone(), value.clone());
+            }
+            _ if optional => {}
+            Some(None) => {
+                return Ok(Err(format!(
+                    "key {:?} of secret {:?} is not there (variable {}): add it, or mark the reference optional",
+                    r.key, r.name, var.name
+                )));
+            }
+            None => {
+                return Ok(Err(format!(
+                    "secret {:?} not found in namespace {namespace:?} (variable {}): create it, or mark the reference optional",
+                    r.name, var.name
+                )));
+            }
+        }
+    }
+    Ok(Ok(values))
+}
+
 /// The engine's container for `c`, with the runtime contract of Cloud Run and Knative.
-pub fn container_config(inst: &Instance, c: &Container, cfg: &AgentConfig, restarts: i32) -> ContainerConfig {
+/// `secrets` holds the values of the variables taken from Secrets (see [`secret_env`]); a
+/// variable taken from a Secret but not in it is left out (an optional one that is missing).
+pub fn container_config(
+    inst: &Instance,
+    c: &Container,
+    cfg: &AgentConfig,
+    restarts: i32,
+    secrets: &HashMap<String, String>,
+) -> ContainerConfig {
     let meta = inst.meta();
     let spec = inst.spec.clone().unwrap_or_default();
     let port = serving_port(c);
@@ -518,14 +619,11 @@ pub fn container_config(inst: &Instance, c: &Container, cfg: &AgentConfig, resta
         ("K_CONFIGURATION".to_string(), spec.service_name.clone()),
         ("K_REVISION".to_string(), spec.revision_name.clone()),
     ];
-    env.extend(c.env.iter().map(|e| (e.name.clone(), e.value.clone())));
+    env.extend(c.env.iter().filter_map(|e| match &e.value_from {
+        None => Some((e.name.clone(), e.value.clone())),
+        Some(_) => secrets.get(&e.name).map(|v| (e.name.clone(), v.clone())),
+    }));
     let sc = c.security_context.clone().unwrap_or_default();
-    let user = match (sc.run_as_user, sc.run_as_group) {
-        (Some(u), Some(g)) => format!("{u}:{g}"),
-        (Some(u), None) => u.to_string(),
-        (None, Some(g)) => format!("0:{g}"),
-        (None, None) => String::new(),
-    };
     let labels = [
         (labels::NODE, cfg.node_name.clone()),
         (labels::INSTANCE_UID, meta.uid.clone()),
@@ -553,13 +651,24 @@ pub fn container_config(inst: &Instance, c: &Container, cfg: &AgentConfig, resta
         labels,
         port: u16::try_from(port).unwrap_or(8080),
         host_ip: cfg.advertise_address.clone(),
+        network: cfg.instance_network.clone(),
         nano_cpus,
         memory_bytes,
         pids_limit: cfg.pids_limit,
-        cap_add: sc.capabilities.map(|c| c.add).unwrap_or_default(),
-        user,
+        // Who it runs as and what it may do are decided against the image: `security::identity`.
+        cap_add: Vec::new(),
+        user: String::new(),
         read_only_root_fs: sc.read_only_root_filesystem.unwrap_or(false),
         // /tmp lives in memory, so it can never hold more than the memory limit allows.
         tmp_size_bytes: if memory_bytes > 0 { memory_bytes } else { 64 << 20 },
     }
+}
+
+/// When container `id`, stopped by the agent from `stopping` on, exited: the engine's
+/// `FinishedAt`, kept between `stopping` and now (an engine's clock or a missing time must not
+/// bill less than the stop took, nor more than it has taken).
+async fn exited_at(ctx: &Context, id: &str, stopping: i64) -> Result<i64, Error> {
+    let finished = ctx.runtime.inspect(id).await?.and_then(|s| s.finished_at).map(millis_of);
+    let now = now_millis();
+    Ok(finished.map_or(now, |f| f.clamp(stopping, now.max(stopping))))
 }

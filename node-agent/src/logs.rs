@@ -4,13 +4,20 @@
 //! finds the Instance's container by the labels it put on it (see [`labels`]) and relays what
 //! the container runtime reads, line by line. The agent keeps no log state of its own: the
 //! container engine is the store of record.
+//!
+//! What it relays of one instance is bounded ([`LogLimits`]): a line is cut at a length (by the
+//! runtime, which must not hold more of a line than that), and of each second of the
+//! instance's output only so many lines pass; the rest are dropped, and a notice line says how
+//! many. Seconds are those of the lines' own timestamps, so every reader of an instance's logs,
+//! following or not, sees the same lines dropped.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use stratus_api::Timestamp;
+use stratus_api::identity::APISERVER_USER;
 use stratus_api::v1::node_agent_server::{NodeAgent, NodeAgentServer};
 use stratus_api::v1::{AgentLogsRequest, LogLine};
 use tokio::sync::watch;
@@ -21,6 +28,31 @@ use crate::runtime::{self, ContainerStatus, LogOptions, LogStream, Runtime, labe
 /// The lines of one `Logs` call; the stream ends with an error status if reading fails midway.
 pub type LogLines = BoxStream<'static, Result<LogLine, Status>>;
 
+/// What the agent relays of one instance's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Longer lines are cut here and marked (see [`runtime::cut_line`]).
+    pub max_line_bytes: usize,
+    /// At most this many lines of each second of the instance's output; 0 = no limit.
+    pub lines_per_second: u32,
+}
+
+impl Default for LogLimits {
+    /// 16 KiB lines, 1000 lines a second.
+    fn default() -> LogLimits {
+        LogLimits { max_line_bytes: runtime::DEFAULT_MAX_LINE_BYTES, lines_per_second: 1000 }
+    }
+}
+
+/// How the logs service tells the API server from anyone else.
+#[derive(Clone)]
+enum Callers {
+    /// By its token, checked with the API (plain HTTP).
+    Review(Arc<stratus_client::review::TokenReview>),
+    /// By its client certificate (TLS).
+    ApiServerCertificate,
+}
+
 /// Serves the logs of the containers on one node. Cheap to clone.
 #[derive(Clone)]
 pub struct LogService {
@@ -29,19 +61,36 @@ pub struct LogService {
     /// Turns true when the agent shuts down; every stream ends then.
     shutdown: Option<watch::Receiver<bool>>,
     /// Who may call: the API server only, when set.
-    review: Option<Arc<stratus_client::review::TokenReview>>,
+    callers: Option<Callers>,
+    limits: LogLimits,
 }
 
 impl LogService {
     /// Serves the logs of the containers `runtime` runs for the node `node_name`: only
     /// containers labelled with this node are ever read.
     pub fn new(runtime: Arc<dyn Runtime>, node_name: String) -> LogService {
-        LogService { runtime, node_name, shutdown: None, review: None }
+        LogService { runtime, node_name, shutdown: None, callers: None, limits: LogLimits::default() }
     }
 
-    /// Answers only callers `review` lets in (the API server's account).
+    /// Relays what `limits` let through instead of the defaults.
+    pub fn with_limits(mut self, limits: LogLimits) -> LogService {
+        self.limits = limits;
+        self
+    }
+
+    /// Answers only callers `review` lets in (the API server's account): for an agent served
+    /// in plain HTTP, with no certificates.
     pub fn with_review(mut self, review: Arc<stratus_client::review::TokenReview>) -> LogService {
-        self.review = Some(review);
+        self.callers = Some(Callers::Review(review));
+        self
+    }
+
+    /// Answers only callers that presented the API server's client certificate (common name
+    /// [`APISERVER_USER`]), which the server's TLS configuration verified against the cluster
+    /// CA; the server must put the connection's `Peer` in the requests
+    /// (`stratus_support::server::serve_tower_with_peer`).
+    pub fn with_apiserver_certificate(mut self) -> LogService {
+        self.callers = Some(Callers::ApiServerCertificate);
         self
     }
 
@@ -97,8 +146,20 @@ impl NodeAgent for LogService {
     /// Streams the output of the Instance's container: the last `tail_lines` lines (all when
     /// unset), then, with `follow`, new lines until the container stops or the caller hangs up.
     async fn logs(&self, req: Request<AgentLogsRequest>) -> Result<Response<LogLines>, Status> {
-        if let Some(review) = &self.review {
-            review.check(req.metadata()).await?;
+        match &self.callers {
+            None => {}
+            Some(Callers::Review(review)) => {
+                review.check(req.metadata()).await?;
+            }
+            Some(Callers::ApiServerCertificate) => {
+                let subject = stratus_client::tls::caller_subject(&req)?;
+                if subject.common_name != APISERVER_USER {
+                    return Err(Status::permission_denied(format!(
+                        "the agent of node {} answers only the API server ({APISERVER_USER}), not {:?}",
+                        self.node_name, subject.common_name
+                    )));
+                }
+            }
         }
         let AgentLogsRequest { namespace, instance, instance_uid, follow, tail_lines } = req.into_inner();
         if namespace.is_empty() || instance.is_empty() {
@@ -119,10 +180,10 @@ impl NodeAgent for LogService {
         tracing::debug!(%namespace, %instance, container = %container.id, follow, ?tail, "streaming logs");
         let lines = self
             .runtime
-            .logs(&container.id, LogOptions { follow, tail })
+            .logs(&container.id, LogOptions { follow, tail, max_line_bytes: self.limits.max_line_bytes })
             .await
             .map_err(|e| runtime_status(&e, &what))?;
-        let lines = lines.map(move |item| match item {
+        let lines = rate_limited(lines, self.limits.lines_per_second).map(move |item| match item {
             Ok(l) => Ok(LogLine {
                 instance: instance.clone(),
                 stream: stream_name(l.stream).to_string(),
@@ -140,6 +201,103 @@ impl NodeAgent for LogService {
         };
         Ok(Response::new(lines.take_until(shut_down).boxed()))
     }
+}
+
+/// How long a notice of dropped lines waits for the next line before it is sent alone: a
+/// followed stream that goes quiet after a burst still says what it dropped.
+const NOTICE_DELAY: Duration = Duration::from_secs(1);
+
+/// `lines` with at most `per_second` lines of each second (by their timestamps; a line without
+/// one counts when it is read) passed on; the others are dropped, and counted in a notice line
+/// (on stderr) sent before the next line of a later second, after [`NOTICE_DELAY`] without
+/// one, or at the end. `per_second` 0 passes everything.
+pub fn rate_limited(
+    lines: BoxStream<'static, runtime::Result<runtime::LogLine>>,
+    per_second: u32,
+) -> BoxStream<'static, runtime::Result<runtime::LogLine>> {
+    if per_second == 0 {
+        return lines;
+    }
+    struct State {
+        lines: BoxStream<'static, runtime::Result<runtime::LogLine>>,
+        /// The second being counted (since 1970), and how many of its lines passed.
+        second: u64,
+        passed: u32,
+        /// Lines dropped and not yet reported, and when the first of them was written.
+        dropped: u64,
+        dropped_at: Option<SystemTime>,
+        /// A line held back while the notice before it goes out.
+        held: Option<runtime::Result<runtime::LogLine>>,
+        done: bool,
+    }
+    impl State {
+        fn notice(&mut self, per_second: u32) -> Option<runtime::Result<runtime::LogLine>> {
+            if self.dropped == 0 {
+                return None;
+            }
+            let line = format!(
+                "[stratus: {} line(s) dropped: the instance wrote more than {per_second} lines in a second]",
+                self.dropped
+            );
+            self.dropped = 0;
+            Some(Ok(runtime::LogLine { stream: LogStream::Stderr, line, timestamp: self.dropped_at.take() }))
+        }
+    }
+    let state = State { lines, second: 0, passed: 0, dropped: 0, dropped_at: None, held: None, done: false };
+    futures::stream::unfold(state, move |mut st| async move {
+        loop {
+            if let Some(line) = st.held.take() {
+                return Some((line, st));
+            }
+            if st.done {
+                return st.notice(per_second).map(|n| (n, st));
+            }
+            let next = if st.dropped > 0 {
+                match tokio::time::timeout(NOTICE_DELAY, st.lines.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return st.notice(per_second).map(|n| (n, st)),
+                }
+            } else {
+                st.lines.next().await
+            };
+            let line = match next {
+                None => {
+                    st.done = true;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.held = Some(Err(e));
+                    match st.notice(per_second) {
+                        Some(n) => return Some((n, st)),
+                        None => continue,
+                    }
+                }
+                Some(Ok(line)) => line,
+            };
+            let at = line.timestamp.unwrap_or_else(SystemTime::now);
+            let second = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            if second != st.second {
+                st.second = second;
+                st.passed = 0;
+            }
+            if st.passed >= per_second {
+                st.dropped += 1;
+                st.dropped_at.get_or_insert(at);
+                continue;
+            }
+            st.passed += 1;
+            // The notice of what an earlier second dropped goes first.
+            match st.notice(per_second) {
+                Some(n) => {
+                    st.held = Some(Ok(line));
+                    return Some((n, st));
+                }
+                None => return Some((Ok(line), st)),
+            }
+        }
+    })
+    .boxed()
 }
 
 /// A runtime failure as a status: a missing container is NOT_FOUND, an engine that cannot be
@@ -341,6 +499,83 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert!(err.message().contains("instance default/web-1 on node n1"), "{}", err.message());
         assert!(err.message().contains("connection refused"), "{}", err.message());
+    }
+
+    fn at(seconds: u64, millis: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds) + Duration::from_millis(millis)
+    }
+
+    fn stamped(text: &str, time: SystemTime) -> runtime::Result<runtime::LogLine> {
+        Ok(runtime::LogLine { stream: LogStream::Stdout, line: text.into(), timestamp: Some(time) })
+    }
+
+    fn texts_of(lines: &[runtime::Result<runtime::LogLine>]) -> Vec<String> {
+        lines.iter().map(|l| l.as_ref().map_or_else(|e| format!("error: {e}"), |l| l.line.clone())).collect()
+    }
+
+    #[tokio::test]
+    async fn each_second_passes_its_share_and_a_notice_counts_the_rest() {
+        let mut input: Vec<_> = (0..5).map(|i| stamped(&format!("a{i}"), at(10, i * 100))).collect();
+        input.push(stamped("b0", at(11, 0)));
+        input.extend((0..4).map(|i| stamped(&format!("c{i}"), at(12, i))));
+        let out: Vec<_> = rate_limited(futures::stream::iter(input).boxed(), 2).collect().await;
+        let notice =
+            |n: u32| format!("[stratus: {n} line(s) dropped: the instance wrote more than 2 lines in a second]");
+        assert_eq!(texts_of(&out), ["a0", "a1", &notice(3), "b0", "c0", "c1", &notice(2)]);
+        // The notice is on stderr, stamped with the first line it stands for.
+        let first_notice = out[2].as_ref().unwrap();
+        assert_eq!((first_notice.stream, first_notice.timestamp), (LogStream::Stderr, Some(at(10, 200))));
+
+        // An error ends the stream after the notice of what was dropped before it.
+        let input = vec![
+            stamped("a0", at(10, 0)),
+            stamped("a1", at(10, 1)),
+            Err(runtime::Error::Engine("gone".into())),
+            stamped("never", at(10, 2)),
+        ];
+        let out: Vec<_> = rate_limited(futures::stream::iter(input).boxed(), 1).collect().await;
+        let notice = "[stratus: 1 line(s) dropped: the instance wrote more than 1 lines in a second]";
+        assert_eq!(texts_of(&out), ["a0", notice, "error: gone"]);
+
+        // 0: no limit.
+        let input: Vec<_> = (0..50).map(|i| stamped("x", at(10, i))).collect();
+        assert_eq!(rate_limited(futures::stream::iter(input).boxed(), 0).count().await, 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_followed_stream_that_goes_quiet_still_reports_what_it_dropped() {
+        let (send, receive) = futures::channel::mpsc::unbounded();
+        let mut limited = rate_limited(receive.boxed(), 1);
+        for i in 0..3 {
+            send.unbounded_send(stamped(&format!("l{i}"), at(10, i))).unwrap();
+        }
+        assert_eq!(limited.next().await.unwrap().unwrap().line, "l0");
+        // Nothing more comes; after a second of quiet the notice comes by itself.
+        let started = tokio::time::Instant::now();
+        let notice = limited.next().await.unwrap().unwrap();
+        assert!(notice.line.starts_with("[stratus: 2 line(s) dropped"), "{notice:?}");
+        assert_eq!(started.elapsed(), NOTICE_DELAY);
+        // The stream goes on.
+        send.unbounded_send(stamped("later", at(20, 0))).unwrap();
+        assert_eq!(limited.next().await.unwrap().unwrap().line, "later");
+    }
+
+    #[tokio::test]
+    async fn the_service_relays_within_the_limits() {
+        let fake = FakeRuntime::new();
+        let id = fake.insert(container("web-1", "u1", "n1"), true);
+        let start = SystemTime::now();
+        for i in 0..10 {
+            fake.log_at(&id, LogStream::Stdout, &format!("burst {i}"), start);
+        }
+        fake.log_at(&id, LogStream::Stdout, &"x".repeat(100), start + Duration::from_secs(1));
+        let limits = LogLimits { max_line_bytes: 16, lines_per_second: 4 };
+        let mut agent = serve_service(LogService::new(Arc::new(fake.clone()), "n1".into()).with_limits(limits)).await;
+        let lines = read_all(&mut agent, request("web-1", "u1", false, None)).await.unwrap();
+        let notice = "[stratus: 6 line(s) dropped: the instance wrote more than 4 lines in a second]";
+        let cut = format!("{}{}", "x".repeat(16), runtime::cut_marker(16));
+        assert_eq!(texts(&lines), ["burst 0", "burst 1", "burst 2", "burst 3", notice, &cut]);
+        assert_eq!(lines[4].stream, "stderr");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The agent's Prometheus metrics: per-container CPU and memory, and reconcile outcomes.
+//! The agent's Prometheus metrics: per-container CPU and memory, usage samples, and the usage
+//! spool's counters when the agent meters.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -22,7 +23,17 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
+        Metrics::new(None)
+    }
+}
+
+impl Metrics {
+    /// The agent's metrics, with the usage spool's counters when it meters.
+    pub fn new(usage: Option<&stratus_client::usage::SpoolMetrics>) -> Metrics {
         let mut registry = Registry::with_prefix("stratus_agent");
+        if let Some(usage) = usage {
+            usage.register(&mut registry);
+        }
         let cpu = Family::<ContainerLabels, Gauge>::default();
         let memory = Family::<ContainerLabels, Gauge>::default();
         let samples = Counter::default();
@@ -31,9 +42,7 @@ impl Default for Metrics {
         registry.register("usage_samples", "Usage samples taken", samples.clone());
         Metrics { registry, cpu, memory, samples }
     }
-}
 
-impl Metrics {
     pub fn record(&self, labels: &ContainerLabels, cpu_millis: i64, memory_bytes: i64) {
         self.cpu.get_or_create(labels).set(cpu_millis);
         self.memory.get_or_create(labels).set(memory_bytes);

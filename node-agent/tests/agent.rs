@@ -10,9 +10,9 @@ use stratus_agent::config::{FINALIZER, NODE_LEASE_NAMESPACE};
 use stratus_agent::runtime::fake::FakeRuntime;
 use stratus_agent::runtime::{ContainerConfig, labels};
 use stratus_api::Resource;
-use stratus_api::v1::{Instance, Lease, Node};
+use stratus_api::v1::{Container, Instance, Lease, Node, SecurityContext};
 use stratus_client::{ListParams, WatchEvent};
-use stratus_testkit::agent_harness::{AgentHarness, HarnessConfig, status};
+use stratus_testkit::agent_harness::{AgentHarness, HarnessConfig, container, status};
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -263,4 +263,120 @@ async fn a_restarted_agent_adopts_containers_and_removes_orphans() {
     assert_eq!(status(&i).container_id, id, "the running container was replaced");
     assert!(h.runtime.container(&id).is_some_and(|c| c.status.running));
     assert_eq!(status(&i).restart_count, 0);
+}
+
+/// `default/name` on the harness's node, taking `DB` from key `password` of Secret `db` and
+/// `OPT` from a Secret that may be missing.
+fn with_secret_env(h: &Harness, name: &str) -> Instance {
+    use stratus_api::v1::{EnvVar, EnvVarSource, SecretKeySelector};
+    let from = |var: &str, secret: &str, key: &str, optional: Option<bool>| EnvVar {
+        name: var.into(),
+        value: String::new(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional }),
+        }),
+    };
+    let mut inst = h.instance(name, IMAGE, &[], "64Mi");
+    inst.spec.as_mut().unwrap().containers[0].env =
+        vec![from("DB", "db", "password", None), from("OPT", "nowhere", "k", Some(true))];
+    inst
+}
+
+#[tokio::test]
+async fn variables_from_secrets_are_read_as_the_container_starts() {
+    use stratus_api::v1::Secret;
+    let h = harness("node-s").await;
+    h.client.create(with_secret_env(&h, "i1")).await.unwrap();
+    // No Secret yet: the instance waits, saying which one it needs.
+    let i = h.wait_for("i1", "a missing secret reported", |i| status(i).reason == "CreateContainerConfigError").await;
+    let message = status(&i).message;
+    assert!(message.contains("secret \"db\" not found in namespace \"default\" (variable DB)"), "{message}");
+    assert!(h.runtime.containers().is_empty());
+
+    // A Secret without the key: the message names the key.
+    let mut secret = Secret::default();
+    secret.meta_mut().name = "db".into();
+    secret.data.insert("user".into(), "app".into());
+    let secret = h.client.create(secret).await.unwrap();
+    h.wait_for("i1", "a missing key reported", |i| status(i).message.contains("key \"password\" of secret \"db\""))
+        .await;
+
+    // With it, the container starts with the value; the optional, missing one is left out.
+    let mut secret = secret;
+    secret.data.insert("password".into(), "s3cr3t-agent".into());
+    h.client.update(secret).await.unwrap();
+    let i = h.wait_for("i1", "Ready", |i| status(i).ready).await;
+    let c = h.runtime.container(&status(&i).container_id).expect("container exists");
+    let env: std::collections::HashMap<_, _> = c.config.env.iter().cloned().collect();
+    assert_eq!(env.get("DB").map(String::as_str), Some("s3cr3t-agent"));
+    assert!(!env.contains_key("OPT"), "{env:?}");
+    // The Instance names the reference, never the value.
+    let stored = h.client.get::<Instance>("default", "i1").await.unwrap();
+    assert!(!stratus_api::Resource::into_any(stored).to_json().to_string().contains("s3cr3t-agent"));
+}
+
+/// Creates the Instance `default/name` of `image`, as [`Harness::create`] does, with `sc` as
+/// its container's security context.
+async fn create_with_security(h: &Harness, name: &str, image: &str, sc: SecurityContext) -> Instance {
+    h.create_with(name, Container { security_context: Some(sc), ..container(image, &[], "64Mi") }).await
+}
+
+/// Waits until the instance is refused for its security context, and returns the message.
+async fn refused(h: &Harness, name: &str) -> String {
+    let i = h.wait_for(name, "the refusal", |i| status(i).reason == "CreateContainerConfigError").await;
+    let st = status(&i);
+    assert_eq!((st.phase.as_str(), st.ready, st.container_id.as_str()), ("Pending", false, ""));
+    let ready = st.conditions.iter().find(|c| c.r#type == "Ready").expect("a Ready condition");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CreateContainerConfigError"));
+    st.message
+}
+
+#[tokio::test]
+async fn run_as_non_root_with_a_root_image_fails_the_instance_without_a_container() {
+    let h = harness("node-i").await;
+    let non_root = SecurityContext { run_as_non_root: Some(true), ..Default::default() };
+    create_with_security(&h, "root", IMAGE, non_root.clone()).await;
+    let message = refused(&h, "root").await;
+    assert!(
+        message.starts_with("container has runAsNonRoot and image 127.0.0.1:5000/hello:v1 will run as root"),
+        "{message}"
+    );
+    assert!(h.runtime.containers().is_empty(), "a container was made");
+
+    // A non-root uid of its own, or an image with a numeric non-root USER, runs.
+    let as_user =
+        SecurityContext { run_as_user: Some(1000), read_only_root_filesystem: Some(true), ..non_root.clone() };
+    create_with_security(&h, "uid", IMAGE, as_user).await;
+    let i = h.wait_for("uid", "Running", |i| status(i).phase == "Running").await;
+    let config = h.runtime.container(&status(&i).container_id).unwrap().config;
+    assert_eq!(config.user, "1000");
+    // A read-only root, with the writable tmpfs at /tmp.
+    assert!(config.read_only_root_fs && config.tmp_size_bytes > 0, "{config:?}");
+    let image = "127.0.0.1:5000/nonroot:v1";
+    h.runtime.add_image(image, "127.0.0.1:5000/nonroot@sha256:def");
+    h.runtime.set_image_user(image, "65532");
+    create_with_security(&h, "image-user", image, non_root).await;
+    h.wait_for("image-user", "Running", |i| status(i).phase == "Running").await;
+}
+
+#[tokio::test]
+async fn a_node_that_requires_non_root_holds_every_instance_to_it() {
+    let runtime = FakeRuntime::new();
+    runtime.add_image(IMAGE, "127.0.0.1:5000/hello@sha256:abc");
+    let mut agent = AgentConfig::new("node-j");
+    agent.require_non_root = true;
+    agent.crash_backoff = (Duration::from_millis(200), Duration::from_secs(5));
+    let h =
+        Harness::start(runtime, HarnessConfig { agent, patience: PATIENCE, termination_grace_period_seconds: 7 }).await;
+    h.create("plain", IMAGE, &[], "64Mi").await;
+    let message = refused(&h, "plain").await;
+    assert!(message.contains("requires every container to run as a non-root user (--require-non-root)"), "{message}");
+
+    // With a numeric non-root USER in the image it runs, on the isolated network, with no
+    // capability added.
+    h.runtime.set_image_user(IMAGE, "1000");
+    let i = h.wait_for("plain", "Running", |i| status(i).phase == "Running").await;
+    let c = h.runtime.container(&status(&i).container_id).unwrap();
+    assert!(c.config.cap_add.is_empty(), "{:?}", c.config.cap_add);
+    assert_eq!(c.config.network, "stratus-instances");
 }

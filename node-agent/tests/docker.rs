@@ -22,6 +22,8 @@ use tokio::net::TcpStream;
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
 const TEST_LABEL: &str = "stratus.dev/test";
+/// The agent's network for instances, which the runtime makes when missing.
+const NETWORK: &str = stratus_agent::config::DEFAULT_INSTANCE_NETWORK;
 /// Generous: two CPUs are shared with compilers while the tests run.
 const PATIENCE: Duration = Duration::from_secs(30);
 
@@ -94,6 +96,7 @@ fn config(test: &str, mode: &str) -> ContainerConfig {
         labels: BTreeMap::from([(TEST_LABEL.to_owned(), test.to_owned())]),
         port: 8080,
         host_ip: "127.0.0.1".into(),
+        network: NETWORK.into(),
         nano_cpus: 500_000_000,
         memory_bytes: 128 << 20,
         pids_limit: 64,
@@ -172,7 +175,7 @@ async fn serving(port: u16) -> String {
 }
 
 async fn all_logs(runtime: &DockerRuntime, id: &str, tail: Option<u64>) -> Vec<LogLine> {
-    let stream = runtime.logs(id, LogOptions { follow: false, tail }).await.unwrap();
+    let stream = runtime.logs(id, LogOptions { follow: false, tail, ..Default::default() }).await.unwrap();
     stream.map(|line| line.unwrap()).collect().await
 }
 
@@ -262,7 +265,6 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     assert!(host.cap_add.unwrap_or_default().iter().any(|c| c.ends_with("NET_BIND_SERVICE")));
     assert_eq!((host.privileged, host.readonly_rootfs), (Some(false), Some(true)));
     assert_eq!(host.tmpfs.unwrap_or_default().get("/tmp").map(String::as_str), Some("rw,nosuid,nodev,size=4194304"));
-    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
     assert_eq!(host.pid_mode.as_deref().unwrap_or(""), "");
     assert_ne!(host.ipc_mode.as_deref(), Some("host"));
     assert_eq!(host.restart_policy.and_then(|p| p.name).map(|n| n.to_string()), Some("no".to_owned()));
@@ -274,6 +276,25 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     assert_eq!((container.user.as_deref(), container.working_dir.as_deref()), (Some("1000:1000"), Some("/srv")));
     assert_eq!(container.cmd, Some(vec!["env".to_owned()]));
     assert_eq!(container.entrypoint, Some(vec!["/hello".to_owned()]), "the image's entrypoint is kept");
+    let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    assert_eq!(networks.keys().collect::<Vec<_>>(), [NETWORK], "on the isolated network only");
+
+    // As the kernel enforces it: the process's own status.
+    let pid = inspect.state.and_then(|s| s.pid).filter(|pid| *pid > 0).expect("the container's pid");
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        proc_status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name}"))
+    };
+    // 2: a seccomp filter is installed (0 would be none: unconfined).
+    assert_eq!(field("Seccomp:"), "2", "{proc_status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{proc_status}");
+    // Only CAP_NET_BIND_SERVICE (bit 10) is left to the container at all (the bounding set);
+    // as uid 1000 the process holds none of it.
+    let set = |name: &str| u64::from_str_radix(field(name), 16).unwrap();
+    assert_eq!(set("CapBnd:"), 1 << 10, "{proc_status}");
+    for name in ["CapEff:", "CapPrm:", "CapInh:", "CapAmb:"] {
+        assert_eq!(set(name) & !(1 << 10), 0, "{name} {proc_status}");
+    }
 
     // As the workload sees it.
     let port = running_status(&runtime, &id).await.host_port.unwrap();
@@ -285,6 +306,8 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     assert_eq!((report["uid"].as_u64(), report["gid"].as_u64()), (Some(1000), Some(1000)), "{report}");
     assert_eq!(report["stdin_eof"], true, "{report}");
     assert_eq!(report["tmp_writable"], true, "{report}");
+    assert_eq!(report["root_writable"], false, "{report}");
+    assert!(report["root_error"].as_str().is_some_and(|e| e.contains("Read-only file system")), "{report}");
     assert_eq!(report["memory_limit_bytes"].as_u64(), Some(96 << 20), "{report}");
     assert_eq!(report["cpu_limit_millis"].as_u64(), Some(500), "{report}");
 }
@@ -413,7 +436,7 @@ async fn logs_honour_tail_and_follow() {
 
     // Follow: the last line first (which shows the engine has the request), then new lines as
     // they come, and the end of the stream when the container stops.
-    let mut follow = runtime.logs(&id, LogOptions { follow: true, tail: Some(1) }).await.unwrap();
+    let mut follow = runtime.logs(&id, LogOptions { follow: true, tail: Some(1), ..Default::default() }).await.unwrap();
     let mut next_line = async || tokio::time::timeout(PATIENCE, follow.next()).await.expect("a line").unwrap().unwrap();
     let line = next_line().await;
     assert!(line.line.starts_with("GET /three 404 "), "{line:?}");
@@ -513,4 +536,129 @@ async fn missing_containers_and_refused_requests_map_to_the_trait_errors() {
         Err(Error::Engine(message)) => assert!(message.contains("already in use"), "{message}"),
         other => panic!("expected a name conflict, got {other:?}"),
     }
+}
+
+/// `GET /dial?addr=…` of the container in env mode on `port`: whether it connected.
+async fn dials(port: u16, addr: &str) -> bool {
+    let (code, body) = http_get(port, &format!("/dial?addr={addr}&timeout_ms=1000")).await.unwrap();
+    assert_ne!(code, 404, "the image predates /dial: run hack/images.sh to rebuild it ({body})");
+    assert_eq!(code, 200, "{body}");
+    let report: Value = serde_json::from_str(&body).unwrap();
+    report["connected"].as_bool().unwrap_or_else(|| panic!("{report}"))
+}
+
+/// The container's address on `network`, and the host's (its gateway) there.
+async fn addresses(runtime: &DockerRuntime, id: &str, network: &str) -> (String, String) {
+    let inspect = runtime.client().await.unwrap().inspect_container(id, None).await.unwrap();
+    let networks = inspect.network_settings.and_then(|n| n.networks).unwrap_or_default();
+    let endpoint = networks.get(network).unwrap_or_else(|| panic!("not on {network}: {networks:?}"));
+    (endpoint.ip_address.clone().unwrap(), endpoint.gateway.clone().unwrap())
+}
+
+#[tokio::test]
+async fn instances_cannot_reach_one_another_nor_the_hosts_loopback_ports() {
+    let runtime = engine().await;
+    let (_a_cleanup, a) = run(&runtime, &config("isolated-a", "env")).await;
+    let (_b_cleanup, b) = run(&runtime, &config("isolated-b", "env")).await;
+    let a_port = running_status(&runtime, &a).await.host_port.unwrap();
+    let b_port = running_status(&runtime, &b).await.host_port.unwrap();
+    // Both serve through their published ports, as the gateway reaches them.
+    serving(a_port).await;
+    serving(b_port).await;
+    let (b_ip, gateway) = addresses(&runtime, &b, NETWORK).await;
+
+    // The control: on Docker's default bridge, the same request does connect, so a refusal
+    // below is the network's doing, not the probe's.
+    let open = |test: &str| ContainerConfig { network: "bridge".into(), ..config(test, "env") };
+    let (_c_cleanup, c) = run(&runtime, &open("open-c")).await;
+    let (_d_cleanup, d) = run(&runtime, &open("open-d")).await;
+    let c_port = running_status(&runtime, &c).await.host_port.unwrap();
+    serving(c_port).await;
+    serving(running_status(&runtime, &d).await.host_port.unwrap()).await;
+    let (d_ip, _) = addresses(&runtime, &d, "bridge").await;
+    assert!(dials(c_port, &format!("{d_ip}:8080")).await, "the control could not connect");
+
+    // On the instances' network: not to another instance...
+    assert!(!dials(a_port, &format!("{b_ip}:8080")).await, "instance a reached instance b at {b_ip}:8080");
+    // ...nor to what the host serves on loopback (Stratus's ports, the published ones), by
+    // way of the host's address on the network.
+    let host_service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    for port in [host_port, b_port] {
+        assert!(!dials(a_port, &format!("{gateway}:{port}")).await, "instance a reached the host's 127.0.0.1:{port}");
+    }
+    // It still reaches itself: the probe works on this network.
+    assert!(dials(a_port, "127.0.0.1:8080").await);
+}
+
+#[tokio::test]
+async fn the_network_is_made_once_isolated_and_an_open_one_of_its_name_is_refused() {
+    let runtime = engine().await;
+    let name = unique_name("net");
+    let docker = runtime.client().await.unwrap().clone();
+    struct RemoveNetwork(String);
+    impl Drop for RemoveNetwork {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["network", "rm", &self.0]).output();
+        }
+    }
+    let _remove = RemoveNetwork(name.clone());
+    // Made on first use, with inter-container traffic off; then reused.
+    let first = ContainerConfig { network: name.clone(), ..config("net-a", "serve") };
+    let (_a, a) = create(&runtime, &first).await;
+    let second = ContainerConfig { network: name.clone(), ..config("net-b", "serve") };
+    let (_b, b) = create(&runtime, &second).await;
+    let inspect = docker.inspect_network(&name, None).await.unwrap();
+    let options = inspect.options.unwrap_or_default();
+    assert_eq!(options.get("com.docker.network.bridge.enable_icc").map(String::as_str), Some("false"));
+    for id in [a, b] {
+        let host = docker.inspect_container(&id, None).await.unwrap().host_config.unwrap();
+        assert_eq!(host.network_mode, inspect.id, "{id} is not on the network");
+    }
+
+    // A network of the name that lets containers talk is not used.
+    let open = unique_name("open-net");
+    let _remove_open = RemoveNetwork(open.clone());
+    let status = std::process::Command::new("docker").args(["network", "create", &open]).output().unwrap();
+    assert!(status.status.success(), "{status:?}");
+    let on_open = ContainerConfig { network: open.clone(), ..config("net-open", "serve") };
+    let _cleanup = Cleanup { name: on_open.name.clone() };
+    match runtime.create(&on_open).await {
+        Err(Error::Engine(message)) => {
+            assert!(message.contains("enable_icc is not false") && message.contains("docker network rm"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Nor the host's.
+    let host = ContainerConfig { network: "host".into(), ..config("net-host", "serve") };
+    assert!(matches!(runtime.create(&host).await, Err(Error::Engine(m)) if m.contains("host's network")));
+}
+
+#[tokio::test]
+async fn run_as_non_root_with_a_root_image_fails_the_instance_on_docker() {
+    use stratus_agent::AgentConfig;
+    use stratus_agent::runtime::labels;
+    use stratus_api::v1::{Container, SecurityContext};
+    use stratus_testkit::agent_harness::{AgentHarness, HarnessConfig, container, status};
+
+    let runtime = engine().await;
+    let node = unique_name("non-root");
+    let harness = HarnessConfig {
+        agent: AgentConfig::new(node.clone()),
+        patience: PATIENCE,
+        termination_grace_period_seconds: 1,
+    };
+    let h = AgentHarness::start(runtime.clone(), harness).await;
+    let non_root = SecurityContext { run_as_non_root: Some(true), ..Default::default() };
+    h.create_with("root", Container { security_context: Some(non_root), ..container(IMAGE, &[], "64Mi") }).await;
+    let i = h.wait_for("root", "the refusal", |i| status(i).reason == "CreateContainerConfigError").await;
+    let st = status(&i);
+    // The example image is FROM scratch with no USER: root.
+    assert!(
+        st.message.starts_with(&format!("container has runAsNonRoot and image {IMAGE} will run as root")),
+        "{}",
+        st.message
+    );
+    assert_eq!((st.phase.as_str(), st.container_id.as_str()), ("Pending", ""));
+    assert!(runtime.list(&[(labels::NODE, node.as_str())]).await.unwrap().is_empty(), "a container was made");
 }

@@ -13,7 +13,7 @@ use crate::Builder;
 /// How often a token file is read again, so that a renewed token is picked up.
 const REREAD: Duration = Duration::from_secs(30);
 
-/// `--apiserver`, `--token-file`, `--token`.
+/// `--apiserver`, `--certificate-authority`, `--token-file`, `--token`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiFlags {
     /// The API server.
@@ -22,15 +22,20 @@ pub struct ApiFlags {
     /// A file holding this part's token (read again every 30 s, so it can be renewed in place).
     #[arg(long, env = "STRATUS_TOKEN_FILE", value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// The CA bundle (PEM) that verifies the API server's certificate: the cluster CA,
+    /// DATA_DIR/pki/ca.crt on the API server's machine.
+    #[arg(long, env = "STRATUS_CERTIFICATE_AUTHORITY", value_name = "PATH")]
+    pub certificate_authority: Option<PathBuf>,
     /// This part's token (prefer --token-file: a flag shows in the process list).
     #[arg(long, env = "STRATUS_TOKEN", hide_env_values = true, value_name = "TOKEN", conflicts_with = "token_file")]
     pub token: Option<String>,
 }
 
-/// Why the token could not be read.
+/// Why the token or the CA could not be read.
 #[derive(Debug, thiserror::Error)]
-#[error("reading the token file {path} failed: {source}")]
+#[error("reading {what} {path} failed: {source}")]
 pub struct TokenFileError {
+    what: &'static str,
     path: PathBuf,
     #[source]
     source: std::io::Error,
@@ -45,14 +50,25 @@ impl ApiFlags {
             (None, Some(token)) => Credentials::Token(token.trim().into()),
             (None, None) => Credentials::None,
         };
-        Ok(Builder::connect(self.apiserver.clone()).credentials(credentials))
+        let mut builder = Builder::connect(self.apiserver.clone()).credentials(credentials);
+        if let Some(path) = &self.certificate_authority {
+            let ca = std::fs::read_to_string(path).map_err(|source| TokenFileError {
+                what: "the certificate authority",
+                path: path.clone(),
+                source,
+            })?;
+            builder = builder.certificate_authority(ca);
+        }
+        Ok(builder)
     }
 }
 
 fn read_token(path: &PathBuf) -> Result<String, TokenFileError> {
-    std::fs::read_to_string(path)
-        .map(|t| t.trim().to_string())
-        .map_err(|source| TokenFileError { path: path.clone(), source })
+    std::fs::read_to_string(path).map(|t| t.trim().to_string()).map_err(|source| TokenFileError {
+        what: "the token file",
+        path: path.clone(),
+        source,
+    })
 }
 
 fn file_credentials(path: PathBuf) -> Result<Credentials, TokenFileError> {

@@ -33,6 +33,8 @@
 //! [`Platform::run_until`].
 
 pub mod connect;
+pub mod join;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -40,7 +42,7 @@ use std::sync::Arc;
 
 use stratus_agent::AgentConfig;
 use stratus_agent::runtime::Runtime;
-use stratus_api::identity::roles;
+use stratus_api::identity::{GATEWAYS_GROUP, NODES_GROUP, node_user, roles};
 use stratus_apiserver::auth::service::{ComponentToken, Identity};
 use stratus_apiserver::{ApiServer, StoreOptions};
 use stratus_client::review::TokenReview;
@@ -64,11 +66,30 @@ pub enum Error {
     Client(String, #[source] stratus_client::Error),
     #[error("making the identities of the platform's parts failed")]
     Identity(#[source] stratus_apiserver::Error),
+    #[error("setting up TLS failed")]
+    Tls(#[from] tls::Error),
     #[error("the {part} failed: {message}")]
     Part { part: &'static str, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The keys Secrets are sealed with: those of `file`, or an embedded store's own.
+fn encryption_keys(
+    store: &StoreOptions,
+    file: Option<&std::path::Path>,
+) -> Result<Option<Arc<stratus_apiserver::encryption::Keys>>> {
+    use stratus_apiserver::encryption::Keys;
+    let keys = match (file, store) {
+        (Some(file), _) => Keys::load(file),
+        (None, StoreOptions::Embedded { data_dir }) => Keys::load_or_create(&data_dir.join(ENCRYPTION_KEY_FILE)),
+        (None, StoreOptions::Etcd { .. }) => return Ok(None),
+    };
+    keys.map(|k| Some(Arc::new(k))).map_err(|e| Error::ApiServer(stratus_apiserver::Error::EncryptionKeys(e)))
+}
+
+/// The key file an embedded store's data directory keeps when no other is given.
+pub const ENCRYPTION_KEY_FILE: &str = "encryption-key";
 
 /// Where the API is: served here over a store, or another process's.
 enum Api {
@@ -87,12 +108,18 @@ struct Agent {
 pub struct Builder {
     api: Api,
     api_config: stratus_apiserver::Config,
+    api_tls: Option<tls::ServingTls>,
+    ca_pem: Option<String>,
+    client_identity: Option<stratus_client::tls::ClientIdentity>,
     bootstrap_admin: Option<std::path::PathBuf>,
+    encryption_key_file: Option<std::path::PathBuf>,
     credentials: Credentials,
     gateway: Option<(TcpListener, GatewayConfig)>,
     gateway_admin: Option<TcpListener>,
+    gateway_tls: Option<(TcpListener, tls::GatewayTls)>,
     controllers: Option<ControllersConfig>,
     autoscaler: Option<TcpListener>,
+    autoscaler_tls: Option<tls::ServingTls>,
     controllers_metrics: Option<TcpListener>,
     agents: Vec<Agent>,
 }
@@ -112,12 +139,18 @@ impl Builder {
         Builder {
             api,
             api_config: stratus_apiserver::Config::default(),
+            api_tls: None,
+            ca_pem: None,
+            client_identity: None,
             bootstrap_admin: None,
+            encryption_key_file: None,
             credentials: Credentials::None,
             gateway: None,
             gateway_admin: None,
+            gateway_tls: None,
             controllers: None,
             autoscaler: None,
+            autoscaler_tls: None,
             controllers_metrics: None,
             agents: Vec::new(),
         }
@@ -129,11 +162,43 @@ impl Builder {
         self
     }
 
+    /// Serves the API here over HTTPS (and gRPC over TLS) with this certificate; the parts
+    /// verify it with the CA it names. Without it, the API served here is plain HTTP, which
+    /// only in-process tests and benchmarks use.
+    pub fn api_tls(mut self, tls: tls::ServingTls) -> Builder {
+        self.api_tls = Some(tls);
+        self
+    }
+
+    /// The CA certificate(s), PEM, that verify the API of another process
+    /// ([`Builder::connect`] to an `https://` endpoint).
+    pub fn certificate_authority(mut self, ca_pem: impl Into<String>) -> Builder {
+        self.ca_pem = Some(ca_pem.into());
+        self
+    }
+
+    /// The client certificate the parts present to the API of another process (a node's, see
+    /// [`join`]), verified with [`Builder::certificate_authority`], which must be given too.
+    pub fn client_identity(mut self, identity: stratus_client::tls::ClientIdentity) -> Builder {
+        self.client_identity = Some(identity);
+        self
+    }
+
     /// Creates the first admin (`admin`, cluster-admin, of tenant `default`) on first start,
     /// its random password written to `password_file` (mode 0600) and kept in
     /// [`Platform::admin_password`]. Only with an API server served here.
     pub fn bootstrap_admin(mut self, password_file: impl Into<std::path::PathBuf>) -> Builder {
         self.bootstrap_admin = Some(password_file.into());
+        self
+    }
+
+    /// The file of the keys Secrets are encrypted with at rest, which must exist (see
+    /// `stratus_apiserver::encryption`). Without it (and without keys in the API server's
+    /// config), an embedded store keeps its own in `DATA_DIR/encryption-key`, made on first
+    /// start; over etcd the server then stores no Secret, since servers sharing etcd must share
+    /// their keys. Only with an API server served here.
+    pub fn encryption_key_file(mut self, path: impl Into<std::path::PathBuf>) -> Builder {
+        self.encryption_key_file = Some(path.into());
         self
     }
 
@@ -149,6 +214,13 @@ impl Builder {
     /// its port.
     pub fn gateway(mut self, listener: TcpListener, config: GatewayConfig) -> Builder {
         self.gateway = Some((listener, config));
+        self
+    }
+
+    /// The gateway also serves HTTPS on `listener`, with these certificates (and, with the
+    /// API served here over TLS, certificates the cluster CA issues for hosts under the domain).
+    pub fn gateway_tls(mut self, listener: TcpListener, tls: tls::GatewayTls) -> Builder {
+        self.gateway_tls = Some((listener, tls));
         self
     }
 
@@ -169,6 +241,15 @@ impl Builder {
     /// there); a loopback port of its own when not given.
     pub fn autoscaler_listener(mut self, listener: TcpListener) -> Builder {
         self.autoscaler = Some(listener);
+        self
+    }
+
+    /// Serves the autoscaler's demand service over TLS with these supplied files (the `ca`
+    /// file is the cluster CA gateways' client certificates must chain to), answering only
+    /// gateways' certificates. With the API served here over TLS from the cluster CA, this is
+    /// done without being asked.
+    pub fn autoscaler_tls(mut self, tls: tls::ServingTls) -> Builder {
+        self.autoscaler_tls = Some(tls);
         self
     }
 
@@ -194,22 +275,52 @@ impl Builder {
         };
         let mut parts = Parts::default();
 
+        let mut ca_pem = self.ca_pem;
+        let mut cluster_ca = None;
+        let issued_validity =
+            self.api_tls.as_ref().map_or(stratus_auth::pki::SERVING_VALIDITY, tls::ServingTls::validity);
         let (endpoint, api, identity, admin_password) = match self.api {
             Api::Serve { store, listener } => {
                 let addr = listener.local_addr().map_err(Error::Listen)?;
+                let mut config = self.api_config;
+                if config.encryption.is_none() {
+                    config.encryption = encryption_keys(&store, self.encryption_key_file.as_deref())?;
+                }
+                let mut scheme = "http";
+                if let Some(tls) = &self.api_tls {
+                    let serving = tls.prepare("apiserver")?;
+                    // With the cluster CA at hand, nodes may prove themselves with certificates it
+                    // signed (and join to be given one).
+                    let server_config = match &serving.ca {
+                        Some(ca) => serving.certificates.server_config_asking_clients(ca.cert_pem().as_bytes()),
+                        None => serving.certificates.server_config(),
+                    };
+                    config.tls = Some(server_config.map_err(tls::Error::from)?);
+                    if config.cluster_ca.is_none() {
+                        config.cluster_ca.clone_from(&serving.ca);
+                    }
+                    ca_pem = Some(serving.ca_pem.clone());
+                    cluster_ca.clone_from(&serving.ca);
+                    scheme = "https";
+                    parts.spawn("certificate renewal", infallible(serving.keep_current(stopped.clone())));
+                }
                 let store = stratus_apiserver::open_store(&store).await.map_err(Error::Store)?;
-                let server = ApiServer::with_config(store, self.api_config).await.map_err(Error::ApiServer)?;
+                let server = ApiServer::with_config(store, config).await.map_err(Error::ApiServer)?;
                 let admin_password = match &self.bootstrap_admin {
                     Some(file) => server.bootstrap_admin(file).await.map_err(Error::ApiServer)?,
                     None => None,
                 };
                 let identity = server.identity().clone();
                 parts.spawn("API server", server.serve(listener, until(stopped.clone())));
-                (endpoint_for(addr), Some(addr), Some(identity), admin_password)
+                (endpoint_with(scheme, addr), Some(addr), Some(identity), admin_password)
             }
             Api::Connect(endpoint) => (endpoint, None, None, None),
         };
-        let connected = Client::new(&endpoint).map_err(|e| Error::Client(endpoint.clone(), e))?;
+        let connected = match (&self.client_identity, &ca_pem) {
+            (Some(identity), Some(ca)) => Client::with_identity(&endpoint, ca.as_bytes(), identity),
+            _ => Client::with_ca(&endpoint, ca_pem.as_deref().map(str::as_bytes)),
+        }
+        .map_err(|e| Error::Client(endpoint.clone(), e))?;
         // Each part as itself: a service account of its own when the API is served here.
         let as_part = async |name: &str, role: &str| -> Result<Client> {
             Ok(match &identity {
@@ -222,32 +333,100 @@ impl Builder {
 
         // The autoscaler's demand service, which the gateway reports to and pokes.
         let mut autoscaler = None;
+        let mut autoscaler_ca: Option<Arc<stratus_auth::pki::Ca>> = None;
         let demand = DemandStore::new();
         if self.controllers.is_some() {
             let listener = match self.autoscaler {
                 Some(l) => l,
                 None => TcpListener::bind("127.0.0.1:0").await.map_err(Error::Listen)?,
             };
-            autoscaler = Some(format!("http://{}", listener.local_addr().map_err(Error::Listen)?));
-            // Gateways' tokens are checked with the API, as the controllers' account asks.
-            let reviewer = as_part("controllers", roles::SYSTEM_CONTROLLERS).await?;
-            let review = Arc::new(TokenReview::new(reviewer, stratus_controllers::autoscaler::REPORTERS));
-            parts.spawn(
-                "autoscaler",
-                stratus_controllers::serve_autoscaler(listener, demand.clone(), review, until(stopped.clone())),
-            );
+            let addr = listener.local_addr().map_err(Error::Listen)?;
+            // With the cluster CA here, over TLS, answering only gateways' certificates.
+            // Supplied files: their CA file verifies the gateways.
+            let serving =
+                match (&self.autoscaler_tls, &cluster_ca, self.api_tls.as_ref().and_then(|t| t.for_listener(addr))) {
+                    (Some(files), _, _) => {
+                        let serving = files.prepare("autoscaler")?;
+                        Some((serving.ca_pem.clone(), None, serving))
+                    }
+                    (None, Some(ca), Some(tls)) => {
+                        Some((ca.cert_pem().to_string(), Some(ca.clone()), tls.prepare("autoscaler")?))
+                    }
+                    _ => None,
+                };
+            match serving {
+                Some((client_ca, ca, serving)) => {
+                    let config = serving
+                        .certificates
+                        .server_config_requiring_clients(client_ca.as_bytes())
+                        .map_err(tls::Error::from)?;
+                    autoscaler = Some(endpoint_with("https", addr));
+                    autoscaler_ca = ca;
+                    parts.spawn("autoscaler's certificate renewal", infallible(serving.keep_current(stopped.clone())));
+                    parts.spawn(
+                        "autoscaler",
+                        stratus_controllers::serve_autoscaler_tls(
+                            listener,
+                            demand.clone(),
+                            config,
+                            until(stopped.clone()),
+                        ),
+                    );
+                }
+                None => {
+                    autoscaler = Some(endpoint_with("http", addr));
+                    // Gateways' tokens are checked with the API, as the controllers' account asks.
+                    let reviewer = as_part("controllers", roles::SYSTEM_CONTROLLERS).await?;
+                    let review = Arc::new(TokenReview::new(reviewer, stratus_controllers::autoscaler::REPORTERS));
+                    parts.spawn(
+                        "autoscaler",
+                        stratus_controllers::serve_autoscaler(listener, demand.clone(), review, until(stopped.clone())),
+                    );
+                }
+            }
         }
 
         let mut gateway = None;
+        let mut gateway_https = None;
         if let Some((listener, mut config)) = self.gateway {
             let addr = listener.local_addr().map_err(Error::Listen)?;
             gateway = Some(addr);
             if config.autoscaler.is_none() {
                 config.autoscaler.clone_from(&autoscaler);
+                // The autoscaler here over TLS takes the gateway's certificate, which the CA
+                // here issues and renews.
+                if let (Some(ca), None) = (&autoscaler_ca, &config.autoscaler_tls) {
+                    let names = [stratus_api::identity::gateway_user(&config.name), GATEWAYS_GROUP.to_string()];
+                    let issuer = ca.clone();
+                    let validity = issued_validity;
+                    let issue = move || issuer.issue(stratus_auth::pki::Usage::Client, &names, validity);
+                    let (identity, issued, not_after) = tls::issue_identity(&issue)?;
+                    config.autoscaler_tls = Some(stratus_gateway::AutoscalerTls {
+                        ca_pem: ca.cert_pem().to_string(),
+                        identity: identity.clone(),
+                    });
+                    let renewal = tls::keep_issued_current(
+                        format!("gateway {}'s client certificate", config.name),
+                        identity,
+                        issue,
+                        issued,
+                        not_after,
+                        stopped.clone(),
+                    );
+                    parts.spawn("gateway's certificate renewal", infallible(renewal));
+                }
             }
+            let serving_domain = config.domain.clone();
             let serving = Gateway::new(as_part("gateway", roles::SYSTEM_GATEWAY).await?, config);
             if let Some(admin) = self.gateway_admin {
                 parts.spawn("gateway's admin server", serving.clone().serve_admin(admin, until(stopped.clone())));
+            }
+            if let Some((listener, tls)) = self.gateway_tls {
+                let ca = if tls.issue_with_cluster_ca { cluster_ca.clone() } else { None };
+                let certificates = stratus_gateway::tls::GatewayCertificates::new(tls.supplied()?, ca, &serving_domain);
+                let config = certificates.server_config().map_err(tls::Error::from)?;
+                gateway_https = Some(listener.local_addr().map_err(Error::Listen)?);
+                parts.spawn("gateway (HTTPS)", serving.clone().serve_tls(listener, config, until(stopped.clone())));
             }
             parts.spawn("gateway", serving.serve(listener, until(stopped.clone())));
         }
@@ -269,8 +448,22 @@ impl Builder {
         }
 
         let credentials = self.credentials;
-        let mut platform =
-            Platform { endpoint, api, gateway, autoscaler, client, admin_password, identity, credentials, stop, parts };
+        let mut platform = Platform {
+            endpoint,
+            api,
+            gateway,
+            gateway_https,
+            autoscaler,
+            client,
+            admin_password,
+            ca_pem,
+            cluster_ca,
+            issued_validity,
+            identity,
+            credentials,
+            stop,
+            parts,
+        };
         for Agent { config, runtime, listener } in self.agents {
             platform.add_agent(config, runtime, listener).await?;
         }
@@ -280,12 +473,14 @@ impl Builder {
 
 /// The running platform.
 pub struct Platform {
-    /// `http://ADDR` of the API, where clients on this machine reach it.
+    /// `https://ADDR` (`http://` without TLS) of the API, where clients on this machine reach it.
     pub endpoint: String,
     /// Where the API server of this process listens (none when it connected to another).
     pub api: Option<SocketAddr>,
     /// Where the gateway listens, when there is one.
     pub gateway: Option<SocketAddr>,
+    /// Where the gateway serves HTTPS, when it does.
+    pub gateway_https: Option<SocketAddr>,
     /// The autoscaler's demand service, when the controllers run here.
     pub autoscaler: Option<String>,
     /// A client of the API: a cluster admin when the API is served here (the service account
@@ -293,6 +488,12 @@ pub struct Platform {
     pub client: Client,
     /// The first admin's password, when this start created the admin.
     pub admin_password: Option<String>,
+    /// What clients verify the API's certificate with (PEM), when it is served over TLS.
+    pub ca_pem: Option<String>,
+    /// The cluster CA, when the API served here uses the one in the data directory.
+    pub cluster_ca: Option<Arc<stratus_auth::pki::Ca>>,
+    /// How long the certificates the cluster CA here issues to the parts are valid.
+    issued_validity: std::time::Duration,
     /// Issues the parts' identities, when the API is served here.
     identity: Option<Identity>,
     credentials: Credentials,
@@ -309,8 +510,25 @@ impl Platform {
         runtime: Arc<dyn Runtime>,
         listener: Option<TcpListener>,
     ) -> Result<()> {
+        // With the cluster CA here, the agent serves its node's certificate, which the CA
+        // issues and renews here.
+        if let (Some(ca), None, Some(_)) = (&self.cluster_ca, &config.tls, &listener) {
+            let (issuer, node, validity) = (ca.clone(), config.node_name.clone(), self.issued_validity);
+            let issue = move || {
+                issuer.issue_client_and_server(&node_user(&node), NODES_GROUP, std::slice::from_ref(&node), validity)
+            };
+            let (identity, issued, not_after) = tls::issue_identity(&issue)?;
+            let agent_tls = stratus_agent::AgentTls { ca_pem: ca.cert_pem().to_string(), identity: identity.clone() };
+            stratus_agent::server::tls_config(&agent_tls).map_err(tls::Error::from)?;
+            config.tls = Some(agent_tls);
+            let what = format!("node {}'s certificate", config.node_name);
+            let renewal = tls::keep_issued_current(what, identity, issue, issued, not_after, self.stop.subscribe());
+            self.parts.spawn("node certificate renewal", infallible(renewal));
+        }
         if let Some(l) = &listener {
-            config.agent_endpoint = endpoint_for(l.local_addr().map_err(Error::Listen)?);
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
+            config.agent_endpoint =
+                agent_endpoint(scheme, l.local_addr().map_err(Error::Listen)?, &config.advertise_address);
         }
         let client = match &self.identity {
             Some(id) => {
@@ -441,17 +659,45 @@ impl Stopper {
 /// Where a client on this machine connects: a server listening on every address is reached on
 /// loopback.
 pub fn endpoint_for(addr: SocketAddr) -> String {
+    endpoint_with("http", addr)
+}
+
+/// [`endpoint_for`] with another scheme (`https`).
+pub fn endpoint_with(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         ip if ip.is_unspecified() => std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Where the API server reaches an agent listening on `addr`: there, or, for a listener on every
+/// address, at the node's advertise address. The API server dials only hosts the node published
+/// (its advertise address and name), so a wildcard listener must not be advertised on loopback
+/// as [`endpoint_for`] would.
+fn agent_endpoint(scheme: &str, addr: SocketAddr, advertise_address: &str) -> String {
+    match advertise_address.parse::<std::net::IpAddr>() {
+        Ok(ip) if addr.ip().is_unspecified() => endpoint_with(scheme, SocketAddr::new(ip, addr.port())),
+        _ => endpoint_with(scheme, addr),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_agent_on_every_address_is_reached_at_its_advertise_address() {
+        let at = |s: &str, advertised: &str| {
+            agent_endpoint("http", s.parse().unwrap_or_else(|e| panic!("{s}: {e}")), advertised)
+        };
+        assert_eq!(at("0.0.0.0:7071", "10.0.0.5"), "http://10.0.0.5:7071");
+        assert_eq!(at("[::]:7071", "fd00::5"), "http://[fd00::5]:7071");
+        assert_eq!(at("127.0.0.1:7071", "10.0.0.5"), "http://127.0.0.1:7071");
+        assert_eq!(at("0.0.0.0:7071", "127.0.0.1"), "http://127.0.0.1:7071");
+        assert_eq!(at("0.0.0.0:7071", "not-an-ip"), "http://127.0.0.1:7071");
+    }
 
     #[test]
     fn clients_reach_a_wildcard_listener_on_loopback() {

@@ -35,6 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use self::commit::{Committer, Op, Shared};
 use self::mvcc::State;
+pub use self::wal::Repaired;
 use crate::{
     Error, KeyValue, LeaseId, ListOptions, ListResult, Result, Revision, Store, WatchStream, check_value_size,
 };
@@ -134,6 +135,20 @@ impl EmbeddedStore {
         self.submit(|reply| Op::Snapshot { reply }).await
     }
 
+    /// Cuts the log of the store in `dir` at its first damaged frame (damage that is not a
+    /// write torn by a crash, which [`open`](Self::open) refuses), keeping every frame before
+    /// it. Returns what was cut, or `None` when there was no such damage. The writes after the
+    /// damage are lost, even those that could still be read; [`Repaired`] counts them.
+    ///
+    /// Fails when the directory is in use by a store, holds no log, or the damage is in the
+    /// log's first frame (then nothing could be kept).
+    pub async fn repair(dir: impl AsRef<Path>) -> Result<Option<Repaired>> {
+        let dir = dir.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || wal::repair(&dir))
+            .await
+            .map_err(|e| Error::Io(io::Error::other(format!("repair task failed: {e}"))))?
+    }
+
     /// How many fsyncs of the log have committed writes since the store was opened.
     pub fn wal_syncs(&self) -> u64 {
         self.shared.syncs.load(Ordering::Relaxed)
@@ -208,6 +223,14 @@ impl Store for EmbeddedStore {
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
         self.submit(|reply| Op::Revoke { lease, reply }).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        drop(self.read_open()?);
+        match self.shared.failure() {
+            None => Ok(()),
+            Some(failure) => Err(Error::Unhealthy(failure.to_string())),
+        }
     }
 }
 

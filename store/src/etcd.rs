@@ -10,8 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient, PutOptions,
-    ResponseHeader, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions, WatchResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, KvClient,
+    PutOptions, ResponseHeader, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    WatchResponse,
 };
 use futures::StreamExt;
 
@@ -37,13 +38,46 @@ pub struct EtcdStore {
     watch: WatchClient,
 }
 
+/// How the store speaks TLS to etcd (`https://` endpoints): whom it trusts, and what it
+/// presents to an etcd that asks clients for a certificate (`--client-cert-auth`).
+#[derive(Clone)]
+pub struct EtcdTls {
+    /// The CA certificates (PEM) etcd's serving certificate must chain to; only these are
+    /// trusted, not the system's roots.
+    pub ca_pem: Vec<u8>,
+    /// The client certificate and its private key (both PEM), when etcd asks for one.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("EtcdTls").field("client_certificate", &self.identity.is_some()).finish_non_exhaustive()
+    }
+}
+
 impl EtcdStore {
     /// Connects to the etcd cluster serving at `endpoints` (such as `http://127.0.0.1:2379`)
     /// and checks that it answers within 10 s.
     pub async fn connect(endpoints: &[String]) -> Result<Arc<EtcdStore>> {
-        let options = ConnectOptions::new()
+        EtcdStore::connect_with(endpoints, None).await
+    }
+
+    /// [`EtcdStore::connect`], over TLS when `tls` is given: then every endpoint must be
+    /// `https://`, etcd's certificate must chain to `tls.ca_pem` and name the endpoint's host,
+    /// and the client certificate is presented when etcd asks. A TLS failure (an untrusted
+    /// server, a refused client) shows as etcd not answering, with the handshake's error.
+    pub async fn connect_with(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<Arc<EtcdStore>> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(config);
+        }
         let client = Client::connect(endpoints, Some(options)).await.map_err(Error::Etcd)?;
         let store = EtcdStore {
             kv: client.kv_client().max_decoding_message_size(MAX_RESPONSE),
@@ -313,6 +347,19 @@ impl Store for EtcdStore {
             Ok(_) => Ok(()),
             Err(e) if is(&e, LEASE_NOT_FOUND) => Err(Error::LeaseNotFound(lease)),
             Err(e) => Err(Error::Etcd(e)),
+        }
+    }
+
+    async fn health(&self) -> Result<()> {
+        let status = self.client.maintenance_client().status().await.map_err(Error::Etcd)?;
+        let mut problems: Vec<String> = status.errors().to_vec();
+        if status.leader() == 0 {
+            problems.push("the member has no leader".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unhealthy(format!("etcd reports: {}", problems.join("; "))))
         }
     }
 }

@@ -114,6 +114,9 @@ pub enum Error {
     Etcd(#[source] etcd_client::Error),
     #[error("the store is shut down")]
     Closed,
+    /// The store cannot take writes now (see [`Store::health`]); the text says why.
+    #[error("the store is unhealthy: {0}")]
+    Unhealthy(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -173,4 +176,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes a lease now, deleting its keys.
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()>;
+
+    /// Whether the store can take writes now. Fails with [`Error::Unhealthy`] naming the
+    /// reason: for the embedded store, a write to its log (or a snapshot) that failed, until a
+    /// later one succeeds; for etcd, the errors and alarms its status reports (such as
+    /// `NOSPACE`), or a member without a leader. Fails with the backend's error when the
+    /// backend cannot be asked, and with [`Error::Closed`] once the store is closed.
+    async fn health(&self) -> Result<()>;
 }

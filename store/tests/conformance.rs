@@ -1,6 +1,7 @@
 //! The conformance suite of the `Store` contract. Every case is an async fn taking the store;
 //! `conformance!` turns each into one test per backend: the embedded store in a temporary
-//! directory, and etcd, a real server started per test on free loopback ports.
+//! directory, and etcd, a real server started per test on free loopback ports, once over plain
+//! HTTP and once over TLS with a client certificate.
 #![allow(clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -48,7 +49,28 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod etcd_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let etcd = stratus_testkit::EtcdServer::start_tls().await;
+                    let store = super::EtcdStore::connect_with(std::slice::from_ref(&etcd.endpoint), Some(&super::tls(&etcd)))
+                        .await
+                        .expect("connect to etcd over TLS");
+                    super::$case(store).await;
+                }
+            )*
+        }
     };
+}
+
+/// What the store needs to reach `etcd` (started with TLS): its CA and the client certificate.
+fn tls(etcd: &stratus_testkit::EtcdServer) -> stratus_store::etcd::EtcdTls {
+    let client = etcd.tls.as_ref().expect("etcd was started with TLS");
+    stratus_store::etcd::EtcdTls {
+        ca_pem: client.ca_pem.clone().into_bytes(),
+        identity: Some((client.cert_pem.clone().into_bytes(), client.key_pem.clone().into_bytes())),
+    }
 }
 
 conformance!(

@@ -153,12 +153,35 @@ async fn corruption_in_the_middle_is_reported() {
     let mut data = std::fs::read(&path).expect("read log");
     let at = data.windows(13).position(|w| w == b"value of /k/a").expect("record of a");
     data[at] ^= 0x20;
-    std::fs::write(&path, data).expect("write log");
-    match EmbeddedStore::open(dir.path()).await {
-        Err(Error::Corrupt(_)) => {}
+    std::fs::write(&path, &data).expect("write log");
+    let damaged_at = match EmbeddedStore::open(dir.path()).await {
+        Err(Error::Corrupt(message)) => {
+            let offset = message
+                .split("damaged frame at offset ")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|n| n.parse::<usize>().ok());
+            let offset = offset.unwrap_or_else(|| panic!("the error names no offset: {message}"));
+            assert!(offset < at && at - offset < 64, "offset {offset} is not the frame holding byte {at}: {message}");
+            offset
+        }
         Err(e) => panic!("expected corruption, got {e}"),
         Ok(_) => panic!("opened a corrupt log"),
-    }
+    };
+
+    // Repair cuts the log there: a's write and the later ones are gone, the store opens.
+    let repaired = EmbeddedStore::repair(dir.path()).await.expect("repair").expect("damage found");
+    assert_eq!(repaired.offset, damaged_at as u64);
+    assert_eq!(repaired.dropped_bytes, (data.len() - damaged_at) as u64);
+    assert_eq!(repaired.dropped_frames, 2, "b's and c's frames were readable and are dropped");
+    assert_eq!(repaired.dropped_revisions, Some((3, 4)));
+    assert_eq!(repaired.kept_revision, 1);
+    let s = open(dir.path()).await;
+    assert_eq!(s.current_revision().await.expect("revision"), 1);
+    assert_eq!(s.get("/k/b").await.expect("get"), None);
+    s.create("/k/d", b("after the repair"), 0).await.expect("writes go on");
+    s.close().await.expect("close");
+    assert_eq!(EmbeddedStore::repair(dir.path()).await.expect("repair again"), None, "nothing is left to repair");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

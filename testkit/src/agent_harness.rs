@@ -111,6 +111,22 @@ impl<R: Runtime> AgentHarness<R> {
     /// the agent's node: one container of `image` with `args`, serving HTTP on 8080, limited to
     /// 500m of CPU and `memory`.
     pub async fn create(&self, name: &str, image: &str, args: &[&str], memory: &str) -> Instance {
+        self.create_with(name, container(image, args, memory)).await
+    }
+
+    /// Creates the Instance `default/name` as [`AgentHarness::create`] does, with `container`
+    /// (see [`container`]) as its one container.
+    pub async fn create_with(&self, name: &str, container: Container) -> Instance {
+        self.client.create(self.instance_with(name, container)).await.expect("create the instance")
+    }
+
+    /// The Instance [`AgentHarness::create`] makes, not created yet, for a test to change first.
+    pub fn instance(&self, name: &str, image: &str, args: &[&str], memory: &str) -> Instance {
+        self.instance_with(name, container(image, args, memory))
+    }
+
+    /// The Instance [`AgentHarness::create_with`] makes, not created yet.
+    pub fn instance_with(&self, name: &str, container: Container) -> Instance {
         let mut inst = Instance::default();
         inst.meta_mut().name = name.into();
         inst.meta_mut().namespace = "default".into();
@@ -118,28 +134,34 @@ impl<R: Runtime> AgentHarness<R> {
             service_name: "hello".into(),
             revision_name: "hello-00001".into(),
             node_name: self.cfg.node_name.clone(),
-            containers: vec![Container {
-                image: image.into(),
-                args: args.iter().map(|a| a.to_string()).collect(),
-                ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
-                resources: Some(ResourceRequirements {
-                    limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), memory.to_string())]
-                        .into(),
-                    requests: Default::default(),
-                }),
-                image_pull_policy: "IfNotPresent".into(),
-                ..Default::default()
-            }],
+            containers: vec![container],
             container_concurrency: 80,
             timeout_seconds: 300,
             termination_grace_period_seconds: self.termination_grace_period_seconds,
+            cpu_throttling: None,
         });
-        self.client.create(inst).await.expect("create the instance")
+        inst
     }
 
     /// [`wait_for`] with the harness's client and patience.
     pub async fn wait_for(&self, name: &str, what: &str, f: impl Fn(&Instance) -> bool) -> Instance {
         wait_for(&self.client, name, what, self.patience, f).await
+    }
+}
+
+/// The container [`AgentHarness::create`] gives an Instance: `image` with `args`, serving HTTP on
+/// 8080, limited to 500m of CPU and `memory`.
+pub fn container(image: &str, args: &[&str], memory: &str) -> Container {
+    Container {
+        image: image.into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ports: vec![ContainerPort { container_port: 8080, name: "http1".into(), protocol: "TCP".into() }],
+        resources: Some(ResourceRequirements {
+            limits: [("cpu".to_string(), "500m".to_string()), ("memory".to_string(), memory.to_string())].into(),
+            requests: Default::default(),
+        }),
+        image_pull_policy: "IfNotPresent".into(),
+        ..Default::default()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Authentication: every request but a few open paths carries `Authorization: Bearer TOKEN`,
-//! and this layer, in front of the HTTP and gRPC routes alike, turns the token into the
-//! [`Caller`] the handlers find in the request's extensions. A request with no token or a bad
-//! one never reaches a handler: it is answered 401 with `WWW-Authenticate: Bearer` (gRPC:
-//! `UNAUTHENTICATED`).
+//! or comes over a connection with a node's client certificate (mutual TLS, verified against the
+//! cluster CA by the TLS handshake), and this layer, in front of the HTTP and gRPC routes alike,
+//! turns the token or certificate into the [`Caller`] the handlers find in the request's
+//! extensions. A token, when there is one, wins over the certificate (as in Kubernetes). A
+//! request with no credentials or bad ones never reaches a handler: it is answered 401 with
+//! `WWW-Authenticate: Bearer` (gRPC: `UNAUTHENTICATED`).
 //!
 //! A token proves its subject only while the subject exists: a User or ServiceAccount deleted
 //! (or deleted and made again, with another uid) no longer authenticates with tokens issued
@@ -22,15 +24,27 @@ use stratus_api::{AnyObject, Resource};
 use stratus_auth::TokenError;
 
 use super::tokens::Tokens;
-use super::{Caller, SubjectKind};
+use super::{Caller, SubjectKind, nodes};
 use crate::error::{ApiError, ApiResult, Reason};
 use crate::registry::Registry;
 
-/// Paths served without a token: probes, the key set and discovery, the token endpoint, and
-/// the gRPC login.
+/// Paths served without a token: probes, the key set, discovery and the cluster CA, the token
+/// endpoint, the gRPC login, the node certificate endpoint (which checks its own proof:
+/// a bootstrap token or a node's certificate), and the web console (its pages and its login;
+/// its session route checks the session itself).
 pub fn is_open(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/auth/token" | "/stratus.v1.AuthService/Login")
-        || path.starts_with("/.well-known/")
+    if crate::console::is_console_path(path) {
+        return true;
+    }
+    matches!(
+        path,
+        "/healthz"
+            | "/livez"
+            | "/readyz"
+            | "/auth/token"
+            | "/stratus.v1.AuthService/Login"
+            | nodes::NODE_CERTIFICATE_PATH
+    ) || path.starts_with("/.well-known/")
 }
 
 /// Whether a request is gRPC (its answer must be a gRPC status, not an HTTP error).
@@ -240,16 +254,34 @@ impl Authn {
         &self.tokens
     }
 
-    /// The caller a request's `Authorization` header proves.
-    pub async fn authenticate(&self, headers: &HeaderMap, protocol: &'static str) -> ApiResult<Caller> {
-        let value = headers.get(header::AUTHORIZATION).ok_or_else(|| {
-            unauthorized("no credentials: log in with `stratus login` and send `Authorization: Bearer TOKEN`")
-        })?;
+    /// The caller a request's `Authorization` header proves, or else the web console's session
+    /// cookie (only with the console's header, see [`crate::console::session_token`]), or else
+    /// the node the connection's client certificate names (`peer`).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&stratus_support::server::Peer>,
+        protocol: &'static str,
+    ) -> ApiResult<Caller> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            if let Some(token) = crate::console::session_token(headers) {
+                return self.caller_for(token, protocol).await;
+            }
+            return nodes::node_caller(peer, protocol)?.ok_or_else(|| {
+                unauthorized("no credentials: log in with `stratus login` and send `Authorization: Bearer TOKEN`")
+            });
+        };
         let value = value.to_str().map_err(|_| unauthorized("the Authorization header is not ASCII"))?;
         let token = match value.split_once(' ') {
             Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
             _ => return Err(unauthorized("the Authorization header must be `Bearer TOKEN`")),
         };
+        if nodes::is_bootstrap_token(token) {
+            return Err(unauthorized(format!(
+                "a bootstrap token is good only for joining a node (POST {}), not for this",
+                nodes::NODE_CERTIFICATE_PATH
+            )));
+        }
         self.caller_for(token, protocol).await
     }
 
@@ -334,7 +366,8 @@ pub async fn layer(State(authn): State<Arc<Authn>>, mut req: Request, next: Next
         .filter(|v| v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    match authn.authenticate(req.headers(), protocol).await {
+    let peer = req.extensions().get::<stratus_support::server::Peer>();
+    match authn.authenticate(req.headers(), peer, protocol).await {
         Ok(mut caller) => {
             caller.client = client;
             caller.request_id = request_id;

@@ -8,18 +8,22 @@
 //! - [`policy`] decides, from facts alone, whether a caller may do a verb on a kind in a
 //!   namespace; the registry gathers the facts (`registry/access.rs`) and asks it before
 //!   every read and write.
+//! - [`nodes`] gives nodes their client certificates (joining with a bootstrap token,
+//!   renewing with the current certificate) and turns a verified certificate into a caller.
 //! - [`service`] serves the token endpoint, the JWKS and discovery documents, and the gRPC
 //!   `AuthService` (login, service-account tokens, whoami, can-i).
 
 pub mod authn;
+pub mod nodes;
 pub mod policy;
 pub mod service;
 pub mod tokens;
 
-/// Who is asking, as established by [`authn`] from the request's token.
+/// Who is asking, as established by [`authn`] from the request's token or client certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// `alice`, or `system:serviceaccount:NAMESPACE:NAME`, or `system:apiserver`.
+    /// `alice`, or `system:serviceaccount:NAMESPACE:NAME`, or `system:node:NAME`, or
+    /// `system:apiserver`.
     pub user: String,
     pub kind: SubjectKind,
     /// The tenant the caller belongs to (a service account: its namespace's); empty for the
@@ -28,9 +32,11 @@ pub struct Caller {
     /// The caller's role over more than one namespace (`tenant-admin`, `cluster-admin`,
     /// `system:…`), or empty.
     pub cluster_role: String,
-    /// For `system:agent`: the node the caller is.
+    /// For `system:agent` (a node's certificate, or a service account of the role): the node
+    /// the caller is.
     pub node: String,
-    /// When the caller's token expires (seconds since the epoch); 0 for internal callers.
+    /// When the caller's token (or certificate) expires (seconds since the epoch); 0 for
+    /// internal callers.
     pub expires: i64,
     /// "grpc", "http" or "internal".
     pub protocol: &'static str,
@@ -45,6 +51,8 @@ pub struct Caller {
 pub enum SubjectKind {
     User,
     ServiceAccount,
+    /// A node, by its client certificate (`system:node:NAME`).
+    Node,
     /// The API server itself (bootstrap, namespace termination, log relays).
     System,
 }
@@ -54,6 +62,7 @@ impl SubjectKind {
         match self {
             SubjectKind::User => "User",
             SubjectKind::ServiceAccount => "ServiceAccount",
+            SubjectKind::Node => "Node",
             SubjectKind::System => "System",
         }
     }

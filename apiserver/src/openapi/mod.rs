@@ -116,6 +116,30 @@ pub fn document(bounds: crate::registry::ScalingBounds) -> Value {
                     with_params(log, json!([ns_param, name_param])),
                 );
             }
+            if k.kind == "Service" {
+                let point = json!({"type": "object", "required": ["time", "requestsPerSecond", "revisions"], "properties": {
+                    "time": {"type": "integer", "description": "the end of the slot, seconds since the epoch"},
+                    "requestsPerSecond": {"type": "number", "minimum": 0},
+                    "p50Ms": {"type": ["number", "null"], "description": "median latency; null without requests"},
+                    "p99Ms": {"type": ["number", "null"], "description": "99th percentile latency; null without requests"},
+                    "revisions": {"type": "object", "additionalProperties": {"type": "number"}, "description": "requests per second by revision"}}});
+                let metrics = json!({
+                    "get": {"operationId": "readServiceMetrics",
+                            "summary": "The Service's requests per second and p50/p99 latency over the last 15 minutes, in 5 s slots, as the gateways measure them",
+                            "responses": merge(json!({
+                                "200": {"description": "the slots, oldest first", "content": {"application/json": {"schema": {
+                                    "type": "object", "required": ["kind", "stepSeconds", "windowSeconds", "points"], "properties": {
+                                        "apiVersion": {"type": "string"}, "kind": {"type": "string", "const": "ServiceMetrics"},
+                                        "metadata": {"type": "object"},
+                                        "stepSeconds": {"type": "integer"}, "windowSeconds": {"type": "integer"},
+                                        "points": {"type": "array", "items": point}}}}}},
+                            }), &errors)},
+                });
+                paths.insert(
+                    format!("{base}/namespaces/{{namespace}}/services/{{name}}/metrics"),
+                    with_params(metrics, json!([ns_param, name_param])),
+                );
+            }
         } else {
             paths.insert(format!("{base}/{}", k.plural), collection);
             paths.insert(format!("{base}/{}/{{name}}", k.plural), with_params(item, json!([name_param])));
@@ -162,7 +186,7 @@ fn error_responses() -> Value {
     let status = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}});
     let mut out = Map::new();
     for (code, what) in [
-        ("400", "invalid: the message and details.causes name the fields"),
+        ("400", "malformed: not JSON or YAML, a wrong type, an unknown field, a bad selector or query"),
         ("401", "no token, or one that is expired, malformed or not this cluster's (WWW-Authenticate: Bearer)"),
         ("403", "forbidden: the caller may see the object but not do this, or over the tenant's quota"),
         ("404", "not found, or the caller may not know it exists (another tenant's)"),
@@ -170,7 +194,10 @@ fn error_responses() -> Value {
         ("410", "resourceVersion too old: list again"),
         ("413", "request body too large"),
         ("415", "a write whose Content-Type is not JSON, YAML or a merge patch"),
-        ("422", "the change cannot be made to this object, or passes the cluster's bounds"),
+        (
+            "422",
+            "invalid: a field breaks a rule, the change cannot be made to this object, or it passes the cluster's bounds; details.causes name the fields",
+        ),
     ] {
         let mut v = status.clone();
         if let Some(m) = v.as_object_mut() {
@@ -274,7 +301,7 @@ mod tests {
         let int64 = json!({"type": "integer", "format": "int64"});
         assert_eq!(field("ObjectMeta", "generation"), int64);
         assert_eq!(field("ServiceStatus", "observedGeneration"), int64);
-        assert_eq!(field("SecurityContext", "runAsGroup"), int64);
+        assert_eq!(field("SecurityContext", "runAsGroup"), json!({"type": "integer", "format": "int64", "minimum": 0}));
         assert_eq!(field("ResourceUsage", "memoryBytes"), int64);
         assert_eq!(field("SecurityContext", "runAsUser")["minimum"], 0);
         assert!(doc["paths"]["/apis/stratus.dev/v1/namespaces/{namespace}/services/{name}"]["put"].is_object());
@@ -296,5 +323,9 @@ mod tests {
         assert_eq!(selector.map(|s| s["schema"]["pattern"].clone()), Some(json!(*LABEL_SELECTOR)));
         let description = doc["info"]["description"].as_str().unwrap_or_default();
         assert!(description.contains("traffic percentages add up to 100"), "{description}");
+        // Only NET_BIND_SERVICE may be added, in any case, with or without CAP_.
+        let added = &schemas["Capabilities"]["properties"]["add"]["anyOf"][0]["items"]["pattern"];
+        let cap = "[Nn][Ee][Tt]_[Bb][Ii][Nn][Dd]_[Ss][Ee][Rr][Vv][Ii][Cc][Ee]";
+        assert_eq!(added, &json!(format!("^([Cc][Aa][Pp]_)?({cap})$")), "{}", schemas["Capabilities"]);
     }
 }

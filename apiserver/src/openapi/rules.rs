@@ -8,10 +8,19 @@
 //! `hack/schemathesis/hooks.py` when it generates requests.
 
 use serde_json::{Map, Value, json};
-use stratus_api::KindInfo;
 use stratus_api::patterns::{DNS_LABEL, DNS_SUBDOMAIN, LABEL_VALUE, POSITIVE_QUANTITY, QUALIFIED_NAME, QUANTITY};
 use stratus_api::resource::KINDS;
 use stratus_api::validation::RESERVED_ENV;
+use stratus_api::{KindInfo, billing};
+
+/// A Secret's key, as [`stratus_api::validation::secret_key`] checks it (with a length of at
+/// most 253, and neither "." nor "..").
+const SECRET_KEY: &str = "^[-._a-zA-Z0-9]+$";
+
+/// A price, as [`stratus_api::billing::Price`] parses it: a decimal with at most 9 places.
+const PRICE: &str = "^[0-9]{1,18}(\\.[0-9]{1,9})?$";
+/// An exact amount as an invoice writes its sums: more places than a price may have.
+const DECIMAL_AMOUNT: &str = "^(-?[0-9]{1,38}(\\.[0-9]{1,40})?)?$";
 
 /// The rules between fields that the schemas cannot express.
 pub const CROSS_FIELD_RULES: &[&str] = &[
@@ -25,6 +34,15 @@ pub const CROSS_FIELD_RULES: &[&str] = &[
     "a ServiceAccount's spec.nodeName is set exactly when its clusterRole is system:agent",
     "a RoleBinding subject's namespace is set only for a ServiceAccount",
     "a User or Namespace created without spec.tenant belongs to its creator's tenant",
+    "a Secret's data (keys and values) takes at most 1 MiB in all",
+    "a container's securityContext.runAsUser is not 0 when its runAsNonRoot is true",
+    "a UsageReport is named {sourceKind}.{source}.{namespace}.{instance}.{windowStart in ms}, its spec.namespace exists, \
+     its window ends after it starts, covers at most an hour and ends at most 5 minutes ahead of the server's clock, \
+     its periods lie inside the window, and only a gateway's report counts requests; its spec never changes",
+    "a Budget's thresholds increase, and spec.webhookSecretRef is set exactly when spec.webhookUrl is, \
+     naming a namespace of the Budget's own tenant",
+    "a Budget created without spec.tenant belongs to its creator's tenant, and its amount is more than zero",
+    "a PriceList's period is \"monthly\" or a duration of at least a minute that divides an hour or is whole hours",
 ];
 
 /// `pattern` or the empty string.
@@ -35,6 +53,24 @@ pub fn optional(pattern: &str) -> String {
 
 fn string(pattern: &str) -> Value {
     json!({"type": "string", "pattern": pattern})
+}
+
+/// The capabilities a container may add, as `stratus_api::pod_security` reads them: any case,
+/// with or without `CAP_`.
+fn capability_pattern() -> String {
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let names: Vec<String> = stratus_api::pod_security::ALLOWED_CAPABILITIES.iter().map(|n| any_case(n)).collect();
+    format!("^({})?({})$", any_case("CAP_"), names.join("|"))
 }
 
 /// A DNS label, or nothing.
@@ -49,6 +85,10 @@ fn optional_subdomain() -> Value {
 
 fn int(min: i64, max: i64) -> Value {
     json!({"type": "integer", "format": "int32", "minimum": min, "maximum": max})
+}
+
+fn range(format: &str, min: i64, max: i64) -> Value {
+    json!({"type": "integer", "format": format, "minimum": min, "maximum": max})
 }
 
 fn non_negative(format: &str) -> Value {
@@ -81,6 +121,7 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
     let quantity_map =
         json!({"type": "object", "propertyNames": {"enum": ["cpu", "memory"]}, "additionalProperties": positive});
     let image = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]+$";
+    let secret_key = json!({"type": "string", "pattern": SECRET_KEY, "maxLength": 253, "not": {"enum": [".", ".."]}});
     let port = "0*([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
     let properties: &[(&str, &str, Value)] = &[
         ("ObjectMeta", "resourceVersion", string(&optional(stratus_api::patterns::RESOURCE_VERSION))),
@@ -146,6 +187,13 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
             "name",
             json!({"type": "string", "pattern": "^[^=\\x00-\\x1f\\x7f-\\x9f]+$", "not": {"enum": RESERVED_ENV}}),
         ),
+        ("SecretKeySelector", "name", json!({"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253})),
+        ("SecretKeySelector", "key", secret_key.clone()),
+        (
+            "Secret",
+            "data",
+            json!({"type": "object", "propertyNames": secret_key, "additionalProperties": {"type": "string"}}),
+        ),
         ("ResourceRequirements", "limits", quantity_map.clone()),
         ("ResourceRequirements", "requests", quantity_map),
         ("Probe", "initialDelaySeconds", non_negative("int32")),
@@ -158,7 +206,9 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
         ("HttpGetAction", "scheme", json!({"type": "string", "enum": ["", "HTTP"]})),
         ("TcpSocketAction", "port", int(0, 65535)),
         ("SecurityContext", "runAsUser", non_negative("int64")),
+        ("SecurityContext", "runAsGroup", non_negative("int64")),
         ("SecurityContext", "allowPrivilegeEscalation", json!({"type": "boolean", "const": false})),
+        ("Capabilities", "add", json!({"type": "array", "items": string(&capability_pattern())})),
         // An Instance's spec is complete (no defaults): every port is named by number.
         (
             "InstanceSpec",
@@ -204,6 +254,56 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
         ("EndpointAddress", "address", string(&format!("^[\\s\\S]*:\\+?{port}$"))),
         ("EventSpec", "reason", json!({"type": "string", "minLength": 1})),
         ("EventSpec", "type", json!({"type": "string", "enum": ["", "Normal", "Warning"]})),
+        // Billing: prices are exact decimals, a report's numbers possible, a budget's sane.
+        ("PriceListSpec", "currency", string("^([A-Z]{3})?$")),
+        ("PriceListSpec", "period", json!({"type": "string", "pattern": "^(monthly|[0-9][0-9a-z.]*)?$"})),
+        ("BillingModePrices", "cpuSecond", string(PRICE)),
+        ("BillingModePrices", "memoryGibSecond", string(PRICE)),
+        ("BillingModePrices", "millionRequests", string(PRICE)),
+        ("FreeTier", "cpuSeconds", non_negative("int64")),
+        ("FreeTier", "memoryGibSeconds", non_negative("int64")),
+        ("FreeTier", "requests", non_negative("int64")),
+        (
+            "UsageReportSpec",
+            "sourceKind",
+            json!({"type": "string", "enum": [billing::SOURCE_GATEWAY, billing::SOURCE_AGENT]}),
+        ),
+        ("UsageReportSpec", "source", string(DNS_LABEL)),
+        ("UsageReportSpec", "namespace", string(DNS_LABEL)),
+        ("UsageReportSpec", "service", string(DNS_LABEL)),
+        ("UsageReportSpec", "revision", string(DNS_LABEL)),
+        ("UsageReportSpec", "instance", string(DNS_LABEL)),
+        // Set by the server from the namespace; whatever is sent is replaced.
+        ("UsageReportSpec", "tenant", json!({"type": "string", "readOnly": true})),
+        (
+            "UsageReportSpec",
+            "billingMode",
+            json!({"type": "string", "enum": [billing::MODE_REQUEST, billing::MODE_INSTANCE]}),
+        ),
+        ("UsageReportSpec", "cpuMillis", range("int64", 1, billing::MAX_CPU_MILLIS)),
+        ("UsageReportSpec", "memoryBytes", range("int64", 1, billing::MAX_MEMORY_BYTES)),
+        ("UsageReportSpec", "requests", range("int64", 0, billing::MAX_REQUESTS_PER_WINDOW)),
+        ("UsageReportSpec", "periods", json!({"type": "array", "maxItems": billing::MAX_PERIODS})),
+        ("BudgetSpec", "tenant", optional_label()),
+        ("LedgerEntrySpec", "tenant", string(DNS_LABEL)),
+        ("LedgerEntrySpec", "cpuMillicoreMillis", string("^[0-9]{0,38}$")),
+        ("LedgerEntrySpec", "memoryKibMillis", string("^[0-9]{0,38}$")),
+        ("LedgerEntrySpec", "adjustmentCpuMillicoreMillis", string("^[0-9]{0,38}$")),
+        ("LedgerEntrySpec", "adjustmentMemoryKibMillis", string("^[0-9]{0,38}$")),
+        ("InvoiceSpec", "tenant", string(DNS_LABEL)),
+        ("InvoiceSpec", "subtotal", string(DECIMAL_AMOUNT)),
+        ("InvoiceSpec", "freeTier", string(DECIMAL_AMOUNT)),
+        ("InvoiceSpec", "total", string(DECIMAL_AMOUNT)),
+        ("BudgetSpec", "amount", string("^[0-9]{1,18}(\\.[0-9]{1,9})?$")),
+        (
+            "BudgetSpec",
+            "thresholds",
+            json!({"type": "array", "minItems": 1, "uniqueItems": true, "items": int(1, 1000)}),
+        ),
+        ("BudgetSpec", "webhookUrl", string("^(https?://[\\s\\S]*)?$")),
+        ("BudgetSecretRef", "namespace", json!({"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253})),
+        ("BudgetSecretRef", "name", json!({"type": "string", "pattern": DNS_SUBDOMAIN, "maxLength": 253})),
+        ("BudgetSecretRef", "key", secret_key.clone()),
     ];
     for (schema, property, rule) in properties {
         if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.get_mut("properties")).and_then(|p| p.as_object_mut())
@@ -215,7 +315,13 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
     let required: &[(&str, &[&str])] = &[
         ("OwnerReference", &["apiVersion", "kind", "name", "uid"]),
         ("Container", &["image"]),
+        ("Invoice", &["spec"]),
+        ("InvoiceSpec", &["tenant"]),
+        ("LedgerEntry", &["spec"]),
+        ("LedgerEntrySpec", &["tenant"]),
         ("EnvVar", &["name"]),
+        ("EnvVarSource", &["secretKeyRef"]),
+        ("SecretKeySelector", &["name", "key"]),
         ("EndpointAddress", &["address"]),
         ("Service", &["spec"]),
         ("ServiceSpec", &["template"]),
@@ -229,11 +335,43 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
         ("RoleBinding", &["spec"]),
         ("RoleBindingSpec", &["role", "subjects"]),
         ("Subject", &["kind", "name"]),
+        ("PriceList", &["spec"]),
+        ("PriceListSpec", &["requestBased", "instanceBased"]),
+        ("BillingModePrices", &["cpuSecond", "memoryGibSecond", "millionRequests"]),
+        ("UsageReport", &["spec"]),
+        (
+            "UsageReportSpec",
+            &[
+                "sourceKind",
+                "source",
+                "namespace",
+                "service",
+                "revision",
+                "instance",
+                "billingMode",
+                "windowStart",
+                "windowEnd",
+                "cpuMillis",
+                "memoryBytes",
+            ],
+        ),
+        ("UsagePeriod", &["start", "end"]),
+        ("Budget", &["spec"]),
+        ("BudgetSpec", &["amount", "thresholds"]),
+        ("BudgetSecretRef", &["namespace", "name", "key"]),
     ];
     for (schema, fields) in required {
         if let Some(s) = schemas.get_mut(*schema).and_then(Value::as_object_mut) {
             s.insert("required".into(), json!(fields));
         }
+    }
+    // A variable has a value or takes one from elsewhere, not both.
+    if let Some(s) = schemas.get_mut("EnvVar").and_then(Value::as_object_mut) {
+        s.insert(
+            "not".into(),
+            json!({"required": ["value", "valueFrom"],
+                   "properties": {"value": {"type": "string", "minLength": 1}, "valueFrom": {"type": "object"}}}),
+        );
     }
     // A probe checks in exactly one way.
     if let Some(s) = schemas.get_mut("Probe").and_then(Value::as_object_mut) {

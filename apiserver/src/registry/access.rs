@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 
 use stratus_api::identity::{roles, subjects};
-use stratus_api::v1::{Namespace, RoleBinding, User};
+use stratus_api::v1::{Instance, Namespace, RoleBinding, User};
 use stratus_api::{AnyObject, KindInfo, Resource};
 use stratus_store::ListOptions;
 
 use super::Registry;
-use super::objects::{decode, not_found, prefix_of};
+use super::objects::{not_found, prefix_of};
 use crate::auth::policy::{self, Decision, Facts, Owner};
 use crate::auth::{Caller, SubjectKind, Verb};
 use crate::error::{ApiError, ApiResult, Reason};
@@ -67,9 +67,9 @@ impl Registry {
     /// each one by [`Registry::visible`].
     pub(crate) fn authorize_collection(&self, caller: &Caller, verb: Verb, info: &'static KindInfo) -> ApiResult<()> {
         let decision = if cluster_wide(caller) {
-            let facts = Facts { owner: Owner::Nobody, roles: &[], object: None };
+            let facts = Facts { owner: Owner::Nobody, roles: &[], object: None, used_here: false };
             policy::decide(caller, verb, info, "", "", &facts)
-        } else if matches!(info.kind, "Node" | "Lease") {
+        } else if matches!(info.kind, "Node" | "Lease" | "UsageReport") {
             Decision::Forbidden(format!("{} may not {} {}", caller.user, verb.as_str(), info.plural))
         } else {
             Decision::Allow
@@ -100,7 +100,20 @@ impl Registry {
         memo: &mut Memo,
     ) -> ApiResult<Decision> {
         if cluster_wide(caller) {
-            let facts = Facts { owner: Owner::Nobody, roles: &[], object };
+            // A node may read only the Instances bound to it: which one this is decides.
+            let stored;
+            let object = match object {
+                None if caller.cluster_role == roles::SYSTEM_AGENT && info.kind == "Instance" && !name.is_empty() => {
+                    stored = self.read(info, namespace, name).await?.map(|(o, _)| o);
+                    stored.as_ref()
+                }
+                other => other,
+            };
+            let used_here = caller.cluster_role == roles::SYSTEM_AGENT
+                && info.kind == "Secret"
+                && verb == Verb::Get
+                && self.used_on_node(&caller.node, namespace, name).await?;
+            let facts = Facts { owner: Owner::Nobody, roles: &[], object, used_here };
             return Ok(policy::decide(caller, verb, info, namespace, name, &facts));
         }
         let (owner, roles) = match info.kind {
@@ -132,11 +145,50 @@ impl Registry {
                 };
                 (owner, Vec::new())
             }
+            // A tenant's bill and budgets name their tenant in their spec.
+            "Invoice" | "LedgerEntry" | "Budget" => {
+                let owner = match object {
+                    Some(obj) => Owner::Tenant(billing_tenant(obj).to_string()),
+                    None if name.is_empty() => Owner::Tenant(caller.tenant.clone()),
+                    None => match self.read(info, "", name).await? {
+                        Some((obj, _)) => Owner::Tenant(billing_tenant(&obj).to_string()),
+                        None => Owner::Missing,
+                    },
+                };
+                (owner, Vec::new())
+            }
             _ if info.namespaced => self.namespace_facts(caller, namespace, memo).await?,
             _ => (Owner::Nobody, Vec::new()),
         };
-        let facts = Facts { owner, roles: &roles, object };
+        let facts = Facts { owner, roles: &roles, object, used_here: false };
         Ok(policy::decide(caller, verb, info, namespace, name, &facts))
+    }
+
+    /// Refuses an agent's update of an Instance that changes more than its finalizers (the
+    /// policy lets agents update the Instances bound to them only to hold them while their
+    /// containers stop): a node that could change an Instance's spec could run something else
+    /// there, or point it at a Secret to read.
+    pub(crate) fn check_node_update(caller: &Caller, current: &AnyObject, next: &AnyObject) -> ApiResult<()> {
+        if caller.cluster_role != roles::SYSTEM_AGENT {
+            return Ok(());
+        }
+        let (AnyObject::Instance(current), AnyObject::Instance(next)) = (current, next) else { return Ok(()) };
+        let (was, now) = (current.meta(), next.meta());
+        let same = current.spec == next.spec
+            && was.labels == now.labels
+            && was.annotations == now.annotations
+            && was.owner_references == now.owner_references;
+        if same {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                Reason::Forbidden,
+                format!(
+                    "{} may change only the finalizers of instance {:?} (its status through update-status)",
+                    caller.user, was.name
+                ),
+            ))
+        }
     }
 
     /// The owner of `namespace` and the roles `caller` holds there.
@@ -156,6 +208,34 @@ impl Registry {
         Ok((owner, roles))
     }
 
+    /// Whether an Instance bound to `node` in `namespace` takes a variable from the Secret
+    /// `secret`: what lets the node's agent read it. One read of the namespace's Instances, made
+    /// only for an agent's get of a Secret (when a container starts).
+    async fn used_on_node(&self, node: &str, namespace: &str, secret: &str) -> ApiResult<bool> {
+        if node.is_empty() || secret.is_empty() {
+            return Ok(false);
+        }
+        let prefix = prefix_of(&Instance::INFO, namespace);
+        let mut start_after = None;
+        loop {
+            let page = self.store.list(&prefix, ListOptions { start_after, limit: 500, revision: None }).await?;
+            for kv in &page.items {
+                if let AnyObject::Instance(inst) = self.decode(&Instance::INFO, kv)?
+                    && let Some(spec) = inst.spec.as_ref().filter(|s| s.node_name == node)
+                    && spec.containers.iter().flat_map(|c| &c.env).any(|e| {
+                        e.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()).is_some_and(|r| r.name == secret)
+                    })
+                {
+                    return Ok(true);
+                }
+            }
+            if !page.more {
+                return Ok(false);
+            }
+            start_after = page.items.last().map(|kv| kv.key.clone());
+        }
+    }
+
     /// The roles the RoleBindings of `namespace` grant `caller`.
     async fn bound_roles(&self, caller: &Caller, namespace: &str) -> ApiResult<Vec<String>> {
         let prefix = prefix_of(&RoleBinding::INFO, namespace);
@@ -164,7 +244,7 @@ impl Registry {
         loop {
             let page = self.store.list(&prefix, ListOptions { start_after, limit: 500, revision: None }).await?;
             for kv in &page.items {
-                if let AnyObject::RoleBinding(rb) = decode(&RoleBinding::INFO, kv)? {
+                if let AnyObject::RoleBinding(rb) = self.decode(&RoleBinding::INFO, kv)? {
                     let spec = rb.spec.unwrap_or_default();
                     if spec.subjects.iter().any(|s| binds(s, caller, namespace)) && !roles.contains(&spec.role) {
                         roles.push(spec.role);
@@ -177,6 +257,18 @@ impl Registry {
             start_after = page.items.last().map(|kv| kv.key.clone());
         }
     }
+}
+
+/// The tenant an Invoice, LedgerEntry or Budget belongs to (`spec.tenant`); empty for any other
+/// object.
+pub(crate) fn billing_tenant(obj: &AnyObject) -> &str {
+    match obj {
+        AnyObject::Invoice(i) => i.spec.as_ref().map(|s| s.tenant.as_str()),
+        AnyObject::LedgerEntry(l) => l.spec.as_ref().map(|s| s.tenant.as_str()),
+        AnyObject::Budget(b) => b.spec.as_ref().map(|s| s.tenant.as_str()),
+        _ => None,
+    }
+    .unwrap_or("")
 }
 
 fn owner_of(ns: &Namespace) -> Owner {

@@ -1,12 +1,13 @@
-//! Where objects live in the store, and how they are read back: each object under
-//! `/registry/{plural}/[{namespace}/]{name}`, encoded as protobuf, its resourceVersion the
-//! store's modification revision. Also the errors that name an object, shared by reads and
-//! writes.
+//! Where objects live in the store, and how they are written and read back: each object under
+//! `/registry/{plural}/[{namespace}/]{name}`, encoded as protobuf (a Secret's encoding sealed
+//! with the encryption keys, see [`crate::encryption`]), its resourceVersion the store's
+//! modification revision. Also the errors that name an object, shared by reads and writes.
 
 use stratus_api::resource::lookup_kind;
 use stratus_api::{AnyObject, KindInfo};
 use stratus_store::KeyValue;
 
+use super::Registry;
 use crate::error::{ApiError, ApiResult, Reason};
 
 /// The key prefix under which every object is stored.
@@ -41,11 +42,47 @@ pub(super) fn prefix_of(info: &KindInfo, namespace: &str) -> String {
     }
 }
 
-pub(super) fn decode(info: &KindInfo, kv: &KeyValue) -> ApiResult<AnyObject> {
-    let mut obj = AnyObject::decode(info, &kv.value).map_err(ApiError::internal)?;
-    obj.meta_mut().resource_version = kv.mod_revision.to_string();
-    Ok(obj)
+impl Registry {
+    /// The object stored in `kv`, with its resourceVersion; a Secret is opened first.
+    pub(super) fn decode(&self, info: &KindInfo, kv: &KeyValue) -> ApiResult<AnyObject> {
+        let mut obj = match info.kind {
+            SECRET => {
+                let plain = self.keys()?.open(kv.key.as_bytes(), &kv.value).map_err(|e| {
+                    ApiError::internal(format!("reading secret {}: {e}", kv.key.rsplit('/').next().unwrap_or_default()))
+                })?;
+                AnyObject::decode(info, &plain)
+            }
+            _ => AnyObject::decode(info, &kv.value),
+        }
+        .map_err(ApiError::internal)?;
+        obj.meta_mut().resource_version = kv.mod_revision.to_string();
+        Ok(obj)
+    }
+
+    /// What is stored for `obj` under `key`: its protobuf encoding, sealed for a Secret.
+    pub(super) fn encode(&self, key: &str, obj: &AnyObject) -> ApiResult<Vec<u8>> {
+        let bytes = obj.encode_to_vec();
+        match obj {
+            AnyObject::Secret(_) => self
+                .keys()?
+                .seal(key.as_bytes(), &bytes)
+                .map_err(|e| ApiError::internal(format!("encrypting secret {}: {e}", obj.meta().name))),
+            _ => Ok(bytes),
+        }
+    }
+
+    pub(super) fn keys(&self) -> ApiResult<&crate::encryption::Keys> {
+        self.encryption.as_deref().ok_or_else(|| {
+            ApiError::new(
+                Reason::ServiceUnavailable,
+                "this API server has no encryption key for secrets: start it with --encryption-key-file",
+            )
+        })
+    }
 }
+
+/// The kind whose objects are encrypted at rest.
+const SECRET: &str = "Secret";
 
 pub(super) fn parse_rv(rv: &str) -> ApiResult<i64> {
     let digits = stratus_api::patterns::is_resource_version(rv);

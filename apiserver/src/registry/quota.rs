@@ -17,7 +17,7 @@ use stratus_api::{AnyObject, Resource};
 use stratus_store::ListOptions;
 
 use super::Registry;
-use super::objects::{decode, prefix_of};
+use super::objects::prefix_of;
 use crate::error::{ApiError, ApiResult, Reason};
 use stratus_api::validation::FieldError;
 
@@ -191,7 +191,7 @@ impl Registry {
     async fn usage(&self, tenant: &str) -> ApiResult<Usage> {
         let mut usage = Usage::default();
         for ns in self.scan(&prefix_of(&Namespace::INFO, "")).await? {
-            let AnyObject::Namespace(ns) = decode(&Namespace::INFO, &ns)? else { continue };
+            let AnyObject::Namespace(ns) = self.decode(&Namespace::INFO, &ns)? else { continue };
             if ns.spec.as_ref().map(|s| s.tenant.as_str()) != Some(tenant) {
                 continue;
             }
@@ -199,7 +199,7 @@ impl Registry {
             usage.services +=
                 i64::try_from(self.scan(&prefix_of(&Service::INFO, &name)).await?.len()).unwrap_or(i64::MAX);
             for kv in self.scan(&prefix_of(&Instance::INFO, &name)).await? {
-                if let AnyObject::Instance(inst) = decode(&Instance::INFO, &kv)? {
+                if let AnyObject::Instance(inst) = self.decode(&Instance::INFO, &kv)? {
                     usage.instances += 1;
                     let containers = inst.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
                     usage.limits = usage.limits.plus(instance_limits(containers));

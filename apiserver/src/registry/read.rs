@@ -9,7 +9,7 @@ use stratus_api::{AnyObject, KindInfo, Resource};
 use stratus_store::ListOptions;
 
 use super::access::Memo;
-use super::objects::{decode, key_of, kind_info, not_found, parse_rv, prefix_of, scoped_namespace};
+use super::objects::{key_of, kind_info, not_found, parse_rv, prefix_of, scoped_namespace};
 use super::redact;
 use super::{ListPage, MAX_PAGE, Registry, Selection, WatchEvent};
 use crate::auth::{Caller, Verb};
@@ -73,7 +73,7 @@ impl Registry {
             revision = Some(page.revision);
             let exhausted = !page.more;
             for kv in page.items {
-                let obj = decode(info, &kv)?;
+                let obj = self.decode(info, &kv)?;
                 if labels.matches(&obj.meta().labels)
                     && fields.matches(&obj)
                     && self.visible(caller, &obj, &mut memo).await?
@@ -133,7 +133,7 @@ impl Registry {
                         self.store.list(&prefix, ListOptions { start_after, limit: MAX_PAGE, revision: at }).await?;
                     at = Some(page.revision);
                     for kv in &page.items {
-                        let obj = decode(info, kv)?;
+                        let obj = self.decode(info, kv)?;
                         if labels.matches(&obj.meta().labels)
                             && fields.matches(&obj)
                             && self.visible(caller, &obj, &mut memo).await?
@@ -176,9 +176,9 @@ impl Registry {
                     Err(e) => Some(Err(ApiError::from(e))),
                     Ok(stratus_store::WatchEvent::Put { kv, prev }) => {
                         let classify = async || -> ApiResult<Option<WatchEvent>> {
-                            let obj = decode(info, &kv)?;
+                            let obj = registry.decode(info, &kv)?;
                             let was = match &prev {
-                                Some(p) => matches(&decode(info, p)?).await?,
+                                Some(p) => matches(&registry.decode(info, p)?).await?,
                                 None => false,
                             };
                             let kind = match (was, matches(&obj).await?) {
@@ -191,7 +191,7 @@ impl Registry {
                         };
                         classify().await.transpose()
                     }
-                    Ok(stratus_store::WatchEvent::Delete { prev, revision }) => match decode(info, &prev) {
+                    Ok(stratus_store::WatchEvent::Delete { prev, revision }) => match registry.decode(info, &prev) {
                         Ok(mut obj) => match matches(&obj).await {
                             Ok(true) => {
                                 obj.meta_mut().resource_version = revision.to_string();
@@ -249,7 +249,7 @@ impl Registry {
         }
         let key = key_of(info, namespace, name);
         match self.store.get(&key).await? {
-            Some(kv) => Ok(Some((decode(info, &kv)?, kv.mod_revision))),
+            Some(kv) => Ok(Some((self.decode(info, &kv)?, kv.mod_revision))),
             None => Ok(None),
         }
     }

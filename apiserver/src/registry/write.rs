@@ -19,7 +19,14 @@ use crate::error::{ApiError, ApiResult, Reason};
 impl Registry {
     pub async fn create(&self, caller: &Caller, obj: AnyObject) -> ApiResult<AnyObject> {
         let target = Target::of(&obj);
+        let report = matches!(obj, AnyObject::UsageReport(_));
         let res = self.create_prepared(caller, obj).await.map(redact);
+        if report
+            && let Err(e) = &res
+            && matches!(e.reason, Reason::Invalid | Reason::Unprocessable)
+        {
+            self.metrics.usage_report_refused(e.causes.iter().map(|c| c.path.as_str()));
+        }
         self.audited(caller, Verb::Create, &target, 201, res)
     }
 
@@ -41,7 +48,9 @@ impl Registry {
         let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
         self.authorize(caller, Verb::Create, info, &namespace, &name, Some(&obj)).await?;
         prepare(&mut obj)?;
+        self.stamp_report_tenant(&mut obj).await?;
         self.check_bounds(&obj)?;
+        self.check_budget_webhook(&obj).await?;
         self.check_quota(&obj, true).await?;
         secure_password(&mut obj, None).await?;
         let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
@@ -61,7 +70,8 @@ impl Registry {
             ns.status = Some(NamespaceStatus { phase: "Active".into() });
         }
         let key = key_of(info, &namespace, &name);
-        let rev = self.store.create(&key, obj.encode_to_vec().into(), 0).await.map_err(|e| match e {
+        let bytes = self.encode(&key, &obj)?;
+        let rev = self.store.create(&key, bytes.into(), 0).await.map_err(|e| match e {
             stratus_store::Error::AlreadyExists { .. } => {
                 ApiError::new(Reason::AlreadyExists, format!("{} {name:?} already exists", info.plural))
             }
@@ -95,7 +105,10 @@ impl Registry {
         let stored = self.read(info, &namespace, &name).await?;
         // Left out, the tenant stays what it was (or, for nothing stored, the caller's).
         match &stored {
-            Some((current, _)) => default_tenant_to(&mut obj, tenant_of(current)),
+            Some((current, _)) => {
+                default_tenant_to(&mut obj, tenant_of(current));
+                keep_report_tenant(&mut obj, current);
+            }
             None => default_tenant(&mut obj, caller),
         }
         if let Some((current, _)) = &stored {
@@ -104,11 +117,16 @@ impl Registry {
         }
         // Authorised before it is validated: a caller learns nothing of what it may not see.
         self.authorize(caller, Verb::Update, info, &namespace, &name, Some(&obj)).await?;
-        prepare(&mut obj)?;
-        if let Some((current, _)) = &stored {
-            validate_update(&obj, current)?;
+        match &stored {
+            Some((current, _)) => {
+                Registry::check_node_update(caller, current, &obj)?;
+                prepare_replacing(&mut obj, current)?;
+                validate_update(&obj, current)?;
+            }
+            None => prepare(&mut obj)?,
         }
         self.check_bounds(&obj)?;
+        self.check_budget_webhook(&obj).await?;
         self.check_quota(&obj, false).await?;
         secure_password(&mut obj, stored.as_ref().map(|(c, _)| c)).await?;
         let expected = required_rv(&obj)?;
@@ -141,7 +159,9 @@ impl Registry {
         }
         let mut next = current.clone();
         next.copy_status_from(&obj);
-        stratus_api::validation::validate(&next).map_err(|e| ApiError::invalid(info.kind, &name, e))?;
+        // The spec is the stored one: rules made after it was stored must not hold its status.
+        stratus_api::validation::validate_replacing(&next, &current)
+            .map_err(|e| ApiError::invalid(info.kind, &name, e))?;
         if next.status_eq(&current) {
             return Ok(redact(current));
         }
@@ -259,8 +279,13 @@ impl Registry {
         let info = obj.info();
         let (namespace, name) = (scoped_namespace(info, &obj.meta().namespace), obj.meta().name.clone());
         self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&obj)).await?;
-        prepare(&mut obj)?;
-        let (namespace, name) = (obj.meta().namespace.clone(), obj.meta().name.clone());
+        if let Err(e) = prepare(&mut obj) {
+            // A stored object may excuse what it already had (a securityContext from before the
+            // Pod Security rules): the loop validates against it.
+            if name.is_empty() || self.read(info, &namespace, &name).await?.is_none() {
+                return Err(e);
+            }
+        }
         for _ in 0..8 {
             let Some((current, rev)) = self.read(info, &namespace, &name).await? else {
                 match self.create_prepared(caller, raw.clone()).await {
@@ -278,10 +303,12 @@ impl Registry {
             self.authorize(caller, Verb::Apply, info, &namespace, &name, Some(&current)).await?;
             let mut desired = raw.clone();
             default_tenant_to(&mut desired, tenant_of(&current));
+            keep_report_tenant(&mut desired, &current);
             stratus_api::knative::release_changed_annotations(&mut desired, &current);
-            prepare(&mut desired)?;
+            prepare_replacing(&mut desired, &current)?;
             validate_update(&desired, &current)?;
             self.check_bounds(&desired)?;
+            self.check_budget_webhook(&desired).await?;
             self.check_quota(&desired, false).await?;
             secure_password(&mut desired, Some(&current)).await?;
             let (given, have) = (desired.meta_mut(), current.meta());
@@ -304,6 +331,74 @@ impl Registry {
         Err(ApiError::new(
             Reason::Conflict,
             format!("{} {name:?} keeps changing concurrently; try again", info.singular),
+        ))
+    }
+
+    /// A UsageReport belongs to the tenant of the namespace it reports on, whatever its sender
+    /// wrote: `spec.tenant` is set here from the Namespace. Usage reported after its namespace
+    /// was deleted (or of an earlier namespace of the same name: one created after the report's
+    /// window ended) goes to the tenant recorded when that namespace was removed; a report on a
+    /// namespace never seen is refused (422, naming `spec.namespace`).
+    async fn stamp_report_tenant(&self, obj: &mut AnyObject) -> ApiResult<()> {
+        let AnyObject::UsageReport(report) = obj else { return Ok(()) };
+        let name = report.meta().name.clone();
+        let spec = report.spec.get_or_insert_default();
+        let window_end = stratus_api::billing::millis(spec.window_end.as_ref());
+        let (current, earlier) = match self.read_cached(&<Namespace as Resource>::INFO, &spec.namespace).await? {
+            Some(AnyObject::Namespace(ns)) => {
+                let created = stratus_api::billing::millis(ns.meta().creation_timestamp.as_ref());
+                let earlier = matches!((created, window_end), (Some(c), Some(w)) if c >= w);
+                (Some(ns.spec.map(|s| s.tenant).unwrap_or_default()), earlier)
+            }
+            _ => (None, true),
+        };
+        let tenant = match (current, earlier) {
+            (Some(tenant), false) => Some(tenant),
+            (current, _) => self.retained_tenant(&spec.namespace).await?.or(current),
+        };
+        match tenant {
+            Some(tenant) => {
+                spec.tenant = tenant;
+                Ok(())
+            }
+            None => Err(ApiError::invalid(
+                "UsageReport",
+                &name,
+                stratus_api::validation::FieldError::new(
+                    "spec.namespace",
+                    format!("namespace {:?} does not exist", spec.namespace),
+                )
+                .into(),
+            )),
+        }
+    }
+
+    /// A Budget's webhook is signed with a key from a Secret of the Budget's own tenant: the
+    /// namespace of `spec.webhookSecretRef` must belong to `spec.tenant` (else a tenant could
+    /// have another tenant's key sign a body of its choosing). A missing namespace and another
+    /// tenant's answer alike (422), so nothing is learnt of which namespaces exist.
+    async fn check_budget_webhook(&self, obj: &AnyObject) -> ApiResult<()> {
+        let AnyObject::Budget(budget) = obj else { return Ok(()) };
+        let Some(spec) = &budget.spec else { return Ok(()) };
+        let Some(secret) = &spec.webhook_secret_ref else { return Ok(()) };
+        let owner = match self.read_cached(&<Namespace as Resource>::INFO, &secret.namespace).await? {
+            Some(AnyObject::Namespace(ns)) => ns.spec.map(|s| s.tenant).unwrap_or_default(),
+            _ => String::new(),
+        };
+        if !owner.is_empty() && owner == spec.tenant {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            "Budget",
+            &budget.meta().name,
+            stratus_api::validation::FieldError::new(
+                "spec.webhookSecretRef.namespace",
+                format!(
+                    "namespace {:?} is not tenant {:?}'s: a budget's webhook is signed with a key of its own tenant",
+                    secret.namespace, spec.tenant
+                ),
+            )
+            .into(),
         ))
     }
 
@@ -356,7 +451,8 @@ impl Registry {
         obj.meta_mut().resource_version.clear();
         let key = key_of(info, &namespace, &name);
         self.subjects.forget(&key);
-        let updated = self.store.update(&key, obj.encode_to_vec().into(), rev).await;
+        let bytes = self.encode(&key, &obj)?;
+        let updated = self.store.update(&key, bytes.into(), rev).await;
         self.subjects.forget(&key);
         let new_rev = updated.map_err(|e| match e {
             stratus_store::Error::Conflict { .. } => conflict(info, &name),
@@ -382,6 +478,11 @@ fn prepare(obj: &mut AnyObject) -> ApiResult<()> {
     stratus_api::prepare(obj).map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
 }
 
+/// [`prepare`] for an object replacing `stored` (see [`stratus_api::prepare_replacing`]).
+fn prepare_replacing(obj: &mut AnyObject, stored: &AnyObject) -> ApiResult<()> {
+    stratus_api::prepare_replacing(obj, stored).map_err(|e| ApiError::invalid(obj.info().kind, &obj.meta().name, e))
+}
+
 /// The stored object after an update of `current` to `given`: what a client may change
 /// (labels, annotations, finalizers, owners, spec) from `given`, the rest from `current`.
 fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> {
@@ -404,6 +505,14 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
             "spec: a Revision is immutable; change the Service's template to make a new one",
         ));
     }
+    if let AnyObject::UsageReport(_) = current
+        && !current.spec_eq(given)
+    {
+        return Err(ApiError::new(
+            Reason::Unprocessable,
+            "spec: a UsageReport is immutable: usage once reported is corrected by a new report, not an edit",
+        ));
+    }
     let mut next = current.clone();
     next.meta_mut().resource_version.clear();
     let meta = next.meta_mut();
@@ -415,7 +524,8 @@ fn merge_update(current: &AnyObject, given: &AnyObject) -> ApiResult<AnyObject> 
         next.copy_spec_from(given);
         next.meta_mut().generation += 1;
     }
-    stratus_api::validation::validate(&next).map_err(|e| ApiError::invalid(info.kind, &next.meta().name, e))?;
+    stratus_api::validation::validate_replacing(&next, current)
+        .map_err(|e| ApiError::invalid(info.kind, &next.meta().name, e))?;
     let mut current_plain = current.clone();
     current_plain.meta_mut().resource_version.clear();
     if next == current_plain {
@@ -442,12 +552,12 @@ impl Target {
     }
 }
 
-/// A Namespace or User created without a tenant belongs to its creator's tenant.
+/// A Namespace, User or Budget created without a tenant belongs to its creator's tenant.
 fn default_tenant(obj: &mut AnyObject, caller: &Caller) {
     default_tenant_to(obj, &caller.tenant);
 }
 
-/// A Namespace or User written without a tenant keeps `tenant`.
+/// A Namespace, User or Budget written without a tenant keeps `tenant`.
 fn default_tenant_to(obj: &mut AnyObject, default: &str) {
     if default.is_empty() {
         return;
@@ -455,6 +565,7 @@ fn default_tenant_to(obj: &mut AnyObject, default: &str) {
     let tenant = match obj {
         AnyObject::Namespace(ns) => &mut ns.spec.get_or_insert_default().tenant,
         AnyObject::User(u) => &mut u.spec.get_or_insert_default().tenant,
+        AnyObject::Budget(b) => &mut b.spec.get_or_insert_default().tenant,
         _ => return,
     };
     if tenant.is_empty() {
@@ -462,12 +573,23 @@ fn default_tenant_to(obj: &mut AnyObject, default: &str) {
     }
 }
 
-/// The tenant of a stored Namespace or User.
+/// The tenant of a stored Namespace, User or Budget.
 fn tenant_of(obj: &AnyObject) -> &str {
     match obj {
         AnyObject::Namespace(ns) => ns.spec.as_ref().map(|s| s.tenant.as_str()).unwrap_or(""),
         AnyObject::User(u) => u.spec.as_ref().map(|s| s.tenant.as_str()).unwrap_or(""),
+        AnyObject::Budget(b) => b.spec.as_ref().map(|s| s.tenant.as_str()).unwrap_or(""),
         _ => "",
+    }
+}
+
+/// A UsageReport written again keeps the tenant the API server stamped on it: what a writer
+/// sends there is not a change of the (immutable) spec.
+fn keep_report_tenant(obj: &mut AnyObject, stored: &AnyObject) {
+    if let (AnyObject::UsageReport(new), AnyObject::UsageReport(old)) = (obj, stored)
+        && let Some(spec) = new.spec.as_mut()
+    {
+        spec.tenant = old.spec.as_ref().map(|s| s.tenant.clone()).unwrap_or_default();
     }
 }
 

@@ -21,8 +21,14 @@ use crate::{Environment, Io, prompt, table};
 pub(crate) async fn login(args: LoginArgs, server: Option<&str>, env: &Environment, io: &mut Io) -> Result<()> {
     let path = env.config_path.as_deref();
     let mut config = Config::load(path)?;
-    let given = Overrides { flag_server: server, env_server: env.server.as_deref(), ..Default::default() };
-    let server = config::resolve(given, &config, path)?.server;
+    let given = Overrides {
+        flag_server: server,
+        env_server: env.server.as_deref(),
+        ca_file: env.certificate_authority.as_deref(),
+        ..Default::default()
+    };
+    let resolved = config::resolve(given, &config, path)?;
+    let (server, ca_pem) = (resolved.server, resolved.ca_pem);
     let username = match args.username.filter(|u| !u.is_empty()) {
         Some(u) => u,
         None => {
@@ -39,7 +45,7 @@ pub(crate) async fn login(args: LoginArgs, server: Option<&str>, env: &Environme
         prompt::ask(io.prompt.as_mut(), &format!("Password for {username}: "))?
     };
 
-    let client = Client::new(&server)?;
+    let client = Client::with_ca(&server, ca_pem.as_deref())?;
     let issued = client.login(&username, &password).await.map_err(|e| match e {
         stratus_client::Error::Unauthenticated(reason) => Error::LoginFailed(reason),
         other => Error::from(other),
@@ -49,6 +55,9 @@ pub(crate) async fn login(args: LoginArgs, server: Option<&str>, env: &Environme
     let context = config.login_context(&server);
     context.user.clone_from(&username);
     context.token.clone_from(&issued.access_token);
+    if let Some(ca) = &ca_pem {
+        context.set_certificate_authority(ca);
+    }
     config.save(config::writable(path)?)?;
     let tenant = if me.tenant.is_empty() { String::new() } else { format!(" (tenant {})", me.tenant) };
     writeln!(

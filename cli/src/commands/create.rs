@@ -6,16 +6,16 @@ use std::io::Write;
 use stratus_api::identity::{DEFAULT_TENANT, subjects};
 use stratus_api::resource::lookup_kind;
 use stratus_api::v1::{
-    Namespace, NamespaceSpec, RoleBinding, RoleBindingSpec, ServiceAccount, ServiceAccountSpec, Subject, Tenant,
-    TenantQuota, TenantSpec, User, UserSpec,
+    Namespace, NamespaceSpec, RoleBinding, RoleBindingSpec, Secret, ServiceAccount, ServiceAccountSpec, Subject,
+    Tenant, TenantQuota, TenantSpec, User, UserSpec,
 };
 use stratus_api::{AnyObject, Resource};
 
 use super::Ctx;
 use crate::Io;
 use crate::args::{
-    CreateCommand, CreateNamespaceArgs, CreateRoleBindingArgs, CreateServiceAccountArgs, CreateTenantArgs,
-    CreateTokenArgs, CreateUserArgs,
+    CreateCommand, CreateNamespaceArgs, CreateRoleBindingArgs, CreateSecretArgs, CreateSecretCommand,
+    CreateServiceAccountArgs, CreateTenantArgs, CreateTokenArgs, CreateUserArgs,
 };
 use crate::error::{Error, Result};
 use crate::output::qualified_name;
@@ -28,6 +28,7 @@ pub(crate) async fn run(ctx: &Ctx, cmd: CreateCommand, io: &mut Io) -> Result<()
         CreateCommand::User(args) => user(args, io)?,
         CreateCommand::ServiceAccount(args) => service_account(ctx, args),
         CreateCommand::RoleBinding(args) => role_binding(ctx, args),
+        CreateCommand::Secret(CreateSecretCommand::Generic(args)) => secret(ctx, args)?,
         CreateCommand::Token(args) => return token(ctx, args, io).await,
     };
     create(ctx, object, io).await
@@ -116,6 +117,27 @@ fn service_account(ctx: &Ctx, args: CreateServiceAccountArgs) -> AnyObject {
     named(ServiceAccount { spec: Some(spec), ..Default::default() }, Some(&ctx.namespace.name), args.name)
 }
 
+/// A Secret of `--from-literal` pairs; a key given twice is refused, as kubectl does.
+fn secret(ctx: &Ctx, args: CreateSecretArgs) -> Result<AnyObject> {
+    let mut data = std::collections::BTreeMap::new();
+    for pair in args.from_literal {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Error::Usage(format!("--from-literal takes KEY=VALUE; {:?} has no '='", key_of(&pair))));
+        };
+        if data.insert(key.to_string(), value.to_string()).is_some() {
+            return Err(Error::Usage(format!("--from-literal gives the key {key:?} twice")));
+        }
+    }
+    let secret = Secret { data, r#type: args.secret_type.unwrap_or_default(), ..Default::default() };
+    Ok(named(secret, Some(&ctx.namespace.name), args.name))
+}
+
+/// What a malformed `--from-literal` is called in a message: never its value, which a pair
+/// without '=' might be all of.
+fn key_of(pair: &str) -> String {
+    format!("<{} characters>", pair.chars().count())
+}
+
 fn role_binding(ctx: &Ctx, args: CreateRoleBindingArgs) -> AnyObject {
     let subject = |kind: &str, name: String, namespace: Option<String>| Subject {
         kind: kind.to_string(),
@@ -130,9 +152,36 @@ fn role_binding(ctx: &Ctx, args: CreateRoleBindingArgs) -> AnyObject {
     named(RoleBinding { spec: Some(spec), ..Default::default() }, Some(&ctx.namespace.name), args.name)
 }
 
-/// `stratus create token serviceaccount/NAME`: prints the token alone, for `$(…)`.
+/// `stratus create token serviceaccount/NAME`: prints the token alone, for `$(…)`; with
+/// `--bootstrap`, a bootstrap token for joining nodes.
 async fn token(ctx: &Ctx, args: CreateTokenArgs, io: &mut Io) -> Result<()> {
-    let name = service_account_name(&args.service_account)?;
+    if args.bootstrap {
+        let made = ctx
+            .client
+            .create_bootstrap_token(args.duration, args.uses.unwrap_or(1), "stratus create token --bootstrap")
+            .await
+            .map_err(|e| Error::object("bootstrap token", e))?;
+        if !args.print_join_command {
+            writeln!(io.out, "{}", made.token)?;
+            return Ok(());
+        }
+        let ca = ctx.ca_pem.as_deref().map(String::from_utf8_lossy).ok_or_else(|| {
+            Error::Usage(
+                "--print-join-command needs the server's CA (--certificate-authority, or the context's)".into(),
+            )
+        })?;
+        let pin = stratus_auth::pki::ca_cert_hash(&ca).map_err(|e| Error::Usage(e.to_string()))?;
+        writeln!(
+            io.out,
+            "stratus-agent --join {} --token {} --ca-cert-hash {pin} --node-name NODE --data-dir /var/lib/stratus-agent",
+            ctx.server, made.token
+        )?;
+        return Ok(());
+    }
+    let Some(account) = args.service_account.as_deref() else {
+        return Err(Error::Usage("give serviceaccount/NAME, or --bootstrap".into()));
+    };
+    let name = service_account_name(account)?;
     let namespace = &ctx.namespace.name;
     let issued = ctx.client.create_token(namespace, name, args.duration).await.map_err(|e| match e {
         stratus_client::Error::NotFound(_) => ctx.not_found(&ServiceAccount::INFO, name),

@@ -116,6 +116,11 @@ async fn node_allocations(ctx: &Ctx) -> Result<NodeAllocations> {
 
 /// Prints what was found in the `-o` format: tables (one per kind), names, or JSON and YAML,
 /// where one object asked for by name prints as itself and anything else as a `List`.
+/// `obj` as `get` prints it: a Secret's values only with `--show-values`.
+fn shown(obj: &AnyObject, args: &GetArgs) -> AnyObject {
+    if args.show_values { obj.clone() } else { output::hide_values(obj) }
+}
+
 fn print(
     found: &[Found],
     single_name: bool,
@@ -127,13 +132,14 @@ fn print(
         Some(format @ (OutputFormat::Json | OutputFormat::Yaml)) => {
             let value = if single_name {
                 // Not found: nothing to print but the error.
-                found.iter().flat_map(|f| f.items.first()).next().map(object_json)
+                found.iter().flat_map(|f| f.items.first()).next().map(|o| object_json(&shown(o, args)))
             } else {
                 let resource_version = match found {
                     [one] => one.resource_version.as_str(),
                     _ => "",
                 };
-                Some(list_json(found.iter().flat_map(|f| &f.items), resource_version))
+                let items: Vec<AnyObject> = found.iter().flat_map(|f| &f.items).map(|o| shown(o, args)).collect();
+                Some(list_json(&items, resource_version))
             };
             if let Some(value) = value {
                 let text = if format == OutputFormat::Json { to_json_text(&value)? } else { to_yaml_text(&value)? };
@@ -262,6 +268,7 @@ struct WatchPrinter {
     no_headers: bool,
     layout: Option<Layout>,
     printed: bool,
+    show_values: bool,
 }
 
 impl WatchPrinter {
@@ -277,7 +284,13 @@ impl WatchPrinter {
             no_headers: args.no_headers,
             layout: None,
             printed: false,
+            show_values: args.show_values,
         }
+    }
+
+    /// `obj` as printed: a Secret's values only with `--show-values`.
+    fn shown(&self, obj: &AnyObject) -> AnyObject {
+        if self.show_values { obj.clone() } else { output::hide_values(obj) }
     }
 
     async fn print(&mut self, ctx: &Ctx, objs: &[AnyObject], out: &mut (dyn Write + Send)) -> Result<()> {
@@ -293,7 +306,7 @@ impl WatchPrinter {
         match self.format {
             Some(OutputFormat::Json) => {
                 for o in objs {
-                    out.write_all(to_json_text(&object_json(o))?.as_bytes())?;
+                    out.write_all(to_json_text(&object_json(&self.shown(o)))?.as_bytes())?;
                 }
             }
             Some(OutputFormat::Yaml) => {
@@ -301,7 +314,7 @@ impl WatchPrinter {
                     if self.printed {
                         out.write_all(b"---\n")?;
                     }
-                    out.write_all(to_yaml_text(&object_json(o))?.as_bytes())?;
+                    out.write_all(to_yaml_text(&object_json(&self.shown(o)))?.as_bytes())?;
                     self.printed = true;
                 }
             }

@@ -15,11 +15,13 @@ use crate::{Environment, Io, table};
 mod apply;
 mod auth;
 mod bench;
+mod billing;
 mod config_cmd;
 mod create;
 mod delete;
 mod describe;
 mod get;
+mod image;
 mod logs;
 mod wait;
 
@@ -31,6 +33,8 @@ pub(crate) struct Ctx {
     pub server: String,
     /// `STRATUS_TOKEN`, or the current context's; `None` when no one is logged in.
     pub token: Option<String>,
+    /// The CA bundle (PEM) the server is verified with, when it is HTTPS.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Ctx {
@@ -84,7 +88,11 @@ impl Ctx {
 }
 
 pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> {
-    let Cli { server, namespace, command } = cli;
+    let Cli { server, namespace, certificate_authority, command } = cli;
+    let env = &match certificate_authority {
+        Some(path) => Environment { certificate_authority: Some(path), ..env.clone() },
+        None => env.clone(),
+    };
     let connect = || connect(server.as_deref(), namespace.as_deref(), env);
     match command {
         Command::Apply(args) => apply::run(&connect()?, args, io).await,
@@ -103,6 +111,8 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Up(args) => crate::up::run(args, namespace.as_deref(), env, io).await,
         Command::Down(args) => crate::down::run(args, env, io).await,
         Command::Config(cmd) => config_cmd::run(cmd, server.as_deref(), namespace.as_deref(), env, io),
+        Command::Billing(cmd) => billing::run(&connect()?, cmd, io).await,
+        Command::Image(cmd) => image::run(&connect()?, cmd, io).await,
         Command::ApiResources => api_resources(io),
         Command::Completion(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "stratus", &mut io.out);
@@ -121,14 +131,15 @@ fn connect(server: Option<&str>, namespace: Option<&str>, env: &Environment) -> 
         env_server: env.server.as_deref(),
         flag_namespace: namespace,
         env_token: env.token.as_deref(),
+        ca_file: env.certificate_authority.as_deref(),
     };
     let conn = config::resolve(given, &config, path)?;
-    let client = Client::new(&conn.server)?;
+    let client = Client::with_ca(&conn.server, conn.ca_pem.as_deref())?;
     let client = match &conn.token {
         Some(token) => client.with_token(token),
         None => client,
     };
-    Ok(Ctx { client, namespace: conn.namespace, server: conn.server, token: conn.token })
+    Ok(Ctx { client, namespace: conn.namespace, server: conn.server, token: conn.token, ca_pem: conn.ca_pem })
 }
 
 pub(crate) use apply::apply_items;

@@ -5,8 +5,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use stratus_api::v1::{
-    EnvVar, Event, EventSpec, InstanceSpec, InstanceStatus, Lease, LeaseSpec, NodeStatus, ObjectReference,
-    ResourceRequirements, RevisionStatus, RevisionTemplate, Scaling, Service, ServiceSpec, ServiceStatus,
+    EnvVar, EnvVarSource, Event, EventSpec, InstanceSpec, InstanceStatus, Lease, LeaseSpec, NodeStatus,
+    ObjectReference, ResourceRequirements, RevisionStatus, RevisionTemplate, Scaling, Secret, SecretKeySelector,
+    Service, ServiceSpec, ServiceStatus,
 };
 use stratus_api::{Resource, Timestamp};
 
@@ -39,7 +40,20 @@ fn service() -> AnyObject {
                     containers: vec![Container {
                         name: "user-container".into(),
                         image: "img:v1".into(),
-                        env: vec![EnvVar { name: "TARGET".into(), value: "World".into() }],
+                        env: vec![
+                            EnvVar { name: "TARGET".into(), value: "World".into(), value_from: None },
+                            EnvVar {
+                                name: "DB".into(),
+                                value: String::new(),
+                                value_from: Some(EnvVarSource {
+                                    secret_key_ref: Some(SecretKeySelector {
+                                        name: "db".into(),
+                                        key: "password".into(),
+                                        optional: None,
+                                    }),
+                                }),
+                            },
+                        ],
                         ..Default::default()
                     }],
                     container_concurrency: Some(80),
@@ -113,6 +127,7 @@ Template:
       Port:   <none>
       Environment:
         TARGET:  World
+        DB:      <set to the key 'password' in secret 'db'>
   Concurrency:  80 requests per instance
   Scaling:
     Min Instances:  0
@@ -166,6 +181,18 @@ fn kinds_without_a_describer_show_their_fields_titled() {
     let text = render_with(&lease, None, &Events::List(vec![]), now());
     assert!(text.contains("Spec:\n  Holder Identity:         host-a\n  Lease Duration Seconds:  15\n"), "{text}");
     assert!(!text.contains("Status:"), "{text}");
+}
+
+#[test]
+fn a_secret_shows_its_keys_and_sizes_never_its_values() {
+    let mut secret = Secret { r#type: "Opaque".into(), ..Default::default() };
+    secret.meta_mut().name = "db".into();
+    secret.meta_mut().namespace = "default".into();
+    secret.data = [("password".to_string(), "hunter22".to_string()), ("user".to_string(), "app".to_string())].into();
+    let text = render_with(&secret.into_any(), None, &Events::List(vec![]), now());
+    assert!(text.contains("Type:"), "{text}");
+    assert!(text.contains("Data:\n  password:  8 bytes\n  user:      3 bytes\n"), "{text}");
+    assert!(!text.contains("hunter22") && !text.contains("app\n"), "{text}");
 }
 
 #[test]

@@ -67,8 +67,7 @@ impl Stratus {
     /// A CLI no one is logged in to: it has no token.
     pub fn new(server: &str) -> Stratus {
         let dir = tempfile::tempdir().unwrap();
-        let env =
-            Environment { server: None, config_path: Some(dir.path().join("config")), data_dir: None, token: None };
+        let env = Environment { config_path: Some(dir.path().join("config")), ..Default::default() };
         Stratus { server: server.to_string(), env, dir }
     }
 

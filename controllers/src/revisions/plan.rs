@@ -117,6 +117,8 @@ pub(super) fn instance_for(rev: &Revision, suffix: &str, policy: &Overcommit) ->
             termination_grace_period_seconds: spec
                 .termination_grace_period_seconds
                 .unwrap_or(defaults::TERMINATION_GRACE_PERIOD_SECONDS),
+            // The agent meters the instance by its revision's billing mode.
+            cpu_throttling: spec.cpu_throttling,
         }),
         ..Default::default()
     }
@@ -179,6 +181,18 @@ mod tests {
         assert!(spec.node_name.is_empty());
         let suffix = random_suffix();
         assert!(suffix.len() == 5 && suffix.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    }
+
+    #[test]
+    fn instances_carry_the_revision_billing_mode() {
+        for mode in [Some(false), Some(true), None] {
+            let mut rev = revision(0);
+            if let Some(spec) = rev.spec.as_mut() {
+                spec.cpu_throttling = mode;
+            }
+            let inst = instance_for(&rev, "abcde", &Overcommit::default());
+            assert_eq!(inst.spec.unwrap_or_default().cpu_throttling, mode, "revision's cpu_throttling {mode:?}");
+        }
     }
 
     #[test]

@@ -39,7 +39,9 @@ pub(super) fn failure_of(inst: &Instance) -> Option<Failure> {
             None => (CONTAINER_HEALTHY, "CrashLoopBackOff".to_string()),
         },
         "OOMKilled" => (CONTAINER_HEALTHY, "OOMKilled".to_string()),
-        "CreateContainerError" | "RunContainerError" | "InvalidSpec" => (CONTAINER_HEALTHY, st.reason.clone()),
+        "CreateContainerError" | "CreateContainerConfigError" | "RunContainerError" | "InvalidSpec" => {
+            (CONTAINER_HEALTHY, st.reason.clone())
+        }
         "Unschedulable" => (RESOURCES_AVAILABLE, st.reason.clone()),
         _ => return None,
     };
@@ -179,6 +181,29 @@ mod tests {
         assert_eq!(
             (ready.reason.as_str(), ready.message.as_str()),
             (CONTAINER_MISSING, "instance i2: pull access denied")
+        );
+
+        // The node refused to run it as configured (runAsNonRoot and a root image).
+        let refused = instance(
+            "i5",
+            1,
+            "n1",
+            InstanceStatus {
+                phase: "Pending".into(),
+                reason: "CreateContainerConfigError".into(),
+                message: "container has runAsNonRoot and image img will run as root (retrying in 10s)".into(),
+                ..Default::default()
+            },
+        );
+        let st = desired_status(&rev, &RevisionStatus::default(), 1, &[refused]);
+        let healthy = status::get(&st.conditions, CONTAINER_HEALTHY).cloned().unwrap_or_default();
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str(), healthy.message.as_str()),
+            (
+                FALSE,
+                "CreateContainerConfigError",
+                "instance i5: container has runAsNonRoot and image img will run as root"
+            )
         );
 
         // Ready once an instance is; kept ready at zero and while starting again.

@@ -52,7 +52,8 @@ struct Retry {
 
 impl Shared {
     pub(super) fn new(ctx: Arc<Context>) -> Shared {
-        let resolver = Resolver::new(ctx.config.insecure_registries.clone(), digest::DEFAULT_TIMEOUT);
+        let resolver = Resolver::new(ctx.config.insecure_registries.clone(), digest::DEFAULT_TIMEOUT)
+            .with_auth_hosts(ctx.config.registry_auth_hosts.clone());
         Shared { ctx, resolver, retries: Mutex::new(HashMap::new()) }
     }
 

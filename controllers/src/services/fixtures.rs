@@ -21,7 +21,7 @@ pub(super) fn with_ready(mut rev: Revision, status_: &'static str, reason: &str,
 pub(super) fn service(traffic: Vec<TrafficTarget>, template_name: &str, env: &str) -> Service {
     let container = Container {
         image: "127.0.0.1:5000/hello:v1".into(),
-        env: vec![EnvVar { name: "GREETING".into(), value: env.into() }],
+        env: vec![EnvVar { name: "GREETING".into(), value: env.into(), value_from: None }],
         ..Default::default()
     };
     let template = RevisionTemplate {

@@ -245,6 +245,7 @@ pub fn instance(name: &str, revision: &str, cpu: &str, memory: &str, node: &str)
         container_concurrency: 80,
         timeout_seconds: 300,
         termination_grace_period_seconds: 10,
+        cpu_throttling: None,
     });
     inst
 }

@@ -1,10 +1,12 @@
 //! The whole platform on loopback for end-to-end tests: the API server, the controllers and the
-//! gateway in the test's process, node agents in it or as processes, all driving the real
-//! Docker engine with the example image (`127.0.0.1:5000/hello:v1`, built by `hack/images.sh`,
-//! which `hack/test.sh` runs first).
+//! gateway in the test's process (or the controllers and the gateway as `stratus-controllers`
+//! and `stratus-gateway` processes a test may `kill -9` and start again: [`Component`]), node
+//! agents in it or as processes, all driving the real Docker engine with the example image
+//! (`127.0.0.1:5000/hello:v1`, built by `hack/images.sh`, which `hack/test.sh` runs first).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +50,118 @@ impl Drop for Proc {
     }
 }
 
+/// A platform binary run as a process that a test may `kill -9` ([`Component::kill9`]) and
+/// start again with the same flags, ports, directories and token ([`Component::restart`]).
+/// Its output is appended to one log file over all its starts. Killed when dropped.
+pub struct Component {
+    binary: PathBuf,
+    args: Vec<String>,
+    token: String,
+    log: PathBuf,
+    /// Where it answers /readyz, when it does.
+    pub admin: Option<SocketAddr>,
+    child: Option<Child>,
+    /// How many times it was started.
+    pub starts: u32,
+}
+
+impl Component {
+    pub fn start(binary: &str, args: Vec<String>, token: String, log: PathBuf, admin: Option<SocketAddr>) -> Component {
+        let mut c =
+            Component { binary: stratus_testkit::binary(binary), args, token, log, admin, child: None, starts: 0 };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "{} is already running", self.binary.display());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open the log");
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .env("STRATUS_TOKEN", &self.token)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        self.starts += 1;
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("the process runs");
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap the killed process");
+    }
+
+    /// SIGTERM, and waits (up to [`PATIENCE`]) until the process has exited, as it does once it
+    /// has drained and stopped.
+    pub async fn terminate(&mut self) {
+        let pid = self.child.as_ref().expect("the process runs").id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let child = self.child.as_mut().expect("the process runs");
+            if let Some(status) = child.try_wait().expect("wait for the process") {
+                self.child = None;
+                assert!(
+                    status.success(),
+                    "{} exited with {status} on SIGTERM:\n{}",
+                    self.binary.display(),
+                    self.log_tail(40)
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit on SIGTERM", self.binary.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts it again as it was started first.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// Fails when the process exited by itself (a crash), showing its log.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            panic!("{} exited: {status}; its log ends with:\n{}", self.binary.display(), self.log_tail(40));
+        }
+    }
+
+    /// Waits until /readyz on `admin` answers 200.
+    pub async fn wait_ready(&mut self) {
+        let admin = self.admin.expect("the component serves /readyz").to_string();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            self.assert_running();
+            if stratus_testkit::http_get(&admin, "/readyz").await.is_ok_and(|r| r.contains(" 200 ")) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} never got ready:\n{}", self.binary.display(), self.log_tail(40));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The whole platform on loopback: API server, controllers and gateway in this process, and
 /// node agents (in this process, or as `stratus-agent` processes), started through the one
 /// wiring point, `stratus_platform`.
@@ -57,6 +171,8 @@ pub struct Cluster {
     /// A cluster admin's token (the service account `stratus-system/e2e-admin`), for the CLI.
     pub token: String,
     pub gateway: SocketAddr,
+    /// The cluster CA's certificate file.
+    ca: String,
     pub nodes: Vec<NodeCleanup>,
     _dir: tempfile::TempDir,
 }
@@ -81,7 +197,20 @@ impl Cluster {
         Cluster::build(test, node_grace, false).await
     }
 
+    /// The API server in this process and one node agent, without controllers or gateway: the
+    /// test runs those as processes ([`Cluster::controllers_process`],
+    /// [`Cluster::gateway_process`]). `gateway` is the port the gateway process is to listen on.
+    pub async fn without_controllers_and_gateway(test: &str) -> Cluster {
+        let mut c = Cluster::assemble(test, Duration::from_secs(15), false, false).await;
+        c.add_agent(&format!("e2e-{test}-{}", free_port())).await;
+        c
+    }
+
     async fn build(test: &str, node_grace: Duration, short_windows: bool) -> Cluster {
+        Cluster::assemble(test, node_grace, short_windows, true).await
+    }
+
+    async fn assemble(test: &str, node_grace: Duration, short_windows: bool, in_process: bool) -> Cluster {
         let image = Command::new("docker").args(["image", "inspect", IMAGE]).output().expect("run docker");
         assert!(image.status.success(), "{IMAGE} is missing: run hack/images.sh (hack/test.sh does)");
         let dir = tempfile::tempdir().unwrap();
@@ -95,33 +224,105 @@ impl Cluster {
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gateway = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let store = StoreOptions::Embedded { data_dir: dir.path().join("data") };
-        let platform = stratus_platform::Builder::serve_api(store, api)
-            .gateway(gateway, stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() })
-            .controllers(config)
-            .start()
-            .await
-            .unwrap();
+        // As every binary does: the API over TLS, verified with the cluster CA.
+        let tls = stratus_platform::tls::ServingTls::Issued {
+            pki_dir: dir.path().join("pki"),
+            names: vec!["127.0.0.1".into()],
+            validity: Duration::from_secs(24 * 3600),
+        };
+        // Uploaded images go to the registry the example image is in (hack/images.sh).
+        let images = stratus_apiserver::images::ImagesConfig::new("127.0.0.1:5000", dir.path().join("uploads"));
+        let mut builder = stratus_platform::Builder::serve_api(store, api)
+            .api_tls(tls)
+            .api_config(stratus_apiserver::Config { images: Some(images), ..Default::default() });
+        let gateway = if in_process {
+            let gw = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
+            builder = builder.gateway(gateway, gw).controllers(config);
+            None
+        } else {
+            let addr = gateway.local_addr().unwrap();
+            drop(gateway);
+            Some(addr)
+        };
+        let platform = builder.start().await.unwrap();
         let client = platform.client.clone();
-        let gateway = platform.gateway.unwrap();
+        let gateway = gateway.or(platform.gateway).unwrap();
         let identity = platform.identity().expect("the API is served in this process");
         let admin = stratus_api::identity::roles::CLUSTER_ADMIN;
         let token = identity.component_token("e2e-admin", admin, "").await.unwrap()();
-        Cluster { platform, client, token, gateway, nodes: Vec::new(), _dir: dir }
+        let ca = dir.path().join("pki").join("ca.crt").display().to_string();
+        Cluster { platform, client, token, gateway, ca, nodes: Vec::new(), _dir: dir }
     }
 
-    /// `http://127.0.0.1:PORT` of the API.
+    /// The cluster CA's certificate file, which verifies the API (`--certificate-authority`).
+    pub fn ca(&self) -> &str {
+        &self.ca
+    }
+
+    /// `https://127.0.0.1:PORT` of the API.
     pub fn endpoint(&self) -> &str {
         &self.platform.endpoint
     }
 
-    /// Runs a node agent in this process.
+    /// The test's own directory (removed when the cluster is dropped).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// A token of the service account `stratus-system/{name}` with the cluster role `role`.
+    pub async fn component_token(&self, name: &str, role: &str) -> String {
+        let identity = self.platform.identity().expect("the API is served in this process");
+        identity.component_token(name, role, "").await.unwrap()()
+    }
+
+    /// `stratus-controllers` as a process, as the service account `e2e-controllers`, with the
+    /// identity `e2e-{test}` in leader election at every start (so that a replica started
+    /// after a `kill -9` takes the lease over at once instead of waiting for it to expire),
+    /// and `extra` flags. Its log is `{dir}/controllers.log`.
+    pub async fn controllers_process(&self, test: &str, extra: &[&str]) -> Component {
+        let token = self.component_token("e2e-controllers", stratus_api::identity::roles::SYSTEM_CONTROLLERS).await;
+        let mut args = self.api_args();
+        let port = self.gateway.port().to_string();
+        let identity = format!("e2e-{test}");
+        for a in ["--domain", "localhost", "--gateway-port", &port, "--identity", &identity] {
+            args.push(a.to_string());
+        }
+        for a in ["--metrics-listen", "127.0.0.1:0", "--autoscaler-listen", "127.0.0.1:0"] {
+            args.push(a.to_string());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Component::start("stratus-controllers", args, token, self.dir().join("controllers.log"), None)
+    }
+
+    /// `stratus-gateway` as a process on [`Cluster::gateway`], as the service account
+    /// `e2e-gateway`, named `name`, with `extra` flags; it answers /readyz on the returned
+    /// component's `admin` address. Its log is `{dir}/gateway.log`.
+    pub async fn gateway_process(&self, name: &str, extra: &[&str]) -> Component {
+        let token = self.component_token("e2e-gateway", stratus_api::identity::roles::SYSTEM_GATEWAY).await;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut args = self.api_args();
+        let (listen, admin_listen) = (self.gateway.to_string(), admin.to_string());
+        for a in ["--listen", &listen, "--admin-listen", &admin_listen, "--domain", "localhost", "--name", name] {
+            args.push(a.to_string());
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Component::start("stratus-gateway", args, token, self.dir().join("gateway.log"), Some(admin))
+    }
+
+    fn api_args(&self) -> Vec<String> {
+        ["--apiserver", self.endpoint(), "--certificate-authority", self.ca()].map(String::from).to_vec()
+    }
+
+    /// Runs a node agent in this process. It serves its logs service on a loopback port over
+    /// TLS with its node's certificate, as a joined node does, so the API can relay logs.
     pub async fn add_agent(&mut self, node: &str) {
         let mut cfg = AgentConfig::new(node);
         cfg.sync_interval = Duration::from_millis(250);
         cfg.lease_renew_interval = Duration::from_millis(500);
         cfg.drain_delay = Duration::from_millis(500);
         let runtime = Arc::new(DockerRuntime::connect(None).expect("docker"));
-        self.platform.add_agent(cfg, runtime, None).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.platform.add_agent(cfg, runtime, Some(listener)).await.unwrap();
         self.nodes.push(NodeCleanup(node.to_string()));
     }
 
@@ -134,11 +335,24 @@ impl Cluster {
 
     /// Runs a node agent as a `stratus-agent` process, as its node's service account.
     pub async fn agent_process(&mut self, node: &str) -> Proc {
-        self.nodes.push(NodeCleanup(node.to_string()));
+        self.agent_process_with(node, &[]).await
+    }
+
+    /// Runs a node agent as a `stratus-agent` process with `extra` flags, its data directory
+    /// `{dir}/agent-{node}` (kept across restarts of the same node's agent).
+    pub async fn agent_process_with(&mut self, node: &str, extra: &[&str]) -> Proc {
+        if !self.nodes.iter().any(|n| n.0 == node) {
+            self.nodes.push(NodeCleanup(node.to_string()));
+        }
         let token = self.agent_token(node).await;
+        let data_dir = self.dir().join(format!("agent-{node}"));
         Proc(
             Command::new(binary("stratus-agent"))
                 .args(["--apiserver", &self.platform.endpoint, "--node-name", node, "--listen", "127.0.0.1:0"])
+                .args(["--certificate-authority", &self.ca])
+                .arg("--data-dir")
+                .arg(&data_dir)
+                .args(extra)
                 .env("STRATUS_TOKEN", token)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

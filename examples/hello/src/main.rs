@@ -14,10 +14,15 @@
 //! | mode | behaviour |
 //! |---|---|
 //! | `serve` (default) | the HTTP server above |
-//! | `env` | the HTTP server, plus `GET /env`: a JSON report of the environment the container got |
+//! | `env` | the HTTP server, plus `GET /env`: a JSON report of the environment the container got, and `GET /dial` (below) |
 //! | `crash` | prints a line to stderr and exits 3 after about 200 ms |
 //! | `never-ready` | never listens; waits for SIGTERM and exits 0 |
 //! | `oom` | allocates and touches memory in 16 MiB steps until the kernel kills it |
+//!
+//! `GET /dial?addr=IP:PORT` (env mode only) is a test aid for network isolation: it opens a TCP
+//! connection to that address (an IP literal, no name lookup), closes it at once without
+//! sending anything, and reports `{"addr", "connected", "error"}` as JSON. It gives up after
+//! `timeout_ms` (default 1000, at most 5000), so a test of a blocked address stays short.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -45,6 +50,10 @@ const USAGE: &str = "usage: hello [serve|env|crash|never-ready|oom]";
 
 /// Knob values above this are refused: a typo must not pin a thread for days.
 const MAX_KNOB_MS: u64 = 3_600_000;
+
+/// How long `/dial` waits for a connection by default, and at most.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(1000);
+const MAX_DIAL_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// The step of the `oom` mode.
 const OOM_STEP: usize = 16 << 20;
@@ -310,8 +319,40 @@ async fn respond(request: &Request<Incoming>, context: &Context) -> Response<Ful
             Some(stdin) => json(&environment_report(stdin.clone()).await),
             None => text(StatusCode::NOT_FOUND, "/env is served in env mode only".to_owned()),
         },
+        "/dial" if context.stdin.is_some() => match dial_request(request.uri().query().unwrap_or("")) {
+            Ok((addr, timeout)) => json(&dial(addr, timeout).await),
+            Err(message) => text(StatusCode::BAD_REQUEST, message),
+        },
         path => text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
     }
+}
+
+/// The address and timeout of a `/dial` request: `addr=IP:PORT`, optional `timeout_ms`.
+fn dial_request(query: &str) -> Result<(SocketAddr, Duration), String> {
+    let mut addr = None;
+    let mut timeout = DIAL_TIMEOUT;
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "addr" => {
+                let parsed = value.parse::<SocketAddr>().map_err(|_| format!("addr={value:?} is not IP:PORT"))?;
+                addr = Some(parsed);
+            }
+            "timeout_ms" => timeout = parse_ms(name, value)?.min(MAX_DIAL_TIMEOUT),
+            _ => {}
+        }
+    }
+    Ok((addr.ok_or("addr=IP:PORT is required")?, timeout))
+}
+
+/// Tries one TCP connection to `addr`, closing it at once; the outcome as JSON.
+async fn dial(addr: SocketAddr, timeout: Duration) -> serde_json::Value {
+    let error = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_stream)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!("timed out after {}ms", timeout.as_millis())),
+    };
+    serde_json::json!({ "addr": addr.to_string(), "connected": error.is_none(), "error": error })
 }
 
 /// A plain-text response; the body ends with a newline so that `curl` output reads well.
@@ -428,12 +469,16 @@ async fn environment_report(mut stdin: watch::Receiver<Option<StdinState>>) -> s
         None => (false, "blocked".to_owned()),
     };
     let tmp_error = probe_tmp().err();
+    // A read-only root filesystem refuses this with EROFS whoever asks (root included).
+    let root_error = probe_dir(std::path::Path::new("/")).err();
     let (uid, gid) = ids();
     let (cpu_quota_us, cpu_period_us) = cpu_limit().ok().flatten().unzip();
     serde_json::json!({
         "env": env,
         "tmp_writable": tmp_error.is_none(),
         "tmp_error": tmp_error,
+        "root_writable": root_error.is_none(),
+        "root_error": root_error,
         "stdin_eof": stdin_eof,
         "stdin": stdin_state,
         "uid": uid,
@@ -447,7 +492,12 @@ async fn environment_report(mut stdin: watch::Receiver<Option<StdinState>>) -> s
 
 /// Writes a file in /tmp and reads it back.
 fn probe_tmp() -> Result<(), String> {
-    let path = std::env::temp_dir().join(format!("hello-probe-{}", std::process::id()));
+    probe_dir(&std::env::temp_dir())
+}
+
+/// Writes a file in `dir` and reads it back.
+fn probe_dir(dir: &std::path::Path) -> Result<(), String> {
+    let path = dir.join(format!("hello-probe-{}", std::process::id()));
     let written = b"hello probe";
     std::fs::write(&path, written).map_err(|e| format!("write {}: {e}", path.display()))?;
     let read = std::fs::read(&path).map_err(|e| format!("read {}: {e}", path.display()));
@@ -531,6 +581,27 @@ mod tests {
             }
         );
         assert_eq!(Knobs::parse("").unwrap(), Knobs::default());
+    }
+
+    #[test]
+    fn dial_requests_take_an_ip_literal_and_a_bounded_timeout() {
+        let addr: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        assert_eq!(dial_request("addr=10.0.0.1:80").unwrap(), (addr, DIAL_TIMEOUT));
+        assert_eq!(dial_request("timeout_ms=200&addr=10.0.0.1:80").unwrap(), (addr, Duration::from_millis(200)));
+        assert_eq!(dial_request("addr=10.0.0.1:80&timeout_ms=999999").unwrap(), (addr, MAX_DIAL_TIMEOUT));
+        assert!(dial_request("addr=example.com:80").unwrap_err().contains("addr"));
+        assert!(dial_request("").unwrap_err().contains("required"));
+    }
+
+    #[tokio::test]
+    async fn dial_reports_whether_it_connected() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let open = listener.local_addr().unwrap();
+        assert_eq!(dial(open, DIAL_TIMEOUT).await["connected"], true);
+        drop(listener);
+        let closed = dial(open, DIAL_TIMEOUT).await;
+        assert_eq!(closed["connected"], false, "{closed}");
+        assert!(closed["error"].as_str().is_some_and(|e| !e.is_empty()), "{closed}");
     }
 
     #[test]

@@ -18,18 +18,31 @@ impl PoolState {
         let mut endpoints = Vec::with_capacity(specs.len());
         for spec in specs {
             let endpoint = match old.remove(&spec.address) {
-                Some(mut e) => {
+                // The same address with another instance behind it is another endpoint.
+                Some(mut e) if e.instance == spec.instance => {
                     e.protocol = spec.protocol;
                     e
                 }
-                None => {
+                other => {
+                    self.retire(other);
                     self.next_id += 1;
                     Endpoint::new(self.next_id, spec)
                 }
             };
             endpoints.push(endpoint);
         }
+        for (_, gone) in old {
+            self.retire(Some(gone));
+        }
         self.endpoints = endpoints;
+    }
+
+    /// Keeps a removed endpoint whose usage is not reported yet, or that still has requests in
+    /// flight, until [`super::RevisionPool::take_usage`] hands its last usage over.
+    fn retire(&mut self, endpoint: Option<Endpoint>) {
+        if let Some(e) = endpoint.filter(|e| e.in_flight > 0 || !e.meter.is_idle()) {
+            self.retired.push(e);
+        }
     }
 
     /// The eligible endpoint with the fewest requests in flight: not excluded, not ejected, below
@@ -83,6 +96,8 @@ impl Endpoint {
             consecutive_failures: 0,
             ejections: 0,
             ejected_until: None,
+            instance: spec.instance,
+            meter: stratus_client::usage::Meter::default(),
         }
     }
 

@@ -18,6 +18,7 @@ impl RevisionPool {
             busy_ns: state.busy_ns_until(now),
             requests: self.requests.load(Ordering::Relaxed),
             queued: state.waiters.iter().filter(|w| !w.tx.is_closed()).count() as u64,
+            latency: std::array::from_fn(|i| self.latency[i].load(Ordering::Relaxed)),
         }
     }
 

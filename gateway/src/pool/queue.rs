@@ -64,8 +64,15 @@ impl RevisionPool {
             if let Err(Ok(mut lease)) = waiter.tx.send(Ok(lease)) {
                 // The request gave up in the meantime: take the slot back and go on.
                 lease.armed = false;
+                let metering = state.metering;
                 if let Some(e) = state.endpoints.get_mut(chosen) {
                     e.in_flight = e.in_flight.saturating_sub(1);
+                    if metering {
+                        e.meter.uncount();
+                        if e.in_flight == 0 {
+                            e.meter.stop(stratus_client::usage::now_millis());
+                        }
+                    }
                 }
             }
         }
@@ -85,8 +92,15 @@ impl RevisionPool {
     }
 
     pub(super) fn grant(self: &Arc<Self>, state: &mut PoolState, index: usize) -> Lease {
+        let metering = state.metering;
         let e = &mut state.endpoints[index];
         e.in_flight += 1;
+        if metering {
+            e.meter.count();
+            if e.in_flight == 1 {
+                e.meter.start(stratus_client::usage::now_millis());
+            }
+        }
         let lease = Lease {
             pool: Arc::clone(self),
             endpoint: e.id,
@@ -100,8 +114,13 @@ impl RevisionPool {
 
     pub(super) fn release(self: &Arc<Self>, endpoint: u64) {
         let mut state = self.lock();
-        if let Some(e) = state.endpoints.iter_mut().find(|e| e.id == endpoint) {
+        let state_ref = &mut *state;
+        let found = state_ref.endpoints.iter_mut().chain(state_ref.retired.iter_mut()).find(|e| e.id == endpoint);
+        if let Some(e) = found {
             e.in_flight = e.in_flight.saturating_sub(1);
+            if e.in_flight == 0 && e.meter.is_open() {
+                e.meter.stop(stratus_client::usage::now_millis());
+            }
         }
         self.dispatch(&mut state);
     }

@@ -25,8 +25,9 @@ use hyper_util::server::conn::auto;
 use stratus_api::Resource;
 use stratus_api::v1::autoscaler_server::{Autoscaler, AutoscalerServer};
 use stratus_api::v1::{
-    Condition, Container, DemandAck, DemandReport, EndpointAddress, Endpoints, EndpointsSpec, ObjectMeta, PokeRequest,
-    PokeResponse, Revision, RevisionSpec, RevisionStatus, Service, ServiceStatus, TrafficTarget,
+    Condition, Container, DemandAck, DemandReport, EndpointAddress, Endpoints, EndpointsSpec, Node, NodeAddress,
+    NodeStatus, ObjectMeta, PokeRequest, PokeResponse, Revision, RevisionSpec, RevisionStatus, Service, ServiceStatus,
+    TrafficTarget,
 };
 use stratus_apiserver::testing::TestServer;
 use stratus_client::Client;
@@ -42,16 +43,19 @@ pub type TestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// How long any condition may take to come true: generous, for a loaded two-core machine.
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const NS: &str = "default";
+/// The node the harness's Endpoints addresses are on.
+pub const NODE: &str = "node-1";
 
 /// An API server, a gateway watching it (proxy and admin listeners on free ports) and an HTTP
-/// client. Everything stops when it is dropped.
+/// client, with the Node [`NODE`] Ready at `127.0.0.1` (where the backends listen), which the
+/// Endpoints this harness writes name. Everything stops when it is dropped.
 pub struct Harness {
     pub api: Client,
     pub gateway: Gateway,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     http: HttpClient<HttpConnector, TestBody>,
-    _stop: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
     pub server: TestServer,
 }
 
@@ -62,8 +66,14 @@ impl Harness {
 
     /// Starts everything and waits until the gateway has loaded its (empty) routes.
     pub async fn start_with(config: GatewayConfig) -> Result<Harness> {
-        let server = TestServer::start().await;
+        Harness::start_on(TestServer::start().await, config).await
+    }
+
+    /// A gateway on the API server `server` (one a [`Harness::stop`]ped harness left running),
+    /// waiting until it has loaded its routes.
+    pub async fn start_on(server: TestServer, config: GatewayConfig) -> Result<Harness> {
         let api = Client::new(&server.endpoint)?.with_token(&server.token);
+        register_node(&api, NODE, &["127.0.0.1"]).await?;
         let gateway = Gateway::new(api.clone(), config);
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let admin_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -75,9 +85,16 @@ impl Harness {
         tokio::spawn(gateway.clone().serve(listener, until_stopped(stopped.clone())));
         tokio::spawn(gateway.clone().serve_admin(admin_listener, until_stopped(stopped)));
         let http = HttpClient::builder(TokioExecutor::new()).build_http();
-        let harness = Harness { api, gateway, addr, admin, http, _stop: stop, server };
+        let harness = Harness { api, gateway, addr, admin, http, stop, server };
         eventually("the gateway to load its routes", || std::future::ready(harness.gateway.is_ready())).await?;
         Ok(harness)
+    }
+
+    /// Stops the gateway as its binary does on SIGTERM (it stops accepting, drains, and is
+    /// dropped once its servers return) and hands back the API server, still running.
+    pub fn stop(self) -> TestServer {
+        let _ = self.stop.send(true);
+        self.server
     }
 
     /// Creates a Revision with one container.
@@ -130,8 +147,8 @@ impl Harness {
         Ok(())
     }
 
-    /// Sets the Endpoints of `revision` to `addresses`, given as (host:port, protocol), creating
-    /// the object if needed.
+    /// Sets the Endpoints of `revision` to `addresses`, given as (host:port, protocol), on node
+    /// [`NODE`], creating the object if needed.
     pub async fn endpoints(&self, revision: &str, addresses: &[(String, &str)]) -> Result<()> {
         let spec = EndpointsSpec {
             revision_name: revision.into(),
@@ -141,7 +158,7 @@ impl Harness {
                 .map(|(i, (address, protocol))| EndpointAddress {
                     address: address.clone(),
                     instance_name: format!("{revision}-{i}"),
-                    node_name: "node-1".into(),
+                    node_name: NODE.into(),
                     protocol: protocol.to_string(),
                 })
                 .collect(),
@@ -210,7 +227,16 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<TestBody>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Backend::start_on("127.0.0.1", handler).await
+    }
+
+    /// A backend on a free port of `ip` (any of 127/8 is local on Linux).
+    pub async fn start_on<F, Fut>(ip: &str, handler: F) -> Result<Backend>
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicUsize::new(0));
         let handler = Arc::new(handler);
@@ -358,6 +384,27 @@ impl FakeAutoscaler {
     }
 }
 
+/// Registers the Node `name`, Ready, at `addresses` (as its agent would publish them), or
+/// rewrites the status of one registered already.
+pub async fn register_node(api: &Client, name: &str, addresses: &[&str]) -> Result<()> {
+    let mut node = match api.get::<Node>("", name).await {
+        Ok(node) => node,
+        Err(stratus_client::Error::NotFound(_)) => {
+            let node =
+                Node { metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }), ..Default::default() };
+            api.create(node).await.with_context(|| format!("creating node {name}"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let ready =
+        Condition { r#type: "Ready".into(), status: "True".into(), reason: "AgentReady".into(), ..Default::default() };
+    let addresses =
+        addresses.iter().map(|a| NodeAddress { r#type: "InternalIP".into(), address: a.to_string() }).collect();
+    node.status = Some(NodeStatus { conditions: vec![ready], addresses, ..Default::default() });
+    api.update_status(node).await.with_context(|| format!("writing the status of node {name}"))?;
+    Ok(())
+}
+
 /// An address nothing listens on: connecting is refused.
 pub async fn dead_address() -> Result<String> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -418,3 +465,19 @@ pub fn fnv(hash: u64, bytes: &[u8]) -> u64 {
 }
 
 pub const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// A revision `mirror-1` behind service `mirror` whose backend answers with the headers it got,
+/// one `name: value` per line.
+pub async fn mirror(h: &Harness) -> Result<Backend> {
+    let mirror = Backend::start(|req: Request<Incoming>| async move {
+        let lines: Vec<String> =
+            req.headers().iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("<binary>"))).collect();
+        text(StatusCode::OK, lines.join("\n"))
+    })
+    .await?;
+    h.revision("mirror-1", 0, 30).await?;
+    h.endpoints("mirror-1", &[mirror.endpoint("http1")]).await?;
+    h.service("mirror", None, &[("mirror-1", 100, "")]).await?;
+    h.wait_endpoints("mirror-1", 1).await?;
+    Ok(mirror)
+}

@@ -1,5 +1,6 @@
 //! `stratus-bench gateway`: wrk against the hello container directly, through nginx configured
-//! as a plain reverse proxy, and through the Stratus gateway, in one run on this machine.
+//! as a plain reverse proxy, and through the Stratus gateway over HTTP and over HTTPS, in one
+//! run on this machine.
 //! Needs `wrk` and `nginx` (Debian packages) and the example image (`hack/images.sh`).
 
 use std::process::{Command, Stdio};
@@ -10,7 +11,8 @@ use clap::Args as ClapArgs;
 use serde_json::json;
 use stratus_api::Resource;
 use stratus_api::v1::{
-    Container, EndpointAddress, Endpoints, EndpointsSpec, Revision, RevisionSpec, Service, ServiceStatus, TrafficTarget,
+    Condition, Container, EndpointAddress, Endpoints, EndpointsSpec, Node, NodeAddress, NodeStatus,
+    ResourceRequirements, Revision, RevisionSpec, Service, ServiceStatus, TrafficTarget,
 };
 use stratus_client::Client;
 
@@ -104,19 +106,67 @@ pub async fn run(args: Args) -> Result<()> {
     let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_addr = gw.local_addr()?.to_string();
     let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
-    tokio::spawn(stratus_gateway::Gateway::new(client, config).serve(gw, until(stopped.clone())));
+    let gateway = stratus_gateway::Gateway::new(client.clone(), config);
+    tokio::spawn(gateway.clone().serve(gw, until(stopped.clone())));
+    // The same route through a gateway that meters every instance for billing, as the binaries
+    // do by default: busy periods and requests per instance, reported every 10 s through a
+    // spool on disk to the same API server.
+    let usage_dir = tempfile::tempdir()?;
+    let spool = stratus_client::usage::Spool::open(
+        usage_dir.path(),
+        stratus_client::usage::Spool::DEFAULT_MAX_FILES,
+        stratus_client::usage::SpoolMetrics::default(),
+    )?;
+    let metering = stratus_gateway::Metering { spool, window: stratus_gateway::Metering::DEFAULT_WINDOW };
+    let config = stratus_gateway::GatewayConfig {
+        domain: "localhost".into(),
+        name: "bench-metered".into(),
+        metering: Some(metering),
+        ..Default::default()
+    };
+    let metered = stratus_gateway::Gateway::new(client.clone(), config);
+    let gwm = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let metered_addr = gwm.local_addr()?.to_string();
+    tokio::spawn(metered.serve(gwm, until(stopped.clone())));
+    // The same gateway over HTTPS, with a certificate of a cluster CA (wrk asks for
+    // 127.0.0.1, which sends no SNI, so it is the default certificate).
+    let ca = stratus_auth::pki::Ca::generate()?;
+    let certificates = crate::loopback_certificates(&ca)?;
+    let tls = stratus_gateway::tls::GatewayCertificates::new(certificates, None, "localhost").server_config()?;
+    let gws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let gateway_tls_addr = gws.local_addr()?.to_string();
+    tokio::spawn(gateway.serve_tls(gws, tls, until(stopped.clone())));
     wait_routed(&gateway_addr).await?;
+    wait_routed(&metered_addr).await?;
 
     let mut rows = Vec::new();
-    for (name, addr, host) in [
-        ("direct", direct.as_str(), None),
-        ("nginx", nginx_addr.as_str(), None),
-        ("stratus-gateway", gateway_addr.as_str(), Some("bench.default.localhost")),
-    ] {
-        let r = wrk(&args, addr, host)?;
+    let urls = [
+        ("direct", format!("http://{direct}/"), None),
+        ("nginx", format!("http://{nginx_addr}/"), None),
+        ("stratus-gateway", format!("http://{gateway_addr}/"), Some("bench.default.localhost")),
+        ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some("bench.default.localhost")),
+        ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some("bench.default.localhost")),
+    ];
+    for (name, url, host) in &urls {
+        let (name, host) = (*name, *host);
+        let r = wrk(&args, url, host)?;
         eprintln!("{name}: {r}");
         rows.push((name, r));
     }
+    // Metering on against off: each is measured twice, in the order off, on, on, off (the loop
+    // above ran off, then on), so that neither gains from running later; their rows are the
+    // means of the two runs.
+    for name in ["stratus-gateway (metering on)", "stratus-gateway"] {
+        let Some((_, url, host)) = urls.iter().find(|(n, ..)| *n == name) else { continue };
+        let again = wrk(&args, url, *host)?;
+        eprintln!("{name}, again: {again}");
+        if let Some((_, first)) = rows.iter_mut().find(|(n, _)| *n == name) {
+            *first = mean(first, &again);
+        }
+    }
+    // The metered run must have produced usage: wait for its last window to be reported.
+    let metered_requests = wait_metered(&client).await?;
+    eprintln!("metered: {metered_requests} requests in the UsageReports of gateway bench-metered");
     let _ = stop.send(true);
     let rps = |n: &str| rows.iter().find(|(k, _)| *k == n).and_then(|(_, r)| r["rps"].as_f64()).unwrap_or(0.0);
     println!("\nwrk -t{} -c{} -d{}s, GET / of the hello container\n", args.threads, args.connections, args.seconds);
@@ -131,25 +181,80 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     println!(
-        "\ngateway / nginx = {:.2}, gateway / direct = {:.2}",
+        "\ngateway / nginx = {:.2}, gateway / direct = {:.2}, gateway HTTPS / HTTP = {:.2}, metering on / off = {:.2}",
         rps("stratus-gateway") / rps("nginx"),
-        rps("stratus-gateway") / rps("direct")
+        rps("stratus-gateway") / rps("direct"),
+        rps("stratus-gateway (HTTPS)") / rps("stratus-gateway"),
+        rps("stratus-gateway (metering on)") / rps("stratus-gateway")
     );
     let doc = json!({
         "wrk": {"threads": args.threads, "connections": args.connections, "seconds": args.seconds},
         "results": rows.iter().map(|(n, r)| json!({"path": n, "result": r})).collect::<Vec<_>>(),
         "gateway_over_nginx": rps("stratus-gateway") / rps("nginx"),
         "gateway_over_direct": rps("stratus-gateway") / rps("direct"),
+        "gateway_https_over_http": rps("stratus-gateway (HTTPS)") / rps("stratus-gateway"),
+        "metering_on_over_off": rps("stratus-gateway (metering on)") / rps("stratus-gateway"),
+        "metered_requests": metered_requests,
     });
     std::fs::write(&args.out, serde_json::to_string_pretty(&doc)?).with_context(|| format!("writing {}", args.out))?;
     Ok(())
 }
 
+/// The mean of two wrk results (requests/s and latency percentiles).
+fn mean(a: &serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
+    let avg = |k: &str| (a[k].as_f64().unwrap_or(0.0) + b[k].as_f64().unwrap_or(0.0)) / 2.0;
+    let errors = a["errors"].as_bool().unwrap_or(true) || b["errors"].as_bool().unwrap_or(true);
+    json!({"rps": avg("rps"), "p50_ms": avg("p50_ms"), "p99_ms": avg("p99_ms"), "errors": errors, "runs": 2})
+}
+
+/// The requests the metering gateway reported, once its reports stop growing (the last
+/// window is sent within a window and a bit after the load ends).
+async fn wait_metered(client: &Client) -> Result<i64> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut last = (-1, 0);
+    loop {
+        let reports =
+            client.list_all::<stratus_api::v1::UsageReport>(&stratus_client::ListParams::default()).await?.items;
+        let requests: i64 = reports
+            .iter()
+            .filter_map(|r| r.spec.as_ref())
+            .filter(|s| s.source == "bench-metered")
+            .map(|s| s.requests)
+            .sum();
+        let seen = (i64::try_from(reports.len()).unwrap_or(i64::MAX), requests);
+        if seen == last && requests > 0 {
+            return Ok(requests);
+        }
+        ensure!(tokio::time::Instant::now() < deadline, "the metering gateway reported no usage within a minute");
+        last = seen;
+        tokio::time::sleep(stratus_gateway::Metering::DEFAULT_WINDOW + std::time::Duration::from_secs(2)).await;
+    }
+}
+
 async fn register(client: &Client, address: &str) -> Result<()> {
+    // The gateway proxies only to an address its Ready node published.
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let mut node = Node::default();
+    node.meta_mut().name = "local".into();
+    let mut node = client.create(node).await?;
+    node.status = Some(NodeStatus {
+        addresses: vec![NodeAddress { r#type: "InternalIP".into(), address: host.into() }],
+        conditions: vec![Condition { r#type: "Ready".into(), status: "True".into(), ..Default::default() }],
+        ..Default::default()
+    });
+    client.update_status(node).await?;
     let mut rev = Revision::default();
     rev.meta_mut().name = "bench-00001".into();
     rev.spec = Some(RevisionSpec {
-        containers: vec![Container { image: IMAGE.into(), ..Default::default() }],
+        // Limits, so that the metering gateway can price what it measures.
+        containers: vec![Container {
+            image: IMAGE.into(),
+            resources: Some(ResourceRequirements {
+                limits: [("cpu".to_string(), "1".to_string()), ("memory".to_string(), "512Mi".to_string())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
         container_concurrency: Some(0),
         timeout_seconds: Some(300),
         ..Default::default()
@@ -184,7 +289,7 @@ async fn register(client: &Client, address: &str) -> Result<()> {
 }
 
 /// Runs wrk and reads requests/s and the latency percentiles from its report.
-fn wrk(args: &Args, addr: &str, host: Option<&str>) -> Result<serde_json::Value> {
+fn wrk(args: &Args, url: &str, host: Option<&str>) -> Result<serde_json::Value> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()]).args([
         "-d",
@@ -194,7 +299,7 @@ fn wrk(args: &Args, addr: &str, host: Option<&str>) -> Result<serde_json::Value>
     if let Some(h) = host {
         cmd.args(["-H", &format!("Host: {h}")]);
     }
-    let out = cmd.arg(format!("http://{addr}/")).output().context("run wrk")?;
+    let out = cmd.arg(url).output().context("run wrk")?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     let field = |label: &str| -> Option<f64> {

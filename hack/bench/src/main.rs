@@ -7,6 +7,7 @@
 //! cargo run -p stratus-bench --release -- gateway     # wrk: direct vs nginx vs the Stratus gateway
 //! cargo run -p stratus-bench --release -- coldstart   # docker run vs a request to a service at zero
 //! cargo run -p stratus-bench --release -- autoscale   # step load with `stratus bench`, and its chart
+//! cargo run -p stratus-bench --release -- tls         # API writes/s over TLS vs plaintext
 //! ```
 
 use anyhow::Result;
@@ -16,6 +17,7 @@ mod gateway;
 mod scheduler;
 mod serving;
 mod store;
+mod tls;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of Stratus, each against its reference in one run")]
@@ -31,6 +33,7 @@ enum Bench {
     Gateway(gateway::Args),
     Coldstart(serving::ColdArgs),
     Autoscale(serving::StepArgs),
+    Tls(tls::Args),
 }
 
 #[tokio::main]
@@ -41,6 +44,7 @@ async fn main() -> Result<()> {
         Bench::Gateway(args) => gateway::run(args).await,
         Bench::Coldstart(args) => serving::coldstart(args).await,
         Bench::Autoscale(args) => serving::autoscale(args).await,
+        Bench::Tls(args) => tls::run(args).await,
     }
 }
 
@@ -50,4 +54,17 @@ async fn admin_client(server: &stratus_apiserver::ApiServer, endpoint: &str) -> 
     let role = stratus_api::identity::roles::CLUSTER_ADMIN;
     let token = server.identity().component_token("bench-admin", role, "").await?;
     Ok(stratus_client::Client::new(endpoint)?.with_credentials(stratus_client::Credentials::Source(token)))
+}
+
+/// Serving certificates for `127.0.0.1` issued by `ca`, as the default certificate.
+fn loopback_certificates(ca: &stratus_auth::pki::Ca) -> Result<std::sync::Arc<stratus_support::tls::Certificates>> {
+    let issued =
+        ca.issue(stratus_auth::pki::Usage::Server, &["127.0.0.1".into()], std::time::Duration::from_secs(3600))?;
+    let certificates = stratus_support::tls::Certificates::new();
+    certificates.set_default(stratus_support::tls::certified_key(
+        issued.cert_pem.as_bytes(),
+        issued.key_pem.as_bytes(),
+        "bench",
+    )?);
+    Ok(certificates)
 }

@@ -163,6 +163,11 @@ fn service(name: &str) -> Service {
 }
 
 /// Runs `clients` tasks writing for `window`; returns writes per second.
+/// Creates/s through `client` with `clients` concurrent writers for `window`.
+pub(crate) async fn creates(client: &Client, clients: usize, window: Duration, tag: &str) -> Result<f64> {
+    through_api(client, Op::Create, clients, window, tag).await
+}
+
 async fn through_api(client: &Client, op: Op, clients: usize, window: Duration, tag: &str) -> Result<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));

@@ -18,17 +18,21 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
+use bollard::models::NetworkCreateRequest;
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
-    StatsOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
+    RemoveContainerOptions, StatsOptions, StopContainerOptions,
 };
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use stratus_client::ErrorChain;
-use tokio::sync::OnceCell;
+use tokio::sync::{Mutex, OnceCell};
 use tracing::{debug, warn};
 
-use self::convert::{container_body, container_status, stop_timeout_seconds, usage};
+use self::convert::{
+    ISOLATED_NETWORK_OPTIONS, container_body, container_status, network_problem, seccomp_problem, stop_timeout_seconds,
+    usage,
+};
 use super::{ContainerConfig, ContainerStatus, EngineInfo, Error, LogLine, LogOptions, Result, Runtime, Usage};
 
 /// Where the engine listens when neither the caller nor `DOCKER_HOST` says otherwise.
@@ -45,6 +49,12 @@ const PULL_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How many containers `list` inspects at once.
 const LIST_CONCURRENCY: usize = 8;
 
+/// The label on the networks the runtime makes, so that an operator can tell them apart.
+const NETWORK_LABEL: &str = "stratus.dev/network";
+
+/// The networks Docker itself provides: used by name, never made or checked.
+const ENGINE_NETWORKS: &[&str] = &["bridge", "none"];
+
 /// A Docker engine. Cheap to clone; clones share the connection and the negotiated version.
 #[derive(Clone)]
 pub struct DockerRuntime {
@@ -53,6 +63,12 @@ pub struct DockerRuntime {
     endpoint: String,
     /// Set once the API version has been negotiated with the engine.
     negotiated: Arc<OnceCell<()>>,
+    /// Why the engine would run containers without a seccomp profile (`None`: it would not),
+    /// once asked.
+    seccomp: Arc<OnceCell<Option<String>>>,
+    /// The id of each network containers were attached to by name, once it was found or made
+    /// isolated; held while one is being made, so that this runtime makes it once.
+    networks: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl fmt::Debug for DockerRuntime {
@@ -97,7 +113,13 @@ impl DockerRuntime {
             return Err(unreachable("unsupported scheme; use unix://, tcp:// or http://".to_owned()));
         }
         .map_err(|e| unreachable(ErrorChain(&e).to_string()))?;
-        Ok(DockerRuntime { docker, endpoint, negotiated: Arc::new(OnceCell::new()) })
+        Ok(DockerRuntime {
+            docker,
+            endpoint,
+            negotiated: Arc::new(OnceCell::new()),
+            seccomp: Arc::new(OnceCell::new()),
+            networks: Arc::new(Mutex::new(HashMap::new())),
+        })
     }
 
     /// The client, once the API version is agreed with the engine: bollard speaks a newer
@@ -128,6 +150,86 @@ impl DockerRuntime {
     /// its API version is negotiated with the engine.
     pub async fn client(&self) -> Result<&Docker> {
         self.ready().await
+    }
+
+    /// Fails unless the engine confines containers with a seccomp profile: Stratus never asks
+    /// for `seccomp=unconfined`, and relies on the engine's default profile (engines before
+    /// 23.0 know no name for it), which an engine without seccomp support, or one started
+    /// with `--seccomp-profile=unconfined`, would not apply.
+    async fn require_seccomp(&self) -> Result<()> {
+        let problem = self
+            .seccomp
+            .get_or_try_init(|| async {
+                let info = self.ready().await?.info().await.map_err(|e| self.error(e))?;
+                Ok::<_, Error>(seccomp_problem(&info.security_options.unwrap_or_default()))
+            })
+            .await?;
+        match problem {
+            Some(problem) => Err(Error::Engine(format!(
+                "refusing to create containers: {problem}; Stratus runs every container under the engine's \
+                 default seccomp profile"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The id of the network `name`, made when missing as a bridge on which containers cannot
+    /// reach one another (inter-container communication off). An existing network of that name
+    /// that lets them is refused, naming the remedy.
+    ///
+    /// Idempotent, also across processes: engines before API 1.44 let two creates of one name
+    /// both succeed, so after making it every runtime settles on the oldest network of the
+    /// name, and removes the others it can (unused ones).
+    async fn network_id(&self, name: &str) -> Result<String> {
+        let mut known = self.networks.lock().await;
+        if let Some(id) = known.get(name) {
+            return Ok(id.clone());
+        }
+        let docker = self.ready().await?;
+        let named = async || -> Result<Vec<bollard::models::Network>> {
+            let filters = HashMap::from([("name".to_owned(), vec![name.to_owned()])]);
+            let options = ListNetworksOptions { filters: Some(filters) };
+            let networks = docker.list_networks(Some(options)).await.map_err(|e| self.error(e))?;
+            // The filter matches parts of names; only the exact name counts.
+            let mut networks: Vec<_> = networks.into_iter().filter(|n| n.name.as_deref() == Some(name)).collect();
+            networks.sort_by_cached_key(|n| (n.created.as_deref().and_then(logs::parse_time), n.id.clone()));
+            Ok(networks)
+        };
+        let mut networks = named().await?;
+        if networks.is_empty() {
+            let request = NetworkCreateRequest {
+                name: name.to_owned(),
+                driver: Some("bridge".to_owned()),
+                options: Some(
+                    ISOLATED_NETWORK_OPTIONS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+                ),
+                labels: Some(HashMap::from([(NETWORK_LABEL.to_owned(), "instances".to_owned())])),
+                ..Default::default()
+            };
+            match docker.create_network(request).await {
+                Ok(_) => debug!(network = %name, "made the isolated network for instances"),
+                // Made meanwhile by someone else (newer engines refuse a second of one name).
+                Err(e) if status_code(&e) == Some(409) => {}
+                Err(e) => return Err(self.error(e)),
+            }
+            networks = named().await?;
+            for extra in networks.iter().skip(1).filter_map(|n| n.id.as_deref()) {
+                // In use by another runtime's containers, it stays; unused, it goes.
+                let _ = docker.remove_network(extra).await;
+            }
+        }
+        let Some(network) = networks.into_iter().next() else {
+            return Err(Error::Engine(format!("the network {name} vanished right after it was made")));
+        };
+        let id = network.id.clone().unwrap_or_default();
+        if let Some(problem) = network_problem(&network) {
+            return Err(Error::Engine(format!(
+                "network {name} ({id}) {problem}; remove it (`docker network rm {name}`) so that the agent makes it \
+                 anew, isolated"
+            )));
+        }
+        known.insert(name.to_owned(), id.clone());
+        Ok(id)
     }
 
     fn error(&self, e: DockerError) -> Error {
@@ -174,6 +276,14 @@ impl Runtime for DockerRuntime {
         Ok(digest.or(inspect.id))
     }
 
+    async fn image_user(&self, image: &str) -> Result<Option<String>> {
+        match self.ready().await?.inspect_image(image).await {
+            Ok(inspect) => Ok(Some(inspect.config.and_then(|config| config.user).unwrap_or_default())),
+            Err(e) if status_code(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     async fn pull(&self, image: &str) -> Result<String> {
         let reference = with_default_tag(image);
         let pull_error = |message: String| Error::Pull { image: image.to_owned(), message };
@@ -202,10 +312,30 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, config: &ContainerConfig) -> Result<String> {
+        self.require_seccomp().await?;
+        let made = !config.network.is_empty() && !ENGINE_NETWORKS.contains(&config.network.as_str());
+        let network = match config.network.as_str() {
+            "" => "bridge".to_owned(),
+            "host" => return Err(Error::Engine("refusing the host's network for a container".to_owned())),
+            name if name.starts_with("container:") => {
+                return Err(Error::Engine(format!("refusing to share another container's network ({name})")));
+            }
+            name if made => self.network_id(name).await?,
+            name => name.to_owned(),
+        };
         let options = CreateContainerOptions { name: Some(config.name.clone()), ..Default::default() };
         let docker = self.ready().await?;
-        let response =
-            docker.create_container(Some(options), container_body(config)).await.map_err(|e| self.error(e))?;
+        let mut created = docker.create_container(Some(options.clone()), container_body(config, &network)).await;
+        if let Err(e) = &created
+            && made
+            && status_code(e) == Some(404)
+        {
+            // The network was removed since it was found: find or make it again, once.
+            self.networks.lock().await.remove(&config.network);
+            let network = self.network_id(&config.network).await?;
+            created = docker.create_container(Some(options), container_body(config, &network)).await;
+        }
+        let response = created.map_err(|e| self.error(e))?;
         for warning in response.warnings.iter().filter(|w| !w.is_empty()) {
             warn!(container = %config.name, %warning, "the engine warned about the container");
         }
@@ -298,7 +428,7 @@ impl Runtime for DockerRuntime {
         };
         let endpoint = self.endpoint.clone();
         let frames = self.ready().await?.logs(id, Some(request)).map_err(move |e| map_error(&endpoint, e)).boxed();
-        Ok(logs::lines(frames))
+        Ok(logs::lines(frames, options.line_limit()))
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use super::{
     ContainerConfig, ContainerStatus, EngineInfo, Error, LogLine, LogOptions, LogStream, Result, Runtime, Usage,
+    cut_line,
 };
 
 /// One fake container.
@@ -32,12 +33,16 @@ pub struct FakeContainer {
 struct State {
     containers: BTreeMap<String, FakeContainer>,
     images: HashMap<String, String>,
+    /// The `USER` of images that set one.
+    image_users: HashMap<String, String>,
     pull_errors: HashMap<String, String>,
     pulls: Vec<String>,
     stops: Vec<(String, Duration)>,
     next_id: u64,
     unreachable: Option<String>,
     silent_images: Vec<String>,
+    /// How long a running container takes to exit once asked to stop.
+    stop_delay: Duration,
 }
 
 /// A fake engine. Cheap to clone; clones share state.
@@ -69,6 +74,11 @@ impl FakeRuntime {
         self.lock().images.insert(image.to_string(), digest.to_string());
     }
 
+    /// Makes `image` run as `user` (its `USER`); images run as root ("") otherwise.
+    pub fn set_image_user(&self, image: &str, user: &str) {
+        self.lock().image_users.insert(image.to_string(), user.to_string());
+    }
+
     /// Makes pulls of `image` fail with `message`.
     pub fn fail_pull(&self, image: &str, message: &str) {
         self.lock().pull_errors.insert(image.to_string(), message.to_string());
@@ -77,6 +87,12 @@ impl FakeRuntime {
     /// Containers of `image` never listen (they never become ready).
     pub fn never_listen(&self, image: &str) {
         self.lock().silent_images.push(image.to_string());
+    }
+
+    /// Running containers take `delay` to exit once asked to stop, as a workload finishing its
+    /// work after SIGTERM would.
+    pub fn set_stop_delay(&self, delay: Duration) {
+        self.lock().stop_delay = delay;
     }
 
     /// Makes every call fail as if the engine were down (`None` brings it back).
@@ -116,7 +132,12 @@ impl FakeRuntime {
 
     /// Appends a line to a container's output.
     pub fn log(&self, id: &str, stream: LogStream, line: &str) {
-        let entry = LogLine { stream, line: line.to_string(), timestamp: Some(SystemTime::now()) };
+        self.log_at(id, stream, line, SystemTime::now());
+    }
+
+    /// Appends a line to a container's output, as written at `timestamp`.
+    pub fn log_at(&self, id: &str, stream: LogStream, line: &str, timestamp: SystemTime) {
+        let entry = LogLine { stream, line: line.to_string(), timestamp: Some(timestamp) };
         if let Some(c) = self.lock().containers.get_mut(id) {
             c.logs.push(entry.clone());
         }
@@ -183,6 +204,12 @@ impl Runtime for FakeRuntime {
         Ok(self.lock().images.get(image).cloned())
     }
 
+    async fn image_user(&self, image: &str) -> Result<Option<String>> {
+        self.check()?;
+        let st = self.lock();
+        Ok(st.images.contains_key(image).then(|| st.image_users.get(image).cloned().unwrap_or_default()))
+    }
+
     async fn pull(&self, image: &str) -> Result<String> {
         self.check()?;
         let mut st = self.lock();
@@ -229,6 +256,13 @@ impl Runtime for FakeRuntime {
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         self.check()?;
+        let delay = {
+            let st = self.lock();
+            st.containers.get(id).filter(|c| c.status.running).map_or(Duration::ZERO, |_| st.stop_delay.min(grace))
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut st = self.lock();
         st.stops.push((id.to_string(), grace));
         let c = st.containers.get_mut(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
@@ -284,14 +318,19 @@ impl Runtime for FakeRuntime {
             };
             c.logs[skip..].to_vec()
         };
-        let backlog = futures::stream::iter(backlog.into_iter().map(Ok));
+        let max = options.line_limit();
+        let cut = move |mut line: LogLine| {
+            cut_line(&mut line.line, max);
+            line
+        };
+        let backlog = futures::stream::iter(backlog.into_iter().map(cut).map(Ok));
         if !options.follow {
             return Ok(backlog.boxed());
         }
         let id = id.to_string();
         let live = tokio_stream::wrappers::BroadcastStream::new(live).filter_map(move |item| {
             let out = match item {
-                Ok((cid, line)) if cid == id => Some(Ok(line)),
+                Ok((cid, line)) if cid == id => Some(Ok(cut(line))),
                 _ => None,
             };
             futures::future::ready(out)

@@ -55,6 +55,11 @@ impl Runtime for LazyDocker {
         self.check(r).await
     }
 
+    async fn image_user(&self, image: &str) -> Result<Option<String>> {
+        let r = self.engine().await?.image_user(image).await;
+        self.check(r).await
+    }
+
     async fn pull(&self, image: &str) -> Result<String> {
         let r = self.engine().await?.pull(image).await;
         self.check(r).await

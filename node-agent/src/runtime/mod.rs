@@ -48,6 +48,10 @@ pub struct ContainerConfig {
     pub port: u16,
     /// The host address the port is published on (e.g. 127.0.0.1).
     pub host_ip: String,
+    /// The engine network the container joins. A runtime makes it if it is missing, as a
+    /// network on which containers cannot reach one another; empty = the engine's default
+    /// bridge (where they can). The host's network is never used.
+    pub network: String,
     /// CPU limit in billionths of a CPU (Docker's NanoCpus); 0 = none.
     pub nano_cpus: i64,
     /// Memory limit in bytes; 0 = none. Swap is not allowed beyond it.
@@ -110,6 +114,41 @@ pub struct LogOptions {
     pub follow: bool,
     /// Only the last N lines (before following); `None` = all.
     pub tail: Option<u64>,
+    /// Lines longer than this many bytes are cut there and marked (see [`cut_line`]), so that
+    /// output without newlines cannot make the reader hold it all; 0 =
+    /// [`DEFAULT_MAX_LINE_BYTES`]. Never unlimited.
+    pub max_line_bytes: usize,
+}
+
+impl LogOptions {
+    /// The longest line these options let through, in bytes.
+    pub fn line_limit(&self) -> usize {
+        if self.max_line_bytes == 0 { DEFAULT_MAX_LINE_BYTES } else { self.max_line_bytes }
+    }
+}
+
+/// The longest log line relayed whole unless the reader says otherwise: 16 KiB, the size at
+/// which Docker's own log drivers split a line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// What ends a line that was cut at `max` bytes.
+pub fn cut_marker(max: usize) -> String {
+    format!(" [stratus: line cut at {max} bytes]")
+}
+
+/// Cuts `line` to at most `max` bytes (at a character boundary) and marks it (see
+/// [`cut_marker`]) when it is longer; says whether it was.
+pub fn cut_line(line: &mut String, max: usize) -> bool {
+    if line.len() <= max {
+        return false;
+    }
+    let mut end = max;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.truncate(end);
+    line.push_str(&cut_marker(max));
+    true
 }
 
 /// Errors of a runtime, each naming what failed.
@@ -138,6 +177,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// The image's repo digest (`repo@sha256:…`) if it is present locally.
     async fn image_digest(&self, image: &str) -> Result<Option<String>>;
 
+    /// The user the image's configuration runs its process as (its `USER`: a name or uid,
+    /// optionally `:group`), `Some("")` when it sets none (root), `None` when the image is not
+    /// present locally.
+    async fn image_user(&self, image: &str) -> Result<Option<String>>;
+
     /// Pulls the image and returns its repo digest.
     async fn pull(&self, image: &str) -> Result<String>;
 
@@ -162,6 +206,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// Current CPU and memory use of a running container.
     async fn stats(&self, id: &str) -> Result<Usage>;
 
-    /// The container's output, stdout and stderr interleaved as the engine recorded them.
+    /// The container's output, stdout and stderr interleaved as the engine recorded them, each
+    /// line at most [`LogOptions::line_limit`] bytes (longer ones cut, see [`cut_line`]).
     async fn logs(&self, id: &str, options: LogOptions) -> Result<BoxStream<'static, Result<LogLine>>>;
 }

@@ -39,10 +39,32 @@ struct Args {
     /// Registries reached over plain HTTP when resolving image digests (loopback ones always are).
     #[arg(long = "insecure-registry", env = "STRATUS_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// A host besides a registry's own whose token service may be asked for pull tokens (a
+    /// registry's challenge naming any other is refused); repeat for several. Docker Hub's
+    /// auth.docker.io is always allowed for Docker Hub.
+    #[arg(
+        long = "registry-auth-host",
+        env = "STRATUS_REGISTRY_AUTH_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    registry_auth_hosts: Vec<String>,
     /// Where the autoscaler's gRPC service (stratus.v1.Autoscaler) listens for the gateways'
     /// demand reports and pokes.
     #[arg(long, env = "STRATUS_AUTOSCALER_LISTEN", default_value = "127.0.0.1:7073")]
     autoscaler_listen: String,
+    /// Serve the autoscaler's service over TLS with this certificate (PEM chain; read again
+    /// when it changes), answering only gateways' client certificates (system:gateway:NAME)
+    /// from --autoscaler-client-ca-file. Needs --autoscaler-tls-key-file and
+    /// --autoscaler-client-ca-file; without them it is plain HTTP/2, checking gateways' tokens.
+    #[arg(long, value_name = "PATH", requires_all = ["autoscaler_tls_key_file", "autoscaler_client_ca_file"])]
+    autoscaler_tls_cert_file: Option<std::path::PathBuf>,
+    /// The key of --autoscaler-tls-cert-file (PEM).
+    #[arg(long, value_name = "PATH", requires = "autoscaler_tls_cert_file")]
+    autoscaler_tls_key_file: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM) gateways' client certificates must chain to.
+    #[arg(long, value_name = "PATH", requires = "autoscaler_tls_cert_file")]
+    autoscaler_client_ca_file: Option<std::path::PathBuf>,
     /// Where /metrics and /healthz are served.
     #[arg(long, env = "STRATUS_CONTROLLERS_METRICS_LISTEN", default_value = "127.0.0.1:7072")]
     metrics_listen: String,
@@ -74,11 +96,25 @@ struct Args {
     /// removed (per revision: annotation serving.knative.dev/progress-deadline).
     #[arg(long, env = "STRATUS_PROGRESS_DEADLINE", default_value = "600s", value_parser = parse_duration)]
     progress_deadline: Duration,
+    /// Billing: how often usage reports are folded into the ledger, buckets closed, invoices
+    /// rewritten and budgets checked.
+    #[arg(long, env = "STRATUS_BILLING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    billing_interval: Duration,
+    /// Billing: how late usage reports are normally expected after a ledger bucket (an hour)
+    /// ends. The bucket closes at its end + this + --billing-grace; reports arriving later are
+    /// billed as adjustments in the bucket open then, never dropped.
+    #[arg(long, env = "STRATUS_BILLING_WATERMARK", default_value = "1m", value_parser = parse_duration)]
+    billing_watermark: Duration,
+    /// Billing: the grace after the watermark during which a late usage report still lands in
+    /// its own ledger bucket.
+    #[arg(long, env = "STRATUS_BILLING_GRACE", default_value = "5m", value_parser = parse_duration)]
+    billing_grace: Duration,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     stratus_support::init_tracing();
+    stratus_support::raise_open_file_limit();
     let args = Args::parse();
     let identity = args.identity.unwrap_or_else(|| {
         let host = stratus_support::hostname().unwrap_or_else(|| "stratus-controllers".into());
@@ -91,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
         node_grace: args.node_grace,
         identity,
         insecure_registries: args.insecure_registries,
+        registry_auth_hosts: args.registry_auth_hosts,
         stable_window: args.stable_window,
         panic_window_percentage: args.panic_window_percentage,
         panic_threshold: args.panic_threshold,
@@ -99,6 +136,9 @@ async fn main() -> anyhow::Result<()> {
         overcommit: Overcommit::new(args.cpu_overcommit, args.memory_overcommit)
             .map_err(|e| anyhow::anyhow!("--cpu-overcommit/--memory-overcommit: {e}"))?,
         progress_deadline: args.progress_deadline,
+        billing_interval: args.billing_interval,
+        billing_watermark: args.billing_watermark,
+        billing_grace: args.billing_grace,
         ..Config::default()
     };
     let metrics = tokio::net::TcpListener::bind(&args.metrics_listen)
@@ -107,14 +147,19 @@ async fn main() -> anyhow::Result<()> {
     let autoscaler = tokio::net::TcpListener::bind(&args.autoscaler_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.autoscaler_listen))?;
-    let platform = args
-        .api
-        .builder()?
-        .controllers(config)
-        .autoscaler_listener(autoscaler)
-        .controllers_metrics(metrics)
-        .start()
-        .await?;
+    let mut builder = args.api.builder()?;
+    if let (Some(cert), Some(key), Some(ca)) =
+        (args.autoscaler_tls_cert_file, args.autoscaler_tls_key_file, args.autoscaler_client_ca_file)
+    {
+        builder = builder.autoscaler_tls(stratus_platform::tls::ServingTls::Files {
+            cert,
+            key,
+            ca,
+            recheck: Duration::from_secs(30),
+        });
+    }
+    let platform =
+        builder.controllers(config).autoscaler_listener(autoscaler).controllers_metrics(metrics).start().await?;
     platform.run_until(stratus_support::shutdown_signal()).await?;
     Ok(())
 }
@@ -156,5 +201,24 @@ mod tests {
         assert_eq!(args.metrics_listen, "127.0.0.1:7072");
         assert_eq!(args.autoscaler_listen, "127.0.0.1:7073");
         assert_eq!(args.gateway_port, 8080);
+        let defaults = Config::default();
+        assert_eq!(
+            (args.billing_interval, args.billing_watermark, args.billing_grace),
+            (defaults.billing_interval, defaults.billing_watermark, defaults.billing_grace)
+        );
+        let set = Args::try_parse_from([
+            "stratus-controllers",
+            "--billing-interval",
+            "500ms",
+            "--billing-watermark",
+            "2s",
+            "--billing-grace",
+            "1m",
+        ])
+        .expect("flags parse");
+        assert_eq!(
+            (set.billing_interval, set.billing_watermark, set.billing_grace),
+            (Duration::from_millis(500), Duration::from_secs(2), Duration::from_secs(60))
+        );
     }
 }

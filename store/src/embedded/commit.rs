@@ -4,13 +4,16 @@
 //! events and answers the writers. It also rewrites the log as a snapshot when the log has
 //! grown large relative to the state.
 //!
-//! After a failed write to the log it refuses every further write: what reached the disk is
-//! unknown, so only a restart (replaying the log) can tell.
+//! A failed write to the log (a full disk, no descriptor left) fails its batch and makes the
+//! store report itself unhealthy with the reason. The next batch first repairs the log: it
+//! reopens the file and cuts whatever the failed write left after the last good frame, so no
+//! unacknowledged write can come back at the next start; then it appends. Once a write or a
+//! snapshot succeeds the store is healthy again, with nothing acknowledged lost and no restart.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,11 +30,13 @@ const MAX_BATCH_OPS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// What the committer shares with the store's readers and timers: the state it applies batches
-/// to, the count of its fsyncs, and a signal that it granted a lease.
+/// to, the count of its fsyncs, a signal that it granted a lease, and what is wrong with the
+/// log, if anything.
 pub(super) struct Shared {
     state: RwLock<State>,
     pub(super) syncs: AtomicU64,
     pub(super) leases_changed: Notify,
+    failure: Mutex<Option<Failure>>,
 }
 
 /// A request to the committer, with where its answer goes.
@@ -46,18 +51,22 @@ pub(super) enum Op {
     Close { reply: oneshot::Sender<Option<Failure>> },
 }
 
-/// An I/O failure of the log, after which the store accepts no more writes: what reached the
-/// disk is unknown, so only a restart (replaying the log) can tell.
-#[derive(Clone)]
+/// Why the log could not be written: an I/O error of a step (`what`), which the next write
+/// retries after repairing the log, or (`lasting`) a committed batch that did not apply to the
+/// state, after which the store takes no more writes until it is reopened.
+#[derive(Clone, Debug)]
 pub(super) struct Failure {
+    what: &'static str,
     kind: io::ErrorKind,
     message: String,
+    lasting: bool,
 }
 
 /// The committer's own state; it runs on a thread of its own (see [`Committer::run`]).
 pub(super) struct Committer {
     shared: Arc<Shared>,
     log: Log,
+    /// Set while the log needs repair (or, when lasting, for good); mirrored in `shared`.
     failure: Option<Failure>,
     /// The log is rewritten once it is larger than this and `snapshot_ratio` times larger
     /// than the snapshot would be.
@@ -67,7 +76,17 @@ pub(super) struct Committer {
 
 impl Shared {
     pub(super) fn new(state: State) -> Self {
-        Shared { state: RwLock::new(state), syncs: AtomicU64::new(0), leases_changed: Notify::new() }
+        Shared {
+            state: RwLock::new(state),
+            syncs: AtomicU64::new(0),
+            leases_changed: Notify::new(),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// What is wrong with the log now, if anything.
+    pub(super) fn failure(&self) -> Option<Failure> {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     // A panic while the lock was held cannot leave the state half-changed in a way that
@@ -91,8 +110,20 @@ impl Op {
 }
 
 impl Failure {
+    /// The error a write gets while the log is failed.
     pub(super) fn error(&self) -> Error {
-        Error::Io(io::Error::new(self.kind, format!("log write failed: {}", self.message)))
+        Error::Io(io::Error::new(self.kind, self.to_string()))
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.what, self.message)?;
+        if self.lasting {
+            write!(f, " (no more writes are taken; restart the server)")
+        } else {
+            write!(f, " (the next write retries)")
+        }
     }
 }
 
@@ -163,33 +194,83 @@ impl Committer {
             }
             plan.records
         };
-        if self.failure.is_none() && !records.is_empty() {
+        let written = if records.is_empty() {
+            // Nothing to write: the plan's answers (conflicts, not found) stand on their own.
+            Ok(())
+        } else {
             let mut frame = FrameBuf::new();
             for record in &records {
                 frame.push(record);
             }
-            match self.log.append(&frame.finish()) {
-                Ok(()) => {
-                    self.shared.syncs.fetch_add(1, Ordering::Relaxed);
-                    self.apply(records);
-                }
-                Err(e) => self.fail(&e),
+            self.write(&frame.finish())
+        };
+        match &written {
+            Ok(()) if !records.is_empty() => {
+                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                self.apply(records);
             }
+            _ => {}
         }
+        // A batch that was written but did not apply is not acknowledged either.
+        let failure = written.err().or_else(|| self.failure.clone().filter(|f| f.lasting));
         for done in completions {
-            done(self.failure.as_ref());
+            done(failure.as_ref());
         }
         let estimate = self.shared.read().snapshot_estimate;
         let log_len = self.log.len();
         let due = log_len > self.snapshot_min_bytes && log_len / self.snapshot_ratio.max(1) > estimate;
-        if self.failure.is_none() && (due || !snapshots.is_empty()) {
-            let records = self.shared.read().snapshot_records();
-            if let Err(e) = self.log.rewrite(&records) {
-                self.fail(&e);
+        if due || !snapshots.is_empty() {
+            let result = self.snapshot();
+            for reply in snapshots {
+                let _ = reply.send(result.clone().map_err(|f| f.error()));
             }
         }
-        for reply in snapshots {
-            let _ = reply.send(self.failure.as_ref().map_or(Ok(()), |f| Err(f.error())));
+    }
+
+    /// Appends one frame, repairing the log first if an earlier write failed.
+    fn write(&mut self, frame: &[u8]) -> Result<(), Failure> {
+        self.repaired()?;
+        match self.log.append(frame) {
+            Ok(()) => {
+                self.set_failure(None);
+                Ok(())
+            }
+            Err(e) => {
+                let failure = self.fail("appending to the store log", &e);
+                // Cut the failed frame off now, so that it cannot come back if the process
+                // stops before the next write; if this fails too, the next write tries again.
+                let _ = self.log.repair();
+                Err(failure)
+            }
+        }
+    }
+
+    /// Rewrites the log as a snapshot of the state, repairing it first if needed.
+    fn snapshot(&mut self) -> Result<(), Failure> {
+        self.repaired()?;
+        let records = self.shared.read().snapshot_records();
+        match self.log.rewrite(&records) {
+            Ok(()) => {
+                self.set_failure(None);
+                Ok(())
+            }
+            Err(e) => Err(self.fail("writing a snapshot of the store log", &e)),
+        }
+    }
+
+    /// Repairs the log when an earlier write failed; fails when that cannot be done (now, or
+    /// for good).
+    fn repaired(&mut self) -> Result<(), Failure> {
+        match &self.failure {
+            None => Ok(()),
+            Some(f) if f.lasting => Err(f.clone()),
+            Some(_) => match self.log.repair() {
+                Ok(()) => {
+                    tracing::info!("repaired the store log after a failed write; retrying");
+                    Ok(())
+                }
+                Err(e) => Err(self.fail("repairing the store log after a failed write", &e)),
+            },
         }
     }
 
@@ -197,7 +278,9 @@ impl Committer {
         let now = Instant::now();
         let mut events = Vec::new();
         let mut leases_changed = false;
-        let mut state = self.shared.write();
+        let mut broken = None;
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.write();
         for record in records {
             leases_changed |= matches!(record, Record::Grant { .. });
             match state.apply(record, now) {
@@ -206,21 +289,43 @@ impl Committer {
                     // The plan checked everything apply does, so this is a bug; stop writing
                     // rather than diverge further from the log.
                     tracing::error!(error = %e, "committed record does not apply to the state");
-                    self.failure = Some(Failure { kind: io::ErrorKind::InvalidData, message: e.to_string() });
+                    broken = Some(Failure {
+                        what: "applying a committed write",
+                        kind: io::ErrorKind::InvalidData,
+                        message: e.to_string(),
+                        lasting: true,
+                    });
                     break;
                 }
             }
         }
         state.publish(&events);
         drop(state);
+        if broken.is_some() {
+            self.set_failure(broken);
+        }
         if leases_changed {
             self.shared.leases_changed.notify_one();
         }
     }
 
-    fn fail(&mut self, e: &io::Error) {
-        tracing::error!(error = %e, "writing the store log failed; refusing further writes");
-        self.failure = Some(Failure { kind: e.kind(), message: e.to_string() });
+    /// Records that step `what` failed with `e` (the store is unhealthy until a write succeeds).
+    fn fail(&mut self, what: &'static str, e: &io::Error) -> Failure {
+        let failure = Failure { what, kind: e.kind(), message: e.to_string(), lasting: false };
+        tracing::error!(error = %e, "{what} failed; the store is unhealthy until a write succeeds");
+        self.set_failure(Some(failure.clone()));
+        failure
+    }
+
+    fn set_failure(&mut self, failure: Option<Failure>) {
+        if failure.is_none() && self.failure.as_ref().is_some_and(|f| f.lasting) {
+            return;
+        }
+        if failure.is_none() && self.failure.is_some() {
+            tracing::info!("the store log is written again; the store is healthy");
+        }
+        *self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner) = failure.clone();
+        self.failure = failure;
     }
 }
 
@@ -352,5 +457,83 @@ impl Plan<'_> {
             }
             Op::Snapshot { .. } | Op::Close { .. } => return None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::embedded::wal;
+
+    /// Commits one create of `key` and returns its answer.
+    fn create(committer: &mut Committer, key: &str) -> Result<Revision> {
+        let (reply, mut rx) = oneshot::channel();
+        committer.commit(vec![Op::Create { key: key.into(), value: Bytes::from_static(b"v"), lease: 0, reply }]);
+        rx.try_recv().expect("answered within the batch")
+    }
+
+    /// The keys a fresh replay of the log in `dir` holds.
+    fn replayed(dir: &std::path::Path) -> Vec<String> {
+        let mut state = State::new();
+        let now = Instant::now();
+        let log = wal::recover(dir, &state.snapshot_records(), |r| state.apply(r, now).map(|_| ())).unwrap();
+        drop(log);
+        let list = state.list("/", &Default::default()).unwrap();
+        list.items.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[test]
+    fn a_failed_append_is_reported_and_repaired_by_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new();
+        let log = wal::recover(dir.path(), &state.snapshot_records(), |_| Ok(())).unwrap();
+        let shared = Arc::new(Shared::new(state));
+        let mut committer = Committer::new(Arc::clone(&shared), log, u64::MAX, 4);
+
+        create(&mut committer, "/a").expect("a healthy log takes writes");
+        assert!(shared.failure().is_none());
+
+        // A frame half written, then the disk refuses the rest.
+        committer.log.break_after(&[0xab; 40]).unwrap();
+        let err = create(&mut committer, "/b").expect_err("the append fails");
+        assert!(err.to_string().contains("appending to the store log failed"), "{err}");
+        let failure = shared.failure().expect("the failure is reported");
+        assert!(!failure.lasting && failure.to_string().contains("the next write retries"), "{failure}");
+        assert!(shared.read().latest("/b").is_none(), "an unacknowledged write is not applied");
+
+        // The next write reopens the log, cuts the half-written frame and appends.
+        create(&mut committer, "/c").expect("the next write repairs the log");
+        assert!(shared.failure().is_none(), "healthy again");
+        // A snapshot works on the repaired log too.
+        let (reply, mut rx) = oneshot::channel();
+        committer.commit(vec![Op::Snapshot { reply }]);
+        rx.try_recv().unwrap().expect("snapshot");
+        create(&mut committer, "/d").unwrap();
+        drop(committer);
+        assert_eq!(replayed(dir.path()), ["/a", "/c", "/d"]);
+    }
+
+    #[test]
+    fn a_failed_snapshot_leaves_the_log_whole_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::new();
+        let log = wal::recover(dir.path(), &state.snapshot_records(), |_| Ok(())).unwrap();
+        let shared = Arc::new(Shared::new(state));
+        let mut committer = Committer::new(Arc::clone(&shared), log, u64::MAX, 4);
+        create(&mut committer, "/a").unwrap();
+        // The snapshot cannot be written aside: a directory stands where its file goes.
+        std::fs::create_dir(dir.path().join("store.wal.tmp")).unwrap();
+        let (reply, mut rx) = oneshot::channel();
+        committer.commit(vec![Op::Snapshot { reply }]);
+        let err = rx.try_recv().unwrap().expect_err("the snapshot fails");
+        assert!(err.to_string().contains("writing a snapshot of the store log failed"), "{err}");
+        assert!(shared.failure().is_some());
+        std::fs::remove_dir(dir.path().join("store.wal.tmp")).unwrap();
+        create(&mut committer, "/b").expect("writes go on");
+        assert!(shared.failure().is_none());
+        drop(committer);
+        assert_eq!(replayed(dir.path()), ["/a", "/b"]);
     }
 }

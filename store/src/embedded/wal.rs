@@ -5,7 +5,7 @@
 //! A frame is `[payload length: u32][payload crc32: u32][crc32 of those 8 bytes: u32]` followed
 //! by the payload, a sequence of [`Record`]s. The first frame holds only a [`Record::Header`].
 //! The committer writes each commit batch as one frame with one `write` and one fsync, so a
-//! crash can damage at most the last frame; [`parse`] tells that torn tail (to be truncated)
+//! crash can damage at most the last frame; [`scan`] tells that torn tail (to be truncated)
 //! from damage in the middle of the file (reported as corruption). A snapshot is written aside
 //! and renamed over the log, so a crash leaves either the old log or the new one.
 
@@ -75,7 +75,8 @@ pub(super) struct Log {
 }
 
 impl Log {
-    /// Appends `frame` and fsyncs it: once this returns, the frame survives a crash.
+    /// Appends `frame` and fsyncs it: once this returns, the frame survives a crash. When it
+    /// fails, part of the frame may be in the file: [`repair`](Self::repair) cuts it off.
     pub(super) fn append(&mut self, frame: &[u8]) -> io::Result<()> {
         self.file.write_all(frame)?;
         self.file.sync_data()?;
@@ -83,15 +84,40 @@ impl Log {
         Ok(())
     }
 
-    /// Replaces the log with one holding `records`.
-    pub(super) fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
-        (self.file, self.len) = write_log(&self.dir, records)?;
+    /// Makes the log what its acknowledged frames wrote, after a failed append or snapshot:
+    /// reopens the file (a new descriptor, the file now at the log's path), cuts whatever a
+    /// failed append left after the last good frame, and fsyncs the file and the directory.
+    /// Nothing acknowledged is touched; nothing unacknowledged stays.
+    pub(super) fn repair(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new().append(true).open(self.dir.join(LOG_FILE))?;
+        file.set_len(self.len)?;
+        file.sync_all()?;
+        sync_dir(&self.dir)?;
+        self.file = file;
         Ok(())
+    }
+
+    /// Replaces the log with one holding `records`. When it fails before the new log took the
+    /// old one's place, the old log is as it was (and the file written aside is removed); when
+    /// it fails after, the new one is the log and [`repair`](Self::repair) finishes the job.
+    pub(super) fn rewrite(&mut self, records: &[Record]) -> io::Result<()> {
+        self.len = replace_log(&self.dir, records)?;
+        self.file = OpenOptions::new().append(true).open(self.dir.join(LOG_FILE))?;
+        sync_dir(&self.dir)
     }
 
     /// The log's length in bytes.
     pub(super) fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Makes the next appends fail (EBADF) as a full disk would, after `junk` is left at the
+    /// end of the file as a half-written frame: the descriptor is swapped for a read-only one.
+    #[cfg(test)]
+    pub(super) fn break_after(&mut self, junk: &[u8]) -> io::Result<()> {
+        self.file.write_all(junk)?;
+        self.file = File::open(self.dir.join(LOG_FILE))?;
+        Ok(())
     }
 }
 
@@ -101,15 +127,9 @@ impl Log {
 /// its tail (or `replay` finds a record that contradicts the ones before), and with
 /// [`Error::Io`] (kind `WouldBlock`) when another store holds the lock.
 pub(super) fn recover(dir: &Path, initial: &[Record], replay: impl FnMut(Record) -> Result<()>) -> Result<Log> {
-    fs::create_dir_all(dir)?;
-    let lock = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
-    lock.try_lock().map_err(|e| match e {
-        fs::TryLockError::WouldBlock => Error::Io(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!("data directory {} is in use by another store", dir.display()),
-        )),
-        fs::TryLockError::Error(e) => Error::Io(e),
-    })?;
+    private_dir(dir)?;
+    let lock = private_file().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE))?;
+    take_lock(dir, &lock)?;
     // A leftover of a crash during a snapshot; the log it was to replace is intact.
     match fs::remove_file(dir.join(TMP_FILE)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
@@ -117,11 +137,16 @@ pub(super) fn recover(dir: &Path, initial: &[Record], replay: impl FnMut(Record)
     }
     let path = dir.join(LOG_FILE);
     if !path.try_exists()? {
-        let (file, len) = write_log(dir, initial)?;
+        let len = replace_log(dir, initial)?;
+        sync_dir(dir)?;
+        let file = OpenOptions::new().append(true).open(&path)?;
         return Ok(Log { dir: dir.to_owned(), file, len, _lock: lock });
     }
     let data = fs::read(&path)?;
-    let valid = parse(&data, replay)?;
+    let valid = match scan(&data, replay)? {
+        Scan::Complete(valid) => valid,
+        Scan::Damaged(damage) => return Err(Error::Corrupt(format!("{}: {damage}", path.display()))),
+    };
     let file = OpenOptions::new().append(true).open(&path)?;
     if valid < data.len() {
         tracing::warn!(
@@ -135,12 +160,35 @@ pub(super) fn recover(dir: &Path, initial: &[Record], replay: impl FnMut(Record)
     Ok(Log { dir: dir.to_owned(), file, len: valid as u64, _lock: lock })
 }
 
-/// Writes `records` as a new log: aside, fsynced, renamed over the log, and the directory
-/// fsynced, so a crash leaves either the old log or the new one. Returns the new log opened
-/// for appending, and its length.
-fn write_log(dir: &Path, records: &[Record]) -> io::Result<(File, u64)> {
+/// Locks the directory `dir` through its open `lock` file, failing with [`Error::Io`] (kind
+/// `WouldBlock`) when another store holds it.
+fn take_lock(dir: &Path, lock: &File) -> Result<()> {
+    lock.try_lock().map_err(|e| match e {
+        fs::TryLockError::WouldBlock => Error::Io(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!("data directory {} is in use by another store", dir.display()),
+        )),
+        fs::TryLockError::Error(e) => Error::Io(e),
+    })
+}
+
+/// Writes `records` as a new log: aside, fsynced, then renamed over the log. Returns its
+/// length. The rename is durable only once the directory is fsynced, which is the caller's
+/// step; until then a crash leaves either the old log or the new one. A failure before the
+/// rename leaves the old log untouched and removes what was written aside.
+fn replace_log(dir: &Path, records: &[Record]) -> io::Result<u64> {
     let tmp = dir.join(TMP_FILE);
-    let mut out = io::BufWriter::new(File::create(&tmp)?);
+    let written = write_aside(&tmp, records).and_then(|len| fs::rename(&tmp, dir.join(LOG_FILE)).map(|()| len));
+    if written.is_err() {
+        // Best effort: a leftover is removed when the store is next opened anyway.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// Writes `records` to a new file at `path` as frames, and fsyncs it. Returns its length.
+fn write_aside(path: &Path, records: &[Record]) -> io::Result<u64> {
+    let mut out = io::BufWriter::new(private_file().create(true).truncate(true).write(true).open(path)?);
     let mut len = 0;
     let mut frame = FrameBuf::new();
     for (i, record) in records.iter().enumerate() {
@@ -157,11 +205,30 @@ fn write_log(dir: &Path, records: &[Record]) -> io::Result<(File, u64)> {
     len += bytes.len() as u64;
     let file = out.into_inner().map_err(io::IntoInnerError::into_error)?;
     file.sync_all()?;
-    drop(file);
-    fs::rename(&tmp, dir.join(LOG_FILE))?;
-    sync_dir(dir)?;
-    let file = OpenOptions::new().append(true).open(dir.join(LOG_FILE))?;
-    Ok((file, len))
+    Ok(len)
+}
+
+/// Makes `dir` (and its parents) if missing, and its owner's alone (0700): the log holds every
+/// object, and what it holds is nobody else's to read.
+fn private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700).create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+    }
+    #[cfg(not(unix))]
+    builder.create(dir)
+}
+
+/// Options that create a file only its owner may read and write (0600).
+fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -365,35 +432,157 @@ fn is_torn_tail(data: &[u8], off: usize) -> bool {
     (off + 1..data.len()).all(|o| !matches!(frame_at(data, o), Frame::Valid { .. }))
 }
 
-/// Decodes a log, passing every record to `apply` in order. Returns the length of the valid
-/// prefix: shorter than `data` when a torn tail must be truncated. Fails with
-/// [`Error::Corrupt`] on damage anywhere but the tail, and when the header frame is damaged.
-fn parse(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) -> Result<usize> {
+/// Damage in the middle of a log: where the first damaged frame starts, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Damage {
+    pub(super) offset: usize,
+    what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "damaged frame at offset {}: {}", self.offset, self.what)
+    }
+}
+
+/// What reading a log found.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// Every frame up to this length is valid; anything after it is a torn tail to truncate.
+    Complete(usize),
+    /// A frame is damaged and valid frames may follow it: not the remains of a crash.
+    Damaged(Damage),
+}
+
+/// Decodes a log, passing the records of every valid frame to `apply` in order, up to a torn
+/// tail (then [`Scan::Complete`] with the length to keep) or damage elsewhere (then
+/// [`Scan::Damaged`], `apply` having seen every record before it). Fails with
+/// [`Error::Corrupt`] when the header frame is damaged, and with `apply`'s error.
+fn scan(data: &[u8], mut apply: impl FnMut(Record) -> Result<()>) -> Result<Scan> {
     let mut off = 0;
     while off < data.len() {
         match frame_at(data, off) {
             Frame::Valid { payload, end } => {
-                let mut d = Decoder { buf: payload };
-                while !d.buf.is_empty() {
-                    let record =
-                        Record::decode(&mut d).map_err(|e| Error::Corrupt(format!("frame at offset {off}: {e}")))?;
-                    if (off == 0) != matches!(record, Record::Header { .. }) {
-                        return Err(Error::Corrupt(format!("misplaced header at offset {off}")));
-                    }
+                let records = match decode_frame(payload, off == 0) {
+                    Ok(records) => records,
+                    Err(_) if off == 0 => return Err(Error::Corrupt("the log's header frame is damaged".into())),
+                    Err(what) => return Ok(Scan::Damaged(Damage { offset: off, what })),
+                };
+                for record in records {
                     apply(record)?;
                 }
                 off = end;
             }
-            Frame::Bad if off > 0 && is_torn_tail(data, off) => return Ok(off),
-            Frame::Bad => {
-                return Err(Error::Corrupt(format!("damaged frame at offset {off}")));
+            Frame::Bad if off > 0 && is_torn_tail(data, off) => return Ok(Scan::Complete(off)),
+            Frame::Bad if off > 0 => {
+                return Ok(Scan::Damaged(Damage { offset: off, what: "its checksum does not match".into() }));
             }
+            Frame::Bad => return Err(Error::Corrupt("the log's header frame is damaged".into())),
         }
     }
     if off == 0 {
         return Err(Error::Corrupt("log has no header".into()));
     }
-    Ok(off)
+    Ok(Scan::Complete(off))
+}
+
+/// The records of one frame; the first frame of a log holds the header and only it.
+fn decode_frame(payload: &[u8], first: bool) -> Result<Vec<Record>, String> {
+    let mut d = Decoder { buf: payload };
+    let mut records = Vec::new();
+    while !d.buf.is_empty() {
+        let record = Record::decode(&mut d).map_err(|e| e.to_string())?;
+        if first != matches!(record, Record::Header { .. }) {
+            return Err("misplaced header".into());
+        }
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// What [`repair`] cut off a damaged log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repaired {
+    /// The log file.
+    pub path: PathBuf,
+    /// Where the damage starts: the log now ends here.
+    pub offset: u64,
+    /// What is wrong with the frame there.
+    pub damage: String,
+    /// The bytes removed (from `offset` to the old end).
+    pub dropped_bytes: u64,
+    /// Frames after the damage that were still readable, and the records they held: writes
+    /// that were acknowledged once and are now lost.
+    pub dropped_frames: usize,
+    pub dropped_records: usize,
+    /// The revisions of the writes among those records, lowest and highest.
+    pub dropped_revisions: Option<(Revision, Revision)>,
+    /// The store's revision as the kept part of the log leaves it.
+    pub kept_revision: Revision,
+}
+
+/// Cuts the log in `dir` at its first damaged frame, keeping every frame before it, and tells
+/// what was cut. Returns `None` when the log has no damage but, perhaps, a torn tail (which
+/// opening the store truncates by itself). Fails when the directory is in use, when there is no
+/// log, and when the damage is in the header frame (nothing could be kept).
+pub(super) fn repair(dir: &Path) -> Result<Option<Repaired>> {
+    let lock = OpenOptions::new().create(false).write(true).open(dir.join(LOCK_FILE));
+    let lock = match lock {
+        Ok(lock) => lock,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::Io(io::Error::new(e.kind(), format!("{} holds no store", dir.display()))));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    take_lock(dir, &lock)?;
+    let path = dir.join(LOG_FILE);
+    let data = fs::read(&path)?;
+    let mut kept_revision = 0;
+    let scanned = scan(&data, |record| {
+        kept_revision = record_revision(&record).unwrap_or(kept_revision);
+        Ok(())
+    })?;
+    let Scan::Damaged(damage) = scanned else { return Ok(None) };
+    let (mut dropped_frames, mut dropped_records, mut dropped_revisions) = (0, 0, None);
+    let mut off = damage.offset + 1;
+    while off < data.len() {
+        match frame_at(&data, off) {
+            Frame::Valid { payload, end } => {
+                dropped_frames += 1;
+                for record in decode_frame(payload, false).unwrap_or_default() {
+                    dropped_records += 1;
+                    if let Some(rev) = record_revision(&record) {
+                        let (low, high) = dropped_revisions.unwrap_or((rev, rev));
+                        dropped_revisions = Some((low.min(rev), high.max(rev)));
+                    }
+                }
+                off = end;
+            }
+            Frame::Bad => off += 1,
+        }
+    }
+    let file = OpenOptions::new().write(true).open(&path)?;
+    file.set_len(damage.offset as u64)?;
+    file.sync_all()?;
+    Ok(Some(Repaired {
+        path,
+        offset: damage.offset as u64,
+        damage: damage.what,
+        dropped_bytes: (data.len() - damage.offset) as u64,
+        dropped_frames,
+        dropped_records,
+        dropped_revisions,
+        kept_revision,
+    }))
+}
+
+/// The store revision a record leaves behind, for those that set one.
+fn record_revision(record: &Record) -> Option<Revision> {
+    match record {
+        Record::Header { revision, .. } | Record::Delete { revision, .. } => Some(*revision),
+        Record::Put(kv) => Some(kv.mod_revision),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -425,11 +614,33 @@ mod tests {
 
     fn records(data: &[u8]) -> Result<(Vec<Record>, usize)> {
         let mut out = Vec::new();
-        let len = parse(data, |r| {
+        let scanned = scan(data, |r| {
             out.push(r);
             Ok(())
         })?;
-        Ok((out, len))
+        match scanned {
+            Scan::Complete(len) => Ok((out, len)),
+            Scan::Damaged(damage) => Err(Error::Corrupt(damage.to_string())),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_directory_and_its_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().expect("temporary directory");
+        let dir = root.path().join("data");
+        // A directory others could read is made private too.
+        fs::create_dir(&dir).expect("mkdir");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+        let _log = recover(&dir, &[Record::Header { revision: 1, compacted: 0, next_lease: 1 }], |_| Ok(()))
+            .expect("a new log");
+        let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for entry in fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
     }
 
     #[test]
@@ -464,9 +675,42 @@ mod tests {
             bad[pos] ^= 1;
             assert!(matches!(records(&bad), Err(Error::Corrupt(_))), "flip at {pos}");
         }
+        // The damage is named by its offset.
+        let mut bad = data.clone();
+        bad[log(1).len() + 30] ^= 1;
+        let err = records(&bad).unwrap_err().to_string();
+        assert!(err.contains(&format!("damaged frame at offset {}", log(1).len())), "{err}");
         // A damaged header frame is never taken for a torn tail.
         let mut bad = data.clone();
         bad[20] ^= 1;
         assert!(matches!(records(&bad), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn repair_cuts_the_log_at_the_damage_and_tells_what_was_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = log(4);
+        let damaged_at = log(1).len();
+        data[damaged_at + 30] ^= 1;
+        fs::write(dir.path().join(LOG_FILE), &data).unwrap();
+        fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
+
+        let repaired = repair(dir.path()).unwrap().expect("damage found");
+        assert_eq!(repaired.offset, damaged_at as u64);
+        assert_eq!(repaired.dropped_bytes, (data.len() - damaged_at) as u64);
+        // Frames 2 and 3 (revisions 4 and 5) were readable after the damaged frame 1.
+        assert_eq!((repaired.dropped_frames, repaired.dropped_records), (2, 4));
+        assert_eq!(repaired.dropped_revisions, Some((4, 5)));
+        assert_eq!(repaired.kept_revision, 2);
+        let kept = fs::read(dir.path().join(LOG_FILE)).unwrap();
+        assert_eq!(kept, log(1), "everything before the damage is kept, byte for byte");
+        assert_eq!(records(&kept).unwrap().0.len(), 3);
+
+        // A log with no damage (a torn tail at most) is left alone.
+        assert_eq!(repair(dir.path()).unwrap(), None);
+        let torn = log(2);
+        fs::write(dir.path().join(LOG_FILE), &torn[..torn.len() - 3]).unwrap();
+        assert_eq!(repair(dir.path()).unwrap(), None);
+        assert_eq!(fs::read(dir.path().join(LOG_FILE)).unwrap().len(), torn.len() - 3);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bollard::models::{
     ContainerCpuStats, ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, ContainerStatsResponse,
-    HealthConfig, HostConfig, HostConfigLogConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HealthConfig, HostConfig, HostConfigLogConfig, Network, PortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use super::logs::parse_time;
@@ -18,9 +18,21 @@ use crate::runtime::{ContainerConfig, ContainerStatus, Usage};
 const LOG_MAX_SIZE: &str = "10m";
 const LOG_MAX_FILES: &str = "5";
 
-/// The engine's container for `config`: the trait's settings, plus the hardening every
-/// Stratus container gets.
-pub(super) fn container_body(config: &ContainerConfig) -> ContainerCreateBody {
+/// The security options of every container: no process gains privileges through setuid or
+/// file capabilities. Seccomp is deliberately absent: the engine's default profile applies
+/// (the runtime checks that the engine has one), and `seccomp=unconfined` is never asked for.
+/// Engines before 23.0 have no name for the default profile, so it cannot be stated here.
+pub(super) const SECURITY_OPTIONS: &[&str] = &["no-new-privileges"];
+
+/// The driver options of the network the runtime makes for containers: a bridge on which they
+/// cannot open connections to one another (only to the outside, and to the host).
+pub(super) const ISOLATED_NETWORK_OPTIONS: &[(&str, &str)] = &[(ICC_OPTION, "false")];
+
+const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
+
+/// The engine's container for `config`, attached to `network` (a name or id): the trait's
+/// settings, plus the hardening every Stratus container gets.
+pub(super) fn container_body(config: &ContainerConfig, network: &str) -> ContainerCreateBody {
     let positive = |n: i64| (n > 0).then_some(n);
     let not_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     let port = (config.port > 0).then(|| format!("{}/tcp", config.port));
@@ -40,7 +52,7 @@ pub(super) fn container_body(config: &ContainerConfig) -> ContainerCreateBody {
         // and an overrun is an OOM kill rather than a slow death in swap.
         memory_swap: positive(config.memory_bytes),
         pids_limit: positive(config.pids_limit),
-        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        security_opt: Some(SECURITY_OPTIONS.iter().map(|o| (*o).to_owned()).collect()),
         cap_drop: Some(vec!["ALL".to_owned()]),
         cap_add: Some(config.cap_add.clone()),
         privileged: Some(false),
@@ -49,7 +61,7 @@ pub(super) fn container_body(config: &ContainerConfig) -> ContainerCreateBody {
         port_bindings,
         // Own network, IPC, PID and UTS namespaces, stated rather than left to the daemon's
         // configurable defaults.
-        network_mode: Some("bridge".to_owned()),
+        network_mode: Some(network.to_owned()),
         ipc_mode: Some("private".to_owned()),
         pid_mode: Some(String::new()),
         uts_mode: Some(String::new()),
@@ -87,6 +99,36 @@ pub(super) fn container_body(config: &ContainerConfig) -> ContainerCreateBody {
         healthcheck: Some(HealthConfig { test: Some(vec!["NONE".to_owned()]), ..Default::default() }),
         host_config: Some(host_config),
         ..Default::default()
+    }
+}
+
+/// Why a network would let containers reach one another, or `None` if it would not.
+pub(super) fn network_problem(network: &Network) -> Option<String> {
+    let driver = network.driver.as_deref().unwrap_or_default();
+    if driver != "bridge" {
+        return Some(format!("has the driver {driver:?}, not bridge"));
+    }
+    let icc = network.options.as_ref().and_then(|options| options.get(ICC_OPTION)).map(String::as_str);
+    match icc {
+        Some("false") => None,
+        _ => Some(format!("lets its containers reach one another ({ICC_OPTION} is not false)")),
+    }
+}
+
+/// Why an engine with these `SecurityOptions` (`docker info`) would run a container without a
+/// seccomp profile, or `None` if it applies one: `name=seccomp,profile=default` (or `builtin`,
+/// or the path of the operator's own profile) is what it should say.
+pub(super) fn seccomp_problem(security_options: &[String]) -> Option<String> {
+    let seccomp = security_options.iter().find_map(|option| {
+        let fields: HashMap<&str, &str> = option.split(',').filter_map(|field| field.split_once('=')).collect();
+        (fields.get("name") == Some(&"seccomp")).then(|| fields.get("profile").copied().unwrap_or_default())
+    });
+    match seccomp {
+        None => Some("the engine does not support seccomp (see `docker info`, Security Options)".to_owned()),
+        Some("unconfined") => {
+            Some("the engine's default seccomp profile is unconfined (dockerd --seccomp-profile)".to_owned())
+        }
+        Some(_) => None,
     }
 }
 
@@ -249,6 +291,7 @@ mod tests {
             labels: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
             port: 8080,
             host_ip: "127.0.0.1".into(),
+            network: "stratus-instances".into(),
             nano_cpus: 500_000_000,
             memory_bytes: 64 << 20,
             pids_limit: 100,
@@ -257,7 +300,7 @@ mod tests {
             read_only_root_fs: true,
             tmp_size_bytes: 1 << 20,
         };
-        let body = container_body(&config);
+        let body = container_body(&config, "net-id");
         assert_eq!(body.entrypoint, Some(vec!["/bin/app".to_owned()]));
         assert_eq!(body.cmd, None);
         assert_eq!(body.env, Some(vec!["A=1".to_owned(), "B=x=y".to_owned()]));
@@ -269,17 +312,55 @@ mod tests {
             (Some(500_000_000), Some(64 << 20), Some(64 << 20), Some(100))
         );
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+        assert_eq!((host.privileged, host.readonly_rootfs), (Some(false), Some(true)));
+        // No new privileges; seccomp left to the engine's default profile, never unconfined.
+        assert_eq!(host.security_opt, Some(vec!["no-new-privileges".to_owned()]));
+        assert_eq!(host.network_mode.as_deref(), Some("net-id"));
         assert_eq!(host.tmpfs.unwrap()["/tmp"], "rw,nosuid,nodev,size=1048576");
         let binding = &host.port_bindings.unwrap()["8080/tcp"].clone().unwrap()[0];
         assert_eq!((binding.host_ip.as_deref(), binding.host_port.as_deref()), (Some("127.0.0.1"), Some("")));
 
         // No limits: nothing is sent, so the engine's defaults apply; no port: nothing published.
-        let body =
-            container_body(&ContainerConfig { image: "img".into(), args: vec!["serve".into()], ..Default::default() });
+        let body = container_body(
+            &ContainerConfig { image: "img".into(), args: vec!["serve".into()], ..Default::default() },
+            "bridge",
+        );
         assert_eq!((body.entrypoint, body.cmd), (None, Some(vec!["serve".to_owned()])));
         let host = body.host_config.unwrap();
         assert_eq!((host.nano_cpus, host.memory, host.memory_swap, host.pids_limit), (None, None, None, None));
         assert_eq!((host.port_bindings, body.exposed_ports), (None, None));
         assert_eq!(host.tmpfs.unwrap()["/tmp"], "rw,nosuid,nodev");
+    }
+
+    #[test]
+    fn only_an_engine_that_applies_a_seccomp_profile_will_do() {
+        let options = |list: &[&str]| list.iter().map(|o| (*o).to_owned()).collect::<Vec<_>>();
+        for fine in [
+            &["name=seccomp,profile=default"][..],
+            &["name=apparmor", "name=seccomp,profile=builtin", "name=cgroupns"],
+            &["name=seccomp,profile=/etc/docker/seccomp.json"],
+        ] {
+            assert_eq!(seccomp_problem(&options(fine)), None, "{fine:?}");
+        }
+        let unconfined = seccomp_problem(&options(&["name=seccomp,profile=unconfined"])).unwrap();
+        assert!(unconfined.contains("unconfined"), "{unconfined}");
+        let missing = seccomp_problem(&options(&["name=apparmor"])).unwrap();
+        assert!(missing.contains("does not support seccomp"), "{missing}");
+        assert!(seccomp_problem(&[]).is_some());
+    }
+
+    #[test]
+    fn only_a_bridge_without_inter_container_traffic_is_isolated() {
+        let network = |driver: &str, options: &[(&str, &str)]| Network {
+            driver: Some(driver.to_owned()),
+            options: Some(options.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()),
+            ..Default::default()
+        };
+        assert_eq!(network_problem(&network("bridge", ISOLATED_NETWORK_OPTIONS)), None);
+        let open = network_problem(&network("bridge", &[])).unwrap();
+        assert!(open.contains("enable_icc is not false"), "{open}");
+        assert!(network_problem(&network("bridge", &[(ICC_OPTION, "true")])).is_some());
+        assert!(network_problem(&network("macvlan", ISOLATED_NETWORK_OPTIONS)).unwrap().contains("macvlan"));
     }
 }

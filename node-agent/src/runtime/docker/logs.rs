@@ -8,12 +8,16 @@ use bollard::container::LogOutput;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 
-use crate::runtime::{LogLine, LogStream, Result};
+use crate::runtime::{LogLine, LogStream, Result, cut_marker};
 
 /// The lines of a container's log `frames` (as `logs` requests them: both streams, with
-/// timestamps). An error from `frames` ends the lines, after the unfinished lines before it.
-pub(super) fn lines(frames: BoxStream<'static, Result<LogOutput>>) -> BoxStream<'static, Result<LogLine>> {
-    let state = LogState { frames, splitter: LineSplitter::default(), ready: VecDeque::new(), done: false };
+/// timestamps), each at most `max_line_bytes` long (see [`crate::runtime::cut_line`]). An
+/// error from `frames` ends the lines, after the unfinished lines before it.
+pub(super) fn lines(
+    frames: BoxStream<'static, Result<LogOutput>>,
+    max_line_bytes: usize,
+) -> BoxStream<'static, Result<LogLine>> {
+    let state = LogState { frames, splitter: LineSplitter::new(max_line_bytes), ready: VecDeque::new(), done: false };
     futures::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(line) = state.ready.pop_front() {
@@ -51,13 +55,23 @@ struct LogState {
 /// front (`2024-05-01T12:00:00.123456789Z message\n`); a line longer than the engine's buffer
 /// (16 KiB) comes as several entries, so text without a newline waits, per stream, for the
 /// rest of its line, and the line keeps the timestamp of its first part.
-#[derive(Default)]
+///
+/// What waits is bounded: a line that grows past `max` bytes is sent at once, cut there and
+/// marked, and the rest of it, up to its newline, is dropped. Output that never ends a line
+/// costs at most `max` bytes per stream.
 struct LineSplitter {
     /// The unfinished line of stdout and of stderr.
     partial: [Option<(Vec<u8>, Option<SystemTime>)>; 2],
+    /// Whether the rest of the current line of the stream is being dropped (it was cut).
+    dropping: [bool; 2],
+    max: usize,
 }
 
 impl LineSplitter {
+    fn new(max: usize) -> LineSplitter {
+        LineSplitter { partial: [None, None], dropping: [false; 2], max: max.max(1) }
+    }
+
     fn push(&mut self, frame: LogOutput) -> Vec<LogLine> {
         let (stream, bytes) = match frame {
             LogOutput::StdErr { message } => (LogStream::Stderr, message),
@@ -68,17 +82,45 @@ impl LineSplitter {
             }
         };
         let (timestamp, mut text) = split_timestamp(&bytes);
-        let slot = &mut self.partial[stream_index(stream)];
+        let index = stream_index(stream);
+        let (slot, dropping) = (&mut self.partial[index], &mut self.dropping[index]);
         let mut lines = Vec::new();
-        while let Some(newline) = text.iter().position(|b| *b == b'\n') {
+        while !text.is_empty() {
+            let newline = text.iter().position(|b| *b == b'\n');
+            if *dropping {
+                // The rest of a line that was cut: gone, up to its end.
+                *dropping = newline.is_none();
+                text = newline.map_or(&[][..], |n| &text[n + 1..]);
+                continue;
+            }
             let (mut line, started) = slot.take().unwrap_or_else(|| (Vec::new(), timestamp));
-            line.extend_from_slice(&text[..newline]);
-            lines.push(log_line(stream, line, started));
-            text = &text[newline + 1..];
-        }
-        if !text.is_empty() {
-            let (line, _) = slot.get_or_insert_with(|| (Vec::new(), timestamp));
-            line.extend_from_slice(text);
+            let part = newline.unwrap_or(text.len());
+            let room = self.max.saturating_sub(line.len());
+            if part > room {
+                // Cut where a character starts, so that the kept part stays valid text.
+                let mut end = room;
+                while end > 0 && text[end] & 0xc0 == 0x80 {
+                    end -= 1;
+                }
+                line.extend_from_slice(&text[..end]);
+                let mut cut = log_line(stream, line, started);
+                cut.line.push_str(&cut_marker(self.max));
+                lines.push(cut);
+                *dropping = newline.is_none();
+                text = newline.map_or(&[][..], |n| &text[n + 1..]);
+                continue;
+            }
+            line.extend_from_slice(&text[..part]);
+            match newline {
+                Some(n) => {
+                    lines.push(log_line(stream, line, started));
+                    text = &text[n + 1..];
+                }
+                None => {
+                    *slot = Some((line, started));
+                    text = &[];
+                }
+            }
         }
         lines
     }
@@ -228,7 +270,7 @@ mod tests {
 
     #[test]
     fn log_entries_become_tagged_lines_with_their_timestamps() {
-        let mut splitter = LineSplitter::default();
+        let mut splitter = LineSplitter::new(1 << 20);
         assert_eq!(
             splitter.push(out("1970-01-01T00:00:01.5Z hello\n")),
             [line(LogStream::Stdout, "hello", at(1, 500_000_000))]
@@ -246,7 +288,7 @@ mod tests {
 
     #[test]
     fn a_long_line_split_into_entries_is_joined_per_stream() {
-        let mut splitter = LineSplitter::default();
+        let mut splitter = LineSplitter::new(1 << 20);
         assert!(splitter.push(out("1970-01-01T00:00:01Z first half, ")).is_empty());
         assert_eq!(
             splitter.push(err("1970-01-01T00:00:02Z meanwhile\n")),
@@ -264,6 +306,31 @@ mod tests {
         );
         assert!(splitter.push(err("1970-01-01T00:00:05Z no newline at the end")).is_empty());
         assert_eq!(splitter.finish(), [line(LogStream::Stderr, "no newline at the end", at(5, 0))]);
+        assert!(splitter.finish().is_empty());
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_cut_marked_and_its_rest_dropped() {
+        let mut splitter = LineSplitter::new(8);
+        let cut = |text: &str, at| line(LogStream::Stdout, &format!("{text}{}", cut_marker(8)), at);
+        // Output that never ends a line: cut as soon as it is too long, then dropped, so that
+        // nothing grows however much more comes.
+        assert!(splitter.push(out("1970-01-01T00:00:01Z 12345")).is_empty());
+        assert_eq!(splitter.push(out("1970-01-01T00:00:02Z 6789abc")), [cut("12345678", at(1, 0))]);
+        for _ in 0..1000 {
+            assert!(splitter.push(out("1970-01-01T00:00:03Z 0123456789abcdef")).is_empty());
+        }
+        assert!(splitter.partial.iter().all(Option::is_none), "the dropped rest was kept");
+        // Its end, and what follows: lines again; stderr was never affected.
+        assert_eq!(splitter.push(out("1970-01-01T00:00:04Z end\nnext\n")), [line(LogStream::Stdout, "next", at(4, 0))]);
+        assert_eq!(splitter.push(err("1970-01-01T00:00:05Z short\n")), [line(LogStream::Stderr, "short", at(5, 0))]);
+        // Several long lines in one entry; exactly the limit is not cut.
+        assert_eq!(
+            splitter.push(out("1970-01-01T00:00:06Z 0123456789\n01234567\nabcdefghij\n")),
+            [cut("01234567", at(6, 0)), line(LogStream::Stdout, "01234567", at(6, 0)), cut("abcdefgh", at(6, 0))]
+        );
+        // A character is never split: "é" is two bytes, the cut comes before it.
+        assert_eq!(splitter.push(out("1970-01-01T00:00:07Z 1234567é\n")), [cut("1234567", at(7, 0))]);
         assert!(splitter.finish().is_empty());
     }
 }

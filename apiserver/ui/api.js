@@ -1,0 +1,324 @@
+// The console's one way to talk to the API: the same HTTP/JSON paths and watch streams every
+// client uses, authenticated by the session cookie. The cookie is HttpOnly (no script reads
+// it); the API takes it only with the X-Stratus-Console header, which every request here sends.
+
+const CONSOLE_HEADER = {'X-Stratus-Console': '1'};
+const API = '/apis/stratus.dev/v1';
+
+/** An answer of the API that is not a success: `status` (HTTP), `reason`, `causes`. */
+export class ApiError extends Error {
+  constructor(status, message, reason = '', causes = []) {
+    super(message);
+    this.status = status;
+    this.reason = reason;
+    this.causes = causes;
+  }
+}
+
+const expiredListeners = new Set();
+
+/**
+ * Calls `listener` when the API answers 401 to a request of the session: the session has
+ * expired or was revoked. Returns a function that removes the listener.
+ */
+export function onExpired(listener) {
+  expiredListeners.add(listener);
+  return () => expiredListeners.delete(listener);
+}
+
+function expired() {
+  for (const listener of expiredListeners) listener();
+}
+
+async function errorOf(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // Not JSON: the status line says enough.
+  }
+  const message = body?.message || body?.error_description || `${response.status} ${response.statusText}`;
+  return new ApiError(response.status, message, body?.reason || '', body?.details?.causes || []);
+}
+
+/**
+ * One request to the API as the session's user. A 401 ends the session (the listeners of
+ * `onExpired` are told) and throws like every other failure, as an ApiError.
+ */
+export async function request(method, path, body, {signal} = {}) {
+  const headers = {...CONSOLE_HEADER, Accept: 'application/json'};
+  const init = {method, headers, credentials: 'same-origin', signal, cache: 'no-store'};
+  if (body !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch (error) {
+    // A read that failed in the network (a connection dropped under it: see docs/console.md,
+    // "Known problems") is asked once more; a write is not, as it may have been done.
+    if (method !== 'GET' || signal?.aborted) throw error;
+    response = await fetch(path, init);
+  }
+  if (response.status === 401) {
+    const error = await errorOf(response);
+    expired();
+    throw error;
+  }
+  if (!response.ok) throw await errorOf(response);
+  if (response.status === 204) return null;
+  return response.json();
+}
+
+// ---------------------------------------------------------------- the session
+
+/** Who the session is, or null when there is none (or it expired). */
+export async function session() {
+  const response = await fetch('/ui/session', {headers: CONSOLE_HEADER, cache: 'no-store'});
+  if (response.status === 401) return null;
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+/**
+ * Logs in: the server sets the session cookie. Resolves to the session (as `session()`);
+ * rejects with an ApiError (401: wrong name or password; 429: too many failures).
+ */
+export async function login(username, password) {
+  const response = await fetch('/ui/session', {
+    method: 'POST',
+    headers: {...CONSOLE_HEADER, 'Content-Type': 'application/json'},
+    body: JSON.stringify({username, password}),
+    cache: 'no-store',
+  });
+  if (!response.ok) throw await errorOf(response);
+  return response.json();
+}
+
+/** Logs out: the server clears the cookie. */
+export async function logout() {
+  const response = await fetch('/ui/session', {method: 'DELETE', headers: CONSOLE_HEADER});
+  if (!response.ok) throw await errorOf(response);
+}
+
+// ---------------------------------------------------------------- resources
+
+/** The path of a collection of `plural` in namespace `ns` (cluster-scoped when ns is empty). */
+export function collection(plural, ns) {
+  return ns ? `${API}/namespaces/${encodeURIComponent(ns)}/${plural}` : `${API}/${plural}`;
+}
+
+/** Every object of a collection (every page), and the resourceVersion to watch from. */
+export async function list(path, {signal} = {}) {
+  const items = [];
+  let token = '';
+  let resourceVersion = '';
+  do {
+    const query = token ? `?continue=${encodeURIComponent(token)}` : '';
+    const page = await request('GET', path + query, undefined, {signal});
+    items.push(...page.items);
+    resourceVersion ||= page.metadata.resourceVersion;
+    token = page.metadata.continue || '';
+  } while (token);
+  return {items, resourceVersion};
+}
+
+/**
+ * Keeps a live copy of a collection: lists it, then follows its watch stream, reconnecting
+ * from the last version seen when the stream ends or breaks (listing afresh when the version
+ * has been compacted away, 410). Calls `onChange(objectsByName)` after the list and after every
+ * change, and `onState('live' | 'reconnecting', error?)` as the connection comes and goes.
+ * Stops when `signal` aborts. A 401 ends it (the session expired). Objects are keyed by name,
+ * or by `key(object)` when given (a list across namespaces: namespace and name).
+ */
+export async function follow(path, {signal, onChange, onState, key = (o) => o.metadata.name}) {
+  const objects = new Map();
+  let resourceVersion = '';
+  let backoff = 500;
+  while (!signal.aborted) {
+    try {
+      if (!resourceVersion) {
+        const listed = await list(path, {signal});
+        objects.clear();
+        for (const o of listed.items) objects.set(key(o), o);
+        resourceVersion = listed.resourceVersion;
+        onChange(objects);
+      }
+      const query = `?watch=true&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=${encodeURIComponent(resourceVersion)}`;
+      const response = await fetch(path + query, {headers: CONSOLE_HEADER, signal, cache: 'no-store'});
+      if (response.status === 401) {
+        await errorOf(response);
+        expired();
+        return;
+      }
+      if (response.status === 410) {
+        resourceVersion = '';
+        continue;
+      }
+      if (!response.ok) throw await errorOf(response);
+      onState('live');
+      const opened = Date.now();
+      for await (const event of lines(response.body, signal)) {
+        if (event.type === 'ERROR') {
+          // The stream's version is gone: list again.
+          resourceVersion = '';
+          break;
+        }
+        resourceVersion = event.object?.metadata?.resourceVersion || resourceVersion;
+        if (event.type === 'BOOKMARK') continue;
+        const name = key(event.object);
+        if (event.type === 'DELETED') objects.delete(name);
+        else objects.set(name, event.object);
+        onChange(objects);
+      }
+      // A stream that ends as soon as it opens (a server shutting down) is not re-opened at
+      // once, over and over.
+      if (Date.now() - opened < 1000) {
+        await sleep(backoff, signal);
+        backoff = Math.min(backoff * 2, 30000);
+      } else {
+        backoff = 500;
+      }
+    } catch (error) {
+      if (signal.aborted) return;
+      if (error instanceof ApiError && error.status === 401) return;
+      onState('reconnecting', error);
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, 30000);
+    }
+  }
+}
+
+/**
+ * The lines of a text body as they arrive; with `partial`, also a last one without its newline
+ * (a log's last words; a watch's cut-off event is not one).
+ */
+async function* textLines(body, signal, {partial = true} = {}) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const stop = () => reader.cancel().catch(() => {});
+  signal.addEventListener('abort', stop, {once: true});
+  let buffered = '';
+  try {
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buffered += value;
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        yield buffered.slice(0, newline);
+        buffered = buffered.slice(newline + 1);
+      }
+    }
+    if (partial && buffered) yield buffered;
+  } finally {
+    signal.removeEventListener('abort', stop);
+  }
+}
+
+/** The JSON objects of an NDJSON body, one a line, as they arrive. */
+async function* lines(body, signal) {
+  for await (const line of textLines(body, signal, {partial: false})) {
+    if (line.trim()) yield JSON.parse(line);
+  }
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, {once: true});
+  });
+}
+
+// ---------------------------------------------------------------- deploy form
+
+/**
+ * The images uploaded to namespace `ns` (`{name, tag, image, digest}` each), for the deploy
+ * form to offer. A server without the images API answers 404: then there are none to offer.
+ */
+export async function namespaceImages(ns, {signal} = {}) {
+  try {
+    return (await listImages(ns, {signal})).filter((i) => typeof i?.image === 'string');
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 404) return [];
+    throw error;
+  }
+}
+
+// ---------------------------------------------------------------- uploaded images
+
+/** The images uploaded to `namespace`: [{name, tag, image, digest}]. */
+export async function listImages(namespace, {signal} = {}) {
+  const answer = await request('GET', collection('images', namespace), undefined, {signal});
+  return Array.isArray(answer?.items) ? answer.items : [];
+}
+
+/**
+ * Uploads `file` (a `docker save` archive) into `namespace`, optionally as `name`:`tag`.
+ * XMLHttpRequest rather than fetch, for its upload progress: `onProgress(sent, total)` is
+ * called as the body goes out. Resolves to {name, tag, image, digest}; rejects with an
+ * ApiError (the server's message), or one of status 0 when the connection failed or
+ * `signal` aborted it.
+ */
+export function uploadImage(namespace, file, {name = '', tag = '', onProgress = () => {}, signal} = {}) {
+  const query = new URLSearchParams();
+  if (name) query.set('name', name);
+  if (tag) query.set('tag', tag);
+  const qs = query.toString();
+  const url = `${API}/namespaces/${encodeURIComponent(namespace)}/images${qs ? `?${qs}` : ''}`;
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', url);
+    xhr.setRequestHeader('X-Stratus-Console', '1');
+    xhr.setRequestHeader('Content-Type', 'application/x-tar');
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.responseType = 'text';
+    xhr.upload.addEventListener('progress', (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size));
+    xhr.addEventListener('load', () => {
+      let body = null;
+      try {
+        body = JSON.parse(xhr.responseText);
+      } catch {
+        // Not JSON: the status line says enough.
+      }
+      if (xhr.status >= 200 && xhr.status < 300 && body) {
+        resolve(body);
+        return;
+      }
+      const error = new ApiError(xhr.status, body?.message || `${xhr.status} ${xhr.statusText}`, body?.reason || '');
+      if (xhr.status === 401) expired();
+      reject(error);
+    });
+    xhr.addEventListener('error', () => reject(new ApiError(0, 'the connection to the API failed during the upload')));
+    xhr.addEventListener('abort', () => reject(new ApiError(0, 'the upload was cancelled')));
+    signal?.addEventListener('abort', () => xhr.abort());
+    xhr.send(file);
+  });
+}
+
+// ---------------------------------------------------------------- text streams (the service page)
+
+/**
+ * Reads a text body line by line as it arrives (a followed log: `…/log?follow=true`), calling
+ * `onLine(line)` for each. Resolves when the stream ends; rejects with an ApiError when the
+ * API refuses (a 401 also ends the session) or the connection breaks. Stops when `signal`
+ * aborts.
+ */
+export async function streamLines(path, {signal, onLine}) {
+  const response = await fetch(path, {headers: {...CONSOLE_HEADER, Accept: 'text/plain'}, signal, cache: 'no-store'});
+  if (response.status === 401) {
+    const error = await errorOf(response);
+    expired();
+    throw error;
+  }
+  if (!response.ok) throw await errorOf(response);
+  try {
+    for await (const line of textLines(response.body, signal)) onLine(line);
+  } catch (error) {
+    if (signal.aborted) return;
+    throw error;
+  }
+}
