@@ -41,9 +41,32 @@ async function errorOf(response) {
   return new ApiError(response.status, message, body?.reason || '', body?.details?.causes || []);
 }
 
+/** Methods whose request can be sent again without doing anything twice. */
+const REPEATABLE = new Set(['GET', 'HEAD', 'PATCH']);
+
+/**
+ * fetch, sent again when the network fails under it. Chromium fails every request in flight
+ * when it sees a network interface come or go (ERR_NETWORK_CHANGED); on a machine that runs
+ * containers that is whenever one starts or stops. Up to four tries, 250 ms, 500 ms and 1 s
+ * apart; an answer of the API, whatever its status, is never asked again. Only for requests
+ * that are safe to repeat: a write that failed this way may have been done.
+ */
+async function fetchAgain(path, init) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetch(path, init);
+    } catch (error) {
+      if (init.signal?.aborted || attempt >= 3) throw error;
+      await sleep(250 * 2 ** attempt, init.signal);
+    }
+  }
+}
+
 /**
  * One request to the API as the session's user. A 401 ends the session (the listeners of
- * `onExpired` are told) and throws like every other failure, as an ApiError.
+ * `onExpired` are told) and throws like every other failure, as an ApiError. Reads (and merge
+ * patches, which give the same result however often they are applied) are sent again when the
+ * network fails under them; a failed create or replace is not, and its error says so.
  */
 export async function request(method, path, body, {signal} = {}) {
   const headers = {...CONSOLE_HEADER, Accept: 'application/json'};
@@ -53,13 +76,15 @@ export async function request(method, path, body, {signal} = {}) {
     init.body = JSON.stringify(body);
   }
   let response;
-  try {
-    response = await fetch(path, init);
-  } catch (error) {
-    // A read that failed in the network (a connection dropped under it: see docs/console.md,
-    // "Known problems") is asked once more; a write is not, as it may have been done.
-    if (method !== 'GET' || signal?.aborted) throw error;
-    response = await fetch(path, init);
+  if (REPEATABLE.has(method)) {
+    response = await fetchAgain(path, init);
+  } else {
+    try {
+      response = await fetch(path, init);
+    } catch (error) {
+      if (signal?.aborted) throw error;
+      throw new TypeError(`${error.message}; the change may or may not have been made, so look before trying again`);
+    }
   }
   if (response.status === 401) {
     const error = await errorOf(response);
@@ -75,7 +100,7 @@ export async function request(method, path, body, {signal} = {}) {
 
 /** Who the session is, or null when there is none (or it expired). */
 export async function session() {
-  const response = await fetch('/ui/session', {headers: CONSOLE_HEADER, cache: 'no-store'});
+  const response = await fetchAgain('/ui/session', {headers: CONSOLE_HEADER, cache: 'no-store'});
   if (response.status === 401) return null;
   if (!response.ok) throw await errorOf(response);
   return response.json();
@@ -83,10 +108,12 @@ export async function session() {
 
 /**
  * Logs in: the server sets the session cookie. Resolves to the session (as `session()`);
- * rejects with an ApiError (401: wrong name or password; 429: too many failures).
+ * rejects with an ApiError (401: wrong name or password; 429: too many failures). Sent again
+ * when the network fails under it: at worst that makes a second session, and the first is
+ * never used.
  */
 export async function login(username, password) {
-  const response = await fetch('/ui/session', {
+  const response = await fetchAgain('/ui/session', {
     method: 'POST',
     headers: {...CONSOLE_HEADER, 'Content-Type': 'application/json'},
     body: JSON.stringify({username, password}),
@@ -98,7 +125,7 @@ export async function login(username, password) {
 
 /** Logs out: the server clears the cookie. */
 export async function logout() {
-  const response = await fetch('/ui/session', {method: 'DELETE', headers: CONSOLE_HEADER});
+  const response = await fetchAgain('/ui/session', {method: 'DELETE', headers: CONSOLE_HEADER});
   if (!response.ok) throw await errorOf(response);
 }
 
@@ -226,7 +253,7 @@ async function* lines(body, signal) {
 function sleep(ms, signal) {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
+    signal?.addEventListener('abort', () => {
       clearTimeout(timer);
       resolve();
     }, {once: true});
@@ -302,23 +329,41 @@ export function uploadImage(namespace, file, {name = '', tag = '', onProgress = 
 // ---------------------------------------------------------------- text streams (the service page)
 
 /**
- * Reads a text body line by line as it arrives (a followed log: `…/log?follow=true`), calling
- * `onLine(line)` for each. Resolves when the stream ends; rejects with an ApiError when the
- * API refuses (a 401 also ends the session) or the connection breaks. Stops when `signal`
- * aborts.
+ * Follows a text stream line by line as it arrives (a followed log: `…/log?follow=true`),
+ * calling `onLine(line)` for each. `query(first)` gives the query string of each connection:
+ * the first one, and those that pick the stream up again after the network broke it (a log
+ * asks for no old lines then). `onState('live' | 'reconnecting', error?)` tells which it is.
+ * Resolves when the stream ends; rejects with an ApiError when the API refuses (a 401 also
+ * ends the session). Stops when `signal` aborts.
  */
-export async function streamLines(path, {signal, onLine}) {
-  const response = await fetch(path, {headers: {...CONSOLE_HEADER, Accept: 'text/plain'}, signal, cache: 'no-store'});
-  if (response.status === 401) {
-    const error = await errorOf(response);
-    expired();
-    throw error;
-  }
-  if (!response.ok) throw await errorOf(response);
-  try {
-    for await (const line of textLines(response.body, signal)) onLine(line);
-  } catch (error) {
-    if (signal.aborted) return;
-    throw error;
+export async function followLines(path, {signal, onLine, onState = () => {}, query}) {
+  let backoff = 250;
+  for (let first = true; ; first = false) {
+    let response;
+    try {
+      response = await fetch(path + query(first), {headers: {...CONSOLE_HEADER, Accept: 'text/plain'}, signal, cache: 'no-store'});
+    } catch (error) {
+      if (signal.aborted) return;
+      onState('reconnecting', error);
+      await sleep(backoff, signal);
+      backoff = Math.min(backoff * 2, 8000);
+      continue;
+    }
+    if (response.status === 401) {
+      const error = await errorOf(response);
+      expired();
+      throw error;
+    }
+    if (!response.ok) throw await errorOf(response);
+    onState('live');
+    backoff = 250;
+    try {
+      for await (const line of textLines(response.body, signal)) onLine(line);
+      return;
+    } catch (error) {
+      if (signal.aborted) return;
+      onState('reconnecting', error);
+      await sleep(backoff, signal);
+    }
   }
 }

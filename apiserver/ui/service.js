@@ -440,8 +440,20 @@ class ServicePage {
     this.logButton.textContent = 'Stop following';
     this.logButton.setAttribute('aria-pressed', 'true');
     this.logState.textContent = `Following ${instance || 'every instance'}…`;
-    api.streamLines(`${path}?follow=true&tailLines=100`, {
+    api.followLines(path, {
       signal: stop.signal,
+      // Picked up again after the network broke it: only lines written from then on (those
+      // written while it was down are not shown, and a line says so).
+      query: (first) => `?follow=true&tailLines=${first ? 100 : 0}`,
+      onState: (state, error) => {
+        if (this.logStop !== stop) return;
+        if (state === 'live') {
+          this.logState.textContent = `Following ${instance || 'every instance'}…`;
+        } else if (!this.logState.textContent.startsWith('The connection broke')) {
+          this.logState.textContent = `The connection broke (${error.message}); reconnecting…`;
+          this.logLines.append(h('span', {class: 'log-line log-gap'}, '— the connection broke here: lines written until it is back are not shown —'), '\n');
+        }
+      },
       onLine: (line) => {
         this.logLines.append(h('span', {class: 'log-line'}, line), '\n');
         while (this.logLines.childNodes.length > MAX_LOG_LINES * 2) {

@@ -114,6 +114,7 @@ impl Browser {
         ]
         .into_iter()
         .chain(extra_args.iter().cloned())
+        .chain(net_log_arg())
         .collect::<Vec<_>>();
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("browserName".into(), json!("chrome"));
@@ -279,3 +280,16 @@ pub fn screenshot_dir() -> PathBuf {
     });
     target.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")).join("console-screenshots")
 }
+
+/// With `STRATUS_CHROME_NET_LOG` set to a directory, each browser writes Chromium's network
+/// log (every socket, TLS handshake and request, with the error that ended it) to a file of its
+/// own there: what to read when a page says "Failed to fetch".
+fn net_log_arg() -> Option<String> {
+    let dir = PathBuf::from(std::env::var_os("STRATUS_CHROME_NET_LOG")?);
+    let _ = std::fs::create_dir_all(&dir);
+    let name =
+        format!("netlog-{}-{}.json", std::process::id(), NET_LOGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    Some(format!("--log-net-log={}", dir.join(name).display()))
+}
+
+static NET_LOGS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
