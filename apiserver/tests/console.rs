@@ -10,9 +10,12 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use stratus_agent::runtime::LogStream;
 use stratus_apiserver::Config;
 use stratus_apiserver::console::{CONSOLE_HEADER, CONTENT_SECURITY_POLICY, SESSION_COOKIE};
 use stratus_testkit::console::Browser;
+use stratus_testkit::log_agent::{LogAgent, create_instance, register_node};
+use stratus_testkit::relay::Relay;
 
 /// A server with tenants `a` and `b` (namespaces `a-ns`, `b-ns`), `alice` a developer in
 /// `a-ns` and `bob` a developer in `b-ns`; logins last `login_ttl`.
@@ -309,5 +312,71 @@ async fn a_second_tenants_user_sees_none_of_the_first_tenants_services() {
         .await;
     assert_eq!(status, json!(404));
     browser.screenshot("services-second-tenant").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_page_picks_up_where_it_was_when_its_connections_are_cut() {
+    // A cluster admin, so that the Instances of the default namespace can be made by hand.
+    let (s, admin) = cluster(Duration::from_secs(3600)).await;
+    create_user(&admin, "carol", stratus_api::identity::DEFAULT_TENANT, stratus_api::identity::roles::CLUSTER_ADMIN)
+        .await;
+    let agent = LogAgent::start_reviewed("n1", &admin).await;
+    register_node(&admin, "n1", &agent.endpoint).await;
+    create_service(&s, "default", "hello").await;
+    let first = create_instance(&admin, "hello-1", "hello", "n1").await;
+    let container = agent.run(&first, &["before the cut"]);
+
+    // The browser reaches the API server only through a relay that the test can cut.
+    let relay = Relay::start(s.addr).await;
+    let endpoint = format!("http://{}", relay.addr);
+    let browser = Browser::start().await;
+    browser.goto(&format!("{endpoint}/ui/")).await;
+    browser.fill("#username", "carol").await;
+    browser.fill("#password", "carol-password").await;
+    browser.click("#login").await;
+    browser.wait_for_text("#live-state", "Live").await;
+    browser.goto(&format!("{endpoint}/ui/#/services/default/hello")).await;
+    browser.wait_for_text("#instance-rows tr[data-name='hello-1']", "hello-1").await;
+    browser
+        .run(
+            "const s = document.querySelector('#log-instance'); s.value = 'hello-1'; s.dispatchEvent(new Event('change'))",
+            vec![],
+        )
+        .await;
+    browser.click("#log-follow").await;
+    browser.wait_for_text("#log-state", "Following hello-1").await;
+    browser.wait_for_text("#log-lines", "before the cut").await;
+
+    // Every connection of the page breaks at once: its watches and the followed log reconnect.
+    relay.cut();
+    browser.wait_for_text("#log-lines", "the connection broke here").await;
+    browser.wait_for_text("#log-state", "Following hello-1").await;
+    agent.fake.log(&container, LogStream::Stdout, "after the cut");
+    let lines = browser.wait_for_text("#log-lines", "after the cut").await;
+    assert_eq!(lines.matches("before the cut").count(), 1, "old lines came again: {lines}");
+    create_instance(&admin, "hello-2", "hello", "n1").await;
+    browser.wait_for_text("#instance-rows tr[data-name='hello-2']", "hello-2").await;
+    browser.wait_for_text("#live-state", "Live").await;
+
+    // A read is asked again when the network fails under it: the page's API module reads
+    // while the relay refuses every connection for 600 ms (its tries: at once, 250 ms and
+    // 750 ms later).
+    let module = browser
+        .run_async(
+            "import(arguments[0]).then(api => { window.testApi = api; arguments[1]('ok'); })",
+            vec![json!("/ui/assets/api.js")],
+        )
+        .await;
+    assert_eq!(module, json!("ok"));
+    relay.break_for(Duration::from_millis(600));
+    let answer = browser
+        .run_async(
+            "window.testApi.request('GET', '/apis/stratus.dev/v1/namespaces/default/services/hello')
+               .then(s => arguments[0](s.metadata.name), e => arguments[0]('failed: ' + e.message))",
+            vec![],
+        )
+        .await;
+    assert_eq!(answer, json!("hello"));
     browser.close().await;
 }

@@ -2,7 +2,7 @@
 //! (over TLS with client certificates if asked), and the paths of the workspace's built
 //! binaries; behind features, a node agent under test over any runtime (`agent-harness`), a
 //! node agent serving logs (`log-agent`) and a headless Chromium for the web console
-//! (`console`); a small tmpfs to fill up. Failures panic with a clear message: this is
+//! (`console`); a small tmpfs to fill up; a TCP relay whose connections can be cut. Failures panic with a clear message: this is
 //! scaffolding, and a test that cannot set up must fail loudly, never skip.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -13,6 +13,7 @@ pub mod console;
 pub mod flood;
 #[cfg(feature = "log-agent")]
 pub mod log_agent;
+pub mod relay;
 pub mod tmpfs;
 
 use std::fs::File;
