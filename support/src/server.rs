@@ -4,8 +4,9 @@
 //!
 //! - **TLS** (optional): a handshake must finish within the header timeout; a client speaking
 //!   plain HTTP to a TLS port gets a `400` saying so, as Go's servers answer.
-//! - **Header timeout**: a request's head must arrive within `header_read_timeout` (hyper's
-//!   timer for HTTP/1; for the first request on any connection, the loop's own).
+//! - **Header timeout**: the first request's head on a connection must arrive within
+//!   `header_read_timeout` (the loop's own timer); a later one on a kept-alive HTTP/1
+//!   connection within `idle_timeout + header_read_timeout` of the previous response (hyper's).
 //! - **Idle timeout**: a connection with no request in flight for `idle_timeout` is closed
 //!   gracefully (GOAWAY on HTTP/2). A request is in flight until its response body has been sent,
 //!   so long watches and streams are never idle.
@@ -103,7 +104,13 @@ where
 {
     let make = Arc::new(make);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // hyper starts its HTTP/1 header timer as soon as it waits for a request, so on a kept-alive
+    // connection it would also close one idle between requests, and abruptly: with the header
+    // timeout alone, after 10 s instead of `idle_timeout`, and a client that sent its next
+    // request just then saw the connection reset (Schemathesis once: "SSL EOF"). The loop below
+    // times the first request's head itself and closes idle connections gracefully, so hyper's
+    // timer only has to bound a later head that trickles in: it ends after the idle timeout.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -86,6 +86,19 @@ async fn a_kept_alive_connection_closes_when_idle_but_not_while_streaming() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_is_served_again_after_a_pause_longer_than_the_header_timeout() {
+    let limits =
+        Limits { header_read_timeout: Duration::from_millis(200), idle_timeout: Duration::from_secs(5), ..short() };
+    let addr = start(limits, None).await;
+    let mut kept = TcpStream::connect(&addr).await.unwrap();
+    assert!(get(&mut kept, "/").await.starts_with("HTTP/1.1 200"));
+    // Idle for longer than the header timeout, well within the idle timeout: still open.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let again = tokio::time::timeout(Duration::from_secs(5), get(&mut kept, "/")).await.expect("answered in time");
+    assert!(again.starts_with("HTTP/1.1 200"), "the kept-alive connection was closed: {again:?}");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_are_closed_at_once() {
     let patient = Limits {
         max_connections: 3,
