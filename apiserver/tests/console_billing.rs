@@ -421,6 +421,47 @@ async fn set_phase(admin: &Client, inst: Instance, phase: &str, ready: bool) {
     admin.update_status(made).await.unwrap();
 }
 
+/// The page finds the current invoice by the key of the period holding now, which it works out
+/// itself (`periodKey` in billing.js): it must be the key the billing controller names invoices
+/// by (`Period::holding`), for every kind of period and at the edges of months, leap days and
+/// centuries.
+#[tokio::test]
+async fn the_billing_pages_period_keys_are_the_controllers() {
+    let s = TestServer::start().await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("{}/ui/", s.endpoint)).await;
+    browser.find("#username").await;
+    let periods = ["monthly", "1m", "10m", "15m", "30m", "1h", "3h", "24h", "168h", "720h"];
+    let instants: Vec<i64> = vec![
+        now_millis(),
+        0,
+        // 2000-02-29 (a leap day of a century year), its first and last milliseconds.
+        951_782_400_000,
+        951_868_799_999,
+        // 2024-12-31T23:59:59.999Z and the next millisecond.
+        1_735_689_599_999,
+        1_735_689_600_000,
+        // 2100-03-01 (2100 is no leap year), one millisecond before and at midnight.
+        4_107_542_399_999,
+        4_107_542_400_000,
+    ];
+    let answer = browser
+        .run_async(
+            "import('/ui/assets/billing.js').then(b => arguments[2](arguments[0].flatMap(p => arguments[1].map(t => b.periodKey(p, t)))))",
+            vec![json!(periods), json!(instants)],
+        )
+        .await;
+    let expected: Vec<String> = periods
+        .iter()
+        .flat_map(|p| {
+            let period: Period = p.parse().unwrap();
+            instants.iter().map(move |t| period.holding(*t).0)
+        })
+        .collect();
+    assert_eq!(answer, json!(expected));
+    browser.close().await;
+}
+
 #[tokio::test]
 async fn the_nodes_page_shows_capacity_allocation_and_instances_to_admins_only() {
     let (s, admin) = cluster().await;
