@@ -43,7 +43,7 @@ use stratus_api::billing::{self, SOURCE_AGENT, SOURCE_GATEWAY, TICK_MILLIS};
 use stratus_api::v1::UsageReport;
 use stratus_client::ListParams;
 use stratus_client::usage::{now_millis, window_start};
-use stratus_testkit::{binary, free_port};
+use stratus_testkit::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The gateway's report window.
@@ -172,20 +172,6 @@ fn spooled(dir: &Path) -> Vec<String> {
     read.filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| n.ends_with(".json") && !n.starts_with('.'))
         .collect()
-}
-
-/// Runs the CLI as the cluster admin; (exit code, stdout, stderr).
-async fn stratus(c: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "--certificate-authority", c.ca()])
-        .args(args)
-        .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
-        .env("STRATUS_TOKEN", &c.token)
-        .output()
-        .await
-        .expect("run stratus");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
 }
 
 // Multi-threaded: the API server and the node agent run in this process while the test waits on
@@ -361,7 +347,7 @@ spec:
             .filter(|r| r.status.as_ref().is_none_or(|s| s.ledger_entry.is_empty()))
             .map(|r| r.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default())
             .collect::<Vec<_>>();
-        let (code, out, err) = stratus(&c, &["billing", "recount", "--period", &period, "--tenant", "default"]).await;
+        let (code, out, err) = c.stratus(&["billing", "recount", "--period", &period, "--tenant", "default"]).await;
         if unfolded.is_empty() && code == 0 {
             eprintln!("recount: {}", out.trim());
             break reports;
@@ -374,7 +360,7 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let (code, out, err) = stratus(&c, &["billing", "invoice", "--current", "--tenant", "default", "-o", "json"]).await;
+    let (code, out, err) = c.stratus(&["billing", "invoice", "--current", "--tenant", "default", "-o", "json"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let invoice: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
     eprintln!("invoice: {invoice}");
@@ -482,7 +468,13 @@ async fn an_instances_life_is_billed_once_across_kill_9_of_its_agent() {
         tokio::time::sleep(Duration::from_millis(u64::try_from(rng.range(0, 2_500)).unwrap())).await;
         agent = c.agent_process_with(&node, &flags).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The last agent has taken the instance up again: it has reported a window past its start.
+    let restarted = now_millis();
+    let deadline = Instant::now() + PATIENCE;
+    while stratus_agent::metering::reported_until(&usage_dir).is_none_or(|t| t <= restarted) {
+        assert!(Instant::now() < deadline, "the restarted agent never reported past {restarted}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let before_delete = now_millis();
     c.client.delete::<stratus_api::v1::Service>("default", SERVICE).await.unwrap();
     let deadline = Instant::now() + PATIENCE;
@@ -553,7 +545,7 @@ async fn an_instances_life_is_billed_once_across_kill_9_of_its_agent() {
     let period = billing::Period::Monthly.holding(started).0;
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let (code, out, err) = stratus(&c, &["billing", "recount", "--period", &period, "--tenant", "default"]).await;
+        let (code, out, err) = c.stratus(&["billing", "recount", "--period", &period, "--tenant", "default"]).await;
         if code == 0 {
             eprintln!("recount: {}", out.trim());
             break;

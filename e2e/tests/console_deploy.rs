@@ -98,14 +98,9 @@ async fn wait_answer(c: &Cluster, host: &str, wanted: &str) {
 async fn a_service_deployed_through_the_form_becomes_ready_and_answers() {
     let c = Cluster::start("console-deploy", Duration::from_secs(15)).await;
     c.apply(&fixtures()).await;
-    let pki = c.dir().join("pki");
-    let browser = Browser::start_trusting(&[&pki.join("apiserver.crt"), &pki.join("ca.crt")]).await;
 
     // Log in; the services page links to the form.
-    browser.goto(&format!("{}/ui/", c.endpoint())).await;
-    browser.fill("#username", USER).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click("#login").await;
+    let browser = c.console(USER, PASSWORD).await;
     browser.wait_for_text("#services-empty", "No Services in default").await;
     browser.click("#deploy-service").await;
     browser.wait_for_text("#deploy-title", "Deploy a service").await;
@@ -247,12 +242,7 @@ async fn an_uploaded_archive_is_deployed_from_the_form_and_answers() {
     assert!(saved.status.success(), "docker save: {}", String::from_utf8_lossy(&saved.stderr));
     // A tag of this run's own, so that the image offered is the one uploaded here.
     let tag = format!("up{}", stratus_testkit::free_port());
-    let pki = c.dir().join("pki");
-    let browser = Browser::start_trusting(&[&pki.join("apiserver.crt"), &pki.join("ca.crt")]).await;
-    browser.goto(&format!("{}/ui/", c.endpoint())).await;
-    browser.fill("#username", USER).await;
-    browser.fill("#password", PASSWORD).await;
-    browser.click("#login").await;
+    let browser = c.console(USER, PASSWORD).await;
     browser.wait_for_text("#services-empty", "No Services in default").await;
 
     browser.click("#nav-images").await;

@@ -57,12 +57,7 @@ async fn a_service_page_splits_traffic_follows_logs_and_charts_load() {
     })
     .await;
 
-    let pki = c.dir().join("pki");
-    let browser = Browser::start_trusting(&[&pki.join("apiserver.crt"), &pki.join("ca.crt")]).await;
-    browser.goto(&format!("{}/ui/", c.endpoint())).await;
-    browser.fill("#username", "carol").await;
-    browser.fill("#password", "carol-password").await;
-    browser.click("#login").await;
+    let browser = c.console("carol", "carol-password").await;
     browser.wait_for_text("#live-state", "Live").await;
     // The services list links to the page.
     browser.wait_for_text("#services-rows tr[data-name='web']", "web").await;

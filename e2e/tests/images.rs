@@ -9,21 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use stratus_testkit::{binary, free_port};
-
-/// Runs the CLI as the cluster admin; (exit code, stdout, stderr).
-async fn stratus(c: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(binary("stratus"))
-        .args(["--server", c.endpoint(), "--certificate-authority", c.ca()])
-        .args(args)
-        .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
-        .env("STRATUS_TOKEN", &c.token)
-        .output()
-        .await
-        .expect("run stratus");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
-}
+use stratus_testkit::free_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_docker_save_archive_pushed_with_the_cli_is_deployed_and_answers() {
@@ -35,22 +21,22 @@ async fn a_docker_save_archive_pushed_with_the_cli_is_deployed_and_answers() {
     let name = format!("uploaded-{}", free_port());
 
     let (code, out, err) =
-        stratus(&c, &["image", "push", archive.to_str().unwrap(), "--name", &name, "--tag", "v1"]).await;
+        c.stratus(&["image", "push", archive.to_str().unwrap(), "--name", &name, "--tag", "v1"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let image = format!("127.0.0.1:5000/default/{name}:v1");
     assert!(out.starts_with(&format!("pushed {image} (sha256:")), "{out}");
     assert!(err.contains("sent ") && err.contains("(100%)"), "no progress on stderr: {err}");
 
-    let (code, out, err) = stratus(&c, &["image", "list"]).await;
+    let (code, out, err) = c.stratus(&["image", "list"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.lines().any(|l| l.starts_with(&name) && l.contains(&image)), "{out}");
 
     // An IMAGE of the local engine instead of a file: `docker save` streamed, no length known.
-    let (code, out, err) = stratus(&c, &["image", "push", IMAGE, "--name", &name, "--tag", "v2"]).await;
+    let (code, out, err) = c.stratus(&["image", "push", IMAGE, "--name", &name, "--tag", "v2"]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with(&format!("pushed 127.0.0.1:5000/default/{name}:v2")), "{out}");
 
-    let (code, out, err) = stratus(&c, &["image", "push", "127.0.0.1:5000/no-such-image:v9"]).await;
+    let (code, out, err) = c.stratus(&["image", "push", "127.0.0.1:5000/no-such-image:v9"]).await;
     assert_ne!(code, 0, "{out}{err}");
     assert!(err.contains("docker save 127.0.0.1:5000/no-such-image:v9` failed"), "{err}");
 

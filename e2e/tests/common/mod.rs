@@ -264,6 +264,35 @@ impl Cluster {
         &self.platform.endpoint
     }
 
+    /// Runs the `stratus` CLI against this cluster as its admin (no config file): its exit code,
+    /// standard output and standard error.
+    pub async fn stratus(&self, args: &[&str]) -> (i32, String, String) {
+        let out = tokio::process::Command::new(binary("stratus"))
+            .args(["--server", self.endpoint(), "--certificate-authority", self.ca()])
+            .args(args)
+            .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
+            .env("STRATUS_TOKEN", &self.token)
+            .output()
+            .await
+            .expect("run stratus");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// A headless Chromium that trusts this cluster's API certificate, on the console, logged
+    /// in as `user` with `password` (the login form sent; what the page shows next is the
+    /// test's to wait for).
+    pub async fn console(&self, user: &str, password: &str) -> stratus_testkit::console::Browser {
+        let pki = self.dir().join("pki");
+        let browser =
+            stratus_testkit::console::Browser::start_trusting(&[&pki.join("apiserver.crt"), &pki.join("ca.crt")]).await;
+        browser.goto(&format!("{}/ui/", self.endpoint())).await;
+        browser.fill("#username", user).await;
+        browser.fill("#password", password).await;
+        browser.click("#login").await;
+        browser
+    }
+
     /// The test's own directory (removed when the cluster is dropped).
     pub fn dir(&self) -> &Path {
         self._dir.path()
