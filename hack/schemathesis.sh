@@ -27,7 +27,7 @@ cargo build --quiet -p stratus-platform --bin stratus-apiserver
 dir="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 target/debug/stratus-apiserver --listen "127.0.0.1:$port" --data-dir "$dir/data" \
-  --bootstrap-admin "$dir/admin-password" >"$dir/apiserver.log" 2>&1 &
+  --bootstrap-admin "$dir/admin-password" --max-image-upload 1048576 >"$dir/apiserver.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$dir"' EXIT
 trap 'exit 130' INT TERM

@@ -19,15 +19,22 @@ requests it means to be invalid go out as generated:
 - a watch is a stream that never ends by itself, so every watch asks the server to end it after
   a second through the API's own `timeoutSeconds`.
 
+An image upload's body (application/x-tar) is drawn by the strategy at the end: bytes, or small
+tar archives of `docker save`'s file names with any content.
+
 The watch stream itself (application/x-ndjson) is read by the deserializer below: every line
 must be a WatchEvent.
 """
 
+import hashlib
+import io
 import json
 import re
+import tarfile
 import time
 
 import schemathesis
+from hypothesis import strategies as st
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -240,3 +247,55 @@ def watch_events(ctx, response):
         if not isinstance(event.get("object"), dict):
             raise ValueError(f"a watch event without an object: {line!r}")
     return response.content.decode("utf-8")
+
+
+# ---------------------------------------------------------------- image uploads
+
+@st.composite
+def _tar_archives(draw):
+    """Tar archives of a few files: `docker save`'s file names (manifest.json, index.json, a
+    layer) or others, with any content: what the server makes of a broken archive."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        names = draw(st.lists(
+            st.one_of(st.sampled_from(["manifest.json", "index.json", "oci-layout", "repositories",
+                                       "blobs/sha256/00", "layer.tar", "config.json"]),
+                      st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789./_-", min_size=1, max_size=40)),
+            max_size=4, unique=True))
+        for name in names:
+            data = draw(st.one_of(st.binary(max_size=256),
+                                  st.just(b'[{"Config":"config.json","RepoTags":["x:y"],"Layers":["layer.tar"]}]')))
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _image_archive(layer_bytes):
+    """A real `docker save` archive (the classic layout) of a one-layer image named
+    schemathesis-probe:v1 whose layer holds one file with `layer_bytes`: an upload that
+    succeeds (the image goes to the machine's registry under the namespace; a few KB)."""
+    def tar_of(files):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for name, data in files:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    layer = tar_of([("probe", layer_bytes)])
+    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    manifest = json.dumps([{"Config": "config.json", "RepoTags": ["schemathesis-probe:v1"],
+                            "Layers": ["layer/layer.tar"]}]).encode()
+    return tar_of([("manifest.json", manifest), ("config.json", config), ("layer/layer.tar", layer)])
+
+
+# An upload's body: bytes that are no archive at all, tar archives of a few files, or a real
+# (tiny) image.
+schemathesis.openapi.media_type(
+    "application/x-tar",
+    st.one_of(st.binary(max_size=2048), _tar_archives(), st.binary(max_size=64).map(_image_archive)),
+)

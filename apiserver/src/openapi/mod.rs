@@ -146,6 +146,7 @@ pub fn document(bounds: crate::registry::ScalingBounds) -> Value {
             paths.insert(format!("{base}/{}/{{name}}/status", k.plural), with_params(status, json!([name_param])));
         }
     }
+    paths.insert("/apis/stratus.dev/v1/namespaces/{namespace}/images".into(), images_path(&error_responses()));
     rules::apply(&mut schemas, bounds);
     schemas.insert(
         "WatchEvent".into(),
@@ -179,6 +180,37 @@ pub fn document(bounds: crate::registry::ScalingBounds) -> Value {
             }},
         },
         "security": [{"bearer": []}],
+    })
+}
+
+/// Image uploads (`crate::images`): not a resource, but the same namespaces, tokens and errors.
+fn images_path(errors: &Value) -> Value {
+    let image = json!({"type": "object", "required": ["name", "tag", "image", "digest"], "properties": {
+        "name": {"type": "string"}, "tag": {"type": "string"},
+        "image": {"type": "string", "description": "{registry}/{namespace}/{name}:{tag}, what a Service's image names"},
+        "digest": {"type": "string", "pattern": "^sha256:[0-9a-f]{64}$"}}});
+    let status = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}});
+    let unavailable = json!({
+        "502": {"description": "the cluster's registry answered badly or not at all", "content": status},
+        "503": {"description": "this API server has no image registry (started without --registry)", "content": status},
+    });
+    json!({
+        "parameters": [{"name": "namespace", "in": "path", "required": true, "schema": {"type": "string", "pattern": DNS_LABEL}}],
+        "get": {"operationId": "listImages", "summary": "The images uploaded to the namespace, every tag of each",
+                "responses": merge(merge(json!({"200": {"description": "the images", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": image}}}}}}}),
+                    &unavailable), errors)},
+        "post": {"operationId": "uploadImage",
+                 "summary": "Upload the output of `docker save` (gzip or not); stored as {registry}/{namespace}/{name}:{tag}",
+                 "parameters": [
+                     {"name": "name", "in": "query", "schema": {"type": "string", "maxLength": 128, "pattern": "^[a-z0-9]+([._-][a-z0-9]+)*$"},
+                      "description": "the image's name; default: the last part of the name the archive records"},
+                     {"name": "tag", "in": "query", "schema": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"},
+                      "description": "its tag; default: the tag the archive records, else latest"},
+                 ],
+                 "requestBody": {"required": true, "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}}},
+                 "responses": merge(merge(json!({"201": {"description": "stored", "content": {"application/json": {"schema": image}}}}),
+                     &unavailable), errors)},
     })
 }
 
