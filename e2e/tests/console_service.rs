@@ -8,7 +8,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -167,8 +166,8 @@ async fn a_service_page_splits_traffic_follows_logs_and_charts_load() {
     // One instance's lines come as it wrote them; the service-wide stream prefixes [instance].
     assert!(!lines.lines().any(|l| l.starts_with('[')), "not one instance's lines: {lines}");
 
-    // Load: eight clients without pause, a request taking 100 ms. The chart's requests per
-    // second and instance count follow.
+    // Load: `stratus bench`, eight requests outstanding, each taking 100 ms. The chart's
+    // requests per second and instance count follow.
     // First the chart goes quiet (the split's requests above have left its last slot).
     browser
         .eventually("the chart's requests per second to fall below 5 at idle", || async {
@@ -177,20 +176,7 @@ async fn a_service_page_splits_traffic_follows_logs_and_charts_load() {
         .await
         .unwrap();
     let instances_before = number(&browser, "#instances-now").await.unwrap_or(0.0);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        let (c, stop) = (c.clone(), stop.clone());
-        clients.push(tokio::spawn(async move {
-            let mut ok = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                if c.get(&host("web"), "/?sleep_ms=100").await.0 == 200 {
-                    ok += 1;
-                }
-            }
-            ok
-        }));
-    }
+    let bench = c.stratus_running(&["bench", "web", "-c", "8", "-d", "10m", "--path", "/?sleep_ms=100"]);
     let started = Instant::now();
     // The first slot (5 s) wholly under load ends after this, in seconds since the epoch.
     let loaded_slot_end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 10;
@@ -243,11 +229,15 @@ async fn a_service_page_splits_traffic_follows_logs_and_charts_load() {
         .unwrap();
     browser.screenshot("services-under-load").await;
 
-    stop.store(true, Ordering::Relaxed);
-    let mut served = 0;
-    for client in clients {
-        served += client.await.unwrap();
-    }
-    assert!(served > 0);
+    // Ctrl-C: the bench stops early and still reports what it sent.
+    let pid = bench.id().expect("the bench runs").to_string();
+    let interrupted = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(interrupted.success(), "the bench had already ended");
+    let out = bench.wait_with_output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    let requests = report.lines().find(|l| l.starts_with("Requests")).unwrap_or_default();
+    let succeeded: Vec<u64> = requests.split(|ch: char| !ch.is_ascii_digit()).filter_map(|s| s.parse().ok()).collect();
+    assert!(succeeded.get(2).is_some_and(|n| *n > 0), "no request of the bench succeeded: {report}");
     browser.close().await;
 }

@@ -279,6 +279,21 @@ impl Cluster {
         (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
     }
 
+    /// Starts the `stratus` CLI against this cluster as its admin, as [`Cluster::stratus`], and
+    /// leaves it running (killed when dropped); its output is piped.
+    pub fn stratus_running(&self, args: &[&str]) -> tokio::process::Child {
+        tokio::process::Command::new(binary("stratus"))
+            .args(["--server", self.endpoint(), "--certificate-authority", self.ca()])
+            .args(args)
+            .env("STRATUS_CONFIG", "/nonexistent/stratus-config")
+            .env("STRATUS_TOKEN", &self.token)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start stratus")
+    }
+
     /// A headless Chromium that trusts this cluster's API certificate, on the console, logged
     /// in as `user` with `password` (the login form sent; what the page shows next is the
     /// test's to wait for).
