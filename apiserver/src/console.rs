@@ -57,10 +57,12 @@ struct Asset {
     body: &'static [u8],
 }
 
-/// The console's files. A page of the console is one ES module (`services.js`); `api.js` is
-/// what they share to talk to the API, `dom.js` how they build elements.
+/// The console's files. `boot.js` (a classic script) loads `app.js` and loads the page again
+/// when the network fails under it; a page of the console is one ES module (`services.js`);
+/// `api.js` is what they share to talk to the API, `dom.js` how they build elements.
 const ASSETS: &[Asset] = &[
     Asset { name: "console.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../ui/console.css") },
+    Asset { name: "boot.js", content_type: JS, body: include_bytes!("../ui/boot.js") },
     Asset { name: "app.js", content_type: JS, body: include_bytes!("../ui/app.js") },
     Asset { name: "api.js", content_type: JS, body: include_bytes!("../ui/api.js") },
     Asset { name: "dom.js", content_type: JS, body: include_bytes!("../ui/dom.js") },

@@ -3,6 +3,10 @@
 // it); the API takes it only with the X-Stratus-Console header, which every request here sends.
 
 const CONSOLE_HEADER = {'X-Stratus-Console': '1'};
+/** A watch stream that says nothing for this long is dead (the server's heartbeat is 10 s). */
+const SILENCE_MS = 25_000;
+/** A read that has no answer in this long is tried again. */
+const ATTEMPT_MS = 10_000;
 const API = '/apis/stratus.dev/v1';
 
 /** An answer of the API that is not a success: `status` (HTTP), `reason`, `causes`. */
@@ -47,14 +51,16 @@ const REPEATABLE = new Set(['GET', 'HEAD', 'PATCH']);
 /**
  * fetch, sent again when the network fails under it. Chromium fails every request in flight
  * when it sees a network interface come or go (ERR_NETWORK_CHANGED); on a machine that runs
- * containers that is whenever one starts or stops. Up to four tries, 250 ms, 500 ms and 1 s
+ * containers that is whenever one starts or stops. And a connection can die without a word:
+ * a try that has no answer in ATTEMPT_MS is given up. Up to four tries, 250 ms, 500 ms and 1 s
  * apart; an answer of the API, whatever its status, is never asked again. Only for requests
  * that are safe to repeat: a write that failed this way may have been done.
  */
 async function fetchAgain(path, init) {
   for (let attempt = 0; ; attempt++) {
+    const limits = [AbortSignal.timeout(ATTEMPT_MS), ...(init.signal ? [init.signal] : [])];
     try {
-      return await fetch(path, init);
+      return await fetch(path, {...init, signal: AbortSignal.any(limits)});
     } catch (error) {
       if (init.signal?.aborted || attempt >= 3) throw error;
       await sleep(250 * 2 ** attempt, init.signal);
@@ -172,32 +178,23 @@ export async function follow(path, {signal, onChange, onState, key = (o) => o.me
         resourceVersion = listed.resourceVersion;
         onChange(objects);
       }
-      const query = `?watch=true&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=${encodeURIComponent(resourceVersion)}`;
-      const response = await fetch(path + query, {headers: CONSOLE_HEADER, signal, cache: 'no-store'});
-      if (response.status === 401) {
-        await errorOf(response);
-        expired();
-        return;
-      }
-      if (response.status === 410) {
+      const opened = Date.now();
+      const outcome = await watchOnce(path, resourceVersion, signal, {
+        onOpen: () => onState('live'),
+        onEvent: (event) => {
+          resourceVersion = event.object?.metadata?.resourceVersion || resourceVersion;
+          if (event.type === 'BOOKMARK') return;
+          const name = key(event.object);
+          if (event.type === 'DELETED') objects.delete(name);
+          else objects.set(name, event.object);
+          onChange(objects);
+        },
+      });
+      if (outcome === 'expired') return;
+      if (outcome === 'gone') {
+        // The version is too old: list again.
         resourceVersion = '';
         continue;
-      }
-      if (!response.ok) throw await errorOf(response);
-      onState('live');
-      const opened = Date.now();
-      for await (const event of lines(response.body, signal)) {
-        if (event.type === 'ERROR') {
-          // The stream's version is gone: list again.
-          resourceVersion = '';
-          break;
-        }
-        resourceVersion = event.object?.metadata?.resourceVersion || resourceVersion;
-        if (event.type === 'BOOKMARK') continue;
-        const name = key(event.object);
-        if (event.type === 'DELETED') objects.delete(name);
-        else objects.set(name, event.object);
-        onChange(objects);
       }
       // A stream that ends as soon as it opens (a server shutting down) is not re-opened at
       // once, over and over.
@@ -214,6 +211,49 @@ export async function follow(path, {signal, onChange, onState, key = (o) => o.me
       await sleep(backoff, signal);
       backoff = Math.min(backoff * 2, 30000);
     }
+  }
+}
+
+/**
+ * One watch request from `resourceVersion`: `onOpen()` once the API answers, `onEvent(event)`
+ * for each event. Resolves to 'ended' when the stream ends, 'gone' when the version is too old
+ * (410, or an ERROR event) and 'expired' on a 401 (the session's listeners are told). Throws
+ * when the request fails, and when the stream goes silent: the server sends a bookmark at least
+ * every 10 s, so one that says nothing for SILENCE_MS is dead even if its connection does not
+ * say so.
+ */
+async function watchOnce(path, resourceVersion, signal, {onOpen, onEvent}) {
+  const query = `?watch=true&allowWatchBookmarks=true&timeoutSeconds=290&resourceVersion=${encodeURIComponent(resourceVersion)}`;
+  const connection = new AbortController();
+  const stop = () => connection.abort();
+  signal.addEventListener('abort', stop, {once: true});
+  let silent;
+  const listen = () => {
+    clearTimeout(silent);
+    silent = setTimeout(() => connection.abort(new Error('the watch stream went silent')), SILENCE_MS);
+  };
+  try {
+    listen();
+    const response = await fetch(path + query, {headers: CONSOLE_HEADER, signal: connection.signal, cache: 'no-store'});
+    if (response.status === 401) {
+      await errorOf(response);
+      expired();
+      return 'expired';
+    }
+    if (response.status === 410) return 'gone';
+    if (!response.ok) throw await errorOf(response);
+    onOpen();
+    for await (const event of lines(response.body, connection.signal)) {
+      listen();
+      if (event.type === 'ERROR') return 'gone';
+      onEvent(event);
+    }
+    // Cut short by the silence: a failure, not an end.
+    if (connection.signal.aborted && !signal.aborted) throw connection.signal.reason;
+    return 'ended';
+  } finally {
+    clearTimeout(silent);
+    signal.removeEventListener('abort', stop);
   }
 }
 

@@ -201,6 +201,7 @@ api.onExpired(() => endSession(EXPIRED));
 window.addEventListener('hashchange', show);
 
 async function start() {
+  window.dispatchEvent(new Event('stratus-console-started'));
   try {
     current = await api.session();
   } catch (error) {

@@ -130,8 +130,27 @@ impl Browser {
         &self.client
     }
 
+    /// Opens `url` and waits for it to load. A console page whose first script (`boot.js`)
+    /// did not run once the page had loaded lost it to the network (Chromium fails every
+    /// request in flight when a network interface comes or goes: whenever Docker starts or
+    /// stops a container; see docs/console.md): it is opened again, as a person would reload a
+    /// blank page, up to five times. What boot.js loads, it loads again itself.
     pub async fn goto(&self, url: &str) {
-        self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+        for attempt in 1.. {
+            self.client.goto(url).await.unwrap_or_else(|e| panic!("open {url}: {e}"));
+            let lost = self
+                .run(
+                    "return document.readyState === 'complete'
+                       && document.querySelector('script[src$=\"/boot.js\"]') !== null
+                       && document.documentElement.dataset.booted !== 'true'",
+                    vec![],
+                )
+                .await;
+            if lost != json!(true) || attempt == 5 {
+                return;
+            }
+            eprintln!("{url}: the page's boot.js was lost to the network; opening it again");
+        }
     }
 
     /// The element `css` selects, once there is one.

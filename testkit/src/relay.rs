@@ -1,20 +1,30 @@
-//! A TCP relay in front of a server whose open connections a test can cut all at once: what a
-//! client sees when the network breaks under it (Chromium failing every request in flight on
-//! `ERR_NETWORK_CHANGED`, a proxy restarting, a laptop changing networks).
+//! A TCP relay in front of a server whose open connections a test can cut all at once, or
+//! freeze: what a client sees when the network breaks under it (Chromium failing every request
+//! in flight on `ERR_NETWORK_CHANGED`, a proxy restarting, a laptop changing networks), or when
+//! a stream stops delivering without its connection saying so.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// A connection whose server sent something this long after the client last did is streaming
+/// (an answer comes at once; a watch or a followed log goes on sending).
+const STREAMING: Duration = Duration::from_millis(500);
 
 /// Relays loopback connections to a target until dropped.
 pub struct Relay {
     /// Where it listens (`127.0.0.1`, a free port).
     pub addr: SocketAddr,
     cuts: watch::Sender<u64>,
+    freezes: watch::Sender<u64>,
+    /// How many connections are frozen.
+    frozen: Arc<AtomicUsize>,
     /// Until when new connections are closed as soon as they come.
     down_until: Arc<Mutex<Option<Instant>>>,
     task: JoinHandle<()>,
@@ -29,37 +39,54 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the relay");
         let addr = listener.local_addr().expect("the relay's address");
         let (cuts, _) = watch::channel(0u64);
-        let watcher = cuts.clone();
+        let (freezes, _) = watch::channel(0u64);
         let down_until = Arc::new(Mutex::new(None::<Instant>));
-        let down = Arc::clone(&down_until);
+        let frozen = Arc::new(AtomicUsize::new(0));
+        let (cutter, freezer, down, count) =
+            (cuts.clone(), freezes.clone(), Arc::clone(&down_until), Arc::clone(&frozen));
+        let started = Instant::now();
         let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if down.lock().unwrap().is_some_and(|until| Instant::now() < until) {
                     continue;
                 }
-                let mut cut = watcher.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(target).await else { return };
-                    // Ends when either side closes, or when cut: then both sockets are dropped.
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
+                let (cut, freeze) = (cutter.subscribe(), freezer.subscribe());
+                tokio::spawn(relay(client, target, cut, freeze, started, Arc::clone(&count)));
             }
         });
-        Relay { addr, cuts, down_until, task }
+        Relay { addr, cuts, freezes, frozen, down_until, task }
+    }
+
+    /// Closes every connection open now; later ones are relayed as before.
+    pub fn cut(&self) {
+        self.cuts.send_modify(|n| *n += 1);
+    }
+
+    /// Stops relaying on every connection that is streaming (its server went on sending well
+    /// after the client's last request), leaving it open: a stream that died without a word.
+    /// Idle connections and later ones are relayed as before. Waits until at least one
+    /// connection is streaming, and returns how many were frozen.
+    ///
+    /// # Panics
+    /// When no connection streams within 30 s.
+    pub async fn freeze_streams(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.freezes.send_modify(|n| *n += 1);
+            // Each connection looks at itself when told; give them the time to.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let frozen = self.frozen.load(Ordering::Relaxed);
+            if frozen > 0 {
+                return frozen;
+            }
+            assert!(Instant::now() < deadline, "no connection through the relay streamed within 30 s");
+        }
     }
 
     /// Cuts every connection open now and closes every new one as soon as it comes, for `how_long`.
     pub fn break_for(&self, how_long: Duration) {
         *self.down_until.lock().unwrap() = Some(Instant::now() + how_long);
         self.cut();
-    }
-
-    /// Closes every connection open now; later ones are relayed as before.
-    pub fn cut(&self) {
-        self.cuts.send_modify(|n| *n += 1);
     }
 }
 
@@ -68,4 +95,66 @@ impl Drop for Relay {
         self.task.abort();
         self.cut();
     }
+}
+
+/// Relays one connection until either side closes or it is cut (both sockets dropped). Frozen
+/// while streaming, it relays nothing more but keeps both open until cut.
+async fn relay(
+    client: TcpStream,
+    target: SocketAddr,
+    mut cut: watch::Receiver<u64>,
+    mut freeze: watch::Receiver<u64>,
+    started: Instant,
+    frozen_count: Arc<AtomicUsize>,
+) {
+    let Ok(server) = TcpStream::connect(target).await else { return };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    // Milliseconds after `started` when the client, and the server, last sent something.
+    let (last_asked, last_sent) = (AtomicU64::new(0), AtomicU64::new(0));
+    let upstream = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+            last_asked.store(millis_since(started), Ordering::Relaxed);
+            if server_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        // The client is done: so is the server's side (an HTTP/1 connection the client closes).
+        let _ = server_write.shutdown().await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+            last_sent.store(millis_since(started), Ordering::Relaxed);
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        // The server closed (an idle connection, say): the client is told at once.
+        let _ = client_write.shutdown().await;
+    };
+    let frozen = async {
+        loop {
+            if freeze.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+            let streaming_for = last_sent.load(Ordering::Relaxed).saturating_sub(last_asked.load(Ordering::Relaxed));
+            if u128::from(streaming_for) > STREAMING.as_millis() {
+                frozen_count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        () = async { tokio::join!(upstream, downstream); } => {}
+        _ = cut.changed() => {}
+        () = frozen => {
+            let _ = cut.changed().await;
+        }
+    }
+}
+
+fn millis_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

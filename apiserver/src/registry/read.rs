@@ -160,6 +160,7 @@ impl Registry {
             }
         };
         let stream = self.store.watch(&prefix, after).await?;
+        let stream = if bookmarks { with_heartbeat(stream, after, HEARTBEAT) } else { stream };
         let selected = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
         let gauge = self.metrics.watch_started();
         let (registry, caller) = (self.clone(), caller.clone());
@@ -255,6 +256,35 @@ impl Registry {
     }
 }
 
+/// How long a watch that asked for bookmarks goes without one: then it gets a bookmark at the
+/// last version it was sent. The embedded store sends progress every second, etcd every ten
+/// minutes; a client that hears nothing for a few heartbeats knows its stream is dead, even
+/// when the connection under it says nothing (the console reconnects after 25 s).
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `stream`, with a progress event at the last revision it delivered (`after` before any)
+/// whenever `quiet` passes without an event. Ahead of the per-event filtering, so a bookmark
+/// also says that filtering is not stuck.
+fn with_heartbeat(
+    stream: stratus_store::WatchStream,
+    after: i64,
+    quiet: std::time::Duration,
+) -> stratus_store::WatchStream {
+    futures::stream::unfold((stream, after), move |(mut stream, last)| async move {
+        // Cancelling `next` loses nothing: an event is taken only when it is ready.
+        match tokio::time::timeout(quiet, stream.next()).await {
+            Ok(Some(Ok(event))) => {
+                let revision = event.revision().max(last);
+                Some((Ok(event), (stream, revision)))
+            }
+            Ok(Some(Err(e))) => Some((Err(e), (stream, last))),
+            Ok(None) => None,
+            Err(_) => Some((Ok(stratus_store::WatchEvent::Progress { revision: last }), (stream, last))),
+        }
+    })
+    .boxed()
+}
+
 fn bookmark_object(info: &KindInfo) -> AnyObject {
     // An empty encoding decodes to the kind's default object.
     let mut obj = match AnyObject::decode(info, &[]) {
@@ -285,6 +315,34 @@ fn decode_token(token: &str) -> ApiResult<(i64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_watch_gets_a_bookmark_at_the_last_revision_it_was_sent() {
+        let put = |revision: i64| {
+            let kv = stratus_store::KeyValue {
+                key: "/k".into(),
+                value: Default::default(),
+                create_revision: revision,
+                mod_revision: revision,
+                lease: 0,
+            };
+            Ok(stratus_store::WatchEvent::Put { kv, prev: None })
+        };
+        let events = futures::stream::iter([put(5), put(7)]).chain(futures::stream::pending()).boxed();
+        let mut stream = with_heartbeat(events, 3, HEARTBEAT);
+        let started = tokio::time::Instant::now();
+        assert_eq!(stream.next().await.map(|e| e.map(|e| e.revision()).ok()), Some(Some(5)));
+        assert_eq!(stream.next().await.map(|e| e.map(|e| e.revision()).ok()), Some(Some(7)));
+        assert_eq!(started.elapsed(), std::time::Duration::ZERO, "events are not held back");
+        for beat in 1..=2 {
+            let event = stream.next().await.unwrap().unwrap();
+            assert_eq!(event, stratus_store::WatchEvent::Progress { revision: 7 });
+            assert_eq!(started.elapsed(), HEARTBEAT * beat);
+        }
+        // Before any event: the version the watch started after.
+        let mut quiet = with_heartbeat(futures::stream::pending().boxed(), 3, HEARTBEAT);
+        assert_eq!(quiet.next().await.unwrap().unwrap(), stratus_store::WatchEvent::Progress { revision: 3 });
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {
