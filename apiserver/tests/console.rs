@@ -42,7 +42,12 @@ async fn create_service(s: &TestServer, namespace: &str, name: &str) {
 
 /// Opens the console and logs in as `user` (password `USER-password`).
 async fn log_in(browser: &Browser, s: &TestServer, user: &str) {
-    browser.goto(&format!("{}/ui/", s.endpoint)).await;
+    log_in_at(browser, &s.endpoint, user).await;
+}
+
+/// [`log_in`] through the server at `endpoint` (a relay in front of it).
+async fn log_in_at(browser: &Browser, endpoint: &str, user: &str) {
+    browser.goto(&format!("{endpoint}/ui/")).await;
     browser.fill("#username", user).await;
     browser.fill("#password", &format!("{user}-password")).await;
     browser.click("#login").await;
@@ -332,10 +337,7 @@ async fn the_page_picks_up_where_it_was_when_its_connections_are_cut() {
     let relay = Relay::start(s.addr).await;
     let endpoint = format!("http://{}", relay.addr);
     let browser = Browser::start().await;
-    browser.goto(&format!("{endpoint}/ui/")).await;
-    browser.fill("#username", "carol").await;
-    browser.fill("#password", "carol-password").await;
-    browser.click("#login").await;
+    log_in_at(&browser, &endpoint, "carol").await;
     browser.wait_for_text("#live-state", "Live").await;
     browser.goto(&format!("{endpoint}/ui/#/services/default/hello")).await;
     browser.wait_for_text("#instance-rows tr[data-name='hello-1']", "hello-1").await;
@@ -388,10 +390,7 @@ async fn a_watch_that_goes_silent_is_opened_again() {
     let relay = Relay::start(s.addr).await;
     let endpoint = format!("http://{}", relay.addr);
     let browser = Browser::start().await;
-    browser.goto(&format!("{endpoint}/ui/")).await;
-    browser.fill("#username", "alice").await;
-    browser.fill("#password", "alice-password").await;
-    browser.click("#login").await;
+    log_in_at(&browser, &endpoint, "alice").await;
     browser.wait_for_text("#live-state", "Live").await;
     // Every connection of the page stops delivering without closing: nothing tells the page
     // but the silence (no bookmark for 30 s), after which it opens its watches again.

@@ -112,28 +112,10 @@ async fn relay(
     let (mut server_read, mut server_write) = server.into_split();
     // Milliseconds after `started` when the client, and the server, last sent something.
     let (last_asked, last_sent) = (AtomicU64::new(0), AtomicU64::new(0));
-    let upstream = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-            last_asked.store(millis_since(started), Ordering::Relaxed);
-            if server_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        // The client is done: so is the server's side (an HTTP/1 connection the client closes).
-        let _ = server_write.shutdown().await;
-    };
-    let downstream = async {
-        let mut buf = vec![0u8; 16 * 1024];
-        while let Ok(n @ 1..) = server_read.read(&mut buf).await {
-            last_sent.store(millis_since(started), Ordering::Relaxed);
-            if client_write.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-        }
-        // The server closed (an idle connection, say): the client is told at once.
-        let _ = client_write.shutdown().await;
-    };
+    // Each direction until its sender closes, then closes it on the other side (the client
+    // hears at once that the server closed an idle connection, say).
+    let upstream = pipe(&mut client_read, &mut server_write, &last_asked, started);
+    let downstream = pipe(&mut server_read, &mut client_write, &last_sent, started);
     let frozen = async {
         loop {
             if freeze.changed().await.is_err() {
@@ -153,6 +135,24 @@ async fn relay(
             let _ = cut.changed().await;
         }
     }
+}
+
+/// Copies `from` to `to` until `from` closes (then shuts `to` down) or `to` fails, noting in
+/// `last` when bytes last went through.
+async fn pipe(
+    from: &mut tokio::net::tcp::OwnedReadHalf,
+    to: &mut tokio::net::tcp::OwnedWriteHalf,
+    last: &AtomicU64,
+    started: Instant,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf).await {
+        last.store(millis_since(started), Ordering::Relaxed);
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 fn millis_since(started: Instant) -> u64 {
