@@ -343,7 +343,10 @@ class ServicePage {
       delete service.status;
       service.spec.traffic = checked.targets;
       const path = `${api.collection('services', this.namespace)}/${encodeURIComponent(this.name)}`;
-      this.service = await api.request('PUT', path, service, {signal: this.signal});
+      const saved = await api.request('PUT', path, service, {signal: this.signal});
+      // The watch may have brought a newer version already (the controller's status for this
+      // very change): the answer must not put an older one back over it.
+      if (newer(saved, this.service)) this.service = saved;
       this.draft = null;
       this.trafficNote = done;
       this.trafficShown = null;
@@ -645,4 +648,14 @@ function formatValue(v) {
   if (v >= 100) return v.toFixed(0);
   if (v >= 10) return v.toFixed(1).replace(/\.0$/, '');
   return v.toFixed(2).replace(/\.?0+$/, '') || '0';
+}
+
+/** Whether object `a` is a later version than `b` (or there is no `b`), by resourceVersion. */
+function newer(a, b) {
+  if (!b) return true;
+  try {
+    return BigInt(a.metadata.resourceVersion || 0) > BigInt(b.metadata.resourceVersion || 0);
+  } catch {
+    return true;
+  }
 }
