@@ -31,13 +31,14 @@ Examples:
   stratus logs service/hello -f
 
 Where requests go: --server, else $STRATUS_SERVER, else the current context of ~/.stratus/config
-($STRATUS_CONFIG), else http://127.0.0.1:7070. The token presented is $STRATUS_TOKEN, else the
+($STRATUS_CONFIG), else https://127.0.0.1:7070. Several API servers may be given, separated by
+commas (https://a:7070,https://b:7070): requests go to the next when one cannot be reached. The token presented is $STRATUS_TOKEN, else the
 current context's (from `stratus login`), which only goes to that context's server.";
 
 #[derive(Debug, Parser)]
 #[command(name = "stratus", version, about = ABOUT, after_help = EXAMPLES, max_term_width = 100, arg_required_else_help = true)]
 pub struct Cli {
-    /// The API server to talk to [default: $STRATUS_SERVER, the current context's server, or https://127.0.0.1:7070]
+    /// The API server to talk to, or several separated by commas (calls go to the next when one cannot be reached) [default: $STRATUS_SERVER, the current context's server, or https://127.0.0.1:7070]
     #[arg(long, global = true, value_name = "URL", help_heading = "Global Options")]
     pub server: Option<String>,
 

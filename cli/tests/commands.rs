@@ -539,6 +539,23 @@ async fn an_unreachable_server_is_one_clear_line() {
 }
 
 #[tokio::test]
+async fn with_several_servers_a_command_goes_to_the_one_that_answers() {
+    let server = TestServer::start().await;
+    let (away, also_away) = (closed_endpoint(), closed_endpoint());
+    let cli = Stratus::new(&format!("{away},{}", server.endpoint)).with_token(Some(&server.token));
+    assert_eq!(cli.run(&["apply", "-f", &example("hello.yaml")]).await.ok(), "service/hello created\n");
+    assert!(cli.run(&["get", "services"]).await.ok().contains("hello"));
+
+    let cli = Stratus::new(&format!("{away},{also_away}"));
+    assert_eq!(
+        cli.run(&["get", "svc"]).await.failed(),
+        format!(
+            "error: cannot reach the Stratus API at {away}, {also_away} — is it running? start it with `stratus up`\n"
+        )
+    );
+}
+
+#[tokio::test]
 async fn the_current_context_chooses_server_and_namespace() {
     let (server, cli) = setup().await;
     let out = cli.run_bare(&["config", "set-context", "local", "--server", &server.endpoint, "-n", "team"]).await;

@@ -70,11 +70,12 @@ impl Client {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}));
-        let req = req.body(body).map_err(|_| Error::BadEndpoint(format!("{}{path}", self.endpoint)))?;
-        let mut channel = self.channel.clone();
+        let endpoint = self.endpoint();
+        let req = req.body(body).map_err(|_| Error::BadEndpoint(format!("{endpoint}{path}")))?;
+        let mut channel = self.current().1.channel;
         let unavailable = |e: tonic::transport::Error| {
             let status = tonic::Status::from_error(Box::new(e));
-            Error::from_status(status, &self.endpoint)
+            Error::from_status(status, endpoint)
         };
         std::future::poll_fn(|cx| channel.poll_ready(cx)).await.map_err(unavailable)?;
         let resp = channel.call(req).await.map_err(unavailable)?;
@@ -136,7 +137,7 @@ pub async fn discover_ca(endpoint: &str, ca_cert_hash: &str) -> Result<String> {
         .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
         .connect_timeout(std::time::Duration::from_secs(3))
         .connect_with_connector_lazy(crate::tls::connector(config, &host));
-    let client = Client::over(channel, endpoint.clone(), Credentials::None);
+    let client = Client::over(vec![crate::Server { endpoint: endpoint.clone(), channel }], Credentials::None);
     let pem = client.call_http(http::Method::GET, CA_PATH, Vec::new(), None).await?;
     let pem = String::from_utf8(pem).map_err(|_| Error::Malformed("a PEM CA certificate"))?;
     let got = stratus_auth::pki::ca_cert_hash(&pem).map_err(|e| Error::Tls(format!("{endpoint}{CA_PATH}: {e}")))?;

@@ -3,13 +3,16 @@
 //! [`Client`] speaks the generic resource API (`stratus.v1.ResourceService`) with typed methods
 //! for every [`Resource`] and dynamic ones for [`AnyObject`]s (the CLI's case).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use stratus_api::v1::auth_service_client::AuthServiceClient;
 use stratus_api::v1::resource_service_client::ResourceServiceClient;
+use stratus_api::v1::traffic_metrics_client::TrafficMetricsClient;
 use stratus_api::v1::{
     ApplyRequest, CanIRequest, CanIResponse, CreateRequest, CreateTokenRequest, DeleteRequest, GetRequest, ListRequest,
     LogLine, LoginRequest, LogsRequest, Object, ObjectKey, TokenResponse, UpdateRequest, WatchRequest, WhoAmIRequest,
@@ -98,7 +101,9 @@ impl Error {
             // tonic keeps the transport error as the source of a status it made itself; a
             // status without one is the server's own answer.
             Code::Unavailable if std::error::Error::source(&status).is_none() => Error::ServiceUnavailable(msg),
-            Code::Unavailable => {
+            // A connection that broke under the call ("transport error", Unknown) is a server
+            // that could not be reached as much as one that refused to connect.
+            Code::Unavailable | Code::Unknown if std::error::Error::source(&status).is_some() => {
                 let reason = unavailable_reason(&status);
                 if is_tls_failure(&reason) {
                     Error::Tls(format!(
@@ -117,6 +122,20 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Unavailable { .. } | Error::ServiceUnavailable(_) | Error::Server(_))
     }
+}
+
+/// Whether a call failed before anything of it was sent: the connection to the server could
+/// not be made (tonic marks such failures with a [`tonic::ConnectError`] in the status' source
+/// chain). Such a call may be sent again to another server whatever it does.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Whether a transport failure is TLS refusing the peer (rustls' wording), not a peer that is
@@ -239,14 +258,66 @@ impl tonic::service::Interceptor for Bearer {
 
 type Authed = InterceptedService<Channel, Bearer>;
 
-/// A client of one API server. Cheap to clone; clones share the connection.
+/// One API server a client may send its calls to.
+struct Server {
+    endpoint: String,
+    channel: Channel,
+}
+
+/// The API servers of a client, and the one its calls go to now. A call that cannot reach the
+/// current one moves every clone of the client on to the next (see [`Client::call`]).
+struct Servers {
+    list: Vec<Server>,
+    current: AtomicUsize,
+}
+
+/// When a call that could not reach an API server is sent to the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Always: doing it twice does what doing it once does (reads, watches, apply, login).
+    Always,
+    /// Only when it never left this process (the connection to the server could not be made):
+    /// a create, update or delete that broke in flight may have been done.
+    IfUnsent,
+}
+
+/// A connection to one API server, presenting a client's credentials.
+struct Conn {
+    channel: Channel,
+    bearer: Bearer,
+}
+
+impl Conn {
+    fn resources(self) -> ResourceServiceClient<Authed> {
+        ResourceServiceClient::with_interceptor(self.channel, self.bearer).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    fn auth(self) -> AuthServiceClient<Authed> {
+        AuthServiceClient::with_interceptor(self.channel, self.bearer)
+    }
+}
+
+/// A client of the API. Several API servers may be given (`https://a:7070,https://b:7070`):
+/// calls go to one until it cannot be reached, then to the next. Cheap to clone; clones share
+/// the connections and the server in use.
 #[derive(Clone)]
 pub struct Client {
-    grpc: ResourceServiceClient<Authed>,
-    auth: AuthServiceClient<Authed>,
-    channel: Channel,
+    servers: Arc<Servers>,
     credentials: Credentials,
-    endpoint: String,
+}
+
+/// The API servers named by `endpoints`: one URL, or several separated by commas. A bare
+/// `host:port` is HTTPS.
+fn endpoints(endpoints: &str) -> Result<Vec<String>> {
+    let list: Vec<String> = endpoints
+        .split(',')
+        .map(str::trim)
+        .map(|e| if e.contains("://") { e.to_string() } else { format!("https://{e}") })
+        .collect();
+    if list.iter().any(|e| e == "https://") {
+        return Err(Error::BadEndpoint(endpoints.to_string()));
+    }
+    Ok(list)
 }
 
 impl Client {
@@ -256,55 +327,61 @@ impl Client {
         Client::with_ca(endpoint, None)
     }
 
-    /// A client of the server at `endpoint` that trusts only `ca_pem` (the cluster CA, PEM)
-    /// to sign its certificate when the endpoint is `https://`. A bare `host:port` is HTTPS.
-    /// Connects lazily: an unreachable server shows as [`Error::Unavailable`] on the first
-    /// request.
+    /// A client of the server at `endpoint` (or of the servers, when it names several separated
+    /// by commas) that trusts only `ca_pem` (the cluster CA, PEM) to sign its certificate when
+    /// the endpoint is `https://`. A bare `host:port` is HTTPS. Connects lazily: an unreachable
+    /// server shows as [`Error::Unavailable`] on the first request.
     pub fn with_ca(endpoint: &str, ca_pem: Option<&[u8]>) -> Result<Client> {
-        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") };
-        let mut builder = Endpoint::from_shared(endpoint.clone())
-            .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        if endpoint.starts_with("https://") {
-            let ca = ca_pem.ok_or_else(|| {
-                Error::Tls(format!(
-                    "{endpoint} is HTTPS but no certificate authority was given to verify it \
-                     (--certificate-authority, or the context's certificate-authority-data)"
-                ))
-            })?;
-            let tls =
-                tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
-            builder = builder
-                .tls_config(tls)
-                .map_err(|e| Error::Tls(format!("the certificate authority for {endpoint} is unusable: {e}")))?;
-        }
-        Ok(Client::over(builder.connect_lazy(), endpoint, Credentials::None))
+        let list = endpoints(endpoint)?
+            .into_iter()
+            .map(|endpoint| {
+                let mut builder = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
+                    .connect_timeout(Duration::from_secs(3))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(30));
+                if endpoint.starts_with("https://") {
+                    let ca = ca_pem.ok_or_else(|| {
+                        Error::Tls(format!(
+                            "{endpoint} is HTTPS but no certificate authority was given to verify it \
+                             (--certificate-authority, or the context's certificate-authority-data)"
+                        ))
+                    })?;
+                    let tls = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+                    builder = builder.tls_config(tls).map_err(|e| {
+                        Error::Tls(format!("the certificate authority for {endpoint} is unusable: {e}"))
+                    })?;
+                }
+                Ok(Server { channel: builder.connect_lazy(), endpoint })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Client::over(list, Credentials::None))
     }
 
-    /// A client of the HTTPS server at `endpoint` that trusts only `ca_pem` and proves who it
-    /// is with `identity`'s certificate (a node's), presenting its current certificate on each
-    /// new connection. Connects lazily.
+    /// A client of the HTTPS server at `endpoint` (or servers, separated by commas) that trusts
+    /// only `ca_pem` and proves who it is with `identity`'s certificate (a node's), presenting
+    /// its current certificate on each new connection. Connects lazily.
     pub fn with_identity(endpoint: &str, ca_pem: &[u8], identity: &tls::ClientIdentity) -> Result<Client> {
-        let endpoint = if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") };
-        let channel = tls::channel(&endpoint, ca_pem, identity, None, |e| {
-            e.connect_timeout(Duration::from_secs(3)).http2_keep_alive_interval(Duration::from_secs(30))
-        })?;
-        Ok(Client::over(channel, endpoint, Credentials::None))
+        let list = endpoints(endpoint)?
+            .into_iter()
+            .map(|endpoint| {
+                let channel = tls::channel(&endpoint, ca_pem, identity, None, |e| {
+                    e.connect_timeout(Duration::from_secs(3)).http2_keep_alive_interval(Duration::from_secs(30))
+                })?;
+                Ok(Server { endpoint, channel })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Client::over(list, Credentials::None))
     }
 
-    fn over(channel: Channel, endpoint: String, credentials: Credentials) -> Client {
-        let bearer = Bearer(credentials);
-        let grpc = ResourceServiceClient::with_interceptor(channel.clone(), bearer.clone())
-            .max_decoding_message_size(64 * 1024 * 1024);
-        let auth = AuthServiceClient::with_interceptor(channel.clone(), bearer.clone());
-        Client { grpc, auth, channel, credentials: bearer.0, endpoint }
+    fn over(list: Vec<Server>, credentials: Credentials) -> Client {
+        Client { servers: Arc::new(Servers { list, current: AtomicUsize::new(0) }), credentials }
     }
 
-    /// The same client (sharing its connection) presenting `credentials` on every request.
+    /// The same client (sharing its connections) presenting `credentials` on every request.
     pub fn with_credentials(&self, credentials: Credentials) -> Client {
-        Client::over(self.channel.clone(), self.endpoint.clone(), credentials)
+        Client { servers: self.servers.clone(), credentials }
     }
 
     /// The credentials this client presents.
@@ -312,13 +389,84 @@ impl Client {
         self.credentials.clone()
     }
 
-    /// The API server's `TrafficMetrics` service (gateways report their demand to it), over
-    /// this client's connection, presenting its credentials.
-    pub fn traffic_metrics(&self) -> stratus_api::v1::traffic_metrics_client::TrafficMetricsClient<Authed> {
-        stratus_api::v1::traffic_metrics_client::TrafficMetricsClient::with_interceptor(
-            self.channel.clone(),
-            Bearer(self.credentials.clone()),
-        )
+    /// The server calls go to now, and a connection to it.
+    fn current(&self) -> (usize, Conn) {
+        let i = self.servers.current.load(Ordering::Acquire) % self.servers.list.len();
+        (i, Conn { channel: self.servers.list[i].channel.clone(), bearer: Bearer(self.credentials.clone()) })
+    }
+
+    /// What a failed call to server `i` means: its error, naming the server. When the server
+    /// could not be reached, the calls after it go to the next server (unless another call has
+    /// moved on already).
+    fn failed(&self, i: usize, status: tonic::Status) -> Error {
+        let error = Error::from_status(status, &self.servers.list[i].endpoint);
+        if matches!(error, Error::Unavailable { .. }) {
+            self.away(i);
+        }
+        error
+    }
+
+    /// Server `i` cannot be reached: the calls after this one go to the next server, unless
+    /// another call has moved on already.
+    fn away(&self, i: usize) {
+        let next = (i + 1) % self.servers.list.len();
+        let _ = self.servers.current.compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Sends `req` (`send` sends it over the connection it is given) to the current server and,
+    /// when that server cannot be reached and `retry` allows, to each of the others in turn.
+    /// Returns the answer and the endpoint of the server that gave it.
+    async fn call<Req: Clone, R, Fut>(
+        &self,
+        retry: Retry,
+        req: Req,
+        send: impl Fn(Conn, Req) -> Fut,
+    ) -> Result<(R, &str)>
+    where
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut tried = Vec::new();
+        loop {
+            let (i, conn) = self.current();
+            let status = match send(conn, req.clone()).await {
+                Ok(answer) => return Ok((answer.into_inner(), &self.servers.list[i].endpoint)),
+                Err(status) => status,
+            };
+            let unsent = never_sent(&status);
+            let error = self.failed(i, status);
+            let Error::Unavailable { message, .. } = &error else { return Err(error) };
+            tried.push(i);
+            let next = self.servers.current.load(Ordering::Acquire) % self.servers.list.len();
+            if tried.contains(&next) || (retry == Retry::IfUnsent && !unsent) {
+                if tried.len() == 1 {
+                    return Err(error);
+                }
+                let endpoints: Vec<&str> = tried.iter().map(|&i| self.servers.list[i].endpoint.as_str()).collect();
+                return Err(Error::Unavailable { endpoint: endpoints.join(", "), message: message.clone() });
+            }
+        }
+    }
+
+    /// Streams a gateway's traffic reports to the API server's `TrafficMetrics` service (which
+    /// keeps a few minutes of them for users to read), presenting this client's credentials.
+    /// Ends when the stream does; a server that cannot be reached makes the next call go to
+    /// the next server.
+    pub async fn report_traffic(
+        &self,
+        reports: impl tonic::IntoStreamingRequest<Message = stratus_api::v1::DemandReport>,
+    ) -> Result<tonic::Response<stratus_api::v1::DemandAck>, tonic::Status> {
+        let (i, conn) = self.current();
+        let mut service = TrafficMetricsClient::with_interceptor(conn.channel, conn.bearer);
+        let result = service.report(reports).await;
+        // A status tonic made itself (it keeps the transport error as its source) means the
+        // server was not reached or the connection broke; one without is the server's answer.
+        if let Err(status) = &result
+            && status.code() == tonic::Code::Unavailable
+            && std::error::Error::source(status).is_some()
+        {
+            self.away(i);
+        }
+        result
     }
 
     /// The same client presenting `token` on every request.
@@ -331,19 +479,20 @@ impl Client {
     /// Logs in with a user's name and password (the password grant).
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse> {
         let req = LoginRequest { username: username.to_string(), password: password.to_string() };
-        Ok(self.auth.clone().login(req).await.map_err(|s| self.err(s))?.into_inner())
+        // A second login only makes a second token; the first is never used.
+        Ok(self.call(Retry::Always, req, async |c, req| c.auth().login(req).await).await?.0)
     }
 
     /// A token for the ServiceAccount `namespace/name`, lasting `duration` (`None`: an hour).
     pub async fn create_token(&self, namespace: &str, name: &str, duration: Option<Duration>) -> Result<TokenResponse> {
         let duration_seconds = duration.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
         let req = CreateTokenRequest { namespace: namespace.to_string(), name: name.to_string(), duration_seconds };
-        Ok(self.auth.clone().create_token(req).await.map_err(|s| self.err(s))?.into_inner())
+        Ok(self.call(Retry::Always, req, async |c, req| c.auth().create_token(req).await).await?.0)
     }
 
     /// Who the server says this client's token is.
     pub async fn who_am_i(&self) -> Result<WhoAmIResponse> {
-        Ok(self.auth.clone().who_am_i(WhoAmIRequest {}).await.map_err(|s| self.err(s))?.into_inner())
+        Ok(self.call(Retry::Always, WhoAmIRequest {}, async |c, req| c.auth().who_am_i(req).await).await?.0)
     }
 
     /// Whether this client's caller may do `verb` on `kind` in `namespace` ("*": every one).
@@ -354,29 +503,24 @@ impl Client {
             namespace: namespace.to_string(),
             name: name.to_string(),
         };
-        Ok(self.auth.clone().can_i(req).await.map_err(|s| self.err(s))?.into_inner())
+        Ok(self.call(Retry::Always, req, async |c, req| c.auth().can_i(req).await).await?.0)
     }
 
+    /// The API server calls go to now.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    fn err(&self, status: tonic::Status) -> Error {
-        Error::from_status(status, &self.endpoint)
+        &self.servers.list[self.current().0].endpoint
     }
 
     // ------------------------------------------------------------ dynamic
 
     pub async fn create_any(&self, obj: AnyObject) -> Result<AnyObject> {
         let req = CreateRequest { object: Some(obj.into_object()) };
-        let resp = self.grpc.clone().create(req).await.map_err(|s| self.err(s))?;
-        unwrap_object(resp.into_inner())
+        unwrap_object(self.call(Retry::IfUnsent, req, async |c, req| c.resources().create(req).await).await?.0)
     }
 
     pub async fn get_any(&self, kind: &str, namespace: &str, name: &str) -> Result<AnyObject> {
         let req = GetRequest { key: Some(key(kind, namespace, name)) };
-        let resp = self.grpc.clone().get(req).await.map_err(|s| self.err(s))?;
-        unwrap_object(resp.into_inner())
+        unwrap_object(self.call(Retry::Always, req, async |c, req| c.resources().get(req).await).await?.0)
     }
 
     pub async fn list_any(&self, kind: &str, params: &ListParams) -> Result<ObjectList<AnyObject>> {
@@ -388,7 +532,7 @@ impl Client {
             limit: params.limit,
             continue_token: params.continue_token.clone(),
         };
-        let resp = self.grpc.clone().list(req).await.map_err(|s| self.err(s))?.into_inner();
+        let resp = self.call(Retry::Always, req, async |c, req| c.resources().list(req).await).await?.0;
         let items = resp.items.into_iter().map(unwrap_object).collect::<Result<Vec<_>>>()?;
         Ok(ObjectList { items, resource_version: resp.resource_version, continue_token: resp.continue_token })
     }
@@ -409,15 +553,13 @@ impl Client {
     /// Replaces metadata and spec; `obj` must carry the resourceVersion it was read at.
     pub async fn update_any(&self, obj: AnyObject) -> Result<AnyObject> {
         let req = UpdateRequest { object: Some(obj.into_object()) };
-        let resp = self.grpc.clone().update(req).await.map_err(|s| self.err(s))?;
-        unwrap_object(resp.into_inner())
+        unwrap_object(self.call(Retry::IfUnsent, req, async |c, req| c.resources().update(req).await).await?.0)
     }
 
     /// Replaces status only; `obj` must carry the resourceVersion it was read at.
     pub async fn update_status_any(&self, obj: AnyObject) -> Result<AnyObject> {
         let req = UpdateRequest { object: Some(obj.into_object()) };
-        let resp = self.grpc.clone().update_status(req).await.map_err(|s| self.err(s))?;
-        unwrap_object(resp.into_inner())
+        unwrap_object(self.call(Retry::IfUnsent, req, async |c, req| c.resources().update_status(req).await).await?.0)
     }
 
     /// Deletes an object (only if still at `resource_version`, when given). Returns its last
@@ -433,14 +575,14 @@ impl Client {
             key: Some(key(kind, namespace, name)),
             resource_version: resource_version.unwrap_or_default().to_string(),
         };
-        let resp = self.grpc.clone().delete(req).await.map_err(|s| self.err(s))?;
-        unwrap_object(resp.into_inner())
+        unwrap_object(self.call(Retry::IfUnsent, req, async |c, req| c.resources().delete(req).await).await?.0)
     }
 
     /// Creates the object, or updates its metadata and spec, keeping status.
     pub async fn apply_any(&self, obj: AnyObject) -> Result<(AnyObject, ApplyResult)> {
         let req = ApplyRequest { object: Some(obj.into_object()) };
-        let resp = self.grpc.clone().apply(req).await.map_err(|s| self.err(s))?.into_inner();
+        // Applying the same object twice leaves what applying it once does.
+        let resp = self.call(Retry::Always, req, async |c, req| c.resources().apply(req).await).await?.0;
         let result = match resp.result.as_str() {
             "created" => ApplyResult::Created,
             "configured" => ApplyResult::Configured,
@@ -468,8 +610,8 @@ impl Client {
             resource_version: resource_version.to_string(),
             allow_bookmarks: bookmarks,
         };
-        let stream = self.grpc.clone().watch(req).await.map_err(|s| self.err(s))?.into_inner();
-        let endpoint = self.endpoint.clone();
+        let (stream, endpoint) = self.call(Retry::Always, req, async |c, req| c.resources().watch(req).await).await?;
+        let endpoint = endpoint.to_string();
         Ok(stream
             .map_err(move |s| Error::from_status(s, &endpoint))
             .and_then(|ev| async move {
@@ -508,8 +650,8 @@ impl Client {
             // More lines than i64::MAX is all of them.
             tail_lines: tail.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
         };
-        let stream = self.grpc.clone().logs(req).await.map_err(|s| self.err(s))?.into_inner();
-        let endpoint = self.endpoint.clone();
+        let (stream, endpoint) = self.call(Retry::Always, req, async |c, req| c.resources().logs(req).await).await?;
+        let endpoint = endpoint.to_string();
         Ok(stream.map_err(move |s| Error::from_status(s, &endpoint)).boxed())
     }
 

@@ -154,22 +154,18 @@ pub(crate) async fn report_demand(
     report(pools, open, "the autoscaler", gateway, period).await;
 }
 
-/// The API server's traffic metrics service (`TrafficMetrics`), presenting the gateway's
-/// token as every call to the API does.
-pub(crate) type TrafficMetrics = api::traffic_metrics_client::TrafficMetricsClient<InterceptedService<Channel, Bearer>>;
-
 /// Sends the same reports as [`report_demand`] to the API server, which keeps a few minutes of
 /// them for users to read (a Service's requests per second and latency), with the same
 /// period, reopening and dropping rules.
 pub(crate) async fn report_traffic(
     pools: impl Fn() -> Option<Vec<Arc<RevisionPool>>>,
-    client: TrafficMetrics,
+    client: stratus_client::Client,
     gateway: String,
     period: Duration,
 ) {
     let open = move |reports| -> Call {
-        let mut client = client.clone();
-        Box::pin(async move { client.report(tonic::Request::new(reports)).await })
+        let client = client.clone();
+        Box::pin(async move { client.report_traffic(tonic::Request::new(reports)).await })
     };
     report(pools, open, "the API server", gateway, period).await;
 }

@@ -319,7 +319,7 @@ impl Gateway {
         let (name, period) = (shared.config.name.clone(), shared.config.report_period);
         let gateway = Arc::downgrade(&shared);
         let pools = move || gateway.upgrade().map(|shared| shared.pools());
-        tokio::spawn(autoscaler::report_traffic(pools, client.traffic_metrics(), name, period));
+        tokio::spawn(autoscaler::report_traffic(pools, client.clone(), name, period));
         Gateway { shared }
     }
 

@@ -16,7 +16,8 @@ const REREAD: Duration = Duration::from_secs(30);
 /// `--apiserver`, `--certificate-authority`, `--token-file`, `--token`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiFlags {
-    /// The API server.
+    /// The API server, or several separated by commas (`https://a:7070,https://b:7070`): calls go
+    /// to the next when one cannot be reached.
     #[arg(long, env = "STRATUS_SERVER", default_value = stratus_client::DEFAULT_SERVER)]
     pub apiserver: String,
     /// A file holding this part's token (read again every 30 s, so it can be renewed in place).

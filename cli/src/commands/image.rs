@@ -60,7 +60,7 @@ async fn push(ctx: &Ctx, args: ImagePushArgs, io: &mut Io) -> Result<()> {
         query.push(format!("tag={}", encode(tag)));
     }
     let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
-    let url = format!("{}/apis/stratus.dev/v1/namespaces/{}/images{query}", ctx.server, ctx.namespace.name);
+    let url = format!("{}/apis/stratus.dev/v1/namespaces/{}/images{query}", server(ctx).await, ctx.namespace.name);
     let mut request = http::Request::post(&url).header(http::header::CONTENT_TYPE, "application/x-tar");
     if let Some(total) = total {
         request = request.header(http::header::CONTENT_LENGTH, total);
@@ -96,7 +96,7 @@ async fn push(ctx: &Ctx, args: ImagePushArgs, io: &mut Io) -> Result<()> {
 }
 
 async fn list(ctx: &Ctx, args: ImageListArgs, io: &mut Io) -> Result<()> {
-    let url = format!("{}/apis/stratus.dev/v1/namespaces/{}/images", ctx.server, ctx.namespace.name);
+    let url = format!("{}/apis/stratus.dev/v1/namespaces/{}/images", server(ctx).await, ctx.namespace.name);
     let request = http::Request::get(&url)
         .body(BodyExt::boxed_unsync(http_body_util::Empty::new().map_err(|never| match never {})))
         .map_err(|e| Error::Usage(format!("cannot make the request to {url}: {e}")))?;
@@ -119,6 +119,16 @@ async fn list(ctx: &Ctx, args: ImageListArgs, io: &mut Io) -> Result<()> {
         items.iter().map(|i| vec![field(i, "name"), field(i, "tag"), field(i, "image"), field(i, "digest")]).collect();
     io.out.write_all(table::render(&header, &rows, false).as_bytes())?;
     Ok(())
+}
+
+/// The API server to send an image request to: with several (`--server https://a,https://b`),
+/// the first that answers a call, as every other command's.
+async fn server(ctx: &Ctx) -> String {
+    if ctx.server.contains(',') {
+        // Any answer will do, a refusal too: only a server that cannot be reached is passed over.
+        let _ = ctx.client.who_am_i().await;
+    }
+    ctx.client.endpoint().to_string()
 }
 
 /// Sends `request` with the context's token, verifying an HTTPS server with its CA; the status
