@@ -18,7 +18,10 @@
 //!   reason's numbers are those of the evaluation that made the change.
 //! - **Restarts.** Scalers live in memory, per leadership term. A new term starts each
 //!   revision's scaler afresh: a revision the autoscaler had scaled to zero stays there until a
-//!   request; any other waits a full grace before it may be scaled to zero.
+//!   request; any other waits a full grace before it may be scaled to zero. Every replica
+//!   serves the demand service, standbys too, and gateways report to all of them
+//!   (`--autoscaler A,B`), so a standby that takes over evaluates its first tick on the demand
+//!   of the last seconds and keeps the count (tests/failover.rs).
 //!
 //! Wiring: make a [`DemandStore`], serve it with [`serve_autoscaler`] on a listener the
 //! gateways reach, and run the controllers with [`crate::run_with_demand`] (or a

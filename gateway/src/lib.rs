@@ -132,11 +132,12 @@ pub struct GatewayConfig {
     /// `maxInstances`, each at its `containerConcurrency`) before it gets 429 with
     /// `Retry-After: 1`; the revision's timeout when shorter. Default 10 s, as Cloud Run.
     pub at_capacity_timeout: Duration,
-    /// The autoscaler's gRPC endpoint, e.g. `http://127.0.0.1:7073`. When set, demand is
-    /// reported to it every `report_period` and it is poked when a request waits for a revision
-    /// without an instance; when it cannot be reached the gateway serves the same, and logs. An
-    /// endpoint that is not a URI is logged as an error when the gateway starts, and disables
-    /// both. Default none.
+    /// The autoscaler's gRPC endpoint, e.g. `http://127.0.0.1:7073`, or several separated by
+    /// commas: one per controller replica. When set, demand is reported to each every
+    /// `report_period` (only the leader acts on it; a standby that takes over has the demand
+    /// at once) and each is poked when a request waits for a revision without an instance;
+    /// when one cannot be reached the gateway serves the same, and logs. An endpoint that is
+    /// not a URI is logged as an error when the gateway starts, and left out. Default none.
     pub autoscaler: Option<String>,
     /// With an `https://` autoscaler: the cluster CA that verifies it and the gateway's client
     /// certificate (`system:gateway:NAME`, NAME being [`GatewayConfig::name`]), which the
@@ -255,14 +256,19 @@ impl Gateway {
     /// Must be called within a tokio runtime. The watches and reports stop when the last clone
     /// is dropped.
     pub fn new(client: Client, config: GatewayConfig) -> Gateway {
-        let autoscaler = config.autoscaler.as_deref().and_then(|endpoint| match autoscaler::connect(endpoint, config.autoscaler_tls.as_ref(), client.credentials()) {
-            Ok(client) => Some(client),
-            Err(e) => {
-                error!(endpoint, error = %ErrorChain(&e), "the autoscaler endpoint is not valid; not reporting demand");
-                None
-            }
-        });
-        let poker = autoscaler.clone().map_or_else(Poker::disabled, Poker::grpc);
+        let endpoints =
+            config.autoscaler.as_deref().map_or_else(Vec::new, |list| list.split(',').map(str::trim).collect());
+        let autoscalers: Vec<_> = endpoints
+            .into_iter()
+            .filter_map(|endpoint| match autoscaler::connect(endpoint, config.autoscaler_tls.as_ref(), client.credentials()) {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    error!(endpoint, error = %ErrorChain(&e), "the autoscaler endpoint is not valid; not reporting demand to it");
+                    None
+                }
+            })
+            .collect();
+        let poker = if autoscalers.is_empty() { Poker::disabled() } else { Poker::grpc(autoscalers.clone()) };
         let all = ListParams::default();
         let services = Informer::<Service>::spawn(client.clone(), all.clone());
         let revisions = Informer::<Revision>::spawn(client.clone(), all.clone());
@@ -309,7 +315,7 @@ impl Gateway {
             tokio::spawn(meter_usage(Arc::downgrade(&shared), metering, source));
         }
         tokio::spawn(follow_changes(Arc::downgrade(&shared), changes));
-        if let Some(client) = autoscaler {
+        for client in autoscalers {
             let (name, period) = (shared.config.name.clone(), shared.config.report_period);
             let gateway = Arc::downgrade(&shared);
             let pools = move || gateway.upgrade().map(|shared| shared.pools());

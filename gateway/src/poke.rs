@@ -52,19 +52,31 @@ impl Poker {
         Arc::new(Poker { send: Some(send), interval, recent: Mutex::new(HashMap::new()) })
     }
 
-    /// A poker that calls `Autoscaler.Poke` through `client`, each call bounded by
-    /// [`POKE_TIMEOUT`].
-    pub(crate) fn grpc(client: crate::autoscaler::Autoscaler) -> Arc<Poker> {
+    /// A poker that calls `Autoscaler.Poke` on every one of `autoscalers` (one per controller
+    /// replica; only the leader acts on it) at once, each call bounded by [`POKE_TIMEOUT`]. A
+    /// poke succeeds when one of them took it.
+    pub(crate) fn grpc(autoscalers: Vec<crate::autoscaler::Autoscaler>) -> Arc<Poker> {
         let send: PokeFn = Arc::new(move |revision: ObjectRef| {
-            let mut client = client.clone();
-            async move {
-                let request = api::PokeRequest { namespace: revision.namespace, revision: revision.name };
-                match tokio::time::timeout(POKE_TIMEOUT, client.poke(request)).await {
-                    Ok(answer) => answer.map(drop),
-                    Err(_) => Err(tonic::Status::deadline_exceeded("the autoscaler did not answer the poke in time")),
+            let calls = autoscalers.iter().map(|client| {
+                let mut client = client.clone();
+                let request =
+                    api::PokeRequest { namespace: revision.namespace.clone(), revision: revision.name.clone() };
+                async move {
+                    match tokio::time::timeout(POKE_TIMEOUT, client.poke(request)).await {
+                        Ok(answer) => answer.map(drop),
+                        Err(_) => {
+                            Err(tonic::Status::deadline_exceeded("the autoscaler did not answer the poke in time"))
+                        }
+                    }
                 }
-            }
-            .boxed()
+            });
+            let asked = autoscalers.len();
+            futures::future::join_all(calls)
+                .map(move |answers| {
+                    let mut failures: Vec<_> = answers.into_iter().filter_map(Result::err).collect();
+                    if failures.len() == asked && !failures.is_empty() { Err(failures.swap_remove(0)) } else { Ok(()) }
+                })
+                .boxed()
         });
         Poker::new(send, POKE_INTERVAL)
     }

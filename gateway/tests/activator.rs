@@ -85,18 +85,51 @@ async fn a_request_at_zero_pokes_at_once_and_is_served_when_an_instance_comes() 
     h.service("cold", None, &[("cold-1", 100, "")]).await?;
     h.wait_endpoints("cold-1", 0).await?;
 
+    // The instance only comes once the autoscaler was poked: the poke cannot wait for it.
+    served_once_poked(&h, &[&autoscaler]).await?;
+    ensure!(h.queued("cold-1") == 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_autoscaler_replica_gets_the_reports_and_the_pokes_even_with_one_away() -> Result<()> {
+    let (first, second) = (FakeAutoscaler::start().await?, FakeAutoscaler::start().await?);
+    let away = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        format!("http://{}", listener.local_addr()?)
+    };
+    let autoscalers = format!("{}, {away},{}", first.endpoint, second.endpoint);
+    let config = GatewayConfig { autoscaler: Some(autoscalers), name: "gw-test".into(), ..GatewayConfig::default() };
+    let h = Arc::new(Harness::start_with(config).await?);
+    h.revision("cold-1", 0, 60).await?;
+    h.service("cold", None, &[("cold-1", 100, "")]).await?;
+    h.wait_endpoints("cold-1", 0).await?;
+    // Each replica has the gateway's demand, so a standby that takes over has it at once.
+    for autoscaler in [&first, &second] {
+        let report = autoscaler.next_report().await?;
+        ensure!(report.gateway == "gw-test", "{report:?}");
+    }
+
+    // Whichever replica leads is poked.
+    served_once_poked(&h, &[&first, &second]).await
+}
+
+/// Sends a request to the Service `cold`, whose revision `cold-1` has no instance; once each of
+/// `autoscalers` was poked for it, gives the revision an instance, and checks that the request
+/// is answered by it.
+async fn served_once_poked(h: &Arc<Harness>, autoscalers: &[&FakeAutoscaler]) -> Result<()> {
     let held = tokio::spawn({
-        let h = Arc::clone(&h);
+        let h = Arc::clone(h);
         async move { h.get(&host("cold"), "/").await }
     });
-    // The instance only comes once the autoscaler was poked: the poke cannot wait for it.
-    let poke = autoscaler.next_poke().await?;
-    ensure!((poke.namespace.as_str(), poke.revision.as_str()) == (NS, "cold-1"), "{poke:?}");
+    for autoscaler in autoscalers {
+        let poke = autoscaler.next_poke().await?;
+        ensure!((poke.namespace.as_str(), poke.revision.as_str()) == (NS, "cold-1"), "{poke:?}");
+    }
     let backend = Backend::named("cold-1").await?;
     h.endpoints("cold-1", &[backend.endpoint("http1")]).await?;
     let (status, _, body) = held.await??;
     ensure!(status == StatusCode::OK && body == "cold-1", "{status} {body}");
-    ensure!(h.queued("cold-1") == 0);
     Ok(())
 }
 

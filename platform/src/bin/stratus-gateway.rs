@@ -40,9 +40,11 @@ struct Args {
     /// The longest a request waits for an instance, in seconds (default: the revision's timeout).
     #[arg(long)]
     queue_timeout_seconds: Option<u64>,
-    /// The autoscaler's gRPC endpoint (e.g. http://127.0.0.1:7073): demand is reported to it
-    /// every second, and it is poked when a request waits for a revision with no instance.
-    #[arg(long, env = "STRATUS_AUTOSCALER", value_parser = parse_endpoint)]
+    /// The autoscaler's gRPC endpoint (e.g. http://127.0.0.1:7073), or the endpoints of every
+    /// controller replica separated by commas: demand is reported to each every second (so a
+    /// standby that takes over has it at once), and each is poked when a request waits for a
+    /// revision with no instance.
+    #[arg(long, env = "STRATUS_AUTOSCALER", value_parser = parse_endpoints)]
     autoscaler: Option<String>,
     /// With an https:// --autoscaler: the cluster CA (PEM) that verifies it. Needs
     /// --autoscaler-client-cert and --autoscaler-client-key.
@@ -91,12 +93,15 @@ struct Args {
 
 /// Accepts an endpoint only if it is an absolute `http://` URI (the channel speaks h2c; TLS is
 /// not built in).
-fn parse_endpoint(value: &str) -> Result<String, String> {
-    let uri: http::Uri = value.parse().map_err(|e| format!("not a URI: {e}"))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(value.to_string()),
-        _ => Err("expected http://host:port".to_string()),
+fn parse_endpoints(value: &str) -> Result<String, String> {
+    for endpoint in value.split(',').map(str::trim) {
+        let expected = || format!("{endpoint:?}: expected http://host:port or https://host:port");
+        let uri: http::Uri = endpoint.parse().map_err(|_| expected())?;
+        if !matches!((uri.scheme_str(), uri.authority()), (Some("http" | "https"), Some(_))) {
+            return Err(expected());
+        }
     }
+    Ok(value.to_string())
 }
 
 #[tokio::main]
@@ -192,6 +197,17 @@ mod tests {
         assert_eq!(old.queue_floor, 7);
         let help = Args::command().render_long_help().to_string();
         assert!(help.contains("--max-queue") && help.contains("--queue-cap"), "{help}");
+    }
+
+    #[test]
+    fn the_autoscaler_may_be_several_over_http_or_https() {
+        let several = "http://a:7073, https://b:7073";
+        let args = Args::try_parse_from(["stratus-gateway", "--autoscaler", several]).unwrap();
+        assert_eq!(args.autoscaler.as_deref(), Some(several));
+        for bad in ["a:7073", "http://a:7073,", "ftp://a:7073", "http://a:7073,b"] {
+            let error = Args::try_parse_from(["stratus-gateway", "--autoscaler", bad]).unwrap_err().to_string();
+            assert!(error.contains("expected http://host:port or https://host:port"), "{bad}: {error}");
+        }
     }
 
     #[test]
