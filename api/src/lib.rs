@@ -9,6 +9,7 @@ pub mod capacity;
 pub mod decode;
 pub mod defaults;
 pub mod duration;
+pub mod fence;
 pub mod identity;
 mod json_numbers;
 pub mod knative;

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use stratus_api::AnyObject;
+use stratus_api::fence::{self, Fence};
 use stratus_api::v1::resource_service_server::ResourceService;
 use stratus_api::v1::{
     ApplyRequest, ApplyResponse, CreateRequest, DeleteRequest, GetRequest, ListRequest, ListResponse, LogLine,
@@ -45,6 +46,13 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     crate::auth::authn::caller_of(req.extensions()).map_err(Status::from)
 }
 
+/// The leadership term a request is part of, when it carries one ([`stratus_api::fence`]).
+fn fence_of<T>(req: &Request<T>) -> Result<Option<Fence>, Status> {
+    let Some(value) = req.metadata().get(fence::METADATA) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| Status::invalid_argument(format!("{}: not ASCII", fence::METADATA)))?;
+    text.parse().map(Some).map_err(Status::invalid_argument)
+}
+
 fn object(obj: Option<Object>) -> ApiResult<AnyObject> {
     obj.and_then(|o| o.kind).ok_or_else(|| ApiError::new(Reason::BadRequest, "object: is required"))
 }
@@ -60,7 +68,9 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, Status>> + Send>>;
 impl ResourceService for Grpc {
     async fn create(&self, req: Request<CreateRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req)?;
+        let fence = fence_of(&req)?;
         self.call("create", async {
+            self.registry.fenced(fence.as_ref()).await?;
             Ok(self.registry.create(&who, object(req.into_inner().object)?).await?.into_object())
         })
         .await
@@ -93,7 +103,9 @@ impl ResourceService for Grpc {
 
     async fn update(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req)?;
+        let fence = fence_of(&req)?;
         self.call("update", async {
+            self.registry.fenced(fence.as_ref()).await?;
             Ok(self.registry.update(&who, object(req.into_inner().object)?).await?.into_object())
         })
         .await
@@ -101,7 +113,9 @@ impl ResourceService for Grpc {
 
     async fn update_status(&self, req: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req)?;
+        let fence = fence_of(&req)?;
         self.call("update_status", async {
+            self.registry.fenced(fence.as_ref()).await?;
             Ok(self.registry.update_status(&who, object(req.into_inner().object)?).await?.into_object())
         })
         .await
@@ -109,8 +123,10 @@ impl ResourceService for Grpc {
 
     async fn delete(&self, req: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
         let who = caller(&req)?;
+        let fence = fence_of(&req)?;
         let r = req.into_inner();
         self.call("delete", async {
+            self.registry.fenced(fence.as_ref()).await?;
             let k = key(r.key)?;
             let pre = Some(r.resource_version.as_str()).filter(|s| !s.is_empty());
             Ok(self.registry.delete(&who, &k.kind, &k.namespace, &k.name, pre).await?.into_object())
@@ -120,7 +136,9 @@ impl ResourceService for Grpc {
 
     async fn apply(&self, req: Request<ApplyRequest>) -> Result<Response<ApplyResponse>, Status> {
         let who = caller(&req)?;
+        let fence = fence_of(&req)?;
         self.call("apply", async {
+            self.registry.fenced(fence.as_ref()).await?;
             let (obj, applied) = self.registry.apply(&who, object(req.into_inner().object)?).await?;
             Ok(ApplyResponse { object: Some(obj.into_object()), result: applied.as_str().to_string() })
         })

@@ -38,6 +38,8 @@ pub struct Metrics {
     latency: Family<VerbLabels, Histogram>,
     watches: Gauge,
     reports_refused: Family<FieldLabels, Counter>,
+    /// Writes refused because their leadership term was over ([`stratus_api::fence`]).
+    pub fenced_writes: Counter,
 }
 
 impl Default for Metrics {
@@ -51,6 +53,12 @@ impl Default for Metrics {
         registry.register("requests", "API requests by protocol, verb and HTTP status code", requests.clone());
         registry.register("request_duration_seconds", "API request latency", latency.clone());
         registry.register("watches", "Watch streams open now", watches.clone());
+        let fenced_writes = Counter::default();
+        registry.register(
+            "fenced_writes",
+            "Writes refused because the leader that sent them no longer held its Lease",
+            fenced_writes.clone(),
+        );
         let mut billing = Registry::with_prefix("stratus");
         let reports_refused = Family::<FieldLabels, Counter>::default();
         billing.register(
@@ -58,7 +66,7 @@ impl Default for Metrics {
             "UsageReports refused as invalid, by the field at fault",
             reports_refused.clone(),
         );
-        Metrics { registry, billing, requests, latency, watches, reports_refused }
+        Metrics { registry, billing, requests, latency, watches, reports_refused, fenced_writes }
     }
 }
 

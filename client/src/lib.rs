@@ -230,20 +230,30 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// Adds `authorization: Bearer …` to every request.
+/// Adds `authorization: Bearer …` to every request, and the leadership term's fence
+/// ([`stratus_api::fence`]) when the client has one.
 #[derive(Clone)]
-pub struct Bearer(Credentials);
+pub struct Bearer {
+    credentials: Credentials,
+    fence: Option<Arc<str>>,
+}
 
 impl Bearer {
     /// An interceptor presenting `credentials`, for other gRPC clients of the platform.
     pub fn new(credentials: Credentials) -> Bearer {
-        Bearer(credentials)
+        Bearer { credentials, fence: None }
     }
 }
 
 impl tonic::service::Interceptor for Bearer {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        let token = match &self.0 {
+        if let Some(fence) = &self.fence {
+            let value = fence.parse().map_err(|_| {
+                tonic::Status::invalid_argument("the leader's identity holds characters a header cannot carry")
+            })?;
+            req.metadata_mut().insert(stratus_api::fence::METADATA, value);
+        }
+        let token = match &self.credentials {
             Credentials::None => return Ok(req),
             Credentials::Token(t) => t.to_string(),
             Credentials::Source(f) => f(),
@@ -304,6 +314,8 @@ impl Conn {
 pub struct Client {
     servers: Arc<Servers>,
     credentials: Credentials,
+    /// The leadership term every request is part of, if any ([`Client::with_fence`]).
+    fence: Option<Arc<str>>,
 }
 
 /// The API servers named by `endpoints`: one URL, or several separated by commas. A bare
@@ -376,12 +388,19 @@ impl Client {
     }
 
     fn over(list: Vec<Server>, credentials: Credentials) -> Client {
-        Client { servers: Arc::new(Servers { list, current: AtomicUsize::new(0) }), credentials }
+        Client { servers: Arc::new(Servers { list, current: AtomicUsize::new(0) }), credentials, fence: None }
     }
 
     /// The same client (sharing its connections) presenting `credentials` on every request.
     pub fn with_credentials(&self, credentials: Credentials) -> Client {
-        Client { servers: self.servers.clone(), credentials }
+        Client { servers: self.servers.clone(), credentials, fence: self.fence.clone() }
+    }
+
+    /// The same client, its requests part of the leadership term `fence`: the API server
+    /// refuses its writes (FailedPrecondition) once the Lease has another holder or another
+    /// term began ([`stratus_api::fence`]).
+    pub fn with_fence(&self, fence: &stratus_api::fence::Fence) -> Client {
+        Client { fence: Some(fence.to_string().into()), ..self.clone() }
     }
 
     /// The credentials this client presents.
@@ -392,7 +411,13 @@ impl Client {
     /// The server calls go to now, and a connection to it.
     fn current(&self) -> (usize, Conn) {
         let i = self.servers.current.load(Ordering::Acquire) % self.servers.list.len();
-        (i, Conn { channel: self.servers.list[i].channel.clone(), bearer: Bearer(self.credentials.clone()) })
+        (
+            i,
+            Conn {
+                channel: self.servers.list[i].channel.clone(),
+                bearer: Bearer { credentials: self.credentials.clone(), fence: self.fence.clone() },
+            },
+        )
     }
 
     /// What a failed call to server `i` means: its error, naming the server. When the server

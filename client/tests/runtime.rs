@@ -419,6 +419,52 @@ async fn a_cut_off_leader_steps_down_before_another_takes_over() -> Result<()> {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_leaders_writes_are_refused_before_it_notices() -> Result<()> {
+    let server = TestServer::start().await;
+    let client = Client::new(&server.endpoint)?.with_token(&server.token);
+    // A leader that renews rarely, so that it is still sure it leads when its lease is taken.
+    let config = LeaderElectionConfig {
+        lease_duration: Duration::from_secs(60),
+        renew_deadline: Duration::from_secs(50),
+        retry_period: Duration::from_secs(40),
+        ..LeaderElectionConfig::new("default", "fenced", "old")
+    };
+    let elector = LeaderElector::new(client.clone(), config)?;
+    let (mut leading, fence) = (elector.subscribe(), elector.fence());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(elector.run(async move {
+        let _ = stopped.await;
+    }));
+    timeout(WAIT, leading.wait_for(|l| *l)).await??;
+    let term = client.with_fence(fence.borrow().as_ref().context("a leader has a fence")?);
+    term.create(lease("work-1", "old")).await.context("a write of the term")?;
+
+    // Another candidate takes the lease, as it would once the old leader's expired (the old one
+    // partitioned, paused, slow): a new holder, a new transition.
+    let mut taken: Lease = client.get("default", "fenced").await?;
+    let spec = taken.spec.get_or_insert_with(Default::default);
+    spec.holder_identity = "new".into();
+    spec.lease_transitions += 1;
+    client.update(taken).await?;
+
+    ensure!(*leading.borrow(), "the old leader has not noticed yet");
+    let refused = term.create(lease("work-2", "old")).await;
+    let Err(stratus_client::Error::FailedPrecondition(message)) = refused else {
+        bail!("the deposed leader's write was not refused: {refused:?}");
+    };
+    ensure!(
+        message
+            == "old no longer leads: lease default/fenced is held by new (transition 1, this write is of transition 0)",
+        "{message}"
+    );
+    ensure!(client.get::<Lease>("default", "work-2").await.is_err(), "nothing was written");
+    // Its reads still work, and writes outside a term are not fenced.
+    term.get::<Lease>("default", "work-1").await?;
+    client.create(lease("work-3", "anyone")).await?;
+    Ok(())
+}
+
 fn lease_config(identity: &str) -> LeaderElectionConfig {
     LeaderElectionConfig {
         lease_duration: Duration::from_secs(2),

@@ -120,6 +120,7 @@ pub async fn run_with_demand(
         }
     };
     let mut leading = elector.subscribe();
+    let fence = elector.fence();
     let mut elector_stop = stop.clone();
     let election = tokio::spawn(elector.run(async move {
         let _ = elector_stop.wait_for(|s| *s).await;
@@ -131,7 +132,13 @@ pub async fn run_with_demand(
         }
         info!(identity = %config.identity, "leading: starting the controllers");
         metrics.leader.set(1);
-        let ctx = Context::with_demand(client.clone(), config.clone(), metrics.clone(), demand.clone());
+        // Every request of the term carries its fence: once the Lease is another's, the API
+        // server refuses this term's writes, even before this replica notices and stops.
+        let term_client = match fence.borrow().as_ref() {
+            Some(fence) => client.with_fence(fence),
+            None => client.clone(),
+        };
+        let ctx = Context::with_demand(term_client, config.clone(), metrics.clone(), demand.clone());
         let mut lost = leading.clone();
         let term = async move {
             let _ = lost.wait_for(|l| !*l).await;

@@ -3,8 +3,9 @@
 //! between the two).
 
 use futures::stream::{BoxStream, StreamExt};
+use stratus_api::fence::Fence;
 use stratus_api::selector::{FieldSelector, LabelSelector};
-use stratus_api::v1::Namespace;
+use stratus_api::v1::{Lease, Namespace};
 use stratus_api::{AnyObject, KindInfo, Resource};
 use stratus_store::ListOptions;
 
@@ -19,6 +20,22 @@ use crate::error::{ApiError, ApiResult, Reason};
 const SCAN_CHUNK: usize = 500;
 
 impl Registry {
+    /// Whether a write of the leadership term `fence` may be made: the Lease it names still has
+    /// its holder at its transition count ([`stratus_api::fence`]). Refused as FailedPrecondition
+    /// naming who holds the Lease now. Without a fence, every write may be made.
+    pub async fn fenced(&self, fence: Option<&Fence>) -> ApiResult<()> {
+        let Some(fence) = fence else { return Ok(()) };
+        let info = kind_info(Lease::INFO.kind)?;
+        let lease = match self.read(info, &fence.namespace, &fence.name).await? {
+            Some((AnyObject::Lease(lease), _)) => Some(lease),
+            _ => None,
+        };
+        fence.admits(lease.as_ref()).map_err(|message| {
+            self.metrics().fenced_writes.inc();
+            ApiError::new(Reason::FailedPrecondition, message)
+        })
+    }
+
     pub async fn get(&self, caller: &Caller, kind: &str, namespace: &str, name: &str) -> ApiResult<AnyObject> {
         let info = kind_info(kind)?;
         let namespace = scoped_namespace(info, namespace);

@@ -16,6 +16,7 @@ use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stratus_api::Timestamp;
+pub use stratus_api::fence::Fence;
 use stratus_api::v1::{Lease, LeaseSpec, ObjectMeta};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -85,6 +86,8 @@ pub struct LeaderElector {
     /// The lease duration as written, in whole seconds.
     lease_seconds: i32,
     leader: watch::Sender<bool>,
+    /// The term this candidate leads in, while it leads.
+    fence: watch::Sender<Option<Fence>>,
 }
 
 impl LeaderElector {
@@ -106,7 +109,21 @@ impl LeaderElector {
         let lease_seconds =
             i32::try_from(config.lease_duration.as_secs() + u64::from(config.lease_duration.subsec_nanos() > 0))
                 .map_err(|_| Error::InvalidConfig("lease_duration is too long"))?;
-        Ok(LeaderElector { client, config, lease_seconds, leader: watch::Sender::new(false) })
+        Ok(LeaderElector {
+            client,
+            config,
+            lease_seconds,
+            leader: watch::Sender::new(false),
+            fence: watch::Sender::new(None),
+        })
+    }
+
+    /// The fence of the term this candidate leads in (`None` while it does not lead), set
+    /// before [`LeaderElector::subscribe`] says it leads: the work of a term sends it with every
+    /// request ([`Client::with_fence`]), so that the API server refuses that work's writes once
+    /// the term is over, even before this candidate notices.
+    pub fn fence(&self) -> watch::Receiver<Option<Fence>> {
+        self.fence.subscribe()
     }
 
     /// Whether this candidate leads now; the receiver sees every change. Work that needs
@@ -123,34 +140,45 @@ impl LeaderElector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let mut shutdown = pin!(shutdown);
         loop {
-            let renewed = tokio::select! {
+            let (renewed, transitions) = tokio::select! {
                 () = &mut shutdown => return,
-                renewed = self.acquire() => renewed,
+                acquired = self.acquire() => acquired,
             };
-            info!(lease = %self.lease(), identity = self.config.identity, "became leader");
+            info!(lease = %self.lease(), identity = self.config.identity, transitions, "became leader");
+            self.fence.send_replace(Some(Fence {
+                namespace: self.config.namespace.clone(),
+                name: self.config.name.clone(),
+                holder: self.config.identity.clone(),
+                transitions,
+            }));
             self.leader.send_replace(true);
             tokio::select! {
                 () = &mut shutdown => {
                     self.leader.send_replace(false);
+                    self.fence.send_replace(None);
                     self.release().await;
                     return;
                 }
                 () = self.renew_until_lost(renewed) => {
                     warn!(lease = %self.lease(), identity = self.config.identity, "lost leadership");
                     self.leader.send_replace(false);
+                    self.fence.send_replace(None);
                 }
             }
         }
     }
 
-    /// Retries until the lease is ours; returns when the successful attempt began.
-    async fn acquire(&self) -> Instant {
+    /// Retries until the lease is ours; returns when the successful attempt began, and the
+    /// lease's transition count.
+    async fn acquire(&self) -> (Instant, i32) {
         loop {
             let attempt = Instant::now();
             match self.try_acquire_or_renew().await {
                 // An attempt that took longer than the renew deadline may have written a lease
                 // that others see expiring soon: renew it before leading.
-                Ok(true) if attempt.elapsed() < self.config.renew_deadline => return attempt,
+                Ok(Some(transitions)) if attempt.elapsed() < self.config.renew_deadline => {
+                    return (attempt, transitions);
+                }
                 Ok(_) => {}
                 Err(e) => warn!(error = %ErrorChain(&e), "acquiring the lease failed; retrying"),
             }
@@ -170,8 +198,8 @@ impl LeaderElector {
                 return;
             }
             match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
-                Ok(Ok(true)) => renewed = attempt,
-                Ok(Ok(false)) => return,
+                Ok(Ok(Some(_))) => renewed = attempt,
+                Ok(Ok(None)) => return,
                 Ok(Err(e)) => warn!(error = %ErrorChain(&e), "renewing the lease failed; retrying"),
                 Err(_) => return,
             }
@@ -179,8 +207,9 @@ impl LeaderElector {
     }
 
     /// One round: read the lease and, if it is absent, free, expired or ours, write ourselves in
-    /// as holder. `Ok(false)`: another candidate holds it, or won the race to write it.
-    async fn try_acquire_or_renew(&self) -> Result<bool> {
+    /// as holder; `Ok(Some(transitions))` with the lease's transition count when it is ours.
+    /// `Ok(None)`: another candidate holds it, or won the race to write it.
+    async fn try_acquire_or_renew(&self) -> Result<Option<i32>> {
         let (namespace, name, identity) = (&self.config.namespace, &self.config.name, &self.config.identity);
         let current = match self.client.get::<Lease>(namespace, name).await {
             Ok(lease) => Some(lease),
@@ -203,8 +232,8 @@ impl LeaderElector {
                     .create(Lease { metadata: Some(metadata), spec: Some(spec), ..Default::default() })
                     .await
                 {
-                    Ok(_) => Ok(true),
-                    Err(crate::Error::AlreadyExists(_)) => Ok(false),
+                    Ok(_) => Ok(Some(0)),
+                    Err(crate::Error::AlreadyExists(_)) => Ok(None),
                     Err(source) => Err(Error::WriteLease { lease: self.lease(), source }),
                 };
             }
@@ -212,7 +241,7 @@ impl LeaderElector {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
                 if spec.holder_identity != *identity {
                     if !spec.holder_identity.is_empty() && !expired(spec, now) {
-                        return Ok(false);
+                        return Ok(None);
                     }
                     spec.holder_identity.clone_from(identity);
                     spec.acquire_time = Some(timestamp(now));
@@ -223,9 +252,10 @@ impl LeaderElector {
                 lease
             }
         };
+        let transitions = lease.spec.as_ref().map_or(0, |s| s.lease_transitions);
         match self.client.update(lease).await {
-            Ok(_) => Ok(true),
-            Err(crate::Error::Conflict(_) | crate::Error::NotFound(_)) => Ok(false),
+            Ok(_) => Ok(Some(transitions)),
+            Err(crate::Error::Conflict(_) | crate::Error::NotFound(_)) => Ok(None),
             Err(source) => Err(Error::WriteLease { lease: self.lease(), source }),
         }
     }
