@@ -56,9 +56,15 @@ config="$PWD/hack/schemathesis/schemathesis.toml"
 # state (versions that exist), and end every watch after a second; see the file.
 export PYTHONPATH="$PWD/hack/schemathesis" SCHEMATHESIS_HOOKS=hooks
 cd "$dir"
+# Two retries of a request whose connection failed (--request-retries): what is checked here is
+# the API's answers, and the server's connection handling has tests of its own
+# (support/tests/server.rs). In two recent CI runs one or two requests got "SSL: EOF occurred in
+# violation of protocol" (in one of them builds were loading the machine); a run on a quiet
+# machine with the server's connection log on had none, and the cause is not found yet.
 # One worker: with two threads, Hypothesis's lambda introspection can trip CPython 3.11's
 # non-thread-safe AST recursion counter ("AST constructor recursion depth mismatch"), a crash of
 # the tool that is no finding about the API.
 "$venv_st" --config-file "$config" run "$dir/openapi.json" --url "$api" --tls-verify "$ca" \
   --header "Authorization: Bearer $token" \
-  --checks all --max-examples "$examples" --workers 1 --seed 1 --no-color --request-timeout 10 "$@"
+  --checks all --max-examples "$examples" --workers 1 --seed 1 --no-color --request-timeout 10 \
+  --request-retries 2 "$@"

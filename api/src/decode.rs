@@ -223,4 +223,14 @@ mod tests {
         let half = serde_json::json!({"apiVersion": "stratus.dev/v1", "kind": "Tenant", "metadata": {"name": "a", "generation": 1.5}});
         assert!(decode_value(half).is_err());
     }
+
+    #[test]
+    fn a_large_whole_number_written_with_a_fraction_is_read_exactly() {
+        // Schemathesis sent this one; serde_json's default parser read it as 2023844860771980.8.
+        let text = r#"{"apiVersion": "stratus.dev/v1", "kind": "Tenant", "metadata": {"name": "a", "generation": 2023844860771981.0}}"#;
+        let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let obj = decode_value(value).map_err(|e| e.to_string());
+        let Ok(AnyObject::Tenant(t)) = obj else { panic!("{obj:?}") };
+        assert_eq!(t.meta().generation, 2_023_844_860_771_981);
+    }
 }
