@@ -9,23 +9,41 @@ mod registry;
 
 use common::*;
 use registry::{TestRegistry, saved_image};
+use std::time::Duration;
+
 use serde_json::json;
 use stratus_apiserver::images::ImagesConfig;
 use stratus_testkit::console::Browser;
+use stratus_testkit::relay::Relay;
 
-#[tokio::test]
-async fn an_archive_uploaded_in_the_console_is_listed() {
-    let registry = TestRegistry::start();
-    let spool = tempfile::tempdir().unwrap();
-    let config = stratus_apiserver::Config {
-        images: Some(ImagesConfig::new(&registry.addr, spool.path())),
-        ..Default::default()
-    };
+/// An API server storing uploads in `registry`, with user alice, a developer of `a-ns`.
+async fn server_with(registry: &TestRegistry, spool: &std::path::Path) -> TestServer {
+    let config =
+        stratus_apiserver::Config { images: Some(ImagesConfig::new(&registry.addr, spool)), ..Default::default() };
     let s = TestServer::start_config(config).await;
     present(&s.token);
     let admin = two_tenants(&s).await;
     create_user(&admin, "alice", "a", "").await;
     bind(&admin, "a-ns", "developer", "alice").await;
+    s
+}
+
+/// Logs in as alice through `endpoint` and opens the Images page of `a-ns`, empty.
+async fn open_images_page(browser: &Browser, endpoint: &str) {
+    browser.goto(&format!("{endpoint}/ui/")).await;
+    browser.fill("#username", "alice").await;
+    browser.fill("#password", "alice-password").await;
+    browser.click("#login").await;
+    browser.wait_for_text("#who", "alice").await;
+    browser.click("#nav-images").await;
+    browser.wait_for_text("#images-empty", "No images uploaded to a-ns yet").await;
+}
+
+#[tokio::test]
+async fn an_archive_uploaded_in_the_console_is_listed() {
+    let registry = TestRegistry::start();
+    let spool = tempfile::tempdir().unwrap();
+    let s = server_with(&registry, spool.path()).await;
 
     let files = tempfile::tempdir().unwrap();
     let (archive, _) = saved_image("127.0.0.1:5000/web:v3", 3 * 1024 * 1024);
@@ -35,13 +53,7 @@ async fn an_archive_uploaded_in_the_console_is_listed() {
     std::fs::write(&broken, &archive[..archive.len() / 2]).unwrap();
 
     let browser = Browser::start().await;
-    browser.goto(&format!("{}/ui/", s.endpoint)).await;
-    browser.fill("#username", "alice").await;
-    browser.fill("#password", "alice-password").await;
-    browser.click("#login").await;
-    browser.wait_for_text("#who", "alice").await;
-    browser.click("#nav-images").await;
-    browser.wait_for_text("#images-empty", "No images uploaded to a-ns yet").await;
+    open_images_page(&browser, &s.endpoint).await;
     assert!(browser.client().current_url().await.unwrap().as_str().ends_with("#/images/a-ns"));
     browser.screenshot("images-empty").await;
 
@@ -64,5 +76,31 @@ async fn an_archive_uploaded_in_the_console_is_listed() {
     assert_eq!(progress, json!(1));
     assert_eq!(registry.catalog().await, ["a-ns/web"]);
     browser.screenshot("images").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_upload_the_network_breaks_is_sent_again() {
+    let registry = TestRegistry::start();
+    let spool = tempfile::tempdir().unwrap();
+    let s = server_with(&registry, spool.path()).await;
+    let files = tempfile::tempdir().unwrap();
+    let (archive, _) = saved_image("127.0.0.1:5000/web:v4", 64 * 1024);
+    let path = files.path().join("web.tar");
+    std::fs::write(&path, &archive).unwrap();
+
+    // The browser reaches the API server only through a relay that the test can break.
+    let relay = Relay::start(s.addr).await;
+    let browser = Browser::start().await;
+    open_images_page(&browser, &format!("http://{}", relay.addr)).await;
+    browser.find("#image-file").await.send_keys(path.to_str().unwrap()).await.unwrap();
+    // The network breaks as the upload starts, for longer than the page's first three tries
+    // (at once, 250 ms and 750 ms after): as Chromium fails every request in flight when Docker
+    // adds a container's interface. The fourth try (1.75 s) goes through.
+    relay.break_for(Duration::from_millis(1500));
+    browser.click("#image-upload").await;
+    let message = browser.wait_for_text("#image-message", "Uploaded").await;
+    assert!(message.contains(&format!("{}/a-ns/web:v4", registry.addr)), "{message}");
+    assert_eq!(registry.catalog().await, ["a-ns/web"]);
     browser.close().await;
 }

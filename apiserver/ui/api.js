@@ -323,19 +323,40 @@ export async function listImages(namespace, {signal} = {}) {
   return Array.isArray(answer?.items) ? answer.items : [];
 }
 
+/** Why an upload's connection failed: the network, not the API (which answers with a status). */
+const UPLOAD_BROKEN = 'the connection to the API failed during the upload';
+
 /**
  * Uploads `file` (a `docker save` archive) into `namespace`, optionally as `name`:`tag`.
  * XMLHttpRequest rather than fetch, for its upload progress: `onProgress(sent, total)` is
  * called as the body goes out. Resolves to {name, tag, image, digest}; rejects with an
  * ApiError (the server's message), or one of status 0 when the connection failed or
  * `signal` aborted it.
+ *
+ * An upload the network broke (Chromium fails every request in flight when a network
+ * interface comes or goes, as Docker's do whenever a container starts) is sent again, up to
+ * four tries, 250 ms, 500 ms and 1 s apart, starting the progress over: the same archive under
+ * the same name and tag makes the same image, so sending it twice does no harm.
  */
-export function uploadImage(namespace, file, {name = '', tag = '', onProgress = () => {}, signal} = {}) {
+export async function uploadImage(namespace, file, options = {}) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await uploadOnce(namespace, file, options);
+    } catch (error) {
+      const broken = error instanceof ApiError && error.status === 0 && error.message === UPLOAD_BROKEN;
+      if (!broken || options.signal?.aborted || attempt >= 3) throw error;
+      await sleep(250 * 2 ** attempt, options.signal);
+    }
+  }
+}
+
+function uploadOnce(namespace, file, {name = '', tag = '', onProgress = () => {}, signal} = {}) {
   const query = new URLSearchParams();
   if (name) query.set('name', name);
   if (tag) query.set('tag', tag);
   const qs = query.toString();
   const url = `${API}/namespaces/${encodeURIComponent(namespace)}/images${qs ? `?${qs}` : ''}`;
+  onProgress(0, file.size);
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open('POST', url);
@@ -359,7 +380,7 @@ export function uploadImage(namespace, file, {name = '', tag = '', onProgress = 
       if (xhr.status === 401) expired();
       reject(error);
     });
-    xhr.addEventListener('error', () => reject(new ApiError(0, 'the connection to the API failed during the upload')));
+    xhr.addEventListener('error', () => reject(new ApiError(0, UPLOAD_BROKEN)));
     xhr.addEventListener('abort', () => reject(new ApiError(0, 'the upload was cancelled')));
     signal?.addEventListener('abort', () => xhr.abort());
     xhr.send(file);
