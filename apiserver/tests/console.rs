@@ -381,6 +381,18 @@ async fn the_page_picks_up_where_it_was_when_its_connections_are_cut() {
         )
         .await;
     assert_eq!(answer, json!("hello"));
+    // So is a merge patch, as the service page's traffic editor sends.
+    relay.break_for(Duration::from_millis(600));
+    let patched = browser
+        .run_async(
+            "window.testApi.request('PATCH', '/apis/stratus.dev/v1/namespaces/default/services/hello',
+               {spec: {traffic: [{latestRevision: true, percent: 100, tag: 'now'}]}},
+               {contentType: 'application/merge-patch+json'})
+               .then(s => arguments[0](s.spec.traffic[0].tag), e => arguments[0]('failed: ' + e.message))",
+            vec![],
+        )
+        .await;
+    assert_eq!(patched, json!("now"));
     browser.close().await;
 }
 

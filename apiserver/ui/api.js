@@ -69,16 +69,18 @@ async function fetchAgain(path, init) {
 }
 
 /**
- * One request to the API as the session's user. A 401 ends the session (the listeners of
- * `onExpired` are told) and throws like every other failure, as an ApiError. Reads (and merge
- * patches, which give the same result however often they are applied) are sent again when the
- * network fails under them; a failed create or replace is not, and its error says so.
+ * One request to the API as the session's user, its body sent as `contentType`. A 401 ends the
+ * session (the listeners of `onExpired` are told) and throws like every other failure, as an
+ * ApiError. Reads and PATCHes (an apply of the whole object as application/json, or a merge
+ * patch as application/merge-patch+json: either gives the same result however often it is
+ * applied) are sent again when the network fails under them; a failed create or replace is
+ * not, and its error says so.
  */
-export async function request(method, path, body, {signal} = {}) {
+export async function request(method, path, body, {signal, contentType = 'application/json'} = {}) {
   const headers = {...CONSOLE_HEADER, Accept: 'application/json'};
   const init = {method, headers, credentials: 'same-origin', signal, cache: 'no-store'};
   if (body !== undefined) {
-    headers['Content-Type'] = 'application/json';
+    headers['Content-Type'] = contentType;
     init.body = JSON.stringify(body);
   }
   let response;

@@ -338,12 +338,13 @@ class ServicePage {
     message.textContent = 'Saving…';
     message.className = 'notice';
     try {
-      // The same write as `stratus apply` of the Service with a new spec.traffic.
-      const service = structuredClone(this.service);
-      delete service.status;
-      service.spec.traffic = checked.targets;
+      // A merge patch of spec.traffic alone: it changes nothing else of the Service (a template
+      // deployed meanwhile from the CLI stays), and it may be sent again when the network breaks
+      // under it (Chromium fails every request in flight when Docker adds an interface): the
+      // same patch twice is the same Service.
       const path = `${api.collection('services', this.namespace)}/${encodeURIComponent(this.name)}`;
-      const saved = await api.request('PUT', path, service, {signal: this.signal});
+      const patch = {spec: {traffic: checked.targets}};
+      const saved = await api.request('PATCH', path, patch, {signal: this.signal, contentType: 'application/merge-patch+json'});
       // The watch may have brought a newer version already (the controller's status for this
       // very change): the answer must not put an older one back over it.
       if (newer(saved, this.service)) this.service = saved;
