@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::time::{civil_from_days, days_from_civil};
-use crate::v1::{BillingModePrices, FreeTier, PriceListSpec, UsagePeriod, UsageReportSpec};
+use crate::v1::{BillingModePrices, FreeTier, InvoiceLine, InvoiceSpec, PriceListSpec, UsagePeriod, UsageReportSpec};
 use crate::validation::{ErrorList, dns_label};
 
 /// One tick of billed time.
@@ -645,6 +645,42 @@ pub fn validate_report(name: &str, spec: &UsageReportSpec, now_millis: i64, errs
     }
     if spec.source_kind == SOURCE_AGENT && spec.requests != 0 {
         errs.push("spec.requests", "only a gateway counts requests");
+    }
+}
+
+/// The spec of `tenant`'s invoice for the period `(key, start, end)`, priced as `priced`.
+pub fn invoice_spec(
+    tenant: &str,
+    (key, start, end): (&str, i64, i64),
+    prices: &Prices,
+    priced: &Priced,
+    price_list: &str,
+) -> InvoiceSpec {
+    let minor = usize::try_from(minor_digits(&prices.currency)).unwrap_or(2);
+    InvoiceSpec {
+        tenant: tenant.into(),
+        period: key.into(),
+        period_start: Some(timestamp(start)),
+        period_end: Some(timestamp(end)),
+        currency: prices.currency.clone(),
+        lines: priced
+            .lines
+            .iter()
+            .map(|l| InvoiceLine {
+                namespace: l.namespace.clone(),
+                service: l.service.clone(),
+                billing_mode: l.mode.clone(),
+                item: l.item.clone(),
+                quantity: l.quantity.clone(),
+                unit: l.unit.clone(),
+                unit_price: l.unit_price.clone(),
+                amount: l.amount.to_decimal(minor),
+            })
+            .collect(),
+        subtotal: priced.subtotal.to_decimal(minor),
+        free_tier: priced.free_tier.to_decimal(minor),
+        total: priced.total.to_decimal(minor),
+        price_list: price_list.into(),
     }
 }
 

@@ -17,8 +17,7 @@ use stratus_api::Resource;
 use stratus_api::billing::{self, LineKey, Period, Prices, Usage};
 use stratus_api::v1::{
     Budget, BudgetSpec, BudgetStatus, Condition, Container, ContainerPort, Instance, InstanceSpec, InstanceStatus,
-    Invoice, InvoiceLine, InvoiceSpec, InvoiceStatus, LedgerEntry, LedgerEntrySpec, Node, NodeStatus, PriceList,
-    ResourceRequirements,
+    Invoice, InvoiceStatus, LedgerEntry, LedgerEntrySpec, Node, NodeStatus, PriceList, ResourceRequirements,
 };
 use stratus_api::validation::ErrorList;
 use stratus_client::Client;
@@ -81,38 +80,13 @@ fn usage(cpu_seconds: u128, gib_seconds: u128, requests: u128) -> Usage {
 }
 
 /// The invoice of `tenant` for the period holding `at`, priced from `used` as the billing
-/// controller prices it (`controllers::billing::invoices::invoice_spec`), with its phase.
+/// controller prices it (`stratus_api::billing::invoice_spec`), with its phase.
 async fn invoice(admin: &Client, prices: &Prices, tenant: &str, at: i64, used: &Used, phase: &str) -> Invoice {
     let (key, start, end) = prices.period.holding(at);
     let by_line: BTreeMap<LineKey<'_>, Usage> =
         used.iter().map(|(namespace, service, mode, u)| (LineKey { namespace, service, mode }, *u)).collect();
     let priced = billing::price(&by_line, prices);
-    let minor = billing::minor_digits(&prices.currency) as usize;
-    let spec = InvoiceSpec {
-        tenant: tenant.into(),
-        period: key.clone(),
-        period_start: Some(billing::timestamp(start)),
-        period_end: Some(billing::timestamp(end)),
-        currency: prices.currency.clone(),
-        lines: priced
-            .lines
-            .iter()
-            .map(|l| InvoiceLine {
-                namespace: l.namespace.clone(),
-                service: l.service.clone(),
-                billing_mode: l.mode.clone(),
-                item: l.item.clone(),
-                quantity: l.quantity.clone(),
-                unit: l.unit.clone(),
-                unit_price: l.unit_price.clone(),
-                amount: l.amount.to_decimal(minor),
-            })
-            .collect(),
-        subtotal: priced.subtotal.to_decimal(minor),
-        free_tier: priced.free_tier.to_decimal(minor),
-        total: priced.total.to_decimal(minor),
-        price_list: "default@1".into(),
-    };
+    let spec = billing::invoice_spec(tenant, (&key, start, end), prices, &priced, "default@1");
     let mut inv = Invoice { spec: Some(spec), ..Default::default() };
     inv.meta_mut().name = format!("{tenant}.{key}");
     let mut made = admin.create(inv).await.unwrap();

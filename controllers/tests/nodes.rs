@@ -16,6 +16,10 @@ use stratus_controllers::nodes::{self, AGENT_FINALIZER};
 /// Short, so that the tests wait about a second for a lease to run out.
 const GRACE: Duration = Duration::from_secs(1);
 const LEASE_SECONDS: i32 = 1;
+/// The lease of a node whose agent keeps renewing (every 200 ms): long enough that a test
+/// process starved of CPU for a second (two cores, CI's tests in parallel) does not let it run
+/// out, which a 1 s lease did once in CI.
+const RENEWED_LEASE_SECONDS: i32 = 3;
 
 async fn ready_condition(cluster: &Cluster, node: &str) -> (String, String, String) {
     let node: Node = cluster.client.get("", node).await.unwrap();
@@ -39,14 +43,15 @@ async fn run_instance(cluster: &Cluster, name: &str, node: &str, finalizer: bool
         .await;
 }
 
-/// Renews `node`'s lease every 200 ms, as its agent would, until the cluster is dropped.
+/// Renews `node`'s lease (for [`RENEWED_LEASE_SECONDS`]) every 200 ms, as its agent would,
+/// until the cluster is dropped.
 fn keep_renewing(cluster: &Cluster, node: &'static str) {
     let client = cluster.client.clone();
     let shutdown = cluster.shutdown();
     tokio::spawn(async move {
         let renew = async {
             loop {
-                cluster::renew_lease(&client, node, LEASE_SECONDS).await;
+                cluster::renew_lease(&client, node, RENEWED_LEASE_SECONDS).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         };
@@ -128,12 +133,13 @@ async fn a_renewed_lease_keeps_the_node_alone_and_the_agent_gets_the_last_word()
     cluster.add_node("lost", "4", "8Gi").await;
     cluster.add_node("alive", "4", "8Gi").await;
     cluster.renew_lease("lost", LEASE_SECONDS).await;
+    let started = tokio::time::Instant::now();
     keep_renewing(&cluster, "alive");
     let ctx = cluster.context(GRACE);
     tokio::spawn(nodes::run(ctx.clone(), cluster.shutdown()));
 
-    // Both leases were renewed at the start with the same duration: once the one left alone
-    // has run out, the other would have too, had it not been renewed.
+    // The lease left alone runs out; the renewed one does not, though the test goes on past
+    // the time its first renewal would have run out (below).
     wait_for("the lost node to be NotReady", || async {
         let c = ready_condition(&cluster, "lost").await;
         if c.0 == "False" { Ok(()) } else { Err(format!("{c:?}")) }
@@ -152,9 +158,11 @@ async fn a_renewed_lease_keeps_the_node_alone_and_the_agent_gets_the_last_word()
     .await;
     cluster.set_node_ready("lost", true).await;
     let seen = reconciles(&ctx.metrics, nodes::NAME);
-    wait_for("a few more checks of the nodes", || async {
+    let first_renewal_ran_out = started + Duration::from_secs(RENEWED_LEASE_SECONDS.unsigned_abs().into()) + GRACE;
+    wait_for("a few more checks of the nodes, past the first renewal's end", || async {
         let now = reconciles(&ctx.metrics, nodes::NAME);
-        if now >= seen + 4 { Ok(()) } else { Err(format!("{now} reconciles")) }
+        let past = tokio::time::Instant::now() >= first_renewal_ran_out;
+        if now >= seen + 4 && past { Ok(()) } else { Err(format!("{now} reconciles")) }
     })
     .await;
     assert_eq!(ready_condition(&cluster, "lost").await.0, "True");

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use stratus_api::Resource;
-use stratus_api::billing::{self, Amount, LineKey, Priced, Prices, Usage};
-use stratus_api::v1::{Invoice, InvoiceLine, InvoiceSpec, InvoiceStatus, LedgerEntry, PriceList};
+use stratus_api::billing::{self, Amount, LineKey, Prices, Usage};
+use stratus_api::v1::{Invoice, InvoiceStatus, LedgerEntry, PriceList};
 use tracing::debug;
 
 use super::ledger::{entry_usage, is_closed};
@@ -34,42 +34,6 @@ pub fn usage_by_line<'a>(entries: impl IntoIterator<Item = &'a LedgerEntry>) -> 
         usage.entry(key).or_default().add(entry_usage(spec));
     }
     usage
-}
-
-/// The spec of `tenant`'s invoice for the period `(key, start, end)`, priced as `priced`.
-pub fn invoice_spec(
-    tenant: &str,
-    (key, start, end): (&str, i64, i64),
-    prices: &Prices,
-    priced: &Priced,
-    price_list: &str,
-) -> InvoiceSpec {
-    let minor = usize::try_from(billing::minor_digits(&prices.currency)).unwrap_or(2);
-    InvoiceSpec {
-        tenant: tenant.into(),
-        period: key.into(),
-        period_start: Some(billing::timestamp(start)),
-        period_end: Some(billing::timestamp(end)),
-        currency: prices.currency.clone(),
-        lines: priced
-            .lines
-            .iter()
-            .map(|l| InvoiceLine {
-                namespace: l.namespace.clone(),
-                service: l.service.clone(),
-                billing_mode: l.mode.clone(),
-                item: l.item.clone(),
-                quantity: l.quantity.clone(),
-                unit: l.unit.clone(),
-                unit_price: l.unit_price.clone(),
-                amount: l.amount.to_decimal(minor),
-            })
-            .collect(),
-        subtotal: priced.subtotal.to_decimal(minor),
-        free_tier: priced.free_tier.to_decimal(minor),
-        total: priced.total.to_decimal(minor),
-        price_list: price_list.into(),
-    }
 }
 
 /// Step 4 of a pass: writes every tenant's invoice of every period some entry is in (Final ones
@@ -105,7 +69,7 @@ pub async fn write(
         if key == current_period {
             current.insert(tenant.to_string(), priced.total);
         }
-        let spec = invoice_spec(tenant, (&key, start, end), prices, &priced, &price_list);
+        let spec = billing::invoice_spec(tenant, (&key, start, end), prices, &priced, &price_list);
         let done = now >= windows.closes(end) && of_period.iter().all(|e| is_closed(e));
         let phase = if done { FINAL } else { OPEN };
         let write_error = |source| Error::WriteInvoice { invoice: name.clone(), source };

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use stratus_api::billing::{self, LineKey, Priced, Usage};
 use stratus_api::v1::{Invoice, InvoiceSpec, Namespace, PriceList, UsageReport};
 
-use super::invoices::{invoice_spec, price_list_ref};
+use super::invoices::price_list_ref;
 use super::ledger::{assigned_entry, parse_entry_name};
 use super::{Result, Tenants, parse_prices};
 
@@ -67,7 +67,7 @@ pub fn recount(
     let lines: BTreeMap<LineKey<'_>, Usage> =
         usage.iter().map(|((namespace, service, mode), u)| (LineKey { namespace, service, mode }, *u)).collect();
     let priced = billing::price(&lines, &prices);
-    let invoice = invoice_spec(tenant, (&key, start, end), &prices, &priced, &price_list_ref(price_list));
+    let invoice = billing::invoice_spec(tenant, (&key, start, end), &prices, &priced, &price_list_ref(price_list));
     Ok(Recount { usage, reports: counted, adjustments, priced, invoice })
 }
 
