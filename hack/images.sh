@@ -10,6 +10,14 @@
 #
 # Idempotent: run it as often as you like; what is already there is reused. The manifests in
 # manifests/ and the Docker tests of the node agent use this image.
+#
+# With --platform it also builds and pushes the images of Stratus itself, which
+# hack/cluster.sh runs:
+#   - 127.0.0.1:5000/stratus-{apiserver,controllers,gateway,agent}:dev, each FROM scratch
+#     with its one static binary (profile `image`: optimised, no debug info; target dir
+#     target/images);
+#   - 127.0.0.1:5000/stratus-etcd:dev, FROM scratch with Debian's etcd and the two files of
+#     glibc it links to (Debian builds etcd with cgo, so it is not static).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -99,6 +107,75 @@ push_image() {
   echo "image: pushed $(docker image inspect --format '{{index .RepoDigests 0}}' "$image")"
 }
 
+platform=false
+case "${1:-}" in
+  --platform) platform=true ;;
+  "") ;;
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "error: unknown argument $1 (usage: hack/images.sh [--platform])" >&2
+    exit 2
+    ;;
+esac
+
+# The four binaries of the platform, static, in one cargo run (they share every dependency).
+build_platform_binaries() {
+  echo "build: stratus-{apiserver,controllers,gateway,agent}, static, profile image"
+  RUSTFLAGS='-C target-feature=+crt-static -C strip=symbols' \
+    cargo build --quiet --profile image --locked -p stratus-platform --bins --target "$target" --target-dir target/images
+}
+
+# build_scratch_image IMAGE ENTRYPOINT FILE... : an image FROM scratch holding FILEs, run as
+# ENTRYPOINT. A FILE is a host path, copied to the same path in the image, or SRC=DEST.
+build_scratch_image() {
+  local name="$1" entrypoint="$2"
+  shift 2
+  local context
+  context="$(mktemp -d)"
+  local f src dest
+  {
+    echo "FROM scratch"
+    for f in "$@"; do
+      src="${f%%=*}" dest="${f#*=}"
+      mkdir -p "$context/root$(dirname "$dest")"
+      cp -pL "$src" "$context/root$dest"
+    done
+    echo "COPY root/ /"
+    echo "ENTRYPOINT [\"$entrypoint\"]"
+  } >"$context/Dockerfile"
+  local output
+  if ! output="$(docker build --quiet -t "$name" "$context" 2>&1)"; then
+    rm -rf "$context"
+    echo "$output" >&2
+    echo "error: docker build of $name failed" >&2
+    exit 1
+  fi
+  rm -rf "$context"
+  docker push --quiet "$name" >/dev/null
+  echo "image: pushed $(docker image inspect --format '{{index .RepoDigests 0}}' "$name")"
+}
+
+build_platform_images() {
+  build_platform_binaries
+  local bin
+  for bin in apiserver controllers gateway agent; do
+    build_scratch_image "$registry/stratus-$bin:dev" "/stratus-$bin" \
+      "target/images/$target/image/stratus-$bin=/stratus-$bin"
+  done
+  # etcd: the binary and what `ldd` says it loads (libc and the dynamic loader).
+  local etcd libs
+  etcd="$(command -v etcd || true)"
+  if [ -z "$etcd" ]; then
+    echo "error: etcd is not installed (hack/install-deps.sh installs etcd-server)" >&2
+    exit 1
+  fi
+  mapfile -t libs < <(ldd "$etcd" | grep -o '/[^ ]*' | sort -u)
+  build_scratch_image "$registry/stratus-etcd:dev" /usr/bin/etcd "$etcd" "${libs[@]}"
+}
+
 for tool in curl docker cargo; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     echo "error: $tool is needed and not installed" >&2
@@ -113,3 +190,6 @@ ensure_registry
 build_binary
 build_image
 push_image
+if $platform; then
+  build_platform_images
+fi

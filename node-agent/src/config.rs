@@ -7,9 +7,14 @@ use std::time::Duration;
 pub struct AgentConfig {
     /// The Node's name (default: the hostname).
     pub node_name: String,
-    /// The host address container ports are published on and the Node advertises; the
-    /// gateway connects to instances there.
+    /// The Node's address: it advertises it, and container ports are published there unless
+    /// `publish_address` says otherwise.
     pub advertise_address: String,
+    /// The host address container ports are published on, where the gateway (and the agent's
+    /// probes) reach instances; `None`: the advertise address. A node in a container that
+    /// drives its host's engine (`hack/cluster.sh`) publishes on an address of the host that
+    /// its network reaches, not on its own.
+    pub publish_address: Option<String>,
     /// CPU (millicores) and memory (bytes) kept back from Stratus for the host itself.
     pub reserved_cpu_millis: i64,
     pub reserved_memory_bytes: i64,
@@ -72,11 +77,17 @@ pub use stratus_api::wellknown::namespaces::NODE_LEASE as NODE_LEASE_NAMESPACE;
 pub use stratus_api::wellknown::finalizers::AGENT as FINALIZER;
 
 impl AgentConfig {
+    /// Where container ports are published and instances are reached.
+    pub fn publish_address(&self) -> &str {
+        self.publish_address.as_deref().unwrap_or(&self.advertise_address)
+    }
+
     /// The defaults for a node named `node_name`.
     pub fn new(node_name: impl Into<String>) -> AgentConfig {
         AgentConfig {
             node_name: node_name.into(),
             advertise_address: "127.0.0.1".into(),
+            publish_address: None,
             reserved_cpu_millis: 0,
             reserved_memory_bytes: 0,
             agent_endpoint: "http://127.0.0.1:7071".into(),

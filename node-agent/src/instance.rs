@@ -245,7 +245,7 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
     status.ready = false;
     status.container_id = id;
     status.image_digest = digest;
-    status.address = state.host_port.map(|p| format!("{}:{p}", ctx.cfg.advertise_address)).unwrap_or_default();
+    status.address = state.host_port.map(|p| format!("{}:{p}", ctx.cfg.publish_address())).unwrap_or_default();
     status.started_at = Some(to_timestamp(state.started_at.unwrap_or_else(SystemTime::now)));
     status.finished_at = None;
     status.reason = "ContainerCreating".into();
@@ -315,7 +315,7 @@ async fn running(
     status.ready = ready;
     status.container_id = c.id.clone();
     if let Some(port) = c.host_port {
-        status.address = format!("{}:{port}", ctx.cfg.advertise_address);
+        status.address = format!("{}:{port}", ctx.cfg.publish_address());
     }
     if let Some(t) = c.started_at {
         status.started_at = Some(to_timestamp(t));
@@ -483,7 +483,7 @@ fn ensure_prober(ctx: &Arc<Context>, inst: &Instance, c: &ContainerStatus) -> cr
     };
     let key = ObjectRef::new(inst.meta().namespace.clone(), inst.meta().name.clone());
     let trigger = ctx.trigger.clone();
-    let address = format!("{}:{port}", ctx.cfg.advertise_address);
+    let address = format!("{}:{port}", ctx.cfg.publish_address());
     let prober = Prober::start(address, startup, readiness, liveness, move || {
         let _ = trigger.send(key.clone());
     });
@@ -650,7 +650,7 @@ pub fn container_config(
         env,
         labels,
         port: u16::try_from(port).unwrap_or(8080),
-        host_ip: cfg.advertise_address.clone(),
+        host_ip: cfg.publish_address().to_owned(),
         network: cfg.instance_network.clone(),
         nano_cpus,
         memory_bytes,

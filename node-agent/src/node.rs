@@ -118,6 +118,11 @@ async fn write_status(
         NodeAddress { r#type: "InternalIP".into(), address: cfg.advertise_address.clone() },
         NodeAddress { r#type: "Hostname".into(), address: cfg.node_name.clone() },
     ];
+    // Instances are reached at the publish address: the gateways route to an instance only at
+    // an address its node published.
+    if cfg.publish_address() != cfg.advertise_address {
+        status.addresses.push(NodeAddress { r#type: "InternalIP".into(), address: cfg.publish_address().to_owned() });
+    }
     status.agent_endpoint = cfg.agent_endpoint.clone();
     set_condition(&mut status.conditions, "Ready", ready, reason, &message);
     if status == previous {

@@ -22,6 +22,11 @@ type Harness = AgentHarness<FakeRuntime>;
 /// A harness for `node` whose fake runtime has [`IMAGE`], with every interval of the agent
 /// short so that the tests are quick.
 async fn harness(node: &str) -> Harness {
+    harness_with(node, |_| {}).await
+}
+
+/// [`harness`], with `tweak` applied to the agent's configuration.
+async fn harness_with(node: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Harness {
     let runtime = FakeRuntime::new();
     runtime.add_image(IMAGE, "127.0.0.1:5000/hello@sha256:abc");
     let mut cfg = AgentConfig::new(node);
@@ -34,6 +39,7 @@ async fn harness(node: &str) -> Harness {
     cfg.pull_backoff = (Duration::from_millis(200), Duration::from_secs(5));
     cfg.drain_delay = Duration::from_millis(300);
     cfg.reserved_cpu_millis = 500;
+    tweak(&mut cfg);
     let config = HarnessConfig { agent: cfg, patience: PATIENCE, termination_grace_period_seconds: 7 };
     Harness::start(runtime, config).await
 }
@@ -91,6 +97,26 @@ async fn registers_the_node_and_renews_its_lease() {
     })
     .await
     .expect("node NotReady");
+}
+
+/// A node in a container driving its host's engine (hack/cluster.sh) has its own address and
+/// publishes instances on one of the host's: both are the node's, and instances are reached
+/// (and probed) at the second.
+#[tokio::test]
+async fn instances_are_published_and_reached_at_the_publish_address() {
+    let h = harness_with("node-p", |cfg| {
+        cfg.advertise_address = "127.0.0.2".into();
+        cfg.publish_address = Some("127.0.0.1".into());
+    })
+    .await;
+    h.create("p1", IMAGE, &[], "64Mi").await;
+    let i = h.wait_for("p1", "Ready", |i| status(i).ready).await;
+    let c = h.runtime.container(&status(&i).container_id).expect("container exists");
+    assert_eq!(c.config.host_ip, "127.0.0.1");
+    assert_eq!(status(&i).address, format!("127.0.0.1:{}", c.status.host_port.unwrap()));
+    let node: Node = h.client.get("", "node-p").await.unwrap();
+    let addresses: Vec<String> = node.status.unwrap().addresses.into_iter().map(|a| a.address).collect();
+    assert_eq!(addresses, ["127.0.0.2", "node-p", "127.0.0.1"]);
 }
 
 #[tokio::test]

@@ -31,9 +31,15 @@ struct Args {
     /// Memory kept back for the host, e.g. 512Mi.
     #[arg(long, default_value = "0")]
     reserved_memory: String,
-    /// The address container ports are published on and the node advertises.
+    /// The node's address, which it advertises (and publishes container ports on, unless
+    /// --publish-address says otherwise).
     #[arg(long, env = "STRATUS_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
     advertise_address: String,
+    /// The host address container ports are published on, where gateways reach instances
+    /// (default: the advertise address). For an agent in a container that drives its host's
+    /// engine: an address of the host that the cluster's network reaches.
+    #[arg(long, env = "STRATUS_PUBLISH_ADDRESS", value_name = "IP")]
+    publish_address: Option<std::net::IpAddr>,
     /// Where the agent serves /metrics, /healthz and its gRPC service (logs).
     #[arg(long, env = "STRATUS_AGENT_LISTEN", default_value = "127.0.0.1:7071")]
     listen: String,
@@ -99,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.reserved_cpu_millis = i64::try_from(cpu.ceil_millis()).context("--reserved-cpu is too large")?;
     cfg.reserved_memory_bytes = i64::try_from(memory.ceil_units()).context("--reserved-memory is too large")?;
     cfg.advertise_address = args.advertise_address;
+    cfg.publish_address = args.publish_address.map(|ip| ip.to_string());
     cfg.require_non_root = args.require_non_root;
     cfg.instance_network = args.instance_network;
     anyhow::ensure!(args.log_max_line_bytes > 0, "--log-max-line-bytes must be at least 1");
