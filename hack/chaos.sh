@@ -143,7 +143,7 @@ EOF
 load_pid=""
 start_load() {
   local url="http://$service.$ns.localhost:${1:-9080}/"
-  cli bench "$url" -r "$rate" -d 1h --timeout 10s >"$work/load.out" 2>"$work/load.err" &
+  "$stratus" bench "$url" -r "$rate" -d 1h --timeout 10s >"$work/load.out" 2>"$work/load.err" &
   load_pid=$!
   sleep 1
   kill -0 "$load_pid" 2>/dev/null || fail "the load did not start: $(cat "$work/load.err")"

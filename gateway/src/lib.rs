@@ -120,7 +120,8 @@ pub struct GatewayConfig {
     /// revision's own `timeoutSeconds`, which is what a request for a revision scaled to zero
     /// must be able to wait for an instance to start.
     pub queue_timeout: Option<Duration>,
-    /// Further endpoints tried when connecting fails. Default 2.
+    /// Further endpoints tried when connecting fails, or when the exchange of an idempotent
+    /// request whose body was not read breaks before an answer. Default 2.
     pub max_retries: u32,
     /// How long connecting to an endpoint may take. Default 2 s.
     pub connect_timeout: Duration,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, UPGRADE};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -178,7 +178,8 @@ pub(crate) async fn handle(
 }
 
 /// Sends the request to an endpoint of `pool`, retrying on another endpoint while connecting
-/// fails (nothing was sent then), and returns the response with its body bound to the lease and
+/// fails (nothing was sent then) or, for an idempotent request whose body was not read, while
+/// the exchange breaks before an answer; returns the response with its body bound to the lease and
 /// the deadline.
 async fn forward(
     shared: &Shared,
@@ -273,6 +274,21 @@ async fn forward(
             }
             Ok(Err(e)) => {
                 lease.record(Outcome::Failure);
+                // The exchange broke before an answer: the endpoint closed a pooled connection
+                // as the request went out on it, or went away (its instance was killed). An
+                // idempotent request (RFC 9110 §9.2.2) whose body was never read is sent to
+                // another endpoint, as nginx's `proxy_next_upstream error` does; anything
+                // else may have been acted on and fails.
+                if is_idempotent(&parts.method)
+                    && client_upgrade.is_none()
+                    && slot.untouched()
+                    && tried.len() < shared.config.max_retries as usize
+                {
+                    debug!(%revision, endpoint = lease.address(), error = %ErrorChain(&e), "exchange failed; trying another endpoint");
+                    lease.not_served();
+                    tried.push(lease.endpoint_id());
+                    continue;
+                }
                 return Err(ProxyError::Upstream { revision: revision.clone(), source: e });
             }
         };
@@ -280,6 +296,11 @@ async fn forward(
         lease.record(outcome);
         return respond(revision, response, lease, deadline, timeout, client_upgrade);
     }
+}
+
+/// Whether a request with `method` may be sent twice without changing its effect.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
 /// Turns an endpoint's response into the client's: hop-by-hop headers removed, the body streamed

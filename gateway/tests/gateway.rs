@@ -240,6 +240,54 @@ async fn a_refused_connection_is_retried_on_another_endpoint_with_the_body() -> 
     Ok(())
 }
 
+/// An address whose server reads a request and hangs up without answering (an instance killed
+/// as a request reaches it), with how many requests it got.
+async fn hanging_up_address() -> Result<(String, Arc<AtomicUsize>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?.to_string();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut head = [0u8; 4096];
+            if matches!(conn.read(&mut head).await, Ok(n) if n > 0) {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    Ok((address, hits))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_request_whose_exchange_breaks_is_sent_to_another_endpoint() -> Result<()> {
+    let h = Harness::start().await?;
+    let good = Backend::named("good").await?;
+    let (hanging, hung_up) = hanging_up_address().await?;
+    h.revision("broken-1", 0, 30).await?;
+    h.endpoints("broken-1", &[(hanging, "http1"), good.endpoint("http1")]).await?;
+    h.service("broken", None, &[("broken-1", 100, "")]).await?;
+    h.wait_endpoints("broken-1", 2).await?;
+    for i in 0..10 {
+        let (status, _, body) = h.get(&host("broken"), "/").await?;
+        ensure!(status == StatusCode::OK && body == "good", "GET {i}: {status} {body}");
+    }
+    ensure!(hung_up.load(Ordering::SeqCst) > 0, "no GET went to the endpoint that hangs up");
+
+    // A POST may have been acted on before the connection broke: it is not sent again.
+    let (first, first_hits) = hanging_up_address().await?;
+    let (second, second_hits) = hanging_up_address().await?;
+    h.revision("post-1", 0, 30).await?;
+    h.endpoints("post-1", &[(first, "http1"), (second, "http1")]).await?;
+    h.service("post", None, &[("post-1", 100, "")]).await?;
+    h.wait_endpoints("post-1", 2).await?;
+    let req = Request::post("/").header(HOST, host("post")).body(full("once"))?;
+    let (status, _, body) = read(h.send(req).await?).await?;
+    ensure!(status == StatusCode::BAD_GATEWAY, "{status} {body}");
+    let sent = first_hits.load(Ordering::SeqCst) + second_hits.load(Ordering::SeqCst);
+    ensure!(sent == 1, "the POST was sent {sent} times");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_answering_500s_is_ejected() -> Result<()> {
     let h = Harness::start().await?;
