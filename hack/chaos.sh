@@ -37,7 +37,8 @@ rate=40
 patience="${STRATUS_CHAOS_WAIT:-180}"
 work="$(mktemp -d)"
 report=""
-trap 'stop_load 2>/dev/null || true; rm -rf "$work"' EXIT
+# On any exit: the load and every helper loop end with the script.
+trap 'stop_load 2>/dev/null || true; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
 all=(kill-node kill-leader kill-apiserver stop-etcd partition rolling-restart)
 fast=(kill-node kill-leader kill-apiserver stop-etcd partition)
@@ -115,7 +116,14 @@ print(c[0].get("status") if c else "Unknown")'
 }
 node_is() { [ "$(node_ready "$1")" = "$2" ]; }
 
+service_gone() { ! cli get service "$service" -n "$ns" >/dev/null 2>&1; }
+
+# Makes the service anew (one left by an earlier run may have failed).
 deploy() {
+  if ! service_gone; then
+    cli delete service "$service" -n "$ns" >/dev/null
+    until_true "the $service of an earlier run to go" service_gone
+  fi
   cli apply -f - >/dev/null <<EOF
 apiVersion: serving.knative.dev/v1
 kind: Service
@@ -158,6 +166,13 @@ stop_load() {
   sent="$(sed -n 's/^Requests *\([0-9]*\) sent.*/\1/p' "$work/load.out")"
   succeeded="$(sed -n 's/^Requests .* \([0-9]*\) succeeded.*/\1/p' "$work/load.out")"
   errors="$(awk '/^ERRORS/ {getline; print $1}' "$work/load.out")"
+  # By class, e.g. "connect=0 timeout=0 4xx=0 429=0 5xx=3 other=0 dropped=0".
+  error_classes="$(awk '/^ERRORS/ {for (i = 2; i <= NF; i++) h[i] = tolower($i); getline; o = "";
+    for (i = 3; i <= NF; i++) o = o (o ? " " : "") h[i - 1] "=" $i; print o}' "$work/load.out")"
+  if [ "$errors" != 0 ]; then
+    say "the load's errors by class: $error_classes"
+    grep -E '^ +[0-9]+s .*errors [1-9]' "$work/load.err" | head -3 | sed 's/^/chaos:   first seconds with errors: /' || true
+  fi
   [ -n "$sent" ] && [ -n "$errors" ] || fail "cannot read the load's report: $(cat "$work/load.out" "$work/load.err")"
 }
 
@@ -246,6 +261,8 @@ scenario_kill-leader() {
   docker start "$old" >/dev/null
 }
 
+acked_at_least() { [ "$(wc -l <"$work/acked")" -ge "$1" ]; }
+
 scenario_kill-apiserver() {
   start_load
   # Writes, one after the other, until told to stop; each acknowledged one is kept.
@@ -261,13 +278,13 @@ scenario_kill-apiserver() {
     done
   ) &
   local writer=$!
-  until_true "some writes" test "$(wc -l <"$work/acked")" -ge 5
+  until_true "some writes" acked_at_least 5
   local t0
   t0="$(now_ms)"
   docker kill -s KILL stratus-apiserver-1 >/dev/null
   local n
   n="$(wc -l <"$work/acked")"
-  until_true "writes after the loss" test "$(wc -l <"$work/acked")" -ge $((n + 10))
+  until_true "writes after the loss" acked_at_least $((n + 10))
   local first_after=$(($(now_ms) - t0))
   touch "$work/stop-writes"
   wait "$writer" || true
@@ -292,9 +309,11 @@ etcd_revision() {
   curl -fsS --max-time 2 -X POST "http://$1:2379/v3/maintenance/status" -d '{}' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])'
 }
-same_revision() {
-  local a b
-  a="$(etcd_revision "$1")" && b="$(etcd_revision "$2")" && [ "$a" = "$b" ] && [ "$a" -ge "$3" ]
+# Whether member IP has every write up to revision REV (the one the others had after the
+# writes made while it was down).
+caught_up() {
+  local r
+  r="$(etcd_revision "$1")" && [ "$r" -ge "$2" ]
 }
 
 scenario_stop-etcd() {
@@ -311,7 +330,7 @@ scenario_stop-etcd() {
   local t0
   t0="$(now_ms)"
   docker start "$member" >/dev/null
-  until_true "$member to catch up to revision $rev" same_revision "$ip" "$prefix.2" "$rev"
+  until_true "$member to catch up to revision $rev" caught_up "$ip" "$rev"
   local caught_up=$(($(now_ms) - t0))
   stop_load
   record stop-etcd writes_while_down=20 catch_up_ms="$caught_up" revision="$rev" requests="$sent" failed="$errors"
@@ -411,7 +430,7 @@ main() {
   done
   [ ${#chosen[@]} -gt 0 ] || chosen=("${all[@]}")
   [ -z "$report" ] || : >"$report"
-  docker ps --filter label=io.stratus.cluster --format '{{.Names}}' | grep -q '^stratus-node-3$' ||
+  docker ps -a --filter label=io.stratus.cluster --format '{{.Names}}' | grep -q '^stratus-node-3$' ||
     fail "no cluster with three nodes is up (hack/cluster.sh up --nodes 3)"
   deploy
   local s

@@ -56,7 +56,8 @@ struct Args {
     /// Join the cluster whose API is at this URL (https://…): fetch its CA, pinned by
     /// --ca-cert-hash, and exchange the bootstrap token given as --token for this node's client
     /// certificate, kept in --data-dir. From then on (and on every later start, with or without
-    /// --join) the agent proves who it is with the certificate, renewed before it expires.
+    /// --join) the agent proves who it is with the certificate, renewed before it expires. It
+    /// talks to the API servers given with --apiserver, or to this URL when none is given.
     #[arg(long, env = "STRATUS_JOIN", value_name = "URL")]
     join: Option<String>,
     /// With --join: `sha256:HEX`, the SHA-256 of the cluster CA's public key (SubjectPublicKeyInfo),
@@ -140,7 +141,12 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     // A node's certificate: got now by joining, or kept from before.
-    let endpoint = args.join.clone().unwrap_or_else(|| args.api.apiserver.clone());
+    // After joining, the agent talks to every API server given with --apiserver (and fails over
+    // between them); given none, to the one it joined through.
+    let endpoint = match &args.join {
+        Some(url) if args.api.apiserver == stratus_client::DEFAULT_SERVER => url.clone(),
+        _ => args.api.apiserver.clone(),
+    };
     let join = match (&args.join, &args.api.token, &args.ca_cert_hash) {
         (Some(url), Some(token), Some(hash)) => Some(stratus_platform::join::Join {
             endpoint: url.clone(),
