@@ -3,8 +3,8 @@
 #
 #   hack/chaos.sh [--fast] [--report FILE] [SCENARIO...]
 #
-# Scenarios (all of them, in this order, unless named; --fast: the first five, which .ci/run
-# runs):
+# Scenarios (all of them, in this order, unless named; --fast: all but the rolling restart;
+# hack/test.sh, and so CI, runs them all):
 #   kill-node        kill -9 a node holding an instance (its agent and, as a machine's loss
 #                    would, its workloads): its instances are replaced on the other nodes and
 #                    the service answers throughout; prints the time to recovery

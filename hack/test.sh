@@ -3,8 +3,9 @@
 # conformance suite against the embedded store and a real etcd, and the end-to-end tests that
 # start the real binaries and drive the real Docker engine. Debug build, as CI. Then the
 # cluster's chaos tests: a three-node cluster in containers (hack/cluster.sh) that loses a node,
-# the controllers' leader, an API server, an etcd member and a node's network under load
-# (hack/chaos.sh --fast); STRATUS_SKIP_CLUSTER=1 skips them. Arguments go to cargo nextest (or
+# the controllers' leader, an API server, an etcd member and a node's network,
+# and restarts every part one at a time, all under load (hack/chaos.sh, about three
+# minutes); STRATUS_SKIP_CLUSTER=1 skips them. Arguments go to cargo nextest (or
 # cargo test) and skip the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ if [ $# -eq 0 ] && [ "${STRATUS_SKIP_CLUSTER:-}" != 1 ]; then
   # A cluster left by an earlier run that stopped half-way is removed first.
   hack/cluster.sh down >/dev/null 2>&1 || true
   cluster=0
-  hack/cluster.sh up --nodes 3 && hack/chaos.sh --fast || cluster=$?
+  hack/cluster.sh up --nodes 3 && hack/chaos.sh || cluster=$?
   if [ "$cluster" != 0 ]; then
     echo "test: the cluster's chaos tests failed; the cluster's logs:" >&2
     for c in $(docker ps -a --filter label=io.stratus.cluster --format '{{.Names}}'); do
