@@ -43,16 +43,19 @@ async fn run_instance(cluster: &Cluster, name: &str, node: &str, finalizer: bool
         .await;
 }
 
-/// Renews `node`'s lease (for [`RENEWED_LEASE_SECONDS`]) every 200 ms, as its agent would,
-/// until the cluster is dropped.
-fn keep_renewing(cluster: &Cluster, node: &'static str) {
+/// Renews `node`'s lease (for [`RENEWED_LEASE_SECONDS`]) now and then every 200 ms, as its
+/// agent would, until the cluster is dropped. The first renewal is done when this returns: a
+/// controller started after it sees a lease (a renewal left to the task could come after the
+/// controller's first check under load, and the node would be lost for having none).
+async fn keep_renewing(cluster: &Cluster, node: &'static str) {
+    cluster.renew_lease(node, RENEWED_LEASE_SECONDS).await;
     let client = cluster.client.clone();
     let shutdown = cluster.shutdown();
     tokio::spawn(async move {
         let renew = async {
             loop {
-                cluster::renew_lease(&client, node, RENEWED_LEASE_SECONDS).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
+                cluster::renew_lease(&client, node, RENEWED_LEASE_SECONDS).await;
             }
         };
         tokio::select! {
@@ -68,7 +71,7 @@ async fn a_node_whose_lease_expires_is_not_ready_and_its_instances_fail() {
     cluster.add_node("lost", "4", "8Gi").await;
     cluster.add_node("alive", "4", "8Gi").await;
     cluster.renew_lease("lost", LEASE_SECONDS).await;
-    keep_renewing(&cluster, "alive");
+    keep_renewing(&cluster, "alive").await;
     run_instance(&cluster, "on-lost", "lost", true).await;
     run_instance(&cluster, "leaving-lost", "lost", true).await;
     cluster.client.delete::<Instance>(NAMESPACE, "leaving-lost").await.unwrap();
@@ -134,7 +137,7 @@ async fn a_renewed_lease_keeps_the_node_alone_and_the_agent_gets_the_last_word()
     cluster.add_node("alive", "4", "8Gi").await;
     cluster.renew_lease("lost", LEASE_SECONDS).await;
     let started = tokio::time::Instant::now();
-    keep_renewing(&cluster, "alive");
+    keep_renewing(&cluster, "alive").await;
     let ctx = cluster.context(GRACE);
     tokio::spawn(nodes::run(ctx.clone(), cluster.shutdown()));
 
@@ -150,7 +153,7 @@ async fn a_renewed_lease_keeps_the_node_alone_and_the_agent_gets_the_last_word()
     // Its agent comes back: it renews the lease and reports Ready; the controller does not
     // fight it through later checks.
     let expired = ctx.node_leases.store().get(NODE_LEASE_NAMESPACE, "lost").unwrap().meta().resource_version.clone();
-    keep_renewing(&cluster, "lost");
+    keep_renewing(&cluster, "lost").await;
     wait_for("the controller to see the renewed lease", || async {
         let lease = ctx.node_leases.store().get(NODE_LEASE_NAMESPACE, "lost").unwrap();
         if lease.meta().resource_version != expired { Ok(()) } else { Err("not renewed".to_string()) }
