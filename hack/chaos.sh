@@ -30,6 +30,8 @@ subnet="${STRATUS_CLUSTER_SUBNET:-172.31.250.0/24}"
 prefix="${subnet%.*}"
 host_ip="$prefix.1"
 network=stratus-cluster
+# Where hack/cluster.sh keeps the cluster's state (its CA among it).
+cluster_dir="${STRATUS_CLUSTER_DIR:-$HOME/.stratus/cluster}"
 service=chaos
 ns=default
 rate=40
@@ -301,7 +303,7 @@ scenario_kill-apiserver() {
   sed 's|^|secret/|' "$work/acked" | xargs -r -n 50 "$stratus" delete -n "$ns" >/dev/null
   rm -f "$work/stop-writes"
   docker start stratus-apiserver-1 >/dev/null
-  until_true "apiserver-1 to answer" curl -fsS --max-time 2 --cacert "$HOME/.stratus/cluster/ca.crt" \
+  until_true "apiserver-1 to answer" curl -fsS --max-time 2 --cacert "$cluster_dir/ca.crt" \
     "https://$prefix.11:7070/healthz"
 }
 
@@ -377,7 +379,7 @@ restart_and_wait() {
   docker restart -t 10 "$name" >/dev/null
   case "$name" in
     stratus-etcd-*) until_true "$name" curl -fsS --max-time 2 "http://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):2379/health" ;;
-    stratus-apiserver-*) until_true "$name" curl -fsS --max-time 2 --cacert "$HOME/.stratus/cluster/ca.crt" "https://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):7070/healthz" ;;
+    stratus-apiserver-*) until_true "$name" curl -fsS --max-time 2 --cacert "$cluster_dir/ca.crt" "https://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):7070/healthz" ;;
     stratus-node-*) until_true "$name" node_is "$name" True ;;
     *) sleep 3 ;;
   esac
