@@ -27,6 +27,9 @@ pub mod annotations {
     pub const SERVICE_GENERATION: &str = "stratus.dev/service-generation";
     /// On a Node: the scheduler's reservations (see the scheduler's documentation).
     pub const SCHEDULER_RESERVATIONS: &str = "stratus.dev/scheduler-reservations";
+    /// On a Node: the Instance resourceVersion through which a scheduler's cache must be current
+    /// to reserve room there (the binds whose reservations were settled are visible by then).
+    pub const SCHEDULER_SETTLED_THROUGH: &str = "stratus.dev/scheduler-settled-through";
 }
 
 /// Finalizers.

@@ -16,7 +16,7 @@ use stratus_api::{AnyObject, Resource};
 use stratus_client::runtime::ApiWriter;
 use stratus_client::{Client, Error};
 use stratus_controllers::Metrics;
-use stratus_controllers::scheduler::{self, RESERVATIONS_ANNOTATION};
+use stratus_controllers::scheduler::{self, RESERVATIONS_ANNOTATION, SETTLED_ANNOTATION};
 
 const GRACE: Duration = Duration::from_secs(15);
 
@@ -220,6 +220,68 @@ async fn a_reservation_in_flight_holds_its_room_until_it_is_dead() {
     let node: Node = cluster.client.get("", "node-a").await.unwrap();
     let reservations = &node.meta().annotations[RESERVATIONS_ANNOTATION];
     assert!(reservations.contains(&whole.meta().uid) && !reservations.contains("default/other"), "{reservations}");
+}
+
+/// A Node's reservations hold only the binds in flight: a reservation settles every earlier
+/// entry whose bind the scheduler's cache shows, and raises the Node's settled-through version
+/// past it, so that the annotation does not grow with the Instances the Node runs.
+#[tokio::test]
+async fn reservations_settle_so_a_full_node_carries_only_binds_in_flight() {
+    let cluster = Cluster::start().await;
+    cluster.add_node("n1", "64", "256Gi").await;
+    let ctx = cluster.context(GRACE);
+    tokio::spawn(scheduler::run(ctx.clone(), cluster.shutdown()));
+
+    for i in 0..40 {
+        cluster.create_instance(&format!("web-{i:02}"), "web-00001", "100m", "64Mi", "").await;
+    }
+    let bound = wait_for("all 40 bound, as the scheduler's cache shows", || async {
+        let cached = ctx.instances.store().list();
+        let bound: Vec<_> = cached.iter().filter(|i| node_of(i) == "n1").cloned().collect();
+        if bound.len() == 40 { Ok(bound) } else { Err(format!("{} of 40 bound in the cache", bound.len())) }
+    })
+    .await;
+    let newest = bound.iter().map(|i| i.meta().resource_version.parse::<u64>().unwrap()).max().unwrap();
+
+    // One more bind: its reservation settles the forty, whose binds the cache shows.
+    let last = cluster.create_instance("web-40", "web-00001", "100m", "64Mi", "").await;
+    wait_bound(&cluster, "web-40").await;
+    let node: Node = cluster.client.get("", "n1").await.unwrap();
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&node.meta().annotations[RESERVATIONS_ANNOTATION]).unwrap();
+    assert_eq!(entries.len(), 1, "only the newest bind is in flight: {entries:?}");
+    assert!(entries[0].to_string().contains(&last.meta().uid), "{entries:?}");
+    let settled: u64 = node.meta().annotations[SETTLED_ANNOTATION].parse().unwrap();
+    assert!(settled >= newest, "settled through {settled}, but the newest settled bind is at {newest}");
+}
+
+/// A scheduler whose Instance cache is older than a Node's settled-through version does not
+/// reserve there: it could miss binds whose entries were settled. It binds once it may.
+#[tokio::test]
+async fn a_scheduler_whose_cache_is_older_than_the_settled_binds_waits() {
+    let cluster = Cluster::start().await;
+    let ctx = cluster.context(GRACE);
+    tokio::spawn(scheduler::run(ctx.clone(), cluster.shutdown()));
+    cluster.add_node("n1", "4", "8Gi").await;
+    // As if another scheduler had settled binds at a version this one has not seen.
+    let mut node: Node = cluster.client.get("", "n1").await.unwrap();
+    node.meta_mut().annotations.insert(SETTLED_ANNOTATION.into(), u64::MAX.to_string());
+    cluster.client.update(node).await.unwrap();
+
+    let failed_before = errors(&ctx.metrics, scheduler::NAME);
+    cluster.create_instance("web-1", "web-00001", "1", "1Gi", "").await;
+    wait_for("the scheduler to find its cache too old", || async {
+        let failed = errors(&ctx.metrics, scheduler::NAME);
+        if failed > failed_before + 1 { Ok(()) } else { Err(format!("{} failed attempts", failed - failed_before)) }
+    })
+    .await;
+    assert!(node_of(&cluster.instance("web-1").await).is_empty(), "bound although its cache was too old");
+
+    // The version comes within reach: the retry binds.
+    let mut node: Node = cluster.client.get("", "n1").await.unwrap();
+    node.meta_mut().annotations.insert(SETTLED_ANNOTATION.into(), "1".into());
+    cluster.client.update(node).await.unwrap();
+    assert_eq!(node_of(&wait_bound(&cluster, "web-1").await), "n1");
 }
 
 /// How many reconciles of `controller` failed, from its metrics.

@@ -161,6 +161,7 @@ impl<K: Resource> Reflector<K> {
             .map_err(|source| Error::ListFailed { kind: K::INFO.kind, source })?;
         debug!(kind = K::INFO.kind, items = list.items.len(), resource_version = list.resource_version, "listed");
         self.writer.replace(list.items);
+        self.writer.advance(&list.resource_version);
         Ok(list.resource_version)
     }
 
@@ -183,13 +184,18 @@ impl<K: Resource> Reflector<K> {
                 WatchEvent::Added(obj) | WatchEvent::Modified(obj) => {
                     resource_version.clone_from(&obj.meta().resource_version);
                     self.writer.upsert(obj);
+                    self.writer.advance(resource_version);
                 }
                 WatchEvent::Deleted(obj) => {
                     resource_version.clone_from(&obj.meta().resource_version);
                     debug!(kind, object = %ObjectRef::from_obj(&obj), "deleted");
                     self.writer.delete(obj);
+                    self.writer.advance(resource_version);
                 }
-                WatchEvent::Bookmark(rv) => *resource_version = rv,
+                WatchEvent::Bookmark(rv) => {
+                    self.writer.advance(&rv);
+                    *resource_version = rv;
+                }
             }
         }
         Error::WatchEnded { kind }

@@ -78,6 +78,9 @@ struct State<K> {
     /// label key → label value → objects carrying that label.
     by_label: HashMap<String, HashMap<String, BTreeSet<ObjectRef>>>,
     subscribers: Vec<mpsc::UnboundedSender<Change<K>>>,
+    /// The resourceVersion the cache is known to be current through (see
+    /// [`Store::resource_version`]); empty until the writer says.
+    resource_version: String,
     /// Set when the writer is gone: nothing will change any more.
     closed: bool,
 }
@@ -126,6 +129,14 @@ impl<K: Resource> Store<K> {
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.read().objects.is_empty()
+    }
+
+    /// The resourceVersion through which the cache is known to show every change: that of the
+    /// last list, watch event or bookmark applied (the informer advances it after applying
+    /// each). Empty until then, and for caches filled by hand. Changes up to it have been
+    /// delivered to subscribers too.
+    pub fn resource_version(&self) -> String {
+        self.read().resource_version.clone()
     }
 
     /// Whether the cache has been filled by a complete list at least once. It stays true while
@@ -179,8 +190,13 @@ impl<K: Resource> Default for Writer<K> {
 impl<K: Resource> Writer<K> {
     /// An empty, unsynced cache.
     pub fn new() -> Writer<K> {
-        let state =
-            State { objects: BTreeMap::new(), by_label: HashMap::new(), subscribers: Vec::new(), closed: false };
+        let state = State {
+            objects: BTreeMap::new(),
+            by_label: HashMap::new(),
+            subscribers: Vec::new(),
+            resource_version: String::new(),
+            closed: false,
+        };
         let shared = Shared { state: RwLock::new(state), synced: watch::Sender::new(false) };
         Writer { store: Store { shared: Arc::new(shared) } }
     }
@@ -241,6 +257,12 @@ impl<K: Resource> Writer<K> {
         }
         drop(state);
         self.mark_synced();
+    }
+
+    /// Records that the cache now shows every change through `resource_version` (after a
+    /// list, an event or a bookmark at that version has been applied).
+    pub fn advance(&self, resource_version: &str) {
+        self.store.write().resource_version = resource_version.to_string();
     }
 
     /// Marks the cache synced: waiters of [`Store::wait_synced`] proceed.

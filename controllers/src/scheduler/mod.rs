@@ -36,15 +36,22 @@
 //! A bind writes the Instance only: two schedulers (two replicas during a leader hand-over, a
 //! partitioned old leader) binding *different* Instances to one Node would both succeed. So every
 //! bind is preceded by a reservation on the Node itself, written at the Node's resourceVersion:
-//! the annotation [`RESERVATIONS_ANNOTATION`] lists the Instances bound, or being bound, there by
-//! a scheduler, with their requests. The reserving scheduler reads the Node fresh, drops the
-//! entries it can prove released, checks that the Instance fits beside the others (and beside
-//! the Instances its cache shows bound there without an entry), and writes the list back with
-//! its own entry. The API server serialises writes of one Node, so each reservation is checked
-//! against every earlier one: a scheduler whose cache is stale gets a Conflict, or finds the
-//! Node full, and retries after a backoff.
+//! the annotation [`RESERVATIONS_ANNOTATION`] lists the Instances being bound there, with their
+//! requests. The reserving scheduler reads the Node fresh, settles or drops the entries it can,
+//! checks that the Instance fits beside the rest and beside the Instances its cache shows bound
+//! there, and writes the list back with its own entry. The API server serialises writes of one
+//! Node, so each reservation is checked against every earlier one: a scheduler whose cache is
+//! stale gets a Conflict, or finds the Node full, and retries after a backoff.
 //!
-//! An entry is dropped only once its Instance provably holds nothing: it finished (Succeeded or
+//! An entry is **settled** once the reserving scheduler's cache shows its Instance bound to the
+//! Node: its requests are then counted from the cache, and the entry goes. So that no other
+//! scheduler's cache misses it, the Node's [`SETTLED_ANNOTATION`] is raised to the
+//! resourceVersion at which the bind was seen, and a scheduler whose Instance cache is not yet
+//! current through that version may not reserve there (it retries once its cache has caught
+//! up). The list thus holds only the binds in flight, a handful, however many Instances the
+//! Node runs: it does not grow the Node by an entry per Instance.
+//!
+//! An entry is **dropped** once its Instance provably holds nothing: it finished (Succeeded or
 //! Failed), it is gone (NotFound, or another uid under its name), it is bound to another Node, or
 //! it is still unbound at a resourceVersion other than the one the reservation was made at (its
 //! bind, which carries that version, can then never succeed). Phases are taken as final once
@@ -84,10 +91,10 @@ mod reservations;
 
 use cache::Cache;
 use fit::{NodeFacts, Placement, check, place, revision_key};
-use reservations::{Reservation, encode_reservations, holds, reservations};
+use reservations::{Reservation, encode_reservations, holds, reservations, settled_through, version};
 
 pub use fit::{Resources, requests};
-pub use reservations::RESERVATIONS_ANNOTATION;
+pub use reservations::{RESERVATIONS_ANNOTATION, SETTLED_ANNOTATION};
 pub use stratus_api::serving_container;
 
 // The Instance helpers live in `crate::instances`, shared with the other controllers; this one
@@ -129,6 +136,10 @@ pub enum Error {
         #[source]
         source: ApiError,
     },
+    #[error(
+        "the instance cache is at resourceVersion {current}, older than the {settled} node {node} requires to reserve room for {instance} there; retrying once it catches up"
+    )]
+    StaleCache { node: String, instance: ObjectRef, current: u64, settled: u64 },
     #[error("node {node} has no room for {instance} after all ({reasons}); the cache was stale")]
     NoRoom { node: String, instance: ObjectRef, reasons: String },
     #[error("reserving room for {instance} on node {node} failed")]
@@ -302,16 +313,23 @@ impl Scheduler {
     }
 
     /// Reserves room for `inst` on `node_name` in the Node's reservations; see the module
-    /// documentation. Fails when the fresh Node shows no room (the cache was stale) or when
-    /// another scheduler wrote the Node meanwhile (Conflict).
+    /// documentation. Fails when the fresh Node shows no room (the cache was stale), when this
+    /// scheduler's cache is older than the Node's settled-through version, or when another
+    /// scheduler wrote the Node meanwhile (Conflict).
     async fn reserve(&self, inst: &Instance, node_name: &str, req: Resources) -> Result<(), Error> {
         let instance = ObjectRef::from_obj(inst);
+        // Read before the Node: the cache is at least this current when it is consulted below.
+        let current = version(&self.ctx.instances.store().resource_version()).unwrap_or(0);
         let mut node: Node = self
             .ctx
             .client
             .get("", node_name)
             .await
             .map_err(|source| Error::ReadNode { node: node_name.to_string(), source })?;
+        let mut settled = settled_through(&node);
+        if current < settled {
+            return Err(Error::StaleCache { node: node_name.to_string(), instance, current, settled });
+        }
         let mut used = Resources::default();
         let mut counted = HashSet::new();
         let mut kept = Vec::new();
@@ -320,18 +338,24 @@ impl Scheduler {
             if r.uid == inst.meta().uid || counted.contains(&r.uid) {
                 continue;
             }
-            let held = self.still_reserved(&r, node_name).await.map_err(|source| Error::ReadReserved {
+            let standing = self.standing(&r, node_name).await.map_err(|source| Error::ReadReserved {
                 instance: r.instance.clone(),
                 node: node_name.to_string(),
                 source,
             })?;
-            if held {
-                used = used.plus(r.requests);
-                counted.insert(r.uid.clone());
-                kept.push(r);
+            match standing {
+                Standing::Released => {}
+                // Counted below with the Instances the cache shows bound here.
+                Standing::Settled(at) => settled = settled.max(at),
+                Standing::Held => {
+                    used = used.plus(r.requests);
+                    counted.insert(r.uid.clone());
+                    kept.push(r);
+                }
             }
         }
-        // Instances bound without a reservation (bound at creation, or by hand) count too.
+        // Instances bound without a reservation (bound at creation, by hand, or whose
+        // reservation was settled) count too.
         let bound = self.lock().bound_to(node_name);
         for p in bound {
             if p.uid != inst.meta().uid && counted.insert(p.uid.clone()) {
@@ -349,7 +373,11 @@ impl Scheduler {
             resource_version: inst.meta().resource_version.clone(),
             requests: req,
         });
-        node.meta_mut().annotations.insert(RESERVATIONS_ANNOTATION.to_string(), encode_reservations(&kept));
+        let annotations = &mut node.meta_mut().annotations;
+        annotations.insert(RESERVATIONS_ANNOTATION.to_string(), encode_reservations(&kept));
+        if settled > 0 {
+            annotations.insert(SETTLED_ANNOTATION.to_string(), settled.to_string());
+        }
         self.ctx.writer.update(node).await.map_err(|source| Error::Reserve {
             instance,
             node: node_name.to_string(),
@@ -358,19 +386,32 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Whether reservation `r` on `node` may still be, or become, a bind. The cache answers when
-    /// what it shows is final or errs on the side of "held"; otherwise a fresh read does.
-    async fn still_reserved(&self, r: &Reservation, node: &str) -> ApiResult<bool> {
+    /// Where reservation `r` on `node` stands. The cache answers when what it shows is final
+    /// or errs on the side of "held"; otherwise a fresh read does.
+    async fn standing(&self, r: &Reservation, node: &str) -> ApiResult<Standing> {
         if let Some(cached) = self.ctx.instances.store().get_ref(&r.instance)
             && cached.meta().uid == r.uid
             && let Some(held) = holds(&cached, r, node)
         {
-            return Ok(held);
+            if !held {
+                return Ok(Standing::Released);
+            }
+            // The bind is in the cache: the entry can go, once every scheduler that reserves
+            // here is made to have seen it.
+            if node_name(&cached) == node
+                && let Some(at) = version(&cached.meta().resource_version)
+            {
+                return Ok(Standing::Settled(at));
+            }
+            return Ok(Standing::Held);
         }
         match self.ctx.client.get::<Instance>(&r.instance.namespace, &r.instance.name).await {
-            // Unbound at another resourceVersion: the reserved bind can no longer succeed.
-            Ok(fresh) if fresh.meta().uid == r.uid => Ok(holds(&fresh, r, node).unwrap_or(false)),
-            Ok(_) | Err(ApiError::NotFound(_)) => Ok(false),
+            // Unbound at another resourceVersion: the reserved bind can no longer succeed. Bound
+            // here but not in the cache yet: held, and settled by a later reservation.
+            Ok(fresh) if fresh.meta().uid == r.uid => {
+                Ok(if holds(&fresh, r, node).unwrap_or(false) { Standing::Held } else { Standing::Released })
+            }
+            Ok(_) | Err(ApiError::NotFound(_)) => Ok(Standing::Released),
             Err(e) => Err(e),
         }
     }
@@ -437,6 +478,18 @@ impl Scheduler {
         .await;
         std::future::pending::<()>().await
     }
+}
+
+/// Where one reservation on a Node stands, for the next reservation there.
+enum Standing {
+    /// Its bind may still land, or has landed where this scheduler's cache does not show it:
+    /// the entry stays and its requests count.
+    Held,
+    /// Its Instance is bound there and the cache shows it, at this resourceVersion: the entry
+    /// goes, and the Node's settled-through version is raised to cover it.
+    Settled(u64),
+    /// Its Instance provably holds nothing there: the entry goes.
+    Released,
 }
 
 /// The room one decision took, released when dropped unless kept (the bind succeeded; the

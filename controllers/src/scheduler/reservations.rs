@@ -16,6 +16,27 @@ use crate::instances::{is_finished, node_name};
 /// being bound there. Written only by schedulers, always at the Node's resourceVersion.
 pub use stratus_api::wellknown::annotations::SCHEDULER_RESERVATIONS as RESERVATIONS_ANNOTATION;
 
+/// The Node annotation holding the Instance resourceVersion through which a scheduler's cache
+/// must be current to reserve room on the Node: every reservation dropped because its bind had
+/// become visible was visible at or before it. Written with the reservations.
+pub use stratus_api::wellknown::annotations::SCHEDULER_SETTLED_THROUGH as SETTLED_ANNOTATION;
+
+/// A resourceVersion as a number, for ordering. The store's versions are its revisions; one
+/// that is not a number (a cache filled by hand) orders before every other.
+pub(super) fn version(resource_version: &str) -> Option<u64> {
+    resource_version.parse().ok()
+}
+
+/// The resourceVersion recorded in `node`'s [`SETTLED_ANNOTATION`]; 0 when there is none. An
+/// unreadable value is skipped as an unreadable reservation is (only schedulers write it).
+pub(super) fn settled_through(node: &Node) -> u64 {
+    let Some(raw) = node.meta().annotations.get(SETTLED_ANNOTATION) else { return 0 };
+    version(raw).unwrap_or_else(|| {
+        warn!(node = %node.meta().name, value = %raw, "ignoring an unreadable {SETTLED_ANNOTATION} annotation");
+        0
+    })
+}
+
 /// One entry of a Node's [`RESERVATIONS_ANNOTATION`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Reservation {
@@ -114,6 +135,17 @@ mod tests {
         assert_eq!(reservations(&node), vec![r]);
         node.meta_mut().annotations.insert(RESERVATIONS_ANNOTATION.into(), "not json".into());
         assert_eq!(reservations(&node), vec![]);
+    }
+
+    #[test]
+    fn settled_through_reads_a_version_or_nothing() {
+        let mut node = Node::default();
+        assert_eq!(settled_through(&node), 0);
+        node.meta_mut().annotations.insert(SETTLED_ANNOTATION.into(), "1234".into());
+        assert_eq!(settled_through(&node), 1234);
+        node.meta_mut().annotations.insert(SETTLED_ANNOTATION.into(), "-3".into());
+        assert_eq!(settled_through(&node), 0);
+        assert_eq!(version(""), None);
     }
 
     #[test]
