@@ -5,6 +5,8 @@
 #   hack/cluster.sh down             remove it: its containers, its workloads, its network,
 #                                    its data and the CLI's context
 #   hack/cluster.sh status           what runs, and the nodes as the API sees them
+#   hack/cluster.sh prometheus       (re)writes a Prometheus configuration scraping every
+#                                    component (file-based discovery; `up` writes it too)
 #
 # On the private network stratus-cluster (STRATUS_CLUSTER_SUBNET, default 172.31.250.0/24):
 #   stratus-etcd-{1,2,3}          .2-.4    a three-member etcd
@@ -264,11 +266,49 @@ up() {
     exit 1
   }
   cli get nodes
+  write_prometheus
   echo
   say "up. Next:"
   echo "  $stratus apply -f manifests/hello.yaml"
   echo "  curl http://hello.default.localhost:$http_port/"
   echo "  hack/cluster.sh down"
+}
+
+# write_prometheus: manifests/observability/prometheus-cluster.yml with the cluster's CA and
+# its targets (file-based discovery, one file per component) in $dir/prometheus. Run again
+# after adding nodes; Prometheus rereads the target files by itself.
+write_prometheus() {
+  local out="$dir/prometheus"
+  [ -s "$dir/ca.crt" ] || die "no cluster is up (no $dir/ca.crt)"
+  mkdir -p "$out/targets"
+  cp manifests/observability/prometheus-cluster.yml "$out/prometheus.yml"
+  cp "$dir/ca.crt" "$out/ca.crt"
+  if ! cli get serviceaccount prometheus -n stratus-system >/dev/null 2>&1; then
+    cli create serviceaccount prometheus -n stratus-system >/dev/null
+  fi
+  (
+    umask 077
+    cli create token serviceaccount/prometheus -n stratus-system --duration 720h >"$out/apiserver.token"
+  )
+  write_targets "$out/targets/stratus-apiserver.json" "$prefix.11:7070" "$prefix.12:7070"
+  write_targets "$out/targets/stratus-controllers.json" "$host_ip:7075" "$host_ip:7076"
+  write_targets "$out/targets/stratus-gateway.json" "$prefix.31:8081" "$prefix.32:8081"
+  local nodes=() name
+  for name in $(docker ps --filter "label=$label" --format '{{.Names}}' | grep '^stratus-node-' | sort -V); do
+    nodes+=("$prefix.$((${name#stratus-node-} + 100)):7071")
+  done
+  write_targets "$out/targets/stratus-agent.json" "${nodes[@]}"
+  say "Prometheus scrapes it all with: prometheus --config.file=$out/prometheus.yml"
+}
+
+# write_targets FILE ADDR...: a file_sd target list, replaced whole (Prometheus may read it
+# at any moment).
+write_targets() {
+  local file="$1" list="" a
+  shift
+  for a in "$@"; do list+="${list:+, }\"$a\""; done
+  printf '[{"targets": [%s], "labels": {"cluster": "%s"}}]\n' "$list" "$network" >"$file.tmp"
+  mv "$file.tmp" "$file"
 }
 
 node_count_is() {
@@ -341,6 +381,7 @@ case "${1:-}" in
     ;;
   down) down ;;
   status) status ;;
+  prometheus) write_prometheus ;;
   -h | --help | help) usage ;;
   *)
     usage >&2

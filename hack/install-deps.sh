@@ -28,6 +28,7 @@ deps=(
   "python3-venv|file:/usr/lib/python3.11/ensurepip/__init__.py|hack/schemathesis.sh installs Schemathesis into a virtual environment of its own (python3 -m venv needs ensurepip)"
   "chromium|cmd:chromium|the web console's tests (apiserver/tests/console.rs) drive a real headless Chromium"
   "chromium-driver|file:/usr/bin/chromedriver|the console's tests talk WebDriver to Chromium through chromedriver"
+  "prometheus|cmd:prometheus|the observability test (e2e/tests/control_plane.rs) scrapes every component of stratus up with manifests/observability/prometheus.yml"
 )
 
 if [ "${1:-}" = "--bench" ]; then

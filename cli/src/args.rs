@@ -558,6 +558,14 @@ pub struct UpArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7071")]
     pub agent_listen: String,
 
+    /// Where the gateway serves /metrics, /healthz and /readyz (plain HTTP)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub gateway_admin_listen: String,
+
+    /// Where the controllers serve /metrics and /healthz (plain HTTP)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7072")]
+    pub controllers_metrics_listen: String,
+
     /// The Docker engine the agent drives [default: $DOCKER_HOST, or the local socket]
     #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
     pub docker_host: Option<String>,

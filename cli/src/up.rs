@@ -66,6 +66,9 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     )
     .map_err(|e| Error::Up(format!("cannot open the usage spool {}: {e}", usage_dir.display())))?;
     let metering = stratus_gateway::Metering { spool, window: stratus_gateway::Metering::DEFAULT_WINDOW };
+    let gateway_admin = bind(&args.gateway_admin_listen, "the gateway's metrics", "--gateway-admin-listen").await?;
+    let controllers_metrics =
+        bind(&args.controllers_metrics_listen, "the controllers' metrics", "--controllers-metrics-listen").await?;
     let api_addr = api_listener.local_addr().map_err(|e| Error::Up(format!("the API listener has no address: {e}")))?;
     let mut platform =
         stratus_platform::Builder::serve_api(StoreOptions::Embedded { data_dir: data_dir.clone() }, api_listener)
@@ -91,6 +94,8 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
                 gateway_https_listener,
                 stratus_platform::tls::GatewayTls { issue_with_cluster_ca: true, ..Default::default() },
             )
+            .gateway_admin(gateway_admin)
+            .controllers_metrics(controllers_metrics)
             .controllers(stratus_controllers::Config {
                 domain: args.domain.clone(),
                 identity: format!("stratus-up-{}", std::process::id()),
@@ -341,6 +346,13 @@ async fn agent(
     config.metering =
         Some(stratus_agent::metering::Metering { spool, window: stratus_agent::metering::Metering::DEFAULT_WINDOW });
     Ok((config, runtime, listener))
+}
+
+/// Binds `addr` for `what`, naming the flag that picks another address when it is taken.
+async fn bind(addr: &str, what: &str, flag: &str) -> Result<tokio::net::TcpListener, Error> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Up(format!("cannot serve {what} on {addr}: {e}; pick another address with {flag}")))
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ use tracing::{debug, info, warn};
 
 use crate::context::Context;
 use crate::kpa::{Decision, Kind, Observed, Policy, Sample, Scaler};
+use crate::metrics::ScaleSample;
 use crate::revisions::REVISION_LABEL;
 use crate::status::{self, READY};
 
@@ -252,6 +253,7 @@ async fn scale(rev: &Revision, state: &State) -> Result<Action> {
     let tick = ctx.config.autoscale_tick;
     if rev.meta().deletion_timestamp.is_some() {
         lock(&state.scalers).remove(&key);
+        ctx.metrics.forget_revision(&key.namespace, &key.name);
         return Ok(Action::await_change());
     }
     let now = Instant::now();
@@ -260,7 +262,13 @@ async fn scale(rev: &Revision, state: &State) -> Result<Action> {
         let mut scalers = lock(&state.scalers);
         let revisions = ctx.revisions.store();
         if scalers.len() > revisions.len() {
-            scalers.retain(|k, _| revisions.get_ref(k).is_some());
+            scalers.retain(|k, _| {
+                let known = revisions.get_ref(k).is_some();
+                if !known {
+                    ctx.metrics.forget_revision(&k.namespace, &k.name);
+                }
+                known
+            });
         }
         let config = ctx.config.scaler_config();
         let spec = rev.spec.clone().unwrap_or_default();
@@ -298,6 +306,14 @@ async fn scale(rev: &Revision, state: &State) -> Result<Action> {
                 routable: routable(ctx, rev),
             };
             let decision = tracked.scaler.evaluate(now, &policy, observed);
+            let sample = ScaleSample {
+                desired: decision.desired,
+                ready,
+                panicking: decision.panicking,
+                concurrency: demand.concurrency,
+                rps: demand.rps,
+            };
+            ctx.metrics.record_scale(&key.namespace, &key.name, sample);
             debug!(revision = %key, desired = decision.desired, reason = %decision.reason, "evaluated");
             tracked.last = Some(decision);
         }

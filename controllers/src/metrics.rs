@@ -1,5 +1,6 @@
 //! The controllers' Prometheus metrics: reconciles by controller and outcome, their durations,
-//! each controller's work queue (depth, adds, retries), and whether this replica leads.
+//! each controller's work queue (depth, adds, retries), whether this replica leads, what the
+//! autoscaler decided for each revision and which Nodes are Ready.
 //!
 //! Every controller reports here through the runtime ([`ControllerMetrics`]): it is built with
 //! `Controller::metrics(NAME, ctx.metrics.clone())` and never times itself.
@@ -30,6 +31,31 @@ pub struct ControllerLabel {
     pub controller: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RevisionLabel {
+    pub namespace: String,
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+/// What the autoscaler saw and decided for one revision at one evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScaleSample {
+    pub desired: i32,
+    pub ready: i32,
+    pub panicking: bool,
+    /// The demand the gateways reported: requests in flight (averaged) and per second.
+    pub concurrency: f64,
+    pub rps: f64,
+}
+
+/// A gauge of a float value.
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<Outcome, Counter>,
@@ -46,6 +72,12 @@ pub struct Metrics {
     pub billing_invoices_written: Counter,
     pub billing_budget_crossings: Counter,
     pub billing_webhook_calls: Family<WebhookResult, Counter>,
+    desired_instances: Family<RevisionLabel, Gauge>,
+    ready_instances: Family<RevisionLabel, Gauge>,
+    panic: Family<RevisionLabel, Gauge>,
+    observed_concurrency: Family<RevisionLabel, FloatGauge>,
+    observed_rps: Family<RevisionLabel, FloatGauge>,
+    node_ready: Family<NodeLabel, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,6 +132,34 @@ impl Default for Metrics {
             "Budget webhook calls by result (ok, error)",
             billing_webhook_calls.clone(),
         );
+        let desired_instances = Family::<RevisionLabel, Gauge>::default();
+        let ready_instances = Family::<RevisionLabel, Gauge>::default();
+        let panic = Family::<RevisionLabel, Gauge>::default();
+        let observed_concurrency = Family::<RevisionLabel, FloatGauge>::default();
+        let observed_rps = Family::<RevisionLabel, FloatGauge>::default();
+        let node_ready = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "autoscaler_desired_instances",
+            "The instances the autoscaler wants for a revision, at its last evaluation",
+            desired_instances.clone(),
+        );
+        registry.register(
+            "autoscaler_ready_instances",
+            "The ready instances of a revision the autoscaler counted at its last evaluation",
+            ready_instances.clone(),
+        );
+        registry.register("autoscaler_panic", "1 while the autoscaler is in panic mode for a revision", panic.clone());
+        registry.register(
+            "autoscaler_observed_concurrency",
+            "Requests in flight at a revision, as the gateways reported them",
+            observed_concurrency.clone(),
+        );
+        registry.register(
+            "autoscaler_observed_rps",
+            "Requests per second to a revision, as the gateways reported them",
+            observed_rps.clone(),
+        );
+        registry.register("node_ready", "1 while a Node is Ready, 0 otherwise", node_ready.clone());
         Metrics {
             registry,
             reconciles,
@@ -113,11 +173,50 @@ impl Default for Metrics {
             billing_invoices_written,
             billing_budget_crossings,
             billing_webhook_calls,
+            desired_instances,
+            ready_instances,
+            panic,
+            observed_concurrency,
+            observed_rps,
+            node_ready,
         }
     }
 }
 
 impl Metrics {
+    /// Records the autoscaler's evaluation of revision `namespace/revision`.
+    pub fn record_scale(&self, namespace: &str, revision: &str, sample: ScaleSample) {
+        let labels = RevisionLabel { namespace: namespace.into(), revision: revision.into() };
+        self.desired_instances.get_or_create(&labels).set(sample.desired.into());
+        self.ready_instances.get_or_create(&labels).set(sample.ready.into());
+        self.panic.get_or_create(&labels).set(i64::from(sample.panicking));
+        self.observed_concurrency.get_or_create(&labels).set(sample.concurrency);
+        self.observed_rps.get_or_create(&labels).set(sample.rps);
+    }
+
+    /// Drops the autoscaler's series of a revision that is gone.
+    pub fn forget_revision(&self, namespace: &str, revision: &str) {
+        let labels = RevisionLabel { namespace: namespace.into(), revision: revision.into() };
+        self.desired_instances.remove(&labels);
+        self.ready_instances.remove(&labels);
+        self.panic.remove(&labels);
+        self.observed_concurrency.remove(&labels);
+        self.observed_rps.remove(&labels);
+    }
+
+    /// Records whether Node `node` is Ready (`None`: it is gone).
+    pub fn set_node_ready(&self, node: &str, ready: Option<bool>) {
+        let label = NodeLabel { node: node.into() };
+        match ready {
+            Some(ready) => {
+                self.node_ready.get_or_create(&label).set(i64::from(ready));
+            }
+            None => {
+                self.node_ready.remove(&label);
+            }
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
@@ -184,4 +283,35 @@ pub async fn serve_metrics(
 
 fn label(controller: &str) -> ControllerLabel {
     ControllerLabel { controller: controller.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autoscaler_and_node_series_are_written_and_forgotten() {
+        let metrics = Metrics::default();
+        let sample = ScaleSample { desired: 3, ready: 2, panicking: true, concurrency: 1.5, rps: 20.0 };
+        metrics.record_scale("default", "hello-00001", sample);
+        metrics.set_node_ready("n1", Some(true));
+        metrics.set_node_ready("n2", Some(false));
+        let text = metrics.encode();
+        let rev = r#"{namespace="default",revision="hello-00001"}"#;
+        for line in [
+            format!("stratus_controllers_autoscaler_desired_instances{rev} 3"),
+            format!("stratus_controllers_autoscaler_ready_instances{rev} 2"),
+            format!("stratus_controllers_autoscaler_panic{rev} 1"),
+            format!("stratus_controllers_autoscaler_observed_concurrency{rev} 1.5"),
+            format!("stratus_controllers_autoscaler_observed_rps{rev} 20.0"),
+            r#"stratus_controllers_node_ready{node="n1"} 1"#.to_string(),
+            r#"stratus_controllers_node_ready{node="n2"} 0"#.to_string(),
+        ] {
+            assert!(text.contains(&line), "no {line} in:\n{text}");
+        }
+        metrics.forget_revision("default", "hello-00001");
+        metrics.set_node_ready("n2", None);
+        let text = metrics.encode();
+        assert!(!text.contains("hello-00001") && !text.contains("n2"), "{text}");
+    }
 }

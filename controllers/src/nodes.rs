@@ -23,10 +23,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use stratus_api::v1::{Instance, Lease, Node};
 use stratus_api::{Resource, Timestamp};
 use stratus_client::Error as ApiError;
-use stratus_client::runtime::{Action, Controller, ObjectRef, RateLimit};
+use stratus_client::runtime::{Action, ChangeKind, Controller, ObjectRef, RateLimit};
 use tracing::{info, warn};
 
 use crate::clock;
@@ -113,7 +114,22 @@ pub fn heartbeat(node: &Node, lease: Option<&Lease>, grace: Duration, now: Syste
 
 /// Runs the controller until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
-    Controller::new(&ctx.nodes, ctx.clone())
+    // `stratus_controllers_node_ready` follows every Node's Ready condition, whoever set it.
+    let mut changes = ctx.nodes.subscribe();
+    let metrics = ctx.metrics.clone();
+    let readiness = async move {
+        while let Some(change) = changes.next().await {
+            let node = &change.object;
+            let ready = match change.kind {
+                ChangeKind::Deleted => None,
+                ChangeKind::Added | ChangeKind::Modified => {
+                    Some(node.status.as_ref().is_some_and(|s| conditions::is_true(&s.conditions, READY)))
+                }
+            };
+            metrics.set_node_ready(&node.meta().name, ready);
+        }
+    };
+    let controller = Controller::new(&ctx.nodes, ctx.clone())
         .watches(&ctx.node_leases, |lease: &Lease| vec![ObjectRef::new("", lease.meta().name.clone())])
         // An Instance bound to (or being deleted from) a lost node is handled at once.
         .watches(&ctx.instances, |inst: &Instance| {
@@ -122,8 +138,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
         })
         .rate_limit(RATE_LIMIT)
         .metrics(NAME, ctx.metrics.clone())
-        .run(reconcile, |_, _, _| Action::backoff(), WORKERS, shutdown)
-        .await;
+        .run(reconcile, |_, _, _| Action::backoff(), WORKERS, shutdown);
+    let mut controller = std::pin::pin!(controller);
+    tokio::select! {
+        () = &mut controller => return,
+        // The informer is gone: nothing more to follow.
+        () = readiness => {}
+    }
+    controller.await;
 }
 
 async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Error> {

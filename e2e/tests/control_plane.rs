@@ -2,6 +2,7 @@
 //! store, the `stratus` CLI against them, restarts and `kill -9`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use futures::StreamExt;
 use stratus_api::Resource;
 use stratus_api::v1::Service;
 use stratus_client::{Client, ListParams, WatchEvent};
-use stratus_testkit::{EtcdServer, binary, free_port, http_get, https_get};
+use stratus_testkit::{EtcdServer, binary, free_port, http_get, http_get_as, https_get, https_get_with_token};
 
 /// Removes every container of a node when dropped (also when the test panicked).
 struct RemoveContainers(String);
@@ -117,6 +118,8 @@ async fn stratus_up_serves_the_examples() {
     let mut up = Proc(
         Command::new(binary("stratus"))
             .args(["up", "--listen", &addr, "--agent-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"])
+            .args(["--gateway-https-listen", "127.0.0.1:0", "--gateway-admin-listen", "127.0.0.1:0"])
+            .args(["--controllers-metrics-listen", "127.0.0.1:0"])
             .args(["--node-name", &node, "--data-dir"])
             .arg(dir.path())
             .args(["-f", "manifests/hello.yaml", "-f", "manifests/knative-hello.yaml"])
@@ -153,6 +156,244 @@ async fn stratus_up_serves_the_examples() {
         assert!(Instant::now() < deadline, "the node never became Ready: {t}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What `stratus up` offers Prometheus and Grafana: every metric a shipped dashboard
+/// (manifests/observability/dashboards) queries is exported by a running `stratus up` serving
+/// traffic, and Debian's Prometheus, with the shipped configuration
+/// (manifests/observability/prometheus.yml, its default addresses replaced by this test's),
+/// scrapes all four components and answers the gateway's request rate under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stratus_up_is_scraped_with_the_shipped_configuration_and_its_dashboards_query_real_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || format!("127.0.0.1:{}", free_port());
+    let (api, gateway, https, agent, gateway_admin, controllers) = (port(), port(), port(), port(), port(), port());
+    let server = format!("https://{api}");
+    let ca = dir.path().join("pki").join("ca.crt");
+    let node = format!("e2e-obs-{}", free_port());
+    let _cleanup = RemoveContainers(node.clone());
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let mut up = Proc(
+        Command::new(binary("stratus"))
+            .args(["up", "--listen", &api, "--gateway-listen", &gateway, "--gateway-https-listen", &https])
+            .args(["--agent-listen", &agent, "--gateway-admin-listen", &gateway_admin])
+            .args(["--controllers-metrics-listen", &controllers, "--node-name", &node, "--data-dir"])
+            .arg(dir.path())
+            .args(["-f", "manifests/hello.yaml"])
+            .current_dir(repo_root())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start stratus up"),
+    );
+    wait_ready(&api, &ca, &mut up).await;
+    let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+    let admin = admin_token(&server, &ca, &dir.path().join("admin-password")).await;
+    let run = |args: &[&str]| {
+        let out = stratus(&server, &ca, &admin, args);
+        assert!(out.status.success(), "stratus {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Prometheus reads the API server's metrics as a service account of its own, with no role.
+    run(&["create", "serviceaccount", "prometheus", "-n", "stratus-system"]);
+    let scraper = run(&["create", "token", "serviceaccount/prometheus", "-n", "stratus-system", "--duration", "1h"]);
+
+    // Traffic through the gateway, from the first answer of hello to the end of the test.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match http_get_as(&gateway, "hello.default.localhost", "/").await {
+            Ok(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") => break,
+            other => assert!(Instant::now() < deadline, "hello never answered: {other:?}\n{}", up_log()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let load = {
+        let gateway = gateway.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let _ = http_get_as(&gateway, "hello.default.localhost", "/").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }))
+    };
+
+    // Every metric the dashboards name is exported (some appear with their first sample: the
+    // agent's, the autoscaler's, so they are awaited).
+    let wanted = dashboard_metrics();
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut exported = BTreeSet::new();
+        for scrape in [
+            https_get_with_token(&api, "/metrics", &ca_pem, &scraper).await,
+            https_get(&agent, "/metrics", &ca_pem).await,
+            http_get(&gateway_admin, "/metrics").await,
+            http_get(&controllers, "/metrics").await,
+        ] {
+            let scrape = scrape.expect("a component's /metrics answers");
+            assert!(scrape.starts_with("HTTP/1.1 200") || scrape.starts_with("HTTP/1.0 200"), "{scrape}");
+            exported.extend(metric_names(&scrape));
+        }
+        let missing: Vec<_> = wanted.iter().filter(|(name, _)| !exported.contains(*name)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "dashboards query metrics nothing exports: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Prometheus with the shipped configuration, pointed at this test's addresses.
+    let prom_dir = dir.path().join("prometheus");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let mut config = std::fs::read_to_string(repo_root().join("manifests/observability/prometheus.yml")).unwrap();
+    for (default, ours) in [
+        ("127.0.0.1:7070", &api),
+        ("127.0.0.1:7071", &agent),
+        ("127.0.0.1:7072", &controllers),
+        ("127.0.0.1:8081", &gateway_admin),
+    ] {
+        assert!(config.contains(default), "the shipped configuration has no target {default}");
+        config = config.replace(default, ours);
+    }
+    std::fs::write(prom_dir.join("prometheus.yml"), config).unwrap();
+    std::fs::copy(&ca, prom_dir.join("ca.crt")).unwrap();
+    std::fs::write(prom_dir.join("apiserver.token"), &scraper).unwrap();
+    let prom_addr = port();
+    let prom_log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prometheus = Proc(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom_dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!("--web.listen-address={prom_addr}"))
+            .stdout(Stdio::null())
+            .stderr(prom_log)
+            .spawn()
+            .expect("start prometheus (hack/install-deps.sh installs it)"),
+    );
+    let prom_log = || std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let up_targets = prometheus_query(&prom_addr, "up").await;
+        let rate = prometheus_query(&prom_addr, "sum(rate(stratus_gateway_requests_total[15s]))").await;
+        let all_up = up_targets.as_ref().is_ok_and(|r| r.len() == 4 && r.iter().all(|(_, v)| *v == 1.0));
+        let serving = rate.as_ref().is_ok_and(|r| r.first().is_some_and(|(_, v)| *v > 0.0));
+        if all_up && serving {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped everything: up: {up_targets:?}; gateway request rate: {rate:?}\n{}",
+            prom_log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(load);
+}
+
+/// A task aborted when dropped (also when the test panicked).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every `stratus_…` metric the shipped dashboards' queries and variables name, with where.
+fn dashboard_metrics() -> BTreeMap<String, String> {
+    let dir = repo_root().join("manifests/observability/dashboards");
+    let mut names = BTreeMap::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        files += 1;
+        let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let mut queries = Vec::new();
+        collect_queries(&dashboard, &mut queries);
+        assert!(!queries.is_empty(), "{} has no query", path.display());
+        for query in queries {
+            let found = stratus_metrics_in(&query);
+            assert!(!found.is_empty(), "{}: a query names no Stratus metric: {query}", path.display());
+            for name in found {
+                names.entry(name).or_insert_with(|| path.file_name().unwrap().to_string_lossy().to_string());
+            }
+        }
+    }
+    assert!(files >= 4, "expected the four dashboards in {}", dir.display());
+    names
+}
+
+/// The PromQL of every panel target (`expr`) and templating variable (`query`).
+fn collect_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(q)) => out.push(q.clone()),
+                    ("query", serde_json::Value::String(q)) if q.contains("stratus_") => out.push(q.clone()),
+                    ("query", serde_json::Value::Object(q)) => {
+                        if let Some(serde_json::Value::String(q)) = q.get("query") {
+                            out.push(q.clone());
+                        }
+                    }
+                    _ => collect_queries(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|i| collect_queries(i, out)),
+        _ => {}
+    }
+}
+
+/// The identifiers starting with `stratus_` in a PromQL expression.
+fn stratus_metrics_in(query: &str) -> Vec<String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("stratus_") {
+        // Only where an identifier starts, not inside another one.
+        let starts = rest[..at].chars().next_back().is_none_or(|c| !is_ident(c));
+        let len = rest[at..].find(|c: char| !is_ident(c)).unwrap_or(rest.len() - at);
+        if starts {
+            names.push(rest[at..at + len].to_string());
+        }
+        rest = &rest[at + len..];
+    }
+    names
+}
+
+/// The metric names with samples in a Prometheus (or OpenMetrics) exposition, after its HTTP
+/// head.
+fn metric_names(response: &str) -> BTreeSet<String> {
+    let body = response.split_once("\r\n\r\n").map_or(response, |(_, b)| b);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The series of an instant query to the Prometheus at `addr`: each one's labels and value.
+async fn prometheus_query(addr: &str, query: &str) -> Result<Vec<(serde_json::Value, f64)>, String> {
+    let encoded: String = query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let reply = http_get(addr, &format!("/api/v1/query?query={encoded}")).await.map_err(|e| e.to_string())?;
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let answer: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("{e}: {reply}"))?;
+    let results = answer["data"]["result"].as_array().ok_or_else(|| format!("no result: {answer}"))?;
+    Ok(results
+        .iter()
+        .map(|r| (r["metric"].clone(), r["value"][1].as_str().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)))
+        .collect())
 }
 
 /// `stratus-apiserver --store etcd` keeps objects in etcd: they outlive the server process, and

@@ -43,6 +43,8 @@ pub(crate) struct PoolMetrics {
     pub in_flight: Gauge,
     pub queued: Gauge,
     pub ejections: Counter,
+    /// Times requests waited for the revision's first instance (it had none) and got one.
+    pub cold_starts: Counter,
 }
 
 /// The registry and its metric families. Cheap to clone; clones share everything.
@@ -54,6 +56,7 @@ pub(crate) struct Metrics {
     in_flight: Family<RevisionLabels, Gauge>,
     queued: Family<RevisionLabels, Gauge>,
     ejections: Family<RevisionLabels, Counter>,
+    cold_starts: Family<RevisionLabels, Counter>,
     unrouted: Counter,
 }
 
@@ -77,6 +80,7 @@ impl Metrics {
         let in_flight = Family::default();
         let queued = Family::default();
         let ejections = Family::default();
+        let cold_starts = Family::default();
         let unrouted = Counter::default();
         registry.register("requests", "Requests routed to a revision, by status class of the answer", requests.clone());
         registry.register(
@@ -88,11 +92,25 @@ impl Metrics {
         registry.register("queue_depth", "Requests waiting for an instance", queued.clone());
         registry.register("endpoint_ejections", "Endpoints ejected for failing", ejections.clone());
         registry.register(
+            "cold_starts",
+            "Times requests waited for a revision without an instance until its first one was ready",
+            cold_starts.clone(),
+        );
+        registry.register(
             "unrouted_requests",
             "Requests for an unknown host or a service without traffic",
             unrouted.clone(),
         );
-        Metrics { registry: Arc::new(registry), requests, duration, in_flight, queued, ejections, unrouted }
+        Metrics {
+            registry: Arc::new(registry),
+            requests,
+            duration,
+            in_flight,
+            queued,
+            ejections,
+            cold_starts,
+            unrouted,
+        }
     }
 }
 
@@ -112,6 +130,7 @@ impl Metrics {
             in_flight: self.in_flight.get_or_create(&labels).clone(),
             queued: self.queued.get_or_create(&labels).clone(),
             ejections: self.ejections.get_or_create(&labels).clone(),
+            cold_starts: self.cold_starts.get_or_create(&labels).clone(),
         }
     }
 
@@ -127,6 +146,7 @@ impl Metrics {
         self.in_flight.remove(&labels);
         self.queued.remove(&labels);
         self.ejections.remove(&labels);
+        self.cold_starts.remove(&labels);
         let RevisionLabels { namespace, revision } = labels;
         for class in CLASSES {
             self.requests.remove(&RequestLabels { namespace: namespace.clone(), revision: revision.clone(), class });
@@ -168,12 +188,15 @@ mod tests {
         pool.record(StatusCode::OK, Duration::from_millis(3));
         pool.record(StatusCode::SERVICE_UNAVAILABLE, Duration::from_millis(3));
         pool.queued.set(4);
+        pool.cold_starts.inc();
         let text = metrics.encode();
         let line = r#"stratus_gateway_requests_total{namespace="default",revision="hello-1",class="2xx"} 1"#;
         assert!(text.contains(line), "{text}");
         assert!(text.contains(r#"class="5xx"} 1"#), "{text}");
         assert!(text.contains(r#"stratus_gateway_queue_depth{namespace="default",revision="hello-1"} 4"#), "{text}");
         assert!(text.contains("stratus_gateway_request_duration_seconds_bucket"), "{text}");
+        let cold = r#"stratus_gateway_cold_starts_total{namespace="default",revision="hello-1"} 1"#;
+        assert!(text.contains(cold), "{text}");
         metrics.forget_revision(&rev);
         assert!(!metrics.encode().contains("hello-1"));
     }

@@ -396,7 +396,11 @@ impl RevisionPool {
         if settings.billing.is_some() {
             state.billing = settings.billing;
         }
+        let waiting_at_zero = state.endpoints.is_empty() && state.waiters.iter().any(|w| !w.tx.is_closed());
         state.replace_endpoints(settings.endpoints);
+        if waiting_at_zero && !state.endpoints.is_empty() {
+            self.metrics.cold_starts.inc();
+        }
         self.dispatch(&mut state);
         let stranded = state.endpoints.is_empty() && !state.waiters.is_empty();
         drop(state);

@@ -512,11 +512,17 @@ impl Platform {
     ) -> Result<()> {
         // With the cluster CA here, the agent serves its node's certificate, which the CA
         // issues and renews here.
-        if let (Some(ca), None, Some(_)) = (&self.cluster_ca, &config.tls, &listener) {
+        if let (Some(ca), None, Some(l)) = (&self.cluster_ca, &config.tls, &listener) {
             let (issuer, node, validity) = (ca.clone(), config.node_name.clone(), self.issued_validity);
-            let issue = move || {
-                issuer.issue_client_and_server(&node_user(&node), NODES_GROUP, std::slice::from_ref(&node), validity)
-            };
+            // The node's name, and the address it listens on when that is one address (not
+            // 0.0.0.0): a scraper of its /metrics verifies the certificate by that address.
+            let mut names = vec![node.clone()];
+            if let Ok(addr) = l.local_addr()
+                && !addr.ip().is_unspecified()
+            {
+                names.push(addr.ip().to_string());
+            }
+            let issue = move || issuer.issue_client_and_server(&node_user(&node), NODES_GROUP, &names, validity);
             let (identity, issued, not_after) = tls::issue_identity(&issue)?;
             let agent_tls = stratus_agent::AgentTls { ca_pem: ca.cert_pem().to_string(), identity: identity.clone() };
             stratus_agent::server::tls_config(&agent_tls).map_err(tls::Error::from)?;

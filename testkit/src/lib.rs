@@ -198,13 +198,23 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// A minimal HTTP/1.0 GET, enough to poll a health endpoint without an HTTP client crate.
 pub async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
+    http_get_as(addr, addr, path).await
+}
+
+/// [`http_get`] naming `host` in the request's Host header (a service, through a gateway).
+pub async fn http_get_as(addr: &str, host: &str, path: &str) -> std::io::Result<String> {
     let s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    exchange(s, addr, path).await
+    exchange(s, host, path, "").await
 }
 
 /// [`http_get`] over TLS, trusting only `ca_pem` and checking the certificate names the host
 /// of `addr`.
 pub async fn https_get(addr: &str, path: &str, ca_pem: &[u8]) -> std::io::Result<String> {
+    https_get_with_token(addr, path, ca_pem, "").await
+}
+
+/// [`https_get`] presenting `token` as a bearer token (none when empty).
+pub async fn https_get_with_token(addr: &str, path: &str, ca_pem: &[u8], token: &str) -> std::io::Result<String> {
     let config = stratus_support::tls::client_config(ca_pem).map_err(std::io::Error::other)?;
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
@@ -214,16 +224,18 @@ pub async fn https_get(addr: &str, path: &str, ca_pem: &[u8]) -> std::io::Result
         connector.connect(name, tcp).await
     })
     .await??;
-    exchange(s, addr, path).await
+    let authorization = if token.is_empty() { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
+    exchange(s, addr, path, &authorization).await
 }
 
 async fn exchange(
     mut s: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-    addr: &str,
+    host: &str,
     path: &str,
+    headers: &str,
 ) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n{headers}\r\n").as_bytes()).await?;
     let mut out = String::new();
     // A TLS peer may close without close_notify after answering; what was read is the answer.
     match tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out)).await? {

@@ -184,8 +184,13 @@ mod tests {
         let waiting = tokio::spawn(async move { p.acquire(&[], soon()).await.map(|l| l.address().to_string()) });
         tokio::task::yield_now().await;
         assert_eq!(pool.demand().queued, 1);
+        assert_eq!(pool.metrics.cold_starts.get(), 0);
         pool.configure(settings(1, &["new:1"]));
         assert_eq!(waiting.await.unwrap(), Ok("new:1".to_string()));
+        // One cold start: requests waited at zero and the first instance came.
+        assert_eq!(pool.metrics.cold_starts.get(), 1);
+        pool.configure(settings(1, &["new:1", "new:2"]));
+        assert_eq!(pool.metrics.cold_starts.get(), 1);
     }
 
     #[tokio::test(start_paused = true)]
