@@ -5,8 +5,10 @@
 # cluster's chaos tests: a three-node cluster in containers (hack/cluster.sh) that loses a node,
 # the controllers' leader, an API server, an etcd member and a node's network,
 # and restarts every part one at a time, all under load (hack/chaos.sh, about three
-# minutes); STRATUS_SKIP_CLUSTER=1 skips them. Arguments go to cargo nextest (or
-# cargo test) and skip the cluster.
+# minutes); STRATUS_SKIP_CLUSTER=1 skips them. And the control plane with hollow nodes at a
+# small size (stratus-bench scale: it fails when an instance is not placed and running, a node
+# loses its lease or one holds more than it allows). Arguments go to cargo nextest (or
+# cargo test) and skip the cluster and the scale run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
@@ -19,6 +21,13 @@ if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@" || status=$?
 else
   cargo test --workspace --no-fail-fast "$@" || status=$?
+fi
+if [ $# -eq 0 ]; then
+  echo "test: the control plane with 200 hollow nodes and 5,000 instances (stratus-bench scale)"
+  cargo build --quiet -p stratus-bench
+  scale_out="$(mktemp)"
+  target/debug/stratus-bench scale --nodes 200 --instances 5000 --out "$scale_out" || status=$?
+  rm -f "$scale_out"
 fi
 if [ $# -eq 0 ] && [ "${STRATUS_SKIP_CLUSTER:-}" != 1 ]; then
   # A cluster left by an earlier run that stopped half-way is removed first.

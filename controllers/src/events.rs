@@ -62,7 +62,33 @@ impl EventRecorder {
         (&involved.uid, reason, message).hash(&mut h);
         let name = format!("{}.{:016x}", involved.name, h.finish());
         let now = now();
+        // Most events are new: create first, and fold into the existing one when there is.
+        let mut exists = false;
         for _ in 0..3 {
+            if !exists {
+                let mut ev = Event::default();
+                ev.meta_mut().name = name.clone();
+                ev.meta_mut().namespace = namespace.to_string();
+                ev.spec = Some(EventSpec {
+                    involved_object: Some(involved.clone()),
+                    r#type: match kind {
+                        EventType::Normal => "Normal",
+                        EventType::Warning => "Warning",
+                    }
+                    .into(),
+                    reason: reason.into(),
+                    message: message.into(),
+                    source: self.source.clone(),
+                    count: 1,
+                    first_timestamp: Some(now),
+                    last_timestamp: Some(now),
+                });
+                match self.client.create(ev).await {
+                    Ok(_) => return Ok(()),
+                    Err(Error::AlreadyExists(_)) => exists = true,
+                    Err(e) => return Err(e),
+                }
+            }
             match self.client.get::<Event>(namespace, &name).await {
                 Ok(mut existing) => {
                     let spec = existing.spec.get_or_insert_with(Default::default);
@@ -70,34 +96,12 @@ impl EventRecorder {
                     spec.last_timestamp = Some(now);
                     match self.client.update(existing).await {
                         Ok(_) => return Ok(()),
-                        Err(Error::Conflict(_)) => continue,
+                        Err(Error::Conflict(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
-                Err(Error::NotFound(_)) => {
-                    let mut ev = Event::default();
-                    ev.meta_mut().name = name.clone();
-                    ev.meta_mut().namespace = namespace.to_string();
-                    ev.spec = Some(EventSpec {
-                        involved_object: Some(involved.clone()),
-                        r#type: match kind {
-                            EventType::Normal => "Normal",
-                            EventType::Warning => "Warning",
-                        }
-                        .into(),
-                        reason: reason.into(),
-                        message: message.into(),
-                        source: self.source.clone(),
-                        count: 1,
-                        first_timestamp: Some(now),
-                        last_timestamp: Some(now),
-                    });
-                    match self.client.create(ev).await {
-                        Ok(_) => return Ok(()),
-                        Err(Error::AlreadyExists(_)) => continue,
-                        Err(e) => return Err(e),
-                    }
-                }
+                // Gone meanwhile (expired): create it again.
+                Err(Error::NotFound(_)) => exists = false,
                 Err(e) => return Err(e),
             }
         }

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod hollow;
 pub mod instance;
 pub mod logs;
 pub mod metering;

@@ -159,8 +159,9 @@ pub fn set_condition(conditions: &mut Vec<Condition>, kind: &str, status: &str, 
 /// controller marks a node whose Lease expired NotReady.
 pub async fn run_lease(client: Client, cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) {
     let mut failing = false;
+    let mut lease = LeaseRenewer::new(&cfg.node_name, cfg.lease_duration);
     loop {
-        match renew(&client, &cfg).await {
+        match lease.renew(&client).await {
             Ok(()) if failing => {
                 info!("renewing the node lease works again");
                 failing = false;
@@ -180,31 +181,71 @@ pub async fn run_lease(client: Client, cfg: AgentConfig, mut shutdown: watch::Re
     }
 }
 
-async fn renew(client: &Client, cfg: &AgentConfig) -> Result<(), ApiError> {
-    let spec = LeaseSpec {
-        holder_identity: cfg.node_name.clone(),
-        lease_duration_seconds: i32::try_from(cfg.lease_duration.as_secs()).unwrap_or(i32::MAX),
-        renew_time: Some(now_precise()),
-        ..Default::default()
-    };
-    match client.get::<Lease>(NODE_LEASE_NAMESPACE, &cfg.node_name).await {
-        Ok(mut lease) => {
-            let acquire_time = lease.spec.as_ref().and_then(|s| s.acquire_time);
-            lease.spec = Some(LeaseSpec { acquire_time, ..spec });
-            client.update(lease).await.map(|_| ())
-        }
-        // The lease namespace is the API server's to make (it does at its first start).
-        Err(ApiError::NotFound(_)) => {
-            let mut lease = Lease::default();
-            lease.meta_mut().name = cfg.node_name.clone();
-            lease.meta_mut().namespace = NODE_LEASE_NAMESPACE.to_string();
-            lease.spec = Some(LeaseSpec { acquire_time: spec.renew_time, ..spec });
-            match client.create(lease).await {
-                Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
-                Err(e) => Err(e),
+/// A node's Lease, kept between renewals so that a renewal is one write: the copy from the
+/// last one is updated at its resourceVersion, and read again only when that fails (someone
+/// else wrote it, or it is gone).
+pub struct LeaseRenewer {
+    node: String,
+    duration: Duration,
+    last: Option<Lease>,
+}
+
+impl LeaseRenewer {
+    pub fn new(node: &str, duration: Duration) -> LeaseRenewer {
+        LeaseRenewer { node: node.to_string(), duration, last: None }
+    }
+
+    /// Renews the Lease now, making it if there is none.
+    pub async fn renew(&mut self, client: &Client) -> Result<(), ApiError> {
+        let spec = LeaseSpec {
+            holder_identity: self.node.clone(),
+            lease_duration_seconds: i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX),
+            renew_time: Some(now_precise()),
+            ..Default::default()
+        };
+        // The kept copy first; when it is stale (a Conflict), once more from a fresh read.
+        let cached = self.last.take();
+        let from_cache = cached.is_some();
+        let mut lease = match cached {
+            Some(lease) => lease,
+            None => match self.read(client, &spec).await? {
+                Some(lease) => lease,
+                None => return Ok(()),
+            },
+        };
+        let acquire_time = lease.spec.as_ref().and_then(|s| s.acquire_time);
+        lease.spec = Some(LeaseSpec { acquire_time, ..spec.clone() });
+        match client.update(lease).await {
+            Ok(renewed) => {
+                self.last = Some(renewed);
+                Ok(())
             }
+            Err(ApiError::Conflict(_) | ApiError::NotFound(_)) if from_cache => Box::pin(self.renew(client)).await,
+            Err(e) => Err(e),
         }
-        Err(e) => Err(e),
+    }
+
+    /// The Lease as stored; `None` when there was none and this made it.
+    async fn read(&mut self, client: &Client, spec: &LeaseSpec) -> Result<Option<Lease>, ApiError> {
+        match client.get::<Lease>(NODE_LEASE_NAMESPACE, &self.node).await {
+            Ok(lease) => Ok(Some(lease)),
+            // The lease namespace is the API server's to make (it does at its first start).
+            Err(ApiError::NotFound(_)) => {
+                let mut lease = Lease::default();
+                lease.meta_mut().name = self.node.clone();
+                lease.meta_mut().namespace = NODE_LEASE_NAMESPACE.to_string();
+                lease.spec = Some(LeaseSpec { acquire_time: spec.renew_time, ..spec.clone() });
+                match client.create(lease).await {
+                    Ok(created) => {
+                        self.last = Some(created);
+                        Ok(None)
+                    }
+                    Err(ApiError::AlreadyExists(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

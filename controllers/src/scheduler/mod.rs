@@ -9,7 +9,8 @@
 //!    Succeeded or Failed) fits the Instance's cpu, memory and one more instance;
 //! 2. **scores** the rest: fewest Instances of the same revision first (spread), then the lowest
 //!    `max(cpu %, memory %)` after placement (least allocated), then the node name;
-//! 3. **reserves** room on the chosen Node (see below), and
+//! 3. **reserves** room on the chosen Node (see below, from the cached Node: a stale one costs
+//!    a Conflict and a retry), and
 //! 4. **binds**: updates the Instance's `spec.nodeName` at the resourceVersion it read, so that an
 //!    Instance changed or bound meanwhile is not bound again (a Conflict is retried with backoff).
 //!
@@ -114,7 +115,7 @@ pub const UNSCHEDULABLE: &str = "Unschedulable";
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(15);
 
 /// Decisions are serialised by a lock; more workers overlap the API round-trips of binds.
-const WORKERS: usize = 4;
+const WORKERS: usize = 16;
 
 /// Conflicts and stale caches resolve within milliseconds; cap the backoff well below the
 /// default 1000 s so that a contended Instance is not parked for minutes.
@@ -282,8 +283,13 @@ impl Scheduler {
             Ok(_) => {
                 assumption.keep();
                 info!(instance = %key, %node, "bound");
-                let message = format!("assigned {key} to {node}");
-                self.ctx.events.record(inst.as_ref(), EventType::Normal, "Scheduled", &message).await;
+                // Recorded beside the next decisions, not before them: an Event is for people
+                // and never changes what is decided.
+                let (events, inst) = (self.ctx.events.clone(), Arc::clone(inst));
+                tokio::spawn(async move {
+                    let message = format!("assigned {key} to {node}");
+                    events.record(inst.as_ref(), EventType::Normal, "Scheduled", &message).await;
+                });
                 Ok(Action::await_change())
             }
             // Deleted meanwhile: nothing to schedule. Its reservation dies with it.
@@ -320,12 +326,17 @@ impl Scheduler {
         let instance = ObjectRef::from_obj(inst);
         // Read before the Node: the cache is at least this current when it is consulted below.
         let current = version(&self.ctx.instances.store().resource_version()).unwrap_or(0);
-        let mut node: Node = self
-            .ctx
-            .client
-            .get("", node_name)
-            .await
-            .map_err(|source| Error::ReadNode { node: node_name.to_string(), source })?;
+        // The cached Node, when there is one: the write below is at its resourceVersion, so
+        // a stale copy costs a Conflict and a retry, never a double booking.
+        let mut node: Node = match self.ctx.nodes.store().get("", node_name) {
+            Some(cached) => Node::clone(&cached),
+            None => self
+                .ctx
+                .client
+                .get("", node_name)
+                .await
+                .map_err(|source| Error::ReadNode { node: node_name.to_string(), source })?,
+        };
         let mut settled = settled_through(&node);
         if current < settled {
             return Err(Error::StaleCache { node: node_name.to_string(), instance, current, settled });

@@ -14,6 +14,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod gateway;
+mod scale;
 mod scheduler;
 mod serving;
 mod store;
@@ -30,6 +31,8 @@ struct Cli {
 enum Bench {
     Store(store::Args),
     Scheduler(scheduler::Args),
+    /// The control plane with hollow nodes: placements/s, API latency, memory
+    Scale(scale::Args),
     Gateway(gateway::Args),
     Coldstart(serving::ColdArgs),
     Autoscale(serving::StepArgs),
@@ -41,6 +44,7 @@ async fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Store(args) => store::run(args).await,
         Bench::Scheduler(args) => scheduler::run(args).await,
+        Bench::Scale(args) => scale::run(args).await,
         Bench::Gateway(args) => gateway::run(args).await,
         Bench::Coldstart(args) => serving::coldstart(args).await,
         Bench::Autoscale(args) => serving::autoscale(args).await,

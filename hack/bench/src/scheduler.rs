@@ -119,7 +119,8 @@ async fn register_node(client: Client, name: String) -> Result<()> {
     Ok(())
 }
 
-fn instance(name: &str, revision: &str) -> Instance {
+/// A pending Instance of `revision` asking for 100m CPU and 128Mi (its limits).
+pub(crate) fn instance(name: &str, revision: &str) -> Instance {
     let mut inst = Instance::default();
     inst.meta_mut().name = name.into();
     inst.meta_mut().labels.insert(stratus_api::wellknown::labels::REVISION.into(), revision.into());
