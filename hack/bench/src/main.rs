@@ -14,6 +14,8 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod gateway;
+mod memory;
+mod procs;
 mod scale;
 mod scheduler;
 mod serving;
@@ -33,6 +35,8 @@ enum Bench {
     Scheduler(scheduler::Args),
     /// The control plane with hollow nodes: placements/s, API latency, memory
     Scale(scale::Args),
+    /// Resident memory of stratus up and of an agent, idle and with services
+    Memory(memory::Args),
     Gateway(gateway::Args),
     Coldstart(serving::ColdArgs),
     Autoscale(serving::StepArgs),
@@ -45,6 +49,7 @@ async fn main() -> Result<()> {
         Bench::Store(args) => store::run(args).await,
         Bench::Scheduler(args) => scheduler::run(args).await,
         Bench::Scale(args) => scale::run(args).await,
+        Bench::Memory(args) => memory::run(args).await,
         Bench::Gateway(args) => gateway::run(args).await,
         Bench::Coldstart(args) => serving::coldstart(args).await,
         Bench::Autoscale(args) => serving::autoscale(args).await,

@@ -16,8 +16,7 @@
 //!
 //! Fails (exit 1) when a check fails, so that a small run in CI proves the whole path.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -29,7 +28,9 @@ use stratus_agent::hollow::{self, HollowConfig};
 use stratus_api::Resource;
 use stratus_api::v1::{Instance, Node, Secret, ServiceAccount, ServiceAccountSpec};
 use stratus_client::runtime::Informer;
-use stratus_client::{Client, Credentials, ListParams, WatchEvent};
+use stratus_client::{Client, ListParams, WatchEvent};
+
+use crate::procs::{Proc, Rss, admin_client, path, spawn};
 use tokio::sync::watch;
 
 #[derive(ClapArgs)]
@@ -44,16 +45,6 @@ pub struct Args {
     /// Keep the run's directory (the processes' logs, the store) and print where it is.
     #[arg(long)]
     keep: bool,
-}
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -83,7 +74,7 @@ pub async fn run(args: Args) -> Result<()> {
         &dir.path().join("apiserver.log"),
     )?;
     let ca_file = data.join("pki").join("ca.crt");
-    let admin = admin_client(&endpoint, &ca_file, &password_file).await?;
+    let (admin, _) = admin_client(&endpoint, &ca_file, &password_file).await?;
     let idle = Rss::of(&apiserver);
 
     eprintln!("registering {} hollow nodes…", args.nodes);
@@ -301,21 +292,6 @@ fn micros(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
-/// Logs in as the bootstrap admin once the server answers.
-async fn admin_client(endpoint: &str, ca_file: &Path, password_file: &Path) -> Result<Client> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let (Ok(ca), Ok(password)) = (std::fs::read(ca_file), std::fs::read_to_string(password_file)) {
-            let client = Client::with_ca(endpoint, Some(&ca))?;
-            if let Ok(token) = client.login("admin", password.trim()).await {
-                return Ok(client.with_credentials(Credentials::Token(token.access_token.into())));
-            }
-        }
-        ensure!(Instant::now() < deadline, "the API server at {endpoint} did not answer within a minute");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// `stratus-controllers` as the service account stratus-system/bench-controllers.
 async fn start_controllers(endpoint: &str, ca_file: &Path, admin: &Client, dir: &Path) -> Result<Proc> {
     let mut account = ServiceAccount::default();
@@ -345,58 +321,4 @@ async fn start_controllers(endpoint: &str, ca_file: &Path, admin: &Client, dir: 
         ],
         &dir.join("controllers.log"),
     )
-}
-
-/// A binary built beside this one, started with its output in `log`.
-fn spawn(name: &str, args: &[&str], log: &Path) -> Result<Proc> {
-    let log = std::fs::File::create(log)?;
-    let child = Command::new(sibling(name)?)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {name}"))?;
-    Ok(Proc(child))
-}
-
-/// The path of a binary built in the same profile as this one.
-fn sibling(name: &str) -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().context("the bench's directory")?.join(name);
-    ensure!(path.exists(), "{} is not built: cargo build --release --bins", path.display());
-    Ok(path)
-}
-
-fn path(p: &Path) -> String {
-    p.display().to_string()
-}
-
-/// A process's resident memory now and at its peak, from /proc.
-#[derive(Clone, Copy, Default)]
-struct Rss {
-    rss: u64,
-    peak: u64,
-}
-
-impl Rss {
-    fn of(proc: &Proc) -> Rss {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", proc.0.id())).unwrap_or_default();
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .unwrap_or(0)
-                * 1024
-        };
-        Rss { rss: kb("VmRSS:"), peak: kb("VmHWM:") }
-    }
-
-    fn mb(&self) -> f64 {
-        self.rss as f64 / 1_048_576.0
-    }
-
-    fn peak_mb(&self) -> f64 {
-        self.peak as f64 / 1_048_576.0
-    }
 }
