@@ -381,7 +381,11 @@ restart_and_wait() {
     stratus-etcd-*) until_true "$name" curl -fsS --max-time 2 "http://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):2379/health" ;;
     stratus-apiserver-*) until_true "$name" curl -fsS --max-time 2 --cacert "$cluster_dir/ca.crt" "https://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):7070/healthz" ;;
     stratus-node-*) until_true "$name" node_is "$name" True ;;
-    *) sleep 3 ;;
+    # The controller managers serve /healthz on the host's network (.1:7075, .1:7076), the
+    # gateways /readyz on their admin port (ready: routes and endpoints loaded).
+    stratus-controllers-*) until_true "$name" curl -fsS --max-time 2 "http://$host_ip:$((7074 + ${name##*-}))/healthz" ;;
+    stratus-gateway-*) until_true "$name" curl -fsS --max-time 2 "http://$(docker inspect -f "{{(index .NetworkSettings.Networks \"$network\").IPAddress}}" "$name"):8081/readyz" ;;
+    *) fail "restart_and_wait: no readiness check for $name" ;;
   esac
 }
 

@@ -16,22 +16,23 @@
 //!
 //! Fails (exit 1) when a check fails, so that a small run in CI proves the whole path.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use clap::Args as ClapArgs;
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use stratus_agent::hollow::{self, HollowConfig};
 use stratus_api::Resource;
 use stratus_api::v1::{Instance, Node, Secret, ServiceAccount, ServiceAccountSpec};
-use stratus_client::runtime::Informer;
+use stratus_client::runtime::{ChangeKind, Informer, ObjectRef, Subscription};
 use stratus_client::{Client, ListParams, WatchEvent};
+use tokio::sync::watch;
 
 use crate::procs::{Proc, Rss, admin_client, path, spawn};
-use tokio::sync::watch;
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -110,8 +111,9 @@ pub async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let mut first_bind = None;
     let deadline = started + Duration::from_secs(3600);
+    let mut progress = Progress::new(&instances);
     let last_bind = loop {
-        let (bound, running) = counts(&instances);
+        let (bound, running) = progress.counts();
         if bound > 0 && first_bind.is_none() {
             first_bind = Some(started.elapsed());
         }
@@ -128,7 +130,7 @@ pub async fn run(args: Args) -> Result<()> {
     let first_bind = first_bind.unwrap_or(last_bind);
     eprintln!("waiting for every instance to be reported running…");
     let all_running = loop {
-        let (_, running) = counts(&instances);
+        let (_, running) = progress.counts();
         if running == args.instances {
             break started.elapsed();
         }
@@ -224,12 +226,37 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Bound and running Instances in the cache.
-fn counts(instances: &Informer<Instance>) -> (usize, usize) {
-    let all = instances.store().list();
-    let bound = all.iter().filter(|i| i.spec.as_ref().is_some_and(|s| !s.node_name.is_empty())).count();
-    let running = all.iter().filter(|i| i.status.as_ref().is_some_and(|s| s.ready && s.phase == "Running")).count();
-    (bound, running)
+/// Bound and running Instances, counted from the cache's changes as they come (a count over
+/// the whole cache every few milliseconds would cost the machine what is being measured).
+struct Progress {
+    changes: Subscription<Instance>,
+    seen: HashMap<ObjectRef, (bool, bool)>,
+    bound: usize,
+    running: usize,
+}
+
+impl Progress {
+    fn new(instances: &Informer<Instance>) -> Progress {
+        Progress { changes: instances.subscribe(), seen: HashMap::new(), bound: 0, running: 0 }
+    }
+
+    /// The counts after every change delivered so far.
+    fn counts(&mut self) -> (usize, usize) {
+        while let Some(Some(change)) = self.changes.next().now_or_never() {
+            let inst = &change.object;
+            let now = match change.kind {
+                ChangeKind::Deleted => (false, false),
+                ChangeKind::Added | ChangeKind::Modified => (
+                    inst.spec.as_ref().is_some_and(|s| !s.node_name.is_empty()),
+                    inst.status.as_ref().is_some_and(|s| s.ready && s.phase == "Running"),
+                ),
+            };
+            let before = self.seen.insert(change.key(), now).unwrap_or((false, false));
+            self.bound = self.bound + usize::from(now.0) - usize::from(before.0);
+            self.running = self.running + usize::from(now.1) - usize::from(before.1);
+        }
+        (self.bound, self.running)
+    }
 }
 
 /// The API latency probes, every 100 ms until `stop`: a get of one Node, a write (a Secret's
