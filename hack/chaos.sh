@@ -215,9 +215,12 @@ scenario_kill-node() {
 
 leader() {
   local c
+  local metrics
   for c in 1 2; do
-    if curl -fsS --max-time 2 "http://$host_ip:$((7074 + c))/metrics" 2>/dev/null |
-      grep -Eq '^stratus_controllers_leader(\{[^}]*\})? 1$'; then
+    # Read whole before grep: `curl | grep -q` fails under pipefail when grep stops early and
+    # curl, still writing, gets SIGPIPE (the metrics outgrew the pipe's buffer).
+    metrics="$(curl -fsS --max-time 2 "http://$host_ip:$((7074 + c))/metrics" 2>/dev/null)" || continue
+    if grep -Eq '^stratus_controllers_leader(\{[^}]*\})? 1$' <<<"$metrics"; then
       echo "stratus-controllers-$c"
       return
     fi

@@ -229,6 +229,17 @@ struct State {
 /// Runs the autoscaler controller until `shutdown`. Pokes sent to the context's demand store
 /// while it runs are evaluated at once.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send) {
+    // Nothing is evaluated before the Services and Instances are cached: an empty Service
+    // cache makes every revision look unroutable (minInstances then does not hold), an empty
+    // Instance cache makes it look unready. A new leader would scale a revision below its
+    // minInstances for one tick.
+    let mut shutdown = std::pin::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => return,
+        () = async {
+            tokio::join!(ctx.revisions.wait_synced(), ctx.services.wait_synced(), ctx.instances.wait_synced());
+        } => {}
+    }
     let pokes = ctx.demand.poked();
     let state = Arc::new(State { ctx: ctx.clone(), scalers: Mutex::new(HashMap::new()) });
     Controller::new(&ctx.revisions, state)
