@@ -364,7 +364,8 @@ impl ApiServer {
         let reflection_alpha_path = format!("/{}/{{*rest}}", <ReflectionServerAlpha as NamedService>::NAME);
         let auth_grpc = AuthServiceServer::new(auth::service::Grpc::new(self.identity.clone()));
         let auth_path = format!("/{}/{{*rest}}", <AuthServiceServer<auth::service::Grpc> as NamedService>::NAME);
-        let traffic_grpc = TrafficMetricsServer::new(traffic::Reports::new(self.traffic.clone()));
+        let traffic_grpc =
+            TrafficMetricsServer::new(traffic::Reports::new(self.traffic.clone(), self.registry.clone()));
         let traffic_path = format!("/{}/{{*rest}}", <TrafficMetricsServer<traffic::Reports> as NamedService>::NAME);
         let authn = self.authn.clone();
         Ok(http::router(self.registry.clone(), self.logs.clone())

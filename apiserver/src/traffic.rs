@@ -27,10 +27,13 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use stratus_api::AnyObject;
 use stratus_api::Resource;
 use stratus_api::identity::roles;
 use stratus_api::v1::traffic_metrics_server::TrafficMetrics;
-use stratus_api::v1::{DemandAck, DemandReport, Revision, Service};
+use stratus_api::v1::{
+    DemandAck, DemandReport, ListServiceTrafficRequest, ListServiceTrafficResponse, Revision, Service, ServiceTraffic,
+};
 use tonic::{Request, Response as GrpcResponse, Status, Streaming};
 
 use crate::auth::Caller;
@@ -56,6 +59,10 @@ struct Slot {
     start: u64,
     requests: u64,
     latency: [u64; LATENCY_BUCKETS],
+    /// Requests in flight (or waiting) times the milliseconds they were: the reports'
+    /// concurrency weighted by their periods, so that over the slot it averages to
+    /// `concurrency_ms / STEP`.
+    concurrency_ms: f64,
 }
 
 /// The slots of each revision with requests, oldest first, by (namespace, revision).
@@ -66,7 +73,35 @@ type Revisions = HashMap<(String, String), VecDeque<Slot>>;
 struct Sum {
     requests: u64,
     latency: [u64; LATENCY_BUCKETS],
+    concurrency_ms: f64,
     by_revision: BTreeMap<String, u64>,
+}
+
+impl Sum {
+    fn add(&mut self, revision: &str, slot: &Slot) {
+        self.requests += slot.requests;
+        for (total, count) in self.latency.iter_mut().zip(slot.latency) {
+            *total += count;
+        }
+        self.concurrency_ms += slot.concurrency_ms;
+        if slot.requests > 0 {
+            *self.by_revision.entry(revision.to_string()).or_default() += slot.requests;
+        }
+    }
+
+    /// The slot that starts at `start` as a [`Point`].
+    fn point(self, start: u64) -> Point {
+        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+        let per_second = |n: u64| n as f64 / STEP.as_secs_f64();
+        Point {
+            time: start + STEP.as_secs(),
+            requests_per_second: per_second(self.requests),
+            concurrency: self.concurrency_ms / (STEP.as_secs_f64() * 1000.0),
+            p50_ms: quantile(&self.latency, 0.5),
+            p99_ms: quantile(&self.latency, 0.99),
+            revisions: self.by_revision.into_iter().map(|(name, n)| (name, per_second(n))).collect(),
+        }
+    }
 }
 
 /// The recent traffic of every revision, as the gateways report it. Cheap to clone (one
@@ -97,7 +132,13 @@ impl TrafficHistory {
             for (bucket, count) in latency.iter_mut().zip(&r.latency_buckets) {
                 *bucket = u64::try_from(*count).unwrap_or(0);
             }
-            if requests == 0 && latency.iter().all(|c| *c == 0) {
+            #[allow(clippy::cast_precision_loss)] // periods far below 2^52 ms
+            let concurrency_ms = if r.concurrency.is_finite() && r.concurrency > 0.0 {
+                r.concurrency * r.period_ms.max(0) as f64
+            } else {
+                0.0
+            };
+            if requests == 0 && latency.iter().all(|c| *c == 0) && concurrency_ms == 0.0 {
                 continue;
             }
             if r.namespace.is_empty() || r.revision.is_empty() {
@@ -121,6 +162,7 @@ impl TrafficHistory {
                 for (total, count) in slot.latency.iter_mut().zip(latency) {
                     *total = total.saturating_add(count);
                 }
+                slot.concurrency_ms += concurrency_ms;
             }
             while slots.front().is_some_and(|s| s.start + HISTORY.as_secs() <= now) {
                 slots.pop_front();
@@ -142,26 +184,27 @@ impl TrafficHistory {
             let Some(slots) = stored.get(&(namespace.to_string(), revision.clone())) else { continue };
             for slot in slots {
                 let Some(sum) = points.get_mut(&slot.start) else { continue };
-                sum.requests += slot.requests;
-                for (total, count) in sum.latency.iter_mut().zip(slot.latency) {
-                    *total += count;
-                }
-                *sum.by_revision.entry(revision.clone()).or_default() += slot.requests;
+                sum.add(revision, slot);
             }
         }
         drop(stored);
-        #[allow(clippy::cast_precision_loss)] // counts far below 2^52
-        let per_second = |n: u64| n as f64 / STEP.as_secs_f64();
-        points
-            .into_iter()
-            .map(|(start, sum)| Point {
-                time: start + STEP.as_secs(),
-                requests_per_second: per_second(sum.requests),
-                p50_ms: quantile(&sum.latency, 0.5),
-                p99_ms: quantile(&sum.latency, 0.99),
-                revisions: sum.by_revision.into_iter().map(|(name, n)| (name, per_second(n))).collect(),
-            })
-            .collect()
+        points.into_iter().map(|(start, sum)| sum.point(start)).collect()
+    }
+
+    /// The traffic of `revisions` of `namespace` in the last complete slot before `now` (the
+    /// last point of [`TrafficHistory::series`]).
+    pub fn latest(&self, namespace: &str, revisions: &[String], now: u64) -> Point {
+        let start = slot_start(now).saturating_sub(STEP.as_secs());
+        let mut sum = Sum::default();
+        let stored = self.lock();
+        for revision in revisions {
+            let Some(slots) = stored.get(&(namespace.to_string(), revision.clone())) else { continue };
+            if let Some(slot) = slots.iter().rev().find(|s| s.start == start) {
+                sum.add(revision, slot);
+            }
+        }
+        drop(stored);
+        sum.point(start)
     }
 }
 
@@ -171,6 +214,8 @@ pub struct Point {
     /// The end of the slot, in seconds since the epoch.
     pub time: u64,
     pub requests_per_second: f64,
+    /// Requests in flight or waiting, averaged over the slot.
+    pub concurrency: f64,
     /// The median and 99th percentile latency of the requests answered in the slot, in
     /// milliseconds; `None` when none was.
     pub p50_ms: Option<f64>,
@@ -224,11 +269,12 @@ fn unix_now() -> u64 {
 /// `stratus.v1.TrafficMetrics`: takes the gateways' report streams into a [`TrafficHistory`].
 pub struct Reports {
     history: TrafficHistory,
+    registry: Registry,
 }
 
 impl Reports {
-    pub fn new(history: TrafficHistory) -> Reports {
-        Reports { history }
+    pub fn new(history: TrafficHistory, registry: Registry) -> Reports {
+        Reports { history, registry }
     }
 }
 
@@ -250,6 +296,77 @@ impl TrafficMetrics for Reports {
         }
         Ok(GrpcResponse::new(DemandAck {}))
     }
+
+    async fn list_service_traffic(
+        &self,
+        req: Request<ListServiceTrafficRequest>,
+    ) -> Result<GrpcResponse<ListServiceTrafficResponse>, Status> {
+        let start = Instant::now();
+        let caller = crate::auth::authn::caller_of(req.extensions()).map_err(Status::from)?;
+        let namespace = req.into_inner().namespace;
+        let result = list_service_traffic(&self.registry, &self.history, &caller, &namespace).await;
+        let code = result.as_ref().map_or_else(|e| e.reason.http_status(), |_| 200);
+        self.registry.metrics().observe("grpc", "servicetraffic", code, start.elapsed().as_secs_f64());
+        Ok(GrpcResponse::new(result.map_err(Status::from)?))
+    }
+}
+
+/// Every page of `kind` in `sel`, read as `caller`.
+async fn list_every(registry: &Registry, caller: &Caller, kind: &str, sel: &Selection) -> ApiResult<Vec<AnyObject>> {
+    let mut items = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = registry.list(caller, kind, sel, MAX_PAGE, &token).await?;
+        items.extend(page.items);
+        if page.continue_token.is_empty() {
+            return Ok(items);
+        }
+        token = page.continue_token;
+    }
+}
+
+/// The latest slot of traffic of every Service in `namespace` (every namespace when empty)
+/// that `caller` may list: Services are listed as the caller, their revisions as the system.
+async fn list_service_traffic(
+    registry: &Registry,
+    history: &TrafficHistory,
+    caller: &Caller,
+    namespace: &str,
+) -> ApiResult<ListServiceTrafficResponse> {
+    let sel = Selection { namespace: namespace.to_string(), labels: String::new(), fields: String::new() };
+    let services = list_every(registry, caller, Service::INFO.kind, &sel).await?;
+    let mut revisions: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for revision in list_every(registry, &Caller::system(), Revision::INFO.kind, &sel).await? {
+        let meta = revision.meta();
+        if let Some(service) = meta.labels.get(stratus_api::wellknown::labels::SERVICE) {
+            revisions.entry((meta.namespace.clone(), service.clone())).or_default().push(meta.name.clone());
+        }
+    }
+    let now = unix_now();
+    let mut time = 0;
+    let items = services
+        .iter()
+        .map(|service| {
+            let meta = service.meta();
+            let of_service = revisions.get(&(meta.namespace.clone(), meta.name.clone()));
+            let point = history.latest(&meta.namespace, of_service.map_or(&[][..], Vec::as_slice), now);
+            time = point.time;
+            ServiceTraffic {
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                requests_per_second: point.requests_per_second,
+                concurrency: point.concurrency,
+                p50_ms: point.p50_ms,
+                p99_ms: point.p99_ms,
+            }
+        })
+        .collect();
+    let step = STEP.as_secs();
+    Ok(ListServiceTrafficResponse {
+        items,
+        time: i64::try_from(if time == 0 { slot_start(now) } else { time }).unwrap_or(i64::MAX),
+        step_seconds: i64::try_from(step).unwrap_or(i64::MAX),
+    })
 }
 
 fn may_report(caller: &Caller) -> bool {
@@ -312,7 +429,7 @@ async fn service_metrics(r: &Reader, caller: &Caller, namespace: &str, name: &st
         .series(namespace, &revisions, unix_now())
         .into_iter()
         .map(|p| {
-            json!({"time": p.time, "requestsPerSecond": p.requests_per_second, "p50Ms": p.p50_ms,
+            json!({"time": p.time, "requestsPerSecond": p.requests_per_second, "concurrency": p.concurrency, "p50Ms": p.p50_ms,
                    "p99Ms": p.p99_ms, "revisions": p.revisions})
         })
         .collect();
@@ -380,6 +497,38 @@ mod tests {
         assert!(history.series("elsewhere", &revisions, later + 5).iter().all(|p| p.requests_per_second == 0.0));
         history.record(&report("idle-1", 0, vec![]), later);
         assert!(!history.lock().contains_key(&("default".to_string(), "idle-1".to_string())));
+    }
+
+    #[test]
+    fn the_latest_slot_sums_revisions_and_averages_concurrency_over_the_slot() {
+        let history = TrafficHistory::new();
+        let t0 = 2_000_000; // a multiple of STEP
+        let with_concurrency = |revision: &str, requests: i64, concurrency: f64| {
+            let mut r = report(revision, requests, vec![0, requests]);
+            r.revisions[0].concurrency = concurrency;
+            r
+        };
+        // Five one-second reports of 4 in flight from one gateway, and three of 2, 2 and 3 from
+        // another: on average 4 + 7/5 over the slot.
+        for second in 0..5 {
+            history.record(&with_concurrency("web-1", 10, 4.0), t0 + second);
+        }
+        history.record(&with_concurrency("web-2", 5, 2.0), t0 + 1);
+        history.record(&with_concurrency("web-2", 5, 2.0), t0 + 2);
+        let mut long = with_concurrency("web-2", 0, 3.0);
+        long.revisions[0].latency_buckets.clear();
+        history.record(&long, t0 + 3); // in flight, none finished: counted all the same
+        history.record(&with_concurrency("web-1", 99, 9.0), t0 + 5); // the next slot, still open
+        let revisions = ["web-1".to_string(), "web-2".to_string()];
+        let latest = history.latest("default", &revisions, t0 + 7);
+        assert_eq!(latest.time, t0 + 5);
+        assert!((latest.requests_per_second - 12.0).abs() < 1e-9, "{latest:?}");
+        assert!((latest.concurrency - 5.4).abs() < 1e-9, "{latest:?}");
+        assert_eq!(latest.p50_ms, Some(1.5));
+        assert_eq!(history.series("default", &revisions, t0 + 7).last(), Some(&latest));
+        // Then the next slot is the latest, and after it one without reports.
+        assert!((history.latest("default", &revisions, t0 + 12).requests_per_second - 19.8).abs() < 1e-9);
+        assert_eq!(history.latest("default", &revisions, t0 + 17).requests_per_second, 0.0);
     }
 
     #[test]

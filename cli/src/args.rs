@@ -91,6 +91,11 @@ pub enum Command {
     )]
     Bench(BenchArgs),
 
+    /// Show live requests per second, latency, concurrency, CPU and memory of services,
+    /// instances or nodes
+    #[command(after_help = TOP_EXAMPLES, override_usage = "stratus top services|instances|nodes [OPTIONS]")]
+    Top(TopArgs),
+
     /// Run Stratus on this machine in the foreground: API server and node agent
     #[command(after_help = UP_EXAMPLES)]
     Up(UpArgs),
@@ -217,6 +222,62 @@ pub struct GetArgs {
     /// With -o yaml or json, print Secrets' values (otherwise each shows as `<hidden: N bytes>`)
     #[arg(long)]
     pub show_values: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// What to show: services (svc), instances (inst) or nodes (no)
+    #[arg(value_name = "KIND")]
+    pub kind: TopKind,
+
+    /// Show these only (all of the kind when none is named)
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Services or instances of every namespace
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Instances only: filter by labels, e.g. stratus.dev/service=web
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Order rows by this column, biggest first (name: alphabetical)
+    #[arg(long, value_name = "COLUMN", default_value = "name")]
+    pub sort_by: TopSort,
+
+    /// Time between redraws on a terminal
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Print once and exit, even on a terminal
+    #[arg(long)]
+    pub once: bool,
+
+    /// Print tables without their header
+    #[arg(long)]
+    pub no_headers: bool,
+}
+
+/// `stratus top KIND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopKind {
+    #[value(alias = "svc", alias = "service", alias = "ksvc")]
+    Services,
+    #[value(alias = "inst", alias = "instance")]
+    Instances,
+    #[value(alias = "no", alias = "node")]
+    Nodes,
+}
+
+/// `stratus top --sort-by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    Name,
+    Cpu,
+    Memory,
+    /// Services only: requests per second
+    Rps,
 }
 
 /// `-o`: how `get` prints objects.
@@ -379,6 +440,26 @@ pub struct LogsArgs {
     #[arg(long, value_name = "N")]
     pub tail: Option<u64>,
 }
+
+const TOP_EXAMPLES: &str = "\
+SERVICES: requests per second, median and 99th percentile latency (to response headers) and
+requests in flight, over the last complete 5-second slot the gateways reported; instances ready
+of all; CPU and memory used by its instances. INSTANCES: CPU and memory each uses, against its
+limits. NODES: CPU and memory the instances on each use, against what the node can give.
+
+CPU and memory are sampled by the node agents every few seconds; a node's figures add up its
+instances' (the agent's own use is not counted). On a terminal the table is redrawn in place
+every --interval until interrupted; otherwise (or with --once) it is printed once.
+
+Examples:
+  # Watch the services of the current namespace
+  stratus top services
+
+  # The instances of every namespace, biggest CPU users first, printed once
+  stratus top instances -A --sort-by cpu --once
+
+  # How full the nodes are
+  stratus top nodes";
 
 const BENCH_EXAMPLES: &str = "\
 TARGET is a service of the namespace (its status.url is asked of the API) or an http:// URL.

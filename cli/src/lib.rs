@@ -41,6 +41,8 @@ pub struct Io {
     pub err: Box<dyn Write + Send>,
     /// Whether `err` is a terminal, where progress can be redrawn in place.
     pub err_is_terminal: bool,
+    /// Whether `out` is a terminal, where `stratus top` redraws its table in place.
+    pub out_is_terminal: bool,
     /// Where a password is asked for without being shown: the controlling terminal in the
     /// binary; `None` where there is no one to ask (then `--password-stdin` is the way).
     pub prompt: Option<Box<dyn prompt::SecretPrompt>>,
@@ -54,6 +56,7 @@ impl Io {
             out: Box::new(std::io::stdout()),
             err: Box::new(std::io::stderr()),
             err_is_terminal: std::io::stderr().is_terminal(),
+            out_is_terminal: std::io::stdout().is_terminal(),
             prompt: Some(Box::new(prompt::Tty)),
         }
     }

@@ -325,6 +325,7 @@ async fn nodes_show_what_the_instances_bound_to_them_request() {
         out: Box::new(Channel(tx)),
         err: Box::new(common::Buf::default()),
         err_is_terminal: false,
+        out_is_terminal: false,
         prompt: None,
     };
     let argv = ["stratus", "--server", cli.server.as_str(), "get", "nodes", "-w"];
@@ -496,6 +497,7 @@ async fn get_watch_prints_the_list_then_changes() {
         out: Box::new(Channel(tx)),
         err: Box::new(common::Buf::default()),
         err_is_terminal: false,
+        out_is_terminal: false,
         prompt: None,
     };
     let argv = ["stratus", "--server", cli.server.as_str(), "get", "svc", "-w"];

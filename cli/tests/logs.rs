@@ -99,6 +99,7 @@ async fn follow_prints_new_lines_until_the_stream_ends() {
         out: Box::new(Channel(tx)),
         err: Box::new(err.clone()),
         err_is_terminal: false,
+        out_is_terminal: false,
         prompt: None,
     };
     let argv = ["stratus", "--server", cli.server.as_str(), "logs", "-f", "web-1"];

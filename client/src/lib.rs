@@ -15,8 +15,8 @@ use stratus_api::v1::resource_service_client::ResourceServiceClient;
 use stratus_api::v1::traffic_metrics_client::TrafficMetricsClient;
 use stratus_api::v1::{
     ApplyRequest, CanIRequest, CanIResponse, CreateRequest, CreateTokenRequest, DeleteRequest, GetRequest, ListRequest,
-    LogLine, LoginRequest, LogsRequest, Object, ObjectKey, TokenResponse, UpdateRequest, WatchRequest, WhoAmIRequest,
-    WhoAmIResponse,
+    ListServiceTrafficRequest, ListServiceTrafficResponse, LogLine, LoginRequest, LogsRequest, Object, ObjectKey,
+    TokenResponse, UpdateRequest, WatchRequest, WhoAmIRequest, WhoAmIResponse,
 };
 use stratus_api::{AnyObject, Resource};
 use tonic::service::interceptor::InterceptedService;
@@ -302,6 +302,10 @@ impl Conn {
         ResourceServiceClient::with_interceptor(self.channel, self.bearer).max_decoding_message_size(64 * 1024 * 1024)
     }
 
+    fn traffic(self) -> TrafficMetricsClient<Authed> {
+        TrafficMetricsClient::with_interceptor(self.channel, self.bearer).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
     fn auth(self) -> AuthServiceClient<Authed> {
         AuthServiceClient::with_interceptor(self.channel, self.bearer)
     }
@@ -513,6 +517,14 @@ impl Client {
         let duration_seconds = duration.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
         let req = CreateTokenRequest { namespace: namespace.to_string(), name: name.to_string(), duration_seconds };
         Ok(self.call(Retry::Always, req, async |c, req| c.auth().create_token(req).await).await?.0)
+    }
+
+    /// The latest complete slot of traffic (requests per second, concurrency, latency) of every
+    /// Service of `namespace` (of every namespace when empty) that this client may list, as the
+    /// gateways that report to the server reached measured it.
+    pub async fn service_traffic(&self, namespace: &str) -> Result<ListServiceTrafficResponse> {
+        let req = ListServiceTrafficRequest { namespace: namespace.to_string() };
+        Ok(self.call(Retry::Always, req, async |c, req| c.traffic().list_service_traffic(req).await).await?.0)
     }
 
     /// Who the server says this client's token is.

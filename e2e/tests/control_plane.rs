@@ -164,7 +164,7 @@ async fn stratus_up_serves_the_examples() {
 /// (manifests/observability/prometheus.yml, its default addresses replaced by this test's),
 /// scrapes all four components and answers the gateway's request rate under load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stratus_up_is_scraped_with_the_shipped_configuration_and_its_dashboards_query_real_metrics() {
+async fn stratus_up_is_scraped_with_the_shipped_configuration_its_dashboards_query_real_metrics_and_top_shows_them() {
     let dir = tempfile::tempdir().unwrap();
     let port = || format!("127.0.0.1:{}", free_port());
     let (api, gateway, https, agent, gateway_admin, controllers) = (port(), port(), port(), port(), port(), port());
@@ -240,6 +240,44 @@ async fn stratus_up_is_scraped_with_the_shipped_configuration_and_its_dashboards
         }
         assert!(Instant::now() < deadline, "dashboards query metrics nothing exports: {missing:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // `stratus top` shows the same traffic: hello's requests per second, its instance's
+    // memory, and the node it runs on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let services = run(&["top", "services"]);
+        let instances = run(&["top", "instances", "--sort-by", "memory"]);
+        let nodes = run(&["top", "nodes"]);
+        let row = |table: &str, name: &str| -> Vec<String> {
+            let line = table.lines().find(|l| l.split_whitespace().next() == Some(name));
+            line.map(|l| l.split_whitespace().map(String::from).collect()).unwrap_or_default()
+        };
+        let hello = row(&services, "hello");
+        let rps: f64 = hello.get(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let latency_known = hello.get(2).is_some_and(|v| v.ends_with("ms") || v.ends_with('s'));
+        let instance_memory = instances
+            .lines()
+            .skip(1)
+            .find(|l| l.split_whitespace().nth(1) == Some("hello"))
+            .and_then(|l| l.split_whitespace().nth(5).map(String::from))
+            .unwrap_or_default();
+        let node_row = row(&nodes, &node);
+        let node_instances: u32 = node_row.get(5).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if rps > 0.0
+            && latency_known
+            && (instance_memory.ends_with("Mi") || instance_memory.ends_with("Ki"))
+            && node_instances >= 1
+        {
+            assert!(services.starts_with("NAME"), "{services}");
+            eprintln!("{services}\n\n{instances}\n\n{nodes}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stratus top never showed hello under load:\n{services}\n{instances}\n{nodes}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
     // Prometheus with the shipped configuration, pointed at this test's addresses.

@@ -175,13 +175,30 @@ impl Browser {
 
     /// Types `text` into the field `css`.
     pub async fn fill(&self, css: &str, text: &str) {
-        let field = self.find(css).await;
-        field.clear().await.unwrap_or_else(|e| panic!("clear {css}: {e}"));
-        field.send_keys(text).await.unwrap_or_else(|e| panic!("type into {css}: {e}"));
+        for attempt in 1.. {
+            let field = self.find(css).await;
+            let typed = match field.clear().await {
+                Ok(()) => field.send_keys(text).await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Ok(()) => return,
+                Err(e) if is_stale(&e) && attempt < STALE_RETRIES => continue,
+                Err(e) => panic!("type into {css}: {e}"),
+            }
+        }
     }
 
+    /// Clicks the element `css` selects. The page redraws what it polls (lists refresh every few
+    /// seconds), so an element found a moment ago may have been replaced: it is found again.
     pub async fn click(&self, css: &str) {
-        self.find(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
+        for attempt in 1.. {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if is_stale(&e) && attempt < STALE_RETRIES => continue,
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
     }
 
     /// The visible text of `css`, once an element of it is shown whose text contains `wanted`.
@@ -288,6 +305,14 @@ impl Drop for Browser {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// How many times an action is retried on an element the page replaced under it.
+const STALE_RETRIES: u32 = 20;
+
+/// Whether the driver refused an action because its element is no longer in the page.
+fn is_stale(e: &webdriver::Error) -> bool {
+    e.driver_error() == Some("stale element reference")
 }
 
 /// `target/console-screenshots`: under `CARGO_TARGET_DIR` when set, else the target directory

@@ -23,6 +23,7 @@ mod describe;
 mod get;
 mod image;
 mod logs;
+mod top;
 mod wait;
 
 /// What a command that talks to the API server works with.
@@ -101,6 +102,7 @@ pub(crate) async fn run(cli: Cli, env: &Environment, io: &mut Io) -> Result<()> 
         Command::Delete(args) => delete::run(&connect()?, args, io).await,
         Command::Wait(args) => wait::run(&connect()?, args, io).await,
         Command::Logs(args) => logs::run(&connect()?, args, io).await,
+        Command::Top(args) => top::run(&connect()?, args, io).await,
         Command::Bench(args) => bench::run(args, connect, io).await,
         Command::Create(cmd) => create::run(&connect()?, cmd, io).await,
         Command::Login(args) => auth::login(args, server.as_deref(), env, io).await,

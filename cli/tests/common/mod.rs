@@ -128,6 +128,7 @@ impl Stratus {
             out: Box::new(out.clone()),
             err: Box::new(err.clone()),
             err_is_terminal: false,
+            out_is_terminal: false,
             prompt,
         };
         let code = stratus_cli::run_args(argv, &self.env, &mut io).await;
