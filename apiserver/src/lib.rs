@@ -33,6 +33,7 @@ pub mod openapi;
 pub mod registry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 pub mod traffic;
 
 pub use registry::Registry;
@@ -228,6 +229,8 @@ impl ApiServer {
     /// tenant and namespace, the system namespaces) if missing, re-encrypts the Secrets sealed
     /// with an older key than the primary, and loads (or makes) the token signing keys.
     pub async fn with_config(store: Arc<dyn Store>, config: Config) -> Result<ApiServer, Error> {
+        // Store calls made while serving a traced request are spans of it.
+        let store: Arc<dyn Store> = Arc::new(trace::TracedStore::new(store));
         let (closing, closed) = tokio::sync::watch::channel(false);
         let audit = match &config.audit {
             Some(c) => Some(Arc::new(
@@ -380,7 +383,8 @@ impl ApiServer {
             .route_service(&reflection_path, as_axum(reflection))
             .route_service(&reflection_alpha_path, as_axum(reflection_alpha))
             .layer(axum::middleware::from_fn_with_state(authn, auth::authn::layer))
-            .layer(axum::middleware::from_fn_with_state(self.guard.clone(), guard::layer)))
+            .layer(axum::middleware::from_fn_with_state(self.guard.clone(), guard::layer))
+            .layer(axum::middleware::from_fn(trace::layer)))
     }
 
     /// Serves until `shutdown` completes, then closes open watches and drains connections.

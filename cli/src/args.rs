@@ -562,6 +562,10 @@ const UP_EXAMPLES: &str = "\
 Runs in the foreground until Ctrl-C (or SIGTERM), then stops cleanly; the data stays in the data
 directory for the next start.
 
+Traces: with OTEL_EXPORTER_OTLP_ENDPOINT=http://HOST:4317 every request through the gateway,
+API call and reconcile is sent as OpenTelemetry spans to that collector (OTEL_TRACES_SAMPLER and
+OTEL_TRACES_SAMPLER_ARG choose which; docs/observability.md).
+
 Examples:
   # Start on 127.0.0.1:7070 with the data in ~/.stratus/data
   stratus up

@@ -34,6 +34,8 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
 
     // Every component of the platform shares this process's descriptors.
     stratus_support::raise_open_file_limit();
+    // Traces, when OTEL_EXPORTER_OTLP_ENDPOINT names a collector: every component's spans.
+    let traces = stratus_support::otel::init("stratus").map_err(|e| Error::Up(format!("traces: {e}")))?;
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| Error::Up(format!("cannot create the data directory {}: {e}", data_dir.display())))?;
     let api_listener = tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| {
@@ -161,6 +163,9 @@ pub(crate) async fn run(args: UpArgs, namespace: Option<&str>, env: &Environment
     let _ = platform.stopping().wait_for(|s| *s).await;
     if let Err(e) = platform.stopped().await {
         writeln!(io.err, "error: {}", ErrorChain(&e))?;
+    }
+    if let Some(traces) = traces {
+        traces.shutdown().await;
     }
     writeln!(io.out, "Stratus API stopped.")?;
     Ok(())

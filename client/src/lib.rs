@@ -19,6 +19,7 @@ use stratus_api::v1::{
     TokenResponse, UpdateRequest, WatchRequest, WhoAmIRequest, WhoAmIResponse,
 };
 use stratus_api::{AnyObject, Resource};
+use stratus_support::otel;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
@@ -252,6 +253,12 @@ impl tonic::service::Interceptor for Bearer {
                 tonic::Status::invalid_argument("the leader's identity holds characters a header cannot carry")
             })?;
             req.metadata_mut().insert(stratus_api::fence::METADATA, value);
+        }
+        // A call made under a traced span (a reconcile) continues its trace in the API server.
+        if otel::enabled()
+            && let Some(value) = otel::traceparent(&otel::Context::current()).and_then(|v| v.parse().ok())
+        {
+            req.metadata_mut().insert("traceparent", value);
         }
         let token = match &self.credentials {
             Credentials::None => return Ok(req),

@@ -638,3 +638,127 @@ async fn a_cluster_without_bootstrap_credentials_refuses_every_request() {
     let plain_client = Client::new(&format!("http://{addr}")).unwrap().login("admin", "anything").await;
     assert!(plain_client.is_err(), "{plain_client:?}");
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, `stratus up` sends its spans to that collector: a
+/// request through the gateway is one trace (under the client's `traceparent`) with its route,
+/// queue (or activator hold) and upstream spans, the workload gets a `traceparent` naming the
+/// upstream span, the client gets the trace back in `traceresponse`; the controllers'
+/// reconciles carry their traces into the API server, whose requests show their store calls.
+#[tokio::test]
+async fn a_request_is_traced_through_the_gateway_to_the_workload_and_reconciles_into_the_store() {
+    let receiver = stratus_testkit::otlp::OtlpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = || format!("127.0.0.1:{}", free_port());
+    let (api, gateway, https, agent) = (port(), port(), port(), port());
+    let node = format!("e2e-trace-{}", free_port());
+    let _cleanup = RemoveContainers(node.clone());
+    let manifest = dir.path().join("traced.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: stratus.dev/v1\nkind: Service\nmetadata:\n  name: traced\nspec:\n  template:\n    spec:\n      \
+         containers:\n        - image: 127.0.0.1:5000/hello:v1\n          args: [\"env\"]\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
+    let mut up = Proc(
+        Command::new(binary("stratus"))
+            .args(["up", "--listen", &api, "--gateway-listen", &gateway, "--gateway-https-listen", &https])
+            .args(["--agent-listen", &agent, "--node-name", &node, "--data-dir"])
+            .arg(dir.path())
+            .arg("-f")
+            .arg(&manifest)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+            .env("STRATUS_CONFIG", dir.path().join("config"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start stratus up"),
+    );
+    wait_ready(&api, &dir.path().join("pki").join("ca.crt"), &mut up).await;
+    let up_log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+
+    // One request under a trace of the client's, retried (each in a new trace) until served.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (trace_id, client_span, answer) = loop {
+        let trace_id = format!("{:032x}", rand_u128());
+        let client_span = format!("{:016x}", rand_u128() as u64 | 1);
+        let header = format!("traceparent: 00-{trace_id}-{client_span}-01\r\n");
+        match stratus_testkit::http_get_with_headers(&gateway, "traced.default.localhost", "/headers", &header).await {
+            Ok(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") => {
+                break (trace_id, client_span, r);
+            }
+            other => assert!(Instant::now() < deadline, "traced never answered: {other:?}\n{}", up_log()),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let seen: serde_json::Value = serde_json::from_str(body).expect("/headers answers JSON");
+    let workload_parent = seen["traceparent"][0].as_str().expect("the workload got a traceparent").to_string();
+    let parts: Vec<&str> = workload_parent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{workload_parent}");
+    assert_eq!(parts[1], trace_id, "the workload's traceparent continues the client's trace");
+    assert_ne!(parts[2], client_span, "the workload's parent is the gateway's span, not the client's");
+    let traceresponse = head
+        .lines()
+        .find_map(|l| l.strip_prefix("traceresponse: ").or_else(|| l.strip_prefix("Traceresponse: ")))
+        .unwrap_or_else(|| panic!("no traceresponse in the answer:\n{head}"));
+    assert!(traceresponse.contains(&trace_id), "{traceresponse}");
+
+    let named = |spans: &[stratus_testkit::otlp::ReceivedSpan], name: &str| {
+        spans.iter().filter(|s| s.trace_id == trace_id && s.name == name).cloned().collect::<Vec<_>>()
+    };
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            !named(spans, "gateway.request").is_empty() && !named(spans, "gateway.upstream").is_empty()
+        })
+        .await
+        .unwrap_or_else(|| panic!("the gateway's spans never arrived: {:#?}", receiver.spans()));
+    let request = &named(&spans, "gateway.request")[0];
+    assert_eq!(request.parent_span_id, client_span, "the request span is the client's span's child");
+    assert_eq!(request.kind, 2, "a server span");
+    assert_eq!(request.attributes.get("http.response.status_code").map(String::as_str), Some("200"));
+    assert_eq!(request.attributes.get("stratus.revision").map(String::as_str), Some("traced-00001"));
+    let route = named(&spans, "gateway.route");
+    assert_eq!(route.len(), 1, "{spans:#?}");
+    assert_eq!(route[0].parent_span_id, request.span_id);
+    let waited: Vec<_> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace_id && (s.name == "gateway.queue" || s.name == "gateway.activator"))
+        .collect();
+    assert!(!waited.is_empty() && waited.iter().all(|s| s.parent_span_id == request.span_id), "{spans:#?}");
+    let upstream = named(&spans, "gateway.upstream");
+    assert!(upstream.iter().all(|s| s.parent_span_id == request.span_id && s.kind == 3), "{upstream:#?}");
+    assert!(
+        upstream.iter().any(|s| s.span_id == parts[2]),
+        "the workload's traceparent names an upstream span: {workload_parent} vs {upstream:#?}"
+    );
+
+    // The controllers' reconciles reach the API server in their traces, and it shows the store.
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            spans.iter().any(|api| {
+                api.scope == "stratus-apiserver"
+                    && spans.iter().any(|r| r.span_id == api.parent_span_id && r.name.starts_with("reconcile "))
+                    && spans.iter().any(|s| s.parent_span_id == api.span_id && s.name.starts_with("store."))
+            })
+        })
+        .await
+        .unwrap_or_else(|| {
+            let names: BTreeSet<_> = receiver.spans().into_iter().map(|s| (s.scope, s.name)).collect();
+            panic!("no reconcile → API → store trace; spans seen: {names:#?}")
+        });
+    assert!(spans.iter().all(|s| s.service == "stratus"), "every span is of service.name stratus");
+    let names: BTreeSet<_> = spans.iter().map(|s| format!("{} {}", s.scope, s.name)).collect();
+    eprintln!("{} spans received, of {} kinds: {names:#?}", spans.len(), names.len());
+}
+
+/// A random number for ids, from the standard library's randomly seeded hasher.
+fn rand_u128() -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut a = std::collections::hash_map::RandomState::new().build_hasher();
+    a.write_u8(1);
+    let mut b = std::collections::hash_map::RandomState::new().build_hasher();
+    b.write_u8(2);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}

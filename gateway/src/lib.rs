@@ -79,6 +79,7 @@ mod proxy;
 mod ratelimit;
 mod routes;
 pub mod tls;
+mod trace;
 
 pub use cidr::{Cidr, CidrError};
 pub use pool::{OutlierDetection, RevisionDemand};

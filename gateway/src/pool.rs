@@ -489,6 +489,12 @@ impl RevisionPool {
         result
     }
 
+    /// Whether the revision has an endpoint now (a request that finds none is held for a cold
+    /// start).
+    pub(crate) fn has_endpoints(&self) -> bool {
+        !self.lock().endpoints.is_empty()
+    }
+
     /// Why a request that waited until its deadline got no lease.
     fn gave_up(&self) -> AcquireError {
         let state = self.lock();

@@ -25,7 +25,9 @@ use crate::headers::{self, X_REQUEST_ID};
 use crate::invoker::Refusal;
 use crate::pool::{AcquireError, Deadlines, Lease, Outcome, Protocol, RevisionPool};
 use crate::ratelimit::retry_after_secs;
+use crate::trace::{self, RequestTrace};
 use stratus_client::ErrorChain;
+use stratus_support::otel;
 
 use crate::Shared;
 
@@ -131,9 +133,17 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let request_id = headers::ensure_request_id(req.headers_mut());
     let host = request_host(&req);
+    let trace = RequestTrace::start(req.headers(), req.method(), &host, req.uri().path());
+    let mut route_span = trace.as_ref().map(|t| t.step("gateway.route"));
+    let mut end_route = |error: Option<&ProxyError>| {
+        if let Some(span) = route_span.take() {
+            trace::end_step(span, error.map(ToString::to_string));
+        }
+    };
     let (revision, result) = match shared.route(&host) {
         Err(e) => {
             shared.metrics.record_unrouted();
+            end_route(Some(&e));
             (None, Err(e))
         }
         Ok((service, pool)) => {
@@ -146,14 +156,22 @@ pub(crate) async fn handle(
             };
             let limited = service.rate_limit.as_ref().map(|bucket| bucket.try_acquire(Instant::now()));
             let result = match (admitted, limited) {
-                (Err(refused), _) => Err(refused),
+                (Err(refused), _) => {
+                    end_route(Some(&refused));
+                    Err(refused)
+                }
                 (Ok(()), Some(Err(wait))) => {
-                    Err(ProxyError::RateLimited { service: service.key.clone(), retry_after: retry_after_secs(wait) })
+                    let e =
+                        ProxyError::RateLimited { service: service.key.clone(), retry_after: retry_after_secs(wait) };
+                    end_route(Some(&e));
+                    Err(e)
                 }
                 _ => {
+                    end_route(None);
                     // Only admitted requests are demand the autoscaler should meet.
                     pool.count_request();
-                    forward(&shared, &pool, req, peer, scheme, &host, started).await
+                    let arrival = Arrival { peer, scheme, host: &host, started, trace: trace.as_ref() };
+                    forward(&shared, &pool, req, arrival).await
                 }
             };
             (Some(pool), result)
@@ -171,10 +189,23 @@ pub(crate) async fn handle(
         error_response(&e)
     });
     response.headers_mut().entry(X_REQUEST_ID).or_insert(request_id);
-    if let Some(pool) = revision {
+    if let Some(pool) = &revision {
         pool.observe(response.status(), started.elapsed());
     }
+    if let Some(trace) = trace {
+        let status = response.status();
+        trace.finish(revision.as_ref().map(|p| p.key()), status, response.headers_mut());
+    }
     response
+}
+
+/// How a request came: from whom, over which scheme, for which host, when, and its spans.
+struct Arrival<'a> {
+    peer: SocketAddr,
+    scheme: &'static str,
+    host: &'a str,
+    started: Instant,
+    trace: Option<&'a RequestTrace>,
 }
 
 /// Sends the request to an endpoint of `pool`, retrying on another endpoint while connecting
@@ -185,11 +216,9 @@ async fn forward(
     shared: &Shared,
     pool: &Arc<RevisionPool>,
     mut req: Request<Incoming>,
-    peer: SocketAddr,
-    scheme: &'static str,
-    host: &str,
-    started: Instant,
+    arrival: Arrival<'_>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let Arrival { peer, scheme, host, started, trace } = arrival;
     let revision = pool.key();
     let timeout = pool.timeout();
     let deadline = started + timeout;
@@ -211,7 +240,13 @@ async fn forward(
     let mut tried = Vec::new();
     let mut last_connect_error = None;
     loop {
-        let lease = match pool.acquire(&tried, deadlines).await {
+        let queue_span =
+            trace.map(|t| t.step(if pool.has_endpoints() { "gateway.queue" } else { "gateway.activator" }));
+        let acquired = pool.acquire(&tried, deadlines).await;
+        if let Some(span) = queue_span {
+            trace::end_step(span, acquired.as_ref().err().map(ToString::to_string));
+        }
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(AcquireError::QueueFull { limit }) => {
                 return Err(ProxyError::QueueFull { revision: revision.clone(), limit });
@@ -257,7 +292,19 @@ async fn forward(
                 headers.remove(UPGRADE);
             }
         }
+        let attempt = trace.map(|t| t.upstream(lease.address()));
+        if let Some(cx) = &attempt {
+            otel::inject(cx, upstream.headers_mut());
+        }
         let sent = tokio::time::timeout_at(deadline, shared.upstreams.client(lease.protocol()).request(upstream)).await;
+        if let Some(cx) = &attempt {
+            let outcome = match &sent {
+                Ok(Ok(response)) => Ok(response.status()),
+                Ok(Err(e)) => Err(ErrorChain(e).to_string()),
+                Err(_) => Err(format!("no response within {timeout:?}")),
+            };
+            trace::end_upstream(cx, outcome);
+        }
         let response = match sent {
             Err(_) => return Err(ProxyError::Timeout { revision: revision.clone(), timeout }),
             Ok(Ok(response)) => response,

@@ -3,6 +3,7 @@
 //! host, and may open as many files as the host lets them; and the one accept loop every HTTP
 //! and gRPC server shares ([`server`], [`tls`]).
 
+pub mod otel;
 pub mod server;
 pub mod tls;
 

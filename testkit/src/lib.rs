@@ -2,7 +2,7 @@
 //! (over TLS with client certificates if asked), and the paths of the workspace's built
 //! binaries; behind features, a node agent under test over any runtime (`agent-harness`), a
 //! node agent serving logs (`log-agent`) and a headless Chromium for the web console
-//! (`console`); a small tmpfs to fill up; a TCP relay whose connections can be cut. Failures panic with a clear message: this is
+//! (`console`); an OTLP trace receiver (`otlp`); a small tmpfs to fill up; a TCP relay whose connections can be cut. Failures panic with a clear message: this is
 //! scaffolding, and a test that cannot set up must fail loudly, never skip.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -13,6 +13,8 @@ pub mod console;
 pub mod flood;
 #[cfg(feature = "log-agent")]
 pub mod log_agent;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod relay;
 pub mod tmpfs;
 
@@ -203,8 +205,13 @@ pub async fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
 
 /// [`http_get`] naming `host` in the request's Host header (a service, through a gateway).
 pub async fn http_get_as(addr: &str, host: &str, path: &str) -> std::io::Result<String> {
+    http_get_with_headers(addr, host, path, "").await
+}
+
+/// [`http_get_as`] sending `headers` too: whole lines, each ending in `\r\n`.
+pub async fn http_get_with_headers(addr: &str, host: &str, path: &str, headers: &str) -> std::io::Result<String> {
     let s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await??;
-    exchange(s, host, path, "").await
+    exchange(s, host, path, headers).await
 }
 
 /// [`http_get`] over TLS, trusting only `ca_pem` and checking the certificate names the host

@@ -27,6 +27,7 @@ use futures::future::{BoxFuture, join_all};
 use futures::stream::{self, BoxStream, select_all};
 use futures::{FutureExt, Stream, StreamExt};
 use stratus_api::Resource;
+use stratus_support::otel::{self, FutureExt as _, TraceContextExt as _, Tracer as _};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -229,6 +230,25 @@ impl<K: Resource, Ctx: Send + Sync + 'static> Controller<K, Ctx> {
     }
 }
 
+/// The span of one reconcile of `key`, when traces are on: a trace of its own.
+fn reconcile_span<K: Resource>(key: &ObjectRef, observer: Option<&Observer>) -> Option<otel::Context> {
+    if !otel::enabled() {
+        return None;
+    }
+    let controller = observer.map_or(K::INFO.kind, Observer::name).to_string();
+    let tracer = otel::tracer("stratus-controllers");
+    let span = tracer
+        .span_builder(format!("reconcile {controller}"))
+        .with_attributes([
+            otel::KeyValue::new("stratus.controller", controller),
+            otel::KeyValue::new("stratus.kind", K::INFO.kind),
+            otel::KeyValue::new("stratus.namespace", key.namespace.clone()),
+            otel::KeyValue::new("stratus.name", key.name.clone()),
+        ])
+        .start_with_context(&tracer, &otel::Context::new());
+    Some(otel::Context::new().with_span(span))
+}
+
 /// One reconcile of `key` and what follows from its outcome.
 async fn process<K, Ctx, R, RFut, E, P>(
     informer: &Informer<K>,
@@ -251,7 +271,19 @@ async fn process<K, Ctx, R, RFut, E, P>(
         return;
     };
     let start = Instant::now();
-    let result = reconcile(Arc::clone(&obj), Arc::clone(ctx)).await;
+    // Traced, the reconcile is a span of its own, and the API calls it makes carry it.
+    let traced = reconcile_span::<K>(key, observer);
+    let result = match &traced {
+        Some(cx) => reconcile(Arc::clone(&obj), Arc::clone(ctx)).with_context(cx.clone()).await,
+        None => reconcile(Arc::clone(&obj), Arc::clone(ctx)).await,
+    };
+    if let Some(cx) = traced {
+        let span = cx.span();
+        if let Err(e) = &result {
+            span.set_status(otel::Status::error(ErrorChain(e).to_string()));
+        }
+        span.end();
+    }
     if let Some(observer) = observer {
         let outcome = if result.is_ok() { ReconcileOutcome::Ok } else { ReconcileOutcome::Error };
         observer.reconciled(start.elapsed(), outcome);

@@ -84,6 +84,11 @@ impl Observer {
         Observer { name: name.into(), metrics }
     }
 
+    /// The controller's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn started(&self) {
         self.metrics.started(&self.name);
     }

@@ -14,10 +14,13 @@
 //! | mode | behaviour |
 //! |---|---|
 //! | `serve` (default) | the HTTP server above |
-//! | `env` | the HTTP server, plus `GET /env`: a JSON report of the environment the container got, and `GET /dial` (below) |
+//! | `env` | the HTTP server, plus `GET /env`: a JSON report of the environment the container got, `GET /headers` and `GET /dial` (below) |
 //! | `crash` | prints a line to stderr and exits 3 after about 200 ms |
 //! | `never-ready` | never listens; waits for SIGTERM and exits 0 |
 //! | `oom` | allocates and touches memory in 16 MiB steps until the kernel kills it |
+//!
+//! `GET /headers` (env mode only) answers the request's headers as JSON (`{"name": ["value"]}`):
+//! what reached the workload through the gateway.
 //!
 //! `GET /dial?addr=IP:PORT` (env mode only) is a test aid for network isolation: it opens a TCP
 //! connection to that address (an IP literal, no name lookup), closes it at once without
@@ -319,12 +322,24 @@ async fn respond(request: &Request<Incoming>, context: &Context) -> Response<Ful
             Some(stdin) => json(&environment_report(stdin.clone()).await),
             None => text(StatusCode::NOT_FOUND, "/env is served in env mode only".to_owned()),
         },
+        "/headers" if context.stdin.is_some() => json(&request_headers(request.headers())),
         "/dial" if context.stdin.is_some() => match dial_request(request.uri().query().unwrap_or("")) {
             Ok((addr, timeout)) => json(&dial(addr, timeout).await),
             Err(message) => text(StatusCode::BAD_REQUEST, message),
         },
         path => text(StatusCode::NOT_FOUND, format!("no such path: {path}")),
     }
+}
+
+/// The request's headers as JSON, each name with its values (the test aid `/headers`: what
+/// the gateway forwarded, such as the `traceparent` it gave the request).
+fn request_headers(headers: &hyper::HeaderMap) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for name in headers.keys() {
+        let values = headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        out.insert(name.as_str().to_owned(), values.collect::<Vec<_>>().into());
+    }
+    serde_json::Value::Object(out)
 }
 
 /// The address and timeout of a `/dial` request: `addr=IP:PORT`, optional `timeout_ms`.

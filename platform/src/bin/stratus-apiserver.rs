@@ -206,6 +206,7 @@ fn corrupt_log(e: &anyhow::Error) -> bool {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     stratus_support::init_tracing();
+    let traces = stratus_support::otel::init("stratus-apiserver")?;
     stratus_support::raise_open_file_limit();
     let args = Args::parse();
     if args.repair {
@@ -286,6 +287,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(file = %file.display(), "created the cluster admin \"admin\"; its password is in the file");
     }
     platform.run_until(stratus_support::shutdown_signal()).await?;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     Ok(())
 }
 

@@ -114,6 +114,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     stratus_support::init_tracing();
+    let traces = stratus_support::otel::init("stratus-controllers")?;
     stratus_support::raise_open_file_limit();
     let args = Args::parse();
     let identity = args.identity.unwrap_or_else(|| {
@@ -161,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
     let platform =
         builder.controllers(config).autoscaler_listener(autoscaler).controllers_metrics(metrics).start().await?;
     platform.run_until(stratus_support::shutdown_signal()).await?;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     Ok(())
 }
 

@@ -107,6 +107,7 @@ fn parse_endpoints(value: &str) -> Result<String, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     stratus_support::init_tracing();
+    let traces = stratus_support::otel::init("stratus-gateway")?;
     stratus_support::raise_open_file_limit();
     let args = Args::parse();
     let listener =
@@ -175,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
         })
         .await?;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     Ok(())
 }
 
