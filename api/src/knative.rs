@@ -18,6 +18,7 @@ const METRIC: &str = "autoscaling.knative.dev/metric";
 const UTILIZATION: &str = "autoscaling.knative.dev/target-utilization-percentage";
 const CLASS: &str = "autoscaling.knative.dev/class";
 const CPU_THROTTLING: &str = "run.googleapis.com/cpu-throttling";
+const STARTUP_CPU_BOOST: &str = "run.googleapis.com/startup-cpu-boost";
 /// The annotation that overrides the autoscaler's stable window of one revision, e.g. `"10s"`.
 pub const WINDOW: &str = "autoscaling.knative.dev/window";
 /// The shortest and longest stable window the annotation may ask for.
@@ -129,6 +130,13 @@ pub fn apply_annotations(
             other => errs.push(at(CPU_THROTTLING), format!("{other:?} is not true or false")),
         }
     }
+    if let Some(raw) = annotations.get(STARTUP_CPU_BOOST) {
+        match raw.trim() {
+            "true" => fill(&mut spec.startup_cpu_boost, true, &at(STARTUP_CPU_BOOST), &mut errs),
+            "false" => fill(&mut spec.startup_cpu_boost, false, &at(STARTUP_CPU_BOOST), &mut errs),
+            other => errs.push(at(STARTUP_CPU_BOOST), format!("{other:?} is not true or false")),
+        }
+    }
     errs.into_result()
 }
 
@@ -184,6 +192,9 @@ pub fn release_changed_annotations(new: &mut crate::AnyObject, stored: &crate::A
     let Some(spec) = template.spec.as_mut() else { return };
     if changed(&[CPU_THROTTLING]) && spec.cpu_throttling == old.cpu_throttling {
         spec.cpu_throttling = None;
+    }
+    if changed(&[STARTUP_CPU_BOOST]) && spec.startup_cpu_boost == old.startup_cpu_boost {
+        spec.startup_cpu_boost = None;
     }
     let s = spec.scaling.get_or_insert_with(Scaling::default);
     if changed(MIN_SCALE) && s.min_instances == old_s.min_instances {

@@ -106,6 +106,7 @@ fn cloud_run_manifest_converts_with_annotations() {
     assert_eq!(scaling.target, Some(50.0));
     assert_eq!(scaling.metric, "concurrency");
     assert_eq!(rs.cpu_throttling, Some(false));
+    assert_eq!(rs.startup_cpu_boost, Some(true), "run.googleapis.com/startup-cpu-boost is honoured");
     assert_eq!(rs.service_account_name, "my-sa");
     assert_eq!(spec.traffic[0].percent, Some(100));
 }

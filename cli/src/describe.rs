@@ -414,6 +414,9 @@ fn revision_spec(doc: &mut Doc, indent: usize, spec: Option<&RevisionSpec>) {
     if let Some(throttling) = spec.cpu_throttling {
         doc.field(indent, "CPU Throttling", throttling.to_string());
     }
+    if spec.startup_cpu_boost == Some(true) {
+        doc.field(indent, "Startup CPU Boost", "true".to_string());
+    }
     if let Some(grace) = spec.termination_grace_period_seconds {
         doc.field(indent, "Termination Grace Period", format!("{grace}s"));
     }

@@ -10,7 +10,7 @@
 //! describes; an exited container is counted when it is the one named there, and the count
 //! and the cleared `containerId` are written before the container is removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -59,6 +59,9 @@ pub struct Context {
     draining: Mutex<HashMap<String, Instant>>,
     /// Each instance's billable time (see [`crate::metering`]).
     pub meters: Meters,
+    /// The containers started with a startup CPU boost whose limit is back to the instance's
+    /// (after a restart of the agent the set is empty, and the limit is set once more).
+    unboosted: Mutex<HashSet<String>>,
     trigger: mpsc::UnboundedSender<ObjectRef>,
 }
 
@@ -87,6 +90,7 @@ impl Context {
             usage: Mutex::default(),
             draining: Mutex::default(),
             meters,
+            unboosted: Mutex::default(),
             trigger,
         };
         (Arc::new(ctx), keys)
@@ -106,6 +110,7 @@ impl Context {
     fn forget_container(&self, id: &str) {
         lock(&self.probers).remove(id);
         lock(&self.usage).remove(id);
+        lock(&self.unboosted).remove(id);
     }
 }
 
@@ -221,6 +226,9 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
         Err(message) => return failed_to_run(ctx, inst, status, "CreateContainerConfigError", message).await,
     };
     let mut config = container_config(inst, container, &ctx.cfg, status.restart_count, &secrets);
+    if spec.startup_cpu_boost == Some(true) {
+        config.nano_cpus = boosted_nano_cpus(config.nano_cpus, node_nano_cpus());
+    }
     let sc = container.security_context.as_ref();
     match security::identity(ctx.runtime.as_ref(), &image, sc, ctx.cfg.require_non_root).await {
         Ok(identity) => (config.user, config.cap_add) = (identity.user, identity.cap_add),
@@ -340,7 +348,54 @@ async fn running(
         });
     }
     write_status(ctx, inst, status).await?;
+    if ready {
+        end_startup_boost(ctx, inst, &c.id).await;
+    }
     Ok(Action::requeue(ctx.cfg.sync_interval))
+}
+
+/// The CPU limit of a container started with the startup CPU boost, in nano-CPUs: twice its
+/// own `limit`, at least one CPU, at most `node` (the engine refuses more than the host has).
+/// Without a limit (0) there is nothing to boost.
+pub fn boosted_nano_cpus(limit: i64, node: i64) -> i64 {
+    const ONE_CPU: i64 = 1_000_000_000;
+    if limit <= 0 {
+        return limit;
+    }
+    let boosted = limit.saturating_mul(2).max(ONE_CPU);
+    if node > 0 { boosted.min(node).max(limit) } else { boosted }
+}
+
+/// The CPUs this node has, in nano-CPUs (0 when unknown).
+fn node_nano_cpus() -> i64 {
+    std::thread::available_parallelism()
+        .map_or(0, |n| i64::try_from(n.get()).unwrap_or(0).saturating_mul(1_000_000_000))
+}
+
+/// Once an instance started with the startup CPU boost is ready, its container gets its own
+/// CPU limit back, without a restart. A failure is logged and tried again at the next sync.
+async fn end_startup_boost(ctx: &Context, inst: &Instance, container_id: &str) {
+    let spec = inst.spec.as_ref();
+    if spec.and_then(|s| s.startup_cpu_boost) != Some(true) || lock(&ctx.unboosted).contains(container_id) {
+        return;
+    }
+    let limit = spec.and_then(|s| serving_container(&s.containers)).map_or(0, cpu_limit_nanos);
+    if limit <= 0 {
+        return;
+    }
+    match ctx.runtime.update_cpu(container_id, limit).await {
+        Ok(()) => {
+            info!(container = %container_id, cpu_limit_nanos = limit, "ready: the startup CPU boost ends");
+            lock(&ctx.unboosted).insert(container_id.to_string());
+        }
+        Err(e) => warn!(container = %container_id, error = %e, "could not end the startup CPU boost; retrying"),
+    }
+}
+
+/// A container's CPU limit in nano-CPUs; 0 when it has none.
+fn cpu_limit_nanos(c: &Container) -> i64 {
+    let limit = c.resources.as_ref().and_then(|r| r.limits.get("cpu")).and_then(|v| v.parse::<Quantity>().ok());
+    limit.map_or(0, |q| i64::try_from(q.nanos()).unwrap_or(i64::MAX))
 }
 
 async fn exited(
@@ -611,7 +666,7 @@ pub fn container_config(
     let port = serving_port(c);
     let limits = c.resources.as_ref().map(|r| r.limits.clone()).unwrap_or_default();
     let quantity = |k: &str| limits.get(k).and_then(|v| v.parse::<Quantity>().ok());
-    let nano_cpus = quantity("cpu").map(|q| i64::try_from(q.nanos()).unwrap_or(i64::MAX)).unwrap_or(0);
+    let nano_cpus = cpu_limit_nanos(c);
     let memory_bytes = quantity("memory").map(|q| i64::try_from(q.ceil_units()).unwrap_or(i64::MAX)).unwrap_or(0);
     let mut env = vec![
         ("PORT".to_string(), port.to_string()),
@@ -671,4 +726,21 @@ async fn exited_at(ctx: &Context, id: &str, stopping: i64) -> Result<i64, Error>
     let finished = ctx.runtime.inspect(id).await?.and_then(|s| s.finished_at).map(millis_of);
     let now = now_millis();
     Ok(finished.map_or(now, |f| f.clamp(stopping, now.max(stopping))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::boosted_nano_cpus;
+
+    const CPU: i64 = 1_000_000_000;
+
+    #[test]
+    fn the_boost_doubles_the_limit_to_at_least_one_cpu_within_the_node() {
+        assert_eq!(boosted_nano_cpus(CPU / 10, 4 * CPU), CPU, "100m starts with a whole CPU");
+        assert_eq!(boosted_nano_cpus(CPU, 4 * CPU), 2 * CPU);
+        assert_eq!(boosted_nano_cpus(3 * CPU, 4 * CPU), 4 * CPU, "never more than the node has");
+        assert_eq!(boosted_nano_cpus(6 * CPU, 4 * CPU), 6 * CPU, "never less than the limit");
+        assert_eq!(boosted_nano_cpus(CPU, 0), 2 * CPU, "a node of unknown size");
+        assert_eq!(boosted_nano_cpus(0, 4 * CPU), 0, "no limit: nothing to boost");
+    }
 }

@@ -217,6 +217,52 @@ async fn never_ready_containers_stay_not_ready_with_the_probe_message() {
     assert_eq!(st.reason, "ContainersNotReady");
 }
 
+/// Cloud Run's startup CPU boost: the container starts with more CPU than its limit (twice it,
+/// at least one CPU, at most the node's), and gets its limit back once ready, without a
+/// restart; one that never gets ready keeps the boost.
+#[tokio::test]
+async fn the_startup_cpu_boost_lasts_until_the_instance_is_ready() {
+    let h = harness("node-boost").await;
+    let node_cpus = std::thread::available_parallelism().map_or(1, |n| i64::try_from(n.get()).unwrap());
+    // Twice the limit of 500m is one CPU, within any node.
+    let boosted = 1_000_000_000i64.min(node_cpus * 1_000_000_000);
+    let mut inst = h.instance("boosted", IMAGE, &[], "64Mi");
+    inst.spec.as_mut().unwrap().startup_cpu_boost = Some(true);
+    h.client.create(inst).await.unwrap();
+    let i = h.wait_for("boosted", "Ready", |i| status(i).ready).await;
+    let id = status(&i).container_id;
+    let lowered = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(update) = h.runtime.cpu_updates().into_iter().find(|(c, _, _)| *c == id) {
+                return update;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the boost ends once the instance is ready");
+    assert_eq!(lowered, (id.clone(), boosted, 500_000_000), "started boosted, lowered to the limit");
+    assert_eq!(h.runtime.container(&id).unwrap().config.nano_cpus, 500_000_000);
+    // Lowered once, and the same container goes on: no restart.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.runtime.cpu_updates().iter().filter(|(c, _, _)| *c == id).count(), 1);
+    assert_eq!(status(&h.client.get::<Instance>("default", "boosted").await.unwrap()).restart_count, 0);
+
+    // Without the boost nothing changes; never ready, the boost stays.
+    h.create("plain", IMAGE, &[], "64Mi").await;
+    let plain = status(&h.wait_for("plain", "Ready", |i| status(i).ready).await).container_id;
+    assert_eq!(h.runtime.container(&plain).unwrap().config.nano_cpus, 500_000_000);
+    let silent = "127.0.0.1:5000/silent:v1";
+    h.runtime.add_image(silent, "silent@sha256:1");
+    h.runtime.never_listen(silent);
+    let mut inst = h.instance("slow", silent, &[], "64Mi");
+    inst.spec.as_mut().unwrap().startup_cpu_boost = Some(true);
+    h.client.create(inst).await.unwrap();
+    let i = h.wait_for("slow", "a probe message", |i| status(i).message.contains("readiness probe failed")).await;
+    assert_eq!(h.runtime.container(&status(&i).container_id).unwrap().config.nano_cpus, boosted);
+    assert!(h.runtime.cpu_updates().iter().all(|(c, _, _)| *c == id), "{:?}", h.runtime.cpu_updates());
+}
+
 #[tokio::test]
 async fn deleting_stops_gracefully_then_releases_the_instance() {
     let h = harness("node-g").await;

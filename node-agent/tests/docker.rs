@@ -310,6 +310,16 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     assert!(report["root_error"].as_str().is_some_and(|e| e.contains("Read-only file system")), "{report}");
     assert_eq!(report["memory_limit_bytes"].as_u64(), Some(96 << 20), "{report}");
     assert_eq!(report["cpu_limit_millis"].as_u64(), Some(500), "{report}");
+
+    // The CPU limit changes in place (the startup CPU boost ends this way): the engine records
+    // it, the running workload sees it, and it is the same process.
+    runtime.update_cpu(&id, 250_000_000).await.unwrap();
+    let updated = runtime.client().await.unwrap().inspect_container(&id, None).await.unwrap();
+    assert_eq!(updated.host_config.and_then(|h| h.nano_cpus), Some(250_000_000));
+    assert_eq!(updated.state.and_then(|s| s.pid), Some(pid), "not restarted");
+    let (_, body) = http_get(port, "/env").await.unwrap();
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["cpu_limit_millis"].as_u64(), Some(250), "{report}");
 }
 
 #[tokio::test]

@@ -139,6 +139,7 @@ impl<R: Runtime> AgentHarness<R> {
             timeout_seconds: 300,
             termination_grace_period_seconds: self.termination_grace_period_seconds,
             cpu_throttling: None,
+            startup_cpu_boost: None,
         });
         inst
     }

@@ -119,6 +119,8 @@ pub(super) fn instance_for(rev: &Revision, suffix: &str, policy: &Overcommit) ->
                 .unwrap_or(defaults::TERMINATION_GRACE_PERIOD_SECONDS),
             // The agent meters the instance by its revision's billing mode.
             cpu_throttling: spec.cpu_throttling,
+            // The agent gives it more CPU until it is first ready.
+            startup_cpu_boost: spec.startup_cpu_boost,
         }),
         ..Default::default()
     }
@@ -192,6 +194,18 @@ mod tests {
             }
             let inst = instance_for(&rev, "abcde", &Overcommit::default());
             assert_eq!(inst.spec.unwrap_or_default().cpu_throttling, mode, "revision's cpu_throttling {mode:?}");
+        }
+    }
+
+    #[test]
+    fn instances_carry_the_revision_startup_cpu_boost() {
+        for boost in [Some(false), Some(true), None] {
+            let mut rev = revision(0);
+            if let Some(spec) = rev.spec.as_mut() {
+                spec.startup_cpu_boost = boost;
+            }
+            let inst = instance_for(&rev, "abcde", &Overcommit::default());
+            assert_eq!(inst.spec.unwrap_or_default().startup_cpu_boost, boost, "revision's boost {boost:?}");
         }
     }
 

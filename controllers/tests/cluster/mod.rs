@@ -246,6 +246,7 @@ pub fn instance(name: &str, revision: &str, cpu: &str, memory: &str, node: &str)
         timeout_seconds: 300,
         termination_grace_period_seconds: 10,
         cpu_throttling: None,
+        startup_cpu_boost: None,
     });
     inst
 }

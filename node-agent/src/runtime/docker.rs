@@ -18,7 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::NetworkCreateRequest;
+use bollard::models::{ContainerUpdateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, ListNetworksOptions, LogsOptions,
     RemoveContainerOptions, StatsOptions, StopContainerOptions,
@@ -345,6 +345,13 @@ impl Runtime for DockerRuntime {
     async fn start(&self, id: &str) -> Result<()> {
         // 304 (already running) counts as success in bollard.
         self.ready().await?.start_container(id, None).await.map_err(|e| self.container_error(id, e))
+    }
+
+    async fn update_cpu(&self, id: &str, nano_cpus: i64) -> Result<()> {
+        // NanoCpus, as the container was created with (the engine refuses to mix it with a
+        // CPU period and quota).
+        let body = ContainerUpdateBody { nano_cpus: Some(nano_cpus), ..Default::default() };
+        self.ready().await?.update_container(id, body).await.map_err(|e| self.container_error(id, e))
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {

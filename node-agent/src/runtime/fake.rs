@@ -38,6 +38,8 @@ struct State {
     pull_errors: HashMap<String, String>,
     pulls: Vec<String>,
     stops: Vec<(String, Duration)>,
+    /// Every `update_cpu`: the container, its CPU limit before and after.
+    cpu_updates: Vec<(String, i64, i64)>,
     next_id: u64,
     unreachable: Option<String>,
     silent_images: Vec<String>,
@@ -108,6 +110,11 @@ impl FakeRuntime {
     /// The containers stopped so far, with the grace period each was given.
     pub fn stops(&self) -> Vec<(String, Duration)> {
         self.lock().stops.clone()
+    }
+
+    /// Every CPU limit changed by `update_cpu`: (container, before, after), in order.
+    pub fn cpu_updates(&self) -> Vec<(String, i64, i64)> {
+        self.lock().cpu_updates.clone()
     }
 
     pub fn containers(&self) -> Vec<FakeContainer> {
@@ -273,6 +280,15 @@ impl Runtime for FakeRuntime {
             c.status.finished_at = Some(SystemTime::now());
             c.stopped_with = Some(grace);
         }
+        Ok(())
+    }
+
+    async fn update_cpu(&self, id: &str, nano_cpus: i64) -> Result<()> {
+        self.check()?;
+        let mut st = self.lock();
+        let c = st.containers.get_mut(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
+        let before = std::mem::replace(&mut c.config.nano_cpus, nano_cpus);
+        st.cpu_updates.push((id.to_string(), before, nano_cpus));
         Ok(())
     }
 

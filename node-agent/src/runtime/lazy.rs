@@ -75,6 +75,11 @@ impl Runtime for LazyDocker {
         self.check(r).await
     }
 
+    async fn update_cpu(&self, id: &str, nano_cpus: i64) -> Result<()> {
+        let r = self.engine().await?.update_cpu(id, nano_cpus).await;
+        self.check(r).await
+    }
+
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let r = self.engine().await?.stop(id, grace).await;
         self.check(r).await

@@ -190,6 +190,10 @@ pub trait Runtime: Send + Sync + 'static {
 
     async fn start(&self, id: &str) -> Result<()>;
 
+    /// Changes the CPU limit of a container, running or not, without restarting it (the startup
+    /// CPU boost ends this way). `nano_cpus` 0 removes the limit.
+    async fn update_cpu(&self, id: &str, nano_cpus: i64) -> Result<()>;
+
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL. Stopping a stopped container is fine.
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
 
