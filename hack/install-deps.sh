@@ -35,6 +35,7 @@ if [ "${1:-}" = "--bench" ]; then
   deps+=(
     "wrk|cmd:wrk|stratus-bench gateway loads the gateway, nginx and the workload with wrk"
     "nginx|cmd:nginx|stratus-bench gateway compares the gateway with nginx as a reverse proxy"
+    "linux-perf|cmd:perf|profiling the gateway under wrk (perf record -g; docs/benchmarks.md)"
   )
 fi
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 const TCP_SETTLE: Duration = Duration::from_millis(30);
 
 /// How often readiness is tried before its first success.
-const EAGER_PERIOD: Duration = Duration::from_millis(25);
+const EAGER_PERIOD: Duration = Duration::from_millis(5);
 
 /// What the probes found so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
