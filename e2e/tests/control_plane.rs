@@ -663,7 +663,8 @@ async fn a_request_is_traced_through_the_gateway_to_the_workload_and_reconciles_
     let mut up = Proc(
         Command::new(binary("stratus"))
             .args(["up", "--listen", &api, "--gateway-listen", &gateway, "--gateway-https-listen", &https])
-            .args(["--agent-listen", &agent, "--node-name", &node, "--data-dir"])
+            .args(["--agent-listen", &agent, "--node-name", &node, "--gateway-admin-listen", "127.0.0.1:0"])
+            .args(["--controllers-metrics-listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .arg("-f")
             .arg(&manifest)
