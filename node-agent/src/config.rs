@@ -45,6 +45,11 @@ pub struct AgentConfig {
     pub instance_network: String,
     /// Every container must run as a non-root user, as if each said `runAsNonRoot: true`.
     pub require_non_root: bool,
+    /// Whether this agent can reach its containers on their own addresses (it runs in the
+    /// host's network namespace, as under `stratus up`): TCP readiness probes then connect
+    /// there, where a refused connection means nothing listens, instead of waiting to see the
+    /// engine's port proxy keep a connection open. Falls back to the published port.
+    pub probe_container_address: bool,
     /// What the agent relays of a container's output (`stratus logs`): lines cut at this many
     /// bytes, and at most this many lines a second per instance; see [`crate::logs`].
     pub log_limits: crate::logs::LogLimits,
@@ -103,6 +108,7 @@ impl AgentConfig {
             drain_delay: Duration::from_secs(2),
             instance_network: DEFAULT_INSTANCE_NETWORK.into(),
             require_non_root: false,
+            probe_container_address: false,
             log_limits: crate::logs::LogLimits::default(),
             tls: None,
             metering: None,

@@ -539,7 +539,13 @@ fn ensure_prober(ctx: &Arc<Context>, inst: &Instance, c: &ContainerStatus) -> cr
     let key = ObjectRef::new(inst.meta().namespace.clone(), inst.meta().name.clone());
     let trigger = ctx.trigger.clone();
     let address = format!("{}:{port}", ctx.cfg.publish_address());
-    let prober = Prober::start(address, startup, readiness, liveness, move || {
+    let direct = ctx
+        .cfg
+        .probe_container_address
+        .then_some(c.ip)
+        .flatten()
+        .map(|ip| std::net::SocketAddr::new(ip, u16::try_from(serving_port).unwrap_or(8080)));
+    let prober = Prober::start(address, direct, startup, readiness, liveness, move || {
         let _ = trigger.send(key.clone());
     });
     let status = prober.status();

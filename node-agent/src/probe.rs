@@ -10,8 +10,10 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
 use stratus_api::v1::Probe;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -123,6 +125,7 @@ impl Prober {
     /// Starts probing. `changed` is called after every change of the status.
     pub fn start(
         address: String,
+        direct: Option<SocketAddr>,
         startup: Option<ProbeSpec>,
         readiness: ProbeSpec,
         liveness: Option<ProbeSpec>,
@@ -130,6 +133,7 @@ impl Prober {
     ) -> Prober {
         let (tx, status) = watch::channel(ProbeStatus { started: startup.is_none(), ..Default::default() });
         let task = tokio::spawn(async move {
+            let direct = Direct::new(direct);
             let publish = |f: &dyn Fn(&mut ProbeStatus)| {
                 let mut changed_now = false;
                 tx.send_if_modified(|s| {
@@ -146,7 +150,7 @@ impl Prober {
                 tokio::time::sleep(spec.initial_delay).await;
                 let mut failures = 0;
                 loop {
-                    match check(&address, &spec).await {
+                    match check(&address, &direct, &spec).await {
                         Ok(()) => {
                             publish(&|s| s.started = true);
                             break;
@@ -169,7 +173,7 @@ impl Prober {
                 tokio::time::sleep(readiness.initial_delay).await;
                 let (mut successes, mut failures, mut ever_ready) = (0u32, 0u32, false);
                 loop {
-                    match check(&address, &readiness).await {
+                    match check(&address, &direct, &readiness).await {
                         Ok(()) => {
                             failures = 0;
                             successes += 1;
@@ -205,7 +209,7 @@ impl Prober {
                 tokio::time::sleep(spec.initial_delay).await;
                 let mut failures = 0;
                 loop {
-                    match check(&address, &spec).await {
+                    match check(&address, &direct, &spec).await {
                         Ok(()) => failures = 0,
                         Err(e) => {
                             failures += 1;
@@ -232,8 +236,45 @@ impl Prober {
     }
 }
 
+/// The container's own address, for TCP probes: tried first, briefly; a connection there means
+/// the workload listens. Once it cannot be reached at all (a timeout: no route from here), it
+/// is not tried again.
+struct Direct {
+    address: Option<SocketAddr>,
+    reachable: std::sync::atomic::AtomicBool,
+}
+
+impl Direct {
+    fn new(address: Option<SocketAddr>) -> Direct {
+        Direct { address, reachable: std::sync::atomic::AtomicBool::new(true) }
+    }
+
+    /// Whether the workload listens, as seen on its own address; `false` when unknown.
+    async fn listens(&self) -> bool {
+        let Some(address) = self.address else { return false };
+        if !self.reachable.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        match tokio::time::timeout(DIRECT_CONNECT, TcpStream::connect(address)).await {
+            Ok(Ok(_)) => true,
+            // Refused: nothing listens yet (the published port would say the same, slower).
+            Ok(Err(_)) => false,
+            Err(_) => {
+                self.reachable.store(false, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// How long connecting to a container's own address may take: it is on this host.
+const DIRECT_CONNECT: Duration = Duration::from_millis(50);
+
 /// Runs one probe.
-async fn check(address: &str, spec: &ProbeSpec) -> Result<(), String> {
+async fn check(address: &str, direct: &Direct, spec: &ProbeSpec) -> Result<(), String> {
+    if matches!(spec.action, Action::Tcp) && direct.listens().await {
+        return Ok(());
+    }
     let attempt = async {
         let mut stream = TcpStream::connect(address).await.map_err(|e| format!("dial tcp {address}: {e}"))?;
         let Action::Http { path, headers } = &spec.action else {
@@ -316,7 +357,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(true));
         let addr = http_server(healthy.clone()).await;
         let spec = fast(Action::Http { path: "/healthz".into(), headers: vec![] }, 2);
-        let p = Prober::start(addr, None, spec, None, || {});
+        let p = Prober::start(addr, None, None, spec, None, || {});
         wait_for(&p, |s| s.ready).await;
         healthy.store(false, Ordering::SeqCst);
         let s = wait_for(&p, |s| !s.ready).await;
@@ -330,7 +371,7 @@ mod tests {
         let healthy = Arc::new(AtomicBool::new(false));
         let addr = http_server(healthy).await;
         let live = fast(Action::Http { path: "/".into(), headers: vec![] }, 3);
-        let p = Prober::start(addr, None, fast(Action::Tcp, 3), Some(live), || {});
+        let p = Prober::start(addr, None, None, fast(Action::Tcp, 3), Some(live), || {});
         let s = wait_for(&p, |s| s.failed).await;
         assert!(s.message.starts_with("liveness probe failed"), "{}", s.message);
     }
@@ -340,10 +381,33 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         drop(listener);
-        let p = Prober::start(addr, None, fast(Action::Tcp, 1), None, || {});
+        let p = Prober::start(addr, None, None, fast(Action::Tcp, 1), None, || {});
         let s = wait_for(&p, |s| !s.message.is_empty()).await;
         assert!(!s.ready);
         assert!(s.message.contains("dial tcp"), "{}", s.message);
+    }
+
+    /// The engine's userland proxy accepts a connection to a published port whether or not the
+    /// workload listens, and closes it at once when it does not: a TCP probe believes the
+    /// container's own address first, where a refused connection is an answer.
+    #[tokio::test]
+    async fn a_tcp_probe_believes_the_container_address_over_a_proxy_that_accepts_anything() {
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let published = proxy.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = proxy.accept().await {
+                drop(s);
+            }
+        });
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let container = free.local_addr().expect("addr");
+        drop(free);
+        let p = Prober::start(published, Some(container), None, fast(Action::Tcp, 1), None, || {});
+        let s = wait_for(&p, |s| !s.message.is_empty()).await;
+        assert!(!s.ready, "nothing listens in the container yet");
+        assert!(s.message.contains("nothing listens"), "{}", s.message);
+        let _workload = std::net::TcpListener::bind(container).expect("bind the container's port");
+        wait_for(&p, |s| s.ready).await;
     }
 
     #[test]

@@ -297,7 +297,9 @@ async fn containers_are_created_with_the_limits_and_hardening_asked_for() {
     }
 
     // As the workload sees it.
-    let port = running_status(&runtime, &id).await.host_port.unwrap();
+    let running = running_status(&runtime, &id).await;
+    assert!(running.ip.is_some_and(|ip| !ip.is_loopback()), "its own address on {NETWORK}: {running:?}");
+    let port = running.host_port.unwrap();
     serving(port).await;
     let (code, body) = http_get(port, "/env").await.unwrap();
     assert_eq!(code, 200, "{body}");

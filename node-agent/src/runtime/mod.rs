@@ -81,6 +81,8 @@ pub struct ContainerStatus {
     pub finished_at: Option<SystemTime>,
     /// The host port `port` was published on, once running.
     pub host_port: Option<u16>,
+    /// The container's own address on its network, once running.
+    pub ip: Option<std::net::IpAddr>,
     /// The engine's error for a container that failed to start, if any.
     pub error: String,
 }

@@ -144,6 +144,14 @@ pub(super) fn container_status(inspect: ContainerInspectResponse) -> ContainerSt
         _ if !running && (finished_at.is_some() || code != 0) => Some(code),
         _ => None,
     };
+    // The container's address on the (one) network it joined.
+    let ip = inspect
+        .network_settings
+        .as_ref()
+        .and_then(|settings| settings.networks.as_ref())
+        .into_iter()
+        .flat_map(|networks| networks.values())
+        .find_map(|network| network.ip_address.as_deref().and_then(|ip| ip.parse().ok()));
     // The first published host port, whichever container port it is for: Stratus publishes one.
     let host_port = inspect
         .network_settings
@@ -163,6 +171,7 @@ pub(super) fn container_status(inspect: ContainerInspectResponse) -> ContainerSt
         started_at: state.started_at.as_deref().and_then(parse_time),
         finished_at,
         host_port: if running { host_port } else { None },
+        ip: if running { ip } else { None },
         error: state.error.unwrap_or_default(),
     }
 }
