@@ -243,10 +243,14 @@ async fn the_startup_cpu_boost_lasts_until_the_instance_is_ready() {
     .expect("the boost ends once the instance is ready");
     assert_eq!(lowered, (id.clone(), boosted, 500_000_000), "started boosted, lowered to the limit");
     assert_eq!(h.runtime.container(&id).unwrap().config.nano_cpus, 500_000_000);
-    // Lowered once, and the same container goes on: no restart.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Lowered once, and the same container goes on: no restart. A usage sample that reaches
+    // the status proves later reconciles of the ready instance ran (they lower nothing more).
+    let sample = stratus_agent::runtime::Usage { cpu_millis: 77, memory_bytes: 7 << 20 };
+    h.runtime.set_usage(&id, sample);
+    let i = h.wait_for("boosted", "a later reconcile", |i| status(i).usage.is_some_and(|u| u.cpu_millis == 77)).await;
+    assert_eq!(status(&i).container_id, id);
+    assert_eq!(status(&i).restart_count, 0);
     assert_eq!(h.runtime.cpu_updates().iter().filter(|(c, _, _)| *c == id).count(), 1);
-    assert_eq!(status(&h.client.get::<Instance>("default", "boosted").await.unwrap()).restart_count, 0);
 
     // Without the boost nothing changes; never ready, the boost stays.
     h.create("plain", IMAGE, &[], "64Mi").await;
