@@ -321,6 +321,15 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
             {
                 errs.push("spec.nodeName", e);
             }
+            if let Some(st) = &i.status
+                && !st.container_address.is_empty()
+                && st.container_address.parse::<std::net::SocketAddr>().is_err()
+            {
+                errs.push(
+                    "status.containerAddress",
+                    format!("{:?} is not an IP address and port", st.container_address),
+                );
+            }
         }
         AnyObject::Namespace(ns) => {
             if let Some(t) = ns.spec.as_ref().map(|s| &s.tenant).filter(|t| !t.is_empty())
@@ -351,6 +360,11 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                         if let Err(e) = v.parse::<Quantity>() {
                             errs.push(format!("status.{field}[{k}]"), e.to_string());
                         }
+                    }
+                }
+                for (k, cidr) in st.instance_cidrs.iter().enumerate() {
+                    if let Err(why) = check_cidr(cidr) {
+                        errs.push(format!("status.instanceCidrs[{k}]"), why);
                     }
                 }
             }
@@ -440,6 +454,12 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                 if a.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                     errs.push(format!("spec.addresses[{i}].address"), format!("{:?} is not host:port", a.address));
                 }
+                if !a.container_address.is_empty() && a.container_address.parse::<std::net::SocketAddr>().is_err() {
+                    errs.push(
+                        format!("spec.addresses[{i}].containerAddress"),
+                        format!("{:?} is not an IP address and port", a.container_address),
+                    );
+                }
             }
         }
         AnyObject::User(u) => {
@@ -514,6 +534,22 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
         }
     }
     errs.into_result()
+}
+
+/// Whether `text` is an IP network in CIDR notation (`172.18.0.0/16`, `fd00::/64`).
+fn check_cidr(text: &str) -> Result<(), String> {
+    let Some((ip, prefix)) = text.split_once('/') else {
+        return Err(format!("{text:?} is not a network in CIDR notation (address/prefix length)"));
+    };
+    let bits = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return Err(format!("{ip:?} in {text:?} is not an IP address")),
+    };
+    match prefix.parse::<u8>() {
+        Ok(p) if p <= bits => Ok(()),
+        _ => Err(format!("{prefix:?} in {text:?} is not a prefix length from 0 to {bits}")),
+    }
 }
 
 /// [`validate`] for an object that replaces `stored` (an update, an apply, a status write, a

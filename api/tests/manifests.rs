@@ -193,6 +193,18 @@ fn every_kind_of_bad_input_names_its_field() {
             "apiVersion: stratus.dev/v1\nkind: Service\nmetadata: {name: a}\nspec: {template: {spec: {containers: [{image: x}], containerConcurrency: -1}}}\n",
             "containerConcurrency: -1 is not between 0 (unlimited) and 1000",
         ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Endpoints\nmetadata: {name: a}\nspec: {addresses: [{address: 'n:1', containerAddress: 'n:1'}]}\n",
+            "spec.addresses[0].containerAddress: \"n:1\" is not an IP address and port",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['10.0.0.0/8', '10.0.0.0/33']}\n",
+            "status.instanceCidrs[1]: \"33\" in \"10.0.0.0/33\" is not a prefix length from 0 to 32",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: [bridge]}\n",
+            "status.instanceCidrs[0]: \"bridge\" is not a network in CIDR notation",
+        ),
     ];
     for (yaml, want) in cases {
         let got = err(yaml);

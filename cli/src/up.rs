@@ -348,9 +348,11 @@ async fn agent(
     .map_err(|e| Error::Up(format!("cannot open the agent's usage spool {}: {e}", usage_dir.display())))?;
     let mut config = stratus_agent::AgentConfig::new(node_name);
     config.require_non_root = args.require_non_root;
-    // The agent runs on this host, beside the engine: it reaches containers on their own
-    // addresses, and probes them there.
+    // The agent runs on this host, beside the engine and the gateway: both reach containers on
+    // their own addresses, so the agent probes them there and advertises them to the gateway
+    // (no engine port proxy on the request path).
     config.probe_container_address = true;
+    config.advertise_container_address = true;
     config.metering =
         Some(stratus_agent::metering::Metering { spool, window: stratus_agent::metering::Metering::DEFAULT_WINDOW });
     Ok((config, runtime, listener))

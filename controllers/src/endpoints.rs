@@ -8,8 +8,9 @@
 //! - ready (`status.ready`), with an address (`host:port`),
 //! - neither finished nor terminating (no `deletionTimestamp`, reason not `Terminating`),
 //!
-//! with its instance and node names and the protocol of the Revision's serving port (`h2c` or
-//! `http1`). An Instance's change reaches its Revision's Endpoints at once (through the informer
+//! with its instance and node names, the protocol of the Revision's serving port (`h2c` or
+//! `http1`) and, when its node advertises one, its address on its own network
+//! (`status.containerAddress`, which gateways prefer where the node vouches for it). An Instance's change reaches its Revision's Endpoints at once (through the informer
 //! watch, well within a second); the Endpoints is written only when what it would list changes.
 
 use std::future::Future;
@@ -98,6 +99,7 @@ fn desired(rev: &Revision, instances: &[Arc<Instance>]) -> EndpointsSpec {
             instance_name: i.meta().name.clone(),
             node_name: i.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default(),
             protocol: protocol.to_string(),
+            container_address: i.status.as_ref().map(|s| s.container_address.clone()).unwrap_or_default(),
         })
         .collect();
     addresses.sort_by(|a, b| a.address.cmp(&b.address).then_with(|| a.instance_name.cmp(&b.instance_name)));

@@ -11,6 +11,11 @@
 //! node's InternalIP). Anything else (an address of another host, a node that is unknown, gone
 //! or not Ready) is left out, logged once for as long as it stays left out. A Node's change
 //! builds a new table like any other, so requests pay nothing for the check.
+//!
+//! An address may also name the instance's container address (`containerAddress`, published
+//! by agents that advertise them). The gateway connects there instead of to the published port
+//! when the node vouches for that too: its IP lies in one of the instance networks the node
+//! published (`status.instanceCidrs`). Otherwise the published port is used, logged once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use stratus_client::runtime::{ObjectRef, Store};
 use tokio::time::Instant;
 use tracing::warn;
 
+use crate::cidr::Cidr;
 use crate::metrics::Metrics;
 use crate::poke::Poker;
 use crate::pool::{Billing, EndpointSpec, OutlierDetection, PoolSettings, Protocol, QueueLimits, RevisionPool};
@@ -293,13 +299,28 @@ fn pool_settings(
                 refused.insert(key);
                 continue;
             }
+            // The instance's own address where its node vouches for it: no engine port proxy
+            // or NAT between the gateway and the workload. Else its published port.
+            let mut address = a.address.as_str();
+            if !a.container_address.is_empty() {
+                match container_unvouched(&a.container_address, &a.node_name, &sources.nodes) {
+                    None => address = a.container_address.as_str(),
+                    Some(why) => {
+                        let key = (ObjectRef::from_obj(eps.as_ref()), a.container_address.clone());
+                        if !known.contains(&key) {
+                            warn!(endpoints = %key.0, address = a.container_address, node = a.node_name, "using the published port instead of the container address: {why}");
+                        }
+                        refused.insert(key);
+                    }
+                }
+            }
             let protocol = match a.protocol.as_str() {
                 "h2c" => Protocol::H2c,
                 "" => declared,
                 _ => Protocol::Http1,
             };
             let instance = Arc::from(a.instance_name.as_str());
-            endpoints.push(EndpointSpec { address: Arc::from(a.address.as_str()), protocol, instance });
+            endpoints.push(EndpointSpec { address: Arc::from(address), protocol, instance });
         }
     }
     let billing = rev.as_deref().and_then(|r| billing(r, &spec, service));
@@ -355,6 +376,27 @@ fn unvouched(a: &EndpointAddress, host: &str, nodes: &Store<Node>) -> Option<Str
         return Some(format!("{host} is not an address of node {}", a.node_name));
     }
     None
+}
+
+/// Why `address`, an instance's container address on node `node_name` (Ready, as
+/// [`unvouched`] checked), may not be connected to: it is not an IP and port, or its IP is in
+/// none of the instance networks the node published (`status.instanceCidrs`). `None`: it may.
+fn container_unvouched(address: &str, node_name: &str, nodes: &Store<Node>) -> Option<String> {
+    let Ok(socket) = address.parse::<std::net::SocketAddr>() else {
+        return Some(format!("{address} is not an IP address and port"));
+    };
+    let Some(node) = nodes.get("", node_name) else {
+        return Some(format!("node {node_name} is not registered"));
+    };
+    let cidrs = node.status.as_ref().map(|s| s.instance_cidrs.as_slice()).unwrap_or_default();
+    let inside = cidrs.iter().filter_map(|c| c.parse::<Cidr>().ok()).any(|c| c.contains(socket.ip()));
+    match inside {
+        true => None,
+        false if cidrs.is_empty() => Some(format!("node {node_name} publishes no instance network")),
+        false => {
+            Some(format!("{} is in none of node {node_name}'s instance networks ({})", socket.ip(), cidrs.join(", ")))
+        }
+    }
 }
 
 /// Reasons of a False `Ready` that only mean "not yet": the revision is still starting.
@@ -627,6 +669,49 @@ mod tests {
         f.nodes.upsert(node("node-2", "Unknown", &["10.0.0.2"], "6"));
         assert_eq!(endpoints(&f.build()), 2);
         assert_eq!(refused(&f), ["10.0.0.2:2", "10.0.0.4:5", "10.9.9.9:2379", "127.0.0.1:3", "127.0.0.1:6"]);
+    }
+
+    #[test]
+    fn container_addresses_are_used_inside_the_instance_networks_their_node_published() {
+        let f = Fixture::new();
+        let mut advertising = node("node-2", "True", &["10.0.0.2"], "2");
+        if let Some(s) = advertising.status.as_mut() {
+            s.instance_cidrs = vec!["172.18.0.0/16".into(), "not a network".into()];
+        }
+        f.nodes.upsert(advertising);
+        let with_container = |address: &str, node: &str, container: &str| EndpointAddress {
+            container_address: container.into(),
+            ..self::address(address, node)
+        };
+        f.endpoints.upsert(Endpoints {
+            metadata: meta("default", "hello-1", "4"),
+            spec: Some(EndpointsSpec {
+                revision_name: "hello-1".into(),
+                addresses: vec![
+                    with_container("10.0.0.2:30001", "node-2", "172.18.0.5:8080"),
+                    // Outside the node's instance networks: its published port instead.
+                    with_container("10.0.0.2:30002", "node-2", "10.9.9.9:2379"),
+                    with_container("10.0.0.2:30003", "node-2", "not an address"),
+                    // A node that published no instance network.
+                    with_container("127.0.0.1:30004", "node-1", "172.18.0.6:8080"),
+                    address("10.0.0.2:30005", "node-2"),
+                ],
+            }),
+            ..Default::default()
+        });
+        let sources = Sources {
+            services: f.services.store(),
+            revisions: f.revisions.store(),
+            endpoints: f.endpoints.store(),
+            nodes: f.nodes.store(),
+        };
+        let (known, mut refused) = (HashSet::new(), HashSet::new());
+        let settings = pool_settings(&ObjectRef::new("default", "hello-1"), "hello", &sources, &known, &mut refused);
+        let used: Vec<&str> = settings.endpoints.iter().map(|e| &*e.address).collect();
+        assert_eq!(used, ["172.18.0.5:8080", "10.0.0.2:30002", "10.0.0.2:30003", "127.0.0.1:30004", "10.0.0.2:30005"]);
+        let mut refused: Vec<String> = refused.into_iter().map(|(_, a)| a).collect();
+        refused.sort();
+        assert_eq!(refused, ["10.9.9.9:2379", "172.18.0.6:8080", "not an address"]);
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub struct AgentConfig {
     /// there, where a refused connection means nothing listens, instead of waiting to see the
     /// engine's port proxy keep a connection open. Falls back to the published port.
     pub probe_container_address: bool,
+    /// Whether the platform's gateways can reach this node's containers on their own addresses
+    /// (they share its host, as under `stratus up`, or the instances' network is routed to
+    /// them, as pod networks are in Kubernetes). The agent then publishes the instances'
+    /// network on its Node (`status.instanceCidrs`) and each instance's address on it
+    /// (`status.containerAddress`), and gateways connect there instead of through the engine's
+    /// port publishing (its userland proxy and NAT). Off, instances are reached on published
+    /// ports only.
+    pub advertise_container_address: bool,
     /// What the agent relays of a container's output (`stratus logs`): lines cut at this many
     /// bytes, and at most this many lines a second per instance; see [`crate::logs`].
     pub log_limits: crate::logs::LogLimits,
@@ -109,6 +117,7 @@ impl AgentConfig {
             instance_network: DEFAULT_INSTANCE_NETWORK.into(),
             require_non_root: false,
             probe_container_address: false,
+            advertise_container_address: false,
             log_limits: crate::logs::LogLimits::default(),
             tls: None,
             metering: None,

@@ -254,6 +254,7 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
     status.container_id = id;
     status.image_digest = digest;
     status.address = state.host_port.map(|p| format!("{}:{p}", ctx.cfg.publish_address())).unwrap_or_default();
+    status.container_address = container_address(ctx, inst, state.ip);
     status.started_at = Some(to_timestamp(state.started_at.unwrap_or_else(SystemTime::now)));
     status.finished_at = None;
     status.reason = "ContainerCreating".into();
@@ -325,6 +326,7 @@ async fn running(
     if let Some(port) = c.host_port {
         status.address = format!("{}:{port}", ctx.cfg.publish_address());
     }
+    status.container_address = container_address(ctx, inst, c.ip);
     if let Some(t) = c.started_at {
         status.started_at = Some(to_timestamp(t));
     }
@@ -601,6 +603,20 @@ fn human(d: Duration) -> String {
 fn grace_period(inst: &Instance) -> Duration {
     let secs = inst.spec.as_ref().map(|s| s.termination_grace_period_seconds).filter(|s| *s > 0);
     Duration::from_secs(u64::try_from(secs.unwrap_or(defaults::TERMINATION_GRACE_PERIOD_SECONDS)).unwrap_or(10))
+}
+
+/// Where gateways may reach `inst`'s serving port on its own network (`ip`), when this agent
+/// advertises container addresses; empty otherwise.
+fn container_address(ctx: &Context, inst: &Instance, ip: Option<std::net::IpAddr>) -> String {
+    let Some(ip) = ip.filter(|_| ctx.cfg.advertise_container_address) else {
+        return String::new();
+    };
+    let spec = inst.spec.as_ref();
+    let port = spec.and_then(|s| serving_container(&s.containers)).map_or(defaults::PORT, serving_port);
+    match u16::try_from(port) {
+        Ok(port) => std::net::SocketAddr::new(ip, port).to_string(),
+        Err(_) => String::new(),
+    }
 }
 
 fn serving_port(c: &Container) -> i32 {

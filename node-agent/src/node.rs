@@ -41,7 +41,17 @@ pub async fn run_status(
         }
         was_ok = Some(ok);
         let _ = ready.send(ok);
-        if let Err(e) = write_status(&client, &cfg, engine.as_ref().map_err(ToString::to_string)).await {
+        let cidrs = match (ok, cfg.advertise_container_address) {
+            (true, true) => match runtime.network_subnets(&cfg.instance_network).await {
+                Ok(cidrs) => Some(cidrs),
+                Err(e) => {
+                    warn!(network = %cfg.instance_network, error = %e, "reading the instances' network failed; its subnets stay as published");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Err(e) = write_status(&client, &cfg, engine.as_ref().map_err(ToString::to_string), cidrs).await {
             warn!(error = %e, "updating the node's status failed");
         }
         // Healthy: the regular interval. Unhealthy: back off from 1 s, so a restarted engine is
@@ -65,6 +75,7 @@ async fn write_status(
     client: &Client,
     cfg: &AgentConfig,
     engine: Result<&crate::runtime::EngineInfo, String>,
+    instance_cidrs: Option<Vec<String>>,
 ) -> Result<(), ApiError> {
     let mut node = match client.get::<Node>("", &cfg.node_name).await {
         Ok(n) => n,
@@ -124,6 +135,13 @@ async fn write_status(
         status.addresses.push(NodeAddress { r#type: "InternalIP".into(), address: cfg.publish_address().to_owned() });
     }
     status.agent_endpoint = cfg.agent_endpoint.clone();
+    // The instances' own network, where gateways may reach them directly (`None`: unknown
+    // now, as published before; an agent that does not advertise publishes none).
+    if !cfg.advertise_container_address {
+        status.instance_cidrs.clear();
+    } else if let Some(cidrs) = instance_cidrs {
+        status.instance_cidrs = cidrs;
+    }
     set_condition(&mut status.conditions, "Ready", ready, reason, &message);
     if status == previous {
         return Ok(());

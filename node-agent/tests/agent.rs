@@ -119,6 +119,39 @@ async fn instances_are_published_and_reached_at_the_publish_address() {
     assert_eq!(addresses, ["127.0.0.2", "node-p", "127.0.0.1"]);
 }
 
+/// An agent that advertises container addresses publishes its instances' network on its Node
+/// and each instance's address on it; one that does not publishes neither.
+#[tokio::test]
+async fn container_addresses_are_advertised_only_when_configured() {
+    let h = harness_with("node-ca", |cfg| cfg.advertise_container_address = true).await;
+    let mut spec = container(IMAGE, &[], "64Mi");
+    spec.ports = vec![stratus_api::v1::ContainerPort { container_port: 9090, ..Default::default() }];
+    h.create_with("ca1", spec).await;
+    let i = h.wait_for("ca1", "Ready", |i| status(i).ready).await;
+    let c = h.runtime.container(&status(&i).container_id).expect("container exists");
+    let ip = c.status.ip.expect("a running fake container has an address");
+    assert_eq!(status(&i).container_address, format!("{ip}:9090"));
+    assert_eq!(status(&i).address, format!("127.0.0.1:{}", c.status.host_port.unwrap()));
+    // The node's status is written on its own clock: wait for the write that carries them.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let node: Node = h.client.get("", "node-ca").await.unwrap();
+        let cidrs = node.status.unwrap_or_default().instance_cidrs;
+        if cidrs == [stratus_agent::runtime::fake::FAKE_SUBNET] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the node never published its instance network: {cidrs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let h = harness("node-nca").await;
+    h.create("nca1", IMAGE, &[], "64Mi").await;
+    let i = h.wait_for("nca1", "Ready", |i| status(i).ready).await;
+    assert_eq!(status(&i).container_address, "");
+    let node: Node = h.client.get("", "node-nca").await.unwrap();
+    assert!(node.status.unwrap().instance_cidrs.is_empty());
+}
+
 #[tokio::test]
 async fn runs_an_instance_until_ready_with_the_runtime_contract() {
     let h = harness("node-b").await;

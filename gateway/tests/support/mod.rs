@@ -160,6 +160,7 @@ impl Harness {
                     instance_name: format!("{revision}-{i}"),
                     node_name: NODE.into(),
                     protocol: protocol.to_string(),
+                    ..Default::default()
                 })
                 .collect(),
         };

@@ -1,6 +1,9 @@
 //! `stratus-bench gateway`: wrk against the hello container directly, through nginx configured
 //! as a plain reverse proxy, and through the Stratus gateway over HTTP and over HTTPS, in one
-//! run on this machine.
+//! run on this machine. Each of direct, nginx and the gateway is measured against both ways of
+//! reaching the container: its port published on loopback (through the engine's userland
+//! proxy, `docker-proxy`) and its own address on the engine's bridge (as the gateway reaches
+//! instances under `stratus up`, whose agent advertises container addresses).
 //! Needs `wrk` and `nginx` (Debian packages) and the example image (`hack/images.sh`).
 
 use std::process::{Command, Stdio};
@@ -61,15 +64,31 @@ pub async fn run(args: Args) -> Result<()> {
         .context("the container's published port")?;
     let direct = format!("127.0.0.1:{port}");
     wait_http(&direct).await?;
+    let ip = String::from_utf8_lossy(
+        &Command::new("docker")
+            .args(["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", &id])
+            .output()?
+            .stdout,
+    )
+    .split_whitespace()
+    .next()
+    .map(str::to_string)
+    .context("the container's address")?;
+    let container = format!("{ip}:8080");
+    wait_http(&container).await?;
 
-    // nginx as a plain reverse proxy with upstream keep-alive.
+    // nginx as a plain reverse proxy with upstream keep-alive, one server for each way of
+    // reaching the container.
     let dir = tempfile::tempdir()?;
-    let nginx_port = free_port()?;
+    let (nginx_port, nginx_container_port) = (free_port()?, free_port()?);
     let conf = format!(
         "worker_processes 2;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\nevents {{ worker_connections 1024; }}\n\
          http {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir};\n\
            upstream hello {{ server {direct}; keepalive 128; }}\n\
+           upstream helloc {{ server {container}; keepalive 128; }}\n\
            server {{ listen 127.0.0.1:{nginx_port}; location / {{ proxy_pass http://hello; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }}\n\
+           server {{ listen 127.0.0.1:{nginx_container_port}; location / {{ proxy_pass http://helloc; proxy_http_version 1.1;\n\
              proxy_set_header Connection \"\"; proxy_set_header Host $host; }} }} }}\n",
         dir = dir.path().display()
     );
@@ -88,7 +107,9 @@ pub async fn run(args: Args) -> Result<()> {
         let _ = nginx.wait();
     }));
     let nginx_addr = format!("127.0.0.1:{nginx_port}");
+    let nginx_container_addr = format!("127.0.0.1:{nginx_container_port}");
     wait_http(&nginx_addr).await?;
+    wait_http(&nginx_container_addr).await?;
 
     // The Stratus gateway, routing bench.default.localhost to the container through objects
     // written by hand (no controllers: this measures the data path only).
@@ -102,7 +123,7 @@ pub async fn run(args: Args) -> Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     tokio::spawn(server.serve(api, until(stopped.clone())));
-    register(&client, &direct).await?;
+    register(&client, &direct, &container).await?;
     let gw = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_addr = gw.local_addr()?.to_string();
     let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
@@ -136,16 +157,23 @@ pub async fn run(args: Args) -> Result<()> {
     let gws = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let gateway_tls_addr = gws.local_addr()?.to_string();
     tokio::spawn(gateway.serve_tls(gws, tls, until(stopped.clone())));
-    wait_routed(&gateway_addr).await?;
-    wait_routed(&metered_addr).await?;
+    for host in [PUBLISHED_HOST, CONTAINER_HOST] {
+        wait_routed(&gateway_addr, host).await?;
+        wait_routed(&metered_addr, host).await?;
+    }
 
     let mut rows = Vec::new();
+    // The published port first, then the container's address; the gateway's variants
+    // (metering, HTTPS) reach the container as `stratus up` does.
     let urls = [
-        ("direct", format!("http://{direct}/"), None),
-        ("nginx", format!("http://{nginx_addr}/"), None),
-        ("stratus-gateway", format!("http://{gateway_addr}/"), Some("bench.default.localhost")),
-        ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some("bench.default.localhost")),
-        ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some("bench.default.localhost")),
+        ("direct, published port (docker-proxy)", format!("http://{direct}/"), None),
+        ("nginx, published port", format!("http://{nginx_addr}/"), None),
+        ("stratus-gateway, published port", format!("http://{gateway_addr}/"), Some(PUBLISHED_HOST)),
+        ("direct, container address", format!("http://{container}/"), None),
+        ("nginx, container address", format!("http://{nginx_container_addr}/"), None),
+        ("stratus-gateway", format!("http://{gateway_addr}/"), Some(CONTAINER_HOST)),
+        ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST)),
+        ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST)),
     ];
     for (name, url, host) in &urls {
         let (name, host) = (*name, *host);
@@ -180,18 +208,30 @@ pub async fn run(args: Args) -> Result<()> {
             r["p99_ms"].as_f64().unwrap_or(0.0)
         );
     }
+    let ratios = [
+        ("gateway (container address) / nginx (published port)", "stratus-gateway", "nginx, published port"),
+        ("gateway / nginx, both at the container address", "stratus-gateway", "nginx, container address"),
+        ("gateway / nginx, both at the published port", "stratus-gateway, published port", "nginx, published port"),
+        (
+            "gateway (container address) / direct at the published port (docker-proxy)",
+            "stratus-gateway",
+            "direct, published port (docker-proxy)",
+        ),
+        ("gateway / direct, both at the container address", "stratus-gateway", "direct, container address"),
+    ];
+    println!();
+    for (what, a, b) in ratios {
+        println!("- {what}: {:.2}", rps(a) / rps(b));
+    }
     println!(
-        "\ngateway / nginx = {:.2}, gateway / direct = {:.2}, gateway HTTPS / HTTP = {:.2}, metering on / off = {:.2}",
-        rps("stratus-gateway") / rps("nginx"),
-        rps("stratus-gateway") / rps("direct"),
+        "- gateway HTTPS / HTTP = {:.2}, metering on / off = {:.2}",
         rps("stratus-gateway (HTTPS)") / rps("stratus-gateway"),
         rps("stratus-gateway (metering on)") / rps("stratus-gateway")
     );
     let doc = json!({
         "wrk": {"threads": args.threads, "connections": args.connections, "seconds": args.seconds},
         "results": rows.iter().map(|(n, r)| json!({"path": n, "result": r})).collect::<Vec<_>>(),
-        "gateway_over_nginx": rps("stratus-gateway") / rps("nginx"),
-        "gateway_over_direct": rps("stratus-gateway") / rps("direct"),
+        "ratios": ratios.iter().map(|(what, a, b)| json!({"ratio": what, "value": rps(a) / rps(b)})).collect::<Vec<_>>(),
         "gateway_https_over_http": rps("stratus-gateway (HTTPS)") / rps("stratus-gateway"),
         "metering_on_over_off": rps("stratus-gateway (metering on)") / rps("stratus-gateway"),
         "metered_requests": metered_requests,
@@ -231,20 +271,46 @@ async fn wait_metered(client: &Client) -> Result<i64> {
     }
 }
 
-async fn register(client: &Client, address: &str) -> Result<()> {
-    // The gateway proxies only to an address its Ready node published.
+/// The hosts of the benchmark's two services: one reaches the container on its published port,
+/// the other on its own address.
+const PUBLISHED_HOST: &str = "bench.default.localhost";
+const CONTAINER_HOST: &str = "benchc.default.localhost";
+
+/// Registers node `local` (Ready, publishing `address`'s host and the container's address as
+/// its instance network), a revision and Endpoints for each service, and the services.
+async fn register(client: &Client, address: &str, container: &str) -> Result<()> {
+    // The gateway proxies only to an address its Ready node published, and to a container
+    // address only inside an instance network it published (here the container's alone).
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let container_ip = container.rsplit_once(':').map_or(container, |(host, _)| host);
     let mut node = Node::default();
     node.meta_mut().name = "local".into();
     let mut node = client.create(node).await?;
     node.status = Some(NodeStatus {
         addresses: vec![NodeAddress { r#type: "InternalIP".into(), address: host.into() }],
         conditions: vec![Condition { r#type: "Ready".into(), status: "True".into(), ..Default::default() }],
+        instance_cidrs: vec![format!("{container_ip}/32")],
         ..Default::default()
     });
     client.update_status(node).await?;
+    for (service, revision, container_address) in [("bench", "bench-00001", ""), ("benchc", "benchc-00001", container)]
+    {
+        register_service(client, service, revision, address, container_address).await?;
+    }
+    Ok(())
+}
+
+/// A service routed to one revision whose one endpoint is `address` (and `container_address`,
+/// which the gateway prefers, when not empty).
+async fn register_service(
+    client: &Client,
+    service: &str,
+    revision: &str,
+    address: &str,
+    container_address: &str,
+) -> Result<()> {
     let mut rev = Revision::default();
-    rev.meta_mut().name = "bench-00001".into();
+    rev.meta_mut().name = revision.into();
     rev.spec = Some(RevisionSpec {
         // Limits, so that the metering gateway can price what it measures.
         containers: vec![Container {
@@ -261,23 +327,24 @@ async fn register(client: &Client, address: &str) -> Result<()> {
     });
     client.create(rev).await?;
     let mut ep = Endpoints::default();
-    ep.meta_mut().name = "bench-00001".into();
+    ep.meta_mut().name = revision.into();
     ep.spec = Some(EndpointsSpec {
-        revision_name: "bench-00001".into(),
+        revision_name: revision.into(),
         addresses: vec![EndpointAddress {
             address: address.into(),
-            instance_name: "bench".into(),
+            instance_name: service.into(),
             node_name: "local".into(),
             protocol: "http1".into(),
+            container_address: container_address.into(),
         }],
     });
     client.create(ep).await?;
-    let mut svc = Service::with_image("bench", IMAGE);
+    let mut svc = Service::with_image(service, IMAGE);
     svc = client.create(svc).await?;
     svc.status = Some(ServiceStatus {
-        url: "http://bench.default.localhost".into(),
+        url: format!("http://{service}.default.localhost"),
         traffic: vec![TrafficTarget {
-            revision_name: "bench-00001".into(),
+            revision_name: revision.into(),
             percent: Some(100),
             latest_revision: Some(true),
             ..Default::default()
@@ -349,11 +416,11 @@ async fn wait_http(addr: &str) -> Result<()> {
     bail!("{addr} never answered")
 }
 
-async fn wait_routed(gateway: &str) -> Result<()> {
+async fn wait_routed(gateway: &str, host: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: bench.default.localhost"])
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", &format!("Host: {host}")])
             .arg(format!("http://{gateway}/"))
             .output()?;
         if String::from_utf8_lossy(&out.stdout) == "200" {
@@ -361,5 +428,5 @@ async fn wait_routed(gateway: &str) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the gateway never routed bench.default.localhost")
+    bail!("the gateway never routed {host}")
 }

@@ -88,8 +88,9 @@ async fn platform() -> Result<Platform> {
     let mut cfg = stratus_agent::AgentConfig::new(node.clone());
     cfg.sync_interval = Duration::from_millis(250);
     cfg.drain_delay = Duration::from_millis(500);
-    // As under `stratus up`: the agent is on the engine's host.
+    // As under `stratus up`: the agent and the gateway are on the engine's host.
     cfg.probe_container_address = true;
+    cfg.advertise_container_address = true;
     let runtime = Arc::new(stratus_agent::runtime::docker::DockerRuntime::connect(None)?);
     let store = stratus_apiserver::StoreOptions::Embedded { data_dir: dir.path().join("data") };
     let running = stratus_platform::Builder::serve_api(store, tokio::net::TcpListener::bind("127.0.0.1:0").await?)

@@ -354,6 +354,21 @@ impl Runtime for DockerRuntime {
         self.ready().await?.update_container(id, body).await.map_err(|e| self.container_error(id, e))
     }
 
+    async fn network_subnets(&self, name: &str) -> Result<Vec<String>> {
+        let name = match name {
+            "" => "bridge",
+            "host" => return Err(Error::Engine("containers never join the host's network".to_owned())),
+            name => name,
+        };
+        if !ENGINE_NETWORKS.contains(&name) {
+            self.network_id(name).await?;
+        }
+        let docker = self.ready().await?;
+        let network = docker.inspect_network(name, None).await.map_err(|e| self.error(e))?;
+        let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
+        Ok(configs.into_iter().filter_map(|c| c.subnet).filter(|s| !s.is_empty()).collect())
+    }
+
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let seconds = stop_timeout_seconds(grace);
         let options = StopContainerOptions { t: Some(seconds), signal: None };

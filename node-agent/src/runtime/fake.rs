@@ -15,6 +15,16 @@ use super::{
     cut_line,
 };
 
+/// The subnet of the fake engine's network: container `fake{n}` has address `10.88.{n / 256}.{n % 256}`
+/// there (nothing listens on it).
+pub const FAKE_SUBNET: &str = "10.88.0.0/16";
+
+/// The address of container `fake{n}` on the fake network.
+fn fake_ip(n: u64) -> std::net::IpAddr {
+    let [.., hi, lo] = n.to_be_bytes();
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 88, hi, lo))
+}
+
 /// One fake container.
 #[derive(Debug, Clone)]
 pub struct FakeContainer {
@@ -170,6 +180,7 @@ impl FakeRuntime {
             running,
             started_at: running.then(SystemTime::now),
             host_port: listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.port()),
+            ip: running.then(|| fake_ip(st.next_id)),
             ..Default::default()
         };
         st.containers.insert(
@@ -253,6 +264,7 @@ impl Runtime for FakeRuntime {
             c.listener = None;
         }
         c.status.running = true;
+        c.status.ip = id.strip_prefix("fake").and_then(|n| n.parse().ok()).map(fake_ip);
         c.status.exit_code = None;
         c.status.oom_killed = false;
         c.status.started_at = Some(SystemTime::now());
@@ -290,6 +302,11 @@ impl Runtime for FakeRuntime {
         let before = std::mem::replace(&mut c.config.nano_cpus, nano_cpus);
         st.cpu_updates.push((id.to_string(), before, nano_cpus));
         Ok(())
+    }
+
+    async fn network_subnets(&self, _name: &str) -> Result<Vec<String>> {
+        self.check()?;
+        Ok(vec![FAKE_SUBNET.to_string()])
     }
 
     async fn remove(&self, id: &str) -> Result<()> {

@@ -80,6 +80,11 @@ impl Runtime for LazyDocker {
         self.check(r).await
     }
 
+    async fn network_subnets(&self, name: &str) -> Result<Vec<String>> {
+        let r = self.engine().await?.network_subnets(name).await;
+        self.check(r).await
+    }
+
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
         let r = self.engine().await?.stop(id, grace).await;
         self.check(r).await

@@ -196,6 +196,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// CPU boost ends this way). `nano_cpus` 0 removes the limit.
     async fn update_cpu(&self, id: &str, nano_cpus: i64) -> Result<()>;
 
+    /// The subnets (CIDR, as `172.18.0.0/16`) of the engine network containers of
+    /// [`ContainerConfig::network`] `name` join, making it first as `create` would when it is
+    /// missing. An agent that advertises container addresses publishes them on its Node.
+    async fn network_subnets(&self, name: &str) -> Result<Vec<String>>;
+
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL. Stopping a stopped container is fine.
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
 

@@ -50,6 +50,13 @@ struct Args {
     /// The Docker network instances join; made if missing, with inter-container traffic off.
     #[arg(long, env = "STRATUS_INSTANCE_NETWORK", default_value = stratus_agent::config::DEFAULT_INSTANCE_NETWORK)]
     instance_network: String,
+    /// The gateways can reach this node's containers on their own addresses on the instance
+    /// network (they run on this host, or that network is routed to them): publish the
+    /// network's subnets on the Node and each instance's address on it, so that gateways
+    /// connect there instead of through the engine's published ports (its userland proxy).
+    /// Also probes containers there. Leave off when the network is private to this host.
+    #[arg(long, env = "STRATUS_ADVERTISE_CONTAINER_ADDRESS")]
+    advertise_container_address: bool,
     /// Log lines longer than this many bytes are cut (and marked) when relayed.
     #[arg(long, default_value_t = stratus_agent::logs::LogLimits::default().max_line_bytes)]
     log_max_line_bytes: usize,
@@ -109,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
     cfg.publish_address = args.publish_address.map(|ip| ip.to_string());
     cfg.require_non_root = args.require_non_root;
     cfg.instance_network = args.instance_network;
+    cfg.advertise_container_address = args.advertise_container_address;
+    cfg.probe_container_address = args.advertise_container_address;
     anyhow::ensure!(args.log_max_line_bytes > 0, "--log-max-line-bytes must be at least 1");
     cfg.log_limits = stratus_agent::logs::LogLimits {
         max_line_bytes: args.log_max_line_bytes,
