@@ -198,6 +198,26 @@ impl FieldSelector {
         if self.0.is_empty() {
             return true;
         }
+        // The fields watches select on most (an agent's Instances by node), read without
+        // converting the whole object to JSON.
+        let direct = |path: &str| -> Option<String> {
+            match (path, obj) {
+                ("spec.nodeName", AnyObject::Instance(i)) => {
+                    Some(i.spec.as_ref().map(|s| s.node_name.clone()).unwrap_or_default())
+                }
+                ("metadata.name", _) => Some(obj.meta().name.clone()),
+                ("metadata.namespace", _) => Some(obj.meta().namespace.clone()),
+                _ => None,
+            }
+        };
+        if let Some(all) = self
+            .0
+            .iter()
+            .map(|(path, equal, want)| Some((direct(path)? == *want) == *equal))
+            .collect::<Option<Vec<bool>>>()
+        {
+            return all.into_iter().all(|b| b);
+        }
         let json = obj.to_json();
         self.0.iter().all(|(path, equal, want)| {
             let mut cur = &json;

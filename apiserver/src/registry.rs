@@ -11,6 +11,7 @@
 //! each other in one direction only: `namespaces` uses `write`, which uses `read`.
 
 mod access;
+mod fanout;
 mod namespaces;
 mod objects;
 mod quota;
@@ -86,6 +87,8 @@ pub struct Registry {
     namespace_sweep: Arc<Notify>,
     /// Becomes true when the server shuts down; open watches end then.
     closing: tokio::sync::watch::Receiver<bool>,
+    /// The watches of one node's objects, served from one store watch per kind.
+    fanouts: Arc<fanout::Fanouts>,
 }
 
 impl Registry {
@@ -99,6 +102,7 @@ impl Registry {
             subjects: Arc::default(),
             namespace_sweep: Arc::new(Notify::new()),
             closing,
+            fanouts: Arc::default(),
         }
     }
 

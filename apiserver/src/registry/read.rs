@@ -176,6 +176,24 @@ impl Registry {
                 rv
             }
         };
+        // An agent's watch of its node's Instances: from the kind's hub, which hands it only
+        // the changes of that node (see `fanout`), when it can.
+        let by_node = fields.required("spec.nodeName").filter(|n| !n.is_empty() && info.kind == "Instance");
+        if let Some(node) = by_node.map(str::to_owned)
+            && let Some(items) = self.fanouts.subscribe(self, info, &node, after).await?
+        {
+            let selected = move |o: &AnyObject| {
+                (namespace.is_empty() || o.meta().namespace == namespace)
+                    && labels.matches(&o.meta().labels)
+                    && fields.matches(o)
+            };
+            let events = self.hub_events(caller, items, selected, bookmarks, info);
+            let mut closing = self.closing.clone();
+            let closed = async move {
+                let _ = closing.wait_for(|c| *c).await;
+            };
+            return Ok(futures::stream::iter(initial).chain(events).take_until(closed).boxed());
+        }
         let stream = self.store.watch(&prefix, after).await?;
         let stream = if bookmarks { with_heartbeat(stream, after, HEARTBEAT) } else { stream };
         let selected = move |o: &AnyObject| labels.matches(&o.meta().labels) && fields.matches(o);
@@ -234,6 +252,64 @@ impl Registry {
             let _ = closing.wait_for(|c| *c).await;
         };
         Ok(futures::stream::iter(initial).chain(events).take_until(closed).boxed())
+    }
+
+    /// The events of a watch served by a hub: its changes classified as the store-fed watch
+    /// classifies them (ADDED when an object starts to be `selected` and visible to `caller`,
+    /// MODIFIED while it stays so, DELETED when it stops or goes), bookmarks when asked, and
+    /// `Gone` when the hub's stream ends (the watch fell behind, or the hub stopped).
+    fn hub_events(
+        &self,
+        caller: &Caller,
+        items: BoxStream<'static, ApiResult<super::fanout::Item>>,
+        selected: impl Fn(&AnyObject) -> bool + Clone + Send + Sync + 'static,
+        bookmarks: bool,
+        info: &'static KindInfo,
+    ) -> BoxStream<'static, ApiResult<WatchEvent>> {
+        use super::fanout::Item;
+        let gauge = self.metrics.watch_started();
+        let (registry, caller) = (self.clone(), caller.clone());
+        let events = items.filter_map(move |item| {
+            let _gauge = &gauge;
+            let (registry, caller, selected) = (registry.clone(), caller.clone(), selected.clone());
+            async move {
+                let matches = async |o: &AnyObject| -> ApiResult<bool> {
+                    Ok(selected(o) && registry.visible(&caller, o, &mut Memo::default()).await?)
+                };
+                let change = match item {
+                    Err(e) => return Some(Err(e)),
+                    Ok(Item::Progress(revision)) if bookmarks => {
+                        let mut obj = bookmark_object(info);
+                        obj.meta_mut().resource_version = revision.to_string();
+                        return Some(Ok(WatchEvent { kind: "BOOKMARK", object: obj }));
+                    }
+                    Ok(Item::Progress(_)) => return None,
+                    Ok(Item::Change(change)) => change,
+                };
+                let classify = async || -> ApiResult<Option<WatchEvent>> {
+                    let was = match &change.previous {
+                        Some(p) => matches(p).await?,
+                        None => false,
+                    };
+                    let (kind, object) = match (&change.object, was) {
+                        (Some(obj), was) => match (was, matches(obj).await?) {
+                            (false, true) => ("ADDED", obj),
+                            (true, true) => ("MODIFIED", obj),
+                            (true, false) => ("DELETED", obj),
+                            (false, false) => return Ok(None),
+                        },
+                        (None, true) => match &change.previous {
+                            Some(prev) => ("DELETED", prev),
+                            None => return Ok(None),
+                        },
+                        (None, false) => return Ok(None),
+                    };
+                    Ok(Some(WatchEvent { kind, object: redact(AnyObject::clone(object)) }))
+                };
+                classify().await.transpose()
+            }
+        });
+        events.chain(futures::stream::once(async { Err(super::fanout::gone()) })).boxed()
     }
 
     /// Refuses a list or watch the caller may not make: in one namespace, as the namespace's
