@@ -66,7 +66,23 @@ pub struct Tokens {
     /// When a token naming an unknown key last made this server read the set again: at most once
     /// a second, so that forged `kid`s cannot turn requests into store reads.
     refreshed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Tokens whose signature was verified under the key set of the given store revision: a
+    /// client sends the same token with every request, and an Ed25519 verification costs more
+    /// than most requests do. Their times are checked again at every use, and a new key set
+    /// (a rotation, a retired key dropped) empties it.
+    verified: std::sync::Mutex<Verified>,
 }
+
+/// See [`Tokens::verified`].
+#[derive(Default)]
+struct Verified {
+    /// The key set's revision the entries were verified under.
+    keys_revision: i64,
+    claims: std::collections::HashMap<String, Claims>,
+}
+
+/// How many verified tokens are remembered; past that the memory starts over.
+const VERIFIED_MAX: usize = 16_384;
 
 pub use stratus_api::time::now_seconds as now_secs;
 
@@ -95,7 +111,13 @@ impl Tokens {
                 }
             }
         };
-        Ok(Tokens { config, store, keys: RwLock::new(Arc::new(set)), refreshed: std::sync::Mutex::new(None) })
+        Ok(Tokens {
+            config,
+            store,
+            keys: RwLock::new(Arc::new(set)),
+            refreshed: std::sync::Mutex::new(None),
+            verified: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &TokenConfig {
@@ -167,13 +189,35 @@ impl Tokens {
     }
 
     fn verify_now(&self, token: &str) -> Result<Claims, TokenError> {
-        let expect = Expect {
-            issuer: &self.config.issuer,
-            audience: &self.config.audience,
-            now: now_secs(),
-            leeway: LEEWAY_SECS,
-        };
-        stratus_auth::verify(token, &self.current().0, &expect)
+        let now = now_secs();
+        let keys = self.current();
+        let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.keys_revision != keys.1 {
+            *verified = Verified { keys_revision: keys.1, ..Default::default() };
+        }
+        if let Some(claims) = verified.claims.get(token) {
+            // The signature, issuer and audience were checked; the times are checked again,
+            // as `stratus_auth::verify` checks them.
+            if now >= claims.exp.saturating_add(LEEWAY_SECS) {
+                verified.claims.remove(token);
+                return Err(TokenError::Expired);
+            }
+            if claims.nbf > now.saturating_add(LEEWAY_SECS) {
+                return Err(TokenError::NotYetValid);
+            }
+            return Ok(claims.clone());
+        }
+        drop(verified);
+        let expect = Expect { issuer: &self.config.issuer, audience: &self.config.audience, now, leeway: LEEWAY_SECS };
+        let claims = stratus_auth::verify(token, &keys.0, &expect)?;
+        let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verified.keys_revision == keys.1 {
+            if verified.claims.len() >= VERIFIED_MAX {
+                verified.claims.clear();
+            }
+            verified.claims.insert(token.to_owned(), claims.clone());
+        }
+        Ok(claims)
     }
 
     /// The public keys, as `/.well-known/jwks.json` serves them.
@@ -249,4 +293,35 @@ async fn read(store: &Arc<dyn Store>) -> ApiResult<Option<(KeySet, i64)>> {
     let Some(kv) = store.get(KEYS_KEY).await? else { return Ok(None) };
     let set = KeySet::from_json(&kv.value).map_err(key_error)?;
     Ok(Some((set, kv.mod_revision)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    /// A verified token is remembered, but never past its key: a key set without the key that
+    /// signed it refuses it, as if it had never been seen.
+    #[tokio::test]
+    async fn remembered_tokens_go_with_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await.unwrap();
+        let tokens = Tokens::load(store, TokenConfig::default()).await.unwrap();
+        let issued = tokens.issue("alice", "acme", "u1", Duration::from_secs(600));
+        assert_eq!(tokens.verify(&issued.token).await.unwrap().sub, "alice");
+        assert_eq!(tokens.verify(&issued.token).await.unwrap().sub, "alice", "from memory");
+        assert_eq!(tokens.verified.lock().unwrap().claims.len(), 1);
+        // A forged variant is not the remembered token: its signature is checked, and fails.
+        let mut forged = issued.token.clone();
+        forged.pop();
+        forged.push(if issued.token.ends_with('A') { 'B' } else { 'A' });
+        assert!(tokens.verify(&forged).await.is_err());
+
+        let revision = tokens.current().1;
+        tokens.replace((KeySet::generate(now_secs()).unwrap(), revision + 1));
+        assert!(matches!(tokens.verify_now(&issued.token), Err(TokenError::UnknownKey(_))));
+        assert!(tokens.verified.lock().unwrap().claims.is_empty());
+    }
 }

@@ -31,6 +31,8 @@ pub(super) struct Cache {
     pub(super) assumed: HashMap<ObjectRef, Placement>,
     /// How requests left out are derived from limits.
     policy: Overcommit,
+    /// Where the next placement starts looking (see [`super::fit::place_from`]).
+    pub(super) cursor: super::fit::Cursor,
 }
 
 impl Cache {
@@ -44,6 +46,7 @@ impl Cache {
             placed: HashMap::new(),
             assumed: HashMap::new(),
             policy: ctx.config.overcommit,
+            cursor: Default::default(),
         }
     }
 

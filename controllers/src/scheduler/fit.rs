@@ -185,17 +185,58 @@ pub(super) fn check(facts: &NodeFacts, used: Resources, req: Resources) -> Vec<(
         .collect()
 }
 
-/// The best node for `req` (see the module documentation), or the unschedulable message.
+/// The best node for `req` among all nodes, in name order (see [`place_from`]).
+#[cfg(test)]
 pub(super) fn place(
     nodes: &BTreeMap<String, NodeFacts>,
     usage: &HashMap<String, NodeUsage>,
     req: Resources,
     revision: Option<&RevisionKey>,
 ) -> Result<String, String> {
+    place_from(nodes, usage, req, revision, &mut Cursor::default())
+}
+
+/// Where the next placement starts looking among many nodes: the node after the last one the
+/// previous placement looked at, so that successive placements look at different nodes.
+#[derive(Debug, Default)]
+pub(super) struct Cursor(Option<String>);
+
+/// How many nodes that fit a placement looks for before it chooses among them, out of `all`,
+/// as kube-scheduler's adaptive `percentageOfNodesToScore`: every node up to 100, then 50%
+/// less a point per 125 nodes, at least 5% and at least 100 (500 of 5,000 nodes).
+pub(super) fn nodes_to_score(all: usize) -> usize {
+    if all <= 100 {
+        return all;
+    }
+    let percent = 50usize.saturating_sub(all / 125).max(5);
+    (all * percent / 100).max(100)
+}
+
+/// The best node for `req` (see the module documentation), or the unschedulable message.
+/// Over more than 100 nodes, only the first [`nodes_to_score`] that fit, from `cursor` on
+/// (wrapping), are scored, as kube-scheduler does: a decision then costs a fraction of the
+/// nodes, and the cursor moves on so that the next one looks at others. The message of an
+/// Instance that fits nowhere still counts every node (all were looked at).
+pub(super) fn place_from(
+    nodes: &BTreeMap<String, NodeFacts>,
+    usage: &HashMap<String, NodeUsage>,
+    req: Resources,
+    revision: Option<&RevisionKey>,
+    cursor: &mut Cursor,
+) -> Result<String, String> {
+    use std::ops::Bound;
+    let wanted = nodes_to_score(nodes.len());
+    let start = cursor.0.take().filter(|_| wanted < nodes.len());
+    let from = start.as_deref().map_or(Bound::Unbounded, Bound::Included);
+    let after = nodes.range::<str, _>((from, Bound::Unbounded));
+    // Wrapping round to the nodes before the cursor.
+    let before = start.as_deref().map(|s| nodes.range::<str, _>((Bound::Unbounded, Bound::Excluded(s))));
+    let mut order = after.chain(before.into_iter().flatten());
+    let mut feasible = 0;
     let mut best: Option<((i128, i128), &str)> = None;
     // Per reason: how many nodes, and the most any of them has free.
     let mut reasons: BTreeMap<Unfit, (usize, i128)> = BTreeMap::new();
-    for (name, facts) in nodes {
+    for (name, facts) in order.by_ref() {
         let node_usage = usage.get(name);
         let used = node_usage.map(|u| u.used).unwrap_or_default();
         let unfit = check(facts, used, req);
@@ -209,10 +250,17 @@ pub(super) fn place(
         }
         let same_revision = revision.and_then(|r| node_usage?.by_revision.get(r)).map_or(0, |held| held.instances);
         let score = (same_revision, load(&facts.allocatable, used.plus(req)));
-        // Nodes come in name order: a later node wins only with a strictly better score.
+        // A node looked at later wins only with a strictly better score.
         if best.is_none_or(|(b, _)| score < b) {
             best = Some((score, name));
         }
+        feasible += 1;
+        if feasible == wanted {
+            break;
+        }
+    }
+    if wanted < nodes.len() {
+        cursor.0 = order.next().map(|(name, _)| name.clone());
     }
     if let Some((_, name)) = best {
         return Ok(name.to_string());
@@ -443,5 +491,32 @@ mod tests {
         node.spec = None;
         node.meta_mut().deletion_timestamp = Some(Default::default());
         assert!(NodeFacts::of(&node).cordoned);
+    }
+
+    #[test]
+    fn over_many_nodes_a_placement_scores_a_sample_and_the_next_looks_further() {
+        assert_eq!(nodes_to_score(3), 3);
+        assert_eq!(nodes_to_score(100), 100);
+        assert_eq!(nodes_to_score(1000), 420);
+        assert_eq!(nodes_to_score(5000), 500);
+        assert_eq!(nodes_to_score(100_000), 5000);
+        // 1,000 equal, empty nodes: 420 are scored each time, from where the last look ended.
+        let nodes: BTreeMap<String, NodeFacts> =
+            (0..1000).map(|i| (format!("n{i:04}"), facts("4", "8Gi", "110"))).collect();
+        let usage = HashMap::new();
+        let mut cursor = Cursor::default();
+        let chosen: Vec<String> =
+            (0..4).map(|_| place_from(&nodes, &usage, req(100, 0), None, &mut cursor).unwrap()).collect();
+        assert_eq!(chosen, ["n0000", "n0420", "n0840", "n0260"]);
+        // Nothing fits: every node was looked at, and the message counts them all.
+        let message = place_from(&nodes, &usage, req(5000, 0), None, &mut cursor).unwrap_err();
+        assert!(message.starts_with("0/1000 nodes are available: 1000 Insufficient cpu"), "{message}");
+        // A node that fits, beyond the first sample, is still found.
+        let mut usage = HashMap::new();
+        for i in 0..999 {
+            let full = Resources { cpu_millis: 4000, memory_bytes: 0, instances: 1 };
+            usage.insert(format!("n{i:04}"), NodeUsage { used: full, ..Default::default() });
+        }
+        assert_eq!(place_from(&nodes, &usage, req(100, 0), None, &mut cursor), Ok("n0999".into()));
     }
 }
