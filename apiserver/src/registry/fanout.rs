@@ -29,7 +29,7 @@ use super::objects::prefix_of;
 use crate::error::{ApiError, ApiResult};
 
 /// How many changes a hub keeps for watches that start a little in the past.
-pub(super) const RING: usize = 4096;
+pub(super) const RING: usize = 1024;
 
 /// How many changes a watch may have undelivered before it is ended with `Gone`.
 const BUFFER: usize = 1024;
@@ -72,7 +72,8 @@ fn node_of(obj: &AnyObject) -> Option<&str> {
 /// The hubs of the kinds watched by node, started on the first such watch.
 #[derive(Default)]
 pub(super) struct Fanouts {
-    hubs: Mutex<HashMap<&'static str, Arc<Hub>>>,
+    /// Held while a hub starts, so that a kind never gets two.
+    hubs: tokio::sync::Mutex<HashMap<&'static str, Arc<Hub>>>,
 }
 
 impl Fanouts {
@@ -86,21 +87,14 @@ impl Fanouts {
         after: i64,
     ) -> ApiResult<Option<BoxStream<'static, ApiResult<Item>>>> {
         let hub = {
-            let mut hubs = lock(&self.hubs);
+            let mut hubs = self.hubs.lock().await;
             match hubs.get(info.kind) {
-                Some(hub) if hub.running() => Some(Arc::clone(hub)),
+                Some(hub) if hub.running() => Arc::clone(hub),
                 _ => {
-                    hubs.remove(info.kind);
-                    None
+                    let hub = Hub::start(registry, info).await?;
+                    hubs.insert(info.kind, Arc::clone(&hub));
+                    hub
                 }
-            }
-        };
-        let hub = match hub {
-            Some(hub) => hub,
-            None => {
-                let hub = Hub::start(registry, info).await?;
-                // Another watch may have started one meanwhile: the first one stays.
-                Arc::clone(lock(&self.hubs).entry(info.kind).or_insert(hub))
             }
         };
         Ok(hub.subscribe(node, after))
@@ -109,7 +103,8 @@ impl Fanouts {
     /// How many watches the hubs serve (for tests and metrics).
     #[cfg(test)]
     pub(super) fn watchers(&self) -> usize {
-        lock(&self.hubs).values().map(|h| h.state().subscribers.values().map(Vec::len).sum::<usize>()).sum()
+        let hubs = self.hubs.try_lock().expect("no hub is starting");
+        hubs.values().map(|h| h.state().subscribers.values().map(Vec::len).sum::<usize>()).sum()
     }
 }
 

@@ -118,7 +118,7 @@ pub const UNSCHEDULABLE: &str = "Unschedulable";
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(15);
 
 /// Decisions are serialised by a lock; more workers overlap the API round-trips of binds.
-const WORKERS: usize = 64;
+const WORKERS: usize = 256;
 
 /// Conflicts and stale caches resolve within milliseconds; cap the backoff well below the
 /// default 1000 s so that a contended Instance is not parked for minutes.
