@@ -536,20 +536,36 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
     errs.into_result()
 }
 
-/// Whether `text` is an IP network in CIDR notation (`172.18.0.0/16`, `fd00::/64`).
+/// Whether `text` is an instance network in CIDR notation (`172.18.0.0/16`, `fd00::/64`): no
+/// bits set past the prefix, at least a /8 (IPv4) or /16 (IPv6), and not the unspecified,
+/// loopback or link-local range. Gateways connect to container addresses inside it.
 fn check_cidr(text: &str) -> Result<(), String> {
+    use std::net::IpAddr;
     let Some((ip, prefix)) = text.split_once('/') else {
         return Err(format!("{text:?} is not a network in CIDR notation (address/prefix length)"));
     };
-    let bits = match ip.parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(_)) => 32,
-        Ok(std::net::IpAddr::V6(_)) => 128,
-        Err(_) => return Err(format!("{ip:?} in {text:?} is not an IP address")),
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return Err(format!("{ip:?} in {text:?} is not an IP address"));
     };
-    match prefix.parse::<u8>() {
-        Ok(p) if p <= bits => Ok(()),
-        _ => Err(format!("{prefix:?} in {text:?} is not a prefix length from 0 to {bits}")),
+    let (bits, shortest, value) = match ip {
+        IpAddr::V4(v4) => (32u32, 8u32, u128::from(u32::from(v4)) << 96),
+        IpAddr::V6(v6) => (128, 16, u128::from(v6)),
+    };
+    let prefix = match prefix.parse::<u32>() {
+        Ok(p) if (shortest..=bits).contains(&p) => p,
+        _ => return Err(format!("{prefix:?} in {text:?} is not a prefix length from {shortest} to {bits}")),
+    };
+    if value & (u128::MAX >> prefix.min(127)) != 0 && prefix < 128 {
+        return Err(format!("{text:?} has bits set past its prefix length"));
     }
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_loopback() || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if special {
+        return Err(format!("{text:?} is an unspecified, loopback or link-local network"));
+    }
+    Ok(())
 }
 
 /// [`validate`] for an object that replaces `stored` (an update, an apply, a status write, a

@@ -199,7 +199,23 @@ fn every_kind_of_bad_input_names_its_field() {
         ),
         (
             "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['10.0.0.0/8', '10.0.0.0/33']}\n",
-            "status.instanceCidrs[1]: \"33\" in \"10.0.0.0/33\" is not a prefix length from 0 to 32",
+            "status.instanceCidrs[1]: \"33\" in \"10.0.0.0/33\" is not a prefix length from 8 to 32",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['0.0.0.0/0']}\n",
+            "status.instanceCidrs[0]: \"0\" in \"0.0.0.0/0\" is not a prefix length from 8 to 32",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['172.18.0.5/16']}\n",
+            "status.instanceCidrs[0]: \"172.18.0.5/16\" has bits set past its prefix length",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['127.0.0.0/8']}\n",
+            "is an unspecified, loopback or link-local network",
+        ),
+        (
+            "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: ['fe80::/64']}\n",
+            "is an unspecified, loopback or link-local network",
         ),
         (
             "apiVersion: stratus.dev/v1\nkind: Node\nmetadata: {name: a}\nstatus: {instanceCidrs: [bridge]}\n",

@@ -73,7 +73,10 @@ fn compute(
     params: &Params,
 ) -> Result<Output, password_hash::Error> {
     let blocks = params.block_count();
-    let mut memory: Vec<Block> = Vec::with_capacity(blocks.max(WORKING_MEMORY_FLOOR / size_of::<Block>()));
+    let mut memory: Vec<Block> = Vec::new();
+    memory
+        .try_reserve_exact(blocks.max(WORKING_MEMORY_FLOOR / size_of::<Block>()))
+        .map_err(|_| password_hash::Error::from(argon2::Error::OutOfMemory))?;
     memory.resize(blocks, Block::default());
     let mut buffer = [0u8; Output::MAX_LENGTH];
     let out = buffer

@@ -91,7 +91,7 @@ impl Fanouts {
             match hubs.get(info.kind) {
                 Some(hub) if hub.running() => Arc::clone(hub),
                 _ => {
-                    let hub = Hub::start(registry, info).await?;
+                    let Some(hub) = Hub::start(registry, info).await? else { return Ok(None) };
                     hubs.insert(info.kind, Arc::clone(&hub));
                     hub
                 }
@@ -131,10 +131,15 @@ struct Subscriber {
 }
 
 impl Hub {
-    /// Starts a hub at the store's current revision, with its pump.
-    async fn start(registry: &Registry, info: &'static KindInfo) -> ApiResult<Arc<Hub>> {
+    /// Starts a hub at the store's current revision, with its pump; `None` on a store never
+    /// written, where a watch from revision 0 means "from now" and the ring could not say
+    /// what it covers.
+    async fn start(registry: &Registry, info: &'static KindInfo) -> ApiResult<Option<Arc<Hub>>> {
         let store = &registry.store;
         let at = store.current_revision().await?;
+        if at <= 0 {
+            return Ok(None);
+        }
         let events = store.watch(&prefix_of(info, ""), at).await?;
         let hub = Arc::new(Hub {
             state: Mutex::new(State {
@@ -146,7 +151,7 @@ impl Hub {
             }),
         });
         tokio::spawn(pump(Arc::clone(&hub), registry.clone(), info, events));
-        Ok(hub)
+        Ok(Some(hub))
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -201,7 +206,9 @@ impl Hub {
         state.position = state.position.max(revision);
         let position = state.position;
         state.subscribers.retain(|_, subscribers| {
-            subscribers.retain(|s| match s.tx.try_send(Ok(Item::Progress(position))) {
+            // Never older than where the watch started (it may start ahead of the hub): its
+            // client resumes from the bookmark, and must not get again what its list held.
+            subscribers.retain(|s| match s.tx.try_send(Ok(Item::Progress(position.max(s.after)))) {
                 // Behind: the next change tells it.
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => true,
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -379,6 +386,22 @@ mod tests {
             assert_eq!(next(&mut old).await, (want.0.to_string(), want.1.to_string()));
         }
         assert_eq!(registry.fanouts.watchers(), 3);
+
+        // A watch that starts ahead of the hub (a change of another kind moved the store on)
+        // never gets a bookmark older than its start.
+        let mut other = stratus_api::v1::Namespace::default();
+        other.meta_mut().name = "other".into();
+        registry.create(&caller, other.into_any()).await.unwrap();
+        let ahead = registry.store.current_revision().await.unwrap();
+        let mut bookmarked = registry.watch(&caller, kind, &of_node("node-9"), &ahead.to_string(), true).await.unwrap();
+        let hub = registry.fanouts.hubs.try_lock().unwrap().get(kind).cloned().unwrap();
+        hub.progress(0);
+        let ev = tokio::time::timeout(Duration::from_secs(10), bookmarked.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(ev.kind, "BOOKMARK");
+        assert!(ev.object.meta().resource_version.parse::<i64>().unwrap() >= ahead, "{:?}", ev.object.meta());
+        drop(bookmarked);
+        hub.progress(0);
+        assert_eq!(registry.fanouts.watchers(), 3, "a heartbeat forgets the watches that ended");
 
         // A dropped watch is forgotten at the next change it would get.
         drop(one);

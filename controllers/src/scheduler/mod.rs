@@ -8,7 +8,8 @@
 //!    deleted, and allocatable minus the requests of the Instances already there (those not
 //!    Succeeded or Failed) fits the Instance's cpu, memory and one more instance;
 //! 2. **scores** the rest: fewest Instances of the same revision first (spread), then the lowest
-//!    `max(cpu %, memory %)` after placement (least allocated), then the node name. Over more
+//!    `max(cpu %, memory %)` after placement (least allocated), then the node name (over more
+//!    than 100 nodes, the node looked at first). Over more
 //!    than 100 nodes only a sample is scored, as kube-scheduler's `percentageOfNodesToScore`
 //!    does: the first nodes that fit (500 of 5,000) from where the previous decision stopped
 //!    looking, so that a decision costs a tenth of the nodes and successive ones spread;

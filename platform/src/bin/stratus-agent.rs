@@ -54,7 +54,9 @@ struct Args {
     /// network (they run on this host, or that network is routed to them): publish the
     /// network's subnets on the Node and each instance's address on it, so that gateways
     /// connect there instead of through the engine's published ports (its userland proxy).
-    /// Also probes containers there. Leave off when the network is private to this host.
+    /// Also probes containers there. Leave off when the network is private to this host, and
+    /// give each advertising node an instance network of its own (Docker picks the same
+    /// subnets on every host): a gateway connects to whichever container has the address.
     #[arg(long, env = "STRATUS_ADVERTISE_CONTAINER_ADDRESS")]
     advertise_container_address: bool,
     /// Log lines longer than this many bytes are cut (and marked) when relayed.
