@@ -734,6 +734,13 @@ async fn a_request_is_traced_through_the_gateway_to_the_workload_and_reconciles_
         upstream.iter().any(|s| s.span_id == parts[2]),
         "the workload's traceparent names an upstream span: {workload_parent} vs {upstream:#?}"
     );
+    // `stratus up`'s agent advertises its containers' own addresses, which it reached: the
+    // gateway connects there, not through the engine's port proxy on 127.0.0.1.
+    let served_by = upstream.iter().find(|s| s.span_id == parts[2]).and_then(|s| s.attributes.get("server.address"));
+    assert!(
+        served_by.is_some_and(|a| !a.starts_with("127.") && !a.is_empty()),
+        "the gateway reached the workload at {served_by:?}, not its container address"
+    );
 
     // The controllers' reconciles reach the API server in their traces, and it shows the store.
     let spans = receiver

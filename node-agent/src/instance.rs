@@ -254,7 +254,8 @@ async fn start(inst: &Instance, mut status: InstanceStatus, ctx: &Arc<Context>) 
     status.container_id = id;
     status.image_digest = digest;
     status.address = state.host_port.map(|p| format!("{}:{p}", ctx.cfg.publish_address())).unwrap_or_default();
-    status.container_address = container_address(ctx, inst, state.ip);
+    // Advertised once a probe has reached it from here (see `probe::ProbeStatus::direct`).
+    status.container_address.clear();
     status.started_at = Some(to_timestamp(state.started_at.unwrap_or_else(SystemTime::now)));
     status.finished_at = None;
     status.reason = "ContainerCreating".into();
@@ -326,7 +327,7 @@ async fn running(
     if let Some(port) = c.host_port {
         status.address = format!("{}:{port}", ctx.cfg.publish_address());
     }
-    status.container_address = container_address(ctx, inst, c.ip);
+    status.container_address = container_address(ctx, inst, c.ip.filter(|_| probe.direct));
     if let Some(t) = c.started_at {
         status.started_at = Some(to_timestamp(t));
     }
@@ -541,9 +542,7 @@ fn ensure_prober(ctx: &Arc<Context>, inst: &Instance, c: &ContainerStatus) -> cr
     let key = ObjectRef::new(inst.meta().namespace.clone(), inst.meta().name.clone());
     let trigger = ctx.trigger.clone();
     let address = format!("{}:{port}", ctx.cfg.publish_address());
-    let direct = ctx
-        .cfg
-        .probe_container_address
+    let direct = (ctx.cfg.probe_container_address || ctx.cfg.advertise_container_address)
         .then_some(c.ip)
         .flatten()
         .map(|ip| std::net::SocketAddr::new(ip, u16::try_from(serving_port).unwrap_or(8080)));
@@ -605,8 +604,9 @@ fn grace_period(inst: &Instance) -> Duration {
     Duration::from_secs(u64::try_from(secs.unwrap_or(defaults::TERMINATION_GRACE_PERIOD_SECONDS)).unwrap_or(10))
 }
 
-/// Where gateways may reach `inst`'s serving port on its own network (`ip`), when this agent
-/// advertises container addresses; empty otherwise.
+/// Where gateways may reach `inst`'s serving port on its own network (`ip`, given once a probe
+/// reached it from this host, whose network gateways here share), when this agent advertises
+/// container addresses; empty otherwise.
 fn container_address(ctx: &Context, inst: &Instance, ip: Option<std::net::IpAddr>) -> String {
     let Some(ip) = ip.filter(|_| ctx.cfg.advertise_container_address) else {
         return String::new();

@@ -33,6 +33,9 @@ pub struct ProbeStatus {
     pub failed: bool,
     /// Why, for the instance's status (the last failure's message).
     pub message: String,
+    /// A connection to the container's own address succeeded from here: the agent may
+    /// advertise that address to gateways on this host.
+    pub direct: bool,
 }
 
 /// One probe, resolved against the container's address.
@@ -173,7 +176,11 @@ impl Prober {
                 tokio::time::sleep(readiness.initial_delay).await;
                 let (mut successes, mut failures, mut ever_ready) = (0u32, 0u32, false);
                 loop {
-                    match check(&address, &direct, &readiness).await {
+                    let checked = check(&address, &direct, &readiness).await;
+                    if direct.reached() {
+                        publish(&|s| s.direct = true);
+                    }
+                    match checked {
                         Ok(()) => {
                             failures = 0;
                             successes += 1;
@@ -242,11 +249,21 @@ impl Prober {
 struct Direct {
     address: Option<SocketAddr>,
     reachable: std::sync::atomic::AtomicBool,
+    /// A connection there succeeded once.
+    reached: std::sync::atomic::AtomicBool,
 }
 
 impl Direct {
     fn new(address: Option<SocketAddr>) -> Direct {
-        Direct { address, reachable: std::sync::atomic::AtomicBool::new(true) }
+        Direct {
+            address,
+            reachable: std::sync::atomic::AtomicBool::new(true),
+            reached: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn reached(&self) -> bool {
+        self.reached.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the workload listens, as seen on its own address; `false` when unknown.
@@ -256,7 +273,10 @@ impl Direct {
             return false;
         }
         match tokio::time::timeout(DIRECT_CONNECT, TcpStream::connect(address)).await {
-            Ok(Ok(_)) => true,
+            Ok(Ok(_)) => {
+                self.reached.store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
             // Refused: nothing listens yet (the published port would say the same, slower).
             Ok(Err(_)) => false,
             Err(_) => {
@@ -272,8 +292,15 @@ const DIRECT_CONNECT: Duration = Duration::from_millis(50);
 
 /// Runs one probe.
 async fn check(address: &str, direct: &Direct, spec: &ProbeSpec) -> Result<(), String> {
-    if matches!(spec.action, Action::Tcp) && direct.listens().await {
-        return Ok(());
+    match spec.action {
+        Action::Tcp if direct.listens().await => return Ok(()),
+        Action::Tcp => {}
+        // An HTTP probe goes through the published port; the container's address is only
+        // tried, until it answers once, to learn whether it can be advertised.
+        Action::Http { .. } if !direct.reached() => {
+            direct.listens().await;
+        }
+        Action::Http { .. } => {}
     }
     let attempt = async {
         let mut stream = TcpStream::connect(address).await.map_err(|e| format!("dial tcp {address}: {e}"))?;
@@ -405,9 +432,31 @@ mod tests {
         let p = Prober::start(published, Some(container), None, fast(Action::Tcp, 1), None, || {});
         let s = wait_for(&p, |s| !s.message.is_empty()).await;
         assert!(!s.ready, "nothing listens in the container yet");
+        assert!(!s.direct, "the container's address has not answered");
         assert!(s.message.contains("nothing listens"), "{}", s.message);
         let _workload = std::net::TcpListener::bind(container).expect("bind the container's port");
-        wait_for(&p, |s| s.ready).await;
+        let s = wait_for(&p, |s| s.ready).await;
+        assert!(s.direct, "ready through the container's address, which may be advertised");
+    }
+
+    /// An HTTP probe goes through the published port, and tries the container's address only
+    /// to learn whether it answers (so that it may be advertised).
+    #[tokio::test]
+    async fn an_http_probe_learns_whether_the_container_address_answers() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let addr = http_server(healthy).await;
+        let container: std::net::SocketAddr = addr.parse().expect("an address");
+        let spec = fast(Action::Http { path: "/healthz".into(), headers: vec![] }, 1);
+        let p = Prober::start(addr.clone(), Some(container), None, spec.clone(), None, || {});
+        let s = wait_for(&p, |s| s.ready && s.direct).await;
+        assert!(s.message.is_empty(), "{}", s.message);
+        // A container address that refuses: ready through the published port, not advertised.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let refusing = free.local_addr().expect("addr");
+        drop(free);
+        let p = Prober::start(addr, Some(refusing), None, spec, None, || {});
+        let s = wait_for(&p, |s| s.ready).await;
+        assert!(!s.direct);
     }
 
     #[test]
