@@ -323,11 +323,11 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
             }
             if let Some(st) = &i.status
                 && !st.container_address.is_empty()
-                && st.container_address.parse::<std::net::SocketAddr>().is_err()
+                && !is_container_address(&st.container_address)
             {
                 errs.push(
                     "status.containerAddress",
-                    format!("{:?} is not an IP address and port", st.container_address),
+                    format!("{:?} is not an IPv4 address and port", st.container_address),
                 );
             }
         }
@@ -454,10 +454,10 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
                 if a.address.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                     errs.push(format!("spec.addresses[{i}].address"), format!("{:?} is not host:port", a.address));
                 }
-                if !a.container_address.is_empty() && a.container_address.parse::<std::net::SocketAddr>().is_err() {
+                if !a.container_address.is_empty() && !is_container_address(&a.container_address) {
                     errs.push(
                         format!("spec.addresses[{i}].containerAddress"),
-                        format!("{:?} is not an IP address and port", a.container_address),
+                        format!("{:?} is not an IPv4 address and port", a.container_address),
                     );
                 }
             }
@@ -536,36 +536,30 @@ pub fn validate(obj: &AnyObject) -> Result<(), ErrorList> {
     errs.into_result()
 }
 
-/// Whether `text` is an instance network in CIDR notation (`172.18.0.0/16`, `fd00::/64`): no
-/// bits set past the prefix, at least a /8 (IPv4) or /16 (IPv6), and not the unspecified,
-/// loopback or link-local range. Gateways connect to container addresses inside it.
+/// Whether `text` is an instance network: IPv4 in CIDR notation (`172.18.0.0/16`), a prefix
+/// from 8 to 32 written without a sign or leading zero, and not in `0.0.0.0/8` or the loopback
+/// `127.0.0.0/8`: gateways connect to container addresses inside it. Exactly what the OpenAPI
+/// document's pattern says (`apiserver/src/openapi/rules.rs`).
 fn check_cidr(text: &str) -> Result<(), String> {
-    use std::net::IpAddr;
     let Some((ip, prefix)) = text.split_once('/') else {
-        return Err(format!("{text:?} is not a network in CIDR notation (address/prefix length)"));
+        return Err(format!("{text:?} is not an IPv4 network in CIDR notation (address/prefix length)"));
     };
-    let Ok(ip) = ip.parse::<IpAddr>() else {
-        return Err(format!("{ip:?} in {text:?} is not an IP address"));
+    let Ok(ip) = ip.parse::<std::net::Ipv4Addr>() else {
+        return Err(format!("{ip:?} in {text:?} is not an IPv4 address"));
     };
-    let (bits, shortest, value) = match ip {
-        IpAddr::V4(v4) => (32u32, 8u32, u128::from(u32::from(v4)) << 96),
-        IpAddr::V6(v6) => (128, 16, u128::from(v6)),
-    };
-    let prefix = match prefix.parse::<u32>() {
-        Ok(p) if (shortest..=bits).contains(&p) => p,
-        _ => return Err(format!("{prefix:?} in {text:?} is not a prefix length from {shortest} to {bits}")),
-    };
-    if value & (u128::MAX >> prefix.min(127)) != 0 && prefix < 128 {
-        return Err(format!("{text:?} has bits set past its prefix length"));
+    match prefix.parse::<u8>() {
+        Ok(p) if (8..=32).contains(&p) && p.to_string() == prefix => {}
+        _ => return Err(format!("{prefix:?} in {text:?} is not a prefix length from 8 to 32")),
     }
-    let special = match ip {
-        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_loopback() || v4.is_link_local(),
-        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_loopback() || (v6.segments()[0] & 0xffc0) == 0xfe80,
-    };
-    if special {
-        return Err(format!("{text:?} is an unspecified, loopback or link-local network"));
+    if matches!(ip.octets()[0], 0 | 127) {
+        return Err(format!("{text:?} is in 0.0.0.0/8 or the loopback network"));
     }
     Ok(())
+}
+
+/// Whether `text` is an IPv4 address and port (`172.18.0.5:8080`), as a container address is.
+fn is_container_address(text: &str) -> bool {
+    text.parse::<std::net::SocketAddrV4>().is_ok()
 }
 
 /// [`validate`] for an object that replaces `stored` (an update, an apply, a status write, a

@@ -389,7 +389,12 @@ fn container_unvouched(address: &str, node_name: &str, nodes: &Store<Node>) -> O
         return Some(format!("node {node_name} is not registered"));
     };
     let cidrs = node.status.as_ref().map(|s| s.instance_cidrs.as_slice()).unwrap_or_default();
-    let inside = cidrs.iter().filter_map(|c| c.parse::<Cidr>().ok()).any(|c| c.contains(socket.ip()));
+    // A network written with host bits (`172.18.0.5/16`) is taken as the network it names.
+    let network = |c: &String| match c.parse::<Cidr>() {
+        Ok(net) | Err(crate::cidr::CidrError::HostBits { network: net, .. }) => Some(net),
+        Err(_) => None,
+    };
+    let inside = cidrs.iter().filter_map(network).any(|c| c.contains(socket.ip()));
     match inside {
         true => None,
         false if cidrs.is_empty() => Some(format!("node {node_name} publishes no instance network")),

@@ -608,7 +608,8 @@ fn grace_period(inst: &Instance) -> Duration {
 /// reached it from this host, whose network gateways here share), when this agent advertises
 /// container addresses; empty otherwise.
 fn container_address(ctx: &Context, inst: &Instance, ip: Option<std::net::IpAddr>) -> String {
-    let Some(ip) = ip.filter(|_| ctx.cfg.advertise_container_address) else {
+    // IPv4 only, as the API takes container addresses.
+    let Some(ip) = ip.filter(|ip| ctx.cfg.advertise_container_address && ip.is_ipv4()) else {
         return String::new();
     };
     let spec = inst.spec.as_ref();

@@ -18,6 +18,12 @@ use stratus_api::{KindInfo, billing};
 const SECRET_KEY: &str = "^[-._a-zA-Z0-9]+$";
 
 /// A price, as [`stratus_api::billing::Price`] parses it: a decimal with at most 9 places.
+/// An IPv4 address as Rust parses one: four decimal octets, no leading zeros.
+const OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+const IPV4: &str = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}";
+/// The first octet of an instance network: neither 0 nor 127 (loopback).
+const FIRST_OCTET: &str = "(25[0-5]|2[0-4][0-9]|1[3-9][0-9]|12[89]|12[0-6]|1[01][0-9]|[1-9][0-9]|[1-9])";
+
 const PRICE: &str = "^[0-9]{1,18}(\\.[0-9]{1,9})?$";
 /// An exact amount as an invoice writes its sums: more places than a price may have.
 const DECIMAL_AMOUNT: &str = "^(-?[0-9]{1,38}(\\.[0-9]{1,40})?)?$";
@@ -252,6 +258,13 @@ pub fn apply(schemas: &mut Map<String, Value>, bounds: crate::registry::ScalingB
         ("NodeStatus", "allocatable", json!({"type": "object", "additionalProperties": any_quantity})),
         ("LeaseSpec", "leaseDurationSeconds", non_negative("int32")),
         ("EndpointAddress", "address", string(&format!("^[\\s\\S]*:\\+?{port}$"))),
+        ("EndpointAddress", "containerAddress", string(&format!("^({IPV4}:{port})?$"))),
+        ("InstanceStatus", "containerAddress", string(&format!("^({IPV4}:{port})?$"))),
+        (
+            "NodeStatus",
+            "instanceCidrs",
+            json!({"type": "array", "items": string(&format!("^{FIRST_OCTET}(\\.{OCTET}){{3}}/(3[0-2]|[12][0-9]|[89])$"))}),
+        ),
         ("EventSpec", "reason", json!({"type": "string", "minLength": 1})),
         ("EventSpec", "type", json!({"type": "string", "enum": ["", "Normal", "Warning"]})),
         // Billing: prices are exact decimals, a report's numbers possible, a budget's sane.

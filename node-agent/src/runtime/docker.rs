@@ -366,7 +366,9 @@ impl Runtime for DockerRuntime {
         let docker = self.ready().await?;
         let network = docker.inspect_network(name, None).await.map_err(|e| self.error(e))?;
         let configs = network.ipam.and_then(|i| i.config).unwrap_or_default();
-        Ok(configs.into_iter().filter_map(|c| c.subnet).filter(|s| !s.is_empty()).collect())
+        // IPv4 networks only, as the API takes them (an engine with IPv6 on adds a v6 subnet).
+        let ipv4 = |s: &String| s.split_once('/').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().is_ok());
+        Ok(configs.into_iter().filter_map(|c| c.subnet).filter(ipv4).collect())
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
