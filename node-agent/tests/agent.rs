@@ -135,16 +135,25 @@ async fn container_addresses_are_advertised_only_when_configured_and_reached() {
     assert_eq!(c.status.ip, None);
     assert_eq!(status(&i).container_address, "", "no address reached from here: none advertised");
     assert_eq!(status(&i).address, format!("127.0.0.1:{}", c.status.host_port.unwrap()));
-    // The node's status is written on its own clock: wait for the write that carries them.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let node: Node = h.client.get("", "node-ca").await.unwrap();
-        let cidrs = node.status.unwrap_or_default().instance_cidrs;
-        if cidrs == [stratus_agent::runtime::fake::FAKE_SUBNET] {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the node never published its instance network: {cidrs:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // The node's status is written on its own clock: watch for the write that carries them.
+    let wanted =
+        |n: &Node| n.status.as_ref().is_some_and(|s| s.instance_cidrs == [stratus_agent::runtime::fake::FAKE_SUBNET]);
+    let params = ListParams { field_selector: "metadata.name=node-ca".into(), ..Default::default() };
+    let list = h.client.list::<Node>(&params).await.unwrap();
+    if !list.items.iter().any(wanted) {
+        let mut changes = h.client.watch::<Node>(&params, &list.resource_version, false).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = changes.next().await {
+                if let WatchEvent::Added(n) | WatchEvent::Modified(n) = ev.unwrap()
+                    && wanted(&n)
+                {
+                    return;
+                }
+            }
+            panic!("the watch of node-ca ended");
+        })
+        .await
+        .expect("the node publishes its instance network");
     }
 
     let h = harness("node-nca").await;

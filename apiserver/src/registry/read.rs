@@ -217,12 +217,7 @@ impl Registry {
                                 Some(p) => matches(&registry.decode(info, p)?).await?,
                                 None => false,
                             };
-                            let kind = match (was, matches(&obj).await?) {
-                                (false, true) => "ADDED",
-                                (true, true) => "MODIFIED",
-                                (true, false) => "DELETED",
-                                (false, false) => return Ok(None),
-                            };
+                            let Some(kind) = change_kind(was, matches(&obj).await?) else { return Ok(None) };
                             Ok(Some(WatchEvent { kind, object: redact(obj) }))
                         };
                         classify().await.transpose()
@@ -292,11 +287,9 @@ impl Registry {
                         None => false,
                     };
                     let (kind, object) = match (&change.object, was) {
-                        (Some(obj), was) => match (was, matches(obj).await?) {
-                            (false, true) => ("ADDED", obj),
-                            (true, true) => ("MODIFIED", obj),
-                            (true, false) => ("DELETED", obj),
-                            (false, false) => return Ok(None),
+                        (Some(obj), was) => match change_kind(was, matches(obj).await?) {
+                            Some(kind) => (kind, obj),
+                            None => return Ok(None),
                         },
                         (None, true) => match &change.previous {
                             Some(prev) => ("DELETED", prev),
@@ -358,6 +351,18 @@ pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(10);
 /// `stream`, with a progress event at the last revision it delivered (`after` before any)
 /// whenever `quiet` passes without an event. Ahead of the per-event filtering, so a bookmark
 /// also says that filtering is not stuck.
+/// What a watch reports of a change to an object that matched its selection before (`was`)
+/// and matches after (`is`): ADDED when it starts to, MODIFIED while it does, DELETED when it
+/// stops, nothing when it never did.
+fn change_kind(was: bool, is: bool) -> Option<&'static str> {
+    match (was, is) {
+        (false, true) => Some("ADDED"),
+        (true, true) => Some("MODIFIED"),
+        (true, false) => Some("DELETED"),
+        (false, false) => None,
+    }
+}
+
 fn with_heartbeat(
     stream: stratus_store::WatchStream,
     after: i64,
