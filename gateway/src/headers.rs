@@ -1,7 +1,6 @@
 //! What the gateway changes in the headers it forwards: hop-by-hop headers go, forwarding and
 //! tracing headers are added; everything else passes unchanged.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, HeaderName, HeaderValue, TE, TRANSFER_ENCODING, UPGRADE};
@@ -89,13 +88,14 @@ pub(crate) fn prepare_request(headers: &mut HeaderMap, peer: Peer<'_>, upgrade: 
         }
     }
     let client = peer.ip.to_canonical();
+    let address = client.to_string();
     append(headers, header::FORWARDED, &forwarded_element(client, peer.host, peer.scheme));
-    append(headers, X_FORWARDED_FOR, &client.to_string());
+    append(headers, X_FORWARDED_FOR, &address);
     headers.entry(X_FORWARDED_PROTO).or_insert(HeaderValue::from_static(peer.scheme));
     if let Ok(host) = HeaderValue::from_str(peer.host) {
         headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
-    if let Ok(ip) = HeaderValue::from_str(&client.to_string()) {
+    if let Ok(ip) = HeaderValue::from_str(&address) {
         headers.entry(X_REAL_IP).or_insert(ip);
     }
     if !headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).is_some_and(valid_traceparent) {
@@ -117,7 +117,7 @@ pub(crate) fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
     {
         return id.clone();
     }
-    let id = HeaderValue::from_str(&random_hex(16)).unwrap_or(HeaderValue::from_static("0"));
+    let id = HeaderValue::from_str(&random_hex::<16>()).unwrap_or(HeaderValue::from_static("0"));
     headers.insert(X_REQUEST_ID, id.clone());
     id
 }
@@ -135,22 +135,33 @@ pub(crate) fn valid_traceparent(value: &str) -> bool {
 /// A new `traceparent`: version 00, random trace and parent ids, not sampled (the gateway
 /// records no spans; a traced application decides for itself).
 fn new_traceparent() -> String {
-    format!("00-{}-{}-00", random_hex(16), random_hex(8))
+    let mut out = String::with_capacity(55);
+    out.push_str("00-");
+    push_random_hex::<16>(&mut out);
+    out.push('-');
+    push_random_hex::<8>(&mut out);
+    out.push_str("-00");
+    out
 }
 
-/// `bytes` random bytes as lowercase hex, never all zeros.
-fn random_hex(bytes: usize) -> String {
-    loop {
-        let mut out = String::with_capacity(bytes * 2);
-        let mut nonzero = false;
-        for _ in 0..bytes {
-            let b: u8 = rand::random();
-            nonzero |= b != 0;
-            let _ = write!(out, "{b:02x}");
-        }
-        if nonzero {
-            return out;
-        }
+/// `N` random bytes as lowercase hex, never all zeros.
+fn random_hex<const N: usize>() -> String {
+    let mut out = String::with_capacity(N * 2);
+    push_random_hex::<N>(&mut out);
+    out
+}
+
+/// Appends `N` random bytes as lowercase hex, never all zeros, to `out`. Every request needs
+/// a few of these: one draw of the generator, not one per byte, and no formatting machinery.
+fn push_random_hex<const N: usize>(out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; N];
+    while bytes.iter().all(|b| *b == 0) {
+        rand::Rng::fill(&mut rand::rng(), &mut bytes[..]);
+    }
+    for b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
 }
 
@@ -182,6 +193,12 @@ fn token_or_quoted(value: &str) -> String {
 
 /// Appends `item` to a list-valued header, joining repeated fields into one.
 fn append(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    if !headers.contains_key(&name) {
+        if let Ok(value) = HeaderValue::from_str(item) {
+            headers.insert(name, value);
+        }
+        return;
+    }
     let mut list: Vec<&str> = headers.get_all(&name).iter().filter_map(|v| v.to_str().ok()).collect();
     list.push(item);
     if let Ok(value) = HeaderValue::from_str(&list.join(", ")) {

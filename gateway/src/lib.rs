@@ -66,6 +66,7 @@ use stratus_api::v1::{Endpoints, Node, Revision, Service};
 use stratus_client::runtime::Informer;
 use stratus_client::{Client, ErrorChain, ListParams};
 use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
 mod autoscaler;
@@ -96,6 +97,9 @@ pub enum Error {
     /// Accepting connections failed for a reason other than a passing shortage.
     #[error("accepting a connection failed")]
     Accept(#[source] std::io::Error),
+    /// A thread that serves connections (see [`GatewayConfig::proxy_threads`]) could not start.
+    #[error("starting the gateway's proxy threads failed")]
+    Start(#[source] std::io::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -168,6 +172,11 @@ pub struct GatewayConfig {
     pub limits: stratus_support::server::Limits,
     /// Usage metering for billing. Default none (the binaries turn it on).
     pub metering: Option<Metering>,
+    /// Threads that serve the proxy's connections, each on a single-threaded runtime of its
+    /// own with its own upstream connections (as nginx's worker processes), so that a
+    /// request's work stays on one core. 0 serves them on the runtime that calls
+    /// [`Gateway::serve`]. Default: one per CPU.
+    pub proxy_threads: usize,
 }
 
 /// How the gateway meters usage: each instance's busy periods and requests, reported for every
@@ -215,6 +224,7 @@ impl Default for GatewayConfig {
             https_redirect: None,
             limits: stratus_support::server::Limits::default(),
             metering: None,
+            proxy_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -230,7 +240,6 @@ pub struct Gateway {
 pub(crate) struct Shared {
     config: GatewayConfig,
     metrics: Metrics,
-    upstreams: Upstreams,
     /// The current table: replaced whole, never changed in place.
     table: RwLock<Arc<Table>>,
     /// Held while a table is built, so that two builds never interleave.
@@ -300,7 +309,6 @@ impl Gateway {
             stop
         });
         let shared = Arc::new(Shared {
-            upstreams: Upstreams::new(config.connect_timeout),
             config,
             metrics,
             table: RwLock::new(Arc::new(Table::default())),
@@ -358,27 +366,65 @@ impl Gateway {
         shutdown: impl Future<Output = ()>,
     ) -> Result<()> {
         let shared = self.shared;
-        let limits =
-            stratus_support::server::Limits { drain: shared.config.drain_timeout, ..shared.config.limits.clone() };
-        let redirect = if tls.is_none() { shared.config.https_redirect } else { None };
-        let scheme = if tls.is_some() { "https" } else { "http" };
         if let Ok(addr) = listener.local_addr() {
             stratus_support::server::log_listening("the gateway", addr, tls.is_some());
         }
-        stratus_support::server::serve(listener, tls, limits, shutdown, move |peer| {
-            let shared = Arc::clone(&shared);
-            service_fn(move |req: Request<Incoming>| {
-                let shared = Arc::clone(&shared);
-                async move {
-                    Ok::<_, Infallible>(match redirect {
-                        Some(port) => proxy::redirect_to_https(&req, port),
-                        None => proxy::handle(shared, req, peer.addr, scheme).await,
-                    })
-                }
-            })
-        })
-        .await
-        .map_err(Error::Accept)
+        let threads = shared.config.proxy_threads;
+        if threads == 0 {
+            return serve_connections(shared, listener, tls, shutdown).await;
+        }
+        // Each thread accepts from the same socket and serves what it accepted on its own
+        // single-threaded runtime, with its own upstream connections, as nginx's worker
+        // processes do: a request, its upstream connection and their wake-ups stay on one core.
+        let listener = listener.into_std().map_err(Error::Accept)?;
+        let (stop, stopped) = watch::channel(false);
+        let mut finished = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let listener = listener.try_clone().map_err(Error::Start)?;
+            let (shared, tls, mut stopped) = (Arc::clone(&shared), tls.clone(), stopped.clone());
+            let (done, outcome) = oneshot::channel();
+            let run = move || {
+                let result = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Start);
+                let result = result.and_then(|runtime| {
+                    let result = runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener).map_err(Error::Start)?;
+                        // Stops when told, or when the serving future is dropped.
+                        let stop = async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        };
+                        serve_connections(shared, listener, tls, stop).await
+                    });
+                    // Whatever the connections spawned ends here, before the caller hears of it.
+                    drop(runtime);
+                    result
+                });
+                let _ = done.send(result);
+            };
+            std::thread::Builder::new().name(format!("gateway-proxy-{i}")).spawn(run).map_err(Error::Start)?;
+            finished.push(outcome);
+        }
+        drop(listener);
+        let mut finished = futures::future::select_all(finished);
+        // The first thread to end early (accepting failed for good) stops the others.
+        let early = tokio::select! {
+            () = shutdown => None,
+            (result, _, rest) = &mut finished => Some((result, rest)),
+        };
+        let _ = stop.send(true);
+        let (first, rest) = match early {
+            Some((result, rest)) => (result, rest),
+            None => {
+                let (result, _, rest) = finished.await;
+                (result, rest)
+            }
+        };
+        let mut outcome = first.unwrap_or(Ok(()));
+        for result in futures::future::join_all(rest).await {
+            if outcome.is_ok() {
+                outcome = result.unwrap_or(Ok(()));
+            }
+        }
+        outcome
     }
 
     /// Serves `/metrics` (Prometheus, OpenMetrics text), `/healthz` (the process answers) and
@@ -542,6 +588,34 @@ impl Drop for Shared {
             spool_usage(self, &metering, &source, (from, end));
         }
     }
+}
+
+/// Serves the connections of `listener` on the current runtime until `shutdown` completes, with
+/// upstream connections of its own.
+async fn serve_connections(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let limits = stratus_support::server::Limits { drain: shared.config.drain_timeout, ..shared.config.limits.clone() };
+    let redirect = if tls.is_none() { shared.config.https_redirect } else { None };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let upstreams = Arc::new(Upstreams::new(shared.config.connect_timeout));
+    stratus_support::server::serve(listener, tls, limits, shutdown, move |peer| {
+        let (shared, upstreams) = (Arc::clone(&shared), Arc::clone(&upstreams));
+        service_fn(move |req: Request<Incoming>| {
+            let (shared, upstreams) = (Arc::clone(&shared), Arc::clone(&upstreams));
+            async move {
+                Ok::<_, Infallible>(match redirect {
+                    Some(port) => proxy::redirect_to_https(&req, port),
+                    None => proxy::handle(shared, &upstreams, req, peer.addr, scheme).await,
+                })
+            }
+        })
+    })
+    .await
+    .map_err(Error::Accept)
 }
 
 fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<ProxyBody> {

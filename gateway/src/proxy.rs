@@ -126,6 +126,7 @@ impl Upstreams {
 /// becomes a response.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
+    upstreams: &Upstreams,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     scheme: &'static str,
@@ -171,7 +172,7 @@ pub(crate) async fn handle(
                     // Only admitted requests are demand the autoscaler should meet.
                     pool.count_request();
                     let arrival = Arrival { peer, scheme, host: &host, started, trace: trace.as_ref() };
-                    forward(&shared, &pool, req, arrival).await
+                    forward(&shared, upstreams, &pool, req, arrival).await
                 }
             };
             (Some(pool), result)
@@ -214,6 +215,7 @@ struct Arrival<'a> {
 /// the deadline.
 async fn forward(
     shared: &Shared,
+    upstreams: &Upstreams,
     pool: &Arc<RevisionPool>,
     mut req: Request<Incoming>,
     arrival: Arrival<'_>,
@@ -296,7 +298,7 @@ async fn forward(
         if let Some(cx) = &attempt {
             otel::inject(cx, upstream.headers_mut());
         }
-        let sent = tokio::time::timeout_at(deadline, shared.upstreams.client(lease.protocol()).request(upstream)).await;
+        let sent = tokio::time::timeout_at(deadline, upstreams.client(lease.protocol()).request(upstream)).await;
         if let Some(cx) = &attempt {
             let outcome = match &sent {
                 Ok(Ok(response)) => Ok(response.status()),
@@ -380,12 +382,7 @@ fn respond(
     headers::strip_hop_by_hop(&mut parts.headers);
     // The client's connection has its own version; hyper answers in it.
     parts.version = Version::HTTP_11;
-    let body = ResponseBody {
-        inner: body,
-        deadline: Box::pin(tokio::time::sleep_until(deadline)),
-        timeout,
-        lease: Some(lease),
-    };
+    let body = ResponseBody { inner: body, deadline, timer: None, timeout, lease: Some(lease) };
     Ok(Response::from_parts(parts, body.boxed_unsync()))
 }
 
@@ -561,9 +558,19 @@ impl Body for RequestBody {
 /// when the deadline passes first, and releases the lease as soon as it ends.
 struct ResponseBody {
     inner: Incoming,
-    deadline: Pin<Box<Sleep>>,
+    deadline: Instant,
+    /// Set the first time the body has to wait: a body that is there at once (most of them)
+    /// costs no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     timeout: Duration,
     lease: Option<Lease>,
+}
+
+impl ResponseBody {
+    fn exceeded(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.lease = None;
+        Poll::Ready(Some(Err(Box::new(DeadlineExceeded(self.timeout)))))
+    }
 }
 
 impl Body for ResponseBody {
@@ -575,13 +582,7 @@ impl Body for ResponseBody {
         if this.lease.is_none() {
             return Poll::Ready(None);
         }
-        // The deadline first: a body that always has data ready must still be cut.
-        if this.deadline.as_mut().poll(cx).is_ready() {
-            this.lease = None;
-            return Poll::Ready(Some(Err(Box::new(DeadlineExceeded(this.timeout)))));
-        }
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match polled {
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.lease = None;
                 Poll::Ready(None)
@@ -590,8 +591,17 @@ impl Body for ResponseBody {
                 this.lease = None;
                 Poll::Ready(Some(Err(Box::new(e))))
             }
+            // A body that always has data ready is cut all the same.
+            Poll::Ready(Some(Ok(_))) if Instant::now() >= this.deadline => this.exceeded(),
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                let deadline = this.deadline;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => this.exceeded(),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -28,6 +28,34 @@ use support::*;
 
 // ---------------------------------------------------------------- routing
 
+/// Served on the caller's runtime (no threads of its own) or on threads of its own, the
+/// gateway routes the same; once stopped, the threads no longer accept connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_its_own_threads_or_on_the_callers_runtime() -> Result<()> {
+    for threads in [0, 3] {
+        let h = Harness::start_with(GatewayConfig { proxy_threads: threads, ..GatewayConfig::default() }).await?;
+        let backend = Backend::named("hello-1").await?;
+        h.revision("hello-1", 0, 30).await?;
+        h.endpoints("hello-1", &[backend.endpoint("http1")]).await?;
+        h.service("hello", None, &[("hello-1", 100, "")]).await?;
+        h.wait_endpoints("hello-1", 1).await?;
+        // More connections than threads, so that every thread serves some.
+        let hello = host("hello");
+        let answers = futures::future::join_all((0..12).map(|_| h.get(&hello, "/"))).await;
+        for answer in answers {
+            let (status, _, body) = answer?;
+            ensure!(status == StatusCode::OK && body == "hello-1", "{threads} threads: {status} {body}");
+        }
+        let addr = h.addr;
+        drop(h.stop());
+        eventually("the stopped gateway to close its listener", || async {
+            tokio::net::TcpStream::connect(addr).await.is_err()
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_answers_404_naming_an_unknown_host() -> Result<()> {
     let h = Harness::start().await?;

@@ -102,8 +102,12 @@ pub async fn run(args: Args) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("start nginx")?;
+    // SIGTERM, not SIGKILL: nginx's master stops its workers only when it is asked to.
     let _nginx = Cleanup(Box::new(move || {
-        let _ = nginx.kill();
+        let stopped = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
+        if !stopped.is_ok_and(|s| s.success()) {
+            let _ = nginx.kill();
+        }
         let _ = nginx.wait();
     }));
     let nginx_addr = format!("127.0.0.1:{nginx_port}");
@@ -129,6 +133,12 @@ pub async fn run(args: Args) -> Result<()> {
     let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), ..Default::default() };
     let gateway = stratus_gateway::Gateway::new(client.clone(), config);
     tokio::spawn(gateway.clone().serve(gw, until(stopped.clone())));
+    // The same gateway serving on the bench's shared runtime instead of threads of its own.
+    let config = stratus_gateway::GatewayConfig { domain: "localhost".into(), proxy_threads: 0, ..Default::default() };
+    let shared_runtime = stratus_gateway::Gateway::new(client.clone(), config);
+    let gwr = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let shared_runtime_addr = gwr.local_addr()?.to_string();
+    tokio::spawn(shared_runtime.serve(gwr, until(stopped.clone())));
     // The same route through a gateway that meters every instance for billing, as the binaries
     // do by default: busy periods and requests per instance, reported every 10 s through a
     // spool on disk to the same API server.
@@ -160,6 +170,7 @@ pub async fn run(args: Args) -> Result<()> {
     for host in [PUBLISHED_HOST, CONTAINER_HOST] {
         wait_routed(&gateway_addr, host).await?;
         wait_routed(&metered_addr, host).await?;
+        wait_routed(&shared_runtime_addr, host).await?;
     }
 
     let mut rows = Vec::new();
@@ -172,6 +183,7 @@ pub async fn run(args: Args) -> Result<()> {
         ("direct, container address", format!("http://{container}/"), None),
         ("nginx, container address", format!("http://{nginx_container_addr}/"), None),
         ("stratus-gateway", format!("http://{gateway_addr}/"), Some(CONTAINER_HOST)),
+        ("stratus-gateway (shared runtime)", format!("http://{shared_runtime_addr}/"), Some(CONTAINER_HOST)),
         ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST)),
         ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST)),
     ];

@@ -89,6 +89,11 @@ struct Args {
     /// multiples of it on the clock.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     usage_window_seconds: u64,
+    /// Threads that serve the proxy's connections, each with its own share of the connections
+    /// and its own upstream connections (default: one per CPU; 0 serves them on the shared
+    /// runtime).
+    #[arg(long, env = "STRATUS_GATEWAY_THREADS", value_parser = clap::value_parser!(u16).range(0..=1024))]
+    threads: Option<u16>,
 }
 
 /// Accepts an endpoint only if it is an absolute `http://` URI (the channel speaks h2c; TLS is
@@ -148,6 +153,10 @@ async fn main() -> anyhow::Result<()> {
         https_redirect: args.https_redirect,
         metering,
         ..GatewayConfig::default()
+    };
+    let config = match args.threads {
+        Some(threads) => GatewayConfig { proxy_threads: threads.into(), ..config },
+        None => config,
     };
     let config = match args.name {
         Some(name) => GatewayConfig { name, ..config },
