@@ -2,7 +2,7 @@
 //! kept from the informers' change streams, plus the binds this scheduler made that the caches
 //! do not show yet (see "Accounting" in the [scheduler's documentation](super)).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::task::{Poll, Waker};
 
 use futures::StreamExt;
@@ -11,7 +11,7 @@ use stratus_api::capacity::Overcommit;
 use stratus_api::v1::{Instance, Node};
 use stratus_client::runtime::{Change, ChangeKind, ObjectRef, Subscription};
 
-use super::fit::{NodeFacts, NodeUsage, Placement, Resources, requests, revision_key};
+use super::fit::{NodeFacts, Nodes, Placement, Resources, requests, revision_key};
 use crate::context::Context;
 use crate::instances::{is_finished, node_name};
 
@@ -22,9 +22,8 @@ pub(super) struct Cache {
     /// The follower's waker: a decision that drains the streams itself wakes it, since polling
     /// them with another waker unregistered its own.
     pub(super) follower: Option<Waker>,
-    /// Nodes by name, so that ties go to the first name.
-    pub(super) nodes: BTreeMap<String, NodeFacts>,
-    pub(super) usage: HashMap<String, NodeUsage>,
+    /// Nodes by name (so that ties go to the first name), with what is taken on each.
+    pub(super) nodes: Nodes,
     /// Where each bound, unfinished Instance sits.
     placed: HashMap<ObjectRef, Placement>,
     /// Binds of this scheduler the cache does not show yet.
@@ -41,8 +40,7 @@ impl Cache {
             instance_changes: ctx.instances.subscribe(),
             node_changes: ctx.nodes.subscribe(),
             follower: None,
-            nodes: BTreeMap::new(),
-            usage: HashMap::new(),
+            nodes: Nodes::default(),
             placed: HashMap::new(),
             assumed: HashMap::new(),
             policy: ctx.config.overcommit,
@@ -87,14 +85,10 @@ impl Cache {
     }
 
     fn apply_node(&mut self, change: &Change<Node>) {
-        let name = change.object.meta().name.clone();
+        let name = &change.object.meta().name;
         match change.kind {
-            ChangeKind::Deleted => {
-                self.nodes.remove(&name);
-            }
-            ChangeKind::Added | ChangeKind::Modified => {
-                self.nodes.insert(name, NodeFacts::of(&change.object));
-            }
+            ChangeKind::Deleted => self.nodes.set_facts(name, None),
+            ChangeKind::Added | ChangeKind::Modified => self.nodes.set_facts(name, Some(NodeFacts::of(&change.object))),
         }
     }
 
@@ -102,15 +96,13 @@ impl Cache {
         let key = change.key();
         let inst = &change.object;
         if let Some(old) = self.placed.remove(&key) {
-            if let Some(usage) = self.usage.get_mut(&old.node) {
-                usage.bound.remove(&key);
-            }
+            self.nodes.usage_mut(&old.node).bound.remove(&key);
             self.take(&old, false);
         }
         if change.kind != ChangeKind::Deleted
             && let Some(p) = placement(inst, &self.policy)
         {
-            self.usage.entry(p.node.clone()).or_default().bound.insert(key.clone(), p.clone());
+            self.nodes.usage_mut(&p.node).bound.insert(key.clone(), p.clone());
             self.take(&p, true);
             self.placed.insert(key.clone(), p);
         }
@@ -141,7 +133,7 @@ impl Cache {
 
     /// Adds (`taken`) or removes a placement's share of its node.
     fn take(&mut self, p: &Placement, taken: bool) {
-        let usage = self.usage.entry(p.node.clone()).or_default();
+        let usage = self.nodes.usage_mut(&p.node);
         usage.used = if taken { usage.used.plus(p.requests) } else { usage.used.minus(p.requests) };
         if let Some(rev) = &p.revision {
             let held = usage.by_revision.entry(rev.clone()).or_default();
@@ -150,15 +142,15 @@ impl Cache {
                 usage.by_revision.remove(rev);
             }
         }
-        if usage.used == Resources::default() && usage.bound.is_empty() && usage.by_revision.is_empty() {
-            self.usage.remove(&p.node);
-        }
+        self.nodes.prune(&p.node);
     }
 
-    /// The Instances the cache shows bound to `node`, after applying what is pending.
-    pub(super) fn bound_to(&mut self, node: &str) -> Vec<Placement> {
+    /// The sum of the requests of the Instances the cache shows bound to `node` (after applying
+    /// what is pending) whose uid `counts`.
+    pub(super) fn bound_requests(&mut self, node: &str, counts: impl Fn(&str) -> bool) -> Resources {
         self.sync();
-        self.usage.get(node).map(|u| u.bound.values().cloned().collect()).unwrap_or_default()
+        let Some(usage) = self.nodes.usage(node) else { return Resources::default() };
+        usage.bound.values().filter(|p| counts(&p.uid)).fold(Resources::default(), |sum, p| sum.plus(p.requests))
     }
 }
 

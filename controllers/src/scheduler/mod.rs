@@ -312,7 +312,7 @@ impl Scheduler {
             return Decision::InFlight;
         }
         let cache = &mut *cache;
-        match place_from(&cache.nodes, &cache.usage, req, revision_key(inst).as_ref(), &mut cache.cursor) {
+        match place_from(&cache.nodes, req, revision_key(inst).as_ref(), &mut cache.cursor) {
             Ok(node) => {
                 let placement =
                     Placement { uid: uid.clone(), node: node.clone(), revision: revision_key(inst), requests: req };
@@ -372,12 +372,8 @@ impl Scheduler {
         }
         // Instances bound without a reservation (bound at creation, by hand, or whose
         // reservation was settled) count too.
-        let bound = self.lock().bound_to(node_name);
-        for p in bound {
-            if p.uid != inst.meta().uid && counted.insert(p.uid.clone()) {
-                used = used.plus(p.requests);
-            }
-        }
+        let own = inst.meta().uid.as_str();
+        used = used.plus(self.lock().bound_requests(node_name, |uid| uid != own && !counted.contains(uid)));
         let unfit = check(&NodeFacts::of(&node), used, req);
         if !unfit.is_empty() {
             let reasons = unfit.iter().map(|(reason, free)| reason.describe(req, *free)).collect::<Vec<_>>().join(", ");
