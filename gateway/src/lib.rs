@@ -66,7 +66,7 @@ use stratus_api::v1::{Endpoints, Node, Revision, Service};
 use stratus_client::runtime::Informer;
 use stratus_client::{Client, ErrorChain, ListParams};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 use tracing::{debug, error};
 
 mod autoscaler;
@@ -100,6 +100,9 @@ pub enum Error {
     /// A thread that serves connections (see [`GatewayConfig::proxy_threads`]) could not start.
     #[error("starting the gateway's proxy threads failed")]
     Start(#[source] std::io::Error),
+    /// A thread that serves connections ended without saying how: it panicked.
+    #[error("a proxy thread of the gateway stopped unexpectedly")]
+    ThreadLost,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -175,7 +178,9 @@ pub struct GatewayConfig {
     /// Threads that serve the proxy's connections, each on a single-threaded runtime of its
     /// own with its own upstream connections (as nginx's worker processes), so that a
     /// request's work stays on one core. 0 serves them on the runtime that calls
-    /// [`Gateway::serve`]. Default: one per CPU.
+    /// [`Gateway::serve`]. The listener's connection limit is shared by its threads. Dropping
+    /// the future that serves stops the threads as a shutdown does: each drains its open
+    /// exchanges for up to `drain_timeout`. Default: one per CPU.
     pub proxy_threads: usize,
 }
 
@@ -371,17 +376,25 @@ impl Gateway {
         }
         let threads = shared.config.proxy_threads;
         if threads == 0 {
-            return serve_connections(shared, listener, tls, shutdown).await;
+            let limits = shared.config.limits.clone();
+            return serve_connections(shared, listener, tls, limits, shutdown).await;
         }
         // Each thread accepts from the same socket and serves what it accepted on its own
         // single-threaded runtime, with its own upstream connections, as nginx's worker
         // processes do: a request, its upstream connection and their wake-ups stay on one core.
         let listener = listener.into_std().map_err(Error::Accept)?;
+        // Dropped with this future, which stops the threads too.
         let (stop, stopped) = watch::channel(false);
+        // One connection limit for the listener, whichever thread accepts.
+        let limits = stratus_support::server::Limits {
+            connection_permits: Some(Arc::new(Semaphore::new(shared.config.limits.max_connections))),
+            ..shared.config.limits.clone()
+        };
         let mut finished = Vec::with_capacity(threads);
         for i in 0..threads {
             let listener = listener.try_clone().map_err(Error::Start)?;
-            let (shared, tls, mut stopped) = (Arc::clone(&shared), tls.clone(), stopped.clone());
+            let (shared, tls, limits, mut stopped) =
+                (Arc::clone(&shared), tls.clone(), limits.clone(), stopped.clone());
             let (done, outcome) = oneshot::channel();
             let run = move || {
                 let result = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Start);
@@ -392,7 +405,7 @@ impl Gateway {
                         let stop = async move {
                             let _ = stopped.wait_for(|s| *s).await;
                         };
-                        serve_connections(shared, listener, tls, stop).await
+                        serve_connections(shared, listener, tls, limits, stop).await
                     });
                     // Whatever the connections spawned ends here, before the caller hears of it.
                     drop(runtime);
@@ -418,10 +431,11 @@ impl Gateway {
                 (result, rest)
             }
         };
-        let mut outcome = first.unwrap_or(Ok(()));
+        // A thread whose sender went without a word panicked.
+        let mut outcome = first.unwrap_or(Err(Error::ThreadLost));
         for result in futures::future::join_all(rest).await {
             if outcome.is_ok() {
-                outcome = result.unwrap_or(Ok(()));
+                outcome = result.unwrap_or(Err(Error::ThreadLost));
             }
         }
         outcome
@@ -596,9 +610,10 @@ async fn serve_connections(
     shared: Arc<Shared>,
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: stratus_support::server::Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let limits = stratus_support::server::Limits { drain: shared.config.drain_timeout, ..shared.config.limits.clone() };
+    let limits = stratus_support::server::Limits { drain: shared.config.drain_timeout, ..limits };
     let redirect = if tls.is_none() { shared.config.https_redirect } else { None };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let upstreams = Arc::new(Upstreams::new(shared.config.connect_timeout));

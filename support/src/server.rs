@@ -46,6 +46,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections beyond this many are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// The permits of `max_connections`, when several servers share them (one listener served
+    /// by several threads); `None` gives each server its own.
+    pub connection_permits: Option<Arc<Semaphore>>,
     /// HTTP/2 pings this often; a peer that does not answer within `keep_alive_timeout` is gone.
     pub keep_alive_interval: Duration,
     pub keep_alive_timeout: Duration,
@@ -59,6 +62,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             max_connections: 10_000,
+            connection_permits: None,
             keep_alive_interval: Duration::from_secs(30),
             keep_alive_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(10),
@@ -118,7 +122,7 @@ where
         .keep_alive_timeout(limits.keep_alive_timeout);
     let builder = Arc::new(builder);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let permits = limits.connection_permits.clone().unwrap_or_else(|| Arc::new(Semaphore::new(limits.max_connections)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut last_refusal: Option<Instant> = None;

@@ -137,6 +137,32 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
 }
 
+/// Servers given the same permits (one listener served by several threads) share one limit.
+#[tokio::test]
+async fn servers_sharing_permits_share_the_limit() {
+    let shared = Limits {
+        max_connections: 2,
+        connection_permits: Some(Arc::new(tokio::sync::Semaphore::new(2))),
+        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        ..short()
+    };
+    let (first, second) = (start(shared.clone(), None).await, start(shared, None).await);
+    let mut held = Vec::new();
+    for addr in [&first, &second] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(get(&mut s, "/").await.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    for addr in [&first, &second] {
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut extra, Duration::from_secs(5)).await,
+            "a connection over the shared limit was served"
+        );
+    }
+}
+
 fn tls_server(ca: &Ca) -> (Arc<Certificates>, Arc<rustls::ServerConfig>) {
     let certs = Certificates::new();
     let issued = ca.issue(Usage::Server, &["127.0.0.1".into()], Duration::from_secs(3600)).unwrap();
