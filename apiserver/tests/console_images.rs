@@ -12,6 +12,7 @@ use registry::{TestRegistry, saved_image};
 use std::time::Duration;
 
 use serde_json::json;
+use stratus_api::Resource;
 use stratus_apiserver::images::ImagesConfig;
 use stratus_testkit::console::Browser;
 use stratus_testkit::relay::Relay;
@@ -102,5 +103,34 @@ async fn an_upload_the_network_breaks_is_sent_again() {
     let message = browser.wait_for_text("#image-message", "Uploaded").await;
     assert!(message.contains(&format!("{}/a-ns/web:v4", registry.addr)), "{message}");
     assert_eq!(registry.catalog().await, ["a-ns/web"]);
+    browser.close().await;
+}
+
+/// A deploy whose request the network breaks (Chromium fails every request in flight when
+/// Docker adds or removes a container's interface) is sent again once a read shows the service
+/// was not made, and the service is made once.
+#[tokio::test]
+async fn a_deploy_the_network_breaks_is_sent_again_while_the_service_is_not_there() {
+    let registry = TestRegistry::start();
+    let spool = tempfile::tempdir().unwrap();
+    let s = server_with(&registry, spool.path()).await;
+    let relay = Relay::start(s.addr).await;
+    let browser = Browser::start().await;
+    let endpoint = format!("http://{}", relay.addr);
+    open_images_page(&browser, &endpoint).await;
+    browser.goto(&format!("{endpoint}/ui/#/deploy/a-ns")).await;
+    browser.wait_for_text("#deploy-title", "Deploy a service").await;
+    browser.fill("#deploy-name", "web").await;
+    browser.fill("#deploy-image", "127.0.0.1:5000/a-ns/web:v4").await;
+    // Longer than the first tries of the create's read-back (at once, 250 ms, 750 ms after
+    // the create failed): the create is sent again only once a read answers 404.
+    relay.break_for(Duration::from_millis(1500));
+    browser.click("#deploy-submit").await;
+    browser.wait_for_text("#services", "web").await;
+    let admin = stratus_client::Client::new(&s.endpoint).unwrap().with_token(&s.token);
+    let params = stratus_client::ListParams { namespace: "a-ns".into(), ..Default::default() };
+    let services = admin.list::<stratus_api::v1::Service>(&params).await.unwrap();
+    let names: Vec<&str> = services.items.iter().map(|s| s.meta().name.as_str()).collect();
+    assert_eq!(names, ["web"]);
     browser.close().await;
 }

@@ -69,12 +69,39 @@ async function fetchAgain(path, init) {
 }
 
 /**
+ * A create (POST of an object named `name` to the collection `path`), sent again when the
+ * network fails under it, but only while the object provably does not exist: a read of it
+ * answers 404, so the create was not made and cannot be made twice. When the object exists
+ * after a failure, this create may be what made it (or may not): the error says so.
+ */
+async function createAgain(path, init, name) {
+  const objectPath = `${path}/${encodeURIComponent(name)}`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fetch(path, init);
+    } catch (error) {
+      if (init.signal?.aborted) throw error;
+      const lost = () => new TypeError(`${error.message}; the change may or may not have been made, so look before trying again`);
+      if (attempt >= 3) throw lost();
+      await sleep(250 * 2 ** attempt, init.signal);
+      let probe;
+      try {
+        probe = await fetchAgain(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'});
+      } catch {
+        throw lost();
+      }
+      if (probe.status !== 404) throw lost();
+    }
+  }
+}
+
+/**
  * One request to the API as the session's user, its body sent as `contentType`. A 401 ends the
  * session (the listeners of `onExpired` are told) and throws like every other failure, as an
  * ApiError. Reads and PATCHes (an apply of the whole object as application/json, or a merge
  * patch as application/merge-patch+json: either gives the same result however often it is
- * applied) are sent again when the network fails under them; a failed create or replace is
- * not, and its error says so.
+ * applied) are sent again when the network fails under them, and so is a create while a read
+ * shows the object does not exist; a failed replace is not, and its error says so.
  */
 export async function request(method, path, body, {signal, contentType = 'application/json'} = {}) {
   const headers = {...CONSOLE_HEADER, Accept: 'application/json'};
@@ -86,6 +113,8 @@ export async function request(method, path, body, {signal, contentType = 'applic
   let response;
   if (REPEATABLE.has(method)) {
     response = await fetchAgain(path, init);
+  } else if (method === 'POST' && typeof body?.metadata?.name === 'string' && body.metadata.name) {
+    response = await createAgain(path, init, body.metadata.name);
   } else {
     try {
       response = await fetch(path, init);
