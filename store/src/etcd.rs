@@ -29,6 +29,98 @@ const LEASE_NOT_FOUND: &str = "requested lease not found";
 const MAX_RESPONSE: usize = i32::MAX as usize;
 /// A key nobody writes, watched to learn the compaction revision.
 const PROBE_KEY: &str = "\0stratus/compaction-probe";
+/// How many times a request is made while it fails before reaching etcd, and the pause before
+/// the second try (doubled for each one after it: 0.3 s in all).
+const SEND_ATTEMPTS: u32 = 6;
+const FIRST_RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether the request failed before it was sent: no connection to the member the channel
+/// chose could be made. Such a request is safe to make again, a write included.
+///
+/// The client balances requests over every endpoint, and a member it has lost stays in the
+/// balance while it reconnects: the next request given to it fails with the connect error
+/// instead of going to a member that is up (tonic's `Reconnect` reports ready and hands the
+/// error to the next call). Without sending again, a member restarting would fail requests
+/// the others could serve.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) if status.code() == tonic::Code::Unavailable => Some(status),
+        etcd_client::Error::TransportError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Makes the request the expression `$call` makes (evaluated again for each try) until it
+/// reaches etcd, up to [`SEND_ATTEMPTS`] times: the balance gives the next try to another
+/// member, or to the same member once it is back.
+macro_rules! send {
+    ($call:expr) => {{
+        let mut attempt = 1;
+        loop {
+            match $call.await {
+                Err(e) if attempt < SEND_ATTEMPTS && never_sent(&e) => {
+                    tracing::debug!(error = %e, attempt, "an etcd request was not sent; sending it again");
+                    tokio::time::sleep(resend_pause(attempt)).await;
+                    attempt += 1;
+                }
+                result => break result,
+            }
+        }
+    }};
+}
+
+/// The pause after the failed try number `attempt` (from 1): none before the second, which
+/// the balance will likely give to another member, then doubling from [`FIRST_RESEND_PAUSE`].
+fn resend_pause(attempt: u32) -> Duration {
+    match attempt {
+        0 | 1 => Duration::ZERO,
+        n => FIRST_RESEND_PAUSE * 2u32.saturating_pow(n - 2),
+    }
+}
+
+fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
+    header
+        .map(ResponseHeader::revision)
+        .ok_or_else(|| Error::Etcd(etcd_client::Error::Internal("response has no header".into())))
+}
+
+fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    Ok(KeyValue {
+        key: kv.key_str().map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?.to_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    })
+}
+
+/// The key range of a prefix: `[prefix, end)`, where an end of `\0` means "to the last key".
+fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = prefix.as_bytes().to_vec();
+    let mut end = key.clone();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return (key, end);
+        }
+    }
+    (if key.is_empty() { vec![0] } else { key }, vec![0])
+}
+
+/// The mod revision of the key read by a failed transaction's `or_else` branch.
+fn failed_read(resp: &TxnResponse) -> Option<Revision> {
+    resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().map(etcd_client::KeyValue::mod_revision),
+        _ => None,
+    })
+}
 
 /// The etcd backend. Lease TTLs are whole seconds on etcd (rounded up here), and etcd
 /// lengthens TTLs below its minimum (1.5 election timeouts).
@@ -100,7 +192,7 @@ impl EtcdStore {
     async fn compacted(&self, fallback: Revision) -> Revision {
         let probe = async {
             let opts = WatchOptions::new().with_start_revision(1);
-            let mut stream = self.watch.clone().watch(PROBE_KEY, Some(opts)).await.ok()?;
+            let mut stream = send!(self.watch.clone().watch(PROBE_KEY, Some(opts.clone()))).ok()?;
             while let Some(resp) = stream.message().await.ok()? {
                 if resp.canceled() {
                     return Some(resp.compact_revision()).filter(|r| *r > 0);
@@ -131,47 +223,10 @@ fn is(e: &etcd_client::Error, message: &str) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(status) if status.message().contains(message))
 }
 
-fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
-    header
-        .map(ResponseHeader::revision)
-        .ok_or_else(|| Error::Etcd(etcd_client::Error::Internal("response has no header".into())))
-}
-
-fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-    Ok(KeyValue {
-        key: kv.key_str().map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?.to_owned(),
-        value: Bytes::copy_from_slice(kv.value()),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        lease: kv.lease(),
-    })
-}
-
-/// The key range of a prefix: `[prefix, end)`, where an end of `\0` means "to the last key".
-fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = prefix.as_bytes().to_vec();
-    let mut end = key.clone();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return (key, end);
-        }
-    }
-    (if key.is_empty() { vec![0] } else { key }, vec![0])
-}
-
-/// The mod revision of the key read by a failed transaction's `or_else` branch.
-fn failed_read(resp: &TxnResponse) -> Option<Revision> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(get) => get.kvs().first().map(etcd_client::KeyValue::mod_revision),
-        _ => None,
-    })
-}
-
 #[async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.kv.clone().get(key, None).await.map_err(Error::Etcd)?;
+        let resp = send!(self.kv.clone().get(key, None)).map_err(Error::Etcd)?;
         resp.kvs().first().map(convert).transpose()
     }
 
@@ -188,7 +243,7 @@ impl Store for EtcdStore {
         if let Some(revision) = requested {
             get = get.with_revision(revision);
         }
-        let resp = match self.kv.clone().get(start, Some(get)).await {
+        let resp = match send!(self.kv.clone().get(start.clone(), Some(get.clone()))) {
             Ok(resp) => resp,
             Err(e) => return Err(self.read_error(e, requested).await),
         };
@@ -210,11 +265,7 @@ impl Store for EtcdStore {
             Vec::from(value),
             Some(put),
         )]);
-        let resp = self
-            .kv
-            .clone()
-            .txn(txn)
-            .await
+        let resp = send!(self.kv.clone().txn(txn.clone()))
             .map_err(|e| if is(&e, LEASE_NOT_FOUND) { Error::LeaseNotFound(lease) } else { Error::Etcd(e) })?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists { key: key.to_owned() });
@@ -232,7 +283,7 @@ impl Store for EtcdStore {
             ])
             .and_then([TxnOp::put(key, Vec::from(value), Some(PutOptions::new().with_ignore_lease()))])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv.clone().txn(txn).await.map_err(Error::Etcd)?;
+        let resp = send!(self.kv.clone().txn(txn.clone())).map_err(Error::Etcd)?;
         if resp.succeeded() {
             return header_revision(resp.header());
         }
@@ -249,7 +300,7 @@ impl Store for EtcdStore {
             .when(when)
             .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
             .or_else([TxnOp::get(key, None)]);
-        let resp = self.kv.clone().txn(txn).await.map_err(Error::Etcd)?;
+        let resp = send!(self.kv.clone().txn(txn.clone())).map_err(Error::Etcd)?;
         let not_found = || Error::NotFound { key: key.to_owned() };
         if !resp.succeeded() {
             return Err(match (failed_read(&resp), expected) {
@@ -274,14 +325,14 @@ impl Store for EtcdStore {
             // etcd accepts a watch from a compacted revision and cancels it shortly after;
             // the contract wants the answer now, so read at that revision first.
             let probe = GetOptions::new().with_revision(after + 1).with_count_only();
-            match self.kv.clone().get(PROBE_KEY, Some(probe)).await {
+            match send!(self.kv.clone().get(PROBE_KEY, Some(probe.clone()))) {
                 // Watching from a revision not yet written is fine: the watch waits for it.
                 Err(e) if !is(&e, FUTURE_REVISION) => return Err(self.read_error(e, Some(after + 1)).await),
                 _ => {}
             }
             opts = opts.with_start_revision(after + 1);
         }
-        let stream = self.watch.clone().watch(key, Some(opts)).await.map_err(Error::Etcd)?;
+        let stream = send!(self.watch.clone().watch(key.clone(), Some(opts.clone()))).map_err(Error::Etcd)?;
         // Wait until etcd has registered the watch, so that a watch "from now" covers every
         // write made after this returns.
         let mut watch = EtcdWatch { stream, pending: VecDeque::new(), next: after + 1, done: false };
@@ -303,12 +354,12 @@ impl Store for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         let opts = GetOptions::new().with_count_only();
-        let resp = self.kv.clone().get(PROBE_KEY, Some(opts)).await.map_err(Error::Etcd)?;
+        let resp = send!(self.kv.clone().get(PROBE_KEY, Some(opts.clone()))).map_err(Error::Etcd)?;
         header_revision(resp.header())
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        match self.kv.clone().compact(revision, None).await {
+        match send!(self.kv.clone().compact(revision, None)) {
             Ok(_) => Ok(()),
             // Already compacted that far: the request is satisfied.
             Err(e) if is(&e, COMPACTED) => Ok(()),
@@ -323,7 +374,7 @@ impl Store for EtcdStore {
         // etcd counts whole seconds; round up so a lease never lives shorter than asked.
         let secs = (ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).max(1);
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-        let resp = self.client.clone().lease_grant(secs, None).await.map_err(Error::Etcd)?;
+        let resp = send!(self.client.clone().lease_grant(secs, None)).map_err(Error::Etcd)?;
         if !resp.error().is_empty() {
             return Err(Error::Etcd(etcd_client::Error::Internal(resp.error().to_owned())));
         }
@@ -332,7 +383,7 @@ impl Store for EtcdStore {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<()> {
         // One request and its response; dropping the keeper and stream ends the RPC.
-        match self.client.clone().lease_keep_alive(lease).await {
+        match send!(self.client.clone().lease_keep_alive(lease)) {
             Ok(_) => Ok(()),
             Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
                 Err(Error::LeaseNotFound(lease))
@@ -343,7 +394,7 @@ impl Store for EtcdStore {
     }
 
     async fn revoke_lease(&self, lease: LeaseId) -> Result<()> {
-        match self.client.clone().lease_revoke(lease).await {
+        match send!(self.client.clone().lease_revoke(lease)) {
             Ok(_) => Ok(()),
             Err(e) if is(&e, LEASE_NOT_FOUND) => Err(Error::LeaseNotFound(lease)),
             Err(e) => Err(Error::Etcd(e)),
@@ -351,7 +402,7 @@ impl Store for EtcdStore {
     }
 
     async fn health(&self) -> Result<()> {
-        let status = self.client.maintenance_client().status().await.map_err(Error::Etcd)?;
+        let status = send!(self.client.maintenance_client().status()).map_err(Error::Etcd)?;
         let mut problems: Vec<String> = status.errors().to_vec();
         if status.leader() == 0 {
             problems.push("the member has no leader".into());
@@ -449,5 +500,38 @@ impl EtcdWatch {
                 Ok(WatchEvent::Delete { prev: prev.ok_or(prev_compacted)?, revision: kv.mod_revision() })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> tonic::ConnectError {
+        tonic::ConnectError(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)))
+    }
+
+    #[test]
+    fn only_a_request_that_could_not_connect_counts_as_never_sent() {
+        // How tonic reports a member it could not connect to: Unavailable, caused by the
+        // connect error.
+        let status = tonic::Status::from_error(Box::new(refused()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(never_sent(&etcd_client::Error::GRpcStatus(status)));
+        // An answer of Unavailable from etcd (or a connection lost mid-request): it may have
+        // been applied, so it is not made again.
+        assert!(!never_sent(&etcd_client::Error::GRpcStatus(tonic::Status::unavailable("etcdserver: no leader"))));
+        let lost = tonic::Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(!never_sent(&etcd_client::Error::GRpcStatus(lost)));
+        assert!(!never_sent(&etcd_client::Error::GRpcStatus(tonic::Status::unknown("tcp connect error"))));
+    }
+
+    #[test]
+    fn resends_pause_longer_each_time_after_one_at_once() {
+        let pauses: Vec<_> = (1..SEND_ATTEMPTS).map(resend_pause).collect();
+        assert_eq!(pauses[0], Duration::ZERO);
+        assert_eq!(pauses[1], FIRST_RESEND_PAUSE);
+        assert!(pauses.windows(2).all(|w| w[0] < w[1]), "{pauses:?}");
+        assert_eq!(pauses.iter().sum::<Duration>(), Duration::from_millis(300));
     }
 }
