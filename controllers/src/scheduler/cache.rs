@@ -133,16 +133,7 @@ impl Cache {
 
     /// Adds (`taken`) or removes a placement's share of its node.
     fn take(&mut self, p: &Placement, taken: bool) {
-        let usage = self.nodes.usage_mut(&p.node);
-        usage.used = if taken { usage.used.plus(p.requests) } else { usage.used.minus(p.requests) };
-        if let Some(rev) = &p.revision {
-            let held = usage.by_revision.entry(rev.clone()).or_default();
-            *held = if taken { held.plus(p.requests) } else { held.minus(p.requests) };
-            if held.instances <= 0 {
-                usage.by_revision.remove(rev);
-            }
-        }
-        self.nodes.prune(&p.node);
+        self.nodes.take(&p.node, p.revision.as_ref(), p.requests, taken);
     }
 
     /// The sum of the requests of the Instances the cache shows bound to `node` (after applying

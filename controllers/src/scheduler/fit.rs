@@ -71,8 +71,8 @@ pub(super) struct Placement {
 pub(super) struct NodeUsage {
     pub(super) used: Resources,
     /// What each revision holds here: its instances (for spreading) and their requests (to say
-    /// where capacity went).
-    pub(super) by_revision: HashMap<RevisionKey, Resources>,
+    /// where capacity went). A handful of entries, compared by number.
+    pub(super) by_revision: Vec<(RevisionId, Resources)>,
     /// The Instances the cache shows bound here (not the assumed ones).
     pub(super) bound: HashMap<ObjectRef, Placement>,
 }
@@ -80,6 +80,51 @@ pub(super) struct NodeUsage {
 impl NodeUsage {
     fn is_empty(&self) -> bool {
         self.used == Resources::default() && self.bound.is_empty() && self.by_revision.is_empty()
+    }
+}
+
+/// A revision as the nodes' usages name it: a number given while any node holds the revision,
+/// so that a placement compares a number on each node it looks at instead of looking two
+/// strings up in a hash table there (hashing them, and a cache miss for each string).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) struct RevisionId(u64);
+
+/// The numbers of the revisions some node holds, each with how many nodes hold it.
+#[derive(Debug, Default)]
+struct Revisions {
+    ids: HashMap<RevisionKey, (RevisionId, usize)>,
+    keys: HashMap<RevisionId, RevisionKey>,
+    next: u64,
+}
+
+impl Revisions {
+    fn id(&self, key: &RevisionKey) -> Option<RevisionId> {
+        self.ids.get(key).map(|(id, _)| *id)
+    }
+
+    /// `key`'s number, given one more node holds it.
+    fn hold(&mut self, key: &RevisionKey) -> RevisionId {
+        if let Some((id, nodes)) = self.ids.get_mut(key) {
+            *nodes += 1;
+            return *id;
+        }
+        let id = RevisionId(self.next);
+        self.next += 1;
+        self.ids.insert(key.clone(), (id, 1));
+        self.keys.insert(id, key.clone());
+        id
+    }
+
+    /// One node fewer holds `id`; forgotten when none does.
+    fn release(&mut self, id: RevisionId) {
+        let Some(key) = self.keys.get(&id) else { return };
+        if let Some((_, nodes)) = self.ids.get_mut(key) {
+            *nodes -= 1;
+            if *nodes == 0 {
+                self.ids.remove(key);
+                self.keys.remove(&id);
+            }
+        }
     }
 }
 
@@ -99,6 +144,7 @@ pub(super) struct Nodes {
     map: BTreeMap<String, NodeState>,
     /// How many have facts (are registered).
     registered: usize,
+    revisions: Revisions,
 }
 
 impl Nodes {
@@ -135,6 +181,45 @@ impl Nodes {
             Some(state) => &mut state.usage,
             None => unreachable!("inserted above"),
         }
+    }
+
+    /// Adds (`taken`) or removes `requests` held by `revision` on `node`, then forgets the node
+    /// if it is neither registered nor holds anything.
+    pub(super) fn take(&mut self, node: &str, revision: Option<&RevisionKey>, requests: Resources, taken: bool) {
+        let usage = self.usage_mut(node);
+        usage.used = if taken { usage.used.plus(requests) } else { usage.used.minus(requests) };
+        if let Some(key) = revision {
+            let (map, revisions) = (&mut self.map, &mut self.revisions);
+            let Some(held) = map.get_mut(node).map(|s| &mut s.usage.by_revision) else { return };
+            let known = revisions.id(key);
+            let at = known.and_then(|id| held.iter().position(|(h, _)| *h == id));
+            let at = match at {
+                Some(at) => at,
+                // Nothing of it here to give back.
+                None if !taken => return self.prune(node),
+                None => {
+                    held.push((revisions.hold(key), Resources::default()));
+                    held.len() - 1
+                }
+            };
+            let (id, amount) = &mut held[at];
+            *amount = if taken { amount.plus(requests) } else { amount.minus(requests) };
+            if amount.instances <= 0 {
+                let id = *id;
+                held.swap_remove(at);
+                revisions.release(id);
+            }
+        }
+        self.prune(node);
+    }
+
+    /// The number of `key`, if any node holds it.
+    fn revision_id(&self, key: &RevisionKey) -> Option<RevisionId> {
+        self.revisions.id(key)
+    }
+
+    fn revision_key(&self, id: RevisionId) -> Option<&RevisionKey> {
+        self.revisions.keys.get(&id)
     }
 
     /// Forgets `name` once it is neither registered nor holds anything.
@@ -331,6 +416,8 @@ pub(super) fn place_from(
     cursor: &mut Cursor,
 ) -> Result<String, String> {
     let wanted = nodes_to_score(nodes.len());
+    // No node holds a revision without a number: then it is nowhere.
+    let revision = revision.and_then(|r| nodes.revision_id(r));
     let start = cursor.0.take().filter(|_| wanted < nodes.len());
     let mut order = nodes.from(start.as_deref());
     let mut feasible = 0;
@@ -348,9 +435,9 @@ pub(super) fn place_from(
             }
             continue;
         }
-        let held = &node_usage.by_revision;
-        let same_revision =
-            revision.filter(|_| !held.is_empty()).and_then(|r| held.get(r)).map_or(0, |held| held.instances);
+        let same_revision = revision
+            .and_then(|r| node_usage.by_revision.iter().find(|(held, _)| *held == r))
+            .map_or(0, |(_, held)| held.instances);
         let score = (same_revision, load(&facts.allocatable, used.plus(req)));
         // A node looked at later wins only with a strictly better score.
         if best.is_none_or(|(b, _)| score < b) {
@@ -397,14 +484,18 @@ const HOLDERS_NAMED: usize = 3;
 /// The `count` revisions that hold the most of `kind` over all nodes, most first, each as
 /// `namespace/revision (N instances, X cpu)`.
 fn largest_holders(nodes: &Nodes, kind: Kind, count: usize) -> Vec<String> {
-    let mut held: HashMap<&RevisionKey, Resources> = HashMap::new();
+    let mut held: HashMap<RevisionId, Resources> = HashMap::new();
     for node in nodes.usages() {
         for (rev, r) in &node.by_revision {
-            let total = held.entry(rev).or_default();
+            let total = held.entry(*rev).or_default();
             *total = total.plus(*r);
         }
     }
-    let mut held: Vec<(&RevisionKey, Resources)> = held.into_iter().filter(|(_, r)| kind.of(*r) > 0).collect();
+    let mut held: Vec<(&RevisionKey, Resources)> = held
+        .into_iter()
+        .filter(|(_, r)| kind.of(*r) > 0)
+        .filter_map(|(id, r)| Some((nodes.revision_key(id)?, r)))
+        .collect();
     held.sort_by(|(ka, a), (kb, b)| kind.of(*b).cmp(&kind.of(*a)).then(ka.cmp(kb)));
     let name = if kind == Kind::Cpu { "cpu" } else { "memory" };
     held.into_iter()
@@ -516,15 +607,13 @@ mod tests {
     fn the_unschedulable_message_names_the_largest_holders() {
         let mut nodes = BTreeMap::new();
         nodes.insert("a".to_string(), facts("1", "8Gi", "110"));
-        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
-        let u = usage.entry("a".into()).or_default();
+        let mut nodes = Nodes::of(&nodes, &HashMap::new());
         let held = [("big", 3, 600), ("small", 1, 100), ("mid", 2, 300)];
         for (rev, instances, cpu) in held {
             let r = Resources { cpu_millis: cpu, memory_bytes: 1 << 20, instances };
-            u.by_revision.insert(("default".into(), rev.into()), r);
-            u.used = u.used.plus(r);
+            nodes.take("a", Some(&("default".into(), rev.into())), r, true);
         }
-        let err = place(&nodes, &usage, req(100, 0), None).unwrap_err();
+        let err = place_from(&nodes, req(100, 0), None, &mut Cursor::default()).unwrap_err();
         assert_eq!(
             err,
             "0/1 nodes are available: 1 Insufficient cpu (need 100m, 0 free at most); largest holders: \
@@ -547,18 +636,17 @@ mod tests {
         nodes.insert("b".to_string(), facts("4", "8Gi", "110"));
         nodes.insert("a".to_string(), facts("4", "8Gi", "110"));
         let rev = ("default".to_string(), "web-00001".to_string());
-        let mut usage: HashMap<String, NodeUsage> = HashMap::new();
+        let mut nodes = Nodes::of(&nodes, &HashMap::new());
+        let place = |nodes: &Nodes, rev| place_from(nodes, req(500, 0), rev, &mut Cursor::default());
         // Equal nodes: the first name.
-        assert_eq!(place(&nodes, &usage, req(500, 0), Some(&rev)), Ok("a".into()));
+        assert_eq!(place(&nodes, Some(&rev)), Ok("a".into()));
         // "a" is emptier but already runs this revision: spread wins.
-        let a = usage.entry("a".into()).or_default();
-        a.by_revision.insert(rev.clone(), req(500, 0));
-        a.used = req(500, 0);
-        let b = usage.entry("b".into()).or_default();
-        b.used = req(3000, 0);
-        assert_eq!(place(&nodes, &usage, req(500, 0), Some(&rev)), Ok("b".into()));
+        nodes.take("a", Some(&rev), req(500, 0), true);
+        nodes.take("b", None, req(3000, 0), true);
+        assert_eq!(place(&nodes, Some(&rev)), Ok("b".into()));
         // Another revision: least allocated.
-        assert_eq!(place(&nodes, &usage, req(500, 0), None), Ok("a".into()));
+        assert_eq!(place(&nodes, None), Ok("a".into()));
+        assert_eq!(place(&nodes, Some(&("default".into(), "web-00002".into()))), Ok("a".into()));
     }
 
     #[test]
@@ -623,6 +711,39 @@ mod tests {
         nodes.usage_mut("a").used = Resources::default();
         nodes.set_facts("a", None);
         assert!(nodes.is_empty() && nodes.usage("a").is_none());
+    }
+
+    #[test]
+    fn a_revision_has_a_number_while_a_node_holds_it() {
+        let mut nodes = Nodes::default();
+        nodes.set_facts("a", Some(facts("4", "8Gi", "110")));
+        nodes.set_facts("b", Some(facts("4", "8Gi", "110")));
+        let (web, api) =
+            (("default".to_string(), "web-00001".to_string()), ("default".to_string(), "api-00001".to_string()));
+        nodes.take("a", Some(&web), req(100, 0), true);
+        nodes.take("a", Some(&web), req(100, 0), true);
+        nodes.take("b", Some(&web), req(100, 0), true);
+        nodes.take("b", Some(&api), req(100, 0), true);
+        let id = nodes.revision_id(&web).unwrap();
+        assert_eq!(nodes.revision_key(id), Some(&web));
+        assert_eq!(nodes.usage("a").unwrap().by_revision, vec![(id, req(100, 0).plus(req(100, 0)))]);
+        // Giving back what a node does not hold changes nothing of the revision.
+        nodes.take("a", Some(&api), req(100, 0), false);
+        assert!(nodes.revision_id(&api).is_some());
+        // Until the last instance of it goes, from the last node.
+        nodes.take("a", Some(&web), req(100, 0), false);
+        nodes.take("a", Some(&web), req(100, 0), false);
+        assert!(nodes.usage("a").unwrap().by_revision.is_empty());
+        assert_eq!(nodes.revision_id(&web), Some(id));
+        nodes.take("b", Some(&web), req(100, 0), false);
+        assert_eq!((nodes.revision_id(&web), nodes.revision_key(id)), (None, None));
+        // Held again, it gets a new number: an old one never names another revision.
+        nodes.take("a", Some(&web), req(100, 0), true);
+        assert!(nodes.revision_id(&web).is_some_and(|again| again != id));
+        // A node that goes away with nothing held is forgotten with its revisions.
+        nodes.take("b", Some(&api), req(100, 0), false);
+        nodes.set_facts("b", None);
+        assert!(nodes.usage("b").is_none() && nodes.revision_id(&api).is_none());
     }
 
     #[test]
