@@ -30,7 +30,7 @@ const MAX_RESPONSE: usize = i32::MAX as usize;
 /// A key nobody writes, watched to learn the compaction revision.
 const PROBE_KEY: &str = "\0stratus/compaction-probe";
 /// How many times a request is made while it fails before reaching etcd, and the pause before
-/// the second try (doubled for each one after it: 0.3 s in all).
+/// the third try (the second is made at once; doubled for each one after it: 0.3 s in all).
 const SEND_ATTEMPTS: u32 = 6;
 const FIRST_RESEND_PAUSE: Duration = Duration::from_millis(20);
 
