@@ -85,43 +85,6 @@ fn resend_pause(attempt: u32) -> Duration {
     }
 }
 
-fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
-    header
-        .map(ResponseHeader::revision)
-        .ok_or_else(|| Error::Etcd(etcd_client::Error::Internal("response has no header".into())))
-}
-
-fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
-    Ok(KeyValue {
-        key: kv.key_str().map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?.to_owned(),
-        value: Bytes::copy_from_slice(kv.value()),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        lease: kv.lease(),
-    })
-}
-
-/// The key range of a prefix: `[prefix, end)`, where an end of `\0` means "to the last key".
-fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    let key = prefix.as_bytes().to_vec();
-    let mut end = key.clone();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return (key, end);
-        }
-    }
-    (if key.is_empty() { vec![0] } else { key }, vec![0])
-}
-
-/// The mod revision of the key read by a failed transaction's `or_else` branch.
-fn failed_read(resp: &TxnResponse) -> Option<Revision> {
-    resp.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(get) => get.kvs().first().map(etcd_client::KeyValue::mod_revision),
-        _ => None,
-    })
-}
-
 /// The etcd backend. Lease TTLs are whole seconds on etcd (rounded up here), and etcd
 /// lengthens TTLs below its minimum (1.5 election timeouts).
 pub struct EtcdStore {
@@ -221,6 +184,43 @@ impl EtcdStore {
 
 fn is(e: &etcd_client::Error, message: &str) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(status) if status.message().contains(message))
+}
+
+fn header_revision(header: Option<&ResponseHeader>) -> Result<Revision> {
+    header
+        .map(ResponseHeader::revision)
+        .ok_or_else(|| Error::Etcd(etcd_client::Error::Internal("response has no header".into())))
+}
+
+fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    Ok(KeyValue {
+        key: kv.key_str().map_err(|_| Error::Corrupt("etcd key is not utf-8".into()))?.to_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    })
+}
+
+/// The key range of a prefix: `[prefix, end)`, where an end of `\0` means "to the last key".
+fn prefix_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
+    let key = prefix.as_bytes().to_vec();
+    let mut end = key.clone();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return (key, end);
+        }
+    }
+    (if key.is_empty() { vec![0] } else { key }, vec![0])
+}
+
+/// The mod revision of the key read by a failed transaction's `or_else` branch.
+fn failed_read(resp: &TxnResponse) -> Option<Revision> {
+    resp.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(get) => get.kvs().first().map(etcd_client::KeyValue::mod_revision),
+        _ => None,
+    })
 }
 
 #[async_trait]
