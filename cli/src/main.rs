@@ -1,5 +1,10 @@
 //! `stratus`: parse the command line, set up logging, run the command, exit with its code.
 
+/// mimalloc, not glibc's malloc, as the standalone API server and controllers (see
+/// `platform/src/bin/stratus-apiserver.rs`): `stratus up` holds them both.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -2,6 +2,10 @@
 //! service and `/metrics` and `/healthz` through [`stratus_platform::Builder::connect`], until
 //! SIGTERM or Ctrl-C.
 
+/// mimalloc, not glibc's malloc: see `stratus-apiserver.rs`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Duration;
 
 use anyhow::Context as _;
