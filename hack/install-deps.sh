@@ -17,7 +17,7 @@ set -euo pipefail
 deps=(
   "protobuf-compiler|cmd:protoc|protoc: the build scripts of stratus-api and etcd-client generate Rust from .proto files"
   "libprotobuf-dev|file:/usr/include/google/protobuf/timestamp.proto|the well-known types (google/protobuf/*.proto) that proto/stratus/v1 imports; only a Recommends of protobuf-compiler"
-  "gcc|cmd:cc|the linker cargo calls, and the C parts of ring (rustls)"
+  "gcc|cmd:cc|the linker cargo calls, and the C parts of ring (rustls) and of mimalloc (the control plane's allocator)"
   "libc6-dev|file:/usr/include/stdio.h|C headers and crt files for linking, and for the static example image (+crt-static)"
   "ca-certificates|file:/etc/ssl/certs/ca-certificates.crt|cargo fetches crates from crates.io over HTTPS"
   "curl|cmd:curl|hack/images.sh asks the local registry whether it answers"
