@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> Result<()> {
     )?;
     let ca_file = data.join("pki").join("ca.crt");
     let (admin, _) = admin_client(&endpoint, &ca_file, &password_file).await?;
-    let idle = Rss::of(&apiserver);
+    let idle = settled_rss(&apiserver).await;
 
     eprintln!("registering {} hollow nodes…", args.nodes);
     let (stop, stopped) = watch::channel(false);
@@ -84,7 +84,7 @@ pub async fn run(args: Args) -> Result<()> {
     let config = HollowConfig { nodes: args.nodes, concurrency: 64, ..Default::default() };
     let hollow = hollow::start(admin.clone(), config, stopped).await?;
     let registering = started.elapsed();
-    let with_nodes = Rss::of(&apiserver);
+    let with_nodes = settled_rss(&apiserver).await;
 
     eprintln!("creating {} pending instances…", args.instances);
     let started = Instant::now();
@@ -99,7 +99,7 @@ pub async fn run(args: Args) -> Result<()> {
         .try_collect::<Vec<_>>()
         .await?;
     let creating = started.elapsed();
-    let with_instances = Rss::of(&apiserver);
+    let with_instances = settled_rss(&apiserver).await;
 
     // What the bench sees: every Instance, as the controllers will.
     let instances = Informer::<Instance>::spawn(admin.clone(), ListParams::default());
@@ -224,6 +224,19 @@ pub async fn run(args: Args) -> Result<()> {
         let _ = dir.keep();
     }
     Ok(())
+}
+
+/// How long the API server is left before its memory is read for the per-instance figure:
+/// its allocator (mimalloc) gives freed memory back a second after the free, so a reading
+/// taken at once still holds what the last step freed (argon2's working memory after the
+/// login, request buffers after the creates), and a difference of two readings could even
+/// come out below zero.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// The resident memory of `proc` once what it freed has been given back ([`SETTLE`]).
+async fn settled_rss(proc: &Proc) -> Rss {
+    tokio::time::sleep(SETTLE).await;
+    Rss::of(proc)
 }
 
 /// Bound and running Instances, counted from the cache's changes as they come (a count over
