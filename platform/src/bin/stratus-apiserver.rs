@@ -3,8 +3,9 @@
 
 /// mimalloc, not glibc's malloc: at 5,000 nodes a fifth of the control plane's CPU went to
 /// glibc's allocator (`_int_malloc`, `malloc_consolidate`, `unlink_chunk`); with mimalloc the
-/// same run places 1.1–1.4× as many Instances per second (docs/benchmarks.md). Built without
-/// transparent huge pages (`no_thp`), which would round resident memory up by 2 MiB pages.
+/// same run placed 1.03–1.42× as many Instances per second, 1.30× in the median of nine
+/// pairs of runs (docs/benchmarks.md). Built without transparent huge pages (`no_thp`), which
+/// would round resident memory up by 2 MiB pages.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
