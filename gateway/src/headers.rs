@@ -206,7 +206,7 @@ fn append(headers: &mut HeaderMap, name: HeaderName, item: &str) {
     }
 }
 
-fn has_token(value: &HeaderValue, token: &str) -> bool {
+pub(crate) fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 

@@ -71,6 +71,7 @@ use tracing::{debug, error};
 
 mod autoscaler;
 mod cidr;
+mod h1;
 mod headers;
 mod invoker;
 mod metrics;

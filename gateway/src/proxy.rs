@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST, HeaderValue, RETRY_AFTER, UPGRADE};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -21,6 +21,7 @@ use stratus_client::runtime::ObjectRef;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, info};
 
+use crate::h1::{self, H1Body, H1Pool};
 use crate::headers::{self, X_REQUEST_ID};
 use crate::invoker::Refusal;
 use crate::pool::{AcquireError, Deadlines, Lease, Outcome, Protocol, RevisionPool};
@@ -69,13 +70,13 @@ pub(crate) enum ProxyError {
     Connect {
         revision: ObjectRef,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("revision {revision} failed to answer")]
     Upstream {
         revision: ObjectRef,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: BoxError,
     },
     #[error("revision {revision} did not answer within {timeout:?}")]
     Timeout { revision: ObjectRef, timeout: Duration },
@@ -94,9 +95,11 @@ pub(crate) enum ProxyError {
 #[error("the revision's timeout of {0:?} passed while the response streamed")]
 struct DeadlineExceeded(Duration);
 
-/// The two upstream clients, each with its own connection pool: HTTP/1.1, and HTTP/2 with prior
-/// knowledge for h2c endpoints.
+/// The upstream clients, each with its own connection pool: HTTP/1.1 exchanges driven by the
+/// request's own task for requests without a body (see `h1`), hyper's HTTP/1.1 client for the
+/// rest, and HTTP/2 with prior knowledge for h2c endpoints.
 pub(crate) struct Upstreams {
+    h1: Arc<H1Pool>,
     http1: UpstreamClient,
     h2c: UpstreamClient,
 }
@@ -110,7 +113,7 @@ impl Upstreams {
         builder.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(90)).timer(TokioTimer::new());
         let http1 = builder.build(connector.clone());
         let h2c = builder.http2_only(true).build(connector);
-        Upstreams { http1, h2c }
+        Upstreams { h1: Arc::new(H1Pool::new(connect_timeout)), http1, h2c }
     }
 
     fn client(&self, protocol: Protocol) -> &UpstreamClient {
@@ -232,6 +235,8 @@ async fn forward(
     let waited = queue_deadline.saturating_duration_since(started);
     let upgrade = headers::upgrade_protocol(req.headers()).filter(|_| req.version() == Version::HTTP_11);
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    // What the request's own task can send to an HTTP/1.1 endpoint (see `h1`).
+    let bodiless = client_upgrade.is_none() && is_idempotent(req.method()) && req.body().is_end_stream();
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     let trusted = shared.config.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
@@ -240,7 +245,7 @@ async fn forward(
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let slot = BodySlot::new(body);
     let mut tried = Vec::new();
-    let mut last_connect_error = None;
+    let mut last_connect_error: Option<BoxError> = None;
     loop {
         let queue_span =
             trace.map(|t| t.step(if pool.has_endpoints() { "gateway.queue" } else { "gateway.activator" }));
@@ -268,41 +273,42 @@ async fn forward(
                 });
             }
         };
-        let mut upstream = Request::new(RequestBody::new(slot.clone()));
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = upstream_uri(lease.address(), path)
-            .map_err(|source| ProxyError::BadAddress { revision: revision.clone(), source })?;
-        *upstream.headers_mut() = headers.clone();
-        match lease.protocol() {
-            Protocol::Http1 => {
-                *upstream.version_mut() = Version::HTTP_11;
-                // An HTTP/2 client sent the host as :authority; HTTP/1.1 wants it in Host, and
-                // the upstream client would otherwise write the endpoint's address there.
-                if let Ok(value) = HeaderValue::from_str(host) {
-                    upstream.headers_mut().entry(HOST).or_insert(value);
-                }
-            }
-            Protocol::H2c => {
-                // :authority is the endpoint's address, which keys the connection pool; a Host
-                // header that differs is not allowed beside it (RFC 9113 §8.3.1). The original
-                // host travels in X-Forwarded-Host and Forwarded.
-                *upstream.version_mut() = Version::HTTP_2;
-                let headers = upstream.headers_mut();
-                headers.remove(HOST);
-                // HTTP/2 has no upgrades: the endpoint answers the request as it is.
-                headers.remove(CONNECTION);
-                headers.remove(UPGRADE);
-            }
-        }
         let attempt = trace.map(|t| t.upstream(lease.address()));
-        if let Some(cx) = &attempt {
-            otel::inject(cx, upstream.headers_mut());
-        }
-        let sent = tokio::time::timeout_at(deadline, upstreams.client(lease.protocol()).request(upstream)).await;
+        let sent = if bodiless && lease.protocol() == Protocol::Http1 {
+            let head = match &attempt {
+                Some(cx) => {
+                    let mut headers = headers.clone();
+                    otel::inject(cx, &mut headers);
+                    h1::request_head(&parts.method, path, host, &headers)
+                }
+                None => h1::request_head(&parts.method, path, host, &headers),
+            };
+            let sent = upstreams.h1.send(lease.address(), &parts.method, &head);
+            tokio::time::timeout_at(deadline, sent).await.map(|sent| {
+                sent.map(Sent::H1).map_err(|e| match e.is_connect() {
+                    true => SendError::Connect(e.into()),
+                    false => SendError::Exchange(e.into()),
+                })
+            })
+        } else {
+            let target = Target { method: &parts.method, path, host, headers: &headers };
+            let mut upstream = upstream_request(target, &lease, &slot)
+                .map_err(|source| ProxyError::BadAddress { revision: revision.clone(), source })?;
+            if let Some(cx) = &attempt {
+                otel::inject(cx, upstream.headers_mut());
+            }
+            let sent = upstreams.client(lease.protocol()).request(upstream);
+            tokio::time::timeout_at(deadline, sent).await.map(|sent| {
+                sent.map(Sent::Hyper).map_err(|e| match e.is_connect() {
+                    true => SendError::Connect(e.into()),
+                    false => SendError::Exchange(e.into()),
+                })
+            })
+        };
         if let Some(cx) = &attempt {
             let outcome = match &sent {
                 Ok(Ok(response)) => Ok(response.status()),
-                Ok(Err(e)) => Err(ErrorChain(e).to_string()),
+                Ok(Err(SendError::Connect(e) | SendError::Exchange(e))) => Err(ErrorChain(e.as_ref()).to_string()),
                 Err(_) => Err(format!("no response within {timeout:?}")),
             };
             trace::end_upstream(cx, outcome);
@@ -310,9 +316,9 @@ async fn forward(
         let response = match sent {
             Err(_) => return Err(ProxyError::Timeout { revision: revision.clone(), timeout }),
             Ok(Ok(response)) => response,
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 lease.record(Outcome::Failure);
-                debug!(%revision, endpoint = lease.address(), error = %ErrorChain(&e), "connect failed");
+                debug!(%revision, endpoint = lease.address(), error = %ErrorChain(e.as_ref()), "connect failed");
                 if slot.untouched() && tried.len() < shared.config.max_retries as usize {
                     lease.not_served();
                     tried.push(lease.endpoint_id());
@@ -321,7 +327,7 @@ async fn forward(
                 }
                 return Err(ProxyError::Connect { revision: revision.clone(), source: e });
             }
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Exchange(e))) => {
                 lease.record(Outcome::Failure);
                 // The exchange broke before an answer: the endpoint closed a pooled connection
                 // as the request went out on it, or went away (its instance was killed). An
@@ -333,7 +339,7 @@ async fn forward(
                     && slot.untouched()
                     && tried.len() < shared.config.max_retries as usize
                 {
-                    debug!(%revision, endpoint = lease.address(), error = %ErrorChain(&e), "exchange failed; trying another endpoint");
+                    debug!(%revision, endpoint = lease.address(), error = %ErrorChain(e.as_ref()), "exchange failed; trying another endpoint");
                     lease.not_served();
                     tried.push(lease.endpoint_id());
                     continue;
@@ -343,8 +349,74 @@ async fn forward(
         };
         let outcome = if response.status().is_server_error() { Outcome::Failure } else { Outcome::Success };
         lease.record(outcome);
-        return respond(revision, response, lease, deadline, timeout, client_upgrade);
+        return match response {
+            Sent::Hyper(response) => respond(revision, response, lease, deadline, timeout, client_upgrade),
+            Sent::H1(response) => respond_h1(revision, response, lease, deadline, timeout),
+        };
     }
+}
+
+/// What an upstream request is made of, whichever endpoint it goes to.
+struct Target<'a> {
+    method: &'a Method,
+    path: &'a str,
+    /// The host the client asked for.
+    host: &'a str,
+    headers: &'a HeaderMap,
+}
+
+/// The request for hyper's client to send `target` to the endpoint of `lease`, with the client's
+/// body as `slot` holds it.
+fn upstream_request(target: Target<'_>, lease: &Lease, slot: &BodySlot) -> Result<Request<RequestBody>, http::Error> {
+    let mut upstream = Request::new(RequestBody::new(slot.clone()));
+    *upstream.method_mut() = target.method.clone();
+    *upstream.uri_mut() = upstream_uri(lease.address(), target.path)?;
+    *upstream.headers_mut() = target.headers.clone();
+    match lease.protocol() {
+        Protocol::Http1 => {
+            *upstream.version_mut() = Version::HTTP_11;
+            // An HTTP/2 client sent the host as :authority; HTTP/1.1 wants it in Host, and
+            // the upstream client would otherwise write the endpoint's address there.
+            if let Ok(value) = HeaderValue::from_str(target.host) {
+                upstream.headers_mut().entry(HOST).or_insert(value);
+            }
+        }
+        Protocol::H2c => {
+            // :authority is the endpoint's address, which keys the connection pool; a Host
+            // header that differs is not allowed beside it (RFC 9113 §8.3.1). The original
+            // host travels in X-Forwarded-Host and Forwarded.
+            *upstream.version_mut() = Version::HTTP_2;
+            let headers = upstream.headers_mut();
+            headers.remove(HOST);
+            // HTTP/2 has no upgrades: the endpoint answers the request as it is.
+            headers.remove(CONNECTION);
+            headers.remove(UPGRADE);
+        }
+    }
+    Ok(upstream)
+}
+
+/// An endpoint's answer, from either client.
+enum Sent {
+    Hyper(Response<Incoming>),
+    H1(Response<H1Body>),
+}
+
+impl Sent {
+    fn status(&self) -> StatusCode {
+        match self {
+            Sent::Hyper(response) => response.status(),
+            Sent::H1(response) => response.status(),
+        }
+    }
+}
+
+/// Why an attempt got no answer.
+enum SendError {
+    /// Nothing was sent.
+    Connect(BoxError),
+    /// The exchange broke.
+    Exchange(BoxError),
 }
 
 /// Whether a request with `method` may be sent twice without changing its effect.
@@ -378,12 +450,36 @@ fn respond(
         tokio::spawn(tunnel(client, upstream, lease, deadline));
         return Ok(Response::from_parts(parts, Empty::new().map_err(|never| match never {}).boxed_unsync()));
     }
+    Ok(stream_response(response, lease, deadline, timeout))
+}
+
+/// [`respond`] for a response read by the request's own task, which never asked to upgrade.
+fn respond_h1(
+    revision: &ObjectRef,
+    response: Response<H1Body>,
+    lease: Lease,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ProxyError::UnexpectedUpgrade(revision.clone()));
+    }
+    Ok(stream_response(response, lease, deadline, timeout))
+}
+
+/// The client's response for an endpoint's: hop-by-hop headers removed, and the body streamed
+/// until the deadline with the lease held until it ends.
+fn stream_response<B>(response: Response<B>, lease: Lease, deadline: Instant, timeout: Duration) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     // The client's connection has its own version; hyper answers in it.
     parts.version = Version::HTTP_11;
     let body = ResponseBody { inner: body, deadline, timer: None, timeout, lease: Some(lease) };
-    Ok(Response::from_parts(parts, body.boxed_unsync()))
+    Response::from_parts(parts, body.boxed_unsync())
 }
 
 /// Copies bytes both ways between an upgraded client connection and an upgraded endpoint
@@ -556,8 +652,8 @@ impl Body for RequestBody {
 
 /// An endpoint's response body on its way to the client. It fails (and so aborts the response)
 /// when the deadline passes first, and releases the lease as soon as it ends.
-struct ResponseBody {
-    inner: Incoming,
+struct ResponseBody<B> {
+    inner: B,
     deadline: Instant,
     /// Set the first time the body has to wait: a body that is there at once (most of them)
     /// costs no timer.
@@ -566,14 +662,18 @@ struct ResponseBody {
     lease: Option<Lease>,
 }
 
-impl ResponseBody {
+impl<B> ResponseBody<B> {
     fn exceeded(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.lease = None;
         Poll::Ready(Some(Err(Box::new(DeadlineExceeded(self.timeout)))))
     }
 }
 
-impl Body for ResponseBody {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -589,7 +689,7 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.lease = None;
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e.into())))
             }
             // A body that always has data ready is cut all the same.
             Poll::Ready(Some(Ok(_))) if Instant::now() >= this.deadline => this.exceeded(),

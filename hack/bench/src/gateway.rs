@@ -32,6 +32,10 @@ pub struct Args {
     threads: u32,
     #[arg(long, default_value = "docs/benchmarks-gateway.json")]
     out: String,
+    /// Measure only this path (its name as in the table; repeat the flag for more), in the
+    /// table's order, for comparing builds. The default measures every path.
+    #[arg(long)]
+    only: Vec<String>,
 }
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
@@ -187,7 +191,11 @@ pub async fn run(args: Args) -> Result<()> {
         ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST)),
         ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST)),
     ];
-    for (name, url, host) in &urls {
+    let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    if let Some(unknown) = args.only.iter().find(|o| !urls.iter().any(|(n, ..)| n == o)) {
+        bail!("--only: there is no path {unknown:?}; the paths are {:?}", urls.map(|(n, ..)| n));
+    }
+    for (name, url, host) in urls.iter().filter(|(n, ..)| selected(n)) {
         let (name, host) = (*name, *host);
         let r = wrk(&args, url, host)?;
         eprintln!("{name}: {r}");
@@ -196,7 +204,9 @@ pub async fn run(args: Args) -> Result<()> {
     // Metering on against off: each is measured twice, in the order off, on, on, off (the loop
     // above ran off, then on), so that neither gains from running later; their rows are the
     // means of the two runs.
-    for name in ["stratus-gateway (metering on)", "stratus-gateway"] {
+    let metering_pair = ["stratus-gateway (metering on)", "stratus-gateway"];
+    let pair_measured = metering_pair.iter().all(|n| selected(n));
+    for name in metering_pair.into_iter().filter(|_| pair_measured) {
         let Some((_, url, host)) = urls.iter().find(|(n, ..)| *n == name) else { continue };
         let again = wrk(&args, url, *host)?;
         eprintln!("{name}, again: {again}");
@@ -205,7 +215,7 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }
     // The metered run must have produced usage: wait for its last window to be reported.
-    let metered_requests = wait_metered(&client).await?;
+    let metered_requests = if selected("stratus-gateway (metering on)") { wait_metered(&client).await? } else { 0 };
     eprintln!("metered: {metered_requests} requests in the UsageReports of gateway bench-metered");
     let _ = stop.send(true);
     let rps = |n: &str| rows.iter().find(|(k, _)| *k == n).and_then(|(_, r)| r["rps"].as_f64()).unwrap_or(0.0);
