@@ -84,6 +84,21 @@ struct Idle {
     swept: Instant,
 }
 
+impl Idle {
+    /// Closes the connections idle for longer than [`IDLE_TIMEOUT`], every [`SWEEP_PERIOD`] at
+    /// most, so that those to endpoints gone meanwhile are not kept open.
+    fn sweep(&mut self, now: Instant) {
+        if now.duration_since(self.swept) < SWEEP_PERIOD {
+            return;
+        }
+        self.swept = now;
+        self.by_address.retain(|_, list| {
+            list.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+}
+
 impl H1Pool {
     pub(crate) fn new(connect_timeout: Duration) -> H1Pool {
         let idle = Idle { by_address: HashMap::new(), swept: Instant::now() };
@@ -95,13 +110,20 @@ impl H1Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The connection used last to `address` that is still fresh.
+    /// The connection used last to `address` that is still fresh and quiet. One the endpoint
+    /// closed, or wrote to while it was idle (an unasked `408`, say, which must not be taken for
+    /// the next request's answer), is closed instead, as nginx closes an idle upstream
+    /// connection that becomes readable.
     fn checkout(&self, address: &str) -> Option<TcpStream> {
-        let mut idle = self.idle();
-        let list = idle.by_address.get_mut(address)?;
         let now = Instant::now();
+        let mut idle = self.idle();
+        idle.sweep(now);
+        let list = idle.by_address.get_mut(address)?;
         while let Some((stream, since)) = list.pop() {
-            if now.duration_since(since) < IDLE_TIMEOUT {
+            // Without a syscall unless the reactor saw the socket readable since the last read
+            // that found nothing.
+            let quiet = matches!(stream.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if quiet && now.duration_since(since) < IDLE_TIMEOUT {
                 return Some(stream);
             }
         }
@@ -112,13 +134,7 @@ impl H1Pool {
     fn checkin(&self, address: &str, stream: TcpStream) {
         let now = Instant::now();
         let mut idle = self.idle();
-        if now.duration_since(idle.swept) >= SWEEP_PERIOD {
-            idle.swept = now;
-            idle.by_address.retain(|_, list| {
-                list.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
-                !list.is_empty()
-            });
-        }
+        idle.sweep(now);
         match idle.by_address.get_mut(address) {
             Some(list) if list.len() >= MAX_IDLE_PER_ENDPOINT => {}
             Some(list) => list.push((stream, now)),
@@ -677,6 +693,46 @@ mod tests {
         assert_eq!(&get(&pool, &address, Method::GET).await.2[..], b"a");
         assert_eq!(&get(&pool, &address, Method::GET).await.2[..], b"b");
         assert_eq!(*accepted.borrow(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_endpoint_wrote_to_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (written, mut unasked) = tokio::sync::mpsc::channel(1);
+        let (go, went) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut answer = 0;
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let (written, mut went) = (written.clone(), went.clone());
+                answer += 1;
+                tokio::spawn(async move {
+                    let mut buf = [0; 1024];
+                    let _ = stream.read(&mut buf).await.unwrap();
+                    let body = format!("{answer}");
+                    let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                    stream.write_all(response.as_bytes()).await.unwrap();
+                    // Once the client has read the answer and pooled the connection, as a
+                    // server timing an idle connection out does.
+                    went.wait_for(|go| *go).await.unwrap();
+                    stream.write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n\r\n").await.unwrap();
+                    written.send(()).await.unwrap();
+                    let _ = stream.read(&mut buf).await;
+                });
+            }
+        });
+        let pool = pool();
+        let first = get(&pool, &address, Method::GET).await;
+        go.send(true).unwrap();
+        unasked.recv().await.unwrap();
+        let second = get(&pool, &address, Method::GET).await;
+        assert_eq!((first.0, &first.2[..]), (StatusCode::OK, &b"1"[..]));
+        assert_eq!(
+            (second.0, &second.2[..]),
+            (StatusCode::OK, &b"2"[..]),
+            "the 408 is not the second request's answer"
+        );
     }
 
     #[tokio::test]

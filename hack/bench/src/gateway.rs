@@ -36,6 +36,11 @@ pub struct Args {
     /// table's order, for comparing builds. The default measures every path.
     #[arg(long)]
     only: Vec<String>,
+    /// Measure every path this many times, in the table's order and then in the reverse order
+    /// by turns, so that no path gains from its place; each row is then the run with the median
+    /// requests/s of its path (the lower of the two middle ones for an even number).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=99))]
+    rounds: u32,
 }
 
 const IMAGE: &str = "127.0.0.1:5000/hello:v1";
@@ -195,17 +200,33 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(unknown) = args.only.iter().find(|o| !urls.iter().any(|(n, ..)| n == o)) {
         bail!("--only: there is no path {unknown:?}; the paths are {:?}", urls.map(|(n, ..)| n));
     }
-    for (name, url, host) in urls.iter().filter(|(n, ..)| selected(n)) {
-        let (name, host) = (*name, *host);
-        let r = wrk(&args, url, host)?;
-        eprintln!("{name}: {r}");
-        rows.push((name, r));
+    let mut order: Vec<_> = urls.iter().filter(|(n, ..)| selected(n)).collect();
+    let mut runs: Vec<(&str, Vec<serde_json::Value>)> = order.iter().map(|(n, ..)| (*n, Vec::new())).collect();
+    for round in 1..=args.rounds {
+        for (name, url, host) in &order {
+            let r = wrk(&args, url, *host)?;
+            eprintln!("{name} (round {round}): {r}");
+            if let Some((_, results)) = runs.iter_mut().find(|(n, _)| n == name) {
+                results.push(r);
+            }
+        }
+        let rps = |n: &str| runs.iter().find(|(k, _)| *k == n).and_then(|(_, r)| r.last()?["rps"].as_f64());
+        if let (Some(gateway), Some(nginx)) = (rps("stratus-gateway"), rps("nginx, container address")) {
+            eprintln!("round {round}: gateway / nginx at the container address = {:.2}", gateway / nginx);
+        }
+        order.reverse();
     }
-    // Metering on against off: each is measured twice, in the order off, on, on, off (the loop
-    // above ran off, then on), so that neither gains from running later; their rows are the
-    // means of the two runs.
+    for (name, mut results) in runs.clone() {
+        results.sort_by(|a, b| a["rps"].as_f64().unwrap_or(0.0).total_cmp(&b["rps"].as_f64().unwrap_or(0.0)));
+        if let Some(median) = results.get(results.len().saturating_sub(1) / 2) {
+            rows.push((name, median.clone()));
+        }
+    }
+    // Metering on against off, in a run of one round: each is measured twice, in the order off,
+    // on, on, off (the loop above ran off, then on), so that neither gains from running later;
+    // their rows are the means of the two runs.
     let metering_pair = ["stratus-gateway (metering on)", "stratus-gateway"];
-    let pair_measured = metering_pair.iter().all(|n| selected(n));
+    let pair_measured = args.rounds == 1 && metering_pair.iter().all(|n| selected(n));
     for name in metering_pair.into_iter().filter(|_| pair_measured) {
         let Some((_, url, host)) = urls.iter().find(|(n, ..)| *n == name) else { continue };
         let again = wrk(&args, url, *host)?;
@@ -252,6 +273,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     let doc = json!({
         "wrk": {"threads": args.threads, "connections": args.connections, "seconds": args.seconds},
+        "rounds": runs.iter().map(|(n, r)| json!({"path": n, "runs": r})).collect::<Vec<_>>(),
         "results": rows.iter().map(|(n, r)| json!({"path": n, "result": r})).collect::<Vec<_>>(),
         "ratios": ratios.iter().map(|(what, a, b)| json!({"ratio": what, "value": rps(a) / rps(b)})).collect::<Vec<_>>(),
         "gateway_https_over_http": rps("stratus-gateway (HTTPS)") / rps("stratus-gateway"),
