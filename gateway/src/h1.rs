@@ -36,8 +36,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 /// How often connections idle for longer than [`IDLE_TIMEOUT`] are closed, at most.
 const SWEEP_PERIOD: Duration = Duration::from_secs(10);
-/// The largest response head read (status line and headers), as hyper's default buffer.
-const MAX_HEAD: usize = 64 * 1024;
+/// The largest response head read (status line and headers): hyper's default buffer limit,
+/// which the requests that take hyper's client have.
+const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// The most response headers read.
 const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with extensions) read.
@@ -84,6 +85,14 @@ struct Idle {
     swept: Instant,
 }
 
+/// Whether an idle connection has nothing to read: the endpoint neither closed it nor wrote to
+/// it. Without a system call unless the reactor saw the socket readable since a read last
+/// drained it; so a byte that came a moment ago, before the reactor looked, is not seen (as in
+/// hyper's pool and nginx's, which also learn of it from the event loop).
+fn quiet(stream: &TcpStream) -> bool {
+    matches!(stream.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
 impl Idle {
     /// Closes the connections idle for longer than [`IDLE_TIMEOUT`], every [`SWEEP_PERIOD`] at
     /// most, so that those to endpoints gone meanwhile are not kept open.
@@ -93,7 +102,7 @@ impl Idle {
         }
         self.swept = now;
         self.by_address.retain(|_, list| {
-            list.retain(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            list.retain(|(stream, since)| now.duration_since(*since) < IDLE_TIMEOUT && quiet(stream));
             !list.is_empty()
         });
     }
@@ -120,10 +129,7 @@ impl H1Pool {
         idle.sweep(now);
         let list = idle.by_address.get_mut(address)?;
         while let Some((stream, since)) = list.pop() {
-            // Without a syscall unless the reactor saw the socket readable since the last read
-            // that found nothing.
-            let quiet = matches!(stream.try_read(&mut [0; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-            if quiet && now.duration_since(since) < IDLE_TIMEOUT {
+            if now.duration_since(since) < IDLE_TIMEOUT && quiet(&stream) {
                 return Some(stream);
             }
         }
@@ -157,7 +163,9 @@ impl H1Pool {
     /// Sends a request without a body (`head`, as [`request_head`] writes it) to `address` and
     /// reads the response's head; the body follows as the response's body is polled. A pooled
     /// connection that turns out closed before any of the response came is replaced by a new
-    /// one once: the request, idempotent and without a body, is sent again on it.
+    /// one once: the request, idempotent and without a body, is sent again on it. As in nginx,
+    /// whose failures on a cached connection do not count against `proxy_next_upstream_tries`,
+    /// this is not one of the gateway's retries on another endpoint (`max_retries`).
     pub(crate) async fn send(
         self: &Arc<Self>,
         address: &str,
@@ -193,16 +201,17 @@ async fn exchange(
         return Err(Stale);
     }
     let mut buf = BytesMut::with_capacity(4096);
+    let mut received = false;
     loop {
         match stream.read_buf(&mut buf).await {
-            Ok(0) | Err(_) if buf.is_empty() => return Err(Stale),
+            Ok(0) | Err(_) if !received => return Err(Stale),
             Ok(0) => return Ok(Err(H1Error::Closed { address: address.to_string() })),
             Err(e) => return Ok(Err(broke(e))),
-            Ok(_) => {}
+            Ok(_) => received = true,
         }
         match parse_head(&mut buf, method) {
             Ok(None) if buf.len() > MAX_HEAD => {
-                return Ok(Err(invalid(address, "the response head is larger than 64 KiB")));
+                return Ok(Err(invalid(address, format!("the response head is larger than {MAX_HEAD} bytes"))));
             }
             Ok(None) => {}
             Ok(Some(parsed)) => return Ok(Ok(respond(pool, address, stream, buf, parsed))),
@@ -218,6 +227,9 @@ fn invalid(address: &str, why: impl Into<String>) -> H1Error {
 /// A response head read, and how its body is framed.
 struct Parsed {
     status: StatusCode,
+    /// The endpoint's reason phrase when it is not the status's usual one, which the client
+    /// gets too (as hyper's client keeps it).
+    reason: Option<String>,
     headers: HeaderMap,
     framing: Framing,
     keep_alive: bool,
@@ -240,6 +252,7 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
             buf.advance(length);
             continue;
         }
+        let reason = response.reason.filter(|r| Some(*r) != status.canonical_reason()).map(str::to_string);
         let mut headers = HeaderMap::with_capacity(response.headers.len());
         for h in response.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("header name {:?}", h.name))?;
@@ -249,9 +262,21 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
         let http11 = response.version == Some(1);
         buf.advance(length);
         let close = headers.get_all(CONNECTION).iter().any(|v| has_token(v, "close"));
+        // Both framings announced: the endpoint and the gateway may not agree on where the
+        // body ends (RFC 9112 §6.1), so the connection serves no other request.
+        let ambiguous = headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
+        if !http11 && headers.contains_key(TRANSFER_ENCODING) {
+            return Err("an HTTP/1.0 response has a Transfer-Encoding".into());
+        }
         let framing = framing(status, method, &mut headers)?;
-        let keep_alive = http11 && !close && !matches!(framing, Framing::UntilClose);
-        return Ok(Some(Parsed { status, headers, framing, keep_alive }));
+        // A 101 was not asked for on this path (no request that takes it asks to upgrade): the
+        // connection speaks another protocol from here on.
+        let keep_alive = http11
+            && !close
+            && !ambiguous
+            && status != StatusCode::SWITCHING_PROTOCOLS
+            && !matches!(framing, Framing::UntilClose);
+        return Ok(Some(Parsed { status, reason, headers, framing, keep_alive }));
     }
 }
 
@@ -282,12 +307,21 @@ fn framing(status: StatusCode, method: &Method, headers: &mut HeaderMap) -> Resu
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for part in value.to_str().map_err(|_| "Content-Length is not a number".to_string())?.split(',') {
-            let n: u64 = part.trim().parse().map_err(|_| format!("Content-Length {part:?} is not a number"))?;
+            let part = part.trim();
+            // Digits only: `+5` or `0x5` parse elsewhere, and must not be passed on as they are.
+            let n = Some(part)
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|p| p.parse::<u64>().ok())
+                .ok_or_else(|| format!("Content-Length {part:?} is not a number"))?;
             if length.is_some_and(|l| l != n) {
                 return Err("the response has two different Content-Lengths".into());
             }
             length = Some(n);
         }
+    }
+    // One value goes on to the client, written as the gateway read it.
+    if let Some(n) = length {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(match length {
         Some(0) => Framing::Empty,
@@ -305,7 +339,7 @@ fn respond(
     mut buf: BytesMut,
     parsed: Parsed,
 ) -> Response<H1Body> {
-    let Parsed { status, headers, framing, keep_alive } = parsed;
+    let Parsed { status, reason, headers, framing, keep_alive } = parsed;
     let state = match framing {
         Framing::Empty => {
             if keep_alive && buf.is_empty() {
@@ -329,6 +363,9 @@ fn respond(
     let mut response = Response::new(H1Body { state });
     *response.status_mut() = status;
     *response.headers_mut() = headers;
+    if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r.into_bytes()).ok()) {
+        response.extensions_mut().insert(reason);
+    }
     response
 }
 
@@ -519,6 +556,25 @@ impl H1Body {
     }
 }
 
+/// The size a chunk-size line (without its CRLF) announces: hexadecimal digits, then optional
+/// blanks and extensions (RFC 9112 §7.1.1). Nothing else is taken, so that the gateway cannot
+/// read a chunk's end where the endpoint did not put it.
+fn chunk_size(line: &[u8]) -> io::Result<u64> {
+    if line.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Err(bad_chunk("a chunk-size line has a bare CR or LF"));
+    }
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let rest = &line[digits..];
+    let rest = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+    if digits == 0 || !(rest.is_empty() || rest[0] == b';') {
+        return Err(bad_chunk("a chunk size is not hexadecimal"));
+    }
+    line[..digits].iter().try_fold(0u64, |size, &b| {
+        let digit = u64::from((b as char).to_digit(16).unwrap_or_default());
+        size.checked_mul(16).and_then(|s| s.checked_add(digit)).ok_or_else(|| bad_chunk("a chunk size is too large"))
+    })
+}
+
 /// What a chunked body's buffer gave.
 enum Decoded {
     Data(Bytes),
@@ -531,15 +587,14 @@ fn decode_chunk(step: &mut Chunk, buf: &mut BytesMut) -> io::Result<Option<Decod
     loop {
         match *step {
             Chunk::Size => {
-                let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    return match buf.len() > MAX_CHUNK_LINE {
+                let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
+                let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
+                    return match buf.len() >= MAX_CHUNK_LINE {
                         true => Err(bad_chunk("a chunk-size line is too long")),
                         false => Ok(None),
                     };
                 };
-                let line = std::str::from_utf8(&buf[..end]).map_err(|_| bad_chunk("a chunk size is not text"))?;
-                let digits = line.split(';').next().unwrap_or_default().trim();
-                let size = u64::from_str_radix(digits, 16).map_err(|_| bad_chunk("a chunk size is not hexadecimal"))?;
+                let size = chunk_size(&buf[..end])?;
                 buf.advance(end + 2);
                 *step = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
             }
@@ -760,6 +815,52 @@ mod tests {
         let response = pool.send(&address, &Method::GET, &head).await.unwrap();
         let e = response.into_body().collect().await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn chunk_sizes_are_hexadecimal_digits_and_nothing_else() {
+        assert_eq!(chunk_size(b"1a").unwrap(), 26);
+        assert_eq!(chunk_size(b"1A ;name=value").unwrap(), 26);
+        assert_eq!(chunk_size(b"ffffffffffffffff").unwrap(), u64::MAX);
+        for bad in [&b""[..], b"+1", b" 1", b"1 x", b"0x1", b"1\n2", b"10000000000000000", b";x"] {
+            assert!(chunk_size(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn framing_takes_digits_only_and_passes_one_content_length_on() {
+        let framed = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(CONTENT_LENGTH, HeaderValue::from_static(v));
+            }
+            framing(StatusCode::OK, &Method::GET, &mut headers).map(|f| (f, headers))
+        };
+        let (f, headers) = framed(&["5, 5", "5"]).unwrap();
+        assert_eq!(f, Framing::Length(5));
+        assert_eq!(headers.get_all(CONTENT_LENGTH).iter().collect::<Vec<_>>(), ["5"]);
+        for bad in [&["+5"][..], &["0x5"], &[""], &["5", "6"]] {
+            assert!(framed(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_switched_protocols_or_framed_twice_is_not_pooled() {
+        let (address, accepted) = endpoint(vec![
+            ("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", true),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 1\r\n\r\n1\r\na\r\n0\r\n\r\n", true),
+            ("HTTP/1.1 299 Fine Indeed\r\ncontent-length: 1\r\n\r\nb", true),
+        ])
+        .await;
+        let pool = pool();
+        assert_eq!(get(&pool, &address, Method::GET).await.0, StatusCode::SWITCHING_PROTOCOLS);
+        let (_, headers, body, _) = get(&pool, &address, Method::GET).await;
+        assert_eq!((&body[..], headers.get(CONTENT_LENGTH)), (&b"a"[..], None));
+        let head = request_head(&Method::GET, "/", "h", &HeaderMap::new());
+        let response = pool.send(&address, &Method::GET, &head).await.unwrap();
+        let reason = response.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes().to_vec());
+        assert_eq!(reason.as_deref(), Some(&b"Fine Indeed"[..]));
+        assert_eq!(*accepted.borrow(), 3, "neither the 101's connection nor the ambiguous one was reused");
     }
 
     #[test]

@@ -242,6 +242,13 @@ async fn forward(
     let trusted = shared.config.trusted_proxies.iter().any(|net| net.contains(peer.ip()));
     let peer = headers::Peer { ip: peer.ip(), host, scheme, trusted };
     headers::prepare_request(&mut headers, peer, upgrade.as_ref());
+    // An absolute-form target (or HTTP/2's :authority) names the host the request was routed
+    // by, and the Host header must say the same (RFC 9112 §3.2.2).
+    if parts.uri.authority().is_some()
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert(HOST, value);
+    }
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let slot = BodySlot::new(body);
     let mut tried = Vec::new();

@@ -595,6 +595,21 @@ async fn forwarding_and_tracing_headers_are_added_and_hop_by_hop_ones_removed() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_is_routed_and_forwarded_by_its_own_host() -> Result<()> {
+    let h = Harness::start().await?;
+    let _mirror = mirror(&h).await?;
+    let stream = TcpStream::connect(h.addr).await?;
+    let (mut conn, driver) = hyper::client::conn::http1::handshake::<_, TestBody>(TokioIo::new(stream)).await?;
+    tokio::spawn(driver);
+    // As a client configured with the gateway as its HTTP proxy sends it.
+    let req = Request::get(format!("http://{}/", host("mirror"))).header(HOST, "elsewhere.example").body(empty())?;
+    let (status, _, seen) = read(timeout(WAIT, conn.send_request(req)).await??).await?;
+    ensure!(status == StatusCode::OK, "{status} {seen}");
+    ensure!(seen_header(&seen, "host") == host("mirror"), "the endpoint sees the host it was routed by: {seen}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_client_cannot_forge_forwarding_headers() -> Result<()> {
     // Trusting another network is not trusting this one.
     let config = GatewayConfig { trusted_proxies: vec!["10.0.0.0/8".parse()?], ..GatewayConfig::default() };
