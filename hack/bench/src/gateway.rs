@@ -72,6 +72,8 @@ pub async fn run(args: Args) -> Result<()> {
         .and_then(|l| l.rsplit_once(':').map(|(_, p)| p.trim().to_string()))
         .context("the container's published port")?;
     let direct = format!("127.0.0.1:{port}");
+    // The engine's userland proxy of that port: part of every path through the published port.
+    let docker_proxy = docker_proxy_pids(&port);
     wait_http(&direct).await?;
     let ip = String::from_utf8_lossy(
         &Command::new("docker")
@@ -111,6 +113,7 @@ pub async fn run(args: Args) -> Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .context("start nginx")?;
+    let nginx_pid = nginx.id();
     // SIGTERM, not SIGKILL: nginx's master stops its workers only when it is asked to.
     let _nginx = Cleanup(Box::new(move || {
         let stopped = Command::new("kill").args(["-TERM", &nginx.id().to_string()]).status();
@@ -123,6 +126,8 @@ pub async fn run(args: Args) -> Result<()> {
     let nginx_container_addr = format!("127.0.0.1:{nginx_container_port}");
     wait_http(&nginx_addr).await?;
     wait_http(&nginx_container_addr).await?;
+    // The master and its workers.
+    let nginx_pids: Vec<u32> = std::iter::once(nginx_pid).chain(children(nginx_pid)).collect();
 
     // The Stratus gateway, routing bench.default.localhost to the container through objects
     // written by hand (no controllers: this measures the data path only).
@@ -185,16 +190,31 @@ pub async fn run(args: Args) -> Result<()> {
     let mut rows = Vec::new();
     // The published port first, then the container's address; the gateway's variants
     // (metering, HTTPS) reach the container as `stratus up` does.
+    // Each path with the processes that proxy on it, whose CPU is measured: the engine's
+    // userland proxy on the published port, nginx, and this process for the gateway (which
+    // also holds the API server, idle during the runs).
+    let bench = vec![std::process::id()];
+    let with = |a: &[u32], b: &[u32]| [a, b].concat();
     let urls = [
-        ("direct, published port (docker-proxy)", format!("http://{direct}/"), None),
-        ("nginx, published port", format!("http://{nginx_addr}/"), None),
-        ("stratus-gateway, published port", format!("http://{gateway_addr}/"), Some(PUBLISHED_HOST)),
-        ("direct, container address", format!("http://{container}/"), None),
-        ("nginx, container address", format!("http://{nginx_container_addr}/"), None),
-        ("stratus-gateway", format!("http://{gateway_addr}/"), Some(CONTAINER_HOST)),
-        ("stratus-gateway (shared runtime)", format!("http://{shared_runtime_addr}/"), Some(CONTAINER_HOST)),
-        ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST)),
-        ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST)),
+        ("direct, published port (docker-proxy)", format!("http://{direct}/"), None, docker_proxy.clone()),
+        ("nginx, published port", format!("http://{nginx_addr}/"), None, with(&nginx_pids, &docker_proxy)),
+        (
+            "stratus-gateway, published port",
+            format!("http://{gateway_addr}/"),
+            Some(PUBLISHED_HOST),
+            with(&bench, &docker_proxy),
+        ),
+        ("direct, container address", format!("http://{container}/"), None, Vec::new()),
+        ("nginx, container address", format!("http://{nginx_container_addr}/"), None, nginx_pids.clone()),
+        ("stratus-gateway", format!("http://{gateway_addr}/"), Some(CONTAINER_HOST), bench.clone()),
+        (
+            "stratus-gateway (shared runtime)",
+            format!("http://{shared_runtime_addr}/"),
+            Some(CONTAINER_HOST),
+            bench.clone(),
+        ),
+        ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST), bench.clone()),
+        ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST), bench.clone()),
     ];
     let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     if let Some(unknown) = args.only.iter().find(|o| !urls.iter().any(|(n, ..)| n == o)) {
@@ -203,8 +223,8 @@ pub async fn run(args: Args) -> Result<()> {
     let mut order: Vec<_> = urls.iter().filter(|(n, ..)| selected(n)).collect();
     let mut runs: Vec<(&str, Vec<serde_json::Value>)> = order.iter().map(|(n, ..)| (*n, Vec::new())).collect();
     for round in 1..=args.rounds {
-        for (name, url, host) in &order {
-            let r = wrk(&args, url, *host)?;
+        for (name, url, host, proxies) in &order {
+            let r = wrk(&args, url, *host, proxies)?;
             eprintln!("{name} (round {round}): {r}");
             if let Some((_, results)) = runs.iter_mut().find(|(n, _)| n == name) {
                 results.push(r);
@@ -228,8 +248,8 @@ pub async fn run(args: Args) -> Result<()> {
     let metering_pair = ["stratus-gateway (metering on)", "stratus-gateway"];
     let pair_measured = args.rounds == 1 && metering_pair.iter().all(|n| selected(n));
     for name in metering_pair.into_iter().filter(|_| pair_measured) {
-        let Some((_, url, host)) = urls.iter().find(|(n, ..)| *n == name) else { continue };
-        let again = wrk(&args, url, *host)?;
+        let Some((_, url, host, proxies)) = urls.iter().find(|(n, ..)| *n == name) else { continue };
+        let again = wrk(&args, url, *host, proxies)?;
         eprintln!("{name}, again: {again}");
         if let Some((_, first)) = rows.iter_mut().find(|(n, _)| *n == name) {
             *first = mean(first, &again);
@@ -241,11 +261,15 @@ pub async fn run(args: Args) -> Result<()> {
     let _ = stop.send(true);
     let rps = |n: &str| rows.iter().find(|(k, _)| *k == n).and_then(|(_, r)| r["rps"].as_f64()).unwrap_or(0.0);
     println!("\nwrk -t{} -c{} -d{}s, GET / of the hello container\n", args.threads, args.connections, args.seconds);
-    println!("| path | requests/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|");
+    println!("| path | requests/s | p50 ms | p99 ms | proxies' CPU per request µs (user + kernel) |");
+    println!("|---|---:|---:|---:|---:|");
     for (name, r) in &rows {
+        let cpu = match (r["cpu_us"].as_f64(), r["user_us"].as_f64(), r["kernel_us"].as_f64()) {
+            (Some(all), Some(user), Some(kernel)) => format!("{all:.1} ({user:.1} + {kernel:.1})"),
+            _ => "none on the path".to_string(),
+        };
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} |",
+            "| {name} | {:.0} | {:.2} | {:.2} | {cpu} |",
             r["rps"].as_f64().unwrap_or(0.0),
             r["p50_ms"].as_f64().unwrap_or(0.0),
             r["p99_ms"].as_f64().unwrap_or(0.0)
@@ -284,11 +308,71 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The mean of two wrk results (requests/s and latency percentiles).
+/// The mean of two wrk results (requests/s, latency percentiles and CPU per request).
 fn mean(a: &serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
     let avg = |k: &str| (a[k].as_f64().unwrap_or(0.0) + b[k].as_f64().unwrap_or(0.0)) / 2.0;
+    let cpu = |k: &str| Some(avg(k)).filter(|_| a[k].is_number() && b[k].is_number());
     let errors = a["errors"].as_bool().unwrap_or(true) || b["errors"].as_bool().unwrap_or(true);
-    json!({"rps": avg("rps"), "p50_ms": avg("p50_ms"), "p99_ms": avg("p99_ms"), "errors": errors, "runs": 2})
+    json!({
+        "rps": avg("rps"), "p50_ms": avg("p50_ms"), "p99_ms": avg("p99_ms"), "errors": errors, "runs": 2,
+        "cpu_us": cpu("cpu_us"), "user_us": cpu("user_us"), "kernel_us": cpu("kernel_us"),
+    })
+}
+
+/// The CPU time, user and kernel, that the processes `pids` (all their threads) have used so
+/// far, in clock ticks; a process that is gone counts nothing.
+fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // After the command's name, which may hold spaces: state is the first field, and
+            // utime and stime the 12th and 13th (proc(5)).
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+        })
+        .fold((0, 0), |(u, k), (du, dk)| (u + du, k + dk))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    processes()
+        .filter(|(_, stat, _)| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(&pid.to_string())
+        })
+        .map(|(p, ..)| p)
+        .collect()
+}
+
+/// The engine's userland proxies that listen on `port`.
+fn docker_proxy_pids(port: &str) -> Vec<u32> {
+    processes()
+        .filter(|(_, _, cmdline)| {
+            let args: Vec<&str> = cmdline.split('\0').collect();
+            args.first().is_some_and(|a| a.ends_with("docker-proxy"))
+                && args.windows(2).any(|w| w[0] == "-host-port" && w[1] == port)
+        })
+        .map(|(p, ..)| p)
+        .collect()
+}
+
+/// Every process: its pid, `/proc/PID/stat` and `/proc/PID/cmdline`.
+fn processes() -> impl Iterator<Item = (u32, String, String)> {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        Some((pid, stat, cmdline))
+    })
 }
 
 /// The requests the metering gateway reported, once its reports stop growing (the last
@@ -399,8 +483,9 @@ async fn register_service(
     Ok(())
 }
 
-/// Runs wrk and reads requests/s and the latency percentiles from its report.
-fn wrk(args: &Args, url: &str, host: Option<&str>) -> Result<serde_json::Value> {
+/// Runs wrk and reads requests/s and the latency percentiles from its report, and the CPU that
+/// the processes `proxies` used meanwhile, per request.
+fn wrk(args: &Args, url: &str, host: Option<&str>, proxies: &[u32]) -> Result<serde_json::Value> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t", &args.threads.to_string(), "-c", &args.connections.to_string()]).args([
         "-d",
@@ -410,7 +495,9 @@ fn wrk(args: &Args, url: &str, host: Option<&str>) -> Result<serde_json::Value> 
     if let Some(h) = host {
         cmd.args(["-H", &format!("Host: {h}")]);
     }
+    let before = cpu_ticks(proxies);
     let out = cmd.arg(url).output().context("run wrk")?;
+    let after = cpu_ticks(proxies);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     ensure!(out.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     let field = |label: &str| -> Option<f64> {
@@ -420,7 +507,20 @@ fn wrk(args: &Args, url: &str, host: Option<&str>) -> Result<serde_json::Value> 
             .and_then(parse_wrk)
     };
     let errors = text.lines().any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    // wrk's first line of results: `  123456 requests in 10.00s, 12.34MB read`.
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| *n > 0.0);
+    let per_request = |ticks: u64| requests.map(|n| ticks as f64 / clock_ticks() / n * 1e6);
+    let (user, kernel) = (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1));
+    let measured = !proxies.is_empty();
     Ok(json!({
+        "cpu_us": per_request(user + kernel).filter(|_| measured),
+        "user_us": per_request(user).filter(|_| measured),
+        "kernel_us": per_request(kernel).filter(|_| measured),
         "rps": text.lines().find(|l| l.starts_with("Requests/sec:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()),
         "p50_ms": field("50%"),
         "p99_ms": field("99%"),
