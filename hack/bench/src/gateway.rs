@@ -22,6 +22,8 @@ use stratus_api::v1::{
 };
 use stratus_client::Client;
 
+use crate::procs::{children, clock_ticks, cpu_ticks};
+
 #[derive(ClapArgs)]
 pub struct Args {
     /// Seconds per wrk run.
@@ -57,7 +59,23 @@ impl Drop for Cleanup {
     }
 }
 
+/// The paths of the table, in its order.
+const PATHS: [&str; 9] = [
+    "direct, published port (docker-proxy)",
+    "nginx, published port",
+    "stratus-gateway, published port",
+    "direct, container address",
+    "nginx, container address",
+    "stratus-gateway",
+    "stratus-gateway (shared runtime)",
+    "stratus-gateway (metering on)",
+    "stratus-gateway (HTTPS)",
+];
+
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(unknown) = args.only.iter().find(|o| !PATHS.contains(&o.as_str())) {
+        bail!("--only: there is no path {unknown:?}; the paths are {PATHS:?}");
+    }
     for tool in ["wrk", "nginx", "docker"] {
         ensure!(which(tool), "{tool} is not installed (apt-get install -y wrk nginx)");
     }
@@ -219,10 +237,8 @@ pub async fn run(args: Args) -> Result<()> {
         ("stratus-gateway (metering on)", format!("http://{metered_addr}/"), Some(CONTAINER_HOST), bench.clone()),
         ("stratus-gateway (HTTPS)", format!("https://{gateway_tls_addr}/"), Some(CONTAINER_HOST), bench.clone()),
     ];
+    debug_assert!(urls.iter().map(|(n, ..)| *n).eq(PATHS));
     let selected = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    if let Some(unknown) = args.only.iter().find(|o| !urls.iter().any(|(n, ..)| n == o)) {
-        bail!("--only: there is no path {unknown:?}; the paths are {:?}", urls.map(|(n, ..)| n));
-    }
     let mut order: Vec<_> = urls.iter().filter(|(n, ..)| selected(n)).collect();
     let mut runs: Vec<(&str, Vec<serde_json::Value>)> = order.iter().map(|(n, ..)| (*n, Vec::new())).collect();
     for round in 1..=args.rounds {
@@ -322,43 +338,9 @@ fn mean(a: &serde_json::Value, b: &serde_json::Value) -> serde_json::Value {
     })
 }
 
-/// The CPU time, user and kernel, that the processes `pids` (all their threads) have used so
-/// far, in clock ticks; a process that is gone counts nothing.
-fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
-    pids.iter()
-        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .filter_map(|stat| {
-            // After the command's name, which may hold spaces: state is the first field, and
-            // utime and stime the 12th and 13th (proc(5)).
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
-        })
-        .fold((0, 0), |(u, k), (du, dk)| (u + du, k + dk))
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
-        .unwrap_or(100.0)
-}
-
-/// The processes whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
-    processes()
-        .filter(|(_, stat, _)| {
-            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(&pid.to_string())
-        })
-        .map(|(p, ..)| p)
-        .collect()
-}
-
 /// The engine's userland proxies that listen on `port`.
 fn docker_proxy_pids(port: &str) -> Vec<u32> {
-    processes()
+    crate::procs::processes()
         .filter(|(_, _, cmdline)| {
             let args: Vec<&str> = cmdline.split('\0').collect();
             args.first().is_some_and(|a| a.ends_with("docker-proxy"))
@@ -366,16 +348,6 @@ fn docker_proxy_pids(port: &str) -> Vec<u32> {
         })
         .map(|(p, ..)| p)
         .collect()
-}
-
-/// Every process: its pid, `/proc/PID/stat` and `/proc/PID/cmdline`.
-fn processes() -> impl Iterator<Item = (u32, String, String)> {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-        Some((pid, stat, cmdline))
-    })
 }
 
 /// The requests the metering gateway reported, once its reports stop growing (the last
@@ -517,7 +489,8 @@ fn wrk(args: &Args, url: &str, host: Option<&str>, proxies: &[u32]) -> Result<se
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok())
         .filter(|n| *n > 0.0);
-    let per_request = |ticks: u64| requests.map(|n| ticks as f64 / clock_ticks() / n * 1e6);
+    let hz = clock_ticks();
+    let per_request = |ticks: u64| requests.map(|n| ticks as f64 / hz / n * 1e6);
     let (user, kernel) = (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1));
     let measured = !proxies.is_empty();
     Ok(json!({

@@ -87,3 +87,47 @@ impl Rss {
         self.peak as f64 / 1_048_576.0
     }
 }
+
+/// The CPU time, user and kernel, that the processes `pids` (all their threads) have used so
+/// far, in clock ticks; a process that is gone counts nothing.
+pub fn cpu_ticks(pids: &[u32]) -> (u64, u64) {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // After the command's name, which may hold spaces: state is the first field, and
+            // utime and stime the 12th and 13th (proc(5)).
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((fields.get(11)?.parse::<u64>().ok()?, fields.get(12)?.parse::<u64>().ok()?))
+        })
+        .fold((0, 0), |(u, k), (du, dk)| (u + du, k + dk))
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// The processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    processes()
+        .filter(|(_, stat, _)| {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(&pid.to_string())
+        })
+        .map(|(p, ..)| p)
+        .collect()
+}
+
+/// Every process: its pid, `/proc/PID/stat` and `/proc/PID/cmdline`.
+pub fn processes() -> impl Iterator<Item = (u32, String, String)> {
+    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        Some((pid, stat, cmdline))
+    })
+}
