@@ -253,10 +253,20 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Parsed>, Str
             continue;
         }
         let reason = response.reason.filter(|r| Some(*r) != status.canonical_reason()).map(str::to_string);
+        // The head is copied once, and every value is a slice of that copy, not a copy each.
+        let head = Bytes::copy_from_slice(&buf[..length]);
+        let base = buf.as_ptr().addr();
         let mut headers = HeaderMap::with_capacity(response.headers.len());
         for h in response.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| format!("header name {:?}", h.name))?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| format!("the value of header {name}"))?;
+            let start = h.value.as_ptr().addr().wrapping_sub(base);
+            let value = match start.checked_add(h.value.len()) {
+                Some(end) if !h.value.is_empty() && end <= head.len() => {
+                    HeaderValue::from_maybe_shared(head.slice(start..end))
+                }
+                _ => HeaderValue::from_bytes(h.value),
+            };
+            let value = value.map_err(|_| format!("the value of header {name}"))?;
             headers.append(name, value);
         }
         let http11 = response.version == Some(1);

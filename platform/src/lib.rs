@@ -589,6 +589,13 @@ impl Platform {
     /// Waits until every part has stopped (after [`Platform::stop`]); the first part that
     /// failed is the error, the others are logged.
     pub async fn stopped(mut self) -> Result<()> {
+        self.join().await
+    }
+
+    /// Waits, as [`Platform::stopped`] does, without giving up the platform: for an owner that
+    /// must know every part has ended (a node agent's last container call answered) before it
+    /// cleans up, and only holds the platform by reference.
+    pub async fn join(&mut self) -> Result<()> {
         let mut first = None;
         for (part, task) in std::mem::take(&mut self.parts.running) {
             let outcome = match task.await {

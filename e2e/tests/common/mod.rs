@@ -177,6 +177,32 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// Stops the platform and, on a multi-threaded runtime, waits until every part has ended before
+/// the fields drop and `nodes` removes the nodes' containers. An agent's reconcile that is
+/// creating a container finishes first (reconciles in progress finish on shutdown), so that the
+/// container exists when the cleanup lists them; else another worker thread could create it just
+/// after (seen once: a container of `panic` left behind). On a current-thread runtime nothing
+/// can be waited for here: the runtime drops the agent's tasks without running them again, and
+/// only a container call the engine had already received when the test ended can still leave a
+/// container (none seen so far).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.platform.stop();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+            // Longer than the gateway's drain (30 s), which a request still open may take.
+            let joined = tokio::task::block_in_place(|| {
+                runtime.block_on(tokio::time::timeout(Duration::from_secs(45), self.platform.join()))
+            });
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("the platform stopped with an error: {e}"),
+                Err(_) => eprintln!("the platform did not stop within 45 s; cleaning up anyway"),
+            }
+        }
+    }
+}
+
 impl Cluster {
     pub async fn start(test: &str, node_grace: Duration) -> Cluster {
         let mut c = Cluster::control_plane(test, node_grace).await;

@@ -13,6 +13,11 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// mimalloc, the allocator of the binaries that run the gateway (`stratus up`,
+/// `stratus-gateway`): the gateway measured here in this process allocates as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod gateway;
 mod memory;
 mod procs;
