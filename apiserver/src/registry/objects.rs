@@ -54,7 +54,12 @@ impl Registry {
             }
             _ => AnyObject::decode(info, &kv.value),
         }
-        .map_err(ApiError::internal)?;
+        .map_err(|e| {
+            // Every read of the kind that meets this key fails until the object is repaired or
+            // deleted in the store: the key is what an operator needs to find it.
+            tracing::error!(key = %kv.key, revision = kv.mod_revision, error = %e, "a stored object cannot be decoded");
+            ApiError::internal(format!("the object stored at {} cannot be decoded: {e}", kv.key))
+        })?;
         obj.meta_mut().resource_version = kv.mod_revision.to_string();
         Ok(obj)
     }
@@ -108,4 +113,43 @@ pub(super) fn conflict(info: &KindInfo, name: &str) -> ApiError {
             info.plural
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use stratus_api::Resource;
+    use stratus_api::v1::Namespace;
+
+    use super::*;
+    use crate::auth::Caller;
+
+    /// An object whose stored bytes do not decode fails the reads that meet it with an error
+    /// that names its key, and the objects beside it are still there to read one by one.
+    #[tokio::test]
+    async fn an_undecodable_object_is_named_by_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await.unwrap();
+        let (_closing_tx, closing) = tokio::sync::watch::channel(false);
+        let registry = Registry::new(store, Arc::default(), closing);
+        let caller = Caller::system();
+        let mut good = Namespace::default();
+        good.meta_mut().name = "good".into();
+        registry.create(&caller, good.into_any()).await.unwrap();
+        let info = kind_info(Namespace::INFO.kind).unwrap();
+        let key = key_of(info, "", "broken");
+        registry.store.create(&key, Bytes::from_static(b"\xff\xff not protobuf"), 0).await.unwrap();
+
+        let got = registry.get(&caller, Namespace::INFO.kind, "", "broken").await.unwrap_err();
+        assert!(got.to_string().contains("/registry/namespaces/broken"), "{got}");
+        let Err(listed) = registry.list(&caller, Namespace::INFO.kind, &Default::default(), 0, "").await else {
+            panic!("a list that meets the object fails");
+        };
+        assert!(listed.to_string().contains("/registry/namespaces/broken"), "{listed}");
+        registry.get(&caller, Namespace::INFO.kind, "", "good").await.unwrap();
+    }
 }
