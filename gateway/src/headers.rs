@@ -266,9 +266,31 @@ mod tests {
 
     #[test]
     fn ip_text_writes_what_display_writes() {
-        for ip in ["0.0.0.0", "9.10.99.100", "127.0.0.1", "255.255.255.255", "10.0.105.250", "::1", "fe80::1:2"] {
+        for octet in 0..=255u8 {
+            let ip = IpAddr::from([octet, 255 - octet, octet / 2, 7]);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for ip in ["::1", "fe80::1:2", "::ffff:10.1.2.3"] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(ip_text(ip.to_canonical()), ip.to_canonical().to_string());
+        }
+    }
+
+    /// Each hop-by-hop header goes also when it is the only one (the removals are skipped
+    /// when none is there), and so does each forwarding header from an untrusted client.
+    #[test]
+    fn each_hop_by_hop_and_forwarding_header_goes_on_its_own() {
+        let hop = ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "proxy-authenticate"];
+        for name in hop.into_iter().chain(["proxy-authorization", "connection"]) {
+            let mut h = map(&[(name, "x")]);
+            prepare_request(&mut h, client("10.0.0.1", "hello.default.localhost", "http"), None);
+            assert!(h.get(name).is_none(), "{name}");
+        }
+        for name in ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"] {
+            let mut h = map(&[(name, "evil")]);
+            prepare_request(&mut h, client("10.0.0.1", "hello.default.localhost", "http"), None);
+            assert!(h.get_all(name).iter().all(|v| !v.to_str().unwrap().contains("evil")), "{name}");
         }
     }
 

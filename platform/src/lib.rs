@@ -594,11 +594,14 @@ impl Platform {
 
     /// Waits, as [`Platform::stopped`] does, without giving up the platform: for an owner that
     /// must know every part has ended (a node agent's last container call answered) before it
-    /// cleans up, and only holds the platform by reference.
+    /// cleans up, and only holds the platform by reference. Cancel-safe: a part is forgotten
+    /// only once it has ended, so a `join` given up (a timeout) can be called again.
     pub async fn join(&mut self) -> Result<()> {
         let mut first = None;
-        for (part, task) in std::mem::take(&mut self.parts.running) {
-            let outcome = match task.await {
+        while let Some((_, task)) = self.parts.running.first_mut() {
+            let ended = task.await;
+            let (part, _) = self.parts.running.remove(0);
+            let outcome = match ended {
                 Ok(Ok(())) => continue,
                 Ok(Err(message)) => Error::Part { part, message },
                 Err(e) => Error::Part { part, message: format!("it stopped unexpectedly: {e}") },

@@ -45,21 +45,28 @@ pub(super) fn prefix_of(info: &KindInfo, namespace: &str) -> String {
 impl Registry {
     /// The object stored in `kv`, with its resourceVersion; a Secret is opened first.
     pub(super) fn decode(&self, info: &KindInfo, kv: &KeyValue) -> ApiResult<AnyObject> {
+        // Every read of the kind that meets such an object fails until it is repaired or
+        // deleted in the store: the log names its key for the operator. The client's error
+        // names only the kind, as the read may be one whose caller may not see the object (a
+        // quota's count of every namespace, a watch of other nodes' instances).
+        let unreadable = |what: &str, e: String| {
+            tracing::error!(key = %kv.key, revision = kv.mod_revision, error = %e, "a stored object cannot be {what}");
+            ApiError::internal(format!(
+                "a stored {} cannot be {what} ({e}); the API server's log names its key",
+                info.kind
+            ))
+        };
         let mut obj = match info.kind {
             SECRET => {
-                let plain = self.keys()?.open(kv.key.as_bytes(), &kv.value).map_err(|e| {
-                    ApiError::internal(format!("reading secret {}: {e}", kv.key.rsplit('/').next().unwrap_or_default()))
-                })?;
+                let plain = self
+                    .keys()?
+                    .open(kv.key.as_bytes(), &kv.value)
+                    .map_err(|e| unreadable("decrypted", e.to_string()))?;
                 AnyObject::decode(info, &plain)
             }
             _ => AnyObject::decode(info, &kv.value),
         }
-        .map_err(|e| {
-            // Every read of the kind that meets this key fails until the object is repaired or
-            // deleted in the store: the key is what an operator needs to find it.
-            tracing::error!(key = %kv.key, revision = kv.mod_revision, error = %e, "a stored object cannot be decoded");
-            ApiError::internal(format!("the object stored at {} cannot be decoded: {e}", kv.key))
-        })?;
+        .map_err(|e| unreadable("decoded", e.to_string()))?;
         obj.meta_mut().resource_version = kv.mod_revision.to_string();
         Ok(obj)
     }
@@ -129,7 +136,8 @@ mod tests {
     use crate::auth::Caller;
 
     /// An object whose stored bytes do not decode fails the reads that meet it with an error
-    /// that names its key, and the objects beside it are still there to read one by one.
+    /// that names its kind (the log names its key), and the objects beside it are still there
+    /// to read one by one.
     #[tokio::test]
     async fn an_undecodable_object_is_named_by_its_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -145,11 +153,11 @@ mod tests {
         registry.store.create(&key, Bytes::from_static(b"\xff\xff not protobuf"), 0).await.unwrap();
 
         let got = registry.get(&caller, Namespace::INFO.kind, "", "broken").await.unwrap_err();
-        assert!(got.to_string().contains("/registry/namespaces/broken"), "{got}");
+        assert!(got.to_string().contains("a stored Namespace cannot be decoded"), "{got}");
         let Err(listed) = registry.list(&caller, Namespace::INFO.kind, &Default::default(), 0, "").await else {
             panic!("a list that meets the object fails");
         };
-        assert!(listed.to_string().contains("/registry/namespaces/broken"), "{listed}");
+        assert!(listed.to_string().contains("a stored Namespace cannot be decoded"), "{listed}");
         registry.get(&caller, Namespace::INFO.kind, "", "good").await.unwrap();
     }
 }
