@@ -106,6 +106,18 @@ impl Registry {
         }
     }
 
+    /// A registry over a new embedded store in a temporary directory, for unit tests. The
+    /// directory lives as long as the returned guard, and the registry stays open as long as the
+    /// sender.
+    #[cfg(test)]
+    pub(crate) async fn for_test() -> (Registry, tempfile::TempDir, tokio::sync::watch::Sender<bool>) {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await.unwrap();
+        let (closing_tx, closing) = tokio::sync::watch::channel(false);
+        (Registry::new(store, Arc::default(), closing), dir, closing_tx)
+    }
+
     /// The same registry, writing the audit log `audit`.
     pub fn with_audit(mut self, audit: Option<Arc<crate::audit::Audit>>) -> Registry {
         self.audit = audit;

@@ -126,8 +126,6 @@ pub(super) fn conflict(info: &KindInfo, name: &str) -> ApiError {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::sync::Arc;
-
     use bytes::Bytes;
     use stratus_api::Resource;
     use stratus_api::v1::Namespace;
@@ -139,11 +137,8 @@ mod tests {
     /// that names its kind (the log names its key), and the objects beside it are still there
     /// to read one by one.
     #[tokio::test]
-    async fn an_undecodable_object_is_named_by_its_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await.unwrap();
-        let (_closing_tx, closing) = tokio::sync::watch::channel(false);
-        let registry = Registry::new(store, Arc::default(), closing);
+    async fn an_undecodable_object_fails_reads_with_an_error_naming_its_kind() {
+        let (registry, _dir, _closing) = Registry::for_test().await;
         let caller = Caller::system();
         let mut good = Namespace::default();
         good.meta_mut().name = "good".into();
