@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -275,10 +275,27 @@ impl tonic::service::Interceptor for Bearer {
 
 type Authed = InterceptedService<Channel, Bearer>;
 
+/// How long a connection to an API server may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How much of a head start each server gets over the next when a client with several first
+/// looks for one that takes connections (see [`Client::probe`]).
+const PROBE_STAGGER: Duration = Duration::from_millis(250);
+
 /// One API server a client may send its calls to.
 struct Server {
     endpoint: String,
     channel: Channel,
+}
+
+impl Server {
+    /// The host and port of the server, for a plain TCP connection to it.
+    fn address(&self) -> Option<(String, u16)> {
+        let uri: http::Uri = self.endpoint.parse().ok()?;
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+        Some((host, port))
+    }
 }
 
 /// The API servers of a client, and the one its calls go to now. A call that cannot reach the
@@ -286,6 +303,8 @@ struct Server {
 struct Servers {
     list: Vec<Server>,
     current: AtomicUsize,
+    /// Whether a call has looked for a server that takes connections yet.
+    probed: AtomicBool,
 }
 
 /// When a call that could not reach an API server is sent to the next one.
@@ -360,7 +379,7 @@ impl Client {
             .map(|endpoint| {
                 let mut builder = Endpoint::from_shared(endpoint.clone())
                     .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
-                    .connect_timeout(Duration::from_secs(3))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(30));
                 if endpoint.starts_with("https://") {
@@ -390,7 +409,7 @@ impl Client {
             .into_iter()
             .map(|endpoint| {
                 let channel = tls::channel(&endpoint, ca_pem, identity, None, |e| {
-                    e.connect_timeout(Duration::from_secs(3)).http2_keep_alive_interval(Duration::from_secs(30))
+                    e.connect_timeout(CONNECT_TIMEOUT).http2_keep_alive_interval(Duration::from_secs(30))
                 })?;
                 Ok(Server { endpoint, channel })
             })
@@ -399,7 +418,8 @@ impl Client {
     }
 
     fn over(list: Vec<Server>, credentials: Credentials) -> Client {
-        Client { servers: Arc::new(Servers { list, current: AtomicUsize::new(0) }), credentials, fence: None }
+        let servers = Servers { list, current: AtomicUsize::new(0), probed: AtomicBool::new(false) };
+        Client { servers: Arc::new(servers), credentials, fence: None }
     }
 
     /// The same client (sharing its connections) presenting `credentials` on every request.
@@ -449,6 +469,47 @@ impl Client {
         let _ = self.servers.current.compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// With several servers, the first call of a client opens a TCP connection to each, the
+    /// current one first and every next one [`PROBE_STAGGER`] later, and sends its calls to the
+    /// first that accepts. A server that is down without refusing connections (its host or
+    /// container gone, a partition) would otherwise cost every new client, such as each `stratus`
+    /// command, the whole connect timeout before the next server is tried. When none accepts
+    /// within the connect timeout, calls start at the current server as before, and fail over
+    /// as they do. Each later call goes where the calls before it went.
+    async fn probe(&self) {
+        let servers = &self.servers;
+        if servers.list.len() < 2 || servers.probed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let first = servers.current.load(Ordering::Acquire) % servers.list.len();
+        let attempts = (0..servers.list.len()).map(|n| {
+            let i = (first + n) % servers.list.len();
+            let address = servers.list[i].address();
+            let delay = PROBE_STAGGER * u32::try_from(n).unwrap_or(u32::MAX);
+            async move {
+                let (host, port) = address?;
+                tokio::time::sleep(delay).await;
+                let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port)));
+                connected.await.ok()?.ok().map(|_| i)
+            }
+        });
+        let mut attempts: futures::stream::FuturesUnordered<_> = attempts.collect();
+        while let Some(outcome) = attempts.next().await {
+            if let Some(i) = outcome {
+                if i != first {
+                    tracing::debug!(
+                        skipped = servers.list[first].endpoint,
+                        endpoint = servers.list[i].endpoint,
+                        "the first API server did not take a connection in time; calls go to the next that did"
+                    );
+                }
+                // Unless a call has moved on already.
+                let _ = servers.current.compare_exchange(first, i, Ordering::AcqRel, Ordering::Acquire);
+                return;
+            }
+        }
+    }
+
     /// Sends `req` (`send` sends it over the connection it is given) to the current server and,
     /// when that server cannot be reached and `retry` allows, to each of the others in turn.
     /// Returns the answer and the endpoint of the server that gave it.
@@ -461,6 +522,7 @@ impl Client {
     where
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        self.probe().await;
         let mut tried = Vec::new();
         loop {
             let (i, conn) = self.current();
@@ -491,6 +553,7 @@ impl Client {
         &self,
         reports: impl tonic::IntoStreamingRequest<Message = stratus_api::v1::DemandReport>,
     ) -> Result<tonic::Response<stratus_api::v1::DemandAck>, tonic::Status> {
+        self.probe().await;
         let (i, conn) = self.current();
         let mut service = TrafficMetricsClient::with_interceptor(conn.channel, conn.bearer);
         let result = service.report(reports).await;

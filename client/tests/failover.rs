@@ -182,3 +182,37 @@ async fn losing_a_server_under_writes_and_a_watch_loses_nothing_acknowledged() -
     println!("{} writes acknowledged, {failures} failed on the way and were sent again", acknowledged.len());
     Ok(())
 }
+
+/// A server whose connections hang: a listener whose accept queue is full and never drained,
+/// so the kernel drops further connection attempts, as when a server's host or container is
+/// gone without a word. Returns its address and what keeps it full.
+async fn hanging_connections() -> Result<(String, Vec<tokio::net::TcpStream>, tokio::net::TcpListener)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let listener = socket.listen(1)?;
+    let address = listener.local_addr()?;
+    let mut held = Vec::new();
+    // Connect until one attempt does not finish at once: the queue is full from there on.
+    for _ in 0..16 {
+        match timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(address)).await {
+            Ok(connected) => held.push(connected?),
+            Err(_) => return Ok((format!("http://{address}"), held, listener)),
+        }
+    }
+    anyhow::bail!("the accept queue of {address} never filled")
+}
+
+#[tokio::test]
+async fn a_new_client_does_not_wait_out_a_server_whose_connections_hang() -> Result<()> {
+    let server = TestServer::start().await;
+    let (hanging, _held, _listener) = hanging_connections().await?;
+    let client = Client::new(&format!("{hanging},{}", server.endpoint))?.with_token(&server.token);
+    let started = Instant::now();
+    client.create(lease("first")).await.context("the first call of a new client")?;
+    assert_eq!(client.endpoint(), server.endpoint, "the calls went to the server that took a connection");
+    // Without looking first, the call fails over only once the connect timeout (3 s) on the
+    // first server has passed, so it cannot end sooner than that.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "the first call waited out the connect timeout: {took:?}");
+    Ok(())
+}
