@@ -393,6 +393,21 @@ async fn the_page_picks_up_where_it_was_when_its_connections_are_cut() {
         )
         .await;
     assert_eq!(patched, json!("now"));
+
+    // A create that was made but whose answer was lost, twice in a row (Chromium sends a
+    // request again by itself when a kept-alive connection closes before its answer), is taken
+    // as made: its name was free just before. A name that was taken before is still refused.
+    let collection = "/apis/stratus.dev/v1/namespaces/default/services";
+    let create = "window.testApi.request('POST', arguments[0], arguments[1])
+        .then(s => arguments[2](s.metadata.name), e => arguments[2]('failed: ' + e.message))";
+    relay.lose_answers_to(&format!("POST {collection} "), 2);
+    let created = browser.run_async(create, vec![json!(collection), hello("lost-answer")]).await;
+    relay.lose_answers_to("", 0);
+    assert_eq!(created, json!("lost-answer"));
+    let stored = get(&format!("{}{collection}/lost-answer", s.endpoint)).await;
+    assert_eq!(stored.status, 200, "{}", stored.text);
+    let refused = browser.run_async(create, vec![json!(collection), hello("lost-answer")]).await;
+    assert!(refused.as_str().is_some_and(|r| r.starts_with("failed: ") && r.contains("already exists")), "{refused}");
     browser.close().await;
 }
 

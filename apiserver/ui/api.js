@@ -71,14 +71,31 @@ async function fetchAgain(path, init) {
 /**
  * A create (POST of an object named `name` to the collection `path`), sent again when the
  * network fails under it, but only while the object provably does not exist: a read of it
- * answers 404, so the create was not made and cannot be made twice. When the object exists
- * after a failure, this create may be what made it (or may not): the error says so.
+ * answers 404, so the create was not made and cannot be made twice.
+ *
+ * The answer to a create that was made can be lost too (Chromium fails a request in flight on
+ * ERR_NETWORK_CHANGED whether or not the server has done it, and sends a request again by
+ * itself when a kept-alive connection closes before its answer: that second create answers
+ * 409). So the name is read first: when it was free just before, an object of that name found
+ * after a try broke, or a 409, is this create's doing, and the object as read is the answer.
+ * (Someone else creating the same name in that moment would look the same; nothing is
+ * overwritten either way.) When the name was taken before, a 409 is the answer, as it is
+ * without a failure; when its state before is unknown, the error says to look.
  */
 async function createAgain(path, init, name) {
   const objectPath = `${path}/${encodeURIComponent(name)}`;
+  const read = () => fetchAgain(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'});
+  let freeBefore = false;
+  try {
+    freeBefore = (await read()).status === 404;
+  } catch (error) {
+    if (init.signal?.aborted) throw error;
+    // Unknown: a create that breaks is then sent again only while the object does not exist.
+  }
   for (let attempt = 0; ; attempt++) {
+    let response;
     try {
-      return await fetch(path, init);
+      response = await fetch(path, init);
     } catch (error) {
       if (init.signal?.aborted) throw error;
       const lost = () => new TypeError(`${error.message}; the change may or may not have been made, so look before trying again`);
@@ -86,12 +103,19 @@ async function createAgain(path, init, name) {
       await sleep(250 * 2 ** attempt, init.signal);
       let probe;
       try {
-        probe = await fetchAgain(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'});
+        probe = await read();
       } catch {
         throw lost();
       }
-      if (probe.status !== 404) throw lost();
+      if (probe.status === 404) continue;
+      if (probe.ok && freeBefore) return probe;
+      throw lost();
     }
+    if (response.status === 409 && freeBefore) {
+      const made = await read().catch(() => null);
+      if (made?.ok) return made;
+    }
+    return response;
   }
 }
 

@@ -4,7 +4,7 @@
 //! a stream stops delivering without its connection saying so.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ pub struct Relay {
     frozen: Arc<AtomicUsize>,
     /// Until when new connections are closed as soon as they come.
     down_until: Arc<Mutex<Option<Instant>>>,
+    /// Requests whose answers are lost: those that start with these bytes, this many more.
+    losing: Arc<Mutex<(Vec<u8>, usize)>>,
     task: JoinHandle<()>,
 }
 
@@ -42,8 +44,9 @@ impl Relay {
         let (freezes, _) = watch::channel(0u64);
         let down_until = Arc::new(Mutex::new(None::<Instant>));
         let frozen = Arc::new(AtomicUsize::new(0));
-        let (cutter, freezer, down, count) =
-            (cuts.clone(), freezes.clone(), Arc::clone(&down_until), Arc::clone(&frozen));
+        let losing = Arc::new(Mutex::new((Vec::new(), 0)));
+        let (cutter, freezer, down, count, lose) =
+            (cuts.clone(), freezes.clone(), Arc::clone(&down_until), Arc::clone(&frozen), Arc::clone(&losing));
         let started = Instant::now();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -51,10 +54,18 @@ impl Relay {
                     continue;
                 }
                 let (cut, freeze) = (cutter.subscribe(), freezer.subscribe());
-                tokio::spawn(relay(client, target, cut, freeze, started, Arc::clone(&count)));
+                let ends = Ends { cut, freeze, frozen_count: Arc::clone(&count), losing: Arc::clone(&lose) };
+                tokio::spawn(relay(client, target, ends, started));
             }
         });
-        Relay { addr, cuts, freezes, frozen, down_until, task }
+        Relay { addr, cuts, freezes, frozen, down_until, losing, task }
+    }
+
+    /// Relays each of the next `count` requests that start with `prefix` (`"POST /path"`) to the
+    /// server, then closes its connection as the server answers, before the client sees a byte
+    /// of the answer: a request that was done and whose answer was lost. `count` 0 stops it.
+    pub fn lose_answers_to(&self, prefix: &str, count: usize) {
+        *self.losing.lock().unwrap() = (prefix.as_bytes().to_vec(), count);
     }
 
     /// Closes every connection open now; later ones are relayed as before.
@@ -97,25 +108,44 @@ impl Drop for Relay {
     }
 }
 
+/// What ends or stops one relayed connection.
+struct Ends {
+    cut: watch::Receiver<u64>,
+    freeze: watch::Receiver<u64>,
+    frozen_count: Arc<AtomicUsize>,
+    losing: Arc<Mutex<(Vec<u8>, usize)>>,
+}
+
 /// Relays one connection until either side closes or it is cut (both sockets dropped). Frozen
 /// while streaming, it relays nothing more but keeps both open until cut.
-async fn relay(
-    client: TcpStream,
-    target: SocketAddr,
-    mut cut: watch::Receiver<u64>,
-    mut freeze: watch::Receiver<u64>,
-    started: Instant,
-    frozen_count: Arc<AtomicUsize>,
-) {
+async fn relay(client: TcpStream, target: SocketAddr, ends: Ends, started: Instant) {
+    let Ends { mut cut, mut freeze, frozen_count, losing } = ends;
     let Ok(server) = TcpStream::connect(target).await else { return };
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     // Milliseconds after `started` when the client, and the server, last sent something.
     let (last_asked, last_sent) = (AtomicU64::new(0), AtomicU64::new(0));
+    // Whether the answer the server sends next is to be lost, and whether it was.
+    let (lose_next, lost) = (AtomicBool::new(false), tokio::sync::Notify::new());
+    let mark = |chunk: &[u8]| {
+        let mut losing = losing.lock().unwrap();
+        if losing.1 > 0 && chunk.starts_with(&losing.0) {
+            losing.1 -= 1;
+            lose_next.store(true, Ordering::Relaxed);
+        }
+        true
+    };
+    let pass = |_: &[u8]| {
+        if lose_next.load(Ordering::Relaxed) {
+            lost.notify_one();
+            return false;
+        }
+        true
+    };
     // Each direction until its sender closes, then closes it on the other side (the client
     // hears at once that the server closed an idle connection, say).
-    let upstream = pipe(&mut client_read, &mut server_write, &last_asked, started);
-    let downstream = pipe(&mut server_read, &mut client_write, &last_sent, started);
+    let upstream = pipe(&mut client_read, &mut server_write, &last_asked, started, mark);
+    let downstream = pipe(&mut server_read, &mut client_write, &last_sent, started, pass);
     let frozen = async {
         loop {
             if freeze.changed().await.is_err() {
@@ -131,6 +161,7 @@ async fn relay(
     tokio::select! {
         () = async { tokio::join!(upstream, downstream); } => {}
         _ = cut.changed() => {}
+        () = lost.notified() => {}
         () = frozen => {
             let _ = cut.changed().await;
         }
@@ -138,16 +169,21 @@ async fn relay(
 }
 
 /// Copies `from` to `to` until `from` closes (then shuts `to` down) or `to` fails, noting in
-/// `last` when bytes last went through.
+/// `last` when bytes last went through. Each chunk read goes through `pass` first; one it
+/// refuses is not copied, and the copying stops there (the connection is closed).
 async fn pipe(
     from: &mut tokio::net::tcp::OwnedReadHalf,
     to: &mut tokio::net::tcp::OwnedWriteHalf,
     last: &AtomicU64,
     started: Instant,
+    pass: impl Fn(&[u8]) -> bool,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf).await {
         last.store(millis_since(started), Ordering::Relaxed);
+        if !pass(&buf[..n]) {
+            return std::future::pending().await;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
