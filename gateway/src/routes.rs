@@ -175,6 +175,7 @@ impl Registry {
         let mut pools = HashMap::new();
         let mut limits = HashMap::new();
         let mut refused = HashSet::new();
+        let networks = InstanceNetworks::of(&sources.nodes);
         for svc in sources.services.list() {
             let key = ObjectRef::from_obj(svc.as_ref());
             let status = svc.status.clone().unwrap_or_default();
@@ -193,7 +194,7 @@ impl Registry {
                 let pool = match pools.get(&revision) {
                     Some(pool) => Arc::clone(pool),
                     None => {
-                        let pool = self.pool(&revision, &key.name, sources, &mut refused);
+                        let pool = self.pool(&revision, &key.name, sources, &networks, &mut refused);
                         pools.insert(revision, Arc::clone(&pool));
                         pool
                     }
@@ -242,9 +243,10 @@ impl Registry {
         revision: &ObjectRef,
         service: &str,
         sources: &Sources,
+        networks: &InstanceNetworks,
         refused: &mut HashSet<Refused>,
     ) -> Arc<RevisionPool> {
-        let settings = pool_settings(revision, service, sources, &self.refused, refused);
+        let settings = pool_settings(revision, service, sources, networks, &self.refused, refused);
         let pool = match self.pools.get(revision) {
             Some(pool) => Arc::clone(pool),
             None => Arc::new(RevisionPool::new(
@@ -270,6 +272,7 @@ fn pool_settings(
     revision: &ObjectRef,
     service: &str,
     sources: &Sources,
+    networks: &InstanceNetworks,
     known: &HashSet<Refused>,
     refused: &mut HashSet<Refused>,
 ) -> PoolSettings {
@@ -303,7 +306,7 @@ fn pool_settings(
             // or NAT between the gateway and the workload. Else its published port.
             let mut address = a.address.as_str();
             if !a.container_address.is_empty() {
-                match container_unvouched(&a.container_address, &a.node_name, &sources.nodes) {
+                match container_unvouched(&a.container_address, &a.node_name, networks) {
                     None => address = a.container_address.as_str(),
                     Some(why) => {
                         let key = (ObjectRef::from_obj(eps.as_ref()), a.container_address.clone());
@@ -378,30 +381,52 @@ fn unvouched(a: &EndpointAddress, host: &str, nodes: &Store<Node>) -> Option<Str
     None
 }
 
+/// The instance networks every registered node published (`status.instanceCidrs`), with the
+/// node that published each. Entries that are not networks are left out.
+pub(crate) struct InstanceNetworks(Vec<(Cidr, Arc<str>)>);
+
+impl InstanceNetworks {
+    pub(crate) fn of(nodes: &Store<Node>) -> InstanceNetworks {
+        let mut networks = Vec::new();
+        for node in nodes.list() {
+            let Some(status) = node.status.as_ref().filter(|s| !s.instance_cidrs.is_empty()) else { continue };
+            let name: Arc<str> = Arc::from(node.metadata.as_ref().map_or("", |m| m.name.as_str()));
+            // A network written with host bits (`172.18.0.5/16`) is taken as the network it names.
+            let parsed = status.instance_cidrs.iter().filter_map(|c| match c.parse::<Cidr>() {
+                Ok(net) | Err(crate::cidr::CidrError::HostBits { network: net, .. }) => Some(net),
+                Err(_) => None,
+            });
+            networks.extend(parsed.map(|net| (net, Arc::clone(&name))));
+        }
+        InstanceNetworks(networks)
+    }
+}
+
 /// Why `address`, an instance's container address on node `node_name` (Ready, as
-/// [`unvouched`] checked), may not be connected to: it is not an IP and port, or its IP is in
-/// none of the instance networks the node published (`status.instanceCidrs`). `None`: it may.
-fn container_unvouched(address: &str, node_name: &str, nodes: &Store<Node>) -> Option<String> {
+/// [`unvouched`] checked), may not be connected to: it is not an IP and port, its IP is in none
+/// of the instance networks the node published, or it is also in another node's (Docker picks
+/// the same default subnets on every host, and a gateway would reach whichever container holds
+/// the address on its own side). `None`: it may.
+fn container_unvouched(address: &str, node_name: &str, networks: &InstanceNetworks) -> Option<String> {
     let Ok(socket) = address.parse::<std::net::SocketAddr>() else {
         return Some(format!("{address} is not an IP address and port"));
     };
-    let Some(node) = nodes.get("", node_name) else {
-        return Some(format!("node {node_name} is not registered"));
-    };
-    let cidrs = node.status.as_ref().map(|s| s.instance_cidrs.as_slice()).unwrap_or_default();
-    // A network written with host bits (`172.18.0.5/16`) is taken as the network it names.
-    let network = |c: &String| match c.parse::<Cidr>() {
-        Ok(net) | Err(crate::cidr::CidrError::HostBits { network: net, .. }) => Some(net),
-        Err(_) => None,
-    };
-    let inside = cidrs.iter().filter_map(network).any(|c| c.contains(socket.ip()));
-    match inside {
-        true => None,
-        false if cidrs.is_empty() => Some(format!("node {node_name} publishes no instance network")),
-        false => {
-            Some(format!("{} is in none of node {node_name}'s instance networks ({})", socket.ip(), cidrs.join(", ")))
-        }
+    let ip = socket.ip();
+    let mut own = networks.0.iter().filter(|(_, node)| &**node == node_name).peekable();
+    if own.peek().is_none() {
+        return Some(format!("node {node_name} publishes no instance network"));
     }
+    let published: Vec<Cidr> = own.map(|(net, _)| *net).collect();
+    if !published.iter().any(|net| net.contains(ip)) {
+        let list: Vec<String> = published.iter().map(ToString::to_string).collect();
+        return Some(format!("{ip} is in none of node {node_name}'s instance networks ({})", list.join(", ")));
+    }
+    networks.0.iter().find(|(net, node)| &**node != node_name && net.contains(ip)).map(|(net, other)| {
+        format!(
+            "{ip} is also in node {other}'s instance network {net}, so it may be another container there \
+             (give each node an instance network of its own)"
+        )
+    })
 }
 
 /// Reasons of a False `Ready` that only mean "not yet": the revision is still starting.
@@ -564,6 +589,38 @@ mod tests {
         EndpointAddress { address: address.into(), node_name: node.into(), ..Default::default() }
     }
 
+    /// An address of node `node` whose instance also has the container address `container`.
+    fn with_container(address: &str, node: &str, container: &str) -> EndpointAddress {
+        EndpointAddress { container_address: container.into(), ..self::address(address, node) }
+    }
+
+    /// A Ready node at `host` that published the instance networks `cidrs`.
+    fn advertising(name: &str, host: &str, cidrs: &[&str]) -> Node {
+        let mut node = node(name, "True", &[host], "2");
+        if let Some(s) = node.status.as_mut() {
+            s.instance_cidrs = cidrs.iter().map(ToString::to_string).collect();
+        }
+        node
+    }
+
+    /// The settings of revision `default/hello-1` from what `f` caches, with the addresses
+    /// left out (sorted), and the instance networks they were built with.
+    fn hello_settings(f: &Fixture) -> (PoolSettings, Vec<String>, InstanceNetworks) {
+        let sources = Sources {
+            services: f.services.store(),
+            revisions: f.revisions.store(),
+            endpoints: f.endpoints.store(),
+            nodes: f.nodes.store(),
+        };
+        let (known, mut refused) = (HashSet::new(), HashSet::new());
+        let networks = InstanceNetworks::of(&sources.nodes);
+        let revision = ObjectRef::new("default", "hello-1");
+        let settings = pool_settings(&revision, "hello", &sources, &networks, &known, &mut refused);
+        let mut refused: Vec<String> = refused.into_iter().map(|(_, a)| a).collect();
+        refused.sort();
+        (settings, refused, networks)
+    }
+
     fn routed(table: &Table, host: &str) -> Option<(String, Option<String>)> {
         let route = table.route(host, "localhost")?;
         Some((route.service.key.to_string(), route.pinned.as_ref().map(|p| p.key().name.clone())))
@@ -679,15 +736,7 @@ mod tests {
     #[test]
     fn container_addresses_are_used_inside_the_instance_networks_their_node_published() {
         let f = Fixture::new();
-        let mut advertising = node("node-2", "True", &["10.0.0.2"], "2");
-        if let Some(s) = advertising.status.as_mut() {
-            s.instance_cidrs = vec!["172.18.0.0/16".into(), "not a network".into()];
-        }
-        f.nodes.upsert(advertising);
-        let with_container = |address: &str, node: &str, container: &str| EndpointAddress {
-            container_address: container.into(),
-            ..self::address(address, node)
-        };
+        f.nodes.upsert(advertising("node-2", "10.0.0.2", &["172.18.0.0/16", "not a network"]));
         f.endpoints.upsert(Endpoints {
             metadata: meta("default", "hello-1", "4"),
             spec: Some(EndpointsSpec {
@@ -704,19 +753,43 @@ mod tests {
             }),
             ..Default::default()
         });
-        let sources = Sources {
-            services: f.services.store(),
-            revisions: f.revisions.store(),
-            endpoints: f.endpoints.store(),
-            nodes: f.nodes.store(),
-        };
-        let (known, mut refused) = (HashSet::new(), HashSet::new());
-        let settings = pool_settings(&ObjectRef::new("default", "hello-1"), "hello", &sources, &known, &mut refused);
+        let (settings, refused, _) = hello_settings(&f);
         let used: Vec<&str> = settings.endpoints.iter().map(|e| &*e.address).collect();
         assert_eq!(used, ["172.18.0.5:8080", "10.0.0.2:30002", "10.0.0.2:30003", "127.0.0.1:30004", "10.0.0.2:30005"]);
-        let mut refused: Vec<String> = refused.into_iter().map(|(_, a)| a).collect();
-        refused.sort();
         assert_eq!(refused, ["10.9.9.9:2379", "172.18.0.6:8080", "not an address"]);
+    }
+
+    /// Two nodes that published the same instance network (Docker's default subnet on two
+    /// hosts) make their containers' addresses ambiguous: both go through their published
+    /// ports. A third node's network elsewhere takes nothing from the others.
+    #[test]
+    fn container_addresses_in_a_network_two_nodes_published_are_not_used() {
+        let f = Fixture::new();
+        for (name, host, cidr) in [
+            ("node-2", "10.0.0.2", "172.17.0.0/16"),
+            ("node-3", "10.0.0.3", "172.17.0.0/16"),
+            ("node-4", "10.0.0.4", "172.19.0.0/16"),
+        ] {
+            f.nodes.upsert(advertising(name, host, &[cidr]));
+        }
+        f.endpoints.upsert(Endpoints {
+            metadata: meta("default", "hello-1", "4"),
+            spec: Some(EndpointsSpec {
+                revision_name: "hello-1".into(),
+                addresses: vec![
+                    with_container("10.0.0.2:30001", "node-2", "172.17.0.5:8080"),
+                    with_container("10.0.0.3:30001", "node-3", "172.17.0.5:8080"),
+                    with_container("10.0.0.4:30001", "node-4", "172.19.0.5:8080"),
+                ],
+            }),
+            ..Default::default()
+        });
+        let (settings, refused, networks) = hello_settings(&f);
+        let used: Vec<&str> = settings.endpoints.iter().map(|e| &*e.address).collect();
+        assert_eq!(used, ["10.0.0.2:30001", "10.0.0.3:30001", "172.19.0.5:8080"]);
+        assert_eq!(refused, ["172.17.0.5:8080"]);
+        let why = container_unvouched("172.17.0.5:8080", "node-2", &networks).unwrap_or_default();
+        assert!(why.contains("also in node node-3's instance network 172.17.0.0/16"), "{why}");
     }
 
     #[test]
