@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -303,8 +303,9 @@ impl Server {
 struct Servers {
     list: Vec<Server>,
     current: AtomicUsize,
-    /// Whether a call has looked for a server that takes connections yet.
-    probed: AtomicBool,
+    /// Set once the first call has looked for a server that takes connections; the calls made
+    /// meanwhile wait for it.
+    probed: tokio::sync::OnceCell<()>,
 }
 
 /// When a call that could not reach an API server is sent to the next one.
@@ -418,7 +419,7 @@ impl Client {
     }
 
     fn over(list: Vec<Server>, credentials: Credentials) -> Client {
-        let servers = Servers { list, current: AtomicUsize::new(0), probed: AtomicBool::new(false) };
+        let servers = Servers { list, current: AtomicUsize::new(0), probed: tokio::sync::OnceCell::new() };
         Client { servers: Arc::new(servers), credentials, fence: None }
     }
 
@@ -475,12 +476,17 @@ impl Client {
     /// container gone, a partition) would otherwise cost every new client, such as each `stratus`
     /// command, the whole connect timeout before the next server is tried. When none accepts
     /// within the connect timeout, calls start at the current server as before, and fail over
-    /// as they do. Each later call goes where the calls before it went.
+    /// as they do. Calls made while it looks wait for it; each later call goes where the calls
+    /// before it went.
     async fn probe(&self) {
-        let servers = &self.servers;
-        if servers.list.len() < 2 || servers.probed.swap(true, Ordering::AcqRel) {
-            return;
+        if self.servers.list.len() >= 2 {
+            self.servers.probed.get_or_init(|| self.find_live_server()).await;
         }
+    }
+
+    /// See [`Client::probe`].
+    async fn find_live_server(&self) {
+        let servers = &self.servers;
         let first = servers.current.load(Ordering::Acquire) % servers.list.len();
         let attempts = (0..servers.list.len()).map(|n| {
             let i = (first + n) % servers.list.len();
