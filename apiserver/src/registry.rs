@@ -108,14 +108,15 @@ impl Registry {
 
     /// A registry over a new embedded store in a temporary directory, for unit tests. The
     /// directory lives as long as the returned guard, and the registry stays open as long as the
-    /// sender.
+    /// sender. The registry comes last, so that `let (_dir, _closing, registry) = …` drops it
+    /// first.
     #[cfg(test)]
-    pub(crate) async fn for_test() -> (Registry, tempfile::TempDir, tokio::sync::watch::Sender<bool>) {
+    pub(crate) async fn for_test() -> (tempfile::TempDir, tokio::sync::watch::Sender<bool>, Registry) {
         #![allow(clippy::unwrap_used)]
         let dir = tempfile::tempdir().unwrap();
         let store = stratus_store::embedded::EmbeddedStore::open(dir.path().join("data")).await.unwrap();
         let (closing_tx, closing) = tokio::sync::watch::channel(false);
-        (Registry::new(store, Arc::default(), closing), dir, closing_tx)
+        (dir, closing_tx, Registry::new(store, Arc::default(), closing))
     }
 
     /// The same registry, writing the audit log `audit`.

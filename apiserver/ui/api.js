@@ -7,6 +7,8 @@ const CONSOLE_HEADER = {'X-Stratus-Console': '1'};
 const SILENCE_MS = 25_000;
 /** A read that has no answer in this long is tried again. */
 const ATTEMPT_MS = 10_000;
+/** How long the read before a create may take: the create waits for it. */
+const PRE_READ_MS = 3_000;
 const API = '/apis/stratus.dev/v1';
 
 /** An answer of the API that is not a success: `status` (HTTP), `reason`, `causes`. */
@@ -85,12 +87,18 @@ async function fetchAgain(path, init) {
 async function createAgain(path, init, name) {
   const objectPath = `${path}/${encodeURIComponent(name)}`;
   const read = () => fetchAgain(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'});
-  let freeBefore = false;
-  try {
-    freeBefore = (await read()).status === 404;
-  } catch (error) {
-    if (init.signal?.aborted) throw error;
-    // Unknown: a create that breaks is then sent again only while the object does not exist.
+  // What the name was before: 404 free, 200 taken, null unknown. One quick read, asked once
+  // more if the network breaks under it, so that the create is not held back for long.
+  let before = null;
+  for (let attempt = 0; attempt < 2 && before === null; attempt++) {
+    try {
+      const limits = [AbortSignal.timeout(PRE_READ_MS), ...(init.signal ? [init.signal] : [])];
+      const response = await fetch(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, cache: 'no-store', signal: AbortSignal.any(limits)});
+      if (response.status === 404 || response.ok) before = response.status;
+      else break;
+    } catch (error) {
+      if (init.signal?.aborted) throw error;
+    }
   }
   for (let attempt = 0; ; attempt++) {
     let response;
@@ -104,16 +112,25 @@ async function createAgain(path, init, name) {
       let probe;
       try {
         probe = await read();
-      } catch {
+      } catch (readError) {
+        if (init.signal?.aborted) throw readError;
         throw lost();
       }
-      if (probe.status === 404) continue;
-      if (probe.ok && freeBefore) return probe;
+      // Not there: this create was not made. Taken before: it cannot have been made, and
+      // sent again it answers why (409).
+      if (probe.status === 404 || (probe.ok && before === 200)) continue;
+      if (probe.ok && before === 404) return probe;
       throw lost();
     }
-    if (response.status === 409 && freeBefore) {
-      const made = await read().catch(() => null);
-      if (made?.ok) return made;
+    if (response.status === 409 && before === 404) {
+      let made;
+      try {
+        made = await read();
+      } catch (readError) {
+        if (init.signal?.aborted) throw readError;
+        return response;
+      }
+      if (made.ok) return made;
     }
     return response;
   }

@@ -70,6 +70,7 @@ impl Client {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = tonic::body::Body::new(http_body_util::Full::new(bytes::Bytes::from(body)).map_err(|e| match e {}));
+        self.probe().await;
         let endpoint = self.endpoint();
         let req = req.body(body).map_err(|_| Error::BadEndpoint(format!("{endpoint}{path}")))?;
         let mut channel = self.current().1.channel;

@@ -470,15 +470,16 @@ impl Client {
         let _ = self.servers.current.compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire);
     }
 
-    /// With several servers, the first call of a client opens a TCP connection to each, the
-    /// current one first and every next one [`PROBE_STAGGER`] later, and sends its calls to the
-    /// first that accepts. A server that is down without refusing connections (its host or
-    /// container gone, a partition) would otherwise cost every new client, such as each `stratus`
-    /// command, the whole connect timeout before the next server is tried. When none accepts
-    /// within the connect timeout, calls start at the current server as before, and fail over
-    /// as they do. Calls made while it looks wait for it; each later call goes where the calls
-    /// before it went.
-    async fn probe(&self) {
+    /// With several servers, the first call of a client looks for one that takes connections,
+    /// as Happy Eyeballs does: it opens a TCP connection to the current server, then to the
+    /// next one [`PROBE_STAGGER`] later or as soon as the one before failed, and so on, and
+    /// sends its calls to the first that accepts. A server that is down without refusing
+    /// connections (its host or container gone, a partition) would otherwise cost every new
+    /// client, such as each `stratus` command, the whole connect timeout before the next server
+    /// is tried. The search takes at most the connect timeout; when no server accepted by then,
+    /// calls start at the current server as before, and fail over as they do. Calls made while
+    /// it looks wait for it; each later call goes where the calls before it went.
+    pub(crate) async fn probe(&self) {
         if self.servers.list.len() >= 2 {
             self.servers.probed.get_or_init(|| self.find_live_server()).await;
         }
@@ -487,33 +488,52 @@ impl Client {
     /// See [`Client::probe`].
     async fn find_live_server(&self) {
         let servers = &self.servers;
-        let first = servers.current.load(Ordering::Acquire) % servers.list.len();
-        let attempts = (0..servers.list.len()).map(|n| {
-            let i = (first + n) % servers.list.len();
+        let count = servers.list.len();
+        let first = servers.current.load(Ordering::Acquire) % count;
+        let connect = |i: usize| {
             let address = servers.list[i].address();
-            let delay = PROBE_STAGGER * u32::try_from(n).unwrap_or(u32::MAX);
             async move {
                 let (host, port) = address?;
-                tokio::time::sleep(delay).await;
-                let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host, port)));
-                connected.await.ok()?.ok().map(|_| i)
+                tokio::net::TcpStream::connect((host, port)).await.ok().map(|_| i)
             }
-        });
-        let mut attempts: futures::stream::FuturesUnordered<_> = attempts.collect();
-        while let Some(outcome) = attempts.next().await {
-            if let Some(i) = outcome {
-                if i != first {
-                    tracing::debug!(
-                        skipped = servers.list[first].endpoint,
-                        endpoint = servers.list[i].endpoint,
-                        "the first API server did not take a connection in time; calls go to the next that did"
-                    );
+        };
+        let search = async {
+            let mut running = futures::stream::FuturesUnordered::new();
+            let mut started = 0;
+            loop {
+                if started < count {
+                    running.push(connect((first + started) % count));
+                    started += 1;
                 }
-                // Unless a call has moved on already.
-                let _ = servers.current.compare_exchange(first, i, Ordering::AcqRel, Ordering::Acquire);
-                return;
+                let stagger = tokio::time::sleep(PROBE_STAGGER);
+                tokio::pin!(stagger);
+                loop {
+                    tokio::select! {
+                        Some(outcome) = running.next() => {
+                            if outcome.is_some() {
+                                return outcome;
+                            }
+                            // That one failed: the next starts now.
+                            if started < count {
+                                break;
+                            }
+                        }
+                        () = &mut stagger, if started < count => break,
+                        else => return None,
+                    }
+                }
             }
+        };
+        let Ok(Some(i)) = tokio::time::timeout(CONNECT_TIMEOUT, search).await else { return };
+        if i != first {
+            tracing::debug!(
+                skipped = servers.list[first].endpoint,
+                endpoint = servers.list[i].endpoint,
+                "the first API server did not take a connection in time; calls go to the next that did"
+            );
         }
+        // Unless a call has moved on already.
+        let _ = servers.current.compare_exchange(first, i, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Sends `req` (`send` sends it over the connection it is given) to the current server and,

@@ -381,8 +381,11 @@ fn unvouched(a: &EndpointAddress, host: &str, nodes: &Store<Node>) -> Option<Str
     None
 }
 
-/// The instance networks every registered node published (`status.instanceCidrs`), with the
-/// node that published each. Entries that are not networks are left out.
+/// The instance networks every Ready node published (`status.instanceCidrs`), with the node
+/// that published each. Entries that are not networks are left out, and so are the networks of
+/// nodes that are not Ready: Node objects stay when their host is gone or renamed, and a stale
+/// one would otherwise keep a live node's instances off their container addresses for good
+/// (the gateway does not route to a node that is not Ready anyway).
 pub(crate) struct InstanceNetworks(Vec<(Cidr, Arc<str>)>);
 
 impl InstanceNetworks {
@@ -390,6 +393,9 @@ impl InstanceNetworks {
         let mut networks = Vec::new();
         for node in nodes.list() {
             let Some(status) = node.status.as_ref().filter(|s| !s.instance_cidrs.is_empty()) else { continue };
+            if stratus_api::node::not_ready_reason(&node).is_some() {
+                continue;
+            }
             let name: Arc<str> = Arc::from(node.metadata.as_ref().map_or("", |m| m.name.as_str()));
             // A network written with host bits (`172.18.0.5/16`) is taken as the network it names.
             let parsed = status.instance_cidrs.iter().filter_map(|c| match c.parse::<Cidr>() {
@@ -761,7 +767,8 @@ mod tests {
 
     /// Two nodes that published the same instance network (Docker's default subnet on two
     /// hosts) make their containers' addresses ambiguous: both go through their published
-    /// ports. A third node's network elsewhere takes nothing from the others.
+    /// ports. A third node's network elsewhere, or a node that is not Ready, takes nothing from
+    /// the others.
     #[test]
     fn container_addresses_in_a_network_two_nodes_published_are_not_used() {
         let f = Fixture::new();
@@ -772,6 +779,12 @@ mod tests {
         ] {
             f.nodes.upsert(advertising(name, host, &[cidr]));
         }
+        // A node that is not Ready (gone, renamed) takes nothing from the others.
+        let mut stale = node("stale", "Unknown", &["10.0.0.9"], "2");
+        if let Some(s) = stale.status.as_mut() {
+            s.instance_cidrs = vec!["172.19.0.0/16".into()];
+        }
+        f.nodes.upsert(stale);
         f.endpoints.upsert(Endpoints {
             metadata: meta("default", "hello-1", "4"),
             spec: Some(EndpointsSpec {

@@ -28,7 +28,7 @@ pub struct Relay {
     /// Until when new connections are closed as soon as they come.
     down_until: Arc<Mutex<Option<Instant>>>,
     /// Requests whose answers are lost: those that start with these bytes, this many more.
-    losing: Arc<Mutex<(Vec<u8>, usize)>>,
+    losing: Arc<Mutex<Losing>>,
     task: JoinHandle<()>,
 }
 
@@ -44,7 +44,7 @@ impl Relay {
         let (freezes, _) = watch::channel(0u64);
         let down_until = Arc::new(Mutex::new(None::<Instant>));
         let frozen = Arc::new(AtomicUsize::new(0));
-        let losing = Arc::new(Mutex::new((Vec::new(), 0)));
+        let losing = Arc::new(Mutex::new(Losing::default()));
         let (cutter, freezer, down, count, lose) =
             (cuts.clone(), freezes.clone(), Arc::clone(&down_until), Arc::clone(&frozen), Arc::clone(&losing));
         let started = Instant::now();
@@ -65,7 +65,13 @@ impl Relay {
     /// server, then closes its connection as the server answers, before the client sees a byte
     /// of the answer: a request that was done and whose answer was lost. `count` 0 stops it.
     pub fn lose_answers_to(&self, prefix: &str, count: usize) {
-        *self.losing.lock().unwrap() = (prefix.as_bytes().to_vec(), count);
+        *self.losing.lock().unwrap() = Losing { prefix: prefix.as_bytes().to_vec(), count, seen: 0 };
+    }
+
+    /// How many requests that start with the prefix last given to [`Relay::lose_answers_to`]
+    /// went through since, their answers lost or not.
+    pub fn seen(&self) -> usize {
+        self.losing.lock().unwrap().seen
     }
 
     /// Closes every connection open now; later ones are relayed as before.
@@ -108,12 +114,22 @@ impl Drop for Relay {
     }
 }
 
+/// Which requests' answers are lost (see [`Relay::lose_answers_to`]).
+#[derive(Default)]
+struct Losing {
+    prefix: Vec<u8>,
+    /// How many more answers to lose.
+    count: usize,
+    /// How many requests with the prefix went through.
+    seen: usize,
+}
+
 /// What ends or stops one relayed connection.
 struct Ends {
     cut: watch::Receiver<u64>,
     freeze: watch::Receiver<u64>,
     frozen_count: Arc<AtomicUsize>,
-    losing: Arc<Mutex<(Vec<u8>, usize)>>,
+    losing: Arc<Mutex<Losing>>,
 }
 
 /// Relays one connection until either side closes or it is cut (both sockets dropped). Frozen
@@ -129,9 +145,12 @@ async fn relay(client: TcpStream, target: SocketAddr, ends: Ends, started: Insta
     let (lose_next, lost) = (AtomicBool::new(false), tokio::sync::Notify::new());
     let mark = |chunk: &[u8]| {
         let mut losing = losing.lock().unwrap();
-        if losing.1 > 0 && chunk.starts_with(&losing.0) {
-            losing.1 -= 1;
-            lose_next.store(true, Ordering::Relaxed);
+        if !losing.prefix.is_empty() && chunk.starts_with(&losing.prefix) {
+            losing.seen += 1;
+            if losing.count > 0 {
+                losing.count -= 1;
+                lose_next.store(true, Ordering::Relaxed);
+            }
         }
         true
     };

@@ -337,7 +337,7 @@ mod tests {
     /// that starts before the hub's ring watches the store, and sees the same.
     #[tokio::test]
     async fn watches_by_node_get_their_nodes_changes_from_one_hub() {
-        let (registry, _dir, _closing) = Registry::for_test().await;
+        let (_dir, _closing, registry) = Registry::for_test().await;
         let caller = Caller::system();
         let mut ns = stratus_api::v1::Namespace::default();
         ns.meta_mut().name = "default".into();

@@ -138,7 +138,7 @@ mod tests {
     /// to read one by one.
     #[tokio::test]
     async fn an_undecodable_object_fails_reads_with_an_error_naming_its_kind() {
-        let (registry, _dir, _closing) = Registry::for_test().await;
+        let (_dir, _closing, registry) = Registry::for_test().await;
         let caller = Caller::system();
         let mut good = Namespace::default();
         good.meta_mut().name = "good".into();
