@@ -54,17 +54,18 @@ const REPEATABLE = new Set(['GET', 'HEAD', 'PATCH']);
  * fetch, sent again when the network fails under it. Chromium fails every request in flight
  * when it sees a network interface come or go (ERR_NETWORK_CHANGED); on a machine that runs
  * containers that is whenever one starts or stops. And a connection can die without a word:
- * a try that has no answer in ATTEMPT_MS is given up. Up to four tries, 250 ms, 500 ms and 1 s
- * apart; an answer of the API, whatever its status, is never asked again. Only for requests
- * that are safe to repeat: a write that failed this way may have been done.
+ * a try that has no answer in `attemptMs` (ATTEMPT_MS) is given up. Up to `tries` (four) tries,
+ * 250 ms, 500 ms and 1 s apart; an answer of the API, whatever its status, is never asked
+ * again. Only for requests that are safe to repeat: a write that failed this way may have been
+ * done.
  */
-async function fetchAgain(path, init) {
+async function fetchAgain(path, init, {tries = 4, attemptMs = ATTEMPT_MS} = {}) {
   for (let attempt = 0; ; attempt++) {
-    const limits = [AbortSignal.timeout(ATTEMPT_MS), ...(init.signal ? [init.signal] : [])];
+    const limits = [AbortSignal.timeout(attemptMs), ...(init.signal ? [init.signal] : [])];
     try {
       return await fetch(path, {...init, signal: AbortSignal.any(limits)});
     } catch (error) {
-      if (init.signal?.aborted || attempt >= 3) throw error;
+      if (init.signal?.aborted || attempt >= tries - 1) throw error;
       await sleep(250 * 2 ** attempt, init.signal);
     }
   }
@@ -86,19 +87,16 @@ async function fetchAgain(path, init) {
  */
 async function createAgain(path, init, name) {
   const objectPath = `${path}/${encodeURIComponent(name)}`;
-  const read = () => fetchAgain(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'});
+  const readInit = {method: 'GET', headers: init.headers, credentials: init.credentials, signal: init.signal, cache: 'no-store'};
+  const read = () => fetchAgain(objectPath, readInit);
   // What the name was before: 404 free, 200 taken, null unknown. One quick read, asked once
   // more if the network breaks under it, so that the create is not held back for long.
   let before = null;
-  for (let attempt = 0; attempt < 2 && before === null; attempt++) {
-    try {
-      const limits = [AbortSignal.timeout(PRE_READ_MS), ...(init.signal ? [init.signal] : [])];
-      const response = await fetch(objectPath, {method: 'GET', headers: init.headers, credentials: init.credentials, cache: 'no-store', signal: AbortSignal.any(limits)});
-      if (response.status === 404 || response.ok) before = response.status;
-      else break;
-    } catch (error) {
-      if (init.signal?.aborted) throw error;
-    }
+  try {
+    const response = await fetchAgain(objectPath, readInit, {tries: 2, attemptMs: PRE_READ_MS});
+    if (response.status === 404 || response.ok) before = response.status;
+  } catch (error) {
+    if (init.signal?.aborted) throw error;
   }
   for (let attempt = 0; ; attempt++) {
     let response;

@@ -136,7 +136,7 @@ pub async fn discover_ca(endpoint: &str, ca_cert_hash: &str) -> Result<String> {
     let plain = format!("http://{}", uri.authority().map(|a| a.as_str()).unwrap_or_default());
     let channel = tonic::transport::Endpoint::from_shared(plain)
         .map_err(|_| Error::BadEndpoint(endpoint.clone()))?
-        .connect_timeout(std::time::Duration::from_secs(3))
+        .connect_timeout(crate::CONNECT_TIMEOUT)
         .connect_with_connector_lazy(crate::tls::connector(config, &host));
     let client = Client::over(vec![crate::Server { endpoint: endpoint.clone(), channel }], Credentials::None);
     let pem = client.call_http(http::Method::GET, CA_PATH, Vec::new(), None).await?;

@@ -276,7 +276,7 @@ impl tonic::service::Interceptor for Bearer {
 type Authed = InterceptedService<Channel, Bearer>;
 
 /// How long a connection to an API server may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How much of a head start each server gets over the next when a client with several first
 /// looks for one that takes connections (see [`Client::probe`]).

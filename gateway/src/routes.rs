@@ -600,9 +600,19 @@ mod tests {
         EndpointAddress { container_address: container.into(), ..self::address(address, node) }
     }
 
-    /// A Ready node at `host` that published the instance networks `cidrs`.
-    fn advertising(name: &str, host: &str, cidrs: &[&str]) -> Node {
-        let mut node = node(name, "True", &[host], "2");
+    /// The Endpoints of revision `default/hello-1`, with `addresses`.
+    fn hello_endpoints(addresses: Vec<EndpointAddress>) -> Endpoints {
+        Endpoints {
+            metadata: meta("default", "hello-1", "4"),
+            spec: Some(EndpointsSpec { revision_name: "hello-1".into(), addresses }),
+            ..Default::default()
+        }
+    }
+
+    /// A node at `host` (its Ready condition `ready`) that published the instance networks
+    /// `cidrs`.
+    fn advertising(name: &str, ready: &str, host: &str, cidrs: &[&str]) -> Node {
+        let mut node = node(name, ready, &[host], "2");
         if let Some(s) = node.status.as_mut() {
             s.instance_cidrs = cidrs.iter().map(ToString::to_string).collect();
         }
@@ -702,23 +712,16 @@ mod tests {
         f.service("hello", None, vec![target("hello-1", 100, "")], "1");
         f.nodes.upsert(node("node-2", "True", &["10.0.0.2"], "2"));
         f.nodes.upsert(node("sick", "False", &["10.0.0.3"], "3"));
-        f.endpoints.upsert(Endpoints {
-            metadata: meta("default", "hello-1", "4"),
-            spec: Some(EndpointsSpec {
-                revision_name: "hello-1".into(),
-                addresses: vec![
-                    address("127.0.0.1:1", "node-1"),
-                    address("10.0.0.2:2", "node-2"),
-                    // Another host's port, under the name of a node that did not publish it.
-                    address("10.9.9.9:2379", "node-1"),
-                    address("127.0.0.1:3", "node-2"),
-                    address("10.0.0.3:4", "sick"),
-                    address("10.0.0.4:5", "gone"),
-                    address("127.0.0.1:6", ""),
-                ],
-            }),
-            ..Default::default()
-        });
+        f.endpoints.upsert(hello_endpoints(vec![
+            address("127.0.0.1:1", "node-1"),
+            address("10.0.0.2:2", "node-2"),
+            // Another host's port, under the name of a node that did not publish it.
+            address("10.9.9.9:2379", "node-1"),
+            address("127.0.0.1:3", "node-2"),
+            address("10.0.0.3:4", "sick"),
+            address("10.0.0.4:5", "gone"),
+            address("127.0.0.1:6", ""),
+        ]));
         let endpoints = |t: &Table| {
             let pool = t.route("hello.default.localhost", "localhost").and_then(|r| r.revision());
             pool.map_or(0, |p| p.demand().endpoints)
@@ -742,23 +745,16 @@ mod tests {
     #[test]
     fn container_addresses_are_used_inside_the_instance_networks_their_node_published() {
         let f = Fixture::new();
-        f.nodes.upsert(advertising("node-2", "10.0.0.2", &["172.18.0.0/16", "not a network"]));
-        f.endpoints.upsert(Endpoints {
-            metadata: meta("default", "hello-1", "4"),
-            spec: Some(EndpointsSpec {
-                revision_name: "hello-1".into(),
-                addresses: vec![
-                    with_container("10.0.0.2:30001", "node-2", "172.18.0.5:8080"),
-                    // Outside the node's instance networks: its published port instead.
-                    with_container("10.0.0.2:30002", "node-2", "10.9.9.9:2379"),
-                    with_container("10.0.0.2:30003", "node-2", "not an address"),
-                    // A node that published no instance network.
-                    with_container("127.0.0.1:30004", "node-1", "172.18.0.6:8080"),
-                    address("10.0.0.2:30005", "node-2"),
-                ],
-            }),
-            ..Default::default()
-        });
+        f.nodes.upsert(advertising("node-2", "True", "10.0.0.2", &["172.18.0.0/16", "not a network"]));
+        f.endpoints.upsert(hello_endpoints(vec![
+            with_container("10.0.0.2:30001", "node-2", "172.18.0.5:8080"),
+            // Outside the node's instance networks: its published port instead.
+            with_container("10.0.0.2:30002", "node-2", "10.9.9.9:2379"),
+            with_container("10.0.0.2:30003", "node-2", "not an address"),
+            // A node that published no instance network.
+            with_container("127.0.0.1:30004", "node-1", "172.18.0.6:8080"),
+            address("10.0.0.2:30005", "node-2"),
+        ]));
         let (settings, refused, _) = hello_settings(&f);
         let used: Vec<&str> = settings.endpoints.iter().map(|e| &*e.address).collect();
         assert_eq!(used, ["172.18.0.5:8080", "10.0.0.2:30002", "10.0.0.2:30003", "127.0.0.1:30004", "10.0.0.2:30005"]);
@@ -777,26 +773,15 @@ mod tests {
             ("node-3", "10.0.0.3", "172.17.0.0/16"),
             ("node-4", "10.0.0.4", "172.19.0.0/16"),
         ] {
-            f.nodes.upsert(advertising(name, host, &[cidr]));
+            f.nodes.upsert(advertising(name, "True", host, &[cidr]));
         }
         // A node that is not Ready (gone, renamed) takes nothing from the others.
-        let mut stale = node("stale", "Unknown", &["10.0.0.9"], "2");
-        if let Some(s) = stale.status.as_mut() {
-            s.instance_cidrs = vec!["172.19.0.0/16".into()];
-        }
-        f.nodes.upsert(stale);
-        f.endpoints.upsert(Endpoints {
-            metadata: meta("default", "hello-1", "4"),
-            spec: Some(EndpointsSpec {
-                revision_name: "hello-1".into(),
-                addresses: vec![
-                    with_container("10.0.0.2:30001", "node-2", "172.17.0.5:8080"),
-                    with_container("10.0.0.3:30001", "node-3", "172.17.0.5:8080"),
-                    with_container("10.0.0.4:30001", "node-4", "172.19.0.5:8080"),
-                ],
-            }),
-            ..Default::default()
-        });
+        f.nodes.upsert(advertising("stale", "Unknown", "10.0.0.9", &["172.19.0.0/16"]));
+        f.endpoints.upsert(hello_endpoints(vec![
+            with_container("10.0.0.2:30001", "node-2", "172.17.0.5:8080"),
+            with_container("10.0.0.3:30001", "node-3", "172.17.0.5:8080"),
+            with_container("10.0.0.4:30001", "node-4", "172.19.0.5:8080"),
+        ]));
         let (settings, refused, networks) = hello_settings(&f);
         let used: Vec<&str> = settings.endpoints.iter().map(|e| &*e.address).collect();
         assert_eq!(used, ["10.0.0.2:30001", "10.0.0.3:30001", "172.19.0.5:8080"]);
